@@ -1,0 +1,51 @@
+# wirechat — every target creates the virtualenv on demand; `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROTO := transports/grpc/chat.proto
+GEN := transports/grpc/_generated
+DB ?= wirechat.db
+CUSTOM_PORT ?= 7000
+GRPC_PORT ?= 7001
+HOST ?= 127.0.0.1
+TRANSPORT ?= custom
+
+.DEFAULT_GOAL := help
+.PHONY: help venv gen server client test check lint fmt clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP) ## create .venv and install wirechat with its dev tools
+
+gen: $(STAMP) ## regenerate the gRPC code from chat.proto
+	@if [ -f $(PROTO) ]; then $(PY) -m transports.grpc.codegen; fi
+
+server: $(STAMP) gen ## run the chat server (custom on CUSTOM_PORT, gRPC on GRPC_PORT, DB=wirechat.db)
+	$(VENV)/bin/wirechat server --host $(HOST) --custom-port $(CUSTOM_PORT) --grpc-port $(GRPC_PORT) --db $(DB)
+
+client: $(STAMP) gen ## run the console client (TRANSPORT=custom|grpc, HOST, CUSTOM_PORT/GRPC_PORT)
+	$(VENV)/bin/wirechat client --transport $(TRANSPORT) --host $(HOST) \
+	  --port $(if $(filter grpc,$(TRANSPORT)),$(GRPC_PORT),$(CUSTOM_PORT))
+
+test: $(STAMP) gen ## run the whole test suite
+	$(PY) -m pytest
+
+check: $(STAMP) ## ruff, and fail if generated code is stale
+	$(VENV)/bin/ruff check .
+	@if [ -f $(PROTO) ]; then $(PY) -m transports.grpc.codegen --check; fi
+
+fmt: $(STAMP) ## format and fix what ruff can
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .benchmarks

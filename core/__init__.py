@@ -1,0 +1,51 @@
+"""The chat domain: accounts, sessions, delivery and deletion rules. Imports no transport."""
+
+from core.client import ChatClient
+from core.errors import (
+    AlreadyLoggedIn,
+    AuthFailed,
+    ChatError,
+    Forbidden,
+    InvalidArgument,
+    LimitExceeded,
+    NotLoggedIn,
+    SessionClosed,
+    UsernameTaken,
+)
+from core.passwords import HashCost
+from core.service import ChatService
+from core.session import Session, State
+from core.store import SqliteStore, Store
+from core.types import (
+    AccountPage,
+    CloseReason,
+    DeletedSenderPolicy,
+    Delivery,
+    LoginResult,
+    SendResult,
+)
+
+__all__ = [
+    "AccountPage",
+    "AlreadyLoggedIn",
+    "AuthFailed",
+    "ChatClient",
+    "ChatError",
+    "ChatService",
+    "CloseReason",
+    "DeletedSenderPolicy",
+    "Delivery",
+    "Forbidden",
+    "HashCost",
+    "InvalidArgument",
+    "LimitExceeded",
+    "LoginResult",
+    "NotLoggedIn",
+    "SendResult",
+    "Session",
+    "SessionClosed",
+    "SqliteStore",
+    "State",
+    "Store",
+    "UsernameTaken",
+]

@@ -1,0 +1,63 @@
+"""The domain's errors. They carry no transport knowledge: each transport maps them to its own
+wire codes in exactly one place (the custom codec's error table, the gRPC servicer's
+status mapping)."""
+
+from __future__ import annotations
+
+
+class ChatError(Exception):
+    """Base of every error a client can cause. ``str(err)`` is a sentence for a person."""
+
+
+class InvalidArgument(ChatError):
+    """A field is malformed: a bad username, an empty body, invalid glob, duplicate recipients."""
+
+
+class LimitExceeded(InvalidArgument):
+    """A field is well-formed but larger than a limit in core.limits (body, recipients, ...)."""
+
+
+class UsernameTaken(ChatError):
+    """Signup with a name that already has an account."""
+
+
+class AuthFailed(ChatError):
+    """Login with a wrong password *or* an unknown user: one error for both (Rule 3)."""
+
+    def __init__(self, message: str = "wrong username or password") -> None:
+        super().__init__(message)
+
+
+class NotLoggedIn(ChatError):
+    """A request that needs a session came from an anonymous or ended one."""
+
+    def __init__(self, message: str = "log in first") -> None:
+        super().__init__(message)
+
+
+class AlreadyLoggedIn(ChatError):
+    """Signup or login on a connection whose session is already logged in."""
+
+    def __init__(self, message: str = "this session is already logged in; log out first") -> None:
+        super().__init__(message)
+
+
+class Forbidden(ChatError):
+    """The caller asked to act on another user's account (Rule 14)."""
+
+
+class SessionClosed(ChatError):
+    """The session was ended by the server (account deleted, too slow, shutdown)."""
+
+
+__all__ = [
+    "AlreadyLoggedIn",
+    "AuthFailed",
+    "ChatError",
+    "Forbidden",
+    "InvalidArgument",
+    "LimitExceeded",
+    "NotLoggedIn",
+    "SessionClosed",
+    "UsernameTaken",
+]

@@ -1,0 +1,43 @@
+"""Every limit the chat core enforces, in one place, with the reason for each number.
+
+Both transports read these so that a limit is the same whichever way a client connects
+(Rule 17). The custom protocol's frame limit and gRPC's max message size are derived from them.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Rule 1. 32 characters covers e-mail-style local parts and every chat handle we know of
+# (IRC: 9-30, Slack: 80 display / 21 handle, Discord: 32). The character class keeps names
+# safe to print in a terminal and to put in a URL without escaping.
+USERNAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+MAX_USERNAME_CHARS = 32
+
+# Rule 1. 256 bytes of UTF-8: long enough for any passphrase, short enough that a hostile
+# client cannot make argon2 hash megabytes per attempt.
+MAX_PASSWORD_BYTES = 256
+
+# Rule 8. 64 KiB is the ceiling of one chat message (Slack: 40 000 chars, Discord: 4 000,
+# IRC: 512 bytes); larger payloads belong in a file transfer, not a chat line.
+MAX_BODY_BYTES = 64 * 1024
+
+# Rule 8. A broadcast to a team-sized group; larger fan-out wants a group feature.
+MAX_RECIPIENTS = 256
+
+# Rule 7. A glob longer than the longest username plus wildcards has no use.
+MAX_PATTERN_CHARS = 64
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+# Rule 11. Ids in one ack request; the client acks in batches far smaller than this.
+MAX_ACK_IDS = 1024
+
+# Rule 17. Live deliveries queued for one session that its transport has not yet written.
+# A consumer that falls this far behind is disconnected; its messages stay pending in the
+# store (only acks remove them), so nothing is lost and it catches up at its next login.
+MAX_SESSION_QUEUE = 4096
+
+# Rule 12. Pending messages are read from the store in pages of this many at login, so a
+# user with a large backlog costs bounded memory.
+BACKLOG_PAGE = 256

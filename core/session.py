@@ -1,0 +1,156 @@
+"""A session: one client's view of the service (a custom-protocol connection, a gRPC token,
+a loopback client).
+
+Lifecycle as a table, h11-style: every (state, event) pair that is allowed is listed; any
+other pair is a bug in the caller and raises. ``ANONYMOUS`` may log in; ``ACTIVE`` is logged in;
+``CLOSED`` is final (a failed signup/login, account deleted, too slow, disconnected).
+
+Delivery (Rules 10-13). At login the session registers for live pushes *first*, then
+``deliveries()`` reads the user's pending messages from the store page by page (oldest first)
+and only then yields the live queue, skipping ids it already yielded from the store. Because a
+message is stored before it is pushed and ids increase, this yields every pending message once,
+in id order, with nothing newer overtaking older (Rule 12).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import itertools
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from core import limits
+from core.types import CloseReason, Delivery
+
+if TYPE_CHECKING:
+    from core.store import Store
+
+
+class State(enum.Enum):
+    ANONYMOUS = "anonymous"
+    ACTIVE = "active"
+    CLOSED = "closed"
+
+
+class Event(enum.Enum):
+    LOGGED_IN = "logged in"  # signup or login succeeded
+    AUTH_FAILED = "auth failed"  # signup or login failed: Rule 4 ends the session
+    LOGGED_OUT = "logged out"
+    ENDED = "ended"  # deleted, too slow, shutdown, disconnected
+
+
+TRANSITIONS: dict[tuple[State, Event], State] = {
+    (State.ANONYMOUS, Event.LOGGED_IN): State.ACTIVE,
+    (State.ANONYMOUS, Event.AUTH_FAILED): State.CLOSED,
+    (State.ANONYMOUS, Event.ENDED): State.CLOSED,
+    (State.ACTIVE, Event.LOGGED_OUT): State.ANONYMOUS,
+    (State.ACTIVE, Event.ENDED): State.CLOSED,
+    (State.CLOSED, Event.ENDED): State.CLOSED,
+}
+
+
+class InvalidTransition(RuntimeError):
+    """A caller drove a session through a pair not in TRANSITIONS (a bug, not bad input)."""
+
+
+_ids = itertools.count(1)
+
+
+class Session:
+    """State plus the queue of live deliveries not yet taken by the transport."""
+
+    def __init__(self) -> None:
+        self.id = next(_ids)
+        self.state = State.ANONYMOUS
+        self.username: str | None = None
+        self.close_reason: CloseReason | None = None
+        self._store: Store | None = None
+        self._live: deque[Delivery] = deque()
+        self._wakeup = asyncio.Event()
+        self._generation = 0  # bumps on each login/logout so an old iterator stops
+
+    def __repr__(self) -> str:
+        return f"<Session {self.id} {self.state.value} {self.username!r}>"
+
+    @property
+    def active(self) -> bool:
+        return self.state is State.ACTIVE
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    def fire(self, event: Event) -> State:
+        try:
+            self.state = TRANSITIONS[(self.state, event)]
+        except KeyError:
+            raise InvalidTransition(f"{self!r} cannot take {event.value!r}") from None
+        return self.state
+
+    # -- called by ChatService ---------------------------------------------------------------
+    def _logged_in(self, username: str, store: Store) -> None:
+        self.fire(Event.LOGGED_IN)
+        self.username = username
+        self._store = store
+        self._live.clear()
+        self._generation += 1
+        self._wakeup.set()
+
+    def _logged_out(self) -> None:
+        self.fire(Event.LOGGED_OUT)
+        self.username = None
+        self._live.clear()
+        self._generation += 1
+        self._wakeup.set()
+
+    def _end(self, reason: CloseReason) -> None:
+        if self.close_reason is None:
+            self.close_reason = reason
+        self.fire(Event.ENDED if reason is not CloseReason.AUTH_FAILED else Event.AUTH_FAILED)
+        self._live.clear()
+        self._wakeup.set()
+
+    def _push(self, delivery: Delivery) -> bool:
+        """Queue a live delivery; False if the queue is full (the service then ends us)."""
+        if len(self._live) >= limits.MAX_SESSION_QUEUE:
+            return False
+        self._live.append(delivery)
+        self._wakeup.set()
+        return True
+
+    @property
+    def queued(self) -> int:
+        return len(self._live)
+
+    # -- called by transports ----------------------------------------------------------------
+    async def deliveries(self) -> AsyncIterator[Delivery]:
+        """Everything for this login: the stored backlog, then live pushes, in id order.
+
+        Ends when the session logs out or closes. One consumer per session.
+        """
+        generation = self._generation
+        if not self.active or self._store is None or self.username is None:
+            return
+        last_id = 0
+        while self.active and self._generation == generation:
+            page = await self._store.pending_after(self.username, last_id, limits.BACKLOG_PAGE)
+            for delivery in page:
+                last_id = delivery.message_id
+                yield delivery
+            if len(page) < limits.BACKLOG_PAGE:
+                break
+        while self.active and self._generation == generation:
+            while self._live and self._generation == generation:
+                delivery = self._live.popleft()
+                if delivery.message_id > last_id:
+                    last_id = delivery.message_id
+                    yield delivery
+            if not self.active or self._generation != generation:
+                break
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+
+__all__ = ["TRANSITIONS", "Event", "InvalidTransition", "Session", "State"]
