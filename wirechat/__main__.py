@@ -1,0 +1,5 @@
+import sys
+
+from wirechat.cli import main
+
+sys.exit(main())
