@@ -16,7 +16,9 @@ def _add_server(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--custom-port", type=int, help="port of the custom binary protocol (0 = any)")
     p.add_argument("--grpc-port", type=int, help="port of the gRPC server (0 = any)")
-    p.add_argument("--db", default="wirechat.db", help="SQLite file, or :memory: (default wirechat.db)")
+    p.add_argument(
+        "--db", default="wirechat.db", help="SQLite file, or :memory: (default wirechat.db)"
+    )
     p.add_argument(
         "--sync",
         default="NORMAL",
