@@ -11,9 +11,10 @@ CUSTOM_PORT ?= 7000
 GRPC_PORT ?= 7001
 HOST ?= 127.0.0.1
 TRANSPORT ?= custom
+WEB_PORT ?= 8080
 
 .DEFAULT_GOAL := help
-.PHONY: help venv gen server client test check lint fmt clean
+.PHONY: help venv gen browser server client web test check fmt clean bench bench-quick bench-micro
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -36,7 +37,24 @@ client: $(STAMP) gen ## run the console client (TRANSPORT=custom|grpc, HOST, CUS
 	$(VENV)/bin/wirechat client --transport $(TRANSPORT) --host $(HOST) \
 	  --port $(if $(filter grpc,$(TRANSPORT)),$(GRPC_PORT),$(CUSTOM_PORT))
 
-test: $(STAMP) gen ## run the whole test suite
+browser: ## install Debian's chromium for the web UI tests (root, apt) unless present
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+web: $(STAMP) gen ## run the web UI on WEB_PORT against the server (TRANSPORT=custom|grpc)
+	$(VENV)/bin/wirechat web --transport $(TRANSPORT) --port $(WEB_PORT) \
+	  --server $(HOST):$(if $(filter grpc,$(TRANSPORT)),$(GRPC_PORT),$(CUSTOM_PORT))
+
+bench: $(STAMP) gen ## the full benchmark (<= 15 min): reports/<run>/ and reports/latest/
+	$(VENV)/bin/wirechat bench
+
+bench-quick: $(STAMP) gen ## a short benchmark (<= 2 min), as CI runs it
+	$(VENV)/bin/wirechat bench --quick
+
+bench-micro: $(STAMP) gen ## codec vs protobuf micro-benchmarks (pytest-benchmark)
+	$(PY) -m pytest tests/bench_micro --benchmark-enable -p no:cacheprovider
+
+test: $(STAMP) gen browser ## run the whole test suite
 	$(PY) -m pytest
 
 check: $(STAMP) ## ruff, and fail if generated code is stale
