@@ -49,6 +49,9 @@ from core.types import (
 
 log = logging.getLogger(__name__)
 
+#: Message ids are SQLite integer keys: positive and below 2**63.
+MAX_MESSAGE_ID = 2**63
+
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
@@ -96,9 +99,11 @@ class ChatService:
         self._sessions.add(session)
         return session
 
-    def close_session(self, session: Session) -> None:
-        """The transport lost the client (connection closed, stream cancelled)."""
-        self._end(session, CloseReason.DISCONNECTED)
+    def close_session(
+        self, session: Session, reason: CloseReason = CloseReason.DISCONNECTED
+    ) -> None:
+        """End a session for a transport reason (connection lost, too slow, shutting down)."""
+        self._end(session, reason)
 
     def live_sessions(self, username: str) -> int:
         return len(self._live.get(username, ()))
@@ -202,8 +207,10 @@ class ChatService:
         username = self._require_active(session)
         if len(message_ids) > limits.MAX_ACK_IDS:
             raise LimitExceeded(f"at most {limits.MAX_ACK_IDS} ids per ack")
-        if message_ids:
-            await self.store.mark_delivered(username, message_ids)
+        # Ids the store cannot hold (SQLite integers are signed 64-bit) cannot be pending.
+        valid = [mid for mid in message_ids if 0 < mid < MAX_MESSAGE_ID]
+        if valid:
+            await self.store.mark_delivered(username, valid)
 
     # -- internals ---------------------------------------------------------------------------
     def _validate_recipients(self, recipients: Sequence[str]) -> list[str]:

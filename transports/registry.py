@@ -18,6 +18,7 @@ from types import ModuleType
 TRANSPORTS: dict[str, str] = {
     "loopback": "core.loopback",
     "custom": "transports.custom",
+    "grpc": "transports.grpc",
 }
 
 #: Transports that speak over a socket (everything but the in-process loopback).

@@ -70,3 +70,12 @@ async def test_concurrent_signups_of_one_name_give_one_account(service):
         *(client.signup("dup", "pw") for client in clients), return_exceptions=True
     )
     assert sum(not isinstance(r, Exception) for r in results) == 1
+
+
+async def test_acks_of_ids_that_cannot_exist_are_ignored(service):
+    client = LoopbackClient(service)
+    await client.connect()
+    await client.signup("alice", "pw")
+    await client.ack([0, 2**63, 2**64 - 1])  # no error, nothing to mark
+    await client.send(["alice"], "still fine")
+    assert (await client.next_message(5)).body == "still fine"

@@ -1,0 +1,365 @@
+"""The gRPC transport against a real `wirechat server` process: our client, raw stubs, tooling.
+
+Negative tests use raw stubs where our client would refuse to send the bad request, and each
+ends by checking the server still serves everyone else.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import descriptor_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from core import limits
+from core.errors import (
+    AlreadyLoggedIn,
+    AuthFailed,
+    InvalidArgument,
+    LimitExceeded,
+    NotLoggedIn,
+    SessionClosed,
+    UsernameTaken,
+)
+from core.types import CloseReason
+from transports.grpc import GrpcChatClient, open_client
+from transports.grpc._generated import chat_pb2 as pb
+from transports.grpc._generated import chat_pb2_grpc
+from transports.grpc._wire import ERROR_KEY, MAX_MESSAGE_BYTES, SESSION_KEY
+from wirechat.launch import ServerProcess
+
+WAIT = 10.0  # seconds: the bound on waiting for any one push; never reached when all is well
+
+Address = tuple[str, int]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = ServerProcess(["grpc"], tmp_path_factory.mktemp("grpc") / "db.sqlite").start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def address(server: ServerProcess) -> Address:
+    return server.addresses["grpc"]
+
+
+@pytest.fixture
+async def stub(address: Address) -> AsyncIterator[chat_pb2_grpc.ChatStub]:
+    """Raw generated stub on a channel with no client-side size limit."""
+    async with grpc.aio.insecure_channel(target(address)) as channel:
+        yield chat_pb2_grpc.ChatStub(channel)
+
+
+def target(address: Address) -> str:
+    return f"{address[0]}:{address[1]}"
+
+
+def name() -> str:
+    return "u" + uuid.uuid4().hex[:12]
+
+
+async def user(address: Address, username: str | None = None) -> GrpcChatClient:
+    client = open_client(address)
+    await client.connect()
+    await client.signup(username or name(), "pw")
+    return client
+
+
+def error_reason(err: grpc.aio.AioRpcError) -> str | None:
+    return dict(err.trailing_metadata() or ()).get(ERROR_KEY)
+
+
+async def assert_server_serves(address: Address) -> None:
+    """Two fresh users can still chat: whatever the test did harmed no one else."""
+    alice, bob = name(), name()
+    a, b = await user(address, alice), await user(address, bob)
+    try:
+        sent = await a.send([bob], "still here")
+        got = await b.next_message(WAIT)
+        assert (got.message_id, got.sender, got.body) == (sent.message_id, alice, "still here")
+    finally:
+        await a.close()
+        await b.close()
+
+
+# -- happy path --------------------------------------------------------------------------------
+async def test_happy_path_two_users_chat(address: Address) -> None:
+    tag = name()
+    alice, bob = f"{tag}.alice", f"{tag}.bob"
+    async with open_client(address) as a, open_client(address) as b:
+        assert (await a.signup(alice, "pw")).username == alice
+        assert (await b.signup(bob, "pw")).pending == 0
+
+        sent = await a.send([bob, "nobody-here"], "hello, bob")
+        assert sent.message_id > 0 and sent.unknown_recipients == ("nobody-here",)
+        got = await b.next_message(WAIT)
+        assert (got.message_id, got.sender, got.body, got.sent_at_ms) == (
+            sent.message_id, alice, "hello, bob", sent.sent_at_ms,
+        )  # fmt: skip
+
+        reply = await b.send([alice], "héllo 👋")
+        assert (await a.next_message(WAIT)).body == "héllo 👋"
+        assert reply.message_id > sent.message_id
+
+        page = await a.list_accounts(f"{tag}.*", "", 0)
+        assert page.usernames == (alice, bob) and not page.more
+        first = await a.list_accounts(f"{tag}.*", "", 1)
+        assert (first.usernames, first.more) == ((alice,), True)
+        rest = await a.list_accounts(f"{tag}.*", alice, 1)
+        assert (rest.usernames, rest.more) == ((bob,), False)
+
+        await b.logout()  # bob away: messages wait for him
+        later = [(await a.send([bob], f"later {i}")).message_id for i in range(3)]
+        assert (await b.login(bob, "pw")).pending == 3
+        got = [await b.next_message(WAIT) for _ in later]  # oldest first (Rule 12)
+        assert [(m.message_id, m.body) for m in got] == [
+            (mid, f"later {i}") for i, mid in enumerate(later)
+        ]
+
+    async with open_client(address) as b2:  # everything was acked on the way
+        assert (await b2.login(bob, "pw")).pending == 0
+        await b2.delete_account(bob)
+        assert b2.closed_reason == CloseReason.ACCOUNT_DELETED.value
+        with pytest.raises(SessionClosed):
+            await b2.send([alice], "gone")
+
+
+async def test_every_device_of_a_user_gets_the_push(address: Address) -> None:
+    bob = name()
+    sender = await user(address)
+    phone, laptop = await user(address, bob), open_client(address)
+    try:
+        await laptop.connect()
+        await laptop.login(bob, "pw")
+        sent = await sender.send([bob], "to both")
+        assert (await phone.next_message(WAIT)).message_id == sent.message_id
+        assert (await laptop.next_message(WAIT)).message_id == sent.message_id
+    finally:
+        for client in (sender, phone, laptop):
+            await client.close()
+
+
+async def test_deleting_the_account_ends_the_other_devices_stream(address: Address) -> None:
+    bob = name()
+    phone = await user(address, bob)
+    laptop = open_client(address)
+    try:
+        await laptop.connect()
+        await laptop.login(bob, "pw")
+        await phone.delete_account(bob)
+        with pytest.raises(ConnectionError, match="deleted"):
+            await laptop.next_message(WAIT)
+        assert laptop.closed_reason == CloseReason.ACCOUNT_DELETED.value
+        with pytest.raises(SessionClosed, match="deleted"):
+            await laptop.list_accounts()
+    finally:
+        await phone.close()
+        await laptop.close()
+
+
+# -- sessions and errors through our client ------------------------------------------------------
+async def test_connect_to_nothing_is_an_oserror() -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago and has no listener
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = open_client(("127.0.0.1", port))
+    with pytest.raises(OSError):
+        await client.connect()
+    await client.close()
+
+
+async def test_commands_before_login_are_not_logged_in(address: Address) -> None:
+    async with open_client(address) as client:
+        with pytest.raises(NotLoggedIn):
+            await client.send(["anyone"], "hi")
+        with pytest.raises(NotLoggedIn):
+            await client.list_accounts()
+        with pytest.raises(NotLoggedIn):
+            await client.ack([1])
+        await client.signup(name(), "pw")  # a rejected command does not spoil the session
+        await client.list_accounts()
+
+
+async def test_failed_login_issues_no_session_and_spends_the_client(address: Address) -> None:
+    taken = name()
+    await (await user(address, taken)).close()
+    async with open_client(address) as client:
+        with pytest.raises(AuthFailed):
+            await client.login(taken, "wrong")
+        assert client.token is None
+        assert client.closed_reason == CloseReason.AUTH_FAILED.value
+        with pytest.raises(SessionClosed):  # Rule 4: reconnect, as with the custom protocol
+            await client.login(taken, "pw")
+    async with open_client(address) as client:
+        with pytest.raises(UsernameTaken):
+            await client.signup(taken, "pw")
+        with pytest.raises(SessionClosed):
+            await client.signup(name(), "pw")
+    async with open_client(address) as client:
+        await client.login(taken, "pw")  # a fresh client is fine
+        with pytest.raises(AlreadyLoggedIn):
+            await client.login(taken, "pw")
+        await client.list_accounts()  # ALREADY_LOGGED_IN left the session alone
+
+
+async def test_limits_give_clear_errors_and_the_server_carries_on(address: Address) -> None:
+    client = await user(address)
+    try:
+        with pytest.raises(LimitExceeded, match=str(limits.MAX_BODY_BYTES)):
+            await client.send([name()], "x" * (limits.MAX_BODY_BYTES + 1))
+        with pytest.raises(LimitExceeded):  # refused by our channel before it is sent
+            await client.send([name()], "x" * (MAX_MESSAGE_BYTES + 1))
+        with pytest.raises(LimitExceeded):
+            await client.send([f"r{i}" for i in range(limits.MAX_RECIPIENTS + 1)], "x")
+        with pytest.raises(InvalidArgument):
+            await client.send([], "nobody to send to")
+        with pytest.raises(InvalidArgument):
+            await client.list_accounts(limit=-1)
+        assert (await client.send([name()], "fine")).unknown_recipients  # still usable
+    finally:
+        await client.close()
+    await assert_server_serves(address)
+
+
+# -- the wire, through raw stubs ---------------------------------------------------------------
+async def test_missing_token_is_unauthenticated(stub: chat_pb2_grpc.ChatStub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Send(pb.SendRequest(recipients=["a"], body="x"))
+    assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert error_reason(caught.value) == "NOT_LOGGED_IN"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Subscribe(pb.SubscribeRequest()).read()
+    assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_forged_token_is_unauthenticated(
+    stub: chat_pb2_grpc.ChatStub, address: Address
+) -> None:
+    real = (await stub.Signup(pb.SignupRequest(username=name(), password="pw"))).session_token
+    forged = real[:-2] + ("AA" if real[-2:] != "AA" else "BB")
+    for token in (forged, "x" * 22, ""):
+        metadata = ((SESSION_KEY, token),)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.ListAccounts(pb.ListAccountsRequest(), metadata=metadata)
+        assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        assert error_reason(caught.value) == "UNKNOWN_SESSION"
+    ok = await stub.ListAccounts(pb.ListAccountsRequest(), metadata=((SESSION_KEY, real),))
+    assert ok.usernames
+    await assert_server_serves(address)
+
+
+async def test_oversized_messages_are_refused(
+    stub: chat_pb2_grpc.ChatStub, address: Address
+) -> None:
+    token = (await stub.Signup(pb.SignupRequest(username=name(), password="pw"))).session_token
+    metadata = ((SESSION_KEY, token),)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:  # over gRPC's max: gRPC refuses it
+        await stub.Send(pb.SendRequest(recipients=["a"], body="x" * 200_000), metadata=metadata)
+    assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert error_reason(caught.value) is None
+    with pytest.raises(grpc.aio.AioRpcError) as caught:  # under it, over the body limit
+        body = "x" * (limits.MAX_BODY_BYTES + 1)
+        await stub.Send(pb.SendRequest(recipients=["a"], body=body), metadata=metadata)
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert error_reason(caught.value) == "LIMIT_EXCEEDED"
+    assert "65536" in (caught.value.details() or "")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        ids = list(range(1, limits.MAX_ACK_IDS + 2))
+        await stub.Ack(pb.AckRequest(message_ids=ids), metadata=metadata)
+    assert error_reason(caught.value) == "LIMIT_EXCEEDED"
+    assert await stub.Send(pb.SendRequest(recipients=["a"], body="ok"), metadata=metadata)
+    await assert_server_serves(address)
+
+
+async def test_malformed_protobuf_is_invalid_argument(address: Address) -> None:
+    async with grpc.aio.insecure_channel(target(address)) as channel:
+        send_bytes = channel.unary_unary("/wirechat.v1.Chat/Signup")
+        for junk in (b"\x0a\x02\xff\xfe", b"\xff\xff\xff\xff", b"\x0a\x50short"):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await send_bytes(junk)
+            assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            assert error_reason(caught.value) == "INVALID_ARGUMENT"
+    await assert_server_serves(address)
+
+
+async def test_a_second_subscribe_is_refused(stub: chat_pb2_grpc.ChatStub) -> None:
+    me = name()
+    token = (await stub.Signup(pb.SignupRequest(username=me, password="pw"))).session_token
+    metadata = ((SESSION_KEY, token),)
+    first = stub.Subscribe(pb.SubscribeRequest(), metadata=metadata)
+    await stub.Send(pb.SendRequest(recipients=[me], body="one"), metadata=metadata)
+    assert (await first.read()).body == "one"  # the first stream is open
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Subscribe(pb.SubscribeRequest(), metadata=metadata).read()
+    assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert error_reason(caught.value) == "ALREADY_SUBSCRIBED"
+    await stub.Send(pb.SendRequest(recipients=[me], body="two"), metadata=metadata)
+    assert (await first.read()).body == "two"  # and it is unharmed
+    first.cancel()
+
+
+# -- tooling -----------------------------------------------------------------------------------
+async def test_reflection_lists_and_describes_the_service(address: Address) -> None:
+    async with grpc.aio.insecure_channel(target(address)) as channel:
+        reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
+        requests = [
+            reflection_pb2.ServerReflectionRequest(list_services=""),
+            reflection_pb2.ServerReflectionRequest(file_containing_symbol="wirechat.v1.Chat"),
+        ]
+        answers = [answer async for answer in reflect.ServerReflectionInfo(iter(requests))]
+    services = {s.name for s in answers[0].list_services_response.service}
+    assert {"wirechat.v1.Chat", "grpc.health.v1.Health"} <= services
+    proto = descriptor_pb2.FileDescriptorProto.FromString(
+        answers[1].file_descriptor_response.file_descriptor_proto[0]
+    )
+    assert (proto.name, proto.package) == ("wirechat/v1/chat.proto", "wirechat.v1")
+    methods = {m.name: m.server_streaming for m in proto.service[0].method}
+    assert methods["Subscribe"] is True and methods["Send"] is False and len(methods) == 8
+
+
+async def test_health_is_serving(address: Address) -> None:
+    async with grpc.aio.insecure_channel(target(address)) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "wirechat.v1.Chat"):
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=WAIT)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await health.Check(health_pb2.HealthCheckRequest(service="no.Such"), timeout=WAIT)
+        assert caught.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+# -- shutdown ----------------------------------------------------------------------------------
+async def test_shutdown_ends_streams_with_unavailable(tmp_path: Path) -> None:
+    proc = ServerProcess(["grpc"], tmp_path / "db.sqlite").start()
+    try:
+        address = proc.addresses["grpc"]
+        client = await user(address)
+        async with grpc.aio.insecure_channel(target(address)) as channel:
+            raw = chat_pb2_grpc.ChatStub(channel)
+            me = name()
+            token = (await raw.Signup(pb.SignupRequest(username=me, password="pw"))).session_token
+            metadata = ((SESSION_KEY, token),)
+            stream = raw.Subscribe(pb.SubscribeRequest(), metadata=metadata)
+            await raw.Send(pb.SendRequest(recipients=[me], body="open"), metadata=metadata)
+            assert (await stream.read()).body == "open"
+            assert proc.stop() == 0
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stream.read()
+            assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+            assert error_reason(caught.value) == "SHUTDOWN"
+        with pytest.raises(ConnectionError):
+            await client.next_message(WAIT)
+        assert client.closed_reason == CloseReason.SHUTDOWN.value
+        await client.close()
+    finally:
+        proc.stop()

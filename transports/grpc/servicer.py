@@ -1,0 +1,320 @@
+"""The gRPC server: chat.proto's rpcs on grpc.aio, around one ChatService.
+
+Theory of operation
+  * grpc.aio runs each rpc as a task on the running event loop: the same loop as the custom
+    listener and the ChatService, so the core still needs no locks.
+  * A handler only converts: request -> core arguments, core result -> reply. The caller's
+    session comes from the ``wirechat-session`` token (_sessions); domain errors become
+    statuses in one place (_errors.abort), reached from the ``_command`` wrapper, from
+    ``_log_in`` and from Subscribe.
+  * Signup/Login without a token open a session and issue a token only on success; on failure
+    the core has already closed the session (Rule 4) and no token exists.
+  * Subscribe drains ``session.deliveries()``. If it ends because the session logged out, the
+    stream ends with OK; if the session ended, with the status of its close reason (deleted,
+    too slow, shutdown). If the *client* cancels it (or its connection dies), grpc cancels our
+    task: the finally block closes the session, as a dropped TCP connection would.
+  * Also on: server reflection, and the standard health service (SERVING for "" and for
+    wirechat.v1.Chat; NOT_SERVING once close() begins).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import DecodeError
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from core.errors import ChatError, InvalidArgument, NotLoggedIn, SessionClosed
+from core.service import ChatService
+from core.session import Session
+from core.types import LoginResult
+from transports.grpc._errors import BY_NAME, AlreadySubscribed, abort, abort_with, closed_text
+from transports.grpc._generated import chat_pb2 as pb
+from transports.grpc._generated import chat_pb2_grpc
+from transports.grpc._sessions import SessionTable
+from transports.grpc._wire import IDLE_TIMEOUT, SERVER_OPTIONS, SESSION_KEY
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Chat"].full_name  # "wirechat.v1.Chat"
+
+#: Seconds close() lets running rpcs finish (streams get their SHUTDOWN status out).
+SHUTDOWN_GRACE = 1.0
+
+Reply = TypeVar("Reply")
+Context = grpc.aio.ServicerContext
+
+
+class Malformed:
+    """What a request that is not valid protobuf (bad wire format, invalid UTF-8) decodes to.
+
+    grpc would answer a deserializer's exception with UNKNOWN and log a traceback per request;
+    handing the handler this marker instead gets the client INVALID_ARGUMENT, quietly.
+    """
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _lenient(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError as exc:
+            return Malformed(f"malformed request: {exc}")
+
+    return deserialize
+
+
+def _check(request: Any) -> None:
+    if request.__class__ is Malformed:
+        raise InvalidArgument(request.error)
+
+
+def _token(context: Context) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == SESSION_KEY:
+            return value  # type: ignore[return-value]
+    return None
+
+
+def _command(
+    handler: Callable[[ChatServicer, Any, Session], Awaitable[Reply]],
+) -> Callable[[ChatServicer, Any, Context], Awaitable[Reply]]:
+    """Wrap an rpc that acts as the caller's session: find it, run, map domain errors."""
+
+    @functools.wraps(handler)
+    async def rpc(self: ChatServicer, request: Any, context: Context) -> Reply:
+        session = None
+        try:
+            _check(request)
+            session = self.sessions.entry(_token(context)).session
+            return await handler(self, request, session)
+        except ChatError as exc:
+            await abort(context, exc, session)
+
+    return rpc
+
+
+class ChatServicer(chat_pb2_grpc.ChatServicer):
+    """wirechat.v1.Chat over one ChatService."""
+
+    def __init__(self, service: ChatService, sessions: SessionTable) -> None:
+        self.service = service
+        self.sessions = sessions
+        self.stopping = False  # set by GrpcServer.close(): ending streams report SHUTDOWN
+
+    # -- sessions ------------------------------------------------------------------------
+    async def Signup(self, request: pb.SignupRequest, context: Context) -> pb.LoginReply:
+        return await self._log_in(self.service.signup, request, context)
+
+    async def Login(self, request: pb.LoginRequest, context: Context) -> pb.LoginReply:
+        return await self._log_in(self.service.login, request, context)
+
+    async def _log_in(
+        self,
+        method: Callable[[Session, str, str], Awaitable[LoginResult]],
+        request: pb.SignupRequest | pb.LoginRequest,
+        context: Context,
+    ) -> pb.LoginReply:
+        token = _token(context)
+        fresh = token is None
+        session: Session | None = None
+        try:
+            _check(request)
+            if token is None:
+                session = self.service.open_session()
+            else:
+                session = self.sessions.entry(token).session
+            result = await method(session, request.username, request.password)
+            if token is None:
+                token = self.sessions.issue(session)
+            return pb.LoginReply(
+                session_token=token, username=result.username, pending=result.pending
+            )
+        except ChatError as exc:
+            await abort(context, exc, session)
+        finally:
+            if fresh and token is None and session is not None:
+                # Failed or cancelled before a token existed: nobody can reach this session.
+                self.service.close_session(session)
+
+    @_command
+    async def Logout(self, request: pb.LogoutRequest, session: Session) -> pb.LogoutReply:
+        await self.service.logout(session)
+        return pb.LogoutReply()
+
+    @_command
+    async def DeleteAccount(
+        self, request: pb.DeleteAccountRequest, session: Session
+    ) -> pb.DeleteAccountReply:
+        await self.service.delete_account(session, request.username)
+        return pb.DeleteAccountReply()
+
+    # -- accounts and messages -----------------------------------------------------------
+    @_command
+    async def ListAccounts(
+        self, request: pb.ListAccountsRequest, session: Session
+    ) -> pb.ListAccountsReply:
+        page = await self.service.list_accounts(
+            session, request.pattern, request.after, request.limit
+        )
+        return pb.ListAccountsReply(usernames=page.usernames, more=page.more)
+
+    @_command
+    async def Send(self, request: pb.SendRequest, session: Session) -> pb.SendReply:
+        result = await self.service.send(session, request.recipients, request.body)
+        return pb.SendReply(
+            message_id=result.message_id,
+            sent_at_ms=result.sent_at_ms,
+            unknown_recipients=result.unknown_recipients,
+        )
+
+    @_command
+    async def Ack(self, request: pb.AckRequest, session: Session) -> pb.AckReply:
+        await self.service.ack(session, request.message_ids)
+        return pb.AckReply()
+
+    # -- the push stream -----------------------------------------------------------------
+    async def Subscribe(
+        self, request: pb.SubscribeRequest, context: Context
+    ) -> AsyncIterator[pb.Delivery]:
+        session = None
+        try:
+            _check(request)
+            entry = self.sessions.entry(_token(context))
+            session = entry.session
+            if session.closed:
+                raise SessionClosed(closed_text(session))
+            if not session.active:
+                raise NotLoggedIn()
+            if entry.stream is not None and not entry.stream.done():
+                raise AlreadySubscribed()
+        except ChatError as exc:
+            await abort(context, exc, session)
+        entry.stream = asyncio.current_task()
+        gone = True  # until the loop ends by itself, an exit means the client went away
+        try:
+            # Headers now, not with the first message: the client waits for them, so that
+            # once its login returns, closing it is sure to cancel a stream we know about.
+            await context.send_initial_metadata(())
+            async for delivery in session.deliveries():
+                yield pb.Delivery(
+                    message_id=delivery.message_id,
+                    sent_at_ms=delivery.sent_at_ms,
+                    sender=delivery.sender,
+                    body=delivery.body,
+                )
+            gone = False
+        finally:
+            entry.stream = None
+            if gone:
+                self.service.close_session(session)
+        if session.closed:
+            if self.stopping:
+                await abort_with(context, BY_NAME["SHUTDOWN"], "the server is shutting down")
+            await abort(context, SessionClosed(closed_text(session)), session)
+        # Otherwise the session logged out: the stream ends with OK.
+
+
+def add_to_server(servicer: ChatServicer, server: grpc.aio.Server) -> None:
+    """Register wirechat.v1.Chat, as the generated add_ChatServicer_to_server does, but with
+    request parsers that turn malformed input into Malformed (see there)."""
+    handlers = {}
+    for method in pb.DESCRIPTOR.services_by_name["Chat"].methods:
+        request_class = getattr(pb, method.input_type.name)
+        response_class = getattr(pb, method.output_type.name)
+        make_handler = (
+            grpc.unary_stream_rpc_method_handler
+            if method.server_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        handlers[method.name] = make_handler(
+            getattr(servicer, method.name),
+            request_deserializer=_lenient(request_class.FromString),
+            response_serializer=response_class.SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+
+class GrpcServer:
+    """A running gRPC listener: ``address`` is ``(host, bound_port)``; ``await close()``."""
+
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        servicer: ChatServicer,
+        health_servicer: health.aio.HealthServicer,
+        address: tuple[str, int],
+    ) -> None:
+        self.address = address
+        self.servicer = servicer
+        self._server = server
+        self._health = health_servicer
+        self._closed = False
+
+    @property
+    def sessions(self) -> SessionTable:
+        return self.servicer.sessions
+
+    async def close(self) -> None:
+        """Stop: report NOT_SERVING, end our sessions' streams, let rpcs finish briefly."""
+        if self._closed:
+            return
+        self._closed = True
+        self.servicer.stopping = True
+        await self._health.enter_graceful_shutdown()
+        self.sessions.close_all()  # streams wake up and end with UNAVAILABLE (SHUTDOWN)
+        await self._server.stop(SHUTDOWN_GRACE)
+        await self.sessions.close()  # anything that logged in during the grace period
+
+
+def _bind_target(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def start_server(
+    service: ChatService,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    idle_timeout: float = IDLE_TIMEOUT,
+) -> GrpcServer:
+    """Serve ``service`` over gRPC on ``host:port`` (0: any free port) on the running loop.
+
+    Raises OSError if the port cannot be bound.
+    """
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    sessions = SessionTable(service, idle_timeout=idle_timeout)
+    servicer = ChatServicer(service, sessions)
+    add_to_server(servicer, server)
+
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+
+    try:
+        bound = server.add_insecure_port(_bind_target(host, port))
+    except RuntimeError as exc:  # grpc reports a failed bind as RuntimeError
+        raise OSError(f"cannot listen for gRPC on {host}:{port}: {exc}") from exc
+    if bound == 0:  # older grpc versions returned 0 instead of raising
+        raise OSError(f"cannot listen for gRPC on {host}:{port}")
+    await server.start()
+    sessions.start()
+    return GrpcServer(server, servicer, health_servicer, (host, bound))
+
+
+__all__ = ["SERVICE_NAME", "ChatServicer", "GrpcServer", "add_to_server", "start_server"]
