@@ -14,7 +14,7 @@ TRANSPORT ?= custom
 WEB_PORT ?= 8080
 
 .DEFAULT_GOAL := help
-.PHONY: help venv gen browser server client web test check fmt clean bench bench-quick bench-micro
+.PHONY: help venv gen browser server client web test check fmt clean bench bench-quick bench-micro screenshot
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -42,8 +42,11 @@ browser: ## install Debian's chromium for the web UI tests (root, apt) unless pr
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 web: $(STAMP) gen ## run the web UI on WEB_PORT against the server (TRANSPORT=custom|grpc)
-	$(VENV)/bin/wirechat web --transport $(TRANSPORT) --port $(WEB_PORT) \
+	$(VENV)/bin/wirechat web --transport $(TRANSPORT) --host $(HOST) --port $(WEB_PORT) \
 	  --server $(HOST):$(if $(filter grpc,$(TRANSPORT)),$(GRPC_PORT),$(CUSTOM_PORT))
+
+screenshot: $(STAMP) gen browser ## retake docs/screenshot.png from the browser tests
+	WIRECHAT_SCREENSHOT=1 $(PY) -m pytest tests/web -k "three_person and custom" -p no:cacheprovider
 
 bench: $(STAMP) gen ## the full benchmark (<= 15 min): reports/<run>/ and reports/latest/
 	$(VENV)/bin/wirechat bench

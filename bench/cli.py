@@ -1,13 +1,119 @@
-"""`wirechat bench` options (placeholder until the bench lands)."""
+"""``wirechat bench``: measure every transport and write ``reports/<run-id>/``.
+
+    wirechat bench [--quick] [--transports custom,grpc,...] [--out DIR]
+    wirechat bench compare OLD NEW     (results.json files or run directories)
+
+Kept light to import: ``wirechat --help`` loads this module, so the bench's own modules
+(matplotlib, hdrh, grpc) are imported only when a bench actually runs.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+
+ALL = "all"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `wirechat bench`."""
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small counts and short load steps (under 2 minutes; what CI runs)",
+    )
+    parser.add_argument(
+        "--transports",
+        default=ALL,
+        help="comma-separated subset of custom,grpc,loopback,tcp_echo,grpc_echo,tcp_floor "
+        "(default: all that are available)",
+    )
+    parser.add_argument("--out", default="reports", help="output directory (default reports/)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    sub = parser.add_subparsers(dest="bench_command", metavar="{compare}")
+    compare = sub.add_parser("compare", help="print the change of every figure between two runs")
+    compare.add_argument("old", help="results.json or run directory")
+    compare.add_argument("new", help="results.json or run directory")
+
+
+def parse_transports(value: str) -> list[str]:
+    """``all`` or a comma list, validated against the known names (order as given)."""
+    from bench.config import ALL_TRANSPORTS
+
+    if value.strip() == ALL:
+        return list(ALL_TRANSPORTS)
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in ALL_TRANSPORTS]
+    if unknown or not names:
+        raise ValueError(
+            f"unknown transport(s) {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(ALL_TRANSPORTS)}"
+        )
+    return names
+
+
+def command_line() -> str:
+    """How this process was started, as a shell command a reader can re-run."""
+    argv = list(sys.argv)
+    if argv and os.path.basename(argv[0]) == "wirechat":
+        argv[0] = "wirechat"
+    elif argv and argv[0].endswith("__main__.py"):
+        argv = ["python", "-m", "wirechat", *argv[1:]]
+    return shlex.join(argv)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from bench.compare import compare, format_changes, load_results
+
+    try:
+        old, new = load_results(args.old), load_results(args.new)
+    except (OSError, ValueError) as exc:
+        print(f"wirechat bench compare: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(format_changes(compare(old, new), old_label="old", new_label="new"))
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("wirechat bench: not built yet")
+    """Run the bench (or compare two runs); 0 when every step ran, 1 if some failed."""
+    if getattr(args, "bench_command", None) == "compare":
+        return _compare(args)
+    try:
+        transports = parse_transports(args.transports)
+    except ValueError as exc:
+        print(f"wirechat bench: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from bench.config import FULL, QUICK
+    from bench.runner import run_bench
+
+    plan = QUICK if args.quick else FULL
+    run_dir = run_bench(
+        plan,
+        transports,
+        Path(args.out),
+        command=command_line(),
+        progress=not args.no_progress,
+    )
+    return summarize(run_dir)
+
+
+def summarize(run_dir: Path) -> int:
+    """Print where the report is, the targets and any failed step."""
+    import json
+
+    results = json.loads((run_dir / "results.json").read_text())
+    meta = results["meta"]
+    print(f"wirechat bench ({meta['mode']}): {meta['duration_s']} s -> {run_dir}/REPORT.md")
+    for name, why in meta.get("skipped", {}).items():
+        print(f"  not measured: {name}: {why}")
+    for target in results.get("targets", []):
+        value = "—" if target["value"] is None else f"{target['value']:.2f}"
+        print(f"  {target['status']:<4}  {target['name']}: {value}  ({target['detail']})")
+    for error in results.get("errors", []):
+        print(f"  FAILED {error['step']}: {error['error'].splitlines()[0]}")
+    return 1 if results.get("errors") else 0

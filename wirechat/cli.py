@@ -101,7 +101,10 @@ def run_server(args: argparse.Namespace) -> int:
 def run_client(args: argparse.Namespace) -> int:
     from ui.console import run_console
 
-    return asyncio.run(run_console(args.transport, args.host, args.port))
+    try:
+        return asyncio.run(run_console(args.transport, args.host, args.port))
+    except KeyboardInterrupt:  # a second Ctrl-C while a request is in flight
+        return 130
 
 
 def run_web(args: argparse.Namespace) -> int:

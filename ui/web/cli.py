@@ -1,13 +1,176 @@
-"""`wirechat web` options (placeholder until the web UI lands)."""
+"""``wirechat web``: the browser UI, a Flask gateway that is a chat *client* of the server.
+
+Kept light to import (``wirechat --help`` loads it): Flask and the transports load in ``run``.
+On start it logs ``listening: web <host>:<port>`` (the bound port, so ``--port 0`` works)
+and then ``ready: http://...``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from core.client import ChatClient
+    from ui.web.loop import LoopThread
+
+DEFAULT_PORT = 8080
+SECRET_KEY_ENV = "WIRECHAT_WEB_SECRET_KEY"
+DEFAULT_SERVERS = {"custom": "127.0.0.1:7000", "grpc": "127.0.0.1:7001"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `wirechat web`."""
+    parser.add_argument(
+        "--transport",
+        default="custom",
+        help="how the gateway talks to the chat server: custom or grpc (default custom); "
+        "'loopback' runs an in-process chat server instead, for a quick demo",
+    )
+    parser.add_argument(
+        "--server",
+        metavar="HOST:PORT",
+        help="the chat server's listener for --transport "
+        "(default 127.0.0.1:7000 for custom, 127.0.0.1:7001 for grpc, as `make server`)",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to serve the web UI on")
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"web port (default {DEFAULT_PORT}; 0 = any)"
+    )
+    parser.add_argument(
+        "--max-sessions", type=int, default=100, help="signed-in browser sessions (default 100)"
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=30 * 60.0,
+        metavar="SECONDS",
+        help="sign out a browser session with no open page for this long (default 1800)",
+    )
+    parser.add_argument(
+        "--db", default=":memory:", help="with --transport loopback: the SQLite file"
+    )
+    parser.add_argument(
+        "--hash-cost",
+        default="default",
+        choices=["default", "low"],
+        help="with --transport loopback: argon2 cost ('low' for tests only)",
+    )
+    parser.add_argument("--log-level", default="INFO")
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``"host:port"`` (or ``"[v6]:port"``) -> ``(host, port)``."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("wirechat web: not built yet")
+    """Serve the web UI until SIGINT/SIGTERM."""
+    import logging
+    import secrets
+    import signal
+    import sys
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from ui.web.app import create_app
+    from ui.web.gateway import Gateway, Limits
+    from ui.web.loop import LoopThread
+
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.log_level.upper() != "DEBUG":
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+    log = logging.getLogger("wirechat.web")
+
+    loop = LoopThread().start()
+    try:
+        open_client, cleanup, target = _client_factory(args, loop)
+    except ValueError as exc:
+        loop.stop()
+        log.error("%s", exc)
+        return 2
+    gateway = Gateway(
+        open_client,
+        loop,
+        Limits(max_sessions=args.max_sessions, idle_timeout=args.idle_timeout),
+    ).start()
+    secret = os.environ.get(SECRET_KEY_ENV)
+    app = create_app(gateway, secret_key=secret.encode() if secret else secrets.token_bytes(32))
+    try:
+        server = make_server(args.host, args.port, app, threaded=True)
+    except OSError as exc:
+        log.error("cannot serve on %s:%d: %s", args.host, args.port, exc)
+        gateway.close()
+        cleanup()
+        loop.stop()
+        return 1
+
+    def stop(signum: int, frame: object) -> None:
+        # shutdown() waits for serve_forever() to return, so it cannot run on this thread
+        threading.Thread(target=server.shutdown, name="web-shutdown", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    host, port = server.server_address[:2]
+    log.info("listening: web %s:%d", host, port)
+    log.info("ready: http://%s:%d/ (chat server: %s)", host, port, target)
+    try:
+        server.serve_forever()
+    finally:
+        log.info("stopping")
+        server.server_close()
+        gateway.close()
+        cleanup()
+        loop.stop()
+    return 0
+
+
+def _client_factory(
+    args: argparse.Namespace, loop: LoopThread
+) -> tuple[Callable[[], ChatClient], Callable[[], None], str]:
+    """(open_client, cleanup, description) for the chosen transport."""
+    from transports import registry
+
+    module = registry.get(args.transport)  # ValueError names the known transports
+    if args.transport != "loopback":
+        default = DEFAULT_SERVERS.get(args.transport, DEFAULT_SERVERS["custom"])
+        address = parse_address(args.server or default)
+        return (
+            lambda: module.open_client(address, auto_ack=True),
+            lambda: None,
+            f"{args.transport} {address[0]}:{address[1]}",
+        )
+
+    # An in-process chat server, for a demo without `wirechat server`.
+    from core import ChatService, HashCost, SqliteStore
+
+    async def make_service() -> ChatService:
+        return ChatService(SqliteStore(args.db), hash_cost=HashCost(args.hash_cost))
+
+    service = loop.run(make_service(), 10.0)
+
+    def cleanup() -> None:
+        async def shutdown() -> None:
+            await service.shutdown()
+            await service.store.close()
+
+        loop.run(shutdown(), 10.0)
+
+    return (
+        lambda: module.open_client(service, auto_ack=True),
+        cleanup,
+        f"in-process (loopback, db {args.db})",
+    )
+
+
+__all__ = ["add_arguments", "parse_address", "run"]

@@ -1,0 +1,195 @@
+"""What a worker job connects to, built from the job's ``target`` dict, plus CPU-time bookkeeping.
+
+A target is either a chat transport (``{"kind": "chat", "transport": "custom", "address":
+[host, port], "server_pid": pid}``; for loopback ``{"kind": "chat", "transport": "loopback",
+"db": path}``, served in this very process) or a reference echo server (``{"kind": "echo",
+"ref": "tcp_echo", "address": [...], "server_pid": pid}``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from core import ChatClient, ChatService, HashCost, SqliteStore
+from transports import registry
+
+#: Password of every bench account; the server runs with --hash-cost low, so signup and login
+#: measure the protocol and the store, not argon2.
+PASSWORD = "bench-password"
+
+
+@dataclass
+class ChatTarget:
+    """Opens connected clients of one chat transport; ``aclose`` closes every one of them."""
+
+    transport: str
+    open: Callable[[bool], ChatClient]
+    server_pid: int
+    _service: ChatService | None = None
+    _store: SqliteStore | None = None
+    _clients: list[ChatClient] = field(default_factory=list)
+
+    @property
+    def in_process(self) -> bool:
+        return self.server_pid == os.getpid()
+
+    async def client(self, *, auto_ack: bool = False) -> ChatClient:
+        client = self.open(auto_ack)
+        await client.connect()
+        self._clients.append(client)
+        return client
+
+    async def user(self, name: str, *, signup: bool = True, auto_ack: bool = False) -> ChatClient:
+        """A connected client logged in as ``name`` (signed up first when ``signup``)."""
+        client = await self.client(auto_ack=auto_ack)
+        if signup:
+            await client.signup(name, PASSWORD)
+        else:
+            await client.login(name, PASSWORD)
+        return client
+
+    async def discard(self, client: ChatClient) -> None:
+        await client.close()
+        if client in self._clients:
+            self._clients.remove(client)
+
+    async def aclose(self) -> None:
+        for client in self._clients:
+            try:
+                await client.close()
+            except Exception:
+                pass
+        self._clients.clear()
+        if self._service is not None:
+            await self._service.shutdown()
+        if self._store is not None:
+            await self._store.close()
+
+
+def chat_target(spec: dict[str, Any]) -> ChatTarget:
+    transport = spec["transport"]
+    if transport == "loopback":
+        from core import loopback
+
+        store = SqliteStore(spec.get("db", ":memory:"))
+        service = ChatService(store, hash_cost=HashCost.LOW)
+        return ChatTarget(
+            transport,
+            lambda auto_ack: loopback.open_client(service, auto_ack=auto_ack),
+            os.getpid(),
+            _service=service,
+            _store=store,
+        )
+    module = registry.get(transport)
+    address = tuple(spec["address"])
+    return ChatTarget(
+        transport,
+        lambda auto_ack: module.open_client(address, auto_ack=auto_ack),
+        int(spec["server_pid"]),
+    )
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) used so far by process ``pid``.
+
+    Reads the kernel's per-process CPU clock of another process (clock_getcpuclockid(3): the
+    id is ``MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)``), which counts in nanoseconds; psutil's
+    /proc/<pid>/stat figures tick at 10 ms, too coarse for a loop of a few thousand calls.
+    """
+    try:
+        return time.clock_gettime(((~pid) << 3) | 2)
+    except OSError:  # not Linux, or the process is gone
+        times = psutil.Process(pid).cpu_times()
+        return times.user + times.system
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def machine_cpu_s() -> float | None:
+    """User + nice + system CPU seconds of the whole machine so far (/proc/stat), or None.
+
+    Interrupt time is left out: the loopback TCP traffic of the bench itself lands there.
+    """
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return sum(int(x) for x in fields[1:4]) / _CLK_TCK
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class CpuMeter:
+    """CPU seconds of the server process, of this (client) process, and of everything else
+    on the machine, between two marks.
+
+    For an in-process target (loopback) the server *is* this process: its CPU is reported as
+    the server's and the client's is None, since the two cannot be told apart.
+
+    ``other_vcpus`` is how many vCPUs' worth of work processes other than the server and this
+    client did meanwhile (the orchestrating bench process is idle while a job runs). On a
+    2-vCPU machine with both pinned, anything above ~0.1 competed with the measurement.
+    """
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+        self.in_process = server_pid == os.getpid()
+        self._start = self._read()
+
+    def _read(self) -> tuple[float, float, float, float | None]:
+        server = 0.0 if self.in_process else process_cpu_s(self.server_pid)
+        return time.perf_counter(), server, time.process_time(), machine_cpu_s()
+
+    def restart(self) -> None:
+        self._start = self._read()
+
+    def elapsed(self) -> dict[str, float | None]:
+        """{"wall_s", "server_cpu_s", "client_cpu_s", "other_vcpus"} since the last (re)start."""
+        wall, server, client, machine = self._read()
+        wall0, server0, client0, machine0 = self._start
+        wall_s, server_s, client_s = wall - wall0, server - server0, client - client0
+        other = None
+        if machine is not None and machine0 is not None and wall_s > 0:
+            other = round(max(0.0, (machine - machine0) - server_s - client_s) / wall_s, 3)
+        if self.in_process:  # one process: all of it is "the server"
+            server_s, client_s_or_none = client_s, None
+        else:
+            client_s_or_none = client_s
+        return {
+            "wall_s": wall_s,
+            "server_cpu_s": server_s,
+            "client_cpu_s": client_s_or_none,
+            "other_vcpus": other,
+        }
+
+
+def cpu_fields(cpu: dict[str, float | None], ops: int) -> dict[str, float | None]:
+    """Per-operation CPU and utilisation fields of a row, from CpuMeter.elapsed()."""
+    from bench.stats import per_op_us
+
+    wall = cpu["wall_s"] or 0.0
+    server, client = cpu["server_cpu_s"], cpu["client_cpu_s"]
+    return {
+        "server_cpu_us_per_op": per_op_us(server, ops),
+        "client_cpu_us_per_op": per_op_us(client, ops),
+        "server_cpu_util": None if server is None or wall <= 0 else round(server / wall, 3),
+        "client_cpu_util": None if client is None or wall <= 0 else round(client / wall, 3),
+        "other_vcpus": cpu.get("other_vcpus"),
+    }
+
+
+__all__ = [
+    "PASSWORD",
+    "ChatTarget",
+    "CpuMeter",
+    "chat_target",
+    "cpu_fields",
+    "machine_cpu_s",
+    "process_cpu_s",
+]

@@ -1,0 +1,257 @@
+"""Latency with one request in flight: every chat operation, push delivery, the echo floors.
+
+Runs inside a worker process (the client side), against a server in another process. Each
+operation is timed alone with ``perf_counter_ns`` around one awaited call, after ``warmup``
+untimed calls of the same kind. What is timed:
+
+* signup / logout / login: one connection cycles signup(u_i), logout, login(u_i), logout;
+* list_accounts: a page of 10 names (glob ``<prefix>u*``);
+* send: 32 B (by default) to one recipient who is offline, so the message is stored pending
+  and not pushed: the request/response cost, comparable with the echo rows;
+* ack: one id per call, by the recipient, of messages it received as its login backlog;
+* delete_account: a fresh connection signs up (untimed) and deletes itself (timed);
+* deliver: send -> the moment each of the recipient's ``fanout`` live sessions yields the
+  message from ``messages()`` (``deliver``: one sample per session; ``deliver_all``: until
+  the last of them has it). Recipients use auto_ack=False; one session acks each message
+  after the sample, untimed, so the store stays small.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from bench.endpoints import PASSWORD, ChatTarget, CpuMeter, chat_target, cpu_fields
+from bench.refs.clients import FloorClient, echo_client
+from bench.stats import new_histogram, record_ns, summarize
+
+ns = time.perf_counter_ns
+
+#: Page size asked of list_accounts.
+LIST_PAGE = 10
+#: Upper bound on any one section, so a stuck server fails the job instead of hanging it.
+SECTION_TIMEOUT = 300.0
+
+
+def _row(op: str, hist: HdrHistogram, **extra: Any) -> dict[str, Any]:
+    return {"op": op, **summarize(hist), **extra}
+
+
+async def run_ops(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """Latency rows of every chat operation for one target (see the module docstring)."""
+    target = chat_target(job["target"])
+    counts: dict[str, int] = job["counts"]
+    warm: int = job["warmup"]
+    prefix: str = job["prefix"]
+    body: str = job["body"]
+    rows: list[dict[str, Any]] = []
+    try:
+        async with asyncio.timeout(SECTION_TIMEOUT):
+            if counts.get("accounts", 0) or counts.get("list_accounts", 0):
+                rows += await _accounts(target, counts, warm, prefix)
+            recipient = f"{prefix}r"
+            await target.discard(await target.user(recipient))
+            sender = await target.user(f"{prefix}s")
+            if counts.get("list_accounts", 0):
+                pattern = f"{prefix}u*"
+                rows.append(
+                    await _timed_loop(
+                        "list_accounts",
+                        lambda: sender.list_accounts(pattern, "", LIST_PAGE),
+                        warm,
+                        counts["list_accounts"],
+                        target.server_pid,
+                    )
+                )
+            n_send = counts.get("send", 0)
+            if n_send:
+                rows.append(
+                    await _timed_loop(
+                        "send",
+                        lambda: sender.send([recipient], body),
+                        warm,
+                        n_send,
+                        target.server_pid,
+                        body_bytes=len(body.encode()),
+                    )
+                )
+            if n_send and counts.get("ack", 0):
+                rows.append(await _acks(target, recipient, warm, warm + n_send, counts["ack"]))
+            if counts.get("delete_account", 0):
+                rows.append(await _deletes(target, prefix, min(warm, 10), counts["delete_account"]))
+    finally:
+        await target.aclose()
+    return rows
+
+
+async def _accounts(
+    target: ChatTarget, counts: dict[str, int], warm: int, prefix: str
+) -> list[dict[str, Any]]:
+    """signup, logout, login, logout on one connection; at least LIST_PAGE accounts."""
+    hists = {op: new_histogram() for op in ("signup", "login", "logout")}
+    client = await target.client()
+    for i in range(warm + max(counts.get("accounts", 0), LIST_PAGE)):
+        name = f"{prefix}u{i:05d}"
+        try:
+            t0 = ns()
+            await client.signup(name, PASSWORD)
+            t1 = ns()
+            await client.logout()
+            t2 = ns()
+            await client.login(name, PASSWORD)
+            t3 = ns()
+            await client.logout()
+            t4 = ns()
+        except Exception as exc:
+            exc.add_note(f"in signup/logout/login/logout cycle {i} on one connection")
+            raise
+        if i >= warm:
+            record_ns(hists["signup"], t1 - t0)
+            record_ns(hists["logout"], t2 - t1)
+            record_ns(hists["login"], t3 - t2)
+            record_ns(hists["logout"], t4 - t3)
+    await target.discard(client)
+    if not counts.get("accounts", 0):
+        return []
+    return [_row(op, h) for op, h in hists.items()]
+
+
+async def _acks(
+    target: ChatTarget, recipient: str, warm: int, pending: int, n: int
+) -> dict[str, Any]:
+    """The recipient logs in, receives its ``pending`` backlog and acks one id per call."""
+    reader = await target.user(recipient, signup=False)
+    ids: list[int] = []
+    async for delivery in reader.messages():
+        ids.append(delivery.message_id)
+        if len(ids) == pending:
+            break
+    it = iter(ids)
+    row = await _timed_loop(
+        "ack", lambda: reader.ack([next(it)]), warm, min(n, len(ids) - warm), target.server_pid
+    )
+    rest = list(it)
+    for start in range(0, len(rest), 1000):  # leave the store as we found it
+        await reader.ack(rest[start : start + 1000])
+    await target.discard(reader)
+    return row
+
+
+async def _deletes(target: ChatTarget, prefix: str, warm: int, n: int) -> dict[str, Any]:
+    """A fresh connection signs up (untimed) and deletes its own account (timed)."""
+    hist = new_histogram()
+    for i in range(warm + n):
+        name = f"{prefix}d{i:04d}"
+        doomed = await target.user(name)
+        t0 = ns()
+        await doomed.delete_account(name)
+        t1 = ns()
+        await target.discard(doomed)
+        if i >= warm:
+            record_ns(hist, t1 - t0)
+    return _row("delete_account", hist)
+
+
+async def _timed_loop(
+    op: str, call: Any, warm: int, n: int, server_pid: int, **extra: Any
+) -> dict[str, Any]:
+    """Time ``n`` awaited calls after ``warm`` untimed ones; CPU per op over the timed part."""
+    for _ in range(warm):
+        await call()
+    hist = new_histogram()
+    meter = CpuMeter(server_pid)
+    for _ in range(n):
+        t0 = ns()
+        await call()
+        t1 = ns()
+        record_ns(hist, t1 - t0)
+    return _row(op, hist, **cpu_fields(meter.elapsed(), n), **extra)
+
+
+async def run_deliver(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """Push-delivery latency to ``fanout`` live sessions of one recipient."""
+    target = chat_target(job["target"])
+    fanout: int = job["fanout"]
+    warm: int = job["warmup"]
+    prefix: str = job["prefix"]
+    body: str = job["body"]
+    per_session, all_sessions = new_histogram(), new_histogram()
+    arrivals: list[int] = []
+    complete = asyncio.Event()
+    drains: list[asyncio.Task[None]] = []
+
+    async def drain(client: Any) -> None:
+        async for _ in client.messages():
+            arrivals.append(ns())
+            if len(arrivals) >= fanout:
+                complete.set()
+
+    try:
+        async with asyncio.timeout(SECTION_TIMEOUT):
+            recipient = f"{prefix}r"
+            sessions = [await target.user(recipient)]
+            for _ in range(fanout - 1):
+                sessions.append(await target.user(recipient, signup=False))
+            sender = await target.user(f"{prefix}s")
+            drains = [asyncio.create_task(drain(s)) for s in sessions]
+            for i in range(warm + job["n"]):
+                arrivals.clear()
+                complete.clear()
+                t0 = ns()
+                result = await sender.send([recipient], body)
+                async with asyncio.timeout(10.0):
+                    await complete.wait()
+                if i >= warm:
+                    for t in arrivals:
+                        record_ns(per_session, t - t0)
+                    record_ns(all_sessions, max(arrivals) - t0)
+                await sessions[0].ack([result.message_id])
+    finally:
+        for task in drains:
+            task.cancel()
+        await asyncio.gather(*drains, return_exceptions=True)
+        await target.aclose()
+    extra = {"fanout": fanout, "body_bytes": len(body.encode())}
+    return [_row("deliver", per_session, **extra), _row("deliver_all", all_sessions, **extra)]
+
+
+async def run_echo(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """Round-trip latency of one reference echo server, one request in flight."""
+    target = job["target"]
+    client = echo_client(target["ref"], tuple(target["address"]))
+    payload: bytes = job["body"].encode()
+    await client.connect()
+    try:
+        if await client.echo(payload) != payload:
+            raise RuntimeError(f"{target['ref']} did not echo the payload")
+        hist = new_histogram()
+        n, warm = job["n"], job["warmup"]
+        if isinstance(client, FloorClient):  # the blocking floor: no event loop in the way
+            call = client.echo_blocking
+            for _ in range(warm):
+                call(payload)
+            meter = CpuMeter(target["server_pid"])
+            for _ in range(n):
+                t0 = ns()
+                call(payload)
+                t1 = ns()
+                record_ns(hist, t1 - t0)
+        else:
+            for _ in range(warm):
+                await client.echo(payload)
+            meter = CpuMeter(target["server_pid"])
+            for _ in range(n):
+                t0 = ns()
+                await client.echo(payload)
+                t1 = ns()
+                record_ns(hist, t1 - t0)
+        cpu = cpu_fields(meter.elapsed(), n)
+    finally:
+        await client.close()
+    return [_row("echo", hist, body_bytes=len(payload), **cpu)]
+
+
+__all__ = ["LIST_PAGE", "run_deliver", "run_echo", "run_ops"]

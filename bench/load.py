@@ -1,0 +1,303 @@
+"""Throughput and latency under load: open loop at fixed offered rates, and a closed-loop
+saturation run.
+
+Open loop (no coordinated omission). Request i has an *intended* send time
+``start + i / rate``, fixed before the run. The dispatcher issues every request whose intended
+time has passed without waiting for earlier replies, and each latency is measured from the
+intended time, not from when the request actually left. A stall anywhere (server, network,
+this generator) therefore shows up in the latencies of every request it delayed, as it would
+for a real client population that does not slow down when the server does.
+
+Timer precision. uvloop's timers have millisecond resolution, far coarser than the ~10-100 µs
+gaps between requests, so the dispatcher sleeps on a timer only while the next request is more
+than ``SPIN_NS`` away and busy-polls the event loop (``sleep(0)``: one loop turn, replies are
+processed) for the rest. The generator therefore uses its whole vCPU at rates above ~1 k/s:
+its CPU time in open-loop rows is not a cost of the transport (the closed-loop row is). How
+well it kept to the schedule is reported as the dispatch lag (actual - intended send time).
+
+A step ends after ``count`` requests or at its deadline, or as soon as more than
+``max_inflight`` requests are outstanding (the server has fallen hopelessly behind; the row
+says ``overloaded``). Replies still missing ``drain_s`` after the last dispatch are counted as
+timeouts and recorded at the latency they had reached, so they are not silently dropped.
+
+Closed loop. ``connections x depth`` workers each keep one request outstanding, back to back,
+for ``duration_s``: the highest throughput the transport sustains with that much concurrency,
+and the CPU time per operation of both sides (neither side spins here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from bench.endpoints import CpuMeter, chat_target, cpu_fields
+from bench.refs.clients import echo_client
+from bench.stats import new_histogram, record_ns, summarize
+
+#: Below this gap to the next intended send the dispatcher busy-polls instead of sleeping on a
+#: millisecond timer (see the module docstring).
+SPIN_NS = 1_200_000
+#: How often the drain phase looks whether the last replies are in.
+DRAIN_POLL_S = 0.001
+
+Clock = Callable[[], int]
+Sleep = Callable[[float], Awaitable[None]]
+Issue = Callable[[int], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class OpenLoopSchedule:
+    """Request ``i`` is intended at ``start_ns + i * 1e9 / rate_per_s``; ``count`` requests."""
+
+    rate_per_s: float
+    start_ns: int
+    count: int
+
+    @property
+    def period_ns(self) -> float:
+        return 1e9 / self.rate_per_s
+
+    def intended_ns(self, i: int) -> int:
+        return self.start_ns + round(i * self.period_ns)
+
+    def due(self, now_ns: int) -> int:
+        """How many requests should have been sent by ``now_ns`` (intended time <= now)."""
+        if now_ns < self.start_ns:
+            return 0
+        return min(self.count, math.floor((now_ns - self.start_ns) / self.period_ns) + 1)
+
+
+@dataclass
+class LoadResult:
+    latency: HdrHistogram = field(default_factory=new_histogram)
+    lag: HdrHistogram = field(default_factory=new_histogram)  # dispatch - intended
+    sent: int = 0
+    completed: int = 0
+    errors: int = 0
+    timeouts: int = 0
+    overloaded: bool = False
+    first_ns: int = 0
+    last_done_ns: int = 0
+    first_error: str | None = None
+
+    @property
+    def elapsed_s(self) -> float:
+        return max(self.last_done_ns - self.first_ns, 1) / 1e9
+
+    @property
+    def achieved_per_s(self) -> float:
+        return self.completed / self.elapsed_s if self.completed else 0.0
+
+
+async def run_open_loop(
+    schedule: OpenLoopSchedule,
+    issue: Issue,
+    *,
+    max_inflight: int,
+    deadline_ns: int,
+    drain_s: float,
+    clock: Clock = time.perf_counter_ns,
+    sleep: Sleep = asyncio.sleep,
+) -> LoadResult:
+    """Issue ``schedule.count`` requests at their intended times; see the module docstring."""
+    result = LoadResult(first_ns=schedule.start_ns)
+    inflight: dict[int, int] = {}  # request index -> intended time, while outstanding
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(i: int, intended: int) -> None:
+        try:
+            await issue(i)
+        except Exception as exc:
+            result.errors += 1
+            result.first_error = result.first_error or f"{type(exc).__name__}: {exc}"
+        else:
+            done = clock()
+            record_ns(result.latency, done - intended)
+            result.completed += 1
+            result.last_done_ns = max(result.last_done_ns, done)
+        finally:
+            del inflight[i]
+
+    i = 0
+    while i < schedule.count:
+        now = clock()
+        if now >= deadline_ns:
+            break
+        due = schedule.due(now)
+        while i < due:
+            if len(inflight) >= max_inflight:
+                result.overloaded = True
+                break
+            intended = schedule.intended_ns(i)
+            record_ns(result.lag, now - intended)
+            inflight[i] = intended
+            task = asyncio.ensure_future(one(i, intended))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            i += 1
+        if result.overloaded or i >= schedule.count:
+            break
+        wait = schedule.intended_ns(i) - clock()
+        await sleep((wait - SPIN_NS) / 1e9 if wait > SPIN_NS else 0)
+    result.sent = i
+
+    drain_until = clock() + int(drain_s * 1e9)
+    while inflight and clock() < drain_until:
+        await sleep(DRAIN_POLL_S)
+    now = clock()
+    for intended in list(inflight.values()):  # still outstanding: at least this slow
+        record_ns(result.latency, now - intended)
+    result.timeouts = len(inflight)
+    late = [task for task in tasks if not task.done()]
+    for task in late:
+        task.cancel()
+    await asyncio.gather(*late, return_exceptions=True)
+    return result
+
+
+async def run_closed_loop(
+    issue: Issue, workers: int, duration_s: float, *, clock: Clock = time.perf_counter_ns
+) -> LoadResult:
+    """``workers`` back-to-back requesters for ``duration_s``; latency from each actual send."""
+    start = clock()
+    stop_at = start + int(duration_s * 1e9)
+    result = LoadResult(first_ns=start)
+    counter = iter(range(1 << 62))
+
+    async def worker() -> None:
+        while clock() < stop_at:
+            i = next(counter)
+            t0 = clock()
+            try:
+                await issue(i)
+            except Exception as exc:
+                result.errors += 1
+                result.first_error = result.first_error or f"{type(exc).__name__}: {exc}"
+                if result.errors > 100:
+                    return
+                continue
+            done = clock()
+            record_ns(result.latency, done - t0)
+            result.completed += 1
+            result.last_done_ns = max(result.last_done_ns, done)
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    result.sent = result.completed + result.errors
+    return result
+
+
+# -- the worker job ------------------------------------------------------------------------
+
+
+async def _setup_chat(job: dict[str, Any]) -> tuple[Issue, Callable[[], Awaitable[None]], int]:
+    """Senders on ``connections`` connections, each its own user, to one offline recipient.
+
+    Cleanup deletes the recipient, which removes every message of the step still pending to
+    it, so step after step runs against a store of the same size.
+    """
+    target = chat_target(job["target"])
+    prefix, body = job["prefix"], job["body"]
+    recipient = [f"{prefix}r"]
+    await target.discard(await target.user(recipient[0]))
+    senders = [await target.user(f"{prefix}s{c}") for c in range(job["connections"])]
+    n = len(senders)
+
+    def issue(i: int) -> Awaitable[Any]:
+        return senders[i % n].send(recipient, body)
+
+    async def cleanup() -> None:
+        try:
+            owner = await target.user(recipient[0], signup=False)
+            await owner.delete_account(recipient[0])
+        finally:
+            await target.aclose()
+
+    return issue, cleanup, target.server_pid
+
+
+async def _setup_echo(job: dict[str, Any]) -> tuple[Issue, Callable[[], Awaitable[None]], int]:
+    spec = job["target"]
+    address = tuple(spec["address"])
+    clients = [
+        echo_client(spec["ref"], address, blocking_floor=False) for _ in range(job["connections"])
+    ]
+    for client in clients:
+        await client.connect()
+    payload = job["body"].encode()
+    n = len(clients)
+
+    def issue(i: int) -> Awaitable[Any]:
+        return clients[i % n].echo(payload)
+
+    async def cleanup() -> None:
+        for client in clients:
+            await client.close()
+
+    return issue, cleanup, int(spec["server_pid"])
+
+
+async def run_load(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """One load step: ``mode`` "open" at ``rate`` or "closed" with ``depth`` per connection."""
+    setup = _setup_echo if job["target"]["kind"] == "echo" else _setup_chat
+    issue, cleanup, server_pid = await setup(job)
+    try:
+        for i in range(job.get("warmup", 0)):  # warm the connections and the server's paths
+            await issue(i)
+        meter = CpuMeter(server_pid)
+        if job["mode"] == "closed":
+            workers = job["connections"] * job["depth"]
+            result = await run_closed_loop(issue, workers, job["duration_s"])
+            inflight: int | None = workers
+            offered = None
+        else:
+            rate = float(job["rate"])
+            count = max(1, round(rate * job["duration_s"]))
+            start = time.perf_counter_ns() + 2_000_000
+            schedule = OpenLoopSchedule(rate, start, count)
+            result = await run_open_loop(
+                schedule,
+                issue,
+                max_inflight=job["max_inflight"],
+                deadline_ns=start + int(job["duration_s"] * 1.5e9),
+                drain_s=job["drain_s"],
+            )
+            inflight, offered = job["max_inflight"], rate
+        cpu = meter.elapsed()
+    finally:
+        await cleanup()
+    summary = summarize(result.latency)
+    return [
+        {
+            "mode": job["mode"],
+            "offered_per_s": offered,
+            "achieved_per_s": round(result.achieved_per_s, 1),
+            "duration_s": round(result.elapsed_s, 3),
+            "sent": result.sent,
+            "completed": result.completed,
+            "errors": result.errors,
+            "timeouts": result.timeouts,
+            "overloaded": result.overloaded,
+            "first_error": result.first_error,
+            "connections": job["connections"],
+            "max_inflight": inflight,
+            **{k: summary[k] for k in summary if k != "spectrum"},
+            "dispatch_lag_p50_us": summarize(result.lag, with_hist=False)["p50_us"],
+            "dispatch_lag_p99_us": summarize(result.lag, with_hist=False)["p99_us"],
+            **cpu_fields(cpu, result.completed),
+        }
+    ]
+
+
+__all__ = [
+    "LoadResult",
+    "OpenLoopSchedule",
+    "run_closed_loop",
+    "run_load",
+    "run_open_loop",
+]

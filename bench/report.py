@@ -1,0 +1,483 @@
+"""REPORT.md from a results dict, and the Targets it is judged by. Pure: no I/O, no measuring.
+
+Every figure in the report comes from the run's own results.json, so a report can be
+re-rendered from an old results file (``render(json.load(...), images)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from bench.config import FLOORS, NOISY_VCPUS, REF_TRANSPORTS
+from bench.stats import ratio
+from bench.targets import (
+    OPS,
+    ORDER,
+    SIZE_KINDS,
+    Row,
+    disturbed,
+    evaluate_targets,
+    find_latency,
+    p50,
+    round_trip_row,
+    saturation,
+    standard_size_rows,
+    total_bytes,
+    transport_rank,
+)
+from bench.targets import fmt_rate as _fmt_rate
+from bench.targets import fmt_us as _fmt_us
+
+TIMES = "\N{MULTIPLICATION SIGN}"
+#: Average vCPUs of other processes' work above which the report warns that it was noisy.
+BUSY_MACHINE = 0.1
+
+
+# -- formatting --------------------------------------------------------------------------------
+def _fmt_x(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}{TIMES}"
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else ""
+    if isinstance(value, float):
+        return f"{value:,.1f}" if abs(value) < 1e5 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A Markdown table; numbers right-aligned."""
+    rows = [[c if isinstance(c, str) else _fmt(c) for c in row] for row in rows]
+    if not rows:
+        return "_(no rows in this run)_\n"
+    align = ["---:" if all(_numeric(r[i]) for r in rows) else "---" for i in range(len(headers))]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _numeric(cell: str) -> bool:
+    stripped = cell.replace(",", "").replace(TIMES, "").replace("—", "").replace(".", "").strip()
+    return stripped.lstrip("-").isdigit() or cell == "—"
+
+
+# -- sections ----------------------------------------------------------------------------------
+def _header(results: dict[str, Any]) -> str:
+    meta = results.get("meta", {})
+    versions = meta.get("versions", {})
+    place = meta.get("placement", {})
+    plan = meta.get("plan", {})
+    skipped = meta.get("skipped", {})
+    lines = [
+        f"# wirechat bench — {meta.get('started_at', '?')} ({meta.get('mode', '?')})",
+        "",
+        f"Command: `{meta.get('command', '?')}` — took {_fmt(meta.get('duration_s'))} s.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| machine | {meta.get('cpu_model')}, {meta.get('cpu_count')} vCPUs, "
+        f"{meta.get('platform')} |",
+        f"| Python | {meta.get('python')} |",
+        "| libraries | " + ", ".join(f"{k} {v}" for k, v in versions.items() if v) + " |",
+        f"| code | git {str(meta.get('git_commit'))[:12]}"
+        + (" (uncommitted changes)" if meta.get("git_dirty") else "")
+        + " |",
+        f"| placement | server on vCPU {place.get('server_cpu')}, clients on vCPU "
+        f"{place.get('client_cpu')}: **{place.get('main')}** for every row unless marked; "
+        f"same-vCPU rows on vCPU {place.get('same_vcpu_cpu')} |",
+        f"| load generator | {place.get('generator')} |",
+        f"| load average | start {meta.get('loadavg_start')}, end {meta.get('loadavg_end')} |",
+        f"| other work on the machine | {_background(meta)} |",
+        "",
+    ]
+    if skipped:
+        lines += ["Not measured in this run: "]
+        lines += [f"- `{name}`: {why}" for name, why in skipped.items()]
+        lines.append("")
+    lines += [
+        "How to read it:",
+        "- Each server runs as its own process, one at a time, serving only the transport under "
+        "test; clients run in another process. Servers are started with `--hash-cost low`, so "
+        "signup and login measure the protocol and the store, not argon2.",
+        "- `memory` rows use SQLite `:memory:` (protocol cost); `sqlite` rows a SQLite file "
+        "(WAL, synchronous=NORMAL). Echo references have no store (`none`).",
+        f"- Latency: one request in flight, {plan.get('warmup', '?')} warm-up calls first, "
+        "percentiles from HdrHistogram (3 significant digits). `send` goes to an offline "
+        "recipient (stored, not pushed), so it is a plain request/response like the echo rows, "
+        "with the same 32-byte payload.",
+        "- Ratios: each transport against its floor (custom ÷ tcp_echo, grpc ÷ grpc_echo) and "
+        "against tcp_floor (blocking sockets, the cheapest Python round trip).",
+        "- Interference: every timing row records `other vCPUs`, the work other processes did "
+        "on the machine while it was measured. Above "
+        f"{NOISY_VCPUS} (⚠) they competed with the measurement on these 2 vCPUs; such a step "
+        f"was measured again (up to {plan.get('retries', '?')} more times within "
+        f"{plan.get('retry_budget_s', '?')} s for the whole run) and the least disturbed "
+        "attempt kept. A ⚠ that remains means the machine never went quiet: distrust that row.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _other(row: Row | None) -> str:
+    """Other processes' work during a timing row, flagged when it disturbed the row."""
+    value = None if row is None else row.get("other_vcpus")
+    if value is None:
+        return "—"
+    return f"{value:.2f} ⚠" if disturbed(row) else f"{value:.2f}"
+
+
+def _background(meta: dict[str, Any]) -> str:
+    bg = meta.get("background") or {}
+    other, steal = bg.get("other_vcpus"), bg.get("steal_vcpus")
+    if other is None:
+        return "not measured"
+    text = (
+        f"{other:.2f} vCPUs busy with processes the bench did not start (average over the "
+        f"run; {meta.get('retry_spent_s', 0)} s spent measuring disturbed steps again)"
+    )
+    if steal:
+        text += f", {steal:.2f} vCPUs stolen by the hypervisor"
+    if other > BUSY_MACHINE:
+        text += " — **the machine was busy: treat absolute numbers with suspicion**"
+    return text
+
+
+def _targets_section(results: dict[str, Any]) -> str:
+    targets = results.get("targets") or evaluate_targets(results)
+    rows = [
+        (
+            t["name"],
+            "—" if t["value"] is None else f"{t['value']:.2f}",
+            f"{'≤' if t['better'] == 'lower' else '≥'} {t['limit']}",
+            f"**{t['status']}**",
+            t["detail"],
+        )
+        for t in targets
+    ]
+    return "## Targets\n\n" + table(["target", "measured", "limit", "status", "from"], rows)
+
+
+def _latency_rows(rows: list[Row], results: dict[str, Any], with_ratios: bool) -> list[list[Any]]:
+    out = []
+    floor_row = find_latency(results, "tcp_floor", "echo")
+    for r in rows:
+        cells: list[Any] = [
+            r["transport"],
+            r["op"],
+            r["n"],
+            _fmt_us(r["p50_us"]),
+            _fmt_us(r["p90_us"]),
+            _fmt_us(r["p99_us"]),
+            _fmt_us(r["p999_us"]),
+        ]
+        if with_ratios:
+            floor = FLOORS.get(r["transport"])
+            own = round_trip_row(results, floor) if floor else None
+            cells += [
+                _fmt_x(ratio(r["p50_us"], p50(own))) + (f" {floor}" if own else ""),
+                _fmt_x(ratio(r["p50_us"], p50(floor_row))),
+                _fmt_us(r.get("server_cpu_us_per_op")),
+                _fmt_us(r.get("client_cpu_us_per_op")),
+                _other(r),
+            ]
+        out.append(cells)
+    return out
+
+
+LAT_HEAD = ["transport", "op", "n", "p50 µs", "p90 µs", "p99 µs", "p99.9 µs"]
+RATIO_HEAD = [
+    f"p50 {TIMES} its floor",
+    f"p50 {TIMES} tcp_floor",
+    "server CPU µs/op",
+    "client CPU µs/op",
+    "other vCPUs",
+]
+
+
+def _latency_section(results: dict[str, Any], images: Sequence[str]) -> str:
+    parts = ["## Latency, one request in flight\n"]
+    trips = [r for t in ORDER if (r := round_trip_row(results, t))]
+    parts.append(
+        "Round trip with a 32-byte payload, memory store, client and server on different vCPUs "
+        "(loopback: in one process). CPU columns: CPU time of each process over the timed loop "
+        "÷ calls (loopback: the one process).\n"
+    )
+    parts.append(table(LAT_HEAD + RATIO_HEAD, _latency_rows(trips, results, True)))
+    if "latency_spectrum.png" in images:
+        parts.append("\n![latency percentile spectrum](latency_spectrum.png)\n")
+    for store, title in (("memory", "memory store"), ("sqlite", "SQLite file store")):
+        rows = sorted(
+            (
+                r
+                for r in results.get("latency", [])
+                if r["store"] == store and r["op"] in OPS and r["placement"] != "same"
+            ),
+            key=lambda r: (OPS.index(r["op"]), transport_rank(r["transport"])),
+        )
+        if rows:
+            parts.append(f"\n### Every operation, {title}\n")
+            parts.append(table(LAT_HEAD, _latency_rows(rows, results, False)))
+    parts.append(
+        "\nsignup/login include the argon2 hash at `--hash-cost low` (off the event loop). "
+        "The custom protocol's ACK has no reply (fire-and-forget, PROTOCOL.md), so its `ack` "
+        "time is the client handing the frame to the kernel; gRPC's Ack is a unary call and "
+        "waits for its reply. `list_accounts` returns a page of 10 names.\n"
+    )
+    return "\n".join(parts)
+
+
+def _deliver_section(results: dict[str, Any]) -> str:
+    rows = []
+    for r in results.get("latency", []):
+        if r["op"] != "deliver":
+            continue
+        all_row = find_latency(
+            results, r["transport"], "deliver_all", store=r["store"], fanout=r["fanout"]
+        )
+        rows.append(
+            (
+                r["transport"],
+                r["store"],
+                r["fanout"],
+                all_row["n"] if all_row else r["n"],
+                _fmt_us(r["p50_us"]),
+                _fmt_us(r["p99_us"]),
+                _fmt_us(r["p999_us"]),
+                _fmt_us(p50(all_row)),
+                _fmt_us(None if all_row is None else all_row["p99_us"]),
+            )
+        )
+    rows.sort(key=lambda c: (c[1] != "memory", transport_rank(c[0]), c[2]))
+    head = ["transport", "store", "fan-out", "samples", "p50 µs", "p99 µs", "p99.9 µs"]
+    head += ["all sessions p50 µs", "all sessions p99 µs"]
+    return (
+        "## Push delivery\n\nFrom the call to send to the moment each of the recipient's live "
+        "sessions yields the message from `messages()` (one sample per session; *all sessions*: "
+        "until the last one has it). Sender and recipient sessions are clients in one process; "
+        "recipients do not auto-ack (one session acks after each sample, untimed).\n\n"
+        + table(head, rows)
+    )
+
+
+def _placement_section(results: dict[str, Any]) -> str:
+    rows = []
+    for transport in ORDER:
+        op = "echo" if transport in REF_TRANSPORTS else "send"
+        same = find_latency(results, transport, op, placement="same")
+        if same is None:
+            continue
+        cross = round_trip_row(results, transport)
+        rows.append(
+            (
+                transport,
+                op,
+                _fmt_us(p50(cross)),
+                _fmt_us(p50(same)),
+                _fmt_us(None if cross is None else cross["p99_us"]),
+                _fmt_us(same["p99_us"]),
+            )
+        )
+    head = ["transport", "op", "p50 different vCPUs", "p50 same vCPU"]
+    head += ["p99 different", "p99 same"]
+    return (
+        "## Placement: same vCPU vs different vCPUs\n\nThe 32 B round trip again with client "
+        "and server pinned to one vCPU. A cross-vCPU wake-up costs tens of µs on this kind of "
+        "machine, so placement moves these numbers several-fold.\n\n" + table(head, rows)
+    )
+
+
+def _load_section(results: dict[str, Any], images: Sequence[str]) -> str:
+    load = results.get("load", [])
+    plan = results.get("meta", {}).get("plan", {})
+    parts = [
+        "## Throughput and latency under load\n",
+        f"Each step sends over {plan.get('connections', '?')} connections (gRPC: channels), "
+        "each its own user, to one offline recipient. "
+        f"Closed loop: {plan.get('depth', '?')} requests outstanding per connection, "
+        f"back to back for {plan.get('closed_s', '?')} s — the saturation "
+        "rate and the CPU cost per operation of both sides. Open loop: fixed offered rates, "
+        f"{plan.get('open_s', '?')} s per step, "
+        "stepped as fractions of the closed-loop rate; every latency is timed from the request's "
+        "*intended* send time, so stalls are not hidden. The generator busy-polls to keep to the "
+        "schedule, so its CPU in open-loop rows is not a cost; *lag p99* is how late it sent.\n",
+    ]
+    sat_rows = []
+    grpc_sat = saturation(results, "grpc")
+    for transport in ORDER:
+        for store in ("memory", "sqlite", "none"):
+            best = saturation(results, transport, store)
+            if best is None:
+                continue
+            closed = next(
+                (
+                    r
+                    for r in load
+                    if (r["transport"], r["store"], r["mode"]) == (transport, store, "closed")
+                ),
+                {},
+            )
+            sat_rows.append(
+                (
+                    transport,
+                    store,
+                    _fmt_rate(best["achieved_per_s"]),
+                    _fmt_x(ratio(best["achieved_per_s"], grpc_sat and grpc_sat["achieved_per_s"])),
+                    _fmt_us(closed.get("server_cpu_us_per_op")),
+                    _fmt_us(closed.get("client_cpu_us_per_op")),
+                    _fmt_us(closed.get("p50_us")),
+                    _fmt_us(closed.get("p99_us")),
+                    _other(best),
+                )
+            )
+    head = ["transport", "store", "saturation /s", f"{TIMES} grpc", "server CPU µs/op"]
+    head += ["client CPU µs/op", "closed p50 µs", "closed p99 µs", "other vCPUs"]
+    parts.append(table(head, sat_rows))
+    if "load.png" in images:
+        parts.append("\n![latency and throughput vs offered load](load.png)\n")
+    if "cpu_per_op.png" in images:
+        parts.append("\n![CPU time per operation](cpu_per_op.png)\n")
+    open_rows = sorted(
+        (r for r in load if r["mode"] == "open"),
+        key=lambda r: (transport_rank(r["transport"]), r["store"], r["offered_per_s"] or 0),
+    )
+    if open_rows:
+        head = ["transport", "store", "offered /s", "achieved /s", "p50 µs", "p99 µs"]
+        head += ["p99.9 µs", "server CPU µs/op", "lag p99 µs", "timeouts", "overloaded"]
+        head += ["other vCPUs"]
+        rows = [
+            (
+                r["transport"],
+                r["store"],
+                _fmt_rate(r["offered_per_s"]),
+                _fmt_rate(r["achieved_per_s"]),
+                _fmt_us(r["p50_us"]),
+                _fmt_us(r["p99_us"]),
+                _fmt_us(r["p999_us"]),
+                _fmt_us(r.get("server_cpu_us_per_op")),
+                _fmt_us(r.get("dispatch_lag_p99_us")),
+                r.get("timeouts", 0),
+                r.get("overloaded", False),
+                _other(r),
+            )
+            for r in open_rows
+        ]
+        parts.append("\n### Open-loop steps\n")
+        parts.append(table(head, rows))
+    return "\n".join(parts)
+
+
+def _sizes_section(results: dict[str, Any], images: Sequence[str]) -> str:
+    sizes = results.get("sizes", [])
+    parts = [
+        "## Bytes on the wire\n",
+        "Counted at the TCP level through a counting relay (so HTTP/2 frames and HPACK headers "
+        "are included), per operation and direction, split into payload / framing / headers / "
+        "control.\n",
+    ]
+    if not sizes:
+        parts.append("_(not measured in this run)_\n")
+        return "\n".join(parts)
+    if "bytes_per_op.png" in images:
+        parts.append("![bytes per operation by kind](bytes_per_op.png)\n")
+    if "bytes_vs_body.png" in images:
+        parts.append("![bytes vs body size](bytes_vs_body.png)\n")
+    per_op = standard_size_rows(sizes)
+    head = ["op", "phase", "transport", "body B", "c2s B", "s2c B", "total B", f"{TIMES} custom"]
+    head += [f"{k} c2s+s2c" for k in SIZE_KINDS]
+    rows = []
+    for r in per_op:
+        twin = next(
+            (
+                o
+                for o in per_op
+                if o["transport"] == "custom"
+                and (o.get("op"), o.get("phase")) == (r.get("op"), r.get("phase"))
+            ),
+            None,
+        )
+        rows.append(
+            [
+                r.get("op"),
+                r.get("phase"),
+                r["transport"],
+                r.get("body_bytes"),
+                r.get("c2s_bytes"),
+                r.get("s2c_bytes"),
+                total_bytes(r),
+                _fmt_x(ratio(total_bytes(r), total_bytes(twin))),
+            ]
+            + [int(r.get(f"c2s_{k}", 0)) + int(r.get(f"s2c_{k}", 0)) for k in SIZE_KINDS]
+        )
+    parts.append(table(head, rows))
+    return "\n".join(parts)
+
+
+PAYLOAD_COLUMNS = (
+    "op",
+    "direction",
+    "note",
+    "text_bytes",
+    "custom_message",
+    "custom_bytes",
+    "custom_frame_bytes",
+    "protobuf_message",
+    "protobuf_bytes",
+    "grpc_message_bytes",
+)
+
+
+def _payload_section(results: dict[str, Any]) -> str:
+    rows = [
+        r
+        for r in results.get("payload_sizes", [])
+        if r.get("body_bytes") in (None, 32)
+        and r.get("recipients") in (None, 1)
+        and r.get("text") in (None, "ascii")
+    ]
+    intro = (
+        "## Payload sizes\n\nEach message alone, without transport: the custom codec's body "
+        "and whole frame vs protobuf `SerializeToString` (and + the 5-byte gRPC prefix) of the "
+        "equivalent message; 32 B ASCII body, one recipient. `text_bytes`: the UTF-8 of its "
+        "strings, which any encoding carries. The body-size, UTF-8 and recipient sweeps are in "
+        "results.json.\n\n"
+    )
+    if not rows:
+        return intro + "_(not measured in this run)_\n"
+    return intro + table(PAYLOAD_COLUMNS, [[r.get(k) for k in PAYLOAD_COLUMNS] for r in rows])
+
+
+def _errors_section(results: dict[str, Any]) -> str:
+    errors = results.get("errors", [])
+    if not errors:
+        return ""
+    lines = ["## Errors\n", "These steps failed; their rows are missing above.\n"]
+    lines += [f"- **{e['step']}**: `{e['error'].splitlines()[0]}`" for e in errors]
+    return "\n".join(lines) + "\n"
+
+
+def render(results: dict[str, Any], images: Sequence[str] = ()) -> str:
+    """The whole REPORT.md; ``images`` are the plot file names that exist beside it."""
+    sections: list[Callable[[], str]] = [
+        lambda: _header(results),
+        lambda: _targets_section(results),
+        lambda: _latency_section(results, images),
+        lambda: _deliver_section(results),
+        lambda: _placement_section(results),
+        lambda: _load_section(results, images),
+        lambda: _sizes_section(results, images),
+        lambda: _payload_section(results),
+        lambda: _errors_section(results),
+    ]
+    body = "\n".join(s for s in (section() for section in sections) if s)
+    return (
+        body + "\nFiles: `results.json` (schema in bench/SCHEMA.md) and the PNG plots beside it.\n"
+    )
+
+
+__all__ = ["SIZE_KINDS", "TIMES", "evaluate_targets", "render", "table"]

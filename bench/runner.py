@@ -1,0 +1,509 @@
+"""The whole bench run: start each server, hand measurement jobs to worker processes, collect
+rows, then write results.json, the plots and REPORT.md under ``<out>/<run-id>/``.
+
+Process layout (recorded in ``meta.placement``): servers are pinned to the first usable vCPU,
+the worker (the client side and load generator) and this orchestrating process to the second.
+One server runs at a time, serving only the transport being measured, so nothing else on the
+server's vCPU competes with it. The same-vCPU rows pin server and worker to one vCPU.
+
+A step that fails is recorded in ``errors`` and the run goes on; a failed server start skips
+the rest of its group. Every server and worker is stopped by the process handle that started
+it, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import itertools
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import meta
+from bench.config import (
+    BODY_BYTES,
+    CHAT_TRANSPORTS,
+    REF_TRANSPORTS,
+    SEED,
+    Plan,
+    body,
+)
+from bench.noise import RetryBudget, least_disturbed
+from bench.procs import Placement, RefServer, Worker, choose_placement
+from transports import registry
+from wirechat.launch import ServerProcess
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+
+class SkipGroup(RuntimeError):
+    """An earlier step of this group failed (its server did not start)."""
+
+
+@dataclass
+class Step:
+    label: str
+    fn: Callable[[], None]
+    group: str
+    always: bool = False  # runs even after a failure in its group (stopping the server)
+    critical: bool = False  # its failure skips the rest of the group (starting the server)
+
+
+def available(transport: str) -> str | None:
+    """None if the transport can be measured here, else why not."""
+    if transport in REF_TRANSPORTS:
+        return None
+    if transport not in registry.TRANSPORTS:
+        return "not in transports.registry yet"
+    name = registry.TRANSPORTS[transport]
+    try:
+        module = registry.get(transport)
+    except Exception as exc:  # a transport still being written may not import yet
+        return f"{name} does not import: {type(exc).__name__}: {exc}"
+    if not hasattr(module, "open_client"):
+        return f"{name} has no open_client yet"
+    return None
+
+
+class BenchRun:
+    def __init__(
+        self,
+        plan: Plan,
+        transports: Sequence[str],
+        out_dir: Path,
+        *,
+        command: str,
+        progress: bool = True,
+    ) -> None:
+        self.plan = plan
+        self.out_dir = Path(out_dir)
+        self.progress = progress
+        self.main, self.same = choose_placement()
+        self.body = body(SEED, BODY_BYTES)
+        self.results: dict[str, Any] = {
+            "schema": SCHEMA_VERSION,
+            "meta": meta.collect(plan.mode, command),
+            "sizes": [],
+            "payload_sizes": [],
+            "latency": [],
+            "load": [],
+            "targets": [],
+            "errors": [],
+        }
+        skipped = {t: why for t in transports if (why := available(t))}
+        self.transports = [t for t in transports if t not in skipped]
+        self.results["meta"].update(
+            transports=self.transports,
+            skipped=skipped,
+            plan=plan.as_dict(),
+            placement=self._placement_meta(),
+            hash_cost="low",
+        )
+        self._workers: dict[Placement, Worker] = {}
+        self._servers: dict[str, ServerProcess | RefServer] = {}
+        self._capacity: dict[tuple[str, str], float] = {}
+        self._seq = itertools.count(1)
+        self._retry_budget = RetryBudget(plan.retry_budget_s)
+        self._tmp = Path(tempfile.mkdtemp(prefix="wirechat-bench-"))
+
+    # -- plan --------------------------------------------------------------------------------
+    def _placement_meta(self) -> dict[str, Any]:
+        return {
+            "server_cpu": self.main.server_cpu,
+            "client_cpu": self.main.client_cpu,
+            "main": self.main.label,
+            "same_vcpu_cpu": self.same.server_cpu,
+            "generator": (
+                "the load generator and every client run in a separate worker process "
+                f"(asyncio on uvloop) pinned to vCPU {self.main.client_cpu}; the server "
+                f"under test alone on vCPU {self.main.server_cpu}"
+            ),
+        }
+
+    def steps(self) -> list[Step]:
+        steps: list[Step] = []
+        for ref in (t for t in REF_TRANSPORTS if t in self.transports):
+            steps += self._ref_steps(ref, self.main, full=True)
+        for transport in (t for t in CHAT_TRANSPORTS if t in self.transports):
+            for store in ("memory", "sqlite"):
+                steps += self._chat_steps(transport, store)
+        for transport in ("custom", "grpc", *REF_TRANSPORTS):
+            if transport in self.transports and self.same != self.main:
+                if transport in REF_TRANSPORTS:
+                    steps += self._ref_steps(transport, self.same, full=False)
+                else:
+                    steps += self._same_vcpu_chat_steps(transport)
+        if importlib.util.find_spec("bench.payloads") is not None:
+            steps.append(Step("payload sizes", self._payload_sizes, "payload_sizes"))
+        else:
+            self.results["meta"]["skipped"]["payload_sizes"] = "bench/payloads.py not there yet"
+        return steps
+
+    def _chat_steps(self, transport: str, store: str) -> list[Step]:
+        group = f"{transport}/{store}"
+        plan = self.plan
+        steps: list[Step] = []
+        wire = transport != "loopback"
+        if wire:
+            steps.append(
+                Step(
+                    f"{group}: start server", lambda: self._start_chat(group), group, critical=True
+                )
+            )
+        share = 1.0 if store == "memory" else plan.sqlite_share
+        steps.append(
+            Step(f"{group}: latency", lambda: self._ops(group, plan.ops_counts(share)), group)
+        )
+        fanouts = (
+            plan.deliver if store == "memory" else dict(itertools.islice(plan.deliver.items(), 1))
+        )
+        for fanout, n in fanouts.items():
+            n = n if store == "memory" else max(1, round(n * share))
+            steps.append(
+                Step(
+                    f"{group}: deliver x{fanout}",
+                    lambda f=fanout, n=n: self._deliver(group, f, n),
+                    group,
+                )
+            )
+        if wire and store == "memory":
+            if importlib.util.find_spec("bench.wire") is not None:
+                steps.append(Step(f"{group}: bytes on the wire", lambda: self._sizes(group), group))
+            else:
+                self.results["meta"]["skipped"]["sizes"] = "bench/wire.py not there yet"
+        steps.append(Step(f"{group}: load closed", lambda: self._load(group, "closed"), group))
+        if wire:
+            fractions = plan.open_fractions if store == "memory" else plan.sqlite_open_fractions
+            for frac in fractions:
+                steps.append(
+                    Step(
+                        f"{group}: load {frac:.0%}",
+                        lambda f=frac: self._load(group, "open", f),
+                        group,
+                    )
+                )
+            steps.append(
+                Step(f"{group}: stop server", lambda: self._stop(group), group, always=True)
+            )
+        return steps
+
+    def _ref_steps(self, ref: str, placement: Placement, *, full: bool) -> list[Step]:
+        group = ref if full else f"same/{ref}"
+        steps = [
+            Step(
+                f"{group}: start",
+                lambda: self._start_ref(group, ref, placement),
+                group,
+                critical=True,
+            ),
+            Step(f"{group}: latency", lambda: self._echo(group, placement, full), group),
+        ]
+        if full:
+            steps.append(Step(f"{group}: load closed", lambda: self._load(group, "closed"), group))
+            for frac in self.plan.open_fractions:
+                steps.append(
+                    Step(
+                        f"{group}: load {frac:.0%}",
+                        lambda f=frac: self._load(group, "open", f),
+                        group,
+                    )
+                )
+        steps.append(Step(f"{group}: stop", lambda: self._stop(group), group, always=True))
+        return steps
+
+    def _same_vcpu_chat_steps(self, transport: str) -> list[Step]:
+        group = f"same/{transport}"
+        counts = {"send": self.plan.same_vcpu}
+        return [
+            Step(
+                f"{group}: start server",
+                lambda: self._start_chat(group, self.same),
+                group,
+                critical=True,
+            ),
+            Step(f"{group}: send latency", lambda: self._ops(group, counts, self.same), group),
+            Step(f"{group}: stop server", lambda: self._stop(group), group, always=True),
+        ]
+
+    # -- steps -------------------------------------------------------------------------------
+    @staticmethod
+    def _split(group: str) -> tuple[str, str]:
+        """group -> (transport, store)."""
+        parts = group.split("/")
+        if parts[0] == "same":
+            return parts[1], "memory" if parts[1] in CHAT_TRANSPORTS else "none"
+        return parts[0], parts[1] if len(parts) > 1 else "none"
+
+    def _start_chat(self, group: str, placement: Placement | None = None) -> None:
+        transport, store = self._split(group)
+        db = ":memory:" if store == "memory" else str(self._tmp / f"{transport}.db")
+        cpu = (placement or self.main).server_cpu
+        self._servers[group] = ServerProcess([transport], db, cpu=cpu).start()
+
+    def _start_ref(self, group: str, ref: str, placement: Placement) -> None:
+        self._servers[group] = RefServer(ref, cpu=placement.server_cpu).start()
+
+    def _stop(self, group: str) -> None:
+        server = self._servers.pop(group, None)
+        if server is not None:
+            server.stop()
+
+    def _target(self, group: str) -> dict[str, Any]:
+        transport, store = self._split(group)
+        if transport == "loopback":
+            db = ":memory:" if store == "memory" else str(self._tmp / "loopback.db")
+            return {"kind": "chat", "transport": "loopback", "db": db}
+        server = self._servers.get(group)
+        if server is None:
+            raise SkipGroup(f"{group}: no server running")
+        if isinstance(server, RefServer):
+            assert server.address is not None
+            return {
+                "kind": "echo",
+                "ref": transport,
+                "address": server.address,
+                "server_pid": server.pid,
+            }
+        return {
+            "kind": "chat",
+            "transport": transport,
+            "address": server.addresses[transport],
+            "server_pid": server.pid,
+        }
+
+    def _placement_key(self, transport: str, placement: Placement) -> str:
+        return "in-process" if transport == "loopback" else placement.key
+
+    def _worker(self, placement: Placement) -> Worker:
+        worker = self._workers.get(placement)
+        if worker is None:
+            worker = self._workers[placement] = Worker(cpu=placement.client_cpu).start()
+        return worker
+
+    def _job(
+        self, placement: Placement, job: dict[str, Any], timeout: float, *, timed: bool = True
+    ) -> list[dict[str, Any]]:
+        """Run a job; a timed job disturbed by other processes is measured again (bench.noise)."""
+        job.setdefault("body", self.body)
+        worker = self._worker(placement)
+
+        def attempt() -> list[dict[str, Any]]:
+            job["prefix"] = f"b{next(self._seq)}"  # fresh accounts on every attempt
+            return worker.run(dict(job), timeout)
+
+        if not timed:
+            return attempt()
+        return least_disturbed(attempt, retries=self.plan.retries, budget=self._retry_budget)
+
+    def _ops(self, group: str, counts: dict[str, int], placement: Placement | None = None) -> None:
+        placement = placement or self.main
+        transport, store = self._split(group)
+        job = {
+            "kind": "ops",
+            "target": self._target(group),
+            "counts": counts,
+            "warmup": self.plan.warmup,
+        }
+        for row in self._job(placement, job, timeout=900):
+            self._latency_row(row, transport, store, self._placement_key(transport, placement))
+
+    def _deliver(self, group: str, fanout: int, n: int) -> None:
+        transport, store = self._split(group)
+        job = {
+            "kind": "deliver",
+            "target": self._target(group),
+            "fanout": fanout,
+            "n": n,
+            "warmup": min(self.plan.warmup, max(2, n // 5)),
+        }
+        for row in self._job(self.main, job, timeout=600):
+            self._latency_row(row, transport, store, self._placement_key(transport, self.main))
+
+    def _echo(self, group: str, placement: Placement, full: bool) -> None:
+        transport, _ = self._split(group)
+        n = self.plan.echo if full else self.plan.same_vcpu
+        job = {"kind": "echo", "target": self._target(group), "n": n, "warmup": self.plan.warmup}
+        for row in self._job(placement, job, timeout=600):
+            self._latency_row(row, transport, "none", placement.key)
+
+    def _latency_row(self, row: dict[str, Any], transport: str, store: str, placement: str) -> None:
+        self.results["latency"].append(
+            {
+                "transport": transport,
+                "op": row.pop("op"),
+                "store": store,
+                "placement": placement,
+                "body_bytes": row.pop("body_bytes", None),
+                "fanout": row.pop("fanout", None),
+                **row,
+            }
+        )
+
+    def _load(self, group: str, mode: str, fraction: float | None = None) -> None:
+        transport, store = self._split(group)
+        plan = self.plan
+        job: dict[str, Any] = {
+            "kind": "load",
+            "target": self._target(group),
+            "mode": mode,
+            "connections": plan.connections,
+            "warmup": plan.load_warmup,
+        }
+        if mode == "closed":
+            job.update(depth=plan.depth, duration_s=plan.closed_s)
+            timeout = plan.closed_s * 3 + 120
+        else:
+            capacity = self._capacity.get((transport, store))
+            if not capacity:
+                raise SkipGroup(f"{group}: no closed-loop rate to step the offered load from")
+            job.update(
+                rate=round(capacity * (fraction or 1.0), 1),
+                duration_s=plan.open_s,
+                max_inflight=plan.max_inflight,
+                drain_s=plan.drain_s,
+            )
+            timeout = plan.open_s * 3 + plan.drain_s + 120
+        for row in self._job(self.main, job, timeout=timeout):
+            row = {
+                "transport": transport,
+                "op": "echo" if transport in REF_TRANSPORTS else "send",
+                "store": store,
+                "placement": self._placement_key(transport, self.main),
+                "fraction": fraction,
+                **row,
+            }
+            self.results["load"].append(row)
+            if mode == "closed" and row["completed"]:
+                self._capacity[(transport, store)] = row["achieved_per_s"]
+
+    def _sizes(self, group: str) -> None:
+        transport, _ = self._split(group)
+        server = self._servers.get(group)
+        if not isinstance(server, ServerProcess):
+            raise SkipGroup(f"{group}: no server running")
+        job = {
+            "kind": "sizes",
+            "transport": transport,
+            "address": server.addresses[transport],
+            "quick": self.plan.sizes_quick,
+        }
+        self.results["sizes"] += self._job(self.main, job, timeout=900, timed=False)
+
+    def _payload_sizes(self) -> None:
+        job = {"kind": "payload_sizes", "quick": self.plan.sizes_quick}
+        self.results["payload_sizes"] += self._job(self.main, job, timeout=600, timed=False)
+
+    # -- run ---------------------------------------------------------------------------------
+    def execute(self) -> dict[str, Any]:
+        """Run every step; returns the results dict (meta finished, targets not yet)."""
+        from tqdm import tqdm
+
+        steps = self.steps()
+        started = time.monotonic()
+        cpu_start = meta.cpu_snapshot()
+        failed: set[str] = set()
+        own_affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        if own_affinity is not None and self.main.client_cpu is not None:
+            os.sched_setaffinity(0, {self.main.client_cpu})
+        bar = tqdm(
+            steps, file=sys.stderr, unit="step", disable=not self.progress, dynamic_ncols=True
+        )
+        try:
+            for step in bar:
+                bar.set_description(step.label)
+                if step.group in failed and not step.always:
+                    continue
+                try:
+                    step.fn()
+                except Exception as exc:
+                    self._error(step, exc)
+                    if step.critical or isinstance(exc, SkipGroup):
+                        failed.add(step.group)
+        finally:
+            bar.close()
+            for group in list(self._servers):
+                with contextlib.suppress(Exception):
+                    self._stop(group)
+            for worker in self._workers.values():
+                worker.stop()
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            if own_affinity is not None:
+                os.sched_setaffinity(0, own_affinity)
+        self.results["meta"].update(
+            finished_at=meta.utc_now(),
+            duration_s=round(time.monotonic() - started, 1),
+            loadavg_end=meta.loadavg(),
+            background=meta.background_cpu(cpu_start, meta.cpu_snapshot()),
+            retry_spent_s=round(self._retry_budget.spent, 1),
+        )
+        return self.results
+
+    def _error(self, step: Step, exc: BaseException) -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        log.warning("%s failed: %s", step.label, message.splitlines()[0])
+        self.results["errors"].append({"step": step.label, "group": step.group, "error": message})
+
+
+def write_outputs(results: dict[str, Any], run_dir: Path) -> list[Path]:
+    """results.json, the plots and REPORT.md in ``run_dir``; returns the files written."""
+    from bench import plots, report, targets
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    results["targets"] = targets.evaluate_targets(results)
+    written = [run_dir / "results.json"]
+    (run_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    images = plots.draw_all(results, run_dir)
+    written += images
+    (run_dir / "REPORT.md").write_text(report.render(results, [p.name for p in images]))
+    written.append(run_dir / "REPORT.md")
+    return written
+
+
+def point_latest(run_dir: Path) -> Path:
+    """Make ``<out>/latest`` a relative symlink to this run (a copy where links do not work)."""
+    latest = run_dir.parent / "latest"
+    if latest.is_symlink() or latest.is_file():
+        latest.unlink()
+    elif latest.is_dir():
+        shutil.rmtree(latest)
+    try:
+        latest.symlink_to(run_dir.name, target_is_directory=True)
+    except OSError:
+        shutil.copytree(run_dir, latest)
+    return latest
+
+
+def run_id(mode: str) -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + ("" if mode == "full" else f"-{mode}")
+
+
+def run_bench(
+    plan: Plan,
+    transports: Sequence[str],
+    out_dir: Path,
+    *,
+    command: str,
+    progress: bool = True,
+) -> Path:
+    """Measure, write ``<out_dir>/<run-id>/`` and point ``<out_dir>/latest`` at it."""
+    run_dir = Path(out_dir) / run_id(plan.mode)
+    results = BenchRun(
+        plan, transports, Path(out_dir), command=command, progress=progress
+    ).execute()
+    write_outputs(results, run_dir)
+    point_latest(run_dir)
+    return run_dir
+
+
+__all__ = ["SCHEMA_VERSION", "BenchRun", "point_latest", "run_bench", "write_outputs"]

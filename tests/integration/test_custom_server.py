@@ -1,0 +1,162 @@
+"""The custom server's own duties, in-process so the timing knobs can be turned down:
+the HELLO deadline (slowloris), slow consumers, shutdown, and no task left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from core import ChatService, CloseReason, HashCost, SessionClosed, SqliteStore
+from transports.custom import (
+    NEED_DATA,
+    Connection,
+    ConnectionClosed,
+    Deliver,
+    Error,
+    ErrorCode,
+    Hello,
+    Role,
+    Signup,
+    _server,
+    open_client,
+    start_server,
+)
+from transports.custom._server import CustomServer
+
+pytestmark = pytest.mark.timeout(60)
+WAIT = 5.0
+
+
+@pytest_asyncio.fixture
+async def service() -> AsyncIterator[ChatService]:
+    service = ChatService(SqliteStore(":memory:"), hash_cost=HashCost.LOW)
+    yield service
+    await service.shutdown()
+
+
+@pytest_asyncio.fixture
+async def server(service: ChatService) -> AsyncIterator[CustomServer]:
+    server = await start_server(service, "127.0.0.1", 0, handshake_timeout=0.5)
+    yield server
+    await server.close()
+
+
+async def read_until_closed(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    codec: Connection | None = None,
+) -> list[object]:
+    """Every event the server sent until it closed (a reset counts as closed); then close.
+    ``codec``: the client side's codec, if the connection has already been read from."""
+    if codec is None:
+        codec = Connection(Role.CLIENT)
+        codec.send(Hello())
+    events: list[object] = []
+    async with asyncio.timeout(WAIT):
+        while True:
+            try:
+                data = await reader.read(65536)
+            except ConnectionResetError:
+                data = b""
+            codec.receive_data(data)
+            while (event := codec.next_event()) is not NEED_DATA:
+                if isinstance(event, ConnectionClosed):
+                    writer.close()
+                    return events
+                events.append(event)
+
+
+async def test_a_client_that_never_completes_hello_is_closed(server: CustomServer) -> None:
+    reader, writer = await asyncio.open_connection(*server.address)
+    writer.write(Connection(Role.CLIENT).send(Hello())[:3])  # a slowloris: part of HELLO
+    events = await read_until_closed(reader, writer)
+    assert [(e.request_id, e.code) for e in events] == [(0, ErrorCode.BAD_HANDSHAKE)]
+
+
+async def test_slow_consumer_is_disconnected_and_keeps_its_messages(
+    service: ChatService, server: CustomServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_server, "STALL_TIMEOUT", 0.3)
+    monkeypatch.setattr(_server, "STALL_CHECK", 0.05)
+    # The slow one: logged in, then reads nothing; a small receive buffer fills fast.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, server.address)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    codec = Connection(Role.CLIENT)
+    writer.write(codec.send(Hello()) + codec.send(Signup(1, "slow", "pw-123")))
+    greeting: list[object] = []
+    async with asyncio.timeout(WAIT):
+        while len(greeting) < 2:  # WELCOME, SIGNED_UP; from here on it reads nothing
+            codec.receive_data(await reader.read(100))
+            while (event := codec.next_event()) is not NEED_DATA:
+                greeting.append(event)
+    async with open_client(server.address) as fast:
+        await fast.signup("fast", "pw-123")
+        sent = 0
+        body = "x" * 60_000
+        async with asyncio.timeout(WAIT * 4):
+            while service.live_sessions("slow") and sent < 2000:
+                await fast.send(["slow"], body)
+                sent += 1
+        assert service.live_sessions("slow") == 0, "never declared a slow consumer"
+
+        events = await read_until_closed(reader, writer, codec)  # now read all that was sent
+        assert isinstance(events[-1], Error)
+        assert (events[-1].request_id, events[-1].code) == (0, ErrorCode.SLOW_CONSUMER)
+        delivered = [e for e in events if isinstance(e, Deliver)]
+        assert len(delivered) < sent
+        # Nothing was acked, so everything is still pending (Rule 17).
+        async with open_client(server.address) as again:
+            assert (await again.login("slow", "pw-123")).pending == sent
+        await fast.send(["fast"], "still fine")
+        assert (await fast.next_message(WAIT)).body == "still fine"
+
+
+async def test_shutdown_tells_every_client(service: ChatService) -> None:
+    server = await start_server(service, "127.0.0.1", 0)
+    client = open_client(server.address)
+    await client.connect()
+    await client.signup("alice", "pw-123")
+    reader, writer = await asyncio.open_connection(*server.address)
+    writer.write(Connection(Role.CLIENT).send(Hello()))  # anonymous, past the handshake
+    await reader.read(100)  # WELCOME
+    anonymous = asyncio.create_task(read_until_closed(reader, writer))
+
+    await service.shutdown()  # what `wirechat server` does on SIGTERM
+    await server.close()
+
+    assert [(e.request_id, e.code) for e in await anonymous] == [(0, ErrorCode.SHUTDOWN)]
+    async with asyncio.timeout(WAIT):
+        async for _ in client.messages():
+            pass
+    assert client.closed_reason == CloseReason.SHUTDOWN.value
+    with pytest.raises(SessionClosed):
+        await client.send(["alice"], "anyone?")
+    with pytest.raises(OSError):
+        await asyncio.open_connection(*server.address)
+    await client.close()
+
+
+async def test_garbage_leaves_no_task_behind(service: ChatService, server: CustomServer) -> None:
+    baseline = asyncio.all_tasks()
+    garbage = [b"\x80\x00", b"\x05\x42\x01abc", b"\xff\xff\xff\xff\x0f", b"\x03\x04\x01\x00"]
+    hello = Connection(Role.CLIENT).send(Hello())
+    for i in range(40):
+        reader, writer = await asyncio.open_connection(*server.address)
+        writer.write(hello + garbage[i % len(garbage)])
+        if i % 3 == 0:
+            writer.transport.abort()  # some vanish without reading the answer
+        else:
+            await read_until_closed(reader, writer)
+    async with open_client(server.address) as client:  # a logged-in client, then gone
+        await client.signup("carol", "pw-123")
+    async with asyncio.timeout(WAIT):
+        while asyncio.all_tasks() - baseline:  # noqa: ASYNC110 - tasks have no "all done" event
+            await asyncio.sleep(0.02)
+    assert service.live_sessions("carol") == 0

@@ -1,0 +1,254 @@
+"""The Targets, REPORT.md and the plots, from a small fixed results dict."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import plots, report, targets
+from bench.report import TIMES as X
+
+
+def lat(transport: str, op: str, p50: float, **kw: Any) -> dict[str, Any]:
+    row = {
+        "transport": transport,
+        "op": op,
+        "store": "none" if op == "echo" else "memory",
+        "placement": "in-process" if transport == "loopback" else "cross",
+        "body_bytes": 32 if op in ("send", "echo", "deliver", "deliver_all") else None,
+        "fanout": None,
+        "n": 1000,
+        "min_us": p50 / 2,
+        "mean_us": p50 * 1.1,
+        "max_us": p50 * 20,
+        "p50_us": p50,
+        "p90_us": p50 * 1.5,
+        "p99_us": p50 * 3,
+        "p999_us": p50 * 10,
+        "spectrum": [[q, p50 * (1 + q / 50)] for q in (0.0, 50.0, 90.0, 99.0, 99.9)],
+        "server_cpu_us_per_op": p50 / 3,
+        "client_cpu_us_per_op": p50 / 4,
+    }
+    row.update(kw)
+    return row
+
+
+def load(transport: str, mode: str, achieved: float, **kw: Any) -> dict[str, Any]:
+    row = {
+        "transport": transport,
+        "op": "echo" if transport.endswith(("_echo", "_floor")) else "send",
+        "store": "none" if transport.endswith(("_echo", "_floor")) else "memory",
+        "placement": "cross",
+        "mode": mode,
+        "fraction": None if mode == "closed" else 0.5,
+        "offered_per_s": None if mode == "closed" else achieved,
+        "achieved_per_s": achieved,
+        "completed": 1000,
+        "errors": 0,
+        "timeouts": 0,
+        "overloaded": False,
+        "p50_us": 300.0,
+        "p90_us": 500.0,
+        "p99_us": 900.0,
+        "p999_us": 2000.0,
+        "server_cpu_us_per_op": 1e6 / achieved,
+        "client_cpu_us_per_op": 1e6 / achieved / 2,
+        "dispatch_lag_p99_us": None if mode == "closed" else 3.0,
+    }
+    row.update(kw)
+    return row
+
+
+def size(transport: str, op: str, c2s: int, s2c: int, phase: str = "steady", **kw: Any):  # type: ignore[no-untyped-def]
+    row = {
+        "transport": transport,
+        "op": op,
+        "phase": phase,
+        "body_bytes": 32 if op == "send" else None,
+        "recipients": 1 if op == "send" else None,
+        "text": "ascii" if op == "send" else None,
+        "c2s_bytes": c2s,
+        "s2c_bytes": s2c,
+        "c2s_payload": c2s - 3,
+        "c2s_framing": 3,
+        "c2s_headers": 0,
+        "c2s_control": 0,
+        "s2c_payload": s2c - 3,
+        "s2c_framing": 3,
+        "s2c_headers": 0,
+        "s2c_control": 0,
+    }
+    row.update(kw)
+    return row
+
+
+SAMPLE: dict[str, Any] = {
+    "schema": 1,
+    "meta": {
+        "started_at": "2025-01-01T00:00:00+00:00",
+        "mode": "quick",
+        "command": "wirechat bench --quick",
+        "duration_s": 95.0,
+        "git_commit": "0123456789abcdef",
+        "git_dirty": False,
+        "python": "3.11.7",
+        "versions": {"grpcio": "1.85.3", "protobuf": "7.36.2", "uvloop": "0.23.0"},
+        "cpu_model": "AMD EPYC",
+        "cpu_count": 2,
+        "platform": "Linux",
+        "placement": {"server_cpu": 0, "client_cpu": 1, "main": "different vCPUs"},
+        "plan": {"warmup": 50, "connections": 4, "depth": 8, "closed_s": 1.0, "open_s": 1.0},
+        "background": {"other_vcpus": 0.02, "steal_vcpus": 0.0},
+        "skipped": {},
+    },
+    "latency": [
+        lat("custom", "send", 150.0),
+        lat("grpc", "send", 500.0),
+        lat("loopback", "send", 20.0),
+        lat("tcp_echo", "echo", 100.0),
+        lat("grpc_echo", "echo", 400.0),
+        lat("tcp_floor", "echo", 60.0),
+        lat("custom", "login", 400.0),
+        lat("custom", "send", 60.0, placement="same"),
+        lat("custom", "deliver", 200.0, fanout=10, n=500),
+        lat("custom", "deliver_all", 260.0, fanout=10, n=50),
+    ],
+    "load": [
+        load("custom", "closed", 30000.0),
+        load("custom", "open", 15000.0),
+        load("grpc", "closed", 5000.0),
+        load("grpc", "open", 2500.0),
+        load("tcp_echo", "closed", 60000.0),
+    ],
+    "sizes": [
+        size("custom", "send", 49, 11),
+        size("grpc", "send", 147, 73),
+        size("grpc", "send", 176, 73, phase="first"),
+        size("custom", "send", 49, 11, phase="first"),
+        size("custom", "logout", 3, 3),
+        size("grpc", "logout", 132, 89),
+        size("custom", "send", 1036, 11, body_bytes=1024),
+        size("grpc", "send", 1150, 73, body_bytes=1024),
+    ],
+    "payload_sizes": [
+        {
+            "op": "send",
+            "direction": "c2s",
+            "body_bytes": 32,
+            "recipients": 1,
+            "text": "ascii",
+            "note": None,
+            "text_bytes": 44,
+            "custom_message": "SEND",
+            "custom_bytes": 46,
+            "custom_frame_bytes": 49,
+            "protobuf_message": "SendRequest",
+            "protobuf_bytes": 48,
+            "grpc_message_bytes": 53,
+        }
+    ],
+    "errors": [],
+}
+
+
+def test_targets_are_judged_from_the_runs_own_numbers() -> None:
+    verdicts = targets.evaluate_targets(SAMPLE)
+    assert [t["status"] for t in verdicts] == ["PASS", "PASS", "PASS", "MISS"]
+    assert [t["value"] for t in verdicts] == [
+        pytest.approx(1.5),  # 150 / 100: exactly at the limit passes
+        pytest.approx(1.25),  # 500 / 400
+        pytest.approx(6.0),  # 30000 / 5000
+        pytest.approx(60 / 220, abs=1e-3),  # (49 + 11) / (147 + 73): above a quarter
+    ]
+
+
+def test_a_slower_transport_misses_its_target() -> None:
+    results = copy.deepcopy(SAMPLE)
+    results["latency"][0]["p50_us"] = 151.0
+    results["load"][0]["achieved_per_s"] = 14000.0  # closed loop
+    results["load"][1]["achieved_per_s"] = 14500.0  # an open step did a little better
+    verdicts = targets.evaluate_targets(results)
+    assert verdicts[0]["status"] == "MISS"
+    assert verdicts[2]["status"] == "MISS"
+    assert verdicts[2]["value"] == pytest.approx(14500 / 5000)  # the best step counts
+
+
+def test_a_missing_figure_is_not_applicable_rather_than_a_pass() -> None:
+    results = copy.deepcopy(SAMPLE)
+    results["latency"] = [r for r in results["latency"] if r["transport"] != "tcp_echo"]
+    results["sizes"] = []
+    verdicts = targets.evaluate_targets(results)
+    assert verdicts[0]["status"] == "n/a" and verdicts[0]["value"] is None
+    assert verdicts[3]["status"] == "n/a"
+
+
+def test_report_has_every_section_and_the_ratios_to_each_floor() -> None:
+    text = report.render(SAMPLE, ["latency_spectrum.png", "load.png"])
+    for heading in (
+        "## Targets",
+        "## Latency, one request in flight",
+        "## Push delivery",
+        "## Placement: same vCPU vs different vCPUs",
+        "## Throughput and latency under load",
+        "## Bytes on the wire",
+        "## Payload sizes",
+    ):
+        assert heading in text
+    assert "`wirechat bench --quick`" in text
+    assert "**different vCPUs**" in text
+    # custom 150 µs over tcp_echo 100 µs; grpc 500 over grpc_echo 400; loopback has no floor.
+    assert "| custom | send | 1,000 | 150.0 |" in text
+    assert f"1.50{X} tcp_echo" in text
+    assert f"1.25{X} grpc_echo" in text
+    assert f"2.50{X}" in text  # custom over tcp_floor (60 µs)
+    # Saturation relative to gRPC, and the targets table.
+    assert f"| custom | memory | 30,000 | 6.00{X} |" in text
+    assert "| **MISS** |" in text and "| **PASS** |" in text
+
+
+def test_report_links_only_the_plots_that_exist() -> None:
+    text = report.render(SAMPLE, ["load.png"])
+    assert "](load.png)" in text
+    assert "latency_spectrum.png" not in text
+
+
+def test_report_lists_failed_steps_and_warns_about_a_busy_machine() -> None:
+    results = copy.deepcopy(SAMPLE)
+    results["errors"] = [{"step": "grpc/memory: latency", "group": "g", "error": "Boom: x\ntb"}]
+    results["meta"]["background"] = {"other_vcpus": 0.8, "steal_vcpus": 0.0}
+    text = report.render(results)
+    assert "## Errors" in text and "**grpc/memory: latency**: `Boom: x`" in text
+    assert "the machine was busy" in text
+
+
+def test_size_table_keeps_one_row_per_op_phase_and_transport() -> None:
+    rows = targets.standard_size_rows(SAMPLE["sizes"])
+    keys = [(r["op"], r["phase"], r["transport"], r["body_bytes"]) for r in rows]
+    assert keys == [
+        ("logout", "steady", "custom", None),
+        ("logout", "steady", "grpc", None),
+        ("send", "first", "custom", 32),
+        ("send", "first", "grpc", 32),
+        ("send", "steady", "custom", 32),  # the 32 B row, not the 1 KiB one
+        ("send", "steady", "grpc", 32),
+    ]
+
+
+def test_table_formats_numbers_and_missing_values() -> None:
+    text = report.table(["a", "n"], [["x", 1234567], ["y", None]])
+    assert text.splitlines() == ["| a | n |", "|---|---:|", "| x | 1,234,567 |", "| y | — |"]
+
+
+def test_every_plot_is_drawn_to_a_png(tmp_path: Path) -> None:
+    written = plots.draw_all(SAMPLE, tmp_path)
+    assert sorted(p.name for p in written) == sorted(plots.FIGURES)
+    for path in written:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plots_without_data_are_skipped(tmp_path: Path) -> None:
+    empty = {"meta": {}, "latency": [], "load": [], "sizes": []}
+    assert plots.draw_all(empty, tmp_path) == []

@@ -1,0 +1,172 @@
+"""What the web UI tests share: the gateway as a child process, and a person's steps.
+
+``GatewayProcess`` runs ``python -m wirechat web --port 0`` and learns its port from the
+``listening: web <host>:<port>`` line it logs. ``Web`` opens browser contexts (each one is a
+separate person with its own cookies) and knows the site's forms.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from playwright.sync_api import Browser, BrowserContext, Page, expect
+
+from transports import registry
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Without the background-networking flags Chromium keeps calling home on a closed network.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PASSWORD = "correct horse"
+START_TIMEOUT = 30.0
+#: Upper bound for anything the page must show (auto-retrying assertions; normally ms).
+EXPECT_TIMEOUT_MS = 10_000
+VIEWPORT = {"width": 1100, "height": 700}
+_LISTENING = re.compile(r"listening: web (\S+):(\d+)")
+
+expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+
+
+def web_transports() -> list[str]:
+    """The transports the browser tests run over (the registry's wire transports)."""
+    override = os.environ.get("WIRECHAT_WEB_TRANSPORTS")
+    return override.split(",") if override else list(registry.WIRE_TRANSPORTS)
+
+
+class GatewayProcess:
+    """``wirechat web`` in a child process; ``url`` once started; stopped by its pid."""
+
+    def __init__(self, transport: str, server: tuple[str, int] | None) -> None:
+        self.transport = transport
+        self.server = server
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+        self.log_lines: list[str] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+
+    def start(self) -> GatewayProcess:
+        args = [sys.executable, "-m", "wirechat", "web", "--transport", self.transport]
+        args += ["--host", "127.0.0.1", "--port", "0"]
+        if self.server is not None:
+            args += ["--server", f"{self.server[0]}:{self.server[1]}"]
+        else:
+            args += ["--hash-cost", "low"]
+        self.proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        threading.Thread(target=self._read_log, daemon=True).start()
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            match = _LISTENING.search(line)
+            if match:
+                self.url = f"http://{match[1]}:{match[2]}"
+            if "ready:" in line and self.url:
+                return self
+        self.stop()
+        raise RuntimeError("web gateway did not start:\n" + "\n".join(self.log_lines[-30:]))
+
+    def _read_log(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.log_lines.append(line.rstrip())
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout)
+
+
+class Web:
+    """Browser contexts on one gateway, and the steps a person takes on its pages."""
+
+    def __init__(self, browser: Browser, gateway: GatewayProcess) -> None:
+        self.browser = browser
+        self.gateway = gateway
+        self.url = gateway.url
+        self._contexts: list[BrowserContext] = []
+
+    def context(self) -> BrowserContext:
+        """A new person (fresh cookies)."""
+        context = self.browser.new_context(base_url=self.url, viewport=VIEWPORT)
+        context.set_default_timeout(EXPECT_TIMEOUT_MS)
+        self._contexts.append(context)
+        return context
+
+    def page(self) -> Page:
+        return self.context().new_page()
+
+    def close(self) -> None:
+        for context in self._contexts:
+            context.close()
+
+    # -- steps -----------------------------------------------------------------------------
+    def signup(self, page: Page, name: str, password: str = PASSWORD) -> None:
+        page.goto("/signup")
+        page.fill("input[name=username]", name)
+        page.fill("input[name=password]", password)
+        page.fill("input[name=password2]", password)
+        page.click("form button[type=submit]")
+        expect(page.locator(".me")).to_have_text(name)
+
+    def login(self, page: Page, name: str, password: str = PASSWORD) -> None:
+        self.submit_login(page, name, password)
+        expect(page.locator(".me")).to_have_text(name)
+
+    def submit_login(self, page: Page, name: str, password: str) -> None:
+        if "/login" not in page.url:
+            page.goto("/login")
+        page.fill("input[name=username]", name)
+        page.fill("input[name=password]", password)
+        page.click("form button[type=submit]")
+
+    def logout(self, page: Page) -> None:
+        page.click("text=Log out")
+        expect(page).to_have_url(re.compile(r"/login$"))
+
+    def open_chat(self, page: Page, peer: str) -> None:
+        page.goto(f"/chat?peer={peer}")
+        expect(page.locator(".thread-head h2")).to_contain_text(peer)
+
+    def reply(self, page: Page, text: str) -> None:
+        """Type into the conversation's box and press Enter; wait until the gateway took it."""
+        box = page.locator("#reply textarea")
+        box.fill(text)
+        box.press("Enter")
+        expect(box).to_have_value("")
+        expect(page.locator("#reply .form-error")).to_have_text("")
+
+    def bodies(self, page: Page) -> list[str]:
+        return page.locator("#messages .msg .body").all_inner_texts()

@@ -1,0 +1,330 @@
+"""The sans-IO codec of the custom protocol: bytes in, events out; events in, bytes out.
+
+Theory of operation (PROTOCOL.md is the authority; section numbers refer to it)
+  * A frame is ``length`` (varint, the bytes that follow) + ``opcode`` (u8) + ``request_id``
+    (varint) + a positional body (section 3). ``next_event`` first reads the length alone, so
+    an oversized frame is refused before its body is buffered; it then waits until the whole
+    frame is buffered and decodes it in one pass (``_messages``). Every field read is bounded
+    by the frame's end: a field that runs past it is MALFORMED, and bytes left after the last
+    field too.
+  * The receive buffer is one ``bytearray`` plus a read offset. Decoding copies only the
+    strings it returns; consumed bytes are dropped when the buffer empties (cheap) or when the
+    offset passes ``_COMPACT_AT``, so a steady pipelined stream is never re-copied whole.
+  * The handshake is a table, ``HANDSHAKE[(phase, kind)] -> phase``, walked by both sides on
+    both send and receive (the conversation is the same one seen from either end). A pair
+    missing from the table is BAD_HANDSHAKE. One rule sits outside the table: an ERROR whose
+    code closes the connection (``closes(code)``) moves to CLOSED, where nothing is allowed.
+  * A ``ProtocolError`` from ``next_event`` is final for the receiving direction: it is raised
+    again on every later call. Sending still works, but only an ERROR, so that a server can
+    answer the garbage before it closes.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from transports.custom._events import NEED_DATA, ConnectionClosed, Event, Hello, Welcome
+from transports.custom._messages import (
+    CLIENT_MESSAGES,
+    KIND_OF_OPCODE,
+    OPCODE_OF,
+    SERVER_MESSAGES,
+    Decoder,
+    Encoder,
+    FrameReader,
+    Kind,
+    read_varint,
+)
+from transports.custom._wire import (
+    MAX_FRAME,
+    S2C_SLACK,
+    SUPPORTED_VERSIONS,
+    U32_MAX,
+    VARINT32_BYTES,
+    ErrorCode,
+    LocalProtocolError,
+    Opcode,
+    ProtocolError,
+    closes,
+    put_varint,
+)
+
+#: Drop consumed bytes from the front of the receive buffer once this many have piled up.
+_COMPACT_AT = 64 * 1024
+_SMALL_VARINTS = [bytes((i,)) for i in range(0x80)]
+
+
+class Role(enum.Enum):
+    CLIENT = "client"
+    SERVER = "server"
+
+
+class Phase(enum.Enum):
+    START = "start"  # nothing exchanged yet
+    GREETED = "greeted"  # HELLO sent/received, WELCOME not yet
+    OPEN = "open"  # handshake done
+    CLOSED = "closed"  # a connection-ending ERROR was sent or received
+
+
+HANDSHAKE: dict[tuple[Phase, Kind], Phase] = {
+    (Phase.START, Kind.HELLO): Phase.GREETED,
+    (Phase.START, Kind.ERROR): Phase.START,  # a server refusing garbage sent before HELLO
+    (Phase.GREETED, Kind.REQUEST): Phase.GREETED,  # requests pipelined behind HELLO
+    (Phase.GREETED, Kind.WELCOME): Phase.OPEN,
+    (Phase.GREETED, Kind.ERROR): Phase.GREETED,  # UNSUPPORTED_VERSION
+    (Phase.OPEN, Kind.REQUEST): Phase.OPEN,
+    (Phase.OPEN, Kind.RESPONSE): Phase.OPEN,
+    (Phase.OPEN, Kind.ERROR): Phase.OPEN,
+}
+
+
+def choose_version(min_version: int, max_version: int) -> int | None:
+    """The highest version both sides speak, or None (section 5)."""
+    common = [v for v in SUPPORTED_VERSIONS if min_version <= v <= max_version]
+    return max(common) if common else None
+
+
+def _decoders(specs: tuple[Any, ...]) -> dict[int, Decoder]:
+    return {int(opcode): decoder for opcode, _, _, decoder, _ in specs}
+
+
+def _encoders(specs: tuple[Any, ...]) -> dict[type, tuple[int, Encoder]]:
+    return {cls: (int(opcode), encoder) for opcode, cls, _, _, encoder in specs}
+
+
+def _by_phase(specs: tuple[Any, ...]) -> dict[Phase, dict[int, Phase]]:
+    """HANDSHAKE, keyed for the hot path: phase -> {opcode allowed in it: the next phase}."""
+    return {
+        phase: {
+            int(opcode): HANDSHAKE[(phase, kind)]
+            for opcode, _, kind, _, _ in specs
+            if (phase, kind) in HANDSHAKE
+        }
+        for phase in Phase
+    }
+
+
+_RECEIVES = {Role.SERVER: _decoders(CLIENT_MESSAGES), Role.CLIENT: _decoders(SERVER_MESSAGES)}
+_SENDS = {Role.SERVER: _encoders(SERVER_MESSAGES), Role.CLIENT: _encoders(CLIENT_MESSAGES)}
+_RECEIVABLE = {Role.SERVER: _by_phase(CLIENT_MESSAGES), Role.CLIENT: _by_phase(SERVER_MESSAGES)}
+_SENDABLE = {Role.SERVER: _by_phase(SERVER_MESSAGES), Role.CLIENT: _by_phase(CLIENT_MESSAGES)}
+_HELLO, _WELCOME, _ERROR = int(Opcode.HELLO), int(Opcode.WELCOME), int(Opcode.ERROR)
+
+
+class Connection:
+    """One side of one connection. Feed it bytes, take events; give it events, take bytes.
+
+    ``max_frame`` is the largest frame a server accepts. A client accepts the server's limit
+    (from WELCOME) plus S2C_SLACK, the most a SENT reply can exceed its SEND by (section 4).
+    """
+
+    def __init__(self, role: Role, *, max_frame: int = MAX_FRAME) -> None:
+        self.role = role
+        self.phase = Phase.START  # also sets _receivable and _sendable
+        self.version: int | None = None
+        #: Largest frame we accept, and largest we may send.
+        self.max_frame = max_frame if role is Role.SERVER else max_frame + S2C_SLACK
+        self.peer_max_frame = MAX_FRAME if role is Role.CLIENT else MAX_FRAME + S2C_SLACK
+        self._offer: tuple[int, int] | None = None  # the HELLO we sent, to check WELCOME
+        self._buf = bytearray()
+        self._pos = 0  # the first unconsumed byte of _buf
+        self._eof = False
+        self._error: ProtocolError | None = None
+        self._reader = FrameReader()
+        self._decoders = _RECEIVES[role]
+        self._encoders = _SENDS[role]
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.role.value} {self.phase.value}>"
+
+    @property
+    def phase(self) -> Phase:
+        """Where the handshake stands (the HANDSHAKE table)."""
+        return self._phase
+
+    @phase.setter
+    def phase(self, phase: Phase) -> None:
+        self._phase = phase
+        self._receivable = _RECEIVABLE[self.role][phase]
+        self._sendable = _SENDABLE[self.role][phase]
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as events."""
+        return len(self._buf) - self._pos
+
+    # -- receiving ---------------------------------------------------------------------------
+    def receive_data(self, data: bytes) -> None:
+        """Add bytes from the peer; ``b""`` means the peer closed its side."""
+        if self._error is not None:
+            raise self._error
+        if not data:
+            self._eof = True
+            return
+        if self._eof:
+            raise RuntimeError("receive_data after the end of the stream")
+        buf = self._buf
+        if self._pos:
+            if self._pos == len(buf):
+                buf.clear()
+                self._pos = 0
+            elif self._pos >= _COMPACT_AT:
+                del buf[: self._pos]
+                self._pos = 0
+        buf += data
+
+    def next_event(self) -> Event | object:
+        """The next event, ``NEED_DATA``, or ``ConnectionClosed`` after a clean end of stream.
+
+        Raises ProtocolError, and keeps raising it, once the peer broke the protocol.
+        """
+        if self._error is not None:
+            raise self._error
+        try:
+            return self._next_event()
+        except ProtocolError as exc:
+            self._error = exc
+            raise
+
+    def _next_event(self) -> Event | object:
+        buf, pos = self._buf, self._pos
+        size = len(buf)
+        if pos >= size:
+            return ConnectionClosed() if self._eof else NEED_DATA
+        length = buf[pos]
+        start = pos + 1
+        if length >= 0x80:
+            length, start = read_varint(buf, pos, size, VARINT32_BYTES)
+            if start < 0:
+                return self._incomplete()
+            if length > U32_MAX:
+                raise ProtocolError(ErrorCode.MALFORMED, "frame length exceeds 2^32-1")
+        if length > self.max_frame:
+            raise ProtocolError(
+                ErrorCode.FRAME_TOO_LARGE,
+                f"frame of {length} bytes exceeds the limit of {self.max_frame}",
+            )
+        if length < 2:
+            raise ProtocolError(ErrorCode.MALFORMED, "a frame holds at least an opcode and an id")
+        end = start + length
+        if end > size:
+            return self._incomplete()
+        event = self._decode_frame(start, end)
+        self._pos = end
+        return event
+
+    def _incomplete(self) -> object:
+        if self._eof:
+            raise ProtocolError(ErrorCode.MALFORMED, "connection closed in the middle of a frame")
+        return NEED_DATA
+
+    def _decode_frame(self, start: int, end: int) -> Any:
+        opcode = self._buf[start]
+        next_phase = self._receivable.get(opcode)
+        if next_phase is None:
+            raise self._unexpected(opcode)
+        reader = self._reader
+        reader.reset(self._buf, start + 1, end)
+        event = self._decoders[opcode](reader, reader.v32())
+        if reader.pos != end:
+            raise ProtocolError(
+                ErrorCode.MALFORMED, f"{end - reader.pos} unexpected bytes after the last field"
+            )
+        if opcode == _ERROR:
+            if closes(event.code):
+                next_phase = Phase.CLOSED
+        elif opcode == _HELLO:
+            self._negotiate(event)
+        elif opcode == _WELCOME:
+            self._welcomed(event)
+        if next_phase is not self._phase:
+            self.phase = next_phase
+        return event
+
+    def _unexpected(self, opcode: int) -> ProtocolError:
+        """Why ``opcode`` may not arrive now (section 3 gives the order of the checks)."""
+        if self._phase is Phase.START and self.role is Role.SERVER:
+            return ProtocolError(ErrorCode.BAD_HANDSHAKE, "the first frame must be HELLO")
+        if opcode not in self._decoders:
+            return ProtocolError(ErrorCode.UNKNOWN_OPCODE, f"unknown opcode 0x{opcode:02X}")
+        return ProtocolError(
+            ErrorCode.BAD_HANDSHAKE,
+            f"{KIND_OF_OPCODE[opcode].value} is not allowed in phase {self._phase.value}",
+        )
+
+    def _negotiate(self, hello: Hello) -> None:
+        self.version = choose_version(hello.min_version, hello.max_version)
+        if self.version is None:
+            raise ProtocolError(
+                ErrorCode.UNSUPPORTED_VERSION,
+                f"client speaks versions {hello.min_version}..{hello.max_version}; this server "
+                f"speaks {', '.join(map(str, SUPPORTED_VERSIONS))}",
+            )
+
+    def _welcomed(self, welcome: Welcome) -> None:
+        low, high = self._offer or (0, 0)
+        if not low <= welcome.version <= high:
+            raise ProtocolError(
+                ErrorCode.UNSUPPORTED_VERSION,
+                f"server chose version {welcome.version}, outside the offered {low}..{high}",
+            )
+        self.version = welcome.version
+        self.peer_max_frame = welcome.max_frame
+        self.max_frame = welcome.max_frame + S2C_SLACK
+
+    # -- sending -----------------------------------------------------------------------------
+    def send(self, event: Any) -> bytes:
+        """The bytes of one frame carrying ``event``.
+
+        Raises LocalProtocolError if the event cannot be sent now or cannot be expressed on
+        the wire (``code`` says which rule, e.g. FRAME_TOO_LARGE).
+        """
+        spec = self._encoders.get(type(event))
+        if spec is None:
+            raise LocalProtocolError(
+                ErrorCode.UNKNOWN_OPCODE, f"a {self.role.value} does not send {event!r}"
+            )
+        opcode, encode = spec
+        if self._error is not None and opcode != _ERROR:
+            raise LocalProtocolError(self._error.code, "the peer broke the protocol; send ERROR")
+        next_phase = self._sendable.get(opcode)
+        if next_phase is None:
+            raise LocalProtocolError(
+                ErrorCode.BAD_HANDSHAKE,
+                f"cannot send {type(event).__name__} in phase {self.phase.value}",
+            )
+        out = bytearray((opcode,))
+        encode(event, out)
+        size = len(out)
+        if size > self.peer_max_frame:
+            raise LocalProtocolError(
+                ErrorCode.FRAME_TOO_LARGE,
+                f"a frame of {size} bytes exceeds the peer's limit of {self.peer_max_frame}",
+            )
+        if opcode == _ERROR:
+            if closes(event.code):
+                next_phase = Phase.CLOSED
+        elif opcode == _HELLO:
+            self._offer = (event.min_version, event.max_version)
+        elif opcode == _WELCOME:
+            self.version = event.version
+        if next_phase is not self._phase:
+            self.phase = next_phase
+        if size < 0x80:
+            return _SMALL_VARINTS[size] + out
+        head = bytearray()
+        put_varint(head, size)
+        return bytes(head) + out
+
+
+__all__ = [
+    "HANDSHAKE",
+    "NEED_DATA",
+    "OPCODE_OF",
+    "Connection",
+    "Kind",
+    "Phase",
+    "Role",
+    "choose_version",
+]

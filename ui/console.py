@@ -1,0 +1,515 @@
+"""The interactive console client: ``wirechat client --transport custom|grpc --host H --port P``.
+
+Theory of operation
+  * The console speaks only the :class:`core.client.ChatClient` interface, so it runs over any
+    transport in the registry. What a typed line means lives in ``ui.console_commands`` and what
+    gets printed in ``ui.console_format``, both pure; this module is the loop that joins them to
+    prompt_toolkit and the network.
+  * One connection per login (Rule 4). The console connects, asks "(s)ignup or (l)ogin",
+    username and password, and sends the request. A failed signup or login ends the session on
+    the server (the custom transport closes the connection), so the console closes that client
+    and starts again on a fresh connection; the user never re-runs the program. /logout,
+    /delete and a session the server ended also go back to the login prompt on a new connection.
+    Only an unreachable server stops the program, with :class:`ServerUnreachable`.
+  * While logged in, two tasks share the terminal: the prompt (``PromptSession.prompt_async``)
+    and a receiver draining ``client.messages()``. Under ``patch_stdout`` what the receiver
+    prints appears above the input line and the person's half-typed text is redrawn below it.
+    When the message stream ends without the person asking for it (account deleted on another
+    device, server shutdown, slow consumer, lost connection) the receiver sets ``Chat.ended``;
+    the prompt is raced against that event, so a waiting prompt is cancelled at once and the
+    console says why.
+  * Ctrl-D or Ctrl-C at any prompt, or /quit, close the connection and return 0. Ctrl-C while
+    a request is in flight (no prompt reading keys) reaches asyncio.run, which cancels the
+    main task; run_console tells that cancellation apart (``_noting_sigint``) and exits the
+    same way, without a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+from types import FrameType
+from typing import TypeVar
+
+from prompt_toolkit import PromptSession
+from prompt_toolkit.completion import WordCompleter
+from prompt_toolkit.history import DummyHistory, InMemoryHistory
+from prompt_toolkit.patch_stdout import patch_stdout
+
+from core.client import ChatClient
+from core.errors import ChatError, SessionClosed
+from core.types import LoginResult
+from transports import registry
+from ui.console_commands import (
+    COMMAND_WORDS,
+    Command,
+    CommandError,
+    Delete,
+    Help,
+    ListAccounts,
+    Logout,
+    MoreAccounts,
+    Nothing,
+    Quit,
+    Reply,
+    Say,
+    Send,
+    Talk,
+    help_text,
+    parse_auth_choice,
+    parse_line,
+)
+from ui.console_format import (
+    clean,
+    format_accounts,
+    format_conversation,
+    format_delivery,
+    format_login,
+    format_prompt,
+    format_send_result,
+    format_session_end,
+)
+
+log = logging.getLogger(__name__)
+
+#: Accounts per /list page: about a screenful of names at 78 columns.
+LIST_PAGE_SIZE = 40
+
+#: Seconds to wait for the server's reason after a command found the session closed.
+END_REASON_GRACE = 1.0
+
+#: Seconds of silence after a login request before the console explains the wait (the
+#: server's per-name backoff, Rule 3, can hold a login for several seconds).
+SLOW_LOGIN_NOTICE = 1.5
+
+T = TypeVar("T")
+
+ClientFactory = Callable[[], ChatClient]
+"""Returns a new, not yet connected client; the console calls ``connect()`` itself."""
+
+PromptText = str | Callable[[], str]
+
+
+class ServerUnreachable(ConnectionError):
+    """The console could not connect; ``str(err)`` is a one-line explanation for a person."""
+
+
+class _CtrlC(Exception):
+    """Ctrl-C at a prompt that runs in its own task (see ``Console._ask_in_chat``)."""
+
+
+class _Next(Enum):
+    """What the console does after a connection's session is over."""
+
+    LOGIN_AGAIN = "login again"  # on a fresh connection
+    QUIT = "quit"
+
+
+@dataclass
+class Chat:
+    """The state of one logged-in session as the console sees it."""
+
+    username: str
+    peers: tuple[str, ...] = ()  # the current conversation: where plain lines go
+    last_sender: str | None = None  # for /reply
+    listing_pattern: str | None = None  # the last /list, for /more
+    listing_after: str = ""
+    listing_next: int = 1  # 1-based number of the next name /more shows
+    listing_more: bool = False
+    leaving: bool = False  # the person asked to end the session (logout, delete, quit)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # the message stream is over
+    end_reason: str | None = None
+
+
+class Console:
+    """The console over one kind of client. ``await Console(factory).run()`` -> exit code.
+
+    ``write`` prints one block of text for the person (default: ``print``, which
+    ``patch_stdout`` puts above the prompt). The prompts use prompt_toolkit's current app
+    session, so tests drive the console with ``create_app_session(input=pipe, output=...)``.
+    """
+
+    def __init__(
+        self,
+        open_client: ClientFactory,
+        *,
+        server: str = "the server",
+        write: Callable[[str], None] | None = None,
+        page_size: int = LIST_PAGE_SIZE,
+    ) -> None:
+        self._open_client = open_client
+        self._server = server
+        self._write = write or _print
+        self._page_size = page_size
+        self._auth_prompt: PromptSession[str] | None = None
+        self._chat_prompt: PromptSession[str] | None = None
+        self._connected_before = False
+
+    # -- the outer loop: one connection per login -------------------------------------------
+    async def run(self) -> int:
+        """Run until the person quits (0). Raises ServerUnreachable if a connect fails."""
+        # The login prompts keep no history, so a password can never be recalled onto the
+        # screen; the chat line gets its own prompt with a history at each login (_chat).
+        self._auth_prompt = PromptSession(history=DummyHistory())
+        try:
+            while await self._one_connection() is _Next.LOGIN_AGAIN:
+                pass
+        except (EOFError, KeyboardInterrupt):
+            pass  # Ctrl-D / Ctrl-C at a prompt: leave quietly
+        self._write("Bye.")
+        return 0
+
+    async def _one_connection(self) -> _Next:
+        client = self._open_client()
+        try:
+            try:
+                await client.connect()
+            except OSError as exc:
+                raise ServerUnreachable(f"cannot reach {self._server}: {_reason(exc)}") from exc
+            if not self._connected_before:
+                self._connected_before = True
+                self._write(f"Connected to {self._server}.")
+            login = await self._authenticate(client)
+            if login is None:
+                return _Next.LOGIN_AGAIN  # failed: Rule 4, start over on a fresh connection
+            result, signed_up = login
+            return await self._chat(client, result, signed_up)
+        finally:
+            await _close_quietly(client)
+
+    async def _authenticate(self, client: ChatClient) -> tuple[LoginResult, bool] | None:
+        """Ask and send signup or login; None if the server refused (its error is shown)."""
+        action = None
+        while action is None:
+            action = parse_auth_choice(await self.ask("(s)ignup or (l)ogin? "))
+        username = ""
+        while not username:
+            username = (await self.ask("Username: ")).strip()
+        password = await self._ask_password(confirm=action == "signup")
+        request = client.signup if action == "signup" else client.login
+        try:
+            result = await self._patiently(request(username, password))
+        except ChatError as exc:
+            self._write(f"{action.capitalize()} failed: {clean(str(exc))}")
+            return None
+        except OSError as exc:
+            self._write(f"{action.capitalize()} failed, the connection broke: {_reason(exc)}")
+            return None
+        return result, action == "signup"
+
+    async def _patiently(self, request: Awaitable[T]) -> T:
+        """Await ``request``; if it is slow, say why rather than leave a silent terminal."""
+        task = asyncio.ensure_future(request)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=SLOW_LOGIN_NOTICE)
+            if not done:
+                self._write(
+                    "Waiting for the server (after failed attempts it slows down logins "
+                    "for that name)..."
+                )
+            return await task
+        finally:
+            task.cancel()  # only matters if we are being cancelled ourselves
+
+    async def _ask_password(self, *, confirm: bool) -> str:
+        while True:
+            password = await self.ask("Password: ", password=True)
+            if not password:
+                continue
+            if not confirm or await self.ask("Repeat password: ", password=True) == password:
+                return password
+            self._write("The passwords differ; try again.")
+
+    # -- the chat loop of one session -------------------------------------------------------
+    async def _chat(self, client: ChatClient, result: LoginResult, signed_up: bool) -> _Next:
+        chat = Chat(result.username)
+        # A new history per login: the next person at this terminal cannot recall these lines.
+        self._chat_prompt = PromptSession(
+            history=InMemoryHistory(),
+            completer=WordCompleter(list(COMMAND_WORDS)),
+            complete_while_typing=False,
+        )
+        self._write(format_login(result, signed_up=signed_up))
+        receiver = asyncio.create_task(self._receive(client, chat), name="console-receiver")
+        try:
+            while True:
+                line = await self._ask_in_chat(
+                    chat, lambda: format_prompt(chat.username, chat.peers), chat_line=True
+                )
+                if line is None:
+                    return self._ended_by_server(chat)
+                try:
+                    command = parse_line(line)
+                except CommandError as exc:
+                    self._write(str(exc))
+                    continue
+                outcome = await self._execute_safely(client, chat, command)
+                if outcome is not None:
+                    return outcome
+        finally:
+            receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receiver
+
+    async def _receive(self, client: ChatClient, chat: Chat) -> None:
+        """Print each incoming message until the stream ends, then set ``chat.ended``."""
+        reason: str | None = None
+        try:
+            async for delivery in client.messages():
+                chat.last_sender = delivery.sender
+                self._write(format_delivery(delivery))
+            reason = client.closed_reason
+        except (ChatError, OSError) as exc:  # e.g. the ack of a message failed
+            reason = str(exc)
+        except Exception:  # a transport bug must not leave a silent, dead chat
+            log.exception("the message stream failed")
+            reason = "the client failed (see the log)"
+        chat.end_reason = reason
+        chat.ended.set()
+
+    async def _ask_in_chat(
+        self, chat: Chat, message: PromptText, *, password: bool = False, chat_line: bool = False
+    ) -> str | None:
+        """A prompt that gives way (None) as soon as the session ends under it."""
+        if chat.ended.is_set():
+            return None
+
+        async def read() -> str:
+            # A KeyboardInterrupt escaping a task is re-raised by asyncio out of the event
+            # loop itself; carry Ctrl-C out of this task as an ordinary exception instead.
+            try:
+                return await self.ask(message, password=password, chat_line=chat_line)
+            except KeyboardInterrupt:
+                raise _CtrlC from None
+
+        prompt = asyncio.ensure_future(read())
+        ended = asyncio.ensure_future(chat.ended.wait())
+        try:
+            await asyncio.wait({prompt, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+            if not prompt.done():
+                prompt.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await prompt
+        if prompt.cancelled():
+            return None
+        try:
+            return prompt.result()  # or raises EOFError on Ctrl-D
+        except _CtrlC:
+            raise KeyboardInterrupt from None
+
+    def _ended_by_server(self, chat: Chat) -> _Next:
+        if not chat.leaving:
+            self._write(format_session_end(chat.end_reason))
+        return _Next.LOGIN_AGAIN
+
+    async def _execute_safely(
+        self, client: ChatClient, chat: Chat, command: Command
+    ) -> _Next | None:
+        """Run one command; domain errors are shown and the chat goes on."""
+        try:
+            return await self._execute(client, chat, command)
+        except SessionClosed as exc:
+            # The receiver learns the reason from the transport as the stream ends; give it a
+            # moment so the person reads "the account was deleted", not a bare error.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(END_REASON_GRACE):
+                    await chat.ended.wait()
+            chat.end_reason = chat.end_reason or str(exc)
+            chat.leaving = False
+            return self._ended_by_server(chat)
+        except ChatError as exc:
+            chat.leaving = False
+            self._write(f"Error: {clean(str(exc))}")
+            return None
+        except OSError as exc:
+            self._write(f"The connection to {self._server} broke: {_reason(exc)}")
+            return _Next.LOGIN_AGAIN
+
+    async def _execute(self, client: ChatClient, chat: Chat, command: Command) -> _Next | None:
+        match command:
+            case Nothing():
+                pass
+            case Help():
+                self._write(help_text())
+            case Say(body):
+                if not chat.peers:
+                    self._write(format_conversation(()))
+                else:
+                    await self._send(client, chat, body)
+            case Send(recipients, body):
+                chat.peers = recipients
+                await self._send(client, chat, body)
+            case Reply(body):
+                if chat.last_sender is None:
+                    self._write("Nobody has written to you yet in this session.")
+                else:
+                    chat.peers = (chat.last_sender,)
+                    await self._send(client, chat, body)
+            case Talk(recipients):
+                if recipients:
+                    chat.peers = recipients
+                self._write(format_conversation(chat.peers))
+            case ListAccounts(pattern):
+                chat.listing_pattern, chat.listing_after, chat.listing_next = pattern, "", 1
+                await self._list_page(client, chat)
+            case MoreAccounts():
+                if chat.listing_pattern is None or not chat.listing_more:
+                    self._write("Nothing more to list; /list [PATTERN] starts a listing.")
+                else:
+                    await self._list_page(client, chat)
+            case Logout():
+                chat.leaving = True
+                await client.logout()
+                self._write(f"Logged out {clean(chat.username)}.")
+                return _Next.LOGIN_AGAIN
+            case Delete():
+                return await self._delete(client, chat)
+            case Quit():
+                chat.leaving = True
+                return _Next.QUIT
+        return None
+
+    async def _send(self, client: ChatClient, chat: Chat, body: str) -> None:
+        """Send to the conversation; names the server does not know leave the conversation."""
+        recipients = chat.peers
+        result = await client.send(recipients, body)
+        note = format_send_result(recipients, result)
+        if note:
+            self._write(note)
+            chat.peers = tuple(p for p in recipients if p not in result.unknown_recipients)
+
+    async def _list_page(self, client: ChatClient, chat: Chat) -> None:
+        assert chat.listing_pattern is not None
+        page = await client.list_accounts(chat.listing_pattern, chat.listing_after, self._page_size)
+        self._write(format_accounts(chat.listing_pattern, page, chat.listing_next))
+        chat.listing_more = page.more
+        if page.usernames:
+            chat.listing_after = page.usernames[-1]
+            chat.listing_next += len(page.usernames)
+
+    async def _delete(self, client: ChatClient, chat: Chat) -> _Next | None:
+        name = clean(chat.username)
+        answer = await self._ask_in_chat(
+            chat, f"Delete the account {name} and its pending messages? Type {name} to confirm: "
+        )
+        if answer is None:
+            return self._ended_by_server(chat)
+        if answer.strip() != chat.username:
+            self._write("Not deleted.")
+            return None
+        chat.leaving = True
+        await client.delete_account(chat.username)
+        self._write(f"The account {name} is deleted.")
+        return _Next.LOGIN_AGAIN
+
+    # -- the one place that reads the keyboard ----------------------------------------------
+    async def ask(
+        self, message: PromptText, *, password: bool = False, chat_line: bool = False
+    ) -> str:
+        """Read one line. Raises EOFError on Ctrl-D, KeyboardInterrupt on Ctrl-C.
+
+        ``chat_line`` selects the chat prompt (history, command completion); login prompts and
+        confirmations use one without history.
+        """
+        session = self._chat_prompt if chat_line else self._auth_prompt
+        assert session is not None, "ask() is only usable inside run()"
+        return await session.prompt_async(message, is_password=password)
+
+
+def _print(text: str) -> None:
+    print(text, flush=True)
+
+
+def _reason(exc: BaseException) -> str:
+    """An OSError as a short phrase: ``Connection refused`` rather than ``[Errno 111] ...``."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is the server running?)"
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)
+    return str(exc) or type(exc).__name__
+
+
+async def _close_quietly(client: ChatClient) -> None:
+    try:
+        await client.close()
+    except Exception:  # closing a broken connection may fail; nothing is left to save
+        log.debug("closing the client failed", exc_info=True)
+
+
+async def run_console(
+    transport: str,
+    host: str,
+    port: int,
+    *,
+    client_factory: ClientFactory | None = None,
+) -> int:
+    """The ``wirechat client`` entry point: run the console, return the process exit code.
+
+    ``client_factory`` replaces the registry lookup (tests use the in-process loopback).
+    Exit codes: 0 when the person quits, 1 if the server cannot be reached, 2 for an unknown
+    or unavailable transport.
+    """
+    if client_factory is None:
+        try:
+            module = registry.get(transport)
+        except (ValueError, ImportError) as exc:
+            print(f"wirechat client: {exc}", file=sys.stderr)
+            return 2
+        client_factory = lambda: module.open_client((host, port))  # noqa: E731
+    console = Console(client_factory, server=f"the {transport} server at {host}:{port}")
+    with _noting_sigint() as interrupted:
+        try:
+            with patch_stdout():
+                return await console.run()
+        except ServerUnreachable as exc:
+            # Outside patch_stdout, so the line reaches the real stderr with no prompt shown.
+            print(f"wirechat client: {exc}", file=sys.stderr)
+            return 1
+        except asyncio.CancelledError:
+            # Ctrl-C while no prompt was reading keys (a request in flight): asyncio.run
+            # cancels us. The console's cleanup has run; leave as quietly as /quit does.
+            # Any other cancellation is not ours to swallow.
+            if not interrupted():
+                raise
+            print("Bye.")
+            return 0
+
+
+@contextlib.contextmanager
+def _noting_sigint() -> Iterator[Callable[[], bool]]:
+    """Note whether SIGINT arrived, still calling the handler asyncio.run installed.
+
+    At a prompt, prompt_toolkit turns Ctrl-C into KeyboardInterrupt itself (and restores this
+    handler afterwards); between prompts SIGINT reaches asyncio.run, which cancels the main
+    task. This tells run_console the two cancellations apart.
+    """
+    seen = False
+    previous = signal.getsignal(signal.SIGINT)
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        nonlocal seen
+        seen = True
+        if callable(previous):
+            previous(signum, frame)
+
+    try:
+        signal.signal(signal.SIGINT, note)
+    except ValueError:  # not the main thread: SIGINT is not delivered here
+        yield lambda: False
+        return
+    try:
+        yield lambda: seen
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+__all__ = ["LIST_PAGE_SIZE", "Chat", "ClientFactory", "Console", "ServerUnreachable", "run_console"]

@@ -1,0 +1,380 @@
+"""The web gateway's chat side: one chat client per signed-in browser session.
+
+Theory of operation
+  * The gateway is a *client* of the chat server, like the console: each browser session that
+    signs in gets its own :class:`core.client.ChatClient`, opened through the transport
+    registry, so the web UI runs unchanged over any transport.
+  * Every client lives on one asyncio loop in a background thread (:mod:`ui.web.loop`);
+    Flask's request threads call into it with bounded timeouts. The methods here are the
+    synchronous face of that loop; their failures reach the pages in one vocabulary:
+    a :class:`core.errors.ChatError` (its text is a sentence for a person) or a
+    :class:`GatewayError`.
+  * Rule 4: a failed signup or login ends the chat session, and the server closes the
+    connection. Every attempt therefore opens a fresh connection and closes it on failure, so
+    the person simply tries again on the same page.
+  * A pump task per session drains ``client.messages()`` (which acks each message as it is
+    handed over) into the session's :class:`History`; the pages' event streams wait on it.
+    When the server ends the chat session (account deleted elsewhere, shutdown, too slow, lost
+    connection) the pump ends and the browser session is signed out with that reason.
+  * The gateway never keeps a password: it is passed to login and dropped.
+  * Bounds: at most ``max_sessions`` signed-in browser sessions; a session with no request and
+    no open page for ``idle_timeout`` seconds is signed out and its connection closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from core.client import ChatClient
+from core.errors import ChatError, SessionClosed
+from core.types import AccountPage, LoginResult, SendResult
+from ui.web.history import MAX_BYTES, MAX_ENTRIES, Entry, History
+from ui.web.loop import LoopThread
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+#: Why-you-were-signed-out notes kept for browsers that come back with a dead session key.
+MAX_TOMBSTONES = 1024
+
+
+class GatewayError(Exception):
+    """A failure to show to the person, as a sentence. ``signed_out``: the session is gone."""
+
+    def __init__(self, message: str, *, signed_out: bool = False) -> None:
+        super().__init__(message)
+        self.signed_out = signed_out
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Every bound of the gateway, with defaults suitable for a small team."""
+
+    max_sessions: int = 100  # signed-in browser sessions (each holds a chat connection)
+    idle_timeout: float = 30 * 60.0  # seconds without a request or an open page
+    # Open pages (event streams) per browser session. A browser opens at most 6 connections
+    # to one host over HTTP/1.1 and each open page holds one, so 4 leaves room for requests.
+    # A new page replaces the oldest stream: most often its tab is gone already (a closed
+    # tab's stream is noticed only when its next heartbeat fails to write).
+    max_streams: int = 4
+    history_entries: int = MAX_ENTRIES
+    history_bytes: int = MAX_BYTES
+    command_timeout: float = 10.0  # send, search, delete, logout
+    # login waits for argon2 and, after repeated failures, the server's backoff (cap 8 s)
+    login_timeout: float = 30.0
+
+
+class Stream:
+    """One open page's event stream; ``replaced`` tells it to end (see Limits.max_streams)."""
+
+    __slots__ = ("replaced",)
+
+    def __init__(self) -> None:
+        self.replaced = False
+
+
+class ChatSession:
+    """One signed-in browser session: its chat client, its history, its open pages."""
+
+    def __init__(self, key: str, username: str, client: ChatClient, history: History) -> None:
+        self.key = key
+        self.username = username
+        self.client = client
+        self.history = history
+        self.last_seen = time.monotonic()
+        self.streams: list[Stream] = []  # open pages, oldest first; guarded by the gateway lock
+        self.pump: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<ChatSession {self.username!r} streams={len(self.streams)}>"
+
+
+class Gateway:
+    """Signed-in browser sessions and their chat clients (see the module docstring)."""
+
+    def __init__(
+        self,
+        open_client: Callable[[], ChatClient],
+        loop: LoopThread,
+        limits: Limits | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._open_client = open_client  # called on the loop thread
+        self._loop = loop
+        self.limits = limits or Limits()
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._sessions: dict[str, ChatSession] = {}
+        self._opening = 0  # logins in flight, counted against max_sessions
+        self._tombstones: OrderedDict[str, str] = OrderedDict()
+        self._reaper: concurrent.futures.Future[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> Gateway:
+        """Start the idle-session reaper on the loop."""
+        self._reaper = self._loop.submit(self._reap_forever())
+        return self
+
+    def close(self) -> None:
+        """Sign everyone out and close every chat connection (gateway shutdown)."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+        with self._lock:
+            chats = list(self._sessions.values())
+            self._sessions.clear()
+        for chat in chats:
+            chat.history.end("the web gateway is shutting down")
+        if chats:
+            self._run(self._close_all(chats, logout=True), self.limits.command_timeout)
+
+    @property
+    def live_sessions(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
+    # -- signing in and out ----------------------------------------------------------------
+    def signup(self, username: str, password: str) -> tuple[ChatSession, LoginResult]:
+        """Create the account and sign in on a fresh chat connection."""
+        return self._sign_in(username, password, create=True)
+
+    def login(self, username: str, password: str) -> tuple[ChatSession, LoginResult]:
+        """Sign in on a fresh chat connection (a failed attempt closes it, Rule 4)."""
+        return self._sign_in(username, password, create=False)
+
+    def get(self, key: str | None) -> ChatSession | None:
+        """The live session for a browser's key, marked as just seen; None if there is none."""
+        if not key:
+            return None
+        with self._lock:
+            chat = self._sessions.get(key)
+            if chat is not None:
+                chat.last_seen = self._clock()
+            return chat
+
+    def signed_out_reason(self, key: str | None) -> str | None:
+        """Why the session with this key ended, if the gateway still remembers."""
+        with self._lock:
+            return self._tombstones.get(key) if key else None
+
+    def logout(self, chat: ChatSession) -> None:
+        """Log out and close the connection before returning, so that messages sent to this
+        user from now on stay pending at the server."""
+        if self._forget(chat, "you logged out"):
+            self._run(self._close_client(chat, logout=True), self.limits.command_timeout)
+
+    def expire_idle(self, now: float | None = None) -> int:
+        """Sign out sessions idle longer than the limit now; returns how many. (The reaper
+        task does the same every few minutes; tests call this with a clock of their own.)"""
+        chats = self._select_idle(self._clock() if now is None else now)
+        if chats:
+            self._run(self._close_all(chats, logout=True), self.limits.command_timeout)
+        return len(chats)
+
+    # -- open pages ------------------------------------------------------------------------
+    def open_stream(self, chat: ChatSession) -> Stream:
+        """Register a page's event stream. Past the limit the oldest stream is told to end:
+        most likely its tab is already gone."""
+        stream = Stream()
+        with self._lock:
+            chat.streams.append(stream)
+            replaced = chat.streams[: -self.limits.max_streams]
+            del chat.streams[: -self.limits.max_streams]
+        if replaced:
+            for old in replaced:
+                old.replaced = True
+            chat.history.wake()
+        return stream
+
+    def close_stream(self, chat: ChatSession, stream: Stream) -> None:
+        with self._lock:
+            if stream in chat.streams:
+                chat.streams.remove(stream)
+            chat.last_seen = self._clock()
+
+    # -- commands --------------------------------------------------------------------------
+    def send(
+        self, chat: ChatSession, recipients: Sequence[str], body: str
+    ) -> tuple[SendResult, Entry | None]:
+        """Send and record the message in the history (every open page shows it)."""
+        names = tuple(recipients)
+        result = self._call(chat, chat.client.send, names, body)
+        return result, chat.history.add_outgoing(names, body, result)
+
+    def list_accounts(
+        self, chat: ChatSession, pattern: str, after: str = "", limit: int = 0
+    ) -> AccountPage:
+        return self._call(chat, chat.client.list_accounts, pattern, after, limit)
+
+    def delete_account(self, chat: ChatSession) -> None:
+        """Delete the signed-in account; the server ends every session of it (Rule 14)."""
+        self._call(chat, chat.client.delete_account, chat.username)
+        if self._forget(chat, "your account was deleted"):
+            self._run(self._close_client(chat, logout=False), self.limits.command_timeout)
+
+    # -- internals: the error seam ---------------------------------------------------------
+    def _call(self, chat: ChatSession, method: Callable[..., Awaitable[T]], *args: object) -> T:
+        """Run one client command on the loop; map transport failures for the pages."""
+
+        async def command() -> T:
+            return await method(*args)
+
+        try:
+            return self._loop.run(command(), self.limits.command_timeout)
+        except SessionClosed as exc:
+            self._end(chat, str(exc))
+            raise GatewayError(f"You were signed out: {exc}", signed_out=True) from exc
+        except ChatError:
+            raise
+        except TimeoutError as exc:
+            raise GatewayError("the chat server did not answer in time; try again") from exc
+        except (ConnectionError, OSError) as exc:
+            self._end(chat, "the connection to the chat server was lost")
+            raise GatewayError(
+                "the connection to the chat server was lost; log in again", signed_out=True
+            ) from exc
+
+    def _run(self, coro: Awaitable[T], timeout: float) -> T | None:
+        """Run housekeeping on the loop; a failure is logged, never shown."""
+
+        async def wrapped() -> T:
+            return await coro
+
+        try:
+            return self._loop.run(wrapped(), timeout)
+        except Exception:
+            log.exception("gateway housekeeping failed")
+            return None
+
+    # -- internals: sessions ---------------------------------------------------------------
+    def _sign_in(
+        self, username: str, password: str, *, create: bool
+    ) -> tuple[ChatSession, LoginResult]:
+        with self._lock:
+            if len(self._sessions) + self._opening >= self.limits.max_sessions:
+                raise GatewayError(
+                    "too many people are signed in to this web gateway; try again later"
+                )
+            self._opening += 1
+        try:
+            return self._loop.run(self._open(username, password, create), self.limits.login_timeout)
+        except TimeoutError as exc:
+            raise GatewayError("the chat server did not answer in time; try again") from exc
+        except (ConnectionError, OSError) as exc:
+            raise GatewayError(f"cannot reach the chat server ({exc})") from exc
+        finally:
+            with self._lock:
+                self._opening -= 1
+
+    async def _open(
+        self, username: str, password: str, create: bool
+    ) -> tuple[ChatSession, LoginResult]:
+        client = self._open_client()
+        try:
+            await client.connect()
+            if create:
+                result = await client.signup(username, password)
+            else:
+                result = await client.login(username, password)
+        except BaseException:
+            # Rule 4: the server has ended this session; the next attempt opens a new one.
+            with contextlib.suppress(Exception):
+                await client.close()
+            raise
+        history = History(
+            result.username,
+            max_entries=self.limits.history_entries,
+            max_bytes=self.limits.history_bytes,
+        )
+        chat = ChatSession(secrets.token_urlsafe(32), result.username, client, history)
+        chat.last_seen = self._clock()
+        with self._lock:
+            self._sessions[chat.key] = chat
+        chat.pump = asyncio.create_task(self._pump(chat), name=f"web-pump-{result.username}")
+        log.info("signed in %s (%d pending)", result.username, result.pending)
+        return chat, result
+
+    async def _pump(self, chat: ChatSession) -> None:
+        """Hand every incoming message to the history until the connection ends."""
+        try:
+            async for delivery in chat.client.messages():
+                chat.history.add_incoming(delivery)
+        except Exception as exc:  # an ack failed: the connection broke under us
+            log.info("chat connection of %s failed: %s", chat.username, exc)
+        reason = chat.client.closed_reason or "the connection to the chat server closed"
+        if self._forget(chat, reason):
+            log.info("chat session of %s ended by the server: %s", chat.username, reason)
+            with contextlib.suppress(Exception):
+                await chat.client.close()
+
+    def _forget(self, chat: ChatSession, reason: str) -> bool:
+        """Unregister a session and tell its pages; False if it was already gone."""
+        with self._lock:
+            if self._sessions.pop(chat.key, None) is None:
+                return False
+            self._tombstones[chat.key] = reason
+            while len(self._tombstones) > MAX_TOMBSTONES:
+                self._tombstones.popitem(last=False)
+        chat.history.end(reason)
+        return True
+
+    def _end(self, chat: ChatSession, reason: str) -> None:
+        """Forget a session from a request thread and close its client in the background."""
+        if self._forget(chat, reason):
+            self._loop.submit(self._close_client(chat, logout=False))
+
+    def _select_idle(self, now: float) -> list[ChatSession]:
+        with self._lock:
+            idle = [
+                chat
+                for chat in self._sessions.values()
+                if not chat.streams and now - chat.last_seen > self.limits.idle_timeout
+            ]
+        minutes = max(1, round(self.limits.idle_timeout / 60))
+        return [
+            chat
+            for chat in idle
+            if self._forget(chat, f"you were signed out after {minutes} min without activity")
+        ]
+
+    async def _reap_forever(self) -> None:
+        interval = max(1.0, min(60.0, self.limits.idle_timeout / 4))
+        while True:
+            await asyncio.sleep(interval)
+            chats = self._select_idle(self._clock())
+            if chats:
+                log.info("signing out %d idle session(s)", len(chats))
+                await self._close_all(chats, logout=True)
+
+    async def _close_all(self, chats: Sequence[ChatSession], *, logout: bool) -> None:
+        await asyncio.gather(*(self._close_client(chat, logout=logout) for chat in chats))
+
+    async def _close_client(self, chat: ChatSession, *, logout: bool) -> None:
+        """Log out (best effort) and close the connection; the pump then ends."""
+        if logout:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self.limits.command_timeout / 2):
+                    await chat.client.logout()
+        with contextlib.suppress(Exception):
+            await chat.client.close()
+        if chat.pump is not None and not chat.pump.done():
+            try:
+                async with asyncio.timeout(2.0):
+                    await asyncio.shield(chat.pump)
+            except TimeoutError:
+                chat.pump.cancel()
+            except Exception:
+                log.debug("pump of %s ended with an error", chat.username, exc_info=True)
+
+
+__all__ = ["ChatSession", "Gateway", "GatewayError", "Limits", "Stream"]
