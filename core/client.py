@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 
+from core.errors import ChatError
 from core.types import AccountPage, Delivery, LoginResult, SendResult
 
 #: How many recent message ids a client remembers to drop duplicates (Rule 11). Duplicates
@@ -89,7 +90,10 @@ class ChatClient(abc.ABC):
                 self._incoming.put_nowait(None)  # keep the end marker for other readers
                 return
             if self.auto_ack:
-                await self.ack((item.message_id,))
+                try:
+                    await self.ack((item.message_id,))
+                except (ChatError, ConnectionError):
+                    pass  # the session ended meanwhile: the message stays pending, still show it
             yield item
 
     async def next_message(self, timeout: float) -> Delivery:

@@ -137,6 +137,8 @@ class Session:
         while self.active and self._generation == generation:
             page = await self._store.pending_after(self.username, last_id, limits.BACKLOG_PAGE)
             for delivery in page:
+                if not self.active or self._generation != generation:
+                    return  # logged out or ended while the page was being consumed
                 last_id = delivery.message_id
                 yield delivery
             if len(page) < limits.BACKLOG_PAGE:

@@ -325,8 +325,7 @@ class _ServerConnection:
             return
         if not self._session.closed:  # (else the service ended it already, for its reason)
             log.warning("%s reads too slowly; ending its session", self._peer)
-            # ChatService has no public way to end a session for a reason of the transport's.
-            self._service._end(self._session, CloseReason.SLOW_CONSUMER)
+            self._service.close_session(self._session, CloseReason.SLOW_CONSUMER)
         self._session_ended(notice=True)
 
     # -- ending ------------------------------------------------------------------------------
