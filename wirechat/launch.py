@@ -1,98 +1,92 @@
-"""Start ``wirechat server`` as a child process on free ports and stop exactly that process.
+"""Start wirechat processes (servers, the web gateway, bench references) as children on free
+ports, and stop exactly those processes.
 
-Used by the tests and the bench. The server logs ``listening: <transport> <host>:<port>`` per
-listener and then ``ready:``; we read those lines from its stderr to learn the ports it bound
-(we always ask for port 0, so parallel runs never collide).
+Every such program logs ``listening: <name> <host>:<port>`` per listener and then a line
+starting ``ready:`` on stderr; :class:`ChildProcess` reads those lines to learn the ports it
+bound (we always ask for port 0, so parallel runs never collide). Used by the tests and the bench.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 _LISTENING = re.compile(r"listening: (\S+) (\S+):(\d+)")
 START_TIMEOUT = 30.0
 
 
-class ServerProcess:
-    """A running server. ``addresses[name] == (host, port)`` for each transport it serves."""
+def pin_to(cpu: int | None) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that pins the child to one CPU (None: no pinning)."""
+    if cpu is None:
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})
 
-    def __init__(
-        self,
-        transports: Sequence[str],
-        db: str | Path,
-        *,
-        extra_args: Sequence[str] = (),
-        hash_cost: str = "low",
-        cpu: int | None = None,
-        ports: dict[str, int] | None = None,
-    ) -> None:
-        self.transports = list(transports)
-        self.db = str(db)
-        self.extra_args = list(extra_args)
-        self.hash_cost = hash_cost
+
+class ChildProcess:
+    """A child that announces its listeners; ``addresses[name] == (host, port)``."""
+
+    def __init__(self, args: Sequence[str], *, cpu: int | None = None, label: str = "") -> None:
+        self.args = list(args)
         self.cpu = cpu
-        self.wanted_ports = dict(ports or {})
+        self.label = label or " ".join(self.args[2:4])
         self.addresses: dict[str, tuple[str, int]] = {}
         self.proc: subprocess.Popen[str] | None = None
         self.log_lines: list[str] = []
-        self._log_thread: threading.Thread | None = None
+        self._lines: queue.Queue[str | None] = queue.Queue()
 
     @property
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self) -> ServerProcess:
-        args = [sys.executable, "-m", "wirechat", "server", "--host", "127.0.0.1"]
-        for name in self.transports:
-            args += [f"--{name}-port", str(self.wanted_ports.get(name, 0))]
-        args += ["--db", self.db, "--hash-cost", self.hash_cost, *self.extra_args]
-        preexec = None
-        if self.cpu is not None:
-            cpu = self.cpu
-            preexec = lambda: os.sched_setaffinity(0, {cpu})  # noqa: E731
+    def command(self) -> list[str]:
+        """The argv to run; subclasses that can restart rebuild it here."""
+        return self.args
+
+    def start(self) -> ChildProcess:
+        self.addresses = {}
+        self._lines = queue.Queue()
         self.proc = subprocess.Popen(
-            args,
+            self.command(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            preexec_fn=preexec,
+            preexec_fn=pin_to(self.cpu),
         )
-        self.addresses = self._wait_ready()
-        self._log_thread = threading.Thread(target=self._drain_log, daemon=True)
-        self._log_thread.start()
-        return self
-
-    def _wait_ready(self) -> dict[str, tuple[str, int]]:
-        assert self.proc is not None and self.proc.stderr is not None
-        addresses: dict[str, tuple[str, int]] = {}
+        threading.Thread(target=self._read_log, args=(self.proc,), daemon=True).start()
         deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            if not line:
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self._lines.get(timeout=left)
+            except queue.Empty:
                 break
-            self.log_lines.append(line.rstrip())
+            if line is None:  # the child exited
+                break
             match = _LISTENING.search(line)
             if match:
-                addresses[match[1]] = (match[2], int(match[3]))
-            if "ready:" in line:
-                return addresses
+                self.addresses[match[1]] = (match[2], int(match[3]))
+            if line.startswith("ready:") or " ready:" in line:
+                return self
         self.stop()
-        raise RuntimeError("server did not start:\n" + "\n".join(self.log_lines[-30:]))
+        raise RuntimeError(
+            f"{self.label} did not start:\n" + "\n".join(self.log_lines[-30:])
+        )
 
-    def _drain_log(self) -> None:
-        assert self.proc is not None and self.proc.stderr is not None
-        for line in self.proc.stderr:
+    def _read_log(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
             self.log_lines.append(line.rstrip())
+            self._lines.put(line)
+        self._lines.put(None)
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
@@ -108,18 +102,49 @@ class ServerProcess:
         return self.proc.returncode
 
     def kill9(self) -> None:
-        """Kill the server abruptly (durability tests)."""
+        """Kill the child abruptly (durability tests)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
+
+    def __enter__(self) -> ChildProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class ServerProcess(ChildProcess):
+    """``wirechat server`` serving ``transports`` on one database."""
+
+    def __init__(
+        self,
+        transports: Sequence[str],
+        db: str | Path,
+        *,
+        extra_args: Sequence[str] = (),
+        hash_cost: str = "low",
+        cpu: int | None = None,
+        ports: dict[str, int] | None = None,
+    ) -> None:
+        super().__init__([], cpu=cpu, label="wirechat server")
+        self.transports = list(transports)
+        self.db = str(db)
+        self.extra_args = list(extra_args)
+        self.hash_cost = hash_cost
+        self.wanted_ports = dict(ports or {})
+
+    def command(self) -> list[str]:
+        args = [sys.executable, "-m", "wirechat", "server", "--host", "127.0.0.1"]
+        for name in self.transports:
+            args += [f"--{name}-port", str(self.wanted_ports.get(name, 0))]
+        return [*args, "--db", self.db, "--hash-cost", self.hash_cost, *self.extra_args]
+
+    def start(self) -> ServerProcess:
+        super().start()
+        return self
 
     def restart(self) -> ServerProcess:
         """Start again on the same database and the same ports."""
         self.wanted_ports = {name: port for name, (_, port) in self.addresses.items()}
         return self.start()
-
-    def __enter__(self) -> ServerProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

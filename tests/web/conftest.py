@@ -31,8 +31,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "limits(**kwargs): Limits of the local_gateway fixture")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    # Module scope, not session: Playwright's sync API keeps an event loop running on this
+    # thread while it is open, and pytest-asyncio cannot run async tests until it stops.
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is not installed: run `make browser` (apt-get install chromium)")
     with sync_playwright() as playwright:

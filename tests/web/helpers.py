@@ -8,18 +8,14 @@ separate person with its own cookies) and knows the site's forms.
 from __future__ import annotations
 
 import os
-import queue
 import re
-import signal
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from transports import registry
+from wirechat.launch import ChildProcess
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Without the background-networking flags Chromium keeps calling home on a closed network.
@@ -49,64 +45,28 @@ def web_transports() -> list[str]:
     return override.split(",") if override else list(registry.WIRE_TRANSPORTS)
 
 
-class GatewayProcess:
+class GatewayProcess(ChildProcess):
     """``wirechat web`` in a child process; ``url`` once started; stopped by its pid."""
 
     def __init__(self, transport: str, server: tuple[str, int] | None) -> None:
-        self.transport = transport
-        self.server = server
-        self.proc: subprocess.Popen[str] | None = None
-        self.url = ""
-        self.log_lines: list[str] = []
-        self._lines: queue.Queue[str | None] = queue.Queue()
-
-    def start(self) -> GatewayProcess:
-        args = [sys.executable, "-m", "wirechat", "web", "--transport", self.transport]
+        args = [sys.executable, "-m", "wirechat", "web", "--transport", transport]
         args += ["--host", "127.0.0.1", "--port", "0"]
-        if self.server is not None:
-            args += ["--server", f"{self.server[0]}:{self.server[1]}"]
+        if server is not None:
+            args += ["--server", f"{server[0]}:{server[1]}"]
         else:
             args += ["--hash-cost", "low"]
-        self.proc = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        threading.Thread(target=self._read_log, daemon=True).start()
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            try:
-                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if line is None:
-                break
-            match = _LISTENING.search(line)
-            if match:
-                self.url = f"http://{match[1]}:{match[2]}"
-            if "ready:" in line and self.url:
-                return self
-        self.stop()
-        raise RuntimeError("web gateway did not start:\n" + "\n".join(self.log_lines[-30:]))
+        super().__init__(args, label="web gateway")
+        self.transport = transport
+        self.server = server
 
-    def _read_log(self) -> None:
-        assert self.proc is not None and self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.log_lines.append(line.rstrip())
-            self._lines.put(line)
-        self._lines.put(None)
+    @property
+    def url(self) -> str:
+        host, port = self.addresses["web"]
+        return f"http://{host}:{port}"
 
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout)
+    def start(self) -> GatewayProcess:
+        super().start()
+        return self
 
 
 class Web:
