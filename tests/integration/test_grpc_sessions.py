@@ -176,3 +176,49 @@ async def test_a_stream_stuck_on_a_client_that_never_reads_is_cancelled(
         await until(lambda: len(server.sessions) == 0, "the stuck stream to be cancelled")
         assert "cancelling the stuck stream" in caplog.text
         stream.cancel()
+
+
+# -- the client's side: which stream speaks for the session -----------------------------------
+class FailedStream:
+    """Stands in for a Subscribe call whose status arrives late: reading it raises that status."""
+
+    def __init__(self, code: grpc.StatusCode, reason: str | None) -> None:
+        trailing = grpc.aio.Metadata(*(((ERROR_KEY, reason),) if reason else ()))
+        self.error = grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailing, "late status")
+
+    def __aiter__(self) -> FailedStream:
+        return self
+
+    async def __anext__(self) -> pb.Delivery:
+        raise self.error
+
+    def cancel(self) -> bool:
+        return False
+
+
+async def test_only_the_current_logins_stream_can_end_the_client(server: GrpcServer) -> None:
+    """A stream's end is news about the login that opened it, not about a later one: the
+    stream of a login the client has since logged out of may fail however it likes."""
+    me = name()
+    async with open_client(server.address) as client:
+        await client.signup(me, "pw")
+        first = client._generation
+        await client.logout()
+        await client.login(me, "pw")
+        for late in (
+            FailedStream(grpc.StatusCode.UNAVAILABLE, None),  # looks like the server went away
+            FailedStream(grpc.StatusCode.UNAUTHENTICATED, "NOT_LOGGED_IN"),  # a late refusal
+            FailedStream(grpc.StatusCode.UNAUTHENTICATED, "DISCONNECTED"),
+        ):
+            await client._run_pump(late, first)  # type: ignore[arg-type]
+            assert client.closed_reason is None
+        assert (await client.list_accounts(me)).usernames == (me,)
+
+        # A refusal that leaves the session alive does not end the current login either ...
+        refused = FailedStream(grpc.StatusCode.UNAUTHENTICATED, "NOT_LOGGED_IN")
+        await client._run_pump(refused, client._generation)  # type: ignore[arg-type]
+        assert client.closed_reason is None
+        # ... but the current stream breaking does: the server drops such a session.
+        broken = FailedStream(grpc.StatusCode.UNAVAILABLE, None)
+        await client._run_pump(broken, client._generation)  # type: ignore[arg-type]
+        assert client.closed_reason == CloseReason.DISCONNECTED.value

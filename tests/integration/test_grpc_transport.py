@@ -212,6 +212,58 @@ async def test_failed_login_issues_no_session_and_spends_the_client(address: Add
         await client.list_accounts()  # ALREADY_LOGGED_IN left the session alone
 
 
+async def test_logout_and_login_again_many_times_on_one_client(address: Address) -> None:
+    """One client cycles signup/logout/login/logout with sends between (the bench's loop):
+    every login gets a stream of its own, and no logout ends the client."""
+    tag = name()
+    async with open_client(address) as client, open_client(address) as peer:
+        await peer.signup(f"{tag}.peer", "pw")
+        for i in range(30):
+            me = f"{tag}.{i}"
+            await client.signup(me, "pw")
+            sent = await peer.send([me], f"live {i}")
+            assert (await client.next_message(WAIT)).message_id == sent.message_id
+            await client.send([f"{tag}.peer"], f"from {i}")
+            await client.logout()
+            waiting = await peer.send([me], f"pending {i}")
+            assert (await client.login(me, "pw")).pending == 1
+            assert (await client.next_message(WAIT)).message_id == waiting.message_id
+            await client.logout()
+        assert client.closed_reason is None
+        bodies = [(await peer.next_message(WAIT)).body for _ in range(30)]
+        assert bodies == [f"from {i}" for i in range(30)]
+
+
+async def test_a_subscribe_that_arrives_after_a_logout_does_not_end_the_client(
+    address: Address,
+) -> None:
+    """The race behind "SessionClosed right after a logout": the Subscribe a login opens reaches
+    the server after the session was logged out, and is refused (NOT_LOGGED_IN). That says the
+    session is logged out, not that it is gone. Forced here: a second channel logs the session
+    out with its token between the Signup reply and the client's Subscribe."""
+    me = name()
+    async with open_client(address) as client, grpc.aio.insecure_channel(target(address)) as ch:
+        other = chat_pb2_grpc.ChatStub(ch)
+        stub = client._live_stub()
+        signup = stub.Signup
+
+        async def signup_then_logged_out(request: pb.SignupRequest, **kw: object) -> pb.LoginReply:
+            reply = await signup(request, **kw)
+            await other.Logout(pb.LogoutRequest(), metadata=((SESSION_KEY, reply.session_token),))
+            return reply
+
+        stub.Signup = signup_then_logged_out  # type: ignore[method-assign]
+        await client.signup(me, "pw")
+        with pytest.raises(NotLoggedIn):  # the server's view: logged out, not ended
+            await client.list_accounts()
+        assert (await client.login(me, "pw")).pending == 0  # the same session logs in again
+        sent = await client.send([me], "to myself")
+        assert (await client.next_message(WAIT)).message_id == sent.message_id
+        await client.logout()
+        await client.login(me, "pw")
+        assert client.closed_reason is None
+
+
 async def test_limits_give_clear_errors_and_the_server_carries_on(address: Address) -> None:
     client = await user(address)
     try:

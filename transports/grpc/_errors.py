@@ -134,15 +134,18 @@ async def abort_with(context: grpc.aio.ServicerContext, reason: Reason, details:
 
 
 # -- client side ----------------------------------------------------------------------------
-def reason_of(err: grpc.aio.AioRpcError) -> Reason | None:
-    """The row a failed call's status stands for, or None if it is no domain error."""
+def reason_of(err: grpc.aio.AioRpcError, *, by_code: bool = True) -> Reason | None:
+    """The row a failed call's status stands for, or None if it is no domain error.
+
+    Without a ``wirechat-error`` entry the code alone decides, unless ``by_code`` is False.
+    """
     metadata: Iterable[tuple[str, str | bytes]] = err.trailing_metadata() or ()
     for key, value in metadata:
         if key == ERROR_KEY:
             reason = BY_NAME.get(value if isinstance(value, str) else value.decode("ascii"))
             if reason is not None:
                 return reason
-    return _BY_CODE.get(err.code())
+    return _BY_CODE.get(err.code()) if by_code else None
 
 
 def error_from(err: grpc.aio.AioRpcError, reason: Reason | None) -> Exception:

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 from core import limits
 
-#: Request metadata carrying the session token. Short and lowercase ASCII: HPACK indexes the
-#: header after the first call on a connection, so the steady-state cost is a byte or two.
+#: Request metadata carrying the session token (lowercase ASCII, as HTTP/2 requires). It costs
+#: 41 bytes on *every* call, not just the first: grpc-core never puts custom metadata in its
+#: HPACK dynamic table, so it sends the entry as a literal without indexing, with neither
+#: string Huffman-coded (1 + 1 + 16 bytes of key, 1 + 22 of token). Measured on grpcio 1.85:
+#: a steady-state request's HEADERS frame is 17 bytes without the entry and 58 bytes with it.
 SESSION_KEY = "wirechat-session"
 
 #: Trailing metadata of a failed call: the name of an ErrorReason value in chat.proto.

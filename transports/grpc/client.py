@@ -3,16 +3,24 @@
 It mirrors core.loopback's session semantics, using chat.proto's rules:
   * Before a login the client has no token; commands then get NOT_LOGGED_IN from the server.
   * A successful Signup/Login stores the token (sent as ``wirechat-session`` metadata from
-    then on) and starts a background task that reads the Subscribe stream into
-    ``_on_delivery``. A later login on the same client sends the token, so the server sees
-    the same session (ALREADY_LOGGED_IN if it is logged in, as on a custom connection).
+    then on) and opens the Subscribe stream, read by a background task into ``_on_delivery``.
+    The login returns once the server has attached that stream to the session (its response
+    headers came back), and Logout is never sent before then, so a Subscribe cannot reach the
+    server after the Logout of its own login. A later login on the same client sends the
+    token, so the server sees the same session (ALREADY_LOGGED_IN if it is logged in, as on a
+    custom connection); logging out and in again any number of times keeps the client usable.
   * A failed Signup/Login ends the session (Rule 4): the client is then closed for good and
     every command raises SessionClosed, just like a custom-protocol client whose connection
     the server closed. The console reconnects with a new client.
-  * When the server ends the session (the stream ends with a status whose ``wirechat-error``
-    means "ended", or a command gets one), the client records why in ``closed_reason`` and
-    ends ``messages()``; a stream lost for any other reason (server gone) counts as a
-    disconnection, since the server closes a session whose stream breaks.
+  * Each stream belongs to one login (its *generation*: logins and logouts each start a new
+    one). Only the stream of the current generation speaks for the session: when it ends
+    with a status whose ``wirechat-error`` means "ended" (or a command gets one), the client
+    records why in ``closed_reason`` and ends ``messages()``; when it is lost without a
+    wirechat-error (server gone, connection broken), that counts as a disconnection, since
+    the server closes a session whose stream breaks. A Subscribe the server *refuses* with a
+    reason that does not end the session (NOT_LOGGED_IN: the session was logged out first;
+    ALREADY_SUBSCRIBED) leaves the session, and the client, as they are. The end of an older
+    generation's stream, however it ends, says nothing about the current login: ignored.
   * ``close()`` cancels the stream (which closes the session on the server) and the channel.
 
 Every unary call has a deadline.
@@ -99,6 +107,8 @@ class GrpcChatClient(ChatClient):
         self._ended: CloseReason | None = None  # the session ended: the client is unusable
         self._stream: grpc.aio.UnaryStreamCall | None = None
         self._pump: asyncio.Task[None] | None = None
+        # Bumped by each login, logout and close: the login a Subscribe stream belongs to.
+        self._generation = 0
 
     @property
     def token(self) -> str | None:
@@ -137,6 +147,7 @@ class GrpcChatClient(ChatClient):
         channel, self._channel = self._channel, None
         if channel is None:
             return
+        self._generation += 1  # the stream we cancel now is no news about the session
         await self._stop_stream(cancel=True)
         await channel.close()
         self._stub = None
@@ -152,7 +163,10 @@ class GrpcChatClient(ChatClient):
         return await self._log_in(self._live_stub().Login, request)
 
     async def logout(self) -> None:
+        if self._stream is not None:
+            await self._attached(self._stream)  # the Logout must not overtake our Subscribe
         await self._call(self._live_stub().Logout, pb.LogoutRequest())
+        self._generation += 1  # the stream now ends with the login it belonged to
         await self._stop_stream(cancel=False)  # the server ends it with OK
 
     async def list_accounts(
@@ -210,27 +224,41 @@ class GrpcChatClient(ChatClient):
             raise
         self._metadata = ((SESSION_KEY, reply.session_token),)
         await self._stop_stream(cancel=False)  # a stream from before a logout, if any
+        self._generation += 1
         stream = self._live_stub().Subscribe(pb.SubscribeRequest(), metadata=self._metadata)
         self._stream = stream
-        self._pump = asyncio.create_task(self._run_pump(stream), name="grpc-subscribe")
+        self._pump = asyncio.create_task(
+            self._run_pump(stream, self._generation), name="grpc-subscribe"
+        )
         await self._attached(stream)
         return LoginResult(reply.username, reply.pending)
 
     async def _attached(self, stream: grpc.aio.UnaryStreamCall) -> None:
-        """Wait for the headers the server sends once the stream is attached to the session:
-        from then on, a close() that cancels the stream also closes the session there. If the
-        stream fails instead, the pump reports why."""
+        """Wait for the server's answer to the Subscribe: the response headers it sends once
+        the stream is attached to the session (from then on, a close() that cancels the stream
+        also closes the session there, and a Logout ends the stream with OK), or the status
+        that refused it (the pump then reports why). Waiting again is free once it answered.
+
+        grpc.aio's ``wait_for_connection()`` on a unary-stream call returns once the request
+        is sent *and* the response headers have arrived (not merely once a connection exists).
+        """
         try:
             async with asyncio.timeout(self.call_timeout):
                 await stream.wait_for_connection()
-        except (grpc.aio.AioRpcError, TimeoutError):
+        except grpc.aio.AioRpcError:
             pass
+        except TimeoutError:
+            log.warning(
+                "the server did not answer Subscribe within %.0f s; going on without "
+                "knowing that the stream is attached",
+                self.call_timeout,
+            )
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise  # our caller is being cancelled, not just the stream
 
-    async def _run_pump(self, stream: grpc.aio.UnaryStreamCall) -> None:
+    async def _run_pump(self, stream: grpc.aio.UnaryStreamCall, generation: int) -> None:
         """Feed one login's deliveries to the application; learn why the stream ended."""
         try:
             async for item in stream:
@@ -238,14 +266,7 @@ class GrpcChatClient(ChatClient):
                     Delivery(item.message_id, item.sender, item.body, item.sent_at_ms)
                 )
         except grpc.aio.AioRpcError as err:
-            if err.code() is grpc.StatusCode.CANCELLED and self._channel is None:
-                return  # close() cancelled it
-            reason = reason_of(err)
-            if reason is not None and reason.ends is not None:
-                self._end(reason.ends)
-            else:  # server gone or another transport failure: the server drops the session
-                log.debug("subscribe stream failed: %s %s", err.code(), err.details())
-                self._end(CloseReason.DISCONNECTED)
+            self._stream_failed(err, generation)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
@@ -253,6 +274,22 @@ class GrpcChatClient(ChatClient):
                 raise
             # Otherwise the call itself was cancelled locally (close, or _end): done.
         # A clean end (status OK) means the session logged out: nothing more to do.
+
+    def _stream_failed(self, err: grpc.aio.AioRpcError, generation: int) -> None:
+        """What the failure of the Subscribe stream of login ``generation`` means."""
+        if generation != self._generation:
+            log.debug("the stream of an earlier login ended: %s %s", err.code(), err.details())
+            return
+        # Only a reason the server declared counts here: a status without wirechat-error on
+        # a stream comes from gRPC itself (connection lost, server gone), not a refusal.
+        reason = reason_of(err, by_code=False)
+        if reason is None:  # the server closes a session whose stream breaks
+            log.debug("subscribe stream failed: %s %s", err.code(), err.details())
+            self._end(CloseReason.DISCONNECTED)
+        elif reason.ends is not None:
+            self._end(reason.ends)
+        else:  # refused, but the session lives on (logged out first, or already subscribed)
+            log.warning("the server refused the Subscribe stream: %s", err.details())
 
     async def _stop_stream(self, *, cancel: bool) -> None:
         stream, pump = self._stream, self._pump
