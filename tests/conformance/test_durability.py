@@ -27,7 +27,7 @@ async def test_rule16_acknowledged_messages_and_accounts_survive_kill_9(transpor
         await chat.aclose()
 
         server.kill9()
-        server.restart()
+        server.start()  # same database; fresh ports, so no other process can hold the old one
 
         chat = Chat(transport, server.addresses[transport])
         bob = await chat.client()
