@@ -55,7 +55,7 @@ bench-quick: $(STAMP) gen ## a short benchmark (<= 2 min), as CI runs it
 	$(VENV)/bin/wirechat bench --quick
 
 bench-micro: $(STAMP) gen ## codec vs protobuf micro-benchmarks (pytest-benchmark)
-	$(PY) -m pytest tests/bench_micro --benchmark-enable -p no:cacheprovider
+	$(PY) -m pytest tests/bench_micro --benchmark-enable --benchmark-columns=min,median,ops --benchmark-sort=name -p no:cacheprovider
 
 test: $(STAMP) gen browser ## run the whole test suite
 	$(PY) -m pytest

@@ -33,6 +33,7 @@ LOAD_METRICS = (
     "client_cpu_us_per_op",
 )
 SIZE_IDENTITY = ("transport", "op", "phase", "body_bytes", "recipients", "text")
+PAYLOAD_IDENTITY = ("op", "direction", "body_bytes", "recipients", "text", "note")
 
 
 def load_results(path: str | Path) -> dict[str, Any]:
@@ -72,9 +73,12 @@ def figures(results: dict[str, Any]) -> dict[str, float]:
             if key not in SIZE_IDENTITY:
                 put(f"{ident} {key}", value)
     for r in results.get("payload_sizes", []):
-        label = " ".join(f"{k}={v}" for k, v in r.items() if not _is_number(v))
+        ident = "payload_sizes " + " ".join(
+            f"{k}={r[k]}" for k in PAYLOAD_IDENTITY if r.get(k) is not None
+        )
         for key, value in r.items():
-            put(f"payload_sizes {label} {key}", value)
+            if key not in PAYLOAD_IDENTITY:
+                put(f"{ident} {key}", value)
     for t in results.get("targets", []):
         put(f"target {t['name']}", t.get("value"))
     return out
@@ -101,15 +105,14 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
 def _num(value: float | None) -> str:
     if value is None:
         return "—"
-    if value == int(value) and abs(value) >= 100:
+    if abs(value) >= 1000 or (value == int(value) and abs(value) >= 100):
         return f"{value:,.0f}"
-    return f"{value:,.2f}"
+    return f"{value:,.1f}" if abs(value) >= 100 else f"{value:,.2f}"
 
 
 def format_changes(changes: list[Change], *, old_label: str = "old", new_label: str = "new") -> str:
-    """A plain-text table: figure, old, new, change in percent."""
-    width = max([len(c.figure) for c in changes] + [6])
-    lines = [f"{'figure':<{width}}  {old_label:>12}  {new_label:>12}  {'change':>9}"]
+    """A plain-text table: old, new, change in percent, then the figure's name."""
+    lines = [f"{old_label:>12}  {new_label:>12}  {'change':>8}  figure"]
     for c in changes:
         if c.old is None:
             change = "new"
@@ -119,7 +122,7 @@ def format_changes(changes: list[Change], *, old_label: str = "old", new_label: 
             change = "—"
         else:
             change = f"{c.pct:+.1f}%"
-        lines.append(f"{c.figure:<{width}}  {_num(c.old):>12}  {_num(c.new):>12}  {change:>9}")
+        lines.append(f"{_num(c.old):>12}  {_num(c.new):>12}  {change:>8}  {c.figure}")
     return "\n".join(lines) + "\n"
 
 

@@ -41,7 +41,7 @@ class Plan:
     echo: int
     deliver: dict[int, int]  # fan-out -> samples
     sqlite_share: float
-    same_vcpu: int  # samples of send / echo with client and server on one vCPU
+    same_vcpu: int  # samples of send / echo with client and server on one vCPU (0: skip)
     # load
     connections: int
     depth: int  # closed loop: requests outstanding per connection
@@ -113,7 +113,7 @@ QUICK = Plan(
     echo=2000,
     deliver={1: 200, 10: 50, 100: 10},
     sqlite_share=0.3,
-    same_vcpu=1000,
+    same_vcpu=0,  # the placement rows are full-mode only
     connections=4,
     depth=8,
     closed_s=1.0,
@@ -125,7 +125,7 @@ QUICK = Plan(
     load_warmup=100,
     sizes_quick=True,
     retries=1,
-    retry_budget_s=20.0,
+    retry_budget_s=10.0,
 )
 
 TINY = Plan(

@@ -204,8 +204,12 @@ async def _setup_chat(job: dict[str, Any]) -> tuple[Issue, Callable[[], Awaitabl
     target = chat_target(job["target"])
     prefix, body = job["prefix"], job["body"]
     recipient = [f"{prefix}r"]
-    await target.discard(await target.user(recipient[0]))
-    senders = [await target.user(f"{prefix}s{c}") for c in range(job["connections"])]
+    try:
+        await target.discard(await target.user(recipient[0]))
+        senders = [await target.user(f"{prefix}s{c}") for c in range(job["connections"])]
+    except BaseException:
+        await target.aclose()
+        raise
     n = len(senders)
 
     def issue(i: int) -> Awaitable[Any]:
@@ -227,17 +231,22 @@ async def _setup_echo(job: dict[str, Any]) -> tuple[Issue, Callable[[], Awaitabl
     clients = [
         echo_client(spec["ref"], address, blocking_floor=False) for _ in range(job["connections"])
     ]
-    for client in clients:
-        await client.connect()
     payload = job["body"].encode()
     n = len(clients)
-
-    def issue(i: int) -> Awaitable[Any]:
-        return clients[i % n].echo(payload)
 
     async def cleanup() -> None:
         for client in clients:
             await client.close()
+
+    try:
+        for client in clients:
+            await client.connect()
+    except BaseException:
+        await cleanup()
+        raise
+
+    def issue(i: int) -> Awaitable[Any]:
+        return clients[i % n].echo(payload)
 
     return issue, cleanup, int(spec["server_pid"])
 

@@ -1,7 +1,8 @@
 """The processes the bench starts, where they run, and how it stops them (by pid, only its own).
 
 * servers: ``wirechat server`` through :class:`wirechat.launch.ServerProcess` and the reference
-  servers through :class:`RefServer`; both pinned to the server vCPU.
+  servers through :class:`RefServer` (a :class:`wirechat.launch.ChildProcess`); both pinned
+  to the server vCPU.
 * workers: ``python -m bench.worker``, the client side of every measurement, pinned to the
   client vCPU (or to the server's vCPU for the same-vCPU rows). A worker reads one JSON job per
   line on stdin and answers one JSON line on stdout; a job that overruns its time limit gets its
@@ -14,15 +15,13 @@ import json
 import logging
 import os
 import queue
-import signal
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
-from wirechat.launch import _LISTENING, START_TIMEOUT
+from wirechat.launch import ChildProcess, pin_to
 
 log = logging.getLogger(__name__)
 
@@ -66,73 +65,17 @@ def choose_placement() -> tuple[Placement, Placement]:
     return Placement(server, client), Placement(client, client)
 
 
-def _pin(cpu: int | None) -> Any:
-    if cpu is None:
-        return None
-    return lambda: os.sched_setaffinity(0, {cpu})
-
-
-class RefServer:
+class RefServer(ChildProcess):
     """One reference server (``python -m bench.refs NAME``) on port 0, pinned to ``cpu``."""
 
     def __init__(self, name: str, *, cpu: int | None = None) -> None:
+        args = [sys.executable, "-m", "bench.refs", name, "--host", "127.0.0.1"]
+        super().__init__(args, cpu=cpu, label=name)
         self.name = name
-        self.cpu = cpu
-        self.address: tuple[str, int] | None = None
-        self.proc: subprocess.Popen[str] | None = None
-        self.log_lines: list[str] = []
 
     @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self) -> RefServer:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.refs", self.name, "--host", "127.0.0.1"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            preexec_fn=_pin(self.cpu),
-        )
-        assert self.proc.stderr is not None
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            if not line:
-                break
-            self.log_lines.append(line.rstrip())
-            match = _LISTENING.search(line)
-            if match:
-                self.address = (match[2], int(match[3]))
-            if line.startswith("ready:") and self.address is not None:
-                threading.Thread(target=self._drain, daemon=True).start()
-                return self
-        self.stop()
-        raise RuntimeError(f"{self.name} did not start:\n" + "\n".join(self.log_lines[-20:]))
-
-    def _drain(self) -> None:
-        assert self.proc is not None and self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.log_lines.append(line.rstrip())
-
-    def stop(self, timeout: float = 10.0) -> None:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
-
-    def __enter__(self) -> RefServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def address(self) -> tuple[str, int] | None:
+        return self.addresses.get(self.name)
 
 
 class JobFailed(RuntimeError):
@@ -156,7 +99,7 @@ class Worker:
             stderr=subprocess.PIPE,
             text=True,
             bufsize=1,
-            preexec_fn=_pin(self.cpu),
+            preexec_fn=pin_to(self.cpu),
         )
         # Each process gets its own queue, so a killed worker's reader cannot answer for the
         # next worker's job.

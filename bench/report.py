@@ -260,12 +260,13 @@ def _deliver_section(results: dict[str, Any]) -> str:
         "## Push delivery\n\nFrom the call to send to the moment each of the recipient's live "
         "sessions yields the message from `messages()` (one sample per session; *all sessions*: "
         "until the last one has it). Sender and recipient sessions are clients in one process; "
-        "recipients do not auto-ack (one session acks after each sample, untimed).\n\n"
-        + table(head, rows)
+        "recipients do not ack, so no ack traffic overlaps the next sample.\n\n" + table(head, rows)
     )
 
 
 def _placement_section(results: dict[str, Any]) -> str:
+    if not any(r["placement"] == "same" for r in results.get("latency", [])):
+        return ""  # not measured (quick mode)
     rows = []
     for transport in ORDER:
         op = "echo" if transport in REF_TRANSPORTS else "send"
@@ -292,6 +293,25 @@ def _placement_section(results: dict[str, Any]) -> str:
     )
 
 
+#: CPU utilisation from which a process counts as the bottleneck of a closed-loop step.
+SATURATED = 0.9
+
+
+def limited_by(closed: Row) -> str:
+    """What held a closed-loop step back: the server's vCPU, the generator's, or neither (the
+    step waited on something else: the disk, a lock, the round trips themselves)."""
+    server, client = closed.get("server_cpu_util"), closed.get("client_cpu_util")
+    if server is None:
+        return "—"
+    if client is None:  # loopback: one process
+        return "the process" if server >= SATURATED else "neither"
+    if client >= SATURATED and client >= server:
+        return "**generator**"
+    if server >= SATURATED:
+        return "server"
+    return "neither"
+
+
 def _load_section(results: dict[str, Any], images: Sequence[str]) -> str:
     load = results.get("load", [])
     plan = results.get("meta", {}).get("plan", {})
@@ -305,7 +325,10 @@ def _load_section(results: dict[str, Any], images: Sequence[str]) -> str:
         f"{plan.get('open_s', '?')} s per step, "
         "stepped as fractions of the closed-loop rate; every latency is timed from the request's "
         "*intended* send time, so stalls are not hidden. The generator busy-polls to keep to the "
-        "schedule, so its CPU in open-loop rows is not a cost; *lag p99* is how late it sent.\n",
+        "schedule, so its CPU in open-loop rows is not a cost; *lag p99* is how late it sent. "
+        f"*Limited by*: the process whose vCPU was at least {SATURATED:.0%} busy in the closed "
+        "loop; where that is the generator, the row shows the client's limit, not the "
+        "server's.\n",
     ]
     sat_rows = []
     grpc_sat = saturation(results, "grpc")
@@ -332,11 +355,12 @@ def _load_section(results: dict[str, Any], images: Sequence[str]) -> str:
                     _fmt_us(closed.get("client_cpu_us_per_op")),
                     _fmt_us(closed.get("p50_us")),
                     _fmt_us(closed.get("p99_us")),
+                    limited_by(closed),
                     _other(best),
                 )
             )
     head = ["transport", "store", "saturation /s", f"{TIMES} grpc", "server CPU µs/op"]
-    head += ["client CPU µs/op", "closed p50 µs", "closed p99 µs", "other vCPUs"]
+    head += ["client CPU µs/op", "closed p50 µs", "closed p99 µs", "limited by", "other vCPUs"]
     parts.append(table(head, sat_rows))
     if "load.png" in images:
         parts.append("\n![latency and throughput vs offered load](load.png)\n")

@@ -139,7 +139,7 @@ class BenchRun:
             for store in ("memory", "sqlite"):
                 steps += self._chat_steps(transport, store)
         for transport in ("custom", "grpc", *REF_TRANSPORTS):
-            if transport in self.transports and self.same != self.main:
+            if transport in self.transports and self.same != self.main and self.plan.same_vcpu:
                 if transport in REF_TRANSPORTS:
                     steps += self._ref_steps(transport, self.same, full=False)
                 else:
@@ -412,6 +412,7 @@ class BenchRun:
         steps = self.steps()
         started = time.monotonic()
         cpu_start = meta.cpu_snapshot()
+        timings: dict[str, float] = {}
         failed: set[str] = set()
         own_affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
         if own_affinity is not None and self.main.client_cpu is not None:
@@ -424,12 +425,15 @@ class BenchRun:
                 bar.set_description(step.label)
                 if step.group in failed and not step.always:
                     continue
+                step_started = time.monotonic()
                 try:
                     step.fn()
                 except Exception as exc:
                     self._error(step, exc)
                     if step.critical or isinstance(exc, SkipGroup):
                         failed.add(step.group)
+                finally:
+                    timings[step.label] = round(time.monotonic() - step_started, 2)
         finally:
             bar.close()
             for group in list(self._servers):
@@ -446,6 +450,7 @@ class BenchRun:
             loadavg_end=meta.loadavg(),
             background=meta.background_cpu(cpu_start, meta.cpu_snapshot()),
             retry_spent_s=round(self._retry_budget.spent, 1),
+            step_s=timings,
         )
         return self.results
 

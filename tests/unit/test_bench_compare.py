@@ -92,19 +92,23 @@ def test_figures_in_only_one_run_are_shown_as_new_or_gone() -> None:
         compare(run(150.0, 2000.0, 147), run(150.0, 2000.0, 147, extra_latency=True))
     )
     line = next(line for line in text.splitlines() if "deliver" in line)
-    assert line.split()[-3:] == ["—", "200", "new"]
+    assert line.split()[:3] == ["—", "200", "new"]
     text = format_changes(
         compare(run(150.0, 2000.0, 147, extra_latency=True), run(150.0, 2000.0, 147))
     )
-    assert next(line for line in text.splitlines() if "deliver" in line).endswith("gone")
+    assert next(line for line in text.splitlines() if "deliver" in line).split()[:3] == [
+        "200",
+        "—",
+        "gone",
+    ]
 
 
 def test_format_lines_up_old_new_and_change() -> None:
     text = format_changes(compare(run(150.0, 2000.0, 147), run(120.0, 2500.0, 147)))
     header, *lines = text.splitlines()
-    assert header.split() == ["figure", "old", "new", "change"]
-    p50 = next(line for line in lines if line.startswith("latency custom send memory cross p50_us"))
-    assert p50.split()[-3:] == ["150", "120", "-20.0%"]
+    assert header.split() == ["old", "new", "change", "figure"]
+    p50 = next(line for line in lines if line.endswith("latency custom send memory cross p50_us"))
+    assert p50.split()[:3] == ["150", "120", "-20.0%"]
 
 
 def test_results_load_from_a_file_or_its_run_directory(tmp_path: Path) -> None:

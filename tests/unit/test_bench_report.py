@@ -176,6 +176,15 @@ def test_a_slower_transport_misses_its_target() -> None:
     assert verdicts[2]["value"] == pytest.approx(14500 / 5000)  # the best step counts
 
 
+def test_a_target_built_on_disturbed_rows_says_so() -> None:
+    results = copy.deepcopy(SAMPLE)
+    results["latency"][3]["other_vcpus"] = 0.7  # tcp_echo measured while the machine was busy
+    verdicts = targets.evaluate_targets(results)
+    assert verdicts[0]["disturbed"] and "other processes used 0.70 vCPUs" in verdicts[0]["detail"]
+    assert not verdicts[1]["disturbed"]
+    assert "0.70 ⚠" in report.render(results)
+
+
 def test_a_missing_figure_is_not_applicable_rather_than_a_pass() -> None:
     results = copy.deepcopy(SAMPLE)
     results["latency"] = [r for r in results["latency"] if r["transport"] != "tcp_echo"]
@@ -252,3 +261,19 @@ def test_every_plot_is_drawn_to_a_png(tmp_path: Path) -> None:
 def test_plots_without_data_are_skipped(tmp_path: Path) -> None:
     empty = {"meta": {}, "latency": [], "load": [], "sizes": []}
     assert plots.draw_all(empty, tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("server", "client", "expected"),
+    [
+        (0.98, 0.67, "server"),
+        (0.79, 0.99, "**generator**"),
+        (0.84, 0.33, "neither"),  # waiting on the disk, say
+        (1.0, None, "the process"),  # loopback
+    ],
+)
+def test_the_saturation_table_says_what_limited_the_step(
+    server: float, client: float | None, expected: str
+) -> None:
+    closed = load("custom", "closed", 1000.0, server_cpu_util=server, client_cpu_util=client)
+    assert report.limited_by(closed) == expected
