@@ -5,6 +5,7 @@ test states exactly what goes over the wire."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -258,3 +259,27 @@ async def test_requests_the_wire_cannot_carry_fail_locally(fake) -> None:
             await client.list_accounts(limit=-1)
         assert (await client.send(["bob"], "fine")).message_id == 1
     assert [type(e).__name__ for e in server.received] == ["Login", "Send"]
+
+
+async def test_requests_wait_while_the_server_does_not_read(fake) -> None:
+    """Far more than the client's write buffer holds, to a server that starts reading late:
+    the callers wait (backpressure) and every call then gets its own answer."""
+    server = fake(echo_pings)
+    serve = server._serve
+
+    async def late_reader(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        server.writer = writer
+        while (event := server.codec.next_event()) is NEED_DATA:
+            server.codec.receive_data(await reader.read(65536))
+        assert isinstance(event, Hello)
+        server.reply(server.welcome)
+        await asyncio.sleep(0.3)  # meanwhile the client fills every buffer
+        await serve(reader, writer)
+
+    server._serve = late_reader  # type: ignore[method-assign]
+    await server.start()
+    async with open_client(server.address) as client:
+        payloads = [bytes([i]) * 60_000 for i in range(100)]  # 6 MB
+        async with asyncio.timeout(WAIT * 2):
+            assert await asyncio.gather(*(client.ping(p) for p in payloads)) == payloads

@@ -19,8 +19,15 @@ from transports.custom import (
     Error,
     ErrorCode,
     Hello,
+    LoggedIn,
+    Login,
+    Ping,
+    Pong,
     Role,
+    Send,
+    Sent,
     Signup,
+    Welcome,
     _server,
     open_client,
     start_server,
@@ -160,3 +167,103 @@ async def test_garbage_leaves_no_task_behind(service: ChatService, server: Custo
         while asyncio.all_tasks() - baseline:  # noqa: ASYNC110 - tasks have no "all done" event
             await asyncio.sleep(0.02)
     assert service.live_sessions("carol") == 0
+
+
+async def small_window_connection(
+    address: tuple[str, int],
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection whose small receive buffer fills fast when it does not read."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, address)
+    return await asyncio.open_connection(sock=sock)
+
+
+async def read_events(
+    reader: asyncio.StreamReader, codec: Connection, count: int
+) -> list[object]:
+    """The next ``count`` events the server sends."""
+    events: list[object] = []
+    async with asyncio.timeout(WAIT):
+        while len(events) < count:
+            data = await reader.read(65536)
+            assert data, f"closed after {events!r}"
+            codec.receive_data(data)
+            while len(events) < count and (event := codec.next_event()) is not NEED_DATA:
+                events.append(event)
+    return events
+
+
+async def test_requests_behind_a_login_that_waits_keep_their_order(
+    service: ChatService, server: CustomServer
+) -> None:
+    """LOGIN waits for the password hasher (it runs in a thread); the requests pipelined
+    behind it are answered after it, in order, and the backlog follows LOGGED_IN."""
+    async with open_client(server.address) as alice:
+        await alice.signup("alice", "pw-123")
+        async with open_client(server.address) as bob:
+            await bob.signup("bob", "pw-123")
+        for text in ("one", "two"):
+            await alice.send(["bob"], text)
+    reader, writer = await asyncio.open_connection(*server.address)
+    codec = Connection(Role.CLIENT)
+    writer.write(
+        codec.send(Hello())
+        + codec.send(Login(1, "bob", "pw-123"))
+        + codec.send(Ping(2, b"a"))
+        + codec.send(Send(3, ("nobody",), "hi"))
+        + codec.send(Ping(4, b"b"))
+    )
+    events = await read_events(reader, codec, 7)
+    replies = [e for e in events if not isinstance(e, Deliver)]
+    assert [type(e) for e in replies] == [Welcome, LoggedIn, Pong, Sent, Pong]
+    assert [getattr(e, "request_id", 0) for e in replies] == [0, 1, 2, 3, 4]
+    assert events.index(replies[1]) < min(
+        i for i, e in enumerate(events) if isinstance(e, Deliver)
+    )
+    assert [e.body for e in events if isinstance(e, Deliver)] == ["one", "two"]
+    writer.close()
+
+
+async def test_a_client_that_pipelines_without_reading_is_paused_not_dropped(
+    server: CustomServer,
+) -> None:
+    """Replies pile up past the high-water mark while the client does not read; the server
+    stops taking requests, and once the client reads, every reply arrives, in order."""
+    reader, writer = await small_window_connection(server.address)
+    codec = Connection(Role.CLIENT)
+    payload = b"p" * 60_000
+    count = 150  # 9 MB of PONGs: past HIGH_WATER plus the 4 MB a socket may buffer
+    writer.write(codec.send(Hello()))
+    for i in range(count):
+        writer.write(codec.send(Ping(i + 1, payload)))
+    await asyncio.sleep(0.3)  # the server fills its buffers and stops reading
+    events = await read_events(reader, codec, count + 1)
+    assert isinstance(events[0], Welcome)
+    assert [(e.request_id, e.payload == payload) for e in events[1:]] == [
+        (i + 1, True) for i in range(count)
+    ]
+    writer.write(codec.send(Ping(1, b"still open")))
+    assert await read_events(reader, codec, 1) == [Pong(1, b"still open")]
+    writer.close()
+
+
+async def test_a_client_that_never_reads_its_replies_is_a_slow_consumer(
+    server: CustomServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_server, "STALL_TIMEOUT", 0.3)
+    monkeypatch.setattr(_server, "STALL_CHECK", 0.05)
+    reader, writer = await small_window_connection(server.address)
+    codec = Connection(Role.CLIENT)
+    writer.write(codec.send(Hello()))
+    count = 300  # 18 MB of PONGs: more than any socket buffer holds
+    for i in range(count):
+        writer.write(codec.send(Ping(i + 1, b"p" * 60_000)))
+    await asyncio.sleep(1.0)  # reads nothing for more than STALL_TIMEOUT
+    events = await read_until_closed(reader, writer, codec)
+    assert isinstance(events[0], Welcome)
+    assert all(isinstance(e, Pong) for e in events[1:-1])
+    assert len(events) - 2 < count  # not every request was answered
+    assert isinstance(events[-1], Error)
+    assert (events[-1].request_id, events[-1].code) == (0, ErrorCode.SLOW_CONSUMER)

@@ -1,23 +1,36 @@
 """The asyncio server of the custom protocol: a thin driver around the codec and ChatService.
 
 Theory of operation (section numbers refer to PROTOCOL.md)
-  * One task per connection (asyncio's client_connected_cb) reads, feeds the codec and handles
-    each request to completion before it decodes the next, so replies leave in request order
-    and no task is created per message (section 8).
-  * A successful SIGNUP/LOGIN starts one pump task that drains ``session.deliveries()`` into
-    DELIVER frames. Both writers respect backpressure: past HIGH_WATER buffered bytes they
-    wait for the client to read. A client that reads nothing for STALL_TIMEOUT while we have
-    data for it, or whose session the service ended because its queue overflowed, is a slow
+  * Each connection is an ``asyncio.Protocol``: ``data_received`` feeds the codec and handles
+    the requests it decodes, one after the other, in arrival order (section 8). There is no
+    reader task, and no task per request: a request runs *eagerly* (``_eager.run_eagerly``),
+    on the stack of ``data_received``, and almost always finishes there.
+  * Only a request that really waits (signup/login hash passwords in an executor; a store may
+    do I/O) becomes a task, the connection's *blocker*. While there is a blocker, the
+    connection decodes nothing further and stops reading the socket; when the blocker ends,
+    it picks up the requests already buffered. So replies keep request order.
+  * A request's reply is produced inside the request's own coroutine (``_serve``), so when it
+    ran as a task the reply is still written in the same step that finished the service call,
+    before the delivery pump can run: LOGGED_IN comes before the login's first DELIVER.
+  * Output: frames are collected in ``_out``. Inside ``data_received`` they are written once,
+    when the burst of requests that arrived together has been handled (one ``write`` for a
+    whole pipelined batch); frames produced elsewhere (the pump, a finished blocker, timers)
+    are written at the end of the loop iteration (``call_soon``), so a backlog of deliveries
+    also costs one system call. ``FLUSH_AT`` bounds what waits.
+  * Backpressure: past HIGH_WATER unread bytes the transport calls ``pause_writing``. Then
+    requests stop (a blocker waits in ``_writable``, and reading pauses) and the pump waits
+    in ``_writable`` too. A client that leaves our output unread for STALL_TIMEOUT with no
+    progress, or whose session the service ended because its queue overflowed, is a slow
     consumer: its session ends (its messages stay pending) and the connection closes.
-  * Frames are not written one by one: ``_reply`` collects them and one ``writelines`` per
-    loop iteration (or per FLUSH_AT bytes) hands them to the socket, so a batch of pipelined
-    requests, or a backlog of deliveries, costs one system call instead of one per frame.
+  * A successful SIGNUP/LOGIN starts one pump task that drains ``session.deliveries()`` into
+    DELIVER frames (stored backlog first, then live pushes).
   * Every way to end a connection goes through ``_begin_close``: the last frame (an ERROR, a
     DELETED, a reply to a failed LOGIN) is written, our side is shut for writing, and input is
-    read and discarded for up to LINGER seconds. Closing with unread input would make the
-    kernel send a RST, which can destroy that last frame before the client reads it.
-  * Whatever happens, ``_finish`` cancels the pump, calls ``service.close_session`` and closes
-    the socket. Nothing raised by one connection reaches the loop or any other session.
+    read and discarded for up to LINGER seconds (section 9.5). Closing with unread input would
+    make the kernel send a RST, which can destroy that last frame before the client reads it.
+  * Whatever happens, ``_finish`` cancels the connection's tasks, calls
+    ``service.close_session`` and closes the socket. Nothing raised by one connection reaches
+    the loop or any other session.
 """
 
 from __future__ import annotations
@@ -25,13 +38,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, cast
 
 from core.errors import ChatError
 from core.service import ChatService
-from core.session import Session
 from core.types import CloseReason
 from transports.custom._codec import Connection, Role
+from transports.custom._eager import Suspended, run_eagerly
 from transports.custom._errors import code_for_close, code_for_error
 from transports.custom._events import (
     NEED_DATA,
@@ -67,9 +81,9 @@ from transports.custom._wire import (
 
 log = logging.getLogger(__name__)
 
-READ_SIZE = 64 * 1024
-#: Collected output is handed to the socket at the end of the loop iteration, or at once when
-#: it reaches this size (so one burst of requests with large replies cannot pile up).
+#: Collected output is handed to the socket when the current burst of requests has been
+#: handled (or at the end of the loop iteration), or at once when it reaches this size (so one
+#: burst of requests with large replies cannot pile up).
 FLUSH_AT = 64 * 1024
 #: Bytes we let pile up unread in one connection's write buffer before its writers wait: four
 #: maximal DELIVERs or thousands of small ones. (Nginx's default send buffer is 4-8 pages;
@@ -91,31 +105,28 @@ class CustomServer:
         self.service = service
         self.address: tuple[str, int] = ("", 0)
         self._handshake_timeout = handshake_timeout
-        self._server: asyncio.Server | None = None
-        self._connections: dict[asyncio.Task[Any], _ServerConnection] = {}
+        self._server: asyncio.AbstractServer | None = None
+        self._connections: set[_ServerConnection] = set()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        connection = _ServerConnection(self.service, reader, writer, self._handshake_timeout)
-        self._connections[task] = connection
-        try:
-            await connection.run()
-        finally:
-            del self._connections[task]
+    def _new_connection(self) -> _ServerConnection:
+        return _ServerConnection(self.service, self._handshake_timeout, self._connections)
 
     async def close(self) -> None:
         """Stop listening, tell every client (ERROR SHUTDOWN), close every connection."""
         if self._server is not None:
             self._server.close()
-        for connection in list(self._connections.values()):
+        connections = list(self._connections)
+        for connection in connections:
             connection.shutdown()
-        tasks = list(self._connections)
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=LINGER + 1)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        if connections:
+            closed = [c.closed for c in connections]
+            _, pending = await asyncio.wait(closed, timeout=LINGER + 1)
+            if pending:
+                for connection in connections:
+                    connection.abort()
+                await asyncio.wait(pending, timeout=1.0)
+            tasks = [task for c in connections for task in c.tasks()]
+            await asyncio.gather(*tasks, return_exceptions=True)  # (cancelled by _finish)
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -129,37 +140,42 @@ async def start_server(
 ) -> CustomServer:
     """Listen on (host, port) and serve ``service`` over the custom protocol."""
     server = CustomServer(service, handshake_timeout)
-    server._server = await asyncio.start_server(server._accept, host, port, limit=READ_SIZE)
+    loop = asyncio.get_running_loop()
+    server._server = await loop.create_server(server._new_connection, host, port)
     bound = server._server.sockets[0].getsockname()
     server.address = (bound[0], bound[1])
     return server
 
 
-class _ServerConnection:
+class _ServerConnection(asyncio.Protocol):
     def __init__(
         self,
         service: ChatService,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
         handshake_timeout: float,
+        registry: set[_ServerConnection],
     ) -> None:
         self._service = service
-        self._reader = reader
-        self._writer = writer
-        self._transport = writer.transport
-        self._transport.set_write_buffer_limits(high=HIGH_WATER)
-        self._handshake_timeout = handshake_timeout
+        self._registry = registry
         self._loop = asyncio.get_running_loop()
+        self.closed: asyncio.Future[None] = self._loop.create_future()
+        self._handshake_timeout = handshake_timeout
+        self._transport: asyncio.Transport | None = None
+        self._peer: Any = None
+        self._codec = Connection(Role.SERVER)
+        self._session = service.open_session()
         self._out: list[bytes] = []  # frames not yet handed to the transport
         self._out_size = 0
-        self._codec = Connection(Role.SERVER)
-        self._session: Session = service.open_session()
-        self._closing = False
-        self._deadline: asyncio.Timeout | None = None
+        self._in_burst = False  # inside data_received: the burst's end writes _out
+        self._blocker: asyncio.Task[None] | None = None  # a request (or a wait) in progress
+        self._paused = False  # the transport's buffer is above HIGH_WATER
+        self._resumed: list[asyncio.Future[None]] = []  # writers waiting for resume_writing
+        self._closing = False  # the last frame is out: nothing more is sent or handled
+        self._finished = False
+        self._timer: asyncio.TimerHandle | None = None  # HELLO deadline, then linger/abort
         self._epoch = 0  # bumps at each login/logout; a pump of an older epoch writes nothing
         self._pumps: set[asyncio.Task[None]] = set()
-        self._peer = writer.get_extra_info("peername")
-        self._handlers = {
+        self._eof = False  # the client closed its side
+        self._handlers: dict[type, Any] = {
             Signup: self._signup,
             Login: self._login,
             Logout: self._logout,
@@ -170,30 +186,64 @@ class _ServerConnection:
             Ping: self._ping,
         }
 
-    async def run(self) -> None:
-        try:
-            async with asyncio.timeout(self._handshake_timeout) as self._deadline:
-                await self._read_loop()
-        except TimeoutError:
-            if not self._closing:
-                self._end_with(ErrorCode.BAD_HANDSHAKE, "no complete HELLO within the time limit")
-        except ConnectionError:
-            pass
-        except Exception:  # a bug of ours: log it, never let it reach the loop
-            log.exception("connection %s failed", self._peer)
-        finally:
-            await self._finish()
+    def tasks(self) -> list[asyncio.Task[Any]]:
+        """The tasks this connection still owns (the pump, a suspended request)."""
+        tasks = list(self._pumps)
+        if self._blocker is not None:
+            tasks.append(self._blocker)
+        return tasks
 
-    async def _read_loop(self) -> None:
-        codec, reader = self._codec, self._reader
-        while True:
-            data = await reader.read(READ_SIZE)
-            if self._closing:
-                if data:
-                    continue  # lingering: discard until the client closes or LINGER passes
-                return
-            codec.receive_data(data)  # b"": the client closed its side
-            while not self._closing:
+    # -- asyncio.Protocol --------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = transport = cast(asyncio.Transport, transport)
+        transport.set_write_buffer_limits(high=HIGH_WATER)
+        self._peer = transport.get_extra_info("peername")
+        self._registry.add(self)
+        self._timer = self._loop.call_later(self._handshake_timeout, self._timed_out)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._closing:  # (else lingering: discard until the client closes)
+            self._handle_buffered(data)
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        if self._closing:
+            self._finish()  # lingering, and the client has read our last frame and closed
+        else:
+            self._handle_buffered(b"")  # the codec reports a clean end or a cut frame
+        return True  # we close the socket ourselves, once our output is written
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._paused = False
+        self._wake_writers()
+        self._registry.discard(self)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._wake_writers()
+
+    # -- requests ----------------------------------------------------------------------------
+    def _handle_buffered(self, data: bytes | None = None) -> None:
+        """Feed ``data`` (if any; ``b""`` is the end of the stream) to the codec, then handle
+        every complete request it holds, unless one is still in progress."""
+        self._in_burst = True
+        try:
+            codec = self._codec
+            if data is not None:
+                codec.receive_data(data)
+            while not self._closing and self._blocker is None:
+                if self._paused:
+                    self._block(self._wait_until_writable())
+                    break
                 try:
                     event = codec.next_event()
                 except ProtocolError as exc:  # (at the end of the stream: a truncated frame)
@@ -203,17 +253,47 @@ class _ServerConnection:
                 if event is NEED_DATA:
                     break
                 if isinstance(event, ConnectionClosed):
-                    return  # every request was answered; the client is done
-                await self._handle(event)
-            if not data:
-                return
+                    self._finish()  # every request was answered; the client is done
+                    break
+                if isinstance(event, Hello):
+                    self._greeted()
+                else:
+                    self._block(self._serve(event))
+        except Exception:  # a bug of ours: log it, never let it reach the loop
+            log.exception("connection %s failed", self._peer)
+            self._end_with(ErrorCode.INTERNAL, "internal server error")
+        finally:
+            self._in_burst = False
+            self._flush()
 
-    async def _handle(self, event: Any) -> None:
-        if isinstance(event, Hello):
-            assert self._deadline is not None
-            self._deadline.reschedule(None)
-            self._reply(Welcome(self._codec.version or 1, MAX_FRAME, MAX_BODY, MAX_RECIPIENTS))
+    def _block(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` now; if it has to wait, nothing else is handled until it is done."""
+        outcome = run_eagerly(coro)
+        if isinstance(outcome, Suspended):
+            self._blocker = outcome.task
+            outcome.task.add_done_callback(self._unblocked)
+            if self._transport is not None:
+                self._transport.pause_reading()
+
+    def _unblocked(self, task: asyncio.Task[None]) -> None:
+        if task is not self._blocker:
             return
+        self._blocker = None
+        if not task.cancelled() and task.exception() is not None:  # (_serve catches all)
+            log.error("request from %s failed", self._peer, exc_info=task.exception())
+            self._end_with(ErrorCode.INTERNAL, "internal server error")
+        if self._closing or self._transport is None:
+            return
+        if not self._eof:
+            self._transport.resume_reading()
+        self._handle_buffered()
+
+    async def _wait_until_writable(self) -> None:
+        if not await self._writable():
+            self._slow_consumer()
+
+    async def _serve(self, event: Any) -> None:
+        """Handle one request: call the service, write the reply, follow the session's end."""
         try:
             reply = await self._handlers[type(event)](event)
         except ChatError as exc:
@@ -226,11 +306,15 @@ class _ServerConnection:
             self._reply(reply)
         if self._session.closed:
             self._session_ended(notice=not isinstance(reply, Deleted))
-        elif self._transport.get_write_buffer_size() > HIGH_WATER and not await self._drain():
-            self._slow_consumer()
 
-    # -- requests: call the service, return the reply (no await after the service call, so
-    # -- the reply is written before the pump can observe what the call changed) -------------
+    def _greeted(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._reply(Welcome(self._codec.version or 1, MAX_FRAME, MAX_BODY, MAX_RECIPIENTS))
+
+    # Each handler calls the service and returns the reply, with no await after the service
+    # call, so the reply is written before the pump can observe what the call changed.
     async def _signup(self, event: Signup) -> SignedUp:
         result = await self._service.signup(self._session, event.username, event.password)
         self._start_pump()
@@ -273,7 +357,7 @@ class _ServerConnection:
         self._epoch += 1
         for old in self._pumps:
             old.cancel()
-        pump = asyncio.create_task(self._pump(self._epoch), name=f"custom-pump-{self._peer}")
+        pump = self._loop.create_task(self._pump(self._epoch), name=f"custom-pump-{self._peer}")
         self._pumps.add(pump)
         pump.add_done_callback(self._pumps.discard)
 
@@ -285,10 +369,7 @@ class _ServerConnection:
                     if epoch != self._epoch or self._closing:
                         return
                     self._reply(Deliver(d.message_id, d.sent_at_ms, d.sender, d.body))
-                    if (
-                        self._transport.get_write_buffer_size() > HIGH_WATER
-                        and not await self._drain()
-                    ):
+                    if self._paused and not await self._writable():
                         self._slow_consumer()
                         return
             if session.closed and epoch == self._epoch:
@@ -299,28 +380,65 @@ class _ServerConnection:
             log.exception("delivery to %s failed", self._peer)
             self._end_with(ErrorCode.INTERNAL, "internal server error")
 
-    async def _drain(self) -> bool:
-        """Backpressure. False if the client is a slow consumer (see the module docstring)."""
+    # -- output and backpressure ---------------------------------------------------------------
+    def _reply(self, event: Any) -> None:
+        if self._closing:
+            return
+        data = self._codec.send(event)
+        if not self._out and not self._in_burst:
+            self._loop.call_soon(self._flush)
+        self._out.append(data)
+        self._out_size += len(data)
+        if self._out_size >= FLUSH_AT:
+            self._flush()
+
+    def _flush(self) -> None:
+        out = self._out
+        if not out:
+            return
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            if len(out) == 1:
+                transport.write(out[0])
+            else:
+                transport.writelines(out)
+        out.clear()
+        self._out_size = 0
+
+    async def _writable(self) -> bool:
+        """Backpressure: wait until the client reads. False if it is a slow consumer."""
         self._flush()
-        size = self._transport.get_write_buffer_size()
-        if size <= HIGH_WATER or self._closing:
+        if not self._paused or self._closing:
             return True
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + STALL_TIMEOUT
-        while True:
+        assert self._transport is not None
+        size = self._transport.get_write_buffer_size()
+        give_up = self._loop.time() + STALL_TIMEOUT
+        while self._paused and not self._closing:
+            waiter = self._loop.create_future()
+            self._resumed.append(waiter)
             try:
-                async with asyncio.timeout(STALL_CHECK):
-                    await self._writer.drain()
-                return True
-            except TimeoutError:
-                pass
+                await asyncio.wait((waiter,), timeout=STALL_CHECK)
+            finally:
+                if not waiter.done():
+                    waiter.cancel()
+                    self._resumed.remove(waiter)
+            if not self._paused:
+                break
             now = self._transport.get_write_buffer_size()
             if now < size:
-                size, give_up = now, loop.time() + STALL_TIMEOUT
-            elif self._session.closed or self._closing or loop.time() >= give_up:
+                size, give_up = now, self._loop.time() + STALL_TIMEOUT
+            elif self._session.closed or self._closing or self._loop.time() >= give_up:
                 return False
+        return True
+
+    def _wake_writers(self) -> None:
+        waiters, self._resumed = self._resumed, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _slow_consumer(self) -> None:
+        """End the session of a client that reads too slowly (section 9.4), then close."""
         if self._closing:
             return
         if not self._session.closed:  # (else the service ended it already, for its reason)
@@ -333,6 +451,11 @@ class _ServerConnection:
         """The server is stopping: tell the client, then close."""
         self._end_with(ErrorCode.SHUTDOWN, CloseReason.SHUTDOWN.value)
 
+    def abort(self) -> None:
+        """Drop the connection at once (the server ran out of patience)."""
+        if self._transport is not None:
+            self._transport.abort()
+
     def _session_ended(self, *, notice: bool) -> None:
         """The service ended our session: push its reason (section 9), then close."""
         reason = self._session.close_reason
@@ -341,23 +464,6 @@ class _ServerConnection:
             self._end_with(code, reason.value)
         else:
             self._begin_close()
-
-    def _reply(self, event: Any) -> None:
-        if self._closing:
-            return
-        data = self._codec.send(event)
-        if not self._out:
-            self._loop.call_soon(self._flush)
-        self._out.append(data)
-        self._out_size += len(data)
-        if self._out_size >= FLUSH_AT:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._out and not self._transport.is_closing():
-            self._writer.writelines(self._out)
-        self._out.clear()
-        self._out_size = 0
 
     def _end_with(self, code: ErrorCode, message: str) -> None:
         """Send a connection-ending ERROR on request id 0 and close."""
@@ -369,33 +475,49 @@ class _ServerConnection:
             return
         self._flush()
         self._closing = True
+        self._cancel_tasks()
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if self._eof:  # the client sends nothing more: no RST to fear, close now
+            self._finish()
+            return
+        if transport.can_write_eof():
+            try:
+                transport.write_eof()
+            except (OSError, RuntimeError):
+                pass
+        transport.resume_reading()  # read (and discard) whatever still comes
+        self._set_timer(LINGER, self._finish)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if not self._closing:
+            self._end_with(ErrorCode.BAD_HANDSHAKE, "no complete HELLO within the time limit")
+
+    def _finish(self) -> None:
+        if self._finished:
+            return
+        self._flush()
+        self._finished = self._closing = True
+        self._cancel_tasks()
+        self._service.close_session(self._session)
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()  # after what is buffered has been written
+            self._set_timer(CLOSE_TIMEOUT, self.abort)  # unless the client reads nothing
+
+    def _cancel_tasks(self) -> None:
         current = asyncio.current_task()
         for pump in self._pumps:
             if pump is not current:
                 pump.cancel()
-        if self._transport.can_write_eof() and not self._transport.is_closing():
-            with contextlib.suppress(OSError, RuntimeError):
-                self._writer.write_eof()
-        if self._deadline is not None and not self._deadline.expired():
-            self._deadline.reschedule(asyncio.get_running_loop().time() + LINGER)
+        if self._blocker is not None and self._blocker is not current:
+            self._blocker.cancel()
 
-    async def _finish(self) -> None:
-        self._flush()
-        self._closing = True
-        self._service.close_session(self._session)
-        pumps = list(self._pumps)
-        for pump in pumps:
-            pump.cancel()
-        self._writer.close()
-        try:
-            async with asyncio.timeout(CLOSE_TIMEOUT):
-                await asyncio.gather(*pumps, return_exceptions=True)
-                await self._writer.wait_closed()
-        except Exception:  # timed out (the client reads nothing) or the connection broke
-            self._transport.abort()
-        except asyncio.CancelledError:  # the server is closing and ran out of patience
-            self._transport.abort()
-            raise
+    def _set_timer(self, delay: float, callback: Any) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_later(delay, callback)
 
 
 __all__ = ["CustomServer", "start_server"]
