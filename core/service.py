@@ -191,16 +191,13 @@ class ChatService:
             raise LimitExceeded(
                 f"a message body is at most {limits.MAX_BODY_BYTES} bytes (got {body_size})"
             )
-        known = await self.store.existing_accounts(names)
-        unknown = tuple(name for name in names if name not in known)
-        delivered_to = [name for name in names if name in known]
         sent_at = now_ms()
-        if not delivered_to:
-            return SendResult(0, sent_at, unknown)  # nothing stored, no id spent
-        message_id = await self.store.add_message(sender, body, sent_at, delivered_to)
-        delivery = Delivery(message_id, sender, body, sent_at)
-        for name in delivered_to:
-            self._push(name, delivery)
+        message_id, stored = await self.store.add_message(sender, body, sent_at, names)
+        unknown = tuple(name for name in names if name not in stored)
+        if stored:
+            delivery = Delivery(message_id, sender, body, sent_at)
+            for name in stored:
+                self._push(name, delivery)
         return SendResult(message_id, sent_at, unknown)
 
     async def ack(self, session: Session, message_ids: Sequence[int]) -> None:

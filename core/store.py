@@ -57,18 +57,18 @@ class Store(abc.ABC):
     async def password_hash(self, username: str) -> str | None: ...
 
     @abc.abstractmethod
-    async def existing_accounts(self, usernames: Sequence[str]) -> set[str]:
-        """The subset of ``usernames`` that have accounts."""
-
-    @abc.abstractmethod
     async def list_accounts(self, glob: str, after: str, limit: int) -> list[str]:
         """Names matching the SQLite GLOB, sorted (binary), strictly after ``after``."""
 
     @abc.abstractmethod
     async def add_message(
         self, sender: str, body: str, now_ms: int, recipients: Sequence[str]
-    ) -> int:
-        """Store one message pending for each recipient; returns its id (increasing)."""
+    ) -> tuple[int, set[str]]:
+        """Store one message pending for each recipient that has an account, atomically.
+
+        Returns (message id, the recipients it was stored for). Ids increase. If no recipient
+        exists nothing is stored and the id is 0 (Rule 8: unknown names are ignored).
+        """
 
     @abc.abstractmethod
     async def pending_count(self, recipient: str) -> int: ...
@@ -123,13 +123,6 @@ class SqliteStore(Store):
         ).fetchone()
         return row[0] if row else None
 
-    async def existing_accounts(self, usernames: Sequence[str]) -> set[str]:
-        marks = ",".join("?" * len(usernames))
-        rows = self._db.execute(
-            f"SELECT username FROM accounts WHERE username IN ({marks})", tuple(usernames)
-        )
-        return {row[0] for row in rows}
-
     async def list_accounts(self, glob: str, after: str, limit: int) -> list[str]:
         rows = self._db.execute(
             "SELECT username FROM accounts WHERE username GLOB ? AND username > ?"
@@ -140,10 +133,23 @@ class SqliteStore(Store):
 
     async def add_message(
         self, sender: str, body: str, now_ms: int, recipients: Sequence[str]
-    ) -> int:
+    ) -> tuple[int, set[str]]:
+        # One transaction decides who exists and stores the pending copies, so an account
+        # deleted or created concurrently cannot leave a pending row without an account.
         db = self._db
+        marks = ",".join("?" * len(recipients))
         db.execute("BEGIN")
         try:
+            stored = {
+                row[0]
+                for row in db.execute(
+                    f"SELECT username FROM accounts WHERE username IN ({marks})",
+                    tuple(recipients),
+                )
+            }
+            if not stored:
+                db.execute("ROLLBACK")
+                return 0, stored
             cursor = db.execute(
                 "INSERT INTO messages(sender, body, sent_at_ms) VALUES (?, ?, ?)",
                 (sender, body, now_ms),
@@ -152,13 +158,14 @@ class SqliteStore(Store):
             assert message_id is not None
             db.executemany(
                 "INSERT INTO pending(recipient, message_id) VALUES (?, ?)",
-                [(name, message_id) for name in recipients],
+                [(name, message_id) for name in stored],
             )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
-        return message_id
+        return message_id, stored
 
     async def pending_count(self, recipient: str) -> int:
         row = self._db.execute(
