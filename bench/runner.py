@@ -417,12 +417,18 @@ class BenchRun:
         own_affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
         if own_affinity is not None and self.main.client_cpu is not None:
             os.sched_setaffinity(0, {self.main.client_cpu})
+        tty = sys.stderr.isatty()  # in a CI log, a line every 10 s rather than every step
         bar = tqdm(
-            steps, file=sys.stderr, unit="step", disable=not self.progress, dynamic_ncols=True
+            steps,
+            file=sys.stderr,
+            unit="step",
+            disable=not self.progress,
+            dynamic_ncols=True,
+            mininterval=0.1 if tty else 10.0,
         )
         try:
             for step in bar:
-                bar.set_description(step.label)
+                bar.set_description(step.label, refresh=tty)
                 if step.group in failed and not step.always:
                     continue
                 step_started = time.monotonic()
