@@ -40,7 +40,6 @@ class ChildProcess:
         self.addresses: dict[str, tuple[str, int]] = {}
         self.proc: subprocess.Popen[str] | None = None
         self.log_lines: list[str] = []
-        self._lines: queue.Queue[str | None] = queue.Queue()
 
     @property
     def pid(self) -> int:
@@ -53,7 +52,6 @@ class ChildProcess:
 
     def start(self) -> ChildProcess:
         self.addresses = {}
-        self._lines = queue.Queue()
         self.proc = subprocess.Popen(
             self.command(),
             stdin=subprocess.DEVNULL,
@@ -62,11 +60,14 @@ class ChildProcess:
             text=True,
             preexec_fn=pin_to(self.cpu),
         )
-        threading.Thread(target=self._read_log, args=(self.proc,), daemon=True).start()
+        # The reader gets this start's queue: a reader left from an earlier run of the child
+        # (restart after kill -9) must not post its end-of-file into the new one.
+        lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read_log, args=(self.proc, lines), daemon=True).start()
         deadline = time.monotonic() + START_TIMEOUT
         while (left := deadline - time.monotonic()) > 0:
             try:
-                line = self._lines.get(timeout=left)
+                line = lines.get(timeout=left)
             except queue.Empty:
                 break
             if line is None:  # the child exited
@@ -81,12 +82,12 @@ class ChildProcess:
             f"{self.label} did not start:\n" + "\n".join(self.log_lines[-30:])
         )
 
-    def _read_log(self, proc: subprocess.Popen[str]) -> None:
+    def _read_log(self, proc: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None:
         assert proc.stderr is not None
         for line in proc.stderr:
             self.log_lines.append(line.rstrip())
-            self._lines.put(line)
-        self._lines.put(None)
+            lines.put(line)
+        lines.put(None)
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
