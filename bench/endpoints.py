@@ -16,7 +16,8 @@ from typing import Any
 
 import psutil
 
-from core import ChatClient, ChatService, HashCost, SqliteStore
+from core import ChatClient, ChatService, HashCost
+from core.store import Store, open_store
 from transports import registry
 
 #: Password of every bench account; the server runs with --hash-cost low, so signup and login
@@ -32,7 +33,7 @@ class ChatTarget:
     open: Callable[[bool], ChatClient]
     server_pid: int
     _service: ChatService | None = None
-    _store: SqliteStore | None = None
+    _store: Store | None = None
     _clients: list[ChatClient] = field(default_factory=list)
 
     @property
@@ -77,7 +78,7 @@ def chat_target(spec: dict[str, Any]) -> ChatTarget:
     if transport == "loopback":
         from core import loopback
 
-        store = SqliteStore(spec.get("db", ":memory:"))
+        store = open_store(spec.get("db", ":memory:"))
         service = ChatService(store, hash_cost=HashCost.LOW)
         return ChatTarget(
             transport,

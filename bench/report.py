@@ -105,7 +105,8 @@ def _header(results: dict[str, Any]) -> str:
         "- Each server runs as its own process, one at a time, serving only the transport under "
         "test; clients run in another process. Servers are started with `--hash-cost low`, so "
         "signup and login measure the protocol and the store, not argon2.",
-        "- `memory` rows use SQLite `:memory:` (protocol cost); `sqlite` rows a SQLite file "
+        "- `memory` rows use the in-memory store (`--db :memory:`: dicts, nothing persisted; "
+        "protocol cost); `sqlite` rows a SQLite file "
         "(WAL, synchronous=NORMAL). Echo references have no store (`none`).",
         f"- Latency: one request in flight, {plan.get('warmup', '?')} warm-up calls first, "
         "percentiles from HdrHistogram (3 significant digits). `send` goes to an offline "

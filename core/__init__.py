@@ -12,10 +12,11 @@ from core.errors import (
     SessionClosed,
     UsernameTaken,
 )
+from core.memory_store import MemoryStore
 from core.passwords import HashCost
 from core.service import ChatService
 from core.session import Session, State
-from core.store import SqliteStore, Store
+from core.store import SqliteStore, Store, open_store
 from core.types import (
     AccountPage,
     CloseReason,
@@ -40,6 +41,7 @@ __all__ = [
     "InvalidArgument",
     "LimitExceeded",
     "LoginResult",
+    "MemoryStore",
     "NotLoggedIn",
     "SendResult",
     "Session",
@@ -48,4 +50,5 @@ __all__ = [
     "State",
     "Store",
     "UsernameTaken",
+    "open_store",
 ]

@@ -235,4 +235,14 @@ class SqliteStore(Store):
         self._db.close()
 
 
-__all__ = ["DuplicateAccount", "SqliteStore", "Store"]
+def open_store(db: str | Path, *, synchronous: str = "NORMAL") -> Store:
+    """``:memory:`` -> the dict-based MemoryStore (nothing persists: protocol-only benches);
+    anything else -> a SqliteStore file."""
+    if str(db) == ":memory:":
+        from core.memory_store import MemoryStore
+
+        return MemoryStore()
+    return SqliteStore(db, synchronous=synchronous)
+
+
+__all__ = ["DuplicateAccount", "SqliteStore", "Store", "open_store"]

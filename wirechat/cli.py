@@ -17,7 +17,9 @@ def _add_server(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--custom-port", type=int, help="port of the custom binary protocol (0 = any)")
     p.add_argument("--grpc-port", type=int, help="port of the gRPC server (0 = any)")
     p.add_argument(
-        "--db", default="wirechat.db", help="SQLite file, or :memory: (default wirechat.db)"
+        "--db",
+        default="wirechat.db",
+        help="SQLite file (default wirechat.db), or :memory: for a store that keeps nothing",
     )
     p.add_argument(
         "--sync",

@@ -14,7 +14,8 @@ import logging
 import signal
 from dataclasses import dataclass, field
 
-from core import ChatService, DeletedSenderPolicy, HashCost, SqliteStore
+from core import ChatService, DeletedSenderPolicy, HashCost
+from core.store import open_store
 from transports import registry
 
 log = logging.getLogger("wirechat.server")
@@ -46,7 +47,7 @@ async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
-    store = SqliteStore(config.db, synchronous=config.synchronous)
+    store = open_store(config.db, synchronous=config.synchronous)
     service = ChatService(
         store, deleted_sender=config.deleted_sender, hash_cost=config.hash_cost
     )
