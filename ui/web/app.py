@@ -224,9 +224,6 @@ def _add_account_routes(app: Flask, gateway: Gateway) -> None:
                 return _after_sign_out(exc)
             flash(str(exc), "error")
             return redirect(url_for("account"))
-        except ChatError as exc:
-            flash(str(exc), "error")
-            return redirect(url_for("account"))
         session.pop("key", None)
         rotate_csrf_token()
         flash(f"The account {chat.username} was deleted. You are signed out.", "info")
@@ -328,8 +325,6 @@ def _add_chat_routes(app: Flask, gateway: Gateway) -> None:
             if exc.signed_out:
                 return _after_sign_out(exc)
             error = str(exc)
-        except ChatError as exc:
-            error = str(exc)
         else:
             unknown = list(result.unknown_recipients)
             not_found = "Not delivered, no such user: " + ", ".join(unknown)
@@ -372,8 +367,6 @@ def _add_chat_routes(app: Flask, gateway: Gateway) -> None:
         except GatewayError as exc:
             if exc.signed_out:
                 return _after_sign_out(exc)
-            error = str(exc)
-        except ChatError as exc:
             error = str(exc)
         return _render_page(
             "people.html",

@@ -6,9 +6,9 @@ Theory of operation
     registry, so the web UI runs unchanged over any transport.
   * Every client lives on one asyncio loop in a background thread (:mod:`ui.web.loop`);
     Flask's request threads call into it with bounded timeouts. The methods here are the
-    synchronous face of that loop; their failures reach the pages in one vocabulary:
-    a :class:`core.errors.ChatError` (its text is a sentence for a person) or a
-    :class:`GatewayError`.
+    synchronous face of that loop; a command's failures reach the pages as one
+    :class:`GatewayError` (signup/login let the server's :class:`core.errors.ChatError` through,
+    since the sign-in pages show which one it was).
   * Rule 4: a failed signup or login ends the chat session, and the server closes the
     connection. Every attempt therefore opens a fresh connection and closes it on failure, so
     the person simply tries again on the same page.
@@ -234,8 +234,8 @@ class Gateway:
         except SessionClosed as exc:
             self._end(chat, str(exc))
             raise GatewayError(f"You were signed out: {exc}", signed_out=True) from exc
-        except ChatError:
-            raise
+        except ChatError as exc:  # the server refused the command; its text is for a person
+            raise GatewayError(str(exc)) from exc
         except TimeoutError as exc:
             raise GatewayError("the chat server did not answer in time; try again") from exc
         except (ConnectionError, OSError) as exc:
