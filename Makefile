@@ -27,8 +27,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create .venv and install wirechat with its dev tools
 
-gen: $(STAMP) ## regenerate the gRPC code from chat.proto
-	@if [ -f $(PROTO) ]; then $(PY) -m transports.grpc.codegen; fi
+gen: $(GEN)/chat_pb2.py ## regenerate the gRPC code when chat.proto changed
+
+$(GEN)/chat_pb2.py: $(PROTO) transports/grpc/codegen.py | $(STAMP)
+	$(PY) -m transports.grpc.codegen
 
 server: $(STAMP) gen ## run the chat server (custom on CUSTOM_PORT, gRPC on GRPC_PORT, DB=wirechat.db)
 	$(VENV)/bin/wirechat server --host $(HOST) --custom-port $(CUSTOM_PORT) --grpc-port $(GRPC_PORT) --db $(DB)
@@ -62,7 +64,7 @@ test: $(STAMP) gen browser ## run the whole test suite
 
 check: $(STAMP) ## ruff, and fail if generated code is stale
 	$(VENV)/bin/ruff check .
-	@if [ -f $(PROTO) ]; then $(PY) -m transports.grpc.codegen --check; fi
+	$(PY) -m transports.grpc.codegen --check
 
 fmt: $(STAMP) ## format and fix what ruff can
 	$(VENV)/bin/ruff check --fix .

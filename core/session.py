@@ -120,10 +120,6 @@ class Session:
         self._wakeup.set()
         return True
 
-    @property
-    def queued(self) -> int:
-        return len(self._live)
-
     # -- called by transports ----------------------------------------------------------------
     async def deliveries(self) -> AsyncIterator[Delivery]:
         """Everything for this login: the stored backlog, then live pushes, in id order.

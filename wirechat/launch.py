@@ -47,7 +47,7 @@ class ChildProcess:
         return self.proc.pid
 
     def command(self) -> list[str]:
-        """The argv to run; subclasses that can restart rebuild it here."""
+        """The argv to run (subclasses build theirs from their options)."""
         return self.args
 
     def start(self) -> ChildProcess:
@@ -126,26 +126,19 @@ class ServerProcess(ChildProcess):
         extra_args: Sequence[str] = (),
         hash_cost: str = "low",
         cpu: int | None = None,
-        ports: dict[str, int] | None = None,
     ) -> None:
         super().__init__([], cpu=cpu, label="wirechat server")
         self.transports = list(transports)
         self.db = str(db)
         self.extra_args = list(extra_args)
         self.hash_cost = hash_cost
-        self.wanted_ports = dict(ports or {})
 
     def command(self) -> list[str]:
         args = [sys.executable, "-m", "wirechat", "server", "--host", "127.0.0.1"]
         for name in self.transports:
-            args += [f"--{name}-port", str(self.wanted_ports.get(name, 0))]
+            args += [f"--{name}-port", "0"]
         return [*args, "--db", self.db, "--hash-cost", self.hash_cost, *self.extra_args]
 
     def start(self) -> ServerProcess:
         super().start()
         return self
-
-    def restart(self) -> ServerProcess:
-        """Start again on the same database and the same ports."""
-        self.wanted_ports = {name: port for name, (_, port) in self.addresses.items()}
-        return self.start()
