@@ -7,14 +7,14 @@ STAMP := $(VENV)/.installed
 PROTO := transports/grpc/chat.proto
 GEN := transports/grpc/_generated
 DB ?= wirechat.db
-CUSTOM_PORT ?= 7000
-GRPC_PORT ?= 7001
 HOST ?= 127.0.0.1
 TRANSPORT ?= custom
+PORT ?=
+LISTEN ?= all
 WEB_PORT ?= 8080
 
 .DEFAULT_GOAL := help
-.PHONY: help venv gen browser server client web test check fmt clean bench bench-quick bench-micro screenshot
+.PHONY: help venv gen browser capture-tools transports server client web test check fmt clean bench bench-quick bench-micro screenshot
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -29,23 +29,29 @@ venv: $(STAMP) ## create .venv and install wirechat with its dev tools
 
 gen: $(GEN)/chat_pb2.py ## regenerate the gRPC code when chat.proto changed
 
-$(GEN)/chat_pb2.py: $(PROTO) transports/grpc/codegen.py | $(STAMP)
+$(GEN)/chat_pb2.py: $(PROTO) transports/protobuf_tcp/frames.proto transports/grpc/codegen.py | $(STAMP)
 	$(PY) -m transports.grpc.codegen
 
-server: $(STAMP) gen ## run the chat server (custom on CUSTOM_PORT, gRPC on GRPC_PORT, DB=wirechat.db)
-	$(VENV)/bin/wirechat server --host $(HOST) --custom-port $(CUSTOM_PORT) --grpc-port $(GRPC_PORT) --db $(DB)
+transports: $(STAMP) ## list the transports (the registry), their default ports and contracts
+	@$(VENV)/bin/wirechat transports
 
-client: $(STAMP) gen ## run the console client (TRANSPORT=custom|grpc, HOST, CUSTOM_PORT/GRPC_PORT)
-	$(VENV)/bin/wirechat client --transport $(TRANSPORT) --host $(HOST) \
-	  --port $(if $(filter grpc,$(TRANSPORT)),$(GRPC_PORT),$(CUSTOM_PORT))
+server: $(STAMP) gen ## run the chat server: every transport on its default port (LISTEN="custom=7000 ..."), DB=wirechat.db
+	$(VENV)/bin/wirechat server --host $(HOST) $(foreach l,$(LISTEN),--listen $(l)) --db $(DB)
+
+client: $(STAMP) gen ## run the console client (TRANSPORT=name from `make transports`, HOST, PORT)
+	$(VENV)/bin/wirechat client --transport $(TRANSPORT) --host $(HOST) $(if $(PORT),--port $(PORT))
+
+capture-tools: ## install Debian's tcpdump and iproute2 (ss) for the bench's capture check, unless present
+	@command -v tcpdump >/dev/null 2>&1 && command -v ss >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tcpdump iproute2 >/dev/null; }
 
 browser: ## install Debian's chromium for the web UI tests (root, apt) unless present
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-web: $(STAMP) gen ## run the web UI on WEB_PORT against the server (TRANSPORT=custom|grpc)
+web: $(STAMP) gen ## run the web UI on WEB_PORT against the server (TRANSPORT, PORT of the server)
 	$(VENV)/bin/wirechat web --transport $(TRANSPORT) --host $(HOST) --port $(WEB_PORT) \
-	  --server $(HOST):$(if $(filter grpc,$(TRANSPORT)),$(GRPC_PORT),$(CUSTOM_PORT))
+	  $(if $(PORT),--server $(HOST):$(PORT))
 
 screenshot: $(STAMP) gen browser ## retake docs/screenshot.png from the browser tests
 	WIRECHAT_SCREENSHOT=1 $(PY) -m pytest tests/web -k "three_person and custom" -p no:cacheprovider
@@ -53,17 +59,18 @@ screenshot: $(STAMP) gen browser ## retake docs/screenshot.png from the browser 
 bench: $(STAMP) gen ## the full benchmark (<= 15 min): reports/<run>/ and reports/latest/
 	$(VENV)/bin/wirechat bench
 
-bench-quick: $(STAMP) gen ## a short benchmark (<= 2 min), as CI runs it
+bench-quick: $(STAMP) gen ## a short benchmark (about 3 min), as CI runs it
 	$(VENV)/bin/wirechat bench --quick
 
 bench-micro: $(STAMP) gen ## codec vs protobuf micro-benchmarks (pytest-benchmark)
 	$(PY) -m pytest tests/bench_micro --benchmark-enable --benchmark-columns=min,median,ops --benchmark-sort=name -p no:cacheprovider
 
-test: $(STAMP) gen browser ## run the whole test suite
+test: $(STAMP) gen browser capture-tools ## run the whole test suite
 	$(PY) -m pytest
 
-check: $(STAMP) ## ruff, and fail if generated code is stale
+check: $(STAMP) ## ruff, mypy over core/ and transports/, and fail if generated code is stale
 	$(VENV)/bin/ruff check .
+	$(PY) -m mypy core transports
 	$(PY) -m transports.grpc.codegen --check
 
 fmt: $(STAMP) ## format and fix what ruff can

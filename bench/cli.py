@@ -1,6 +1,6 @@
 """``wirechat bench``: measure every transport and write ``reports/<run-id>/``.
 
-    wirechat bench [--quick] [--transports custom,grpc,...] [--out DIR]
+    wirechat bench [--quick] [--transports NAME,...] [--out DIR]
     wirechat bench compare OLD NEW     (results.json files or run directories)
 
 Kept light to import: ``wirechat --help`` loads this module, so the bench's own modules
@@ -16,21 +16,30 @@ import shlex
 import sys
 from pathlib import Path
 
+SUMMARY = "measure every transport; write reports/"
+
 ALL = "all"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `wirechat bench`."""
+    from bench.config import all_transports
+
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="small counts and short load steps (under 2 minutes; what CI runs)",
+        help="small counts and short load steps (about 3 minutes; what CI runs)",
+    )
+    parser.add_argument(
+        "--plan",
+        choices=("full", "quick", "tiny"),
+        help="how much to measure (default full; --quick is --plan quick; tiny: a smoke test)",
     )
     parser.add_argument(
         "--transports",
         default=ALL,
-        help="comma-separated subset of custom,grpc,loopback,tcp_echo,grpc_echo,tcp_floor "
-        "(default: all that are available)",
+        help="comma-separated subset of the transports of the registry and their reference "
+        f"rows: {','.join(all_transports())} (default: all that are available)",
     )
     parser.add_argument("--out", default="reports", help="output directory (default reports/)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -41,17 +50,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_transports(value: str) -> list[str]:
-    """``all`` or a comma list, validated against the known names (order as given)."""
-    from bench.config import ALL_TRANSPORTS
+    """``all`` or a comma list, validated against the registry's transports and their
+    reference rows (order as given)."""
+    from bench.config import all_transports
 
+    known = all_transports()
     if value.strip() == ALL:
-        return list(ALL_TRANSPORTS)
+        return list(known)
     names = [name.strip() for name in value.split(",") if name.strip()]
-    unknown = [name for name in names if name not in ALL_TRANSPORTS]
+    unknown = [name for name in names if name not in known]
     if unknown or not names:
         raise ValueError(
             f"unknown transport(s) {', '.join(unknown) or '(none given)'}; "
-            f"choose from {', '.join(ALL_TRANSPORTS)}"
+            f"choose from {', '.join(known)}"
         )
     return names
 
@@ -88,10 +99,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"wirechat bench: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from bench.config import FULL, QUICK
+    from bench.config import PLANS
     from bench.runner import run_bench
 
-    plan = QUICK if args.quick else FULL
+    plan = PLANS[args.plan or ("quick" if args.quick else "full")]
     run_dir = run_bench(
         plan,
         transports,
@@ -111,6 +122,11 @@ def summarize(run_dir: Path) -> int:
     print(f"wirechat bench ({meta['mode']}): {meta['duration_s']} s -> {run_dir}/REPORT.md")
     for name, why in meta.get("skipped", {}).items():
         print(f"  not measured: {name}: {why}")
+    if results.get("ladder"):
+        from bench.ladder import format_ladder
+
+        print("Where the cost of a 32 B send goes (delta from the rung before):")
+        print(format_ladder(results["ladder"]), end="")
     for target in results.get("targets", []):
         value = "—" if target["value"] is None else f"{target['value']:.2f}"
         print(f"  {target['status']:<4}  {target['name']}: {value}  ({target['detail']})")

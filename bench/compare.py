@@ -60,6 +60,8 @@ def figures(results: dict[str, Any]) -> dict[str, float]:
         ident = f"latency {r['transport']} {r['op']} {r['store']} {r['placement']}"
         if r.get("fanout") is not None:
             ident += f" fanout={r['fanout']}"
+        if r.get("client"):
+            ident += f" client={r['client']}"
         for metric in LATENCY_METRICS:
             put(f"{ident} {metric}", r.get(metric))
     for r in results.get("load", []):
@@ -79,6 +81,10 @@ def figures(results: dict[str, Any]) -> dict[str, float]:
         for key, value in r.items():
             if key not in PAYLOAD_IDENTITY:
                 put(f"{ident} {key}", value)
+    for rung in results.get("ladder", []):
+        for key, value in rung.items():
+            if key.endswith(("_bytes", "_us", "_per_s")) and not key.startswith("delta_"):
+                put(f"ladder {rung['transport']} {key}", value)
     for t in results.get("targets", []):
         put(f"target {t['name']}", t.get("value"))
     return out

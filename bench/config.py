@@ -1,8 +1,14 @@
-"""How much the bench measures: one :class:`Plan` per mode, every count and duration in one place.
+"""How much the bench measures: one :class:`Plan` per mode, every count and duration in one
+place, and which rows it measures, read from the transport registry.
 
-The full plan fits in about ten minutes on a 2-vCPU machine and the quick plan (CI) in under
-two; ``tiny`` exists for the integration test, which only checks that every part runs and
-lands in results.json.
+The full plan takes about twelve minutes (at most fifteen) on a 2-vCPU machine with five
+wire transports, the quick plan (CI) about three; ``tiny`` exists for the integration test,
+which checks that every part runs and lands in results.json.
+
+What is measured comes from ``transports.registry``: every transport it lists (in its order:
+loopback, then the ladder, then what stands beside it), and the bare reference row each entry
+names (``Entry.reference``), plus ``tcp_floor``, the floor of every row. No list of transports
+lives here; the one transport named is the one the lean reference client speaks.
 """
 
 from __future__ import annotations
@@ -12,13 +18,56 @@ import string
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-#: Every chat transport and reference row the bench knows, in report order.
-CHAT_TRANSPORTS: tuple[str, ...] = ("custom", "grpc", "loopback")
-REF_TRANSPORTS: tuple[str, ...] = ("tcp_echo", "grpc_echo", "tcp_floor")
-ALL_TRANSPORTS: tuple[str, ...] = CHAT_TRANSPORTS + REF_TRANSPORTS
+from transports import registry
 
-#: Which floor each transport is read against.
-FLOORS: dict[str, str] = {"custom": "tcp_echo", "grpc": "grpc_echo"}
+#: The blocking-socket round trip every row is also read against (no transport names it).
+FLOOR = "tcp_floor"
+
+
+def chat_transports() -> tuple[str, ...]:
+    """Every transport of the registry that is there (its folder has an ``__init__``)."""
+    return registry.TRANSPORTS
+
+
+def ref_transports() -> tuple[str, ...]:
+    """The bare reference rows: each present entry's ``reference`` (registry order, once), then
+    the floor."""
+    refs = [e.reference for e in registry.BY_NAME.values() if e.reference]
+    return tuple(dict.fromkeys([*refs, FLOOR]))
+
+
+def all_transports() -> tuple[str, ...]:
+    """Every name ``wirechat bench --transports`` accepts, in report order."""
+    return chat_transports() + ref_transports()
+
+
+def reference_of(transport: str) -> str | None:
+    """The reference row a transport is read against (its registry entry's ``reference``)."""
+    entry = registry.BY_NAME.get(transport)
+    return None if entry is None else entry.reference
+
+
+def label(name: str) -> str:
+    """A row's label in tables and plots: the registry's label, or the reference's name."""
+    entry = registry.BY_NAME.get(name)
+    return name if entry is None else entry.label
+
+
+#: Snapshots for code that wants plain tuples (computed once, at import).
+CHAT_TRANSPORTS: tuple[str, ...] = chat_transports()
+REF_TRANSPORTS: tuple[str, ...] = ref_transports()
+ALL_TRANSPORTS: tuple[str, ...] = all_transports()
+
+#: The lean reference client (bench/refs/lean_custom.py) is measured against this transport's
+#: server in the same run: the first rung of the ladder, the one it speaks.
+LEAN_TRANSPORT = "custom"
+#: Its rows carry ``client: LEAN_CLIENT``; every other row is the product's ChatClient.
+LEAN_CLIENT = "lean"
+
+#: p50 of a transport's send over its reference row's echo p50: the target's limit, by
+#: reference. One figure per family of reference, since the reference says what the floor is.
+P50_LIMITS: dict[str, float] = {"grpc_echo": 1.3}
+DEFAULT_P50_LIMIT = 1.5
 
 #: Other processes' work (average vCPUs) above which a timed job counts as disturbed.
 NOISY_VCPUS = 0.15
@@ -39,8 +88,10 @@ class Plan:
     ack: int
     delete_account: int
     echo: int
+    lean: int  # sends by the lean blocking reference client against the same server (0: skip)
     deliver: dict[int, int]  # fan-out -> samples
     sqlite_share: float
+    sqlite_extras: bool  # SQLite store: push delivery and a closed-loop step besides latency
     same_vcpu: int  # samples of send / echo with client and server on one vCPU (0: skip)
     # load
     connections: int
@@ -49,6 +100,7 @@ class Plan:
     open_s: float
     open_fractions: tuple[float, ...]  # offered rates as fractions of the closed-loop rate
     sqlite_open_fractions: tuple[float, ...]
+    ref_open_fractions: tuple[float, ...]  # the reference rows' open-loop steps
     max_inflight: int
     drain_s: float
     load_warmup: int
@@ -57,7 +109,7 @@ class Plan:
     # measured again (up to ``retries`` times, within ``retry_budget_s`` for the whole run);
     # the least disturbed attempt is kept
     retries: int = 2
-    retry_budget_s: float = 240.0
+    retry_budget_s: float = 120.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def ops_counts(self, share: float = 1.0) -> dict[str, int]:
@@ -87,8 +139,10 @@ FULL = Plan(
     ack=3000,
     delete_account=300,
     echo=20000,
+    lean=10000,
     deliver={1: 2000, 10: 500, 100: 100},
     sqlite_share=0.3,
+    sqlite_extras=True,
     same_vcpu=5000,
     connections=4,
     depth=8,
@@ -96,6 +150,7 @@ FULL = Plan(
     open_s=3.0,
     open_fractions=(0.1, 0.25, 0.5, 0.7, 0.85, 1.0, 1.15),
     sqlite_open_fractions=(0.25, 0.5, 0.85, 1.0),
+    ref_open_fractions=(0.25, 0.5, 0.85, 1.0, 1.15),
     max_inflight=4096,
     drain_s=5.0,
     load_warmup=500,
@@ -104,28 +159,33 @@ FULL = Plan(
 
 QUICK = Plan(
     mode="quick",
+    # five transports and five reference rows in about three minutes: fewer samples per
+    # transport than the full plan (p50 and CPU per call hold; the tails are rough)
     warmup=50,
-    accounts=100,
-    list_accounts=300,
-    send=1500,
-    ack=300,
-    delete_account=30,
-    echo=2000,
-    deliver={1: 200, 10: 50, 100: 10},
-    sqlite_share=0.3,
+    accounts=60,
+    list_accounts=200,
+    send=1000,
+    ack=200,
+    delete_account=20,
+    echo=1500,
+    lean=1000,
+    deliver={1: 150, 10: 30, 100: 5},
+    sqlite_share=0.2,
+    sqlite_extras=False,  # quick: the SQLite rows are latency only
     same_vcpu=0,  # the placement rows are full-mode only
     connections=4,
     depth=8,
     closed_s=1.0,
     open_s=1.0,
-    open_fractions=(0.25, 0.7, 1.0),
+    open_fractions=(0.5, 1.0),
     sqlite_open_fractions=(),
+    ref_open_fractions=(0.5, 1.0),
     max_inflight=4096,
-    drain_s=3.0,
+    drain_s=2.0,
     load_warmup=100,
     sizes_quick=True,
-    retries=1,
-    retry_budget_s=10.0,
+    retries=0,  # quick: a disturbed row is flagged (⚠), not measured again
+    retry_budget_s=0.0,
 )
 
 TINY = Plan(
@@ -137,8 +197,10 @@ TINY = Plan(
     ack=10,
     delete_account=3,
     echo=50,
+    lean=30,
     deliver={1: 5, 10: 3},
     sqlite_share=0.5,
+    sqlite_extras=True,
     same_vcpu=20,
     connections=2,
     depth=2,
@@ -146,6 +208,7 @@ TINY = Plan(
     open_s=0.3,
     open_fractions=(0.5,),
     sqlite_open_fractions=(),
+    ref_open_fractions=(0.5,),
     max_inflight=256,
     drain_s=2.0,
     load_warmup=5,
@@ -167,13 +230,22 @@ __all__ = [
     "ALL_TRANSPORTS",
     "BODY_BYTES",
     "CHAT_TRANSPORTS",
-    "FLOORS",
+    "DEFAULT_P50_LIMIT",
+    "FLOOR",
     "FULL",
+    "LEAN_CLIENT",
+    "LEAN_TRANSPORT",
     "NOISY_VCPUS",
+    "P50_LIMITS",
     "PLANS",
     "QUICK",
     "REF_TRANSPORTS",
     "TINY",
     "Plan",
+    "all_transports",
     "body",
+    "chat_transports",
+    "label",
+    "ref_transports",
+    "reference_of",
 ]

@@ -1,9 +1,10 @@
 """What a worker job connects to, built from the job's ``target`` dict, plus CPU-time bookkeeping.
 
-A target is either a chat transport (``{"kind": "chat", "transport": "custom", "address":
-[host, port], "server_pid": pid}``; for loopback ``{"kind": "chat", "transport": "loopback",
-"db": path}``, served in this very process) or a reference echo server (``{"kind": "echo",
-"ref": "tcp_echo", "address": [...], "server_pid": pid}``).
+A target is either a chat transport (``{"kind": "chat", "transport": NAME, "address":
+[host, port], "server_pid": pid}``; for a transport without a wire (``Entry.wire`` false: the
+loopback) ``{"kind": "chat", "transport": NAME, "db": path}``, served in this very process,
+its address being the service itself) or a reference echo server (``{"kind": "echo", "ref":
+NAME, "address": [...], "server_pid": pid}``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import psutil
+import psutil  # type: ignore[import-untyped]
 
 from core import ChatClient, ChatService, HashCost
 from core.store import Store, open_store
@@ -75,19 +76,17 @@ class ChatTarget:
 
 def chat_target(spec: dict[str, Any]) -> ChatTarget:
     transport = spec["transport"]
-    if transport == "loopback":
-        from core import loopback
-
+    module = registry.get(transport)
+    if not registry.entry(transport).wire:  # in-process: the address is the service
         store = open_store(spec.get("db", ":memory:"))
         service = ChatService(store, hash_cost=HashCost.LOW)
         return ChatTarget(
             transport,
-            lambda auto_ack: loopback.open_client(service, auto_ack=auto_ack),
+            lambda auto_ack: module.open_client(service, auto_ack=auto_ack),
             os.getpid(),
             _service=service,
             _store=store,
         )
-    module = registry.get(transport)
     address = tuple(spec["address"])
     return ChatTarget(
         transport,

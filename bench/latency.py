@@ -15,17 +15,34 @@ untimed calls of the same kind. What is timed:
   the last of them has it). Recipients use auto_ack=False and never ack, so no ack traffic
   (fire-and-forget on the custom protocol) overlaps the next sample; the messages stay
   pending, one store row per sample.
+* lean: ``send`` again, by the lean blocking reference client (bench/refs/lean_custom.py)
+  against the same server; its rows carry ``client: "lean"``.
+
+CPU. Every row carries the CPU time per call of the server process and of this (client)
+process: over the timed loop for loops of one op, and summed call by call (read just outside
+each timed call) where ops alternate on one connection (signup/logout/login) or each call
+needs untimed set-up (delete_account). A deliver row's CPU is per message sent, with every
+receiving session's work in it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from collections.abc import Awaitable
 from typing import Any
 
-from hdrh.histogram import HdrHistogram
+from hdrh.histogram import HdrHistogram  # type: ignore[import-untyped]
 
-from bench.endpoints import PASSWORD, ChatTarget, CpuMeter, chat_target, cpu_fields
+from bench.endpoints import (
+    PASSWORD,
+    ChatTarget,
+    CpuMeter,
+    chat_target,
+    cpu_fields,
+    process_cpu_s,
+)
 from bench.refs.clients import FloorClient, echo_client
 from bench.stats import new_histogram, record_ns, summarize
 
@@ -39,6 +56,53 @@ SECTION_TIMEOUT = 300.0
 
 def _row(op: str, hist: HdrHistogram, **extra: Any) -> dict[str, Any]:
     return {"op": op, **summarize(hist), **extra}
+
+
+class CallMeter:
+    """Latency and CPU time of calls of several ops, summed call by call.
+
+    The CPU clocks are read just outside the timed window, so reading them costs the latency
+    nothing. The server's work for a call that outlasts its reply lands on the next call.
+    """
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+        self.in_process = server_pid == os.getpid()
+        self.hists: dict[str, HdrHistogram] = {}
+        self.cpu: dict[str, list[float]] = {}  # op -> [wall, server, client] seconds
+
+    def _server_s(self) -> float:
+        return 0.0 if self.in_process else process_cpu_s(self.server_pid)
+
+    async def timed(self, op: str, awaitable: Awaitable[Any], *, record: bool = True) -> Any:
+        """Await ``awaitable``; when ``record``, add its latency and CPU to ``op``."""
+        s0, c0 = self._server_s(), time.process_time()
+        t0 = ns()
+        result = await awaitable
+        t1 = ns()
+        c1, s1 = time.process_time(), self._server_s()
+        if record:
+            hist = self.hists.get(op)
+            if hist is None:
+                hist = self.hists[op] = new_histogram()
+                self.cpu[op] = [0.0, 0.0, 0.0]
+            record_ns(hist, t1 - t0)
+            sums = self.cpu[op]
+            sums[0] += (t1 - t0) / 1e9
+            sums[1] += s1 - s0
+            sums[2] += c1 - c0
+        return result
+
+    def row(self, op: str, **extra: Any) -> dict[str, Any]:
+        hist = self.hists.get(op) or new_histogram()
+        wall, server, client = self.cpu.get(op, [0.0, 0.0, 0.0])
+        cpu: dict[str, float | None] = {
+            "wall_s": wall,
+            "server_cpu_s": client if self.in_process else server,
+            "client_cpu_s": None if self.in_process else client,
+            "other_vcpus": None,  # the job's figure (bench.worker)
+        }
+        return _row(op, hist, **cpu_fields(cpu, hist.get_total_count()), **extra)
 
 
 async def run_ops(job: dict[str, Any]) -> list[dict[str, Any]]:
@@ -92,32 +156,23 @@ async def _accounts(
     target: ChatTarget, counts: dict[str, int], warm: int, prefix: str
 ) -> list[dict[str, Any]]:
     """signup, logout, login, logout on one connection; at least LIST_PAGE accounts."""
-    hists = {op: new_histogram() for op in ("signup", "login", "logout")}
+    meter = CallMeter(target.server_pid)
     client = await target.client()
     for i in range(warm + max(counts.get("accounts", 0), LIST_PAGE)):
         name = f"{prefix}u{i:05d}"
+        timed = i >= warm
         try:
-            t0 = ns()
-            await client.signup(name, PASSWORD)
-            t1 = ns()
-            await client.logout()
-            t2 = ns()
-            await client.login(name, PASSWORD)
-            t3 = ns()
-            await client.logout()
-            t4 = ns()
+            await meter.timed("signup", client.signup(name, PASSWORD), record=timed)
+            await meter.timed("logout", client.logout(), record=timed)
+            await meter.timed("login", client.login(name, PASSWORD), record=timed)
+            await meter.timed("logout", client.logout(), record=timed)
         except Exception as exc:
             exc.add_note(f"in signup/logout/login/logout cycle {i} on one connection")
             raise
-        if i >= warm:
-            record_ns(hists["signup"], t1 - t0)
-            record_ns(hists["logout"], t2 - t1)
-            record_ns(hists["login"], t3 - t2)
-            record_ns(hists["logout"], t4 - t3)
     await target.discard(client)
     if not counts.get("accounts", 0):
         return []
-    return [_row(op, h) for op, h in hists.items()]
+    return [meter.row(op) for op in ("signup", "login", "logout")]
 
 
 async def _acks(
@@ -143,17 +198,13 @@ async def _acks(
 
 async def _deletes(target: ChatTarget, prefix: str, warm: int, n: int) -> dict[str, Any]:
     """A fresh connection signs up (untimed) and deletes its own account (timed)."""
-    hist = new_histogram()
+    meter = CallMeter(target.server_pid)
     for i in range(warm + n):
         name = f"{prefix}d{i:04d}"
         doomed = await target.user(name)
-        t0 = ns()
-        await doomed.delete_account(name)
-        t1 = ns()
+        await meter.timed("delete_account", doomed.delete_account(name), record=i >= warm)
         await target.discard(doomed)
-        if i >= warm:
-            record_ns(hist, t1 - t0)
-    return _row("delete_account", hist)
+    return meter.row("delete_account")
 
 
 async def _timed_loop(
@@ -198,7 +249,10 @@ async def run_deliver(job: dict[str, Any]) -> list[dict[str, Any]]:
                 sessions.append(await target.user(recipient, signup=False))
             sender = await target.user(f"{prefix}s")
             drains = [asyncio.create_task(drain(s)) for s in sessions]
+            meter: CpuMeter | None = None
             for i in range(warm + job["n"]):
+                if i == warm:
+                    meter = CpuMeter(target.server_pid)
                 arrivals.clear()
                 complete.clear()
                 t0 = ns()
@@ -209,12 +263,13 @@ async def run_deliver(job: dict[str, Any]) -> list[dict[str, Any]]:
                     for t in arrivals:
                         record_ns(per_session, t - t0)
                     record_ns(all_sessions, max(arrivals) - t0)
+            cpu = cpu_fields(meter.elapsed(), job["n"]) if meter is not None else {}
     finally:
         for task in drains:
             task.cancel()
         await asyncio.gather(*drains, return_exceptions=True)
         await target.aclose()
-    extra = {"fanout": fanout, "body_bytes": len(body.encode())}
+    extra = {"fanout": fanout, "body_bytes": len(body.encode()), **cpu}
     return [_row("deliver", per_session, **extra), _row("deliver_all", all_sessions, **extra)]
 
 
@@ -254,4 +309,42 @@ async def run_echo(job: dict[str, Any]) -> list[dict[str, Any]]:
     return [_row("echo", hist, body_bytes=len(payload), **cpu)]
 
 
-__all__ = ["LIST_PAGE", "run_deliver", "run_echo", "run_ops"]
+async def run_lean(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """``send`` by the lean blocking reference client against a custom server.
+
+    Blocking calls on purpose: the worker runs one job at a time, and the point of this row is
+    a client with no event loop in its way. Same accounts, body and recipient (offline) as the
+    bench's own send row.
+    """
+    from bench.refs.lean_custom import LeanCustomClient
+
+    target = job["target"]
+    address = (target["address"][0], int(target["address"][1]))
+    prefix, body = job["prefix"], job["body"]
+    recipient = (f"{prefix}r",)
+    owner = LeanCustomClient(address)
+    owner.connect()
+    owner.signup(recipient[0], PASSWORD)
+    owner.close()
+    client = LeanCustomClient(address)
+    client.connect()
+    try:
+        client.signup(f"{prefix}s", PASSWORD)
+        send = client.send
+        for _ in range(job["warmup"]):
+            send(recipient, body)
+        hist = new_histogram()
+        n = job["n"]
+        meter = CpuMeter(int(target["server_pid"]))
+        for _ in range(n):
+            t0 = ns()
+            send(recipient, body)
+            t1 = ns()
+            record_ns(hist, t1 - t0)
+        cpu = cpu_fields(meter.elapsed(), n)
+    finally:
+        client.close()
+    return [_row("send", hist, client="lean", body_bytes=len(body.encode()), **cpu)]
+
+
+__all__ = ["LIST_PAGE", "CallMeter", "run_deliver", "run_echo", "run_lean", "run_ops"]

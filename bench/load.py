@@ -28,17 +28,21 @@ and the CPU time per operation of both sides (neither side spins here).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hdrh.histogram import HdrHistogram
+from hdrh.histogram import HdrHistogram  # type: ignore[import-untyped]
 
 from bench.endpoints import CpuMeter, chat_target, cpu_fields
 from bench.refs.clients import echo_client
 from bench.stats import new_histogram, record_ns, summarize
+
+log = logging.getLogger(__name__)
 
 #: Below this gap to the next intended send the dispatcher busy-polls instead of sleeping on a
 #: millisecond timer (see the module docstring).
@@ -278,8 +282,18 @@ async def run_load(job: dict[str, Any]) -> list[dict[str, Any]]:
             )
             inflight, offered = job["max_inflight"], rate
         cpu = meter.elapsed()
-    finally:
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await cleanup()
+        raise
+    # A failed clean-up (deleting the step's recipient) does not undo what was measured; the
+    # row says so, and the next step uses fresh accounts anyway.
+    cleanup_error = None
+    try:
         await cleanup()
+    except Exception as exc:
+        cleanup_error = f"{type(exc).__name__}: {exc}"
+        log.warning("load step clean-up failed: %s", cleanup_error)
     summary = summarize(result.latency)
     return [
         {
@@ -293,6 +307,7 @@ async def run_load(job: dict[str, Any]) -> list[dict[str, Any]]:
             "timeouts": result.timeouts,
             "overloaded": result.overloaded,
             "first_error": result.first_error,
+            "cleanup_error": cleanup_error,
             "connections": job["connections"],
             "max_inflight": inflight,
             **{k: summary[k] for k in summary if k != "spectrum"},

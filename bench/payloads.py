@@ -22,9 +22,10 @@ and recipient count)
     grpc_message_bytes  protobuf_bytes + the 5-byte gRPC message prefix.
 
 Fixed values (so both encodings carry the same content): usernames of 12 characters, a
-16-byte password, request id 1 (a fresh connection's first request), message id 100000 (a
-3-byte varint in both encodings), timestamp 1764000000000 ms (6 bytes), a 22-character session
-token in gRPC's LoginReply (the custom protocol keeps the session in the connection instead).
+16-byte password, request id 1 (a fresh connection's first request), message id 1000 (a
+2-byte varint in both encodings, as in the wire bench's steady rows: message ids 128..16383),
+timestamp 1764000000000 ms (6 bytes), a 22-character session token in gRPC's LoginReply
+(the custom protocol keeps the session in the connection instead).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from core import limits
 
 #: The password every bench account uses (16 bytes).
 PASSWORD = "wirechat-bench-1"
-MESSAGE_ID = 100_000
+MESSAGE_ID = 1_000
 SENT_AT_MS = 1_764_000_000_000
 SESSION_TOKEN = "A" * 22  # secrets.token_urlsafe(16) is 22 characters
 REQUEST_ID = 1

@@ -1,7 +1,9 @@
 """PNG figures of a results dict (matplotlib, Agg backend: files only, never a window).
 
 Each function draws one figure if the run has the rows for it and returns its path, or None.
-Transports keep one colour across every figure.
+Every transport and reference row of the run is drawn (bench.targets.order: the registry's
+order), and each keeps one colour across every figure: the registry's transports take the
+palette in registry order, the reference rows the dashed lines and the colours after them.
 """
 
 from __future__ import annotations
@@ -17,19 +19,39 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from bench.config import REF_TRANSPORTS
-from bench.targets import ORDER, SIZE_KINDS, round_trip_row, standard_size_rows
+from bench.config import FLOOR
+from bench.ladder import ladder
+from bench.targets import (
+    SIZE_KINDS,
+    is_reference,
+    label,
+    order,
+    round_trip_row,
+    standard_size_rows,
+)
 
 log = logging.getLogger(__name__)
 
-COLOURS = {
-    "custom": "#1f77b4",
-    "grpc": "#d62728",
-    "loopback": "#2ca02c",
-    "tcp_echo": "#9467bd",
-    "grpc_echo": "#ff7f0e",
-    "tcp_floor": "#7f7f7f",
-}
+#: Colours in the order they are handed out (matplotlib's tab10, reordered so the ladder runs
+#: blue -> cyan -> orange -> red, then tab20's lighter half): the registry's transports first,
+#: then the reference rows.
+PALETTE = (
+    "#2ca02c",
+    "#1f77b4",
+    "#17becf",
+    "#ff7f0e",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#bcbd22",
+    "#7f7f7f",
+    "#aec7e8",
+    "#ffbb78",
+    "#98df8a",
+    "#ff9896",
+    "#c5b0d5",
+)
 KIND_COLOURS = {
     "payload": "#4c72b0",
     "framing": "#55a868",
@@ -46,20 +68,47 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def _style(transport: str) -> dict[str, Any]:
-    return {
-        "color": COLOURS.get(transport, "black"),
-        "linestyle": "--" if transport in REF_TRANSPORTS else "-",
-        "label": transport,
-    }
+def colours(results: dict[str, Any]) -> dict[str, str]:
+    """One colour per transport and reference row of the run, the same in every figure.
+
+    The registry's transports keep their palette slot by position among *all* registry
+    entries (present or not), then their reference rows and the floor, so a run that measured
+    only some of them colours them as a full run does.
+    """
+    from transports import registry
+
+    names = [e.name for e in registry.ENTRIES]
+    names += [e.reference for e in registry.ENTRIES if e.reference]
+    names = list(dict.fromkeys([*names, FLOOR, *order(results)]))
+    return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
+
+
+def _legend(results: dict[str, Any], transport: str) -> str:
+    """A transport's registry label with its name; a reference row's name."""
+    text = label(results, transport)
+    return transport if text == transport else f"{text} ({transport})"
+
+
+def _styler(results: dict[str, Any]) -> Callable[[str], dict[str, Any]]:
+    palette = colours(results)
+
+    def style(transport: str) -> dict[str, Any]:
+        return {
+            "color": palette.get(transport, "black"),
+            "linestyle": "--" if is_reference(results, transport) else "-",
+            "label": _legend(results, transport),
+        }
+
+    return style
 
 
 def latency_spectrum(results: dict[str, Any], path: Path) -> Path | None:
     """Latency at each percentile of the 32 B round trip, one line per transport."""
-    rows = [r for t in ORDER if (r := round_trip_row(results, t)) and r.get("spectrum")]
+    rows = [r for t in order(results) if (r := round_trip_row(results, t)) and r.get("spectrum")]
     if not rows:
         return None
-    fig, ax = plt.subplots(figsize=(8, 4.8))
+    _style = _styler(results)
+    fig, ax = plt.subplots(figsize=(9, 5.2))
     for r in rows:
         pts = [(p, us) for p, us in r["spectrum"] if p < 100]
         xs = [1 / (1 - p / 100) for p, _ in pts]
@@ -72,7 +121,7 @@ def latency_spectrum(results: dict[str, Any], path: Path) -> Path | None:
     ax.set_ylabel("round trip (µs, log)")
     ax.set_title("Round-trip latency spectrum, 32 B, one in flight (send / echo)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8, ncol=2)
     return _save(fig, path)
 
 
@@ -81,9 +130,10 @@ def load_curves(results: dict[str, Any], path: Path) -> Path | None:
     rows = [r for r in results.get("load", []) if r["mode"] == "open" and r["store"] != "sqlite"]
     if not rows:
         return None
-    fig, (lat, thr) = plt.subplots(1, 2, figsize=(12, 4.8))
+    _style = _styler(results)
+    fig, (lat, thr) = plt.subplots(1, 2, figsize=(13, 5.2))
     top = 0.0
-    for transport in ORDER:
+    for transport in order(results):
         mine = sorted(
             (r for r in rows if r["transport"] == transport), key=lambda r: r["offered_per_s"]
         )
@@ -92,7 +142,7 @@ def load_curves(results: dict[str, Any], path: Path) -> Path | None:
         offered = [r["offered_per_s"] for r in mine]
         style = _style(transport)
         lat.plot(offered, [r["p50_us"] for r in mine], marker="o", **style)
-        style.update(label=f"{transport} p99", alpha=0.6, linestyle=":")
+        style.update(label=f"{style['label']} p99", alpha=0.6, linestyle=":")
         lat.plot(offered, [r["p99_us"] for r in mine], marker="^", **style)
         thr.plot(offered, [r["achieved_per_s"] for r in mine], marker="o", **_style(transport))
         top = max(top, *offered)
@@ -118,19 +168,19 @@ def cpu_per_op(results: dict[str, Any], path: Path) -> Path | None:
     """Server and client CPU µs per operation in the closed-loop step, per transport."""
     rows = [
         r
-        for t in ORDER
+        for t in order(results)
         for r in results.get("load", [])
         if r["transport"] == t and r["mode"] == "closed" and r["store"] != "sqlite"
     ]
     if not rows:
         return None
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(rows) + 2), 4.8))
     xs = range(len(rows))
     server = [r.get("server_cpu_us_per_op") or 0 for r in rows]
     client = [r.get("client_cpu_us_per_op") or 0 for r in rows]
     ax.bar([x - 0.2 for x in xs], server, width=0.4, label="server", color="#4c72b0")
     ax.bar([x + 0.2 for x in xs], client, width=0.4, label="client", color="#dd8452")
-    ax.set_xticks(list(xs), [f"{r['transport']}\n{r['op']}" for r in rows])
+    ax.set_xticks(list(xs), [f"{r['transport']}\n{r['op']}" for r in rows], fontsize=7)
     ax.set_ylabel("CPU time per operation (µs)")
     ax.set_title("CPU per operation at saturation (closed loop; loopback: one process)")
     ax.grid(True, axis="y", alpha=0.3)
@@ -139,25 +189,47 @@ def cpu_per_op(results: dict[str, Any], path: Path) -> Path | None:
 
 
 def bytes_per_op(results: dict[str, Any], path: Path) -> Path | None:
-    """Steady-state bytes per operation (both directions), stacked by kind, per transport."""
-    rows = [r for r in standard_size_rows(results.get("sizes", [])) if r.get("phase") == "steady"]
+    """Steady-state bytes per operation (both directions), stacked by kind: one panel per
+    operation, a bar per transport (the same order and tick labels in every panel)."""
+    rows = [
+        r
+        for r in standard_size_rows(results.get("sizes", []), results)
+        if r.get("phase") == "steady"
+    ]
     if not rows:
         return None
-    fig, ax = plt.subplots(figsize=(max(8, 0.6 * len(rows) + 2), 5))
-    xs = range(len(rows))
-    bottom = [0.0] * len(rows)
-    for kind in SIZE_KINDS:
-        values = [float(r.get(f"c2s_{kind}", 0)) + float(r.get(f"s2c_{kind}", 0)) for r in rows]
-        ax.bar(xs, values, bottom=bottom, label=kind, color=KIND_COLOURS[kind])
-        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-    for x, total in zip(xs, bottom, strict=True):
-        ax.annotate(f"{total:.0f}", (x, total), ha="center", va="bottom", fontsize=7)
-    labels = [f"{r['op'].replace('_', chr(10))}\n{r['transport']}" for r in rows]
-    ax.set_xticks(list(xs), labels, fontsize=7)
-    ax.set_ylabel("bytes per operation, both directions")
-    ax.set_title("Bytes on the wire per operation (steady state), by kind")
-    ax.grid(True, axis="y", alpha=0.3)
-    ax.legend()
+    ops = list(dict.fromkeys(r["op"] for r in rows))
+    names = [t for t in order(results) if any(r["transport"] == t for r in rows)]
+    cols = min(3, len(ops))
+    lines = -(-len(ops) // cols)
+    fig, axes = plt.subplots(
+        lines, cols, figsize=(4.6 * cols, 3.4 * lines), squeeze=False, sharey=False
+    )
+    for ax, op in zip(axes.flat, ops, strict=False):
+        mine = {r["transport"]: r for r in rows if r["op"] == op}
+        xs = range(len(names))
+        bottom = [0.0] * len(names)
+        for kind in SIZE_KINDS:
+            values = [
+                float(mine[t].get(f"c2s_{kind}", 0)) + float(mine[t].get(f"s2c_{kind}", 0))
+                if t in mine
+                else 0.0
+                for t in names
+            ]
+            ax.bar(xs, values, bottom=bottom, label=kind, color=KIND_COLOURS[kind])
+            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+        for x, t, total in zip(xs, names, bottom, strict=True):
+            if t in mine:
+                ax.annotate(f"{total:.0f}", (x, total), ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(list(xs), names, rotation=30, ha="right", fontsize=7)
+        ax.set_title(op, fontsize=9)
+        ax.margins(y=0.15)
+        ax.grid(True, axis="y", alpha=0.3)
+    for ax in list(axes.flat)[len(ops) :]:
+        ax.set_visible(False)
+    axes.flat[0].set_ylabel("bytes, both directions")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle("Bytes on the wire per operation (steady state), by kind")
     return _save(fig, path)
 
 
@@ -171,8 +243,9 @@ def bytes_vs_body(results: dict[str, Any], path: Path) -> Path | None:
     ]
     if len({r.get("body_bytes") for r in rows}) < 2:
         return None
-    fig, (total, extra) = plt.subplots(1, 2, figsize=(12, 4.8))
-    for transport in ORDER:
+    _style = _styler(results)
+    fig, (total, extra) = plt.subplots(1, 2, figsize=(13, 5.2))
+    for transport in order(results):
         for text, marker in (("ascii", "o"), ("utf8", "s")):
             mine = sorted(
                 (r for r in rows if r["transport"] == transport and r.get("text", "ascii") == text),
@@ -181,7 +254,7 @@ def bytes_vs_body(results: dict[str, Any], path: Path) -> Path | None:
             if not mine:
                 continue
             style = _style(transport)
-            style.update(label=f"{transport} ({text})", marker=marker, markersize=4)
+            style.update(label=f"{style['label']} {text}", marker=marker, markersize=4)
             if text == "utf8":
                 style.update(linestyle=":", fillstyle="none", markersize=8)
             bodies = [r["body_bytes"] for r in mine]
@@ -192,7 +265,7 @@ def bytes_vs_body(results: dict[str, Any], path: Path) -> Path | None:
         ax.set_xscale("symlog", linthresh=16)
         ax.set_xlabel("body size (bytes of UTF-8)")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, ncol=2)
     total.set_yscale("log")
     total.set_ylabel("bytes per send, both directions (log)")
     total.set_title("Bytes per send vs body size (steady state)")
@@ -202,7 +275,67 @@ def bytes_vs_body(results: dict[str, Any], path: Path) -> Path | None:
     return _save(fig, path)
 
 
+#: The panels of the ladder figure: (ladder field, axis label).
+LADDER_PANELS = (
+    ("total_bytes", "bytes per send, both directions"),
+    ("p50_us", "p50 latency (µs)"),
+    ("server_cpu_us", "server CPU per send (µs)"),
+    ("client_cpu_us", "client CPU per send (µs)"),
+)
+
+
+def ladder_plot(results: dict[str, Any], path: Path) -> Path | None:
+    """Where the cost goes: one panel per figure of ``send``, a bar per rung of the ladder
+    (the transports beside it after a gap, hatched), each step's delta written above the
+    bar it leads to; the steps' causes are listed under the panels."""
+    rungs = results.get("ladder") or ladder(results)
+    if not rungs:
+        return None
+    palette = colours(results)
+    fig, axes = plt.subplots(1, len(LADDER_PANELS), figsize=(4.2 * len(LADDER_PANELS), 5.6))
+    xs, gap = [], 0.0
+    for i, r in enumerate(rungs):
+        if not r["on_ladder"] and (i == 0 or rungs[i - 1]["on_ladder"]):
+            gap += 0.6
+        xs.append(i + gap)
+    for ax, (metric, ylabel) in zip(axes, LADDER_PANELS, strict=True):
+        for x, r in zip(xs, rungs, strict=True):
+            value = r.get(metric)
+            if value is None:
+                continue
+            ax.bar(
+                x,
+                value,
+                width=0.7,
+                color=palette.get(r["transport"], "black"),
+                hatch=None if r["on_ladder"] else "//",
+                edgecolor="white" if r["on_ladder"] else "black",
+            )
+            delta = r.get(f"delta_{metric}")
+            text = f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+            if delta is not None:
+                text += f"\n({delta:+,.0f})" if abs(delta) >= 100 else f"\n({delta:+.1f})"
+            ax.annotate(text, (x, value), ha="center", va="bottom", fontsize=7)
+        ticks = [f"{r['label']}\n({r['transport']})" for r in rungs]
+        ax.set_xticks(xs, ticks, rotation=30, ha="right", fontsize=7)
+        ax.set_ylabel(ylabel)
+        ax.margins(y=0.2)
+        ax.grid(True, axis="y", alpha=0.3)
+    steps = [
+        f"{r['from']} → {r['transport']}: {r['isolates']}"
+        for r in rungs
+        if r["from"] is not None and r["isolates"]
+    ]
+    fig.suptitle("Where the cost of a 32 B send goes, rung by rung (delta from the rung before)")
+    fig.text(0.01, 0.01, "\n".join(steps), fontsize=8, va="bottom", ha="left")
+    fig.tight_layout(rect=(0, 0.04 * max(1, len(steps)), 1, 0.95))
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
 FIGURES: dict[str, Callable[[dict[str, Any], Path], Path | None]] = {
+    "ladder.png": ladder_plot,
     "bytes_per_op.png": bytes_per_op,
     "bytes_vs_body.png": bytes_vs_body,
     "latency_spectrum.png": latency_spectrum,
@@ -226,4 +359,4 @@ def draw_all(results: dict[str, Any], out_dir: Path) -> list[Path]:
     return written
 
 
-__all__ = ["FIGURES", "draw_all"]
+__all__ = ["FIGURES", "LADDER_PANELS", "PALETTE", "colours", "draw_all"]

@@ -127,7 +127,7 @@ class Worker:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def run(self, job: dict[str, Any], timeout: float) -> dict[str, Any]:
+    def run(self, job: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
         """Send one job, wait up to ``timeout`` s for its answer; JobFailed on error."""
         if not self.alive:
             self.start()
@@ -148,7 +148,8 @@ class Worker:
         answer = json.loads(line)
         if "error" in answer:
             raise JobFailed(answer["error"])
-        return answer["result"]
+        rows: list[dict[str, Any]] = answer["result"]
+        return rows
 
     def kill(self) -> None:
         proc = self.proc

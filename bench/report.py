@@ -6,65 +6,37 @@ re-rendered from an old results file (``render(json.load(...), images)``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from bench.config import FLOORS, NOISY_VCPUS, REF_TRANSPORTS
+from bench.config import FLOOR, NOISY_VCPUS
+from bench.ladder import ladder_section
+from bench.markdown import TIMES, _fmt, _fmt_x, table
+from bench.markdown import fmt_rate as _fmt_rate
+from bench.markdown import fmt_us as _fmt_us
 from bench.stats import ratio
 from bench.targets import (
+    BASE,
+    GRPC,
     OPS,
-    ORDER,
     SIZE_KINDS,
     Row,
     disturbed,
     evaluate_targets,
     find_latency,
+    is_reference,
+    lean_row,
+    order,
     p50,
+    references,
     round_trip_row,
     saturation,
     standard_size_rows,
     total_bytes,
-    transport_rank,
 )
-from bench.targets import fmt_rate as _fmt_rate
-from bench.targets import fmt_us as _fmt_us
 
-TIMES = "\N{MULTIPLICATION SIGN}"
 #: Average vCPUs of other processes' work above which the report warns that it was noisy.
 BUSY_MACHINE = 0.1
-
-
-# -- formatting --------------------------------------------------------------------------------
-def _fmt_x(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2f}{TIMES}"
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else ""
-    if isinstance(value, float):
-        return f"{value:,.1f}" if abs(value) < 1e5 else f"{value:,.0f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
-def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """A Markdown table; numbers right-aligned."""
-    rows = [[c if isinstance(c, str) else _fmt(c) for c in row] for row in rows]
-    if not rows:
-        return "_(no rows in this run)_\n"
-    align = ["---:" if all(_numeric(r[i]) for r in rows) else "---" for i in range(len(headers))]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def _numeric(cell: str) -> bool:
-    stripped = cell.replace(",", "").replace(TIMES, "").replace("—", "").replace(".", "").strip()
-    return stripped.lstrip("-").isdigit() or cell == "—"
 
 
 # -- sections ----------------------------------------------------------------------------------
@@ -92,6 +64,7 @@ def _header(results: dict[str, Any]) -> str:
         f"{place.get('client_cpu')}: **{place.get('main')}** for every row unless marked; "
         f"same-vCPU rows on vCPU {place.get('same_vcpu_cpu')} |",
         f"| load generator | {place.get('generator')} |",
+        f"| plan | {_plan_in_words(plan)} |",
         f"| load average | start {meta.get('loadavg_start')}, end {meta.get('loadavg_end')} |",
         f"| other work on the machine | {_background(meta)} |",
         "",
@@ -112,8 +85,13 @@ def _header(results: dict[str, Any]) -> str:
         "percentiles from HdrHistogram (3 significant digits). `send` goes to an offline "
         "recipient (stored, not pushed), so it is a plain request/response like the echo rows, "
         "with the same 32-byte payload.",
-        "- Ratios: each transport against its floor (custom ÷ tcp_echo, grpc ÷ grpc_echo) and "
-        "against tcp_floor (blocking sockets, the cheapest Python round trip).",
+        "- Ratios: each transport against its reference row, a bare echo of its family named by "
+        f"its registry entry ({_refs_in_words(results)}), and against {FLOOR} (blocking "
+        "sockets, the cheapest Python round trip).",
+        "- CPU: every latency row carries the CPU time per call of the server process and of "
+        "the client process (the bench's worker), so a client that is itself the bottleneck "
+        "shows. The *lean* row is an independent client (bench/refs/lean_custom.py: a "
+        "blocking socket around the custom codec) against the same server in the same run.",
         "- Interference: every timing row records `other vCPUs`, the work other processes did "
         "on the machine while it was measured. Above "
         f"{NOISY_VCPUS} (⚠) they competed with the measurement on these 2 vCPUs; such a step "
@@ -123,6 +101,29 @@ def _header(results: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _plan_in_words(plan: dict[str, Any]) -> str:
+    """The counts every transport got, so a reader of a quick run knows it was one."""
+    if not plan:
+        return "—"
+    sqlite = "latency" + (
+        ", push delivery and a closed-loop step" if plan.get("sqlite_extras") else " only"
+    )
+    return (
+        f"{plan.get('mode')}: per transport {plan.get('send')} sends, "
+        f"{plan.get('accounts')} signup/login cycles, {plan.get('list_accounts')} "
+        f"list_accounts, {plan.get('ack')} acks, {plan.get('delete_account')} deletions; "
+        f"{plan.get('echo')} echoes per reference row; {plan.get('lean')} sends by the lean "
+        f"client; SQLite rows: {plan.get('sqlite_share', 0):.0%} of the counts, {sqlite}; "
+        f"open-loop steps at {', '.join(f'{f:.0%}' for f in plan.get('open_fractions', ()))} "
+        "of the closed-loop rate"
+    )
+
+
+def _refs_in_words(results: dict[str, Any]) -> str:
+    pairs = [f"{t} ÷ {ref}" for t, ref in references(results).items()]
+    return ", ".join(pairs) or "none in this run"
 
 
 def _other(row: Row | None) -> str:
@@ -155,7 +156,7 @@ def _targets_section(results: dict[str, Any]) -> str:
         (
             t["name"],
             "—" if t["value"] is None else f"{t['value']:.2f}",
-            f"{'≤' if t['better'] == 'lower' else '≥'} {t['limit']}",
+            _limit(t),
             f"**{t['status']}**",
             t["detail"],
         )
@@ -164,12 +165,25 @@ def _targets_section(results: dict[str, Any]) -> str:
     return "## Targets\n\n" + table(["target", "measured", "limit", "status", "from"], rows)
 
 
+def _limit(target: Row) -> str:
+    better, limit = target["better"], target["limit"]
+    if better == "within":
+        return f"1 ± {limit}"
+    return f"{'≤' if better == 'lower' else '≥'} {limit}"
+
+
+def _name(r: Row) -> str:
+    """A row's transport, marked when an independent client measured it."""
+    return r["transport"] + (f" ({r['client']} client)" if r.get("client") else "")
+
+
 def _latency_rows(rows: list[Row], results: dict[str, Any], with_ratios: bool) -> list[list[Any]]:
     out = []
-    floor_row = find_latency(results, "tcp_floor", "echo")
+    floor_row = find_latency(results, FLOOR, "echo")
+    refs = references(results)
     for r in rows:
         cells: list[Any] = [
-            r["transport"],
+            _name(r),
             r["op"],
             r["n"],
             _fmt_us(r["p50_us"]),
@@ -178,40 +192,43 @@ def _latency_rows(rows: list[Row], results: dict[str, Any], with_ratios: bool) -
             _fmt_us(r["p999_us"]),
         ]
         if with_ratios:
-            floor = FLOORS.get(r["transport"])
+            floor = refs.get(r["transport"])
             own = round_trip_row(results, floor) if floor else None
             cells += [
                 _fmt_x(ratio(r["p50_us"], p50(own))) + (f" {floor}" if own else ""),
                 _fmt_x(ratio(r["p50_us"], p50(floor_row))),
-                _fmt_us(r.get("server_cpu_us_per_op")),
-                _fmt_us(r.get("client_cpu_us_per_op")),
-                _other(r),
             ]
+        cells += [
+            _fmt_us(r.get("server_cpu_us_per_op")),
+            _fmt_us(r.get("client_cpu_us_per_op")),
+            _other(r),
+        ]
         out.append(cells)
     return out
 
 
 LAT_HEAD = ["transport", "op", "n", "p50 µs", "p90 µs", "p99 µs", "p99.9 µs"]
-RATIO_HEAD = [
-    f"p50 {TIMES} its floor",
-    f"p50 {TIMES} tcp_floor",
-    "server CPU µs/op",
-    "client CPU µs/op",
-    "other vCPUs",
-]
+RATIO_HEAD = [f"p50 {TIMES} its reference", f"p50 {TIMES} {FLOOR}"]
+CPU_HEAD = ["server CPU µs/op", "client CPU µs/op", "other vCPUs"]
 
 
 def _latency_section(results: dict[str, Any], images: Sequence[str]) -> str:
     parts = ["## Latency, one request in flight\n"]
-    trips = [r for t in ORDER if (r := round_trip_row(results, t))]
+    trips = []
+    for t in order(results):
+        trips += [r for r in (round_trip_row(results, t),) if r]
+        if (lean := lean_row(results)) and lean["transport"] == t:
+            trips.append(lean)
     parts.append(
         "Round trip with a 32-byte payload, memory store, client and server on different vCPUs "
         "(loopback: in one process). CPU columns: CPU time of each process over the timed loop "
-        "÷ calls (loopback: the one process).\n"
+        "÷ calls (loopback: the one process). *lean client*: the same server's send measured "
+        "by the independent blocking client.\n"
     )
-    parts.append(table(LAT_HEAD + RATIO_HEAD, _latency_rows(trips, results, True)))
+    parts.append(table(LAT_HEAD + RATIO_HEAD + CPU_HEAD, _latency_rows(trips, results, True)))
     if "latency_spectrum.png" in images:
         parts.append("\n![latency percentile spectrum](latency_spectrum.png)\n")
+    rank = _ranks(results)
     for store, title in (("memory", "memory store"), ("sqlite", "SQLite file store")):
         rows = sorted(
             (
@@ -219,21 +236,30 @@ def _latency_section(results: dict[str, Any], images: Sequence[str]) -> str:
                 for r in results.get("latency", [])
                 if r["store"] == store and r["op"] in OPS and r["placement"] != "same"
             ),
-            key=lambda r: (OPS.index(r["op"]), transport_rank(r["transport"])),
+            key=lambda r: (OPS.index(r["op"]), rank(r["transport"]), bool(r.get("client"))),
         )
         if rows:
             parts.append(f"\n### Every operation, {title}\n")
-            parts.append(table(LAT_HEAD, _latency_rows(rows, results, False)))
+            parts.append(table(LAT_HEAD + CPU_HEAD, _latency_rows(rows, results, False)))
     parts.append(
         "\nsignup/login include the argon2 hash at `--hash-cost low` (off the event loop). "
-        "The custom protocol's ACK has no reply (fire-and-forget, PROTOCOL.md), so its `ack` "
-        "time is the client handing the frame to the kernel; gRPC's Ack is a unary call and "
-        "waits for its reply. `list_accounts` returns a page of 10 names.\n"
+        "An `ack` that has no reply on its transport (the custom protocol's ACK is "
+        "fire-and-forget, PROTOCOL.md) times the client handing the frame to the kernel; "
+        "where Ack is a call with a reply (gRPC unary) it waits for it. `list_accounts` "
+        "returns a page of 10 names. CPU of signup/login/logout/delete_account is summed call "
+        "by call (the clocks read just outside each timed call).\n"
     )
     return "\n".join(parts)
 
 
+def _ranks(results: dict[str, Any]) -> Callable[[str], int]:
+    names = order(results)
+    index = {name: i for i, name in enumerate(names)}
+    return lambda name: index.get(name, len(names))
+
+
 def _deliver_section(results: dict[str, Any]) -> str:
+    rank = _ranks(results)
     rows = []
     for r in results.get("latency", []):
         if r["op"] != "deliver":
@@ -252,16 +278,20 @@ def _deliver_section(results: dict[str, Any]) -> str:
                 _fmt_us(r["p999_us"]),
                 _fmt_us(p50(all_row)),
                 _fmt_us(None if all_row is None else all_row["p99_us"]),
+                _fmt_us(r.get("server_cpu_us_per_op")),
+                _fmt_us(r.get("client_cpu_us_per_op")),
             )
         )
-    rows.sort(key=lambda c: (c[1] != "memory", transport_rank(c[0]), c[2]))
+    rows.sort(key=lambda c: (c[1] != "memory", rank(c[0]), c[2]))
     head = ["transport", "store", "fan-out", "samples", "p50 µs", "p99 µs", "p99.9 µs"]
-    head += ["all sessions p50 µs", "all sessions p99 µs"]
+    head += ["all sessions p50 µs", "all sessions p99 µs", "server CPU µs/send"]
+    head += ["client CPU µs/send"]
     return (
         "## Push delivery\n\nFrom the call to send to the moment each of the recipient's live "
         "sessions yields the message from `messages()` (one sample per session; *all sessions*: "
         "until the last one has it). Sender and recipient sessions are clients in one process; "
-        "recipients do not ack, so no ack traffic overlaps the next sample.\n\n" + table(head, rows)
+        "recipients do not ack, so no ack traffic overlaps the next sample. CPU per message "
+        "sent, every receiving session's work included.\n\n" + table(head, rows)
     )
 
 
@@ -269,8 +299,8 @@ def _placement_section(results: dict[str, Any]) -> str:
     if not any(r["placement"] == "same" for r in results.get("latency", [])):
         return ""  # not measured (quick mode)
     rows = []
-    for transport in ORDER:
-        op = "echo" if transport in REF_TRANSPORTS else "send"
+    for transport in order(results):
+        op = "echo" if is_reference(results, transport) else "send"
         same = find_latency(results, transport, op, placement="same")
         if same is None:
             continue
@@ -283,10 +313,12 @@ def _placement_section(results: dict[str, Any]) -> str:
                 _fmt_us(p50(same)),
                 _fmt_us(None if cross is None else cross["p99_us"]),
                 _fmt_us(same["p99_us"]),
+                _fmt_us(same.get("server_cpu_us_per_op")),
+                _fmt_us(same.get("client_cpu_us_per_op")),
             )
         )
     head = ["transport", "op", "p50 different vCPUs", "p50 same vCPU"]
-    head += ["p99 different", "p99 same"]
+    head += ["p99 different", "p99 same", "server CPU µs/op same", "client CPU µs/op same"]
     return (
         "## Placement: same vCPU vs different vCPUs\n\nThe 32 B round trip again with client "
         "and server pinned to one vCPU. A cross-vCPU wake-up costs tens of µs on this kind of "
@@ -332,13 +364,14 @@ def _load_section(results: dict[str, Any], images: Sequence[str]) -> str:
         "server's.\n",
     ]
     sat_rows = []
-    grpc_sat = saturation(results, "grpc")
-    for transport in ORDER:
+    grpc_sat = saturation(results, GRPC)
+    grpc_rate = None if grpc_sat is None else grpc_sat["achieved_per_s"]
+    for transport in order(results):
         for store in ("memory", "sqlite", "none"):
             best = saturation(results, transport, store)
             if best is None:
                 continue
-            closed = next(
+            closed: Row = next(
                 (
                     r
                     for r in load
@@ -351,7 +384,7 @@ def _load_section(results: dict[str, Any], images: Sequence[str]) -> str:
                     transport,
                     store,
                     _fmt_rate(best["achieved_per_s"]),
-                    _fmt_x(ratio(best["achieved_per_s"], grpc_sat and grpc_sat["achieved_per_s"])),
+                    _fmt_x(ratio(best["achieved_per_s"], grpc_rate)),
                     _fmt_us(closed.get("server_cpu_us_per_op")),
                     _fmt_us(closed.get("client_cpu_us_per_op")),
                     _fmt_us(closed.get("p50_us")),
@@ -360,16 +393,17 @@ def _load_section(results: dict[str, Any], images: Sequence[str]) -> str:
                     _other(best),
                 )
             )
-    head = ["transport", "store", "saturation /s", f"{TIMES} grpc", "server CPU µs/op"]
+    head = ["transport", "store", "saturation /s", f"{TIMES} {GRPC}", "server CPU µs/op"]
     head += ["client CPU µs/op", "closed p50 µs", "closed p99 µs", "limited by", "other vCPUs"]
     parts.append(table(head, sat_rows))
     if "load.png" in images:
         parts.append("\n![latency and throughput vs offered load](load.png)\n")
     if "cpu_per_op.png" in images:
         parts.append("\n![CPU time per operation](cpu_per_op.png)\n")
+    rank = _ranks(results)
     open_rows = sorted(
         (r for r in load if r["mode"] == "open"),
-        key=lambda r: (transport_rank(r["transport"]), r["store"], r["offered_per_s"] or 0),
+        key=lambda r: (rank(r["transport"]), r["store"], r["offered_per_s"] or 0),
     )
     if open_rows:
         head = ["transport", "store", "offered /s", "achieved /s", "p50 µs", "p99 µs"]
@@ -412,8 +446,8 @@ def _sizes_section(results: dict[str, Any], images: Sequence[str]) -> str:
         parts.append("![bytes per operation by kind](bytes_per_op.png)\n")
     if "bytes_vs_body.png" in images:
         parts.append("![bytes vs body size](bytes_vs_body.png)\n")
-    per_op = standard_size_rows(sizes)
-    head = ["op", "phase", "transport", "body B", "c2s B", "s2c B", "total B", f"{TIMES} custom"]
+    per_op = standard_size_rows(sizes, results)
+    head = ["op", "phase", "transport", "body B", "c2s B", "s2c B", "total B", f"{TIMES} {BASE}"]
     head += [f"{k} c2s+s2c" for k in SIZE_KINDS]
     rows = []
     for r in per_op:
@@ -421,7 +455,7 @@ def _sizes_section(results: dict[str, Any], images: Sequence[str]) -> str:
             (
                 o
                 for o in per_op
-                if o["transport"] == "custom"
+                if o["transport"] == BASE
                 and (o.get("op"), o.get("phase")) == (r.get("op"), r.get("phase"))
             ),
             None,
@@ -440,6 +474,11 @@ def _sizes_section(results: dict[str, Any], images: Sequence[str]) -> str:
             + [int(r.get(f"c2s_{k}", 0)) + int(r.get(f"s2c_{k}", 0)) for k in SIZE_KINDS]
         )
     parts.append(table(head, rows))
+    # The definitions, the steady send with the ids it holds for, the timer-driven control
+    # traffic: bench/report_bytes.py, beside the byte counters it describes.
+    from bench.report_bytes import bytes_section
+
+    parts.append(bytes_section(results, order(results)))
     return "\n".join(parts)
 
 
@@ -486,11 +525,39 @@ def _errors_section(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _transports_section(results: dict[str, Any]) -> str:
+    """Which transports this run measured, as the registry describes them."""
+    measured = {row.get("transport") for row in results.get("latency", [])}
+    measured |= {row.get("transport") for row in results.get("sizes", [])}
+    entries = [e for e in results.get("meta", {}).get("registry", []) if e["name"] in measured]
+    if not entries:
+        return ""
+    rows = [
+        [
+            f"`{e['name']}`",
+            e["label"],
+            e.get("summary", ""),
+            f"`{e['reference']}`" if e.get("reference") else "",
+            f"[{e['contract']}]({e['contract']})" if e.get("contract") else "",
+        ]
+        for e in entries
+    ]
+    return (
+        "## Transports measured\n\n"
+        "Every transport comes from `transports/registry.py`; each is read against its bare "
+        "reference row.\n\n"
+        + table(["name", "label", "what it is", "reference row", "contract"], rows)
+        + "\n"
+    )
+
+
 def render(results: dict[str, Any], images: Sequence[str] = ()) -> str:
     """The whole REPORT.md; ``images`` are the plot file names that exist beside it."""
     sections: list[Callable[[], str]] = [
         lambda: _header(results),
+        lambda: _transports_section(results),
         lambda: _targets_section(results),
+        lambda: ladder_section(results, images),
         lambda: _latency_section(results, images),
         lambda: _deliver_section(results),
         lambda: _placement_section(results),

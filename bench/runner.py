@@ -14,6 +14,7 @@ it, also on Ctrl-C.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import itertools
 import json
@@ -31,11 +32,12 @@ from typing import Any
 from bench import meta
 from bench.config import (
     BODY_BYTES,
-    CHAT_TRANSPORTS,
-    REF_TRANSPORTS,
+    LEAN_TRANSPORT,
     SEED,
     Plan,
     body,
+    chat_transports,
+    ref_transports,
 )
 from bench.noise import RetryBudget, least_disturbed
 from bench.procs import Placement, RefServer, Worker, choose_placement
@@ -61,19 +63,38 @@ class Step:
 
 
 def available(transport: str) -> str | None:
-    """None if the transport can be measured here, else why not."""
-    if transport in REF_TRANSPORTS:
+    """None if the transport (or reference row) can be measured here, else why not."""
+    if transport in ref_transports():
+        if importlib.util.find_spec(f"bench.refs.{transport}") is None:
+            return f"bench/refs/{transport}.py is not there yet"
         return None
     if transport not in registry.TRANSPORTS:
-        return "not in transports.registry yet"
-    name = registry.TRANSPORTS[transport]
+        return "not in transports.registry (or its package has no __init__.py yet)"
+    package = registry.entry(transport).package
     try:
         module = registry.get(transport)
     except Exception as exc:  # a transport still being written may not import yet
-        return f"{name} does not import: {type(exc).__name__}: {exc}"
+        return f"{package} does not import: {type(exc).__name__}: {exc}"
     if not hasattr(module, "open_client"):
-        return f"{name} has no open_client yet"
+        return f"{package} has no open_client yet"
     return None
+
+
+def registry_meta() -> list[dict[str, Any]]:
+    """What the report needs of the registry, so a results.json renders on its own."""
+    return [
+        {
+            "name": e.name,
+            "label": e.label,
+            "wire": e.wire,
+            "reference": e.reference,
+            "isolates": e.isolates,
+            "ladder": e.name in registry.LADDER,
+            "summary": e.summary,
+            "contract": e.contract,
+        }
+        for e in registry.BY_NAME.values()
+    ]
 
 
 class BenchRun:
@@ -99,12 +120,16 @@ class BenchRun:
             "latency": [],
             "load": [],
             "targets": [],
+            "ladder": [],
             "errors": [],
         }
         skipped = {t: why for t in transports if (why := available(t))}
         self.transports = [t for t in transports if t not in skipped]
+        self.refs = [t for t in ref_transports() if t in self.transports]
+        self.chats = [t for t in chat_transports() if t in self.transports]
         self.results["meta"].update(
             transports=self.transports,
+            registry=registry_meta(),
             skipped=skipped,
             plan=plan.as_dict(),
             placement=self._placement_meta(),
@@ -132,18 +157,20 @@ class BenchRun:
         }
 
     def steps(self) -> list[Step]:
+        """Every step in run order: the references, then each transport in registry order
+        (memory store, then SQLite), then the same-vCPU rows."""
         steps: list[Step] = []
-        for ref in (t for t in REF_TRANSPORTS if t in self.transports):
+        for ref in self.refs:
             steps += self._ref_steps(ref, self.main, full=True)
-        for transport in (t for t in CHAT_TRANSPORTS if t in self.transports):
+        for transport in self.chats:
             for store in ("memory", "sqlite"):
                 steps += self._chat_steps(transport, store)
-        for transport in ("custom", "grpc", *REF_TRANSPORTS):
-            if transport in self.transports and self.same != self.main and self.plan.same_vcpu:
-                if transport in REF_TRANSPORTS:
-                    steps += self._ref_steps(transport, self.same, full=False)
-                else:
+        if self.same != self.main and self.plan.same_vcpu:
+            for transport in self.chats:
+                if registry.entry(transport).wire:
                     steps += self._same_vcpu_chat_steps(transport)
+            for ref in self.refs:
+                steps += self._ref_steps(ref, self.same, full=False)
         if importlib.util.find_spec("bench.payloads") is not None:
             steps.append(Step("payload sizes", self._payload_sizes, "payload_sizes"))
         else:
@@ -154,7 +181,7 @@ class BenchRun:
         group = f"{transport}/{store}"
         plan = self.plan
         steps: list[Step] = []
-        wire = transport != "loopback"
+        wire = not self._in_process(transport)
         if wire:
             steps.append(
                 Step(
@@ -165,15 +192,21 @@ class BenchRun:
         steps.append(
             Step(f"{group}: latency", lambda: self._ops(group, plan.ops_counts(share)), group)
         )
-        fanouts = (
-            plan.deliver if store == "memory" else dict(itertools.islice(plan.deliver.items(), 1))
-        )
+        if transport == LEAN_TRANSPORT and store == "memory" and plan.lean:
+            steps.append(Step(f"{group}: lean reference client", lambda: self._lean(group), group))
+        if store == "memory":
+            fanouts = plan.deliver
+        elif plan.sqlite_extras:  # the first fan-out only
+            fanouts = {
+                f: max(1, round(n * share)) for f, n in itertools.islice(plan.deliver.items(), 1)
+            }
+        else:
+            fanouts = {}
         for fanout, n in fanouts.items():
-            n = n if store == "memory" else max(1, round(n * share))
             steps.append(
                 Step(
                     f"{group}: deliver x{fanout}",
-                    lambda f=fanout, n=n: self._deliver(group, f, n),
+                    functools.partial(self._deliver, group, fanout, n),
                     group,
                 )
             )
@@ -182,14 +215,15 @@ class BenchRun:
                 steps.append(Step(f"{group}: bytes on the wire", lambda: self._sizes(group), group))
             else:
                 self.results["meta"]["skipped"]["sizes"] = "bench/wire.py not there yet"
-        steps.append(Step(f"{group}: load closed", lambda: self._load(group, "closed"), group))
+        if store == "memory" or plan.sqlite_extras:
+            steps.append(Step(f"{group}: load closed", lambda: self._load(group, "closed"), group))
         if wire:
             fractions = plan.open_fractions if store == "memory" else plan.sqlite_open_fractions
             for frac in fractions:
                 steps.append(
                     Step(
                         f"{group}: load {frac:.0%}",
-                        lambda f=frac: self._load(group, "open", f),
+                        functools.partial(self._load, group, "open", frac),
                         group,
                     )
                 )
@@ -211,11 +245,11 @@ class BenchRun:
         ]
         if full:
             steps.append(Step(f"{group}: load closed", lambda: self._load(group, "closed"), group))
-            for frac in self.plan.open_fractions:
+            for frac in self.plan.ref_open_fractions:
                 steps.append(
                     Step(
                         f"{group}: load {frac:.0%}",
-                        lambda f=frac: self._load(group, "open", f),
+                        functools.partial(self._load, group, "open", frac),
                         group,
                     )
                 )
@@ -242,7 +276,7 @@ class BenchRun:
         """group -> (transport, store)."""
         parts = group.split("/")
         if parts[0] == "same":
-            return parts[1], "memory" if parts[1] in CHAT_TRANSPORTS else "none"
+            return parts[1], "memory" if parts[1] in registry.BY_NAME else "none"
         return parts[0], parts[1] if len(parts) > 1 else "none"
 
     def _start_chat(self, group: str, placement: Placement | None = None) -> None:
@@ -252,7 +286,9 @@ class BenchRun:
         self._servers[group] = ServerProcess([transport], db, cpu=cpu).start()
 
     def _start_ref(self, group: str, ref: str, placement: Placement) -> None:
-        self._servers[group] = RefServer(ref, cpu=placement.server_cpu).start()
+        server = RefServer(ref, cpu=placement.server_cpu)
+        server.start()
+        self._servers[group] = server
 
     def _stop(self, group: str) -> None:
         server = self._servers.pop(group, None)
@@ -261,9 +297,9 @@ class BenchRun:
 
     def _target(self, group: str) -> dict[str, Any]:
         transport, store = self._split(group)
-        if transport == "loopback":
-            db = ":memory:" if store == "memory" else str(self._tmp / "loopback.db")
-            return {"kind": "chat", "transport": "loopback", "db": db}
+        if self._in_process(transport):  # served in the worker itself
+            db = ":memory:" if store == "memory" else str(self._tmp / f"{transport}.db")
+            return {"kind": "chat", "transport": transport, "db": db}
         server = self._servers.get(group)
         if server is None:
             raise SkipGroup(f"{group}: no server running")
@@ -282,8 +318,14 @@ class BenchRun:
             "server_pid": server.pid,
         }
 
+    @staticmethod
+    def _in_process(transport: str) -> bool:
+        """A transport without a wire (loopback): its clients call the core in the worker."""
+        entry = registry.BY_NAME.get(transport)
+        return entry is not None and not entry.wire
+
     def _placement_key(self, transport: str, placement: Placement) -> str:
-        return "in-process" if transport == "loopback" else placement.key
+        return "in-process" if self._in_process(transport) else placement.key
 
     def _worker(self, placement: Placement) -> Worker:
         worker = self._workers.get(placement)
@@ -330,6 +372,18 @@ class BenchRun:
         for row in self._job(self.main, job, timeout=600):
             self._latency_row(row, transport, store, self._placement_key(transport, self.main))
 
+    def _lean(self, group: str) -> None:
+        """The lean blocking client's send against this group's server (bench/refs)."""
+        transport, store = self._split(group)
+        job = {
+            "kind": "lean",
+            "target": self._target(group),
+            "n": self.plan.lean,
+            "warmup": self.plan.warmup,
+        }
+        for row in self._job(self.main, job, timeout=600):
+            self._latency_row(row, transport, store, self.main.key)
+
     def _echo(self, group: str, placement: Placement, full: bool) -> None:
         transport, _ = self._split(group)
         n = self.plan.echo if full else self.plan.same_vcpu
@@ -346,6 +400,7 @@ class BenchRun:
                 "placement": placement,
                 "body_bytes": row.pop("body_bytes", None),
                 "fanout": row.pop("fanout", None),
+                "client": row.pop("client", None),
                 **row,
             }
         )
@@ -377,7 +432,7 @@ class BenchRun:
         for row in self._job(self.main, job, timeout=timeout):
             row = {
                 "transport": transport,
-                "op": "echo" if transport in REF_TRANSPORTS else "send",
+                "op": "echo" if transport in self.refs else "send",
                 "store": store,
                 "placement": self._placement_key(transport, self.main),
                 "fraction": fraction,
@@ -407,7 +462,7 @@ class BenchRun:
     # -- run ---------------------------------------------------------------------------------
     def execute(self) -> dict[str, Any]:
         """Run every step; returns the results dict (meta finished, targets not yet)."""
-        from tqdm import tqdm
+        from tqdm import tqdm  # type: ignore[import-untyped]
 
         steps = self.steps()
         started = time.monotonic()
@@ -468,10 +523,11 @@ class BenchRun:
 
 def write_outputs(results: dict[str, Any], run_dir: Path) -> list[Path]:
     """results.json, the plots and REPORT.md in ``run_dir``; returns the files written."""
-    from bench import plots, report, targets
+    from bench import ladder, plots, report, targets
 
     run_dir.mkdir(parents=True, exist_ok=True)
     results["targets"] = targets.evaluate_targets(results)
+    results["ladder"] = ladder.ladder(results)
     written = [run_dir / "results.json"]
     (run_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     images = plots.draw_all(results, run_dir)

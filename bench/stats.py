@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from hdrh.histogram import HdrHistogram
+from hdrh.histogram import HdrHistogram  # type: ignore[import-untyped]
 
 LOWEST_NS = 1
 HIGHEST_NS = 60 * 10**9  # a minute: anything slower is a hang, and is clamped here

@@ -1,18 +1,34 @@
 """The Targets the bench is judged by, and the lookups the report and plots share. Pure.
 
 A target is evaluated from the run's own rows only (results.json), so any results file can be
-re-judged; a figure the run lacks makes its target ``n/a``, never a PASS.
+re-judged; a figure the run lacks makes its target ``n/a``, never a PASS. Which transports
+there are, their order and the reference row each is read against come from the run's
+``meta.registry`` (bench.ladder.registry_info), never from a list here.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from bench.config import FLOORS, NOISY_VCPUS, REF_TRANSPORTS
+from bench.config import (
+    DEFAULT_P50_LIMIT,
+    FLOOR,
+    LEAN_CLIENT,
+    LEAN_TRANSPORT,
+    NOISY_VCPUS,
+    P50_LIMITS,
+)
+from bench.ladder import registry_info
+from bench.markdown import fmt_rate, fmt_us
 from bench.stats import ratio
 
 Row = dict[str, Any]
-ORDER = ("custom", "grpc", "loopback", "tcp_echo", "grpc_echo", "tcp_floor")
+#: The bench's p50 for send against the lean independent client's: within this fraction.
+LEAN_P50_TOLERANCE = 0.15
+#: The product client's CPU per send against the lean client's: at most this many times.
+LEAN_CPU_LIMIT = 1.3
+#: Saturation and bytes targets: the hand-designed protocol against gRPC unary (issue 2).
+BASE, GRPC = "custom", "grpc"
 SIZE_KINDS = ("payload", "framing", "headers", "control")
 OPS = (
     "signup",
@@ -26,21 +42,39 @@ OPS = (
 )
 
 
-def fmt_us(value: float | None) -> str:
-    """Microseconds for a table: one decimal below 1000, thousands separators above."""
-    if value is None:
-        return "—"
-    return f"{value:.1f}" if value < 1000 else f"{value:,.0f}"
-
-
-def fmt_rate(value: float | None) -> str:
-    return "—" if value is None else f"{value:,.0f}"
-
-
 # -- lookups -----------------------------------------------------------------------------------
-def transport_rank(transport: str) -> int:
+def order(results: dict[str, Any]) -> list[str]:
+    """Every transport and reference row, in report order: the registry's order (loopback,
+    the ladder, what stands beside it), then the reference rows they name, then the floor,
+    then anything else the rows hold."""
+    info = registry_info(results)
+    names = [i["name"] for i in info]
+    names += [i["reference"] for i in info if i.get("reference")]
+    names.append(FLOOR)
+    for section in ("latency", "load", "sizes"):
+        names += [r["transport"] for r in results.get(section, []) if r.get("transport")]
+    return list(dict.fromkeys(names))
+
+
+def references(results: dict[str, Any]) -> dict[str, str]:
+    """Transport -> the reference row it is read against."""
+    return {i["name"]: i["reference"] for i in registry_info(results) if i.get("reference")}
+
+
+def is_reference(results: dict[str, Any], name: str) -> bool:
+    """A bare reference row (echo), not a chat transport."""
+    return name not in {i["name"] for i in registry_info(results)}
+
+
+def label(results: dict[str, Any], name: str) -> str:
+    """The registry's label of a transport, or the reference row's name."""
+    return next((i["label"] for i in registry_info(results) if i["name"] == name), name)
+
+
+def transport_rank(transport: str, results: dict[str, Any] | None = None) -> int:
     """Report order of a transport (unknown ones last)."""
-    return ORDER.index(transport) if transport in ORDER else len(ORDER)
+    names = order(results or {})
+    return names.index(transport) if transport in names else len(names)
 
 
 def find_latency(
@@ -51,8 +85,10 @@ def find_latency(
     store: str | None = None,
     placement: str | None = None,
     fanout: int | None = None,
+    client: str | None = None,
 ) -> Row | None:
-    """The latency row for transport/op (memory or none store, main placement by default)."""
+    """The latency row for transport/op (memory or none store, main placement by default),
+    measured by the product's client unless ``client`` names another (``"lean"``)."""
     stores = (store,) if store else ("memory", "none")
     places = (placement,) if placement else ("cross", "in-process", "unpinned")
     for row in results.get("latency", []):
@@ -62,6 +98,7 @@ def find_latency(
             and row["store"] in stores
             and row["placement"] in places
             and (fanout is None or row.get("fanout") == fanout)
+            and row.get("client") == client
         ):
             return row
     return None
@@ -69,7 +106,13 @@ def find_latency(
 
 def round_trip_row(results: dict[str, Any], transport: str) -> Row | None:
     """The 32 B round trip of a transport: ``send`` for chat transports, ``echo`` for refs."""
-    return find_latency(results, transport, "echo" if transport in REF_TRANSPORTS else "send")
+    op = "echo" if is_reference(results, transport) else "send"
+    return find_latency(results, transport, op)
+
+
+def lean_row(results: dict[str, Any]) -> Row | None:
+    """The lean reference client's send against the same server (bench/refs/lean_custom.py)."""
+    return find_latency(results, LEAN_TRANSPORT, "send", client=LEAN_CLIENT)
 
 
 def saturation(results: dict[str, Any], transport: str, store: str = "memory") -> Row | None:
@@ -96,15 +139,18 @@ def steady_send_bytes(results: dict[str, Any], transport: str) -> Row | None:
     return min(rows, key=lambda r: abs((r.get("body_bytes") or 0) - 32), default=None)
 
 
-def standard_size_rows(sizes: list[Row]) -> list[Row]:
+def standard_size_rows(sizes: list[Row], results: dict[str, Any] | None = None) -> list[Row]:
     """One row per (op, phase, transport): ASCII, one recipient, body nearest 32 B.
 
     The rest of the size rows (the body-size sweep, non-ASCII text, many recipients) are
-    what the bytes-vs-body plot draws.
+    what the bytes-vs-body plot draws. ``results`` gives the transports' order.
     """
+    names = order(results or {"sizes": sizes})
     best: dict[tuple[str, str, str], Row] = {}
     for r in sizes:
         if r.get("text") not in ("ascii", None) or r.get("recipients") not in (1, None):
+            continue
+        if r.get("phase") not in ("first", "steady"):  # amortized control: bench/report_bytes
             continue
         key = (str(r.get("op")), str(r.get("phase")), str(r.get("transport")))
         distance = abs((r.get("body_bytes") or 0) - 32)
@@ -116,7 +162,7 @@ def standard_size_rows(sizes: list[Row]) -> list[Row]:
             OPS.index(r["op"]) if r.get("op") in OPS else len(OPS),
             str(r.get("op")),
             r.get("phase") != "first",
-            transport_rank(r["transport"]),
+            names.index(r["transport"]) if r["transport"] in names else len(names),
         ),
     )
 
@@ -155,12 +201,16 @@ def _target(
     detail: str,
     noise: float | None = None,
 ) -> Row:
+    """``better``: "lower" (value <= limit), "higher" (value >= limit) or "within" (the value
+    is a ratio within ``limit`` of 1, either side)."""
     if value is None:
         status = "n/a"
     elif better == "lower":
         status = "PASS" if value <= limit else "MISS"
-    else:
+    elif better == "higher":
         status = "PASS" if value >= limit else "MISS"
+    else:
+        status = "PASS" if abs(value - 1.0) <= limit + 1e-9 else "MISS"
     if noise is not None:
         detail += f"; disturbed: other processes used {noise:.2f} vCPUs meanwhile"
     return {
@@ -179,58 +229,98 @@ def p50(row: Row | None) -> float | None:
     return None if row is None else row.get("p50_us")
 
 
-def evaluate_targets(results: dict[str, Any]) -> list[Row]:
-    """The four targets, each PASS / MISS from this run's numbers (n/a if a figure is missing)."""
+def _client_cpu(row: Row | None) -> float | None:
+    return None if row is None else row.get("client_cpu_us_per_op")
+
+
+def _floor_targets(results: dict[str, Any]) -> list[Row]:
+    """Each transport's send p50 against the reference row its registry entry names."""
     out = []
-    for transport, limit in (("custom", 1.5), ("grpc", 1.3)):
-        floor = FLOORS[transport]
-        mine, ref = round_trip_row(results, transport), round_trip_row(results, floor)
+    asked = results.get("meta", {}).get("transports")
+    for transport, ref in references(results).items():
+        if asked is not None and transport not in asked:
+            continue  # not asked for in this run
+        mine, floor = round_trip_row(results, transport), round_trip_row(results, ref)
+        limit = P50_LIMITS.get(ref, DEFAULT_P50_LIMIT)
         out.append(
             _target(
-                f"{transport} send p50 <= {limit}x {floor} p50",
-                ratio(p50(mine), p50(ref)),
+                f"{transport} send p50 <= {limit}x {ref} p50",
+                ratio(p50(mine), p50(floor)),
                 limit,
                 "lower",
-                f"{transport} send {fmt_us(p50(mine))} µs vs {floor} {fmt_us(p50(ref))} µs "
+                f"{transport} send {fmt_us(p50(mine))} µs vs {ref} {fmt_us(p50(floor))} µs "
                 "(memory store, 32 B, one in flight, different vCPUs)",
-                disturbed(mine, ref),
+                disturbed(mine, floor),
             )
         )
-    custom, grpc = saturation(results, "custom"), saturation(results, "grpc")
-    c_rate = None if custom is None else custom["achieved_per_s"]
+    return out
+
+
+def _lean_targets(results: dict[str, Any]) -> list[Row]:
+    """The product's client against the lean independent one, on the same server."""
+    mine, lean = round_trip_row(results, LEAN_TRANSPORT), lean_row(results)
+    if mine is None and lean is None:
+        return []
+    return [
+        _target(
+            f"{LEAN_TRANSPORT} send p50 within {LEAN_P50_TOLERANCE:.0%} of a lean client's",
+            ratio(p50(mine), p50(lean)),
+            LEAN_P50_TOLERANCE,
+            "within",
+            f"bench client {fmt_us(p50(mine))} µs vs lean blocking client "
+            f"{fmt_us(p50(lean))} µs, same server, same run",
+            disturbed(mine, lean),
+        ),
+        _target(
+            f"{LEAN_TRANSPORT} client CPU per send <= {LEAN_CPU_LIMIT}x a lean client's",
+            ratio(_client_cpu(mine), _client_cpu(lean)),
+            LEAN_CPU_LIMIT,
+            "lower",
+            f"ChatClient {fmt_us(_client_cpu(mine))} µs vs lean blocking client "
+            f"{fmt_us(_client_cpu(lean))} µs of client CPU per send",
+            disturbed(mine, lean),
+        ),
+    ]
+
+
+def evaluate_targets(results: dict[str, Any]) -> list[Row]:
+    """Every target, each PASS / MISS from this run's numbers (n/a if a figure is missing)."""
+    out = _floor_targets(results) + _lean_targets(results)
+    base, grpc = saturation(results, BASE), saturation(results, GRPC)
+    b_rate = None if base is None else base["achieved_per_s"]
     g_rate = None if grpc is None else grpc["achieved_per_s"]
     out.append(
         _target(
-            "custom send saturation >= 3x grpc",
-            ratio(c_rate, g_rate),
+            f"{BASE} send saturation >= 3x {GRPC}",
+            ratio(b_rate, g_rate),
             3.0,
             "higher",
-            f"custom {fmt_rate(c_rate)}/s vs grpc {fmt_rate(g_rate)}/s "
+            f"{BASE} {fmt_rate(b_rate)}/s vs {GRPC} {fmt_rate(g_rate)}/s "
             "(highest achieved rate of any load step, memory store)",
-            disturbed(custom, grpc),
+            disturbed(base, grpc),
         )
     )
-    c_row, g_row = steady_send_bytes(results, "custom"), steady_send_bytes(results, "grpc")
-    c_bytes, g_bytes = amortized_bytes(c_row), amortized_bytes(g_row)
-    body = None if c_row is None else c_row.get("body_bytes")
+    b_row, g_row = steady_send_bytes(results, BASE), steady_send_bytes(results, GRPC)
+    b_bytes, g_bytes = total_bytes(b_row), total_bytes(g_row)
+    body = None if b_row is None else b_row.get("body_bytes")
     out.append(
         _target(
-            "custom steady send bytes <= 1/4 of grpc",
-            ratio(c_bytes, g_bytes),
+            f"{BASE} steady send bytes <= 1/4 of {GRPC}",
+            ratio(b_bytes, g_bytes),
             0.25,
             "lower",
-            f"custom {c_bytes if c_bytes is not None else '—'} B vs grpc "
+            f"{BASE} {b_bytes if b_bytes is not None else '—'} B vs {GRPC} "
             f"{g_bytes if g_bytes is not None else '—'} B per round trip "
-            f"(both directions, mean of the steady calls, "
-            f"{body if body is not None else '—'} B body)",
+            f"(both directions, the steady call, {body if body is not None else '—'} B body)",
         )
     )
     return out
 
 
 __all__ = [
+    "LEAN_CPU_LIMIT",
+    "LEAN_P50_TOLERANCE",
     "OPS",
-    "ORDER",
     "SIZE_KINDS",
     "amortized_bytes",
     "disturbed",
@@ -238,7 +328,12 @@ __all__ = [
     "find_latency",
     "fmt_rate",
     "fmt_us",
+    "is_reference",
+    "label",
+    "lean_row",
+    "order",
     "p50",
+    "references",
     "round_trip_row",
     "saturation",
     "standard_size_rows",

@@ -4,92 +4,98 @@ Method
     The client under test (a real ``ChatClient`` from the transport registry, in this process)
     connects to a counting relay (``bench/wire_relay.py``): a TCP proxy on 127.0.0.1 in front
     of the real server (another process), which counts every byte it forwards in each direction
-    as it reads it and feeds the same bytes to a per-direction parser that splits them into
-    whole frames and classifies each byte. What is counted is exactly the TCP payload each side
-    wrote (for gRPC: the HTTP/2 preface, SETTINGS, WINDOW_UPDATE, PING, HPACK-compressed HEADERS
-    and DATA frames). TCP/IP headers, SYN/FIN and pure ACK segments are not counted: they
-    depend on segmentation, not on the protocol. One relay per client.
+    as it reads it and feeds the same bytes to the transport's byte counter, which splits them
+    into whole frames and classifies each byte. The counter lives beside its transport
+    (``transports/<name>/_bytes.py``) and is found through the registry
+    (``registry.entry(name).wire_account_factory()``): this module knows no transport. What is
+    counted is exactly the TCP payload each side wrote. TCP/IP headers, SYN/FIN and pure ACK
+    segments are not counted: they depend on segmentation, not on the protocol.
+    ``bench/capture.py`` checks the steady figures against a packet capture of a client talking
+    to the server directly (no relay).
 
 Attribution (which operation a byte belongs to)
-    Operations run one at a time. Each is numbered; before it starts, its relays must be quiet
-    and we snapshot them; we await the operation (so its response has crossed the relay), then
-    settle: wait until, at one moment, every relay of the operation has carried no byte for
-    QUIET (30 ms, counted from the operation's completion at the earliest), each parser sits on
-    a frame boundary (no partial frame buffered), and the kernel's own TCP counters
-    (TCP_INFO bytes_acked/bytes_received) of every relay socket equal the relay's counts
-    (nothing in flight: this is the cross-check a packet capture would give). The bytes between
-    the snapshots are the operation's. Then two corrections, so that every byte lands on
-    exactly one operation, the one that caused it:
-    * bytes a relay carries between operations are added to its previous operation;
-    * gRPC flow-control frames written late are moved to the operation whose DATA caused them
-      (``bench/h2frames.py``, "Late flow-control frames"): a WINDOW_UPDATE or PING written
-      before its writer received DATA in the current operation belongs to the latest one in
-      which it did; a PING ACK goes with its PING. In practice: grpc-core sends the 26 bytes of
-      WINDOW_UPDATE for a pushed message with the recipient's next call (the ack), and they are
-      counted to ``deliver``; its BDP PINGs fire on a timer (100 ms and growing) and are
-      counted, with their ACK and any WINDOW_UPDATE, to the call whose DATA they measured.
-    Each operation's bytes must equal the sum of its classified frames, or we raise
-    MeasurementError rather than report a number we cannot explain.
+    Operations run one at a time. Each is numbered (its epoch); before it starts, its relays
+    must be quiet and we snapshot them; we await the operation, then settle: wait until every
+    relay of the operation has carried no byte for QUIET (30 ms), each counter sits on a frame
+    boundary, and the kernel's own TCP counters (TCP_INFO) of every relay socket equal the
+    relay's counts. The bytes between the snapshots are the operation's; bytes a relay carries
+    between operations are added to its previous operation. Then flow-control credit is moved
+    to the operation whose DATA it credits (``transports/grpc/_bytes.py``: grpc-core returns
+    the credit for a reply or a push with its writer's next call). Unmeasured blocks (the
+    warm-up, the amortized window) are numbered like operations, so credit and timer-driven
+    frames cross their edges the same way. Each operation's bytes must equal the sum of its
+    classified frames, or we raise MeasurementError. ``bench/wire_rows.py`` builds the rows.
+
+Headline figures: the deterministic call
+    A counter names the frame kinds its runtime writes on a timer (``TIMER_KINDS``: gRPC's BDP
+    and keepalive PINGs and PING ACKs; WebSocket keepalive PING/PONG). A call is *disturbed*
+    if such a frame crossed its connection during the call, the quiet gap after it, or the
+    operation and gap before it (a timer-driven write also flushes flow-control credit early
+    and may widen windows, which moves WINDOW_UPDATEs between neighbouring calls), or if
+    credit was moved into it from a disturbed operation. Every row's figures come from its
+    undisturbed calls only: the call with the median size per direction (they are equal for a
+    deterministic protocol; ``*_range`` shows it). Steady rows are measured until they have
+    ``Plan.clean`` undisturbed calls (at most ``Plan.max_attempts`` calls). So no headline
+    depends on call spacing or run length; ``samples`` is the undisturbed calls used,
+    ``disturbed`` those left out. A row with no undisturbed call (``samples`` 0: typically a
+    gRPC ``first`` row, since grpc-core pings as soon as a new connection's first DATA
+    arrives) takes its figures from all its calls with their timer-driven frames taken out;
+    WINDOW_UPDATEs that such a ping's write flushed early may still be in them, and
+    ``*_range`` shows the spread.
+
+Timer-driven traffic: the ``amortized`` rows
+    After the steady rows, ``Plan.amortized_calls`` (>= 1000) send round trips run back to back
+    on the warm sender and receiver connections (send, the push, the receiver's ack), counted
+    as one window. Its timer-driven control bytes are the bytes of TIMER_KINDS frames plus the
+    flow-control frames (``FLOW_KINDS``: gRPC's WINDOW_UPDATEs) beyond what that many
+    deterministic calls carry (net: negative if the runtime merged credit); reported per call
+    and per second of the window, so that they are read apart from the per-call headline.
 
 Operations (``op``)
     connect         TCP connect plus the transport's handshake (custom: HELLO/WELCOME; gRPC:
-                    preface, both SETTINGS and their ACKs, the connection WINDOW_UPDATE), i.e.
-                    what ``ChatClient.connect()`` causes.
-    signup, login   for gRPC this includes what its client does to log in: the Signup/Login
-                    call and opening the Subscribe stream that carries pushes.
+                    preface, SETTINGS and their ACKs, WINDOW_UPDATE; WebSocket: the HTTP
+                    upgrade), i.e. what ``ChatClient.connect()`` causes.
+    signup, login   for gRPC this includes what its client does to log in (the Subscribe
+                    stream that carries pushes).
     list_accounts   pattern ``wc<tag>r00?`` (12 characters), which matches 10 names of 12
                     characters; default page size, so one page with ``more`` false.
     send            one message, on the sender's connection: its request and its reply.
-    deliver         the push of that message, on one live recipient's own connection, and
-                    what that connection sends because of it (gRPC: flow control). Clients
-                    run with auto_ack off, so the ack is its own operation:
+    deliver         the push of that message on one live recipient's own connection, and what
+                    that connection sends because of it (gRPC: flow control). Clients run with
+                    auto_ack off, so the ack is its own operation:
     ack             the recipient acknowledging that one message id.
     logout, delete_account, close (what ``ChatClient.close()`` sends).
-    Usernames are 12 characters and passwords 16 bytes on both transports; the run creates
-    accounts named ``wc<6 hex>...`` and deletes them at the end.
+    Usernames are 12 characters and passwords 16 bytes; the run creates accounts named
+    ``wc<6 hex>...`` and deletes them at the end.
 
 Phases
-    first   the first call of that op on a fresh connection, after only the calls needed to
-            reach it (connect; signup or login for ops that need a session): the median of
-            ``Plan.first_passes`` such passes, each on new connections. For gRPC the HPACK
-            tables then hold the headers of those earlier calls but nothing of this op.
-            connect, delete_account and close happen once per connection: first only.
-    steady  repeated calls on a warm connection (after a warm-up call).
-    A row's numbers come from its median call, chosen per direction (the call with the median
-    ``c2s_bytes`` gives every c2s_* field, the one with the median ``s2c_bytes`` every s2c_*
-    field), so each direction's parts sum to its total and describe one real call. gRPC's
-    timer-driven BDP pings land on some calls and not others: the median is the typical call,
-    ``c2s_mean``/``s2c_mean`` spread those pings over all calls measured.
+    first      the first call of that op on a fresh connection, after only the calls needed
+               to reach it: ``Plan.first_passes`` passes, each on new connections.
+    steady     repeated calls on a warm connection, after WARM_UP_IDS unmeasured round trips
+               (login/logout cycles for the session rows), so that message ids and request
+               ids are past 127 (``holds_for`` says for which ids each figure holds).
+    amortized  send (sender's connection) and deliver (the receiver's, its acks included)
+               over the long window described above.
 
-Row keys
-    transport, op, phase; body_bytes (UTF-8 bytes of the message body; None for ops without
-    one), recipients (send/deliver: how many recipients the message named; else None), text
-    ("ascii", or "utf8": Cyrillic, CJK and emoji filling the same byte count; else None);
-    c2s_bytes, s2c_bytes and their parts c2s_payload, c2s_framing, c2s_headers, c2s_control
-    (s2c_* likewise); samples (calls measured), c2s_mean, s2c_mean, c2s_range and s2c_range
-    ([min, max] over the calls); c2s_detail, s2c_detail: the median call's bytes per frame
-    kind (custom: opcode names, ERROR_NOTICE for an ERROR on request id 0; gRPC: frame types,
-    PING_ACK, SETTINGS_ACK, WINDOW_UPDATE on the connection, WINDOW_UPDATE_STREAM, PREFACE).
+Row keys (first and steady)
+    transport, op, phase; body_bytes, recipients, text ("ascii" or "utf8": Cyrillic, CJK and
+    emoji filling the same byte count); c2s_bytes, s2c_bytes and their parts c2s_payload,
+    c2s_framing, c2s_headers, c2s_control (s2c_* likewise); samples, disturbed; c2s_mean,
+    s2c_mean and c2s_range, s2c_range over the undisturbed calls; c2s_mean_all, s2c_mean_all
+    over every call measured, disturbed ones included (spacing-dependent: not a headline);
+    c2s_detail, s2c_detail: the chosen call's bytes per frame kind; holds_for: the ids for
+    which the figure holds where a size depends on an id (e.g. "message ids 128..16383;
+    request ids 1..127"), else None.
+Row keys (amortized)
+    transport, op, phase, body_bytes, recipients, text as above; calls, seconds; c2s_bytes,
+    s2c_bytes and the four parts: the window's bytes per call; c2s_timer_bytes,
+    s2c_timer_bytes: its timer-driven control bytes per call; control_bytes (the window's
+    timer-driven control bytes, both directions), control_bytes_per_call, control_bytes_per_s;
+    c2s_detail, s2c_detail: the window's timer-driven bytes by frame kind; holds_for.
 
-Breakdown: custom protocol (frame = length varint | opcode | request id varint | body)
-    payload   the message body: the positional fields, including their own varint lengths and
-              counts (just as gRPC's payload includes protobuf's tags and lengths: each is
-              "the encoded message"; ``bench/payloads.py`` compares the two encodings).
-    framing   the frame's length varint, opcode byte and request id varint.
-    headers   always 0: the protocol has none.
-    control   whole frames that are not a request, its response or a message push: HELLO,
-              WELCOME, PING/PONG, and ERROR frames on request id 0 (connection errors and
-              session-end notices).
-    PROTOCOL.md section 11 gives each frame's cost; tests/unit/test_bench_wire_sizes.py checks
-    the measured SEND, DELIVER, ACK and HELLO against it (SEND: len(B) + len(N) + 5 bytes).
-
-Breakdown: gRPC (``bench/h2frames.py`` has the details)
-    payload   the protobuf bytes of each message (inside DATA, after the 5-byte gRPC prefix).
-    framing   the 9-byte header of every DATA frame, plus the 5-byte gRPC message prefix.
-    headers   whole HEADERS/CONTINUATION frames (request headers, response headers, trailers;
-              HPACK-compressed, so a first call costs more than a steady one).
-    control   the preface and whole SETTINGS, WINDOW_UPDATE, PING, RST_STREAM, GOAWAY and
-              PRIORITY frames.
+The breakdown of each transport (payload / framing / headers / control) is documented in its
+counter's module docstring: transports/custom/_bytes.py, transports/protobuf_tcp/_bytes.py,
+transports/grpc/_bytes.py (both gRPC transports), transports/websocket/_bytes.py.
 """
 
 from __future__ import annotations
@@ -99,12 +105,10 @@ import contextlib
 import itertools
 import logging
 import secrets
-from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from bench.h2frames import CATEGORIES, CONTROL, FRAMING, PAYLOAD, grpc_accounts
 from bench.payloads import (
     LIST_MATCHES,
     PASSWORD,
@@ -123,21 +127,10 @@ from bench.wire_relay import (
     MeasurementError,
     settle,
 )
-from core.client import ChatClient
+from bench.wire_rows import Call, Conn, Sample, disturbed, make_row, median_call
 from core.types import Delivery
 from transports import registry
-from transports.custom import (
-    NEED_DATA,
-    OPCODE_OF,
-    Connection,
-    ConnectionClosed,
-    Error,
-    Hello,
-    Ping,
-    Pong,
-    Role,
-    Welcome,
-)
+from transports._bytes import CATEGORIES, varint_class
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -145,171 +138,63 @@ T = TypeVar("T")
 #: Seconds any one operation may take before the run fails (a 64 KiB send on a slow machine
 #: takes milliseconds; this only stops a hung transport from hanging the bench).
 OP_TIMEOUT = 30.0
+#: Seconds the amortized window may take at most.
+WINDOW_TIMEOUT = 300.0
 
 
 @dataclass(frozen=True)
 class Plan:
-    """How much to measure. ``repeats`` calls for each steady op, ``sweep_repeats`` per sweep
-    point (the sizes are deterministic, so a few calls only guard against a stray frame)."""
+    """How much to measure. Steady rows: at least ``repeats`` calls (``sweep_repeats`` per
+    sweep point), and on until ``clean`` of them are undisturbed, at most ``max_attempts``."""
 
     first_passes: int  # fresh-connection passes: samples of each ``first`` row
     repeats: int
     sweep_repeats: int
     body_sizes: tuple[int, ...]
     recipient_counts: tuple[int, ...]
+    clean: int = 3
+    max_attempts: int = 40
+    amortized_calls: int = 1000
 
 
-FULL = Plan(5, 15, 5, SIZES, RECIPIENT_COUNTS)
-QUICK = Plan(3, 5, 3, QUICK_SIZES, (1, 10))
+FULL = Plan(5, 15, 5, SIZES, RECIPIENT_COUNTS, clean=5)
+QUICK = Plan(3, 5, 3, QUICK_SIZES, (1, 10), clean=2)
 BASE_BODY = 32  # the body of the first/steady send rows, and of the recipient sweep
+#: Round trips (or login/logout cycles x 2) made, unmeasured, before the steady rows, so that
+#: message ids and each connection's request ids are past 127 (two-byte varints, three decimal
+#: digits): the size a figure holds for is then that of a server past its first messages.
+WARM_UP_IDS = 128
 
 
-# -- the custom protocol's frames ----------------------------------------------------------
-class CustomWireAccount:
-    """Classifies one direction of a custom-protocol connection (see the module docstring).
-
-    PROTOCOL.md section 3: frame = length varint (the bytes after it) | opcode (1 byte) |
-    request id varint | body. We split frames ourselves (sizes come from the raw bytes), then
-    hand each whole frame to the transport's own sans-IO codec, which must decode it to exactly
-    one event: so every byte counted is also a byte the protocol accounts for.
-    """
-
-    def __init__(self, *, client_to_server: bool) -> None:
-        self._buffer = bytearray()
-        if client_to_server:
-            self._codec = Connection(Role.SERVER)  # reads what a server reads
-        else:
-            self._codec = Connection(Role.CLIENT)
-            self._codec.send(Hello())  # the client's HELLO went the other way; expect WELCOME
-        self.totals: Counter[str] = Counter(dict.fromkeys(CATEGORIES, 0))
-        self.by_kind: Counter[str] = Counter()
-        self.epoch = 0
-        self.moved: list[Any] = []  # always empty: every frame belongs to when it was sent
-
-    @property
-    def pending(self) -> int:
-        return len(self._buffer)
-
-    def receive_data(self, data: bytes) -> None:
-        self._buffer += data
-        buf, pos = self._buffer, 0
-        while True:
-            length, length_size = _read_varint(buf, pos)
-            end = pos + length_size + length
-            if not length_size or end > len(buf):
-                break
-            _, id_size = _read_varint(buf, pos + length_size + 1)
-            self._codec.receive_data(bytes(buf[pos:end]))
-            event = self._codec.next_event()
-            if (
-                self._codec.buffered
-                or not id_size
-                or event is NEED_DATA
-                or isinstance(event, ConnectionClosed)
-            ):
-                raise ValueError(f"the codec did not read the {end - pos}-byte frame as one event")
-            self._count(event, length_size + 1 + id_size, end - pos)
-            pos = end
-        del buf[:pos]
-
-    def _count(self, event: object, envelope: int, size: int) -> None:
-        kind = OPCODE_OF[type(event)].name
-        if isinstance(event, Error) and event.request_id == 0:
-            kind = "ERROR_NOTICE"  # not an answer to a request: a connection or session notice
-        if isinstance(event, _CONTROL_EVENTS) or kind == "ERROR_NOTICE":
-            self.totals[CONTROL] += size
-        else:
-            self.totals[FRAMING] += envelope
-            self.totals[PAYLOAD] += size - envelope
-        self.by_kind[kind] += size
-
-
-_CONTROL_EVENTS = (Hello, Welcome, Ping, Pong)
-
-
-def _read_varint(buf: bytearray, pos: int) -> tuple[int, int]:
-    """(value, bytes it took), or (0, 0) if the varint is not all there yet."""
-    value = shift = 0
-    for index in range(pos, min(len(buf), pos + 10)):
-        value |= (buf[index] & 0x7F) << shift
-        if buf[index] < 0x80:
-            return value, index - pos + 1
-        shift += 7
-    if len(buf) - pos >= 10:
-        raise ValueError("a varint longer than 10 bytes")
-    return 0, 0
-
-
+# -- the counters, through the registry ----------------------------------------------------------
 def account_factory(transport: str) -> AccountFactory:
-    """The parser for a transport's bytes; a new transport must add its own here."""
-    if transport == "custom":
-        return lambda: (
-            CustomWireAccount(client_to_server=True),
-            CustomWireAccount(client_to_server=False),
-        )
-    if transport == "grpc":
-        return grpc_accounts
-    raise ValueError(f"no wire parser for transport {transport!r}; add one to bench/wire.py")
+    """The byte counters of ``transport`` (its registry entry's ``wire_account``)."""
+    return cast(AccountFactory, registry.entry(transport).wire_account_factory())
 
 
-# -- rows --------------------------------------------------------------------------------------
-Sample = dict[str, Count]  # direction -> bytes of one call
-
-
-def make_row(
-    transport: str,
-    op: str,
-    phase: str,
-    samples: Sequence[Sample],
-    *,
-    body_bytes: int | None = None,
-    recipients: int | None = None,
-    text: str | None = None,
-) -> dict[str, Any]:
-    """One result row; ``samples`` holds one call for phase first, several for steady."""
-    row: dict[str, Any] = {
-        "transport": transport,
-        "op": op,
-        "phase": phase,
-        "body_bytes": body_bytes,
-        "recipients": recipients,
-        "text": text,
-    }
-    chosen = {d: median_call([s[d] for s in samples]) for d in DIRECTIONS}
-    for d in DIRECTIONS:
-        row[f"{d}_bytes"] = chosen[d].bytes
-    for d in DIRECTIONS:
-        for category in CATEGORIES:
-            row[f"{d}_{category}"] = chosen[d].categories[category]
-    row["samples"] = len(samples)
-    for d in DIRECTIONS:
-        sizes = [s[d].bytes for s in samples]
-        row[f"{d}_mean"] = round(sum(sizes) / len(sizes), 1)
-        row[f"{d}_range"] = [min(sizes), max(sizes)]
-        row[f"{d}_detail"] = dict(sorted(chosen[d].kinds.items()))
-    return row
-
-
-def median_call(counts: Sequence[Count]) -> Count:
-    """The call with the median byte count (the lower middle one for an even number)."""
-    ordered = sorted(counts, key=lambda count: count.bytes)
-    return ordered[(len(ordered) - 1) // 2]
+def account_traits(factory: AccountFactory) -> tuple[frozenset[str], frozenset[str], Any]:
+    """(timer-driven kinds, flow-control kinds, id_class) of a transport's counters."""
+    pair = factory()
+    timer = frozenset().union(*(getattr(a, "TIMER_KINDS", frozenset()) for a in pair))
+    flow = frozenset().union(*(getattr(a, "FLOW_KINDS", frozenset()) for a in pair))
+    return timer, flow, getattr(pair[0], "id_class", varint_class)
 
 
 # -- the run -----------------------------------------------------------------------------------
-class _Conn:
-    """A measured client, its relay, and where its last operation's bytes went."""
+@dataclass
+class _Window:
+    """The raw counts of one connection over the amortized window."""
 
-    def __init__(self, relay: CountingRelay, client: ChatClient) -> None:
-        self.relay = relay
-        self.client = client
-        self.mark = relay.snapshot()  # the relay's counts when its last operation settled
-        self.last: Sample | None = None  # that operation's sample, which takes late bytes
-        self.by_epoch: dict[int, Sample] = {}  # every operation's sample, by its number
+    op: str
+    conn: Conn
+    counts: Sample
+    calls: int
+    seconds: float
+    message_ids: tuple[int, int]
 
 
 class _Run:
-    """One transport's measurement: its clients, relays, accounts and samples."""
+    """One transport's measurement: its clients, relays, accounts and calls."""
 
     def __init__(self, transport: str, address: tuple[str, int], plan: Plan) -> None:
         self.transport = transport
@@ -317,57 +202,67 @@ class _Run:
         self.plan = plan
         self.module = registry.get(transport)
         self.factory = account_factory(transport)
+        self.timer_kinds, self.flow_kinds, self.id_class = account_traits(self.factory)
         self.tag = secrets.token_hex(3)  # run-unique names, all 12 characters
-        self.conns: list[_Conn] = []
+        self.conns: list[Conn] = []
         self.accounts: list[str] = []  # created by this run, deleted at the end
-        self.samples: dict[tuple[Any, ...], list[Sample]] = {}
+        self.calls: dict[tuple[Any, ...], list[Call]] = {}
+        self.windows: list[_Window] = []
         self.epochs = itertools.count(1)
         self.kernel_checks = 0  # quiet moments at which TCP_INFO agreed with the relay
 
     def name(self, role: str, index: int) -> str:
         return username(self.tag, role, index)
 
-    def keep(self, op: str, phase: str, sample: Sample, **labels: Any) -> None:
-        """File a sample under its row; rows are built at the end, when late bytes are in."""
+    def keep(self, op: str, phase: str, call: Call, **labels: Any) -> None:
+        """File a call under its row; rows are built at the end, when late bytes are in."""
         key = (op, phase, labels.get("body_bytes"), labels.get("recipients"), labels.get("text"))
-        self.samples.setdefault(key, []).append(sample)
+        self.calls.setdefault(key, []).append(call)
+
+    def clean_calls(self, op: str, phase: str = "steady", **labels: Any) -> int:
+        key = (op, phase, labels.get("body_bytes"), labels.get("recipients"), labels.get("text"))
+        return sum(disturbed(c, self.timer_kinds) is False for c in self.calls.get(key, []))
 
     def rows(self) -> list[dict[str, Any]]:
-        return [
-            make_row(self.transport, op, phase, samples, body_bytes=size, recipients=n, text=text)
-            for (op, phase, size, n, text), samples in self.samples.items()
+        rows = [
+            make_row(
+                self.transport,
+                op,
+                phase,
+                calls,
+                timer_kinds=self.timer_kinds,
+                id_class=self.id_class,
+                body_bytes=size,
+                recipients=n,
+                text=text,
+            )
+            for (op, phase, size, n, text), calls in self.calls.items()
         ]
+        return rows + [self.amortized_row(window, rows) for window in self.windows]
 
     # -- measuring ---------------------------------------------------------------------------
     async def measured(
-        self, conns: Sequence[_Conn], start: Callable[[], Awaitable[T]]
-    ) -> tuple[T, list[Sample]]:
+        self, conns: Sequence[Conn], start: Callable[[], Awaitable[T]]
+    ) -> tuple[T, list[Call]]:
         """Run one operation (``start()`` begins it); return its result and each connection's
-        bytes. ``start`` is a function, not an awaitable, so that nothing of the operation
-        (a task that ``gather`` schedules at once, say) can run before the snapshot.
-
-        Bytes a relay carried since its previous operation settled (a timer-driven BDP PING,
-        say) are first added to that previous operation: every byte counted belongs to exactly
-        one operation, the one it followed.
-        """
-        relays = [conn.relay for conn in conns]
-        await settle(relays, from_now=False)
+        call. ``start`` is a function, not an awaitable, so that nothing of the operation
+        can run before the snapshot. Bytes a relay carried since its previous operation
+        settled are first added to that previous operation."""
+        await settle([conn.relay for conn in conns], from_now=False)
         epoch = next(self.epochs)
         for conn in conns:
-            now = conn.relay.snapshot()
-            if conn.last is not None:
-                for d in DIRECTIONS:
-                    conn.last[d] = conn.last[d] + (now[d] - conn.mark[d])
-            conn.mark = now
+            self._close_gap(conn)
             conn.relay.begin(epoch)
+            conn.forget_ids()
         async with asyncio.timeout(OP_TIMEOUT):
             result = await start()
-        await settle(relays)
-        samples = []
+        await settle([conn.relay for conn in conns])
+        calls = []
         for conn in conns:
             end = conn.relay.snapshot()
             sample = {d: end[d] - conn.mark[d] for d in DIRECTIONS}
             conn.mark, conn.last, conn.by_epoch[epoch] = end, sample, sample
+            conn.epochs.append(epoch)
             self._reattribute(conn)
             for d, count in sample.items():
                 if count.bytes != count.parsed:
@@ -375,12 +270,21 @@ class _Run:
                         f"{self.transport}: {count.bytes} {d} bytes counted but "
                         f"{count.parsed} in whole frames"
                     )
-            samples.append(sample)
-        return result, samples
+            calls.append(Call(conn, epoch, request_id=conn.request_id()))
+        return result, calls
 
     @staticmethod
-    def _reattribute(conn: _Conn) -> None:
-        """Move late flow-control frames to the operation that caused them (h2frames)."""
+    def _close_gap(conn: Conn) -> None:
+        """Add what the connection carried since its last operation settled to that one."""
+        now = conn.relay.snapshot()
+        if conn.last is not None and conn.mark:
+            for d in DIRECTIONS:
+                conn.last[d] = conn.last[d] + (now[d] - conn.mark[d])
+        conn.mark = now
+
+    @staticmethod
+    def _reattribute(conn: Conn) -> None:
+        """Move flow-control credit to the operation whose DATA it credits."""
         for d, records in conn.relay.take_moved().items():
             for record in records:
                 source = conn.by_epoch.get(record.counted_in)
@@ -394,24 +298,28 @@ class _Run:
                 )
                 source[d] = source[d] - frame
                 target[d] = target[d] + frame
+                conn.moves.append((record.counted_in, record.epoch))
 
     async def call(
         self,
-        conn: _Conn,
+        conn: Conn,
         method: Callable[..., Awaitable[T]],
         *args: Any,
         row: str | None = None,
         phase: str = "first",
+        message_id: int | None = None,
     ) -> T:
         """``method(*args)`` on one connection; file its bytes under ``row`` if given."""
-        result, (sample,) = await self.measured([conn], lambda: method(*args))
+        result, (call,) = await self.measured([conn], lambda: method(*args))
+        call.message_id = message_id
         if row is not None:
-            self.keep(row, phase, sample)
+            self.keep(row, phase, call)
         return result
 
-    async def connect(self) -> _Conn:
+    async def connect(self) -> Conn:
         relay = await CountingRelay(self.address, self.factory).start()
-        conn = _Conn(relay, self.module.open_client(relay.address, auto_ack=False))
+        conn = Conn(relay, self.module.open_client(relay.address, auto_ack=False))
+        conn.mark = relay.snapshot()
         self.conns.append(conn)
         await self.call(conn, conn.client.connect, row="connect")
         if not conn.last or not conn.last[C2S].bytes:
@@ -420,15 +328,16 @@ class _Run:
             )
         return conn
 
-    async def disconnect(self, conn: _Conn, *, keep: bool = False) -> None:
+    async def disconnect(self, conn: Conn, *, keep: bool = False) -> None:
         """Close a client (measured, so bytes that arrived after its last op are attributed)."""
         await self.call(conn, conn.client.close, row="close" if keep else None)
+        conn.closed = True
         self.conns.remove(conn)
         await self.release(conn)
 
     async def send(
-        self, sender: _Conn, receiver: _Conn, recipients: Sequence[str], body: str
-    ) -> tuple[Delivery, Sample, Sample]:
+        self, sender: Conn, receiver: Conn, recipients: Sequence[str], body: str
+    ) -> tuple[Delivery, Call, Call]:
         """send on ``sender`` and the push it causes on ``receiver``, measured together."""
         (_, delivery), (sent, pushed) = await self.measured(
             [sender, receiver],
@@ -436,6 +345,7 @@ class _Run:
                 sender.client.send(recipients, body), receiver.client.next_message(OP_TIMEOUT)
             ),
         )
+        sent.message_id = pushed.message_id = delivery.message_id
         return delivery, sent, pushed
 
     # -- the scenario --------------------------------------------------------------------------
@@ -465,7 +375,8 @@ class _Run:
         delivery, sent, pushed = await self.send(sender, receiver, [receiver_name], body)
         self.keep("send", "first", sent, **base)
         self.keep("deliver", "first", pushed, **base)
-        await self.call(receiver, receiver.client.ack, [delivery.message_id], row="ack")
+        ids = [delivery.message_id]
+        await self.call(receiver, receiver.client.ack, ids, row="ack", message_id=ids[0])
         await self.call(sender, sender.client.logout, row="logout")
         await self.disconnect(sender, keep=True)
         await self.disconnect(receiver)
@@ -476,8 +387,18 @@ class _Run:
         self.accounts.remove(sender_name)
         await self.disconnect(deleter)
 
+    def enough(self, calls: int, minimum: int, *rows: tuple[str, dict[str, Any]]) -> bool:
+        """At least ``minimum`` calls made and ``plan.clean`` undisturbed in every row (or
+        ``plan.max_attempts`` calls made: the rows then say how few were undisturbed)."""
+        if calls >= self.plan.max_attempts:
+            return True
+        wanted = min(self.plan.clean, minimum)
+        return calls >= minimum and all(
+            self.clean_calls(op, **labels) >= wanted for op, labels in rows
+        )
+
     async def steady_messaging(self) -> None:
-        """list, send, deliver, ack on warm connections; the body and recipient sweeps."""
+        """list, send, deliver, ack on warm connections; the sweeps; the amortized window."""
         plan, receiver_name = self.plan, self.name("r", 0)
         sender_name = self.name("s", plan.first_passes)
         sender = await self.connect()
@@ -485,9 +406,16 @@ class _Run:
         self.accounts.append(sender_name)
         receiver = await self.connect()
         await self.call(receiver, receiver.client.login, receiver_name, PASSWORD)
-        for _ in range(plan.repeats):
+        base_body = make_body(BASE_BODY, "ascii")
+        await self.unmeasured(
+            (sender, receiver),
+            lambda: self.round_trips(sender, receiver, [receiver_name], base_body, WARM_UP_IDS),
+        )
+        made = 0
+        while not self.enough(made, plan.repeats, ("list_accounts", {})):
             listing = sender.client.list_accounts
             await self.call(sender, listing, self.list_pattern, row="list_accounts", phase="steady")
+            made += 1
 
         base = (BASE_BODY, "ascii", 1)
         points = [base] + [
@@ -500,40 +428,162 @@ class _Run:
             body = make_body(size, text)
             names = [self.name("r", i) for i in range(count)]
             labels = {"body_bytes": size, "recipients": count, "text": text}
-            for _ in range(plan.repeats if (size, text, count) == base else plan.sweep_repeats):
+            is_base = (size, text, count) == base
+            rows = [("send", labels), ("deliver", labels)] + ([("ack", {})] if is_base else [])
+            made = 0
+            while not self.enough(made, plan.repeats if is_base else plan.sweep_repeats, *rows):
                 delivery, sent, pushed = await self.send(sender, receiver, names, body)
                 self.keep("send", "steady", sent, **labels)
                 self.keep("deliver", "steady", pushed, **labels)
-                row = "ack" if (size, text, count) == base else None
                 ids = [delivery.message_id]
-                await self.call(receiver, receiver.client.ack, ids, row=row, phase="steady")
+                row = "ack" if is_base else None
+                ack = receiver.client.ack
+                await self.call(receiver, ack, ids, row=row, phase="steady", message_id=ids[0])
+                made += 1
+        await self.amortized(sender, receiver, [receiver_name], base_body)
         await self.disconnect(sender)
         await self.disconnect(receiver)
+
+    async def unmeasured(
+        self, conns: Sequence[Conn], start: Callable[[], Awaitable[T]]
+    ) -> tuple[T, float, dict[int, Sample]]:
+        """Run ``start()`` outside any measured row: (its result, seconds, each connection's
+        counts by ``id(conn)``). Its bytes are no other operation's gap."""
+        await settle([c.relay for c in conns], from_now=False)
+        epoch = next(self.epochs)
+        for conn in conns:
+            self._close_gap(conn)
+            conn.last = None
+            conn.relay.begin(epoch)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        async with asyncio.timeout(WINDOW_TIMEOUT):
+            result = await start()
+        seconds = loop.time() - began
+        await settle([c.relay for c in conns])
+        counts = {}
+        for conn in conns:
+            end = conn.relay.snapshot()
+            sample = {d: end[d] - conn.mark[d] for d in DIRECTIONS}
+            conn.mark, conn.last = end, sample
+            # Numbered like an operation (never a row): credit for the call before it goes to
+            # that call, credit for its own last DATA (written with the next call) comes back
+            # to it, and the calls either side of it see its timer-driven frames.
+            conn.by_epoch[epoch] = sample
+            conn.epochs.append(epoch)
+            self._reattribute(conn)
+            counts[id(conn)] = sample
+        return result, seconds, counts
+
+    @staticmethod
+    async def round_trips(
+        sender: Conn, receiver: Conn, names: Sequence[str], body: str, calls: int
+    ) -> list[int]:
+        """``calls`` sends back to back, each with its push and the receiver's ack."""
+        ids = []
+        for _ in range(calls):
+            _, delivery = await asyncio.gather(
+                sender.client.send(names, body), receiver.client.next_message(OP_TIMEOUT)
+            )
+            await receiver.client.ack([delivery.message_id])
+            ids.append(delivery.message_id)
+        return ids
+
+    async def amortized(
+        self, sender: Conn, receiver: Conn, names: Sequence[str], body: str
+    ) -> None:
+        """``plan.amortized_calls`` send round trips back to back, counted as one window."""
+        calls = self.plan.amortized_calls
+        ids, seconds, counts = await self.unmeasured(
+            (sender, receiver), lambda: self.round_trips(sender, receiver, names, body, calls)
+        )
+        for op, conn in (("send", sender), ("deliver", receiver)):
+            window = _Window(op, conn, counts[id(conn)], len(ids), seconds, (min(ids), max(ids)))
+            self.windows.append(window)
+
+    def amortized_row(self, window: _Window, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """The timer-driven control traffic of one connection over the window."""
+        labels = {"body_bytes": BASE_BODY, "recipients": 1, "text": "ascii"}
+
+        def steady(op: str, **want: Any) -> dict[str, Any] | None:
+            want = {"op": op, "phase": "steady", **want}
+            return next((r for r in rows if all(r[k] == v for k, v in want.items())), None)
+
+        per_call = [steady(window.op, **labels)]
+        if window.op == "deliver":
+            per_call.append(steady("ack"))
+        calls = window.calls
+        row: dict[str, Any] = {
+            "transport": self.transport,
+            "op": window.op,
+            "phase": "amortized",
+            **labels,
+            "calls": calls,
+            "seconds": round(window.seconds, 3),
+        }
+        timer_total = 0
+        for d in DIRECTIONS:
+            count = window.counts[d]
+            row[f"{d}_bytes"] = round(count.bytes / calls, 1)
+            for category in CATEGORIES:
+                row[f"{d}_{category}"] = round(count.categories[category] / calls, 1)
+            detail = {k: v for k, v in count.kinds.items() if k in self.timer_kinds}
+            flow = sum(v for k, v in count.kinds.items() if k in self.flow_kinds)
+            expected = calls * sum(
+                v
+                for r in per_call
+                if r is not None
+                for k, v in r[f"{d}_detail"].items()
+                if k in self.flow_kinds
+            )
+            if self.flow_kinds:
+                detail["flow control beyond the deterministic calls"] = flow - expected
+            timer = sum(detail.values())
+            row[f"{d}_timer_bytes"] = round(timer / calls, 2)
+            row[f"{d}_detail"] = dict(sorted(detail.items()))
+            timer_total += timer
+        row["control_bytes"] = timer_total
+        row["control_bytes_per_call"] = round(timer_total / calls, 3)
+        row["control_bytes_per_s"] = round(timer_total / window.seconds, 1)
+        lo, hi = window.message_ids
+        row["holds_for"] = f"message ids {lo}..{hi} ({calls} calls back to back)"
+        return row
 
     async def steady_sessions(self) -> None:
         """login/logout cycles on one connection, then signup/logout cycles on another."""
         name = self.name("l", 0)
         conn = await self.connect()
-        await self.call(conn, conn.client.login, name, PASSWORD)  # warm-up: not "steady" yet
-        await self.call(conn, conn.client.logout)
-        for _ in range(self.plan.repeats):
+        await self.unmeasured([conn], lambda: self.login_cycles(conn, name, WARM_UP_IDS // 2))
+        made = 0
+        while not self.enough(made, self.plan.repeats, ("login", {}), ("logout", {})):
             await self.call(conn, conn.client.login, name, PASSWORD, row="login", phase="steady")
             await self.call(conn, conn.client.logout, row="logout", phase="steady")
+            made += 1
         await self.disconnect(conn)
         conn = await self.connect()
-        for index in range(self.plan.repeats + 1):  # the first one is the warm-up
+        await self.unmeasured([conn], lambda: self.login_cycles(conn, name, WARM_UP_IDS // 2))
+        made = index = 0
+        while not self.enough(made, self.plan.repeats, ("signup", {})):
             name = self.name("u", index)
-            row = "signup" if index else None
+            row = "signup" if index else None  # the first one is the warm-up
             await self.call(conn, conn.client.signup, name, PASSWORD, row=row, phase="steady")
             self.accounts.append(name)
             await self.call(conn, conn.client.logout)
+            made += bool(index)
+            index += 1
         await self.disconnect(conn)
+
+    @staticmethod
+    async def login_cycles(conn: Conn, name: str, cycles: int) -> None:
+        for _ in range(cycles):
+            await conn.client.login(name, PASSWORD)
+            await conn.client.logout()
 
     @property
     def list_pattern(self) -> str:
         return f"wc{self.tag}r00?"  # 12 characters; matches r000..r009
 
-    async def release(self, conn: _Conn) -> None:
+    async def release(self, conn: Conn) -> None:
         self.kernel_checks += sum(c.kernel_checks for c in conn.relay.connections)
         await conn.relay.close()
 
@@ -556,14 +606,15 @@ class _Run:
 
 
 async def measure_sizes(
-    transport: str, address: tuple[str, int], *, quick: bool
+    transport: str, address: tuple[str, int], *, quick: bool, plan: Plan | None = None
 ) -> list[dict[str, Any]]:
     """Bytes on the wire per operation of ``transport``, whose server listens at ``address``.
 
-    Returns one row per (op, phase, body size, recipients, text); see the module docstring for
-    every key. Creates accounts named ``wc<6 hex>...`` and deletes them before returning.
+    Works for any transport whose registry entry names a byte counter. Returns one row per
+    (op, phase, body size, recipients, text); see the module docstring for every key.
+    Creates accounts named ``wc<6 hex>...`` and deletes them before returning.
     """
-    run = _Run(transport, address, QUICK if quick else FULL)
+    run = _Run(transport, address, plan or (QUICK if quick else FULL))
     try:
         await run.setup()
         for index in range(run.plan.first_passes):
@@ -586,10 +637,11 @@ async def measure_sizes(
 __all__ = [
     "FULL",
     "QUICK",
-    "CustomWireAccount",
+    "Call",
     "MeasurementError",
     "Plan",
     "account_factory",
+    "disturbed",
     "make_row",
     "measure_sizes",
     "median_call",

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bench.h2frames import CATEGORIES
+from transports._bytes import CATEGORIES
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,8 @@ DIRECTIONS = (C2S, S2C)
 #: A relay is quiet once no byte has crossed it for this long (seconds). A peer's immediate
 #: reaction to a frame (a PING ACK, a WINDOW_UPDATE, a trailer after a push) comes within
 #: microseconds on a loopback where a round trip takes ~0.1 ms; 30 ms is hundreds of times
-#: that. Frames sent on a timer (grpc's BDP pings) can come later; they are attributed by
-#: cause, not by time (bench/h2frames.py).
+#: that. Frames sent on a timer (grpc's BDP pings) can come later: bench/wire.py keeps calls
+#: near them out of its headline figures and reports them apart (the "amortized" rows).
 QUIET = 0.030
 #: Give up waiting for quiet after this long: a transport that chatters on its own (say a
 #: keepalive every few ms) cannot be measured by quiescence, and we say so instead of guessing.
@@ -41,12 +41,15 @@ class MeasurementError(RuntimeError):
 
 
 class WireAccount(Protocol):
-    """Classifies one direction of one connection into CATEGORIES (see ``bench/wire.py``)."""
+    """Classifies one direction of one connection into CATEGORIES: the counters beside each
+    transport (``transports/<name>/_bytes.py``, named by the registry) are such accounts."""
 
     totals: Counter[str]  # category -> bytes of whole frames so far
     by_kind: Counter[str]  # frame kind -> bytes so far (diagnostics)
     epoch: int  # the operation in progress, set through CountingRelay.begin()
     moved: list[Any]  # Reattributed records of frames an earlier epoch caused; caller empties
+
+    last_ids: dict[str, int]  # the latest request id the counter saw ("request")
 
     @property
     def pending(self) -> int:
@@ -65,7 +68,7 @@ AccountFactory = Callable[[], tuple[WireAccount, WireAccount]]
 # struct tcp_info (include/uapi/linux/tcp.h): tcpi_bytes_acked and tcpi_bytes_received are the
 # two u64 at offset 120 (Linux >= 4.1): the kernel's own count of the payload bytes that crossed
 # a socket. Comparing them with the relay's counts checks the relay independently of its code,
-# the job a packet capture would do (tcpdump/tshark are not installed on the bench machines).
+# the job a packet capture does (bench/capture.py checks the steady figures against one).
 _TCP_INFO_COUNTS = struct.Struct("=QQ")
 _TCP_INFO_COUNTS_AT = 120
 

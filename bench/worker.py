@@ -22,7 +22,7 @@ log = logging.getLogger("bench.worker")
 Handler = Callable[[dict[str, Any]], Awaitable[list[dict[str, Any]]]]
 
 #: Jobs whose rows are timings, and so carry how busy the rest of the machine was.
-TIMED = frozenset({"ops", "deliver", "echo", "load"})
+TIMED = frozenset({"ops", "deliver", "echo", "lean", "load"})
 
 
 async def run_sizes(job: dict[str, Any]) -> list[dict[str, Any]]:
@@ -53,6 +53,7 @@ def _handlers() -> dict[str, Handler]:  # imported late: `python -m bench.worker
         "ops": latency.run_ops,
         "deliver": latency.run_deliver,
         "echo": latency.run_echo,
+        "lean": latency.run_lean,
         "load": load.run_load,
         "sizes": run_sizes,
         "payload_sizes": run_payload_sizes,

@@ -41,3 +41,6 @@ MAX_SESSION_QUEUE = 4096
 # Rule 12. Pending messages are read from the store in pages of this many at login, so a
 # user with a large backlog costs bounded memory.
 BACKLOG_PAGE = 256
+
+# Rule 23. Ids in one delete_messages request: a screenful of selected messages, many times over.
+MAX_DELETE_IDS = 1024

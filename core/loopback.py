@@ -1,23 +1,23 @@
-"""The zero-wire transport: a ChatClient that calls ChatService in the same process.
+"""The zero-wire transport: a ClientTransport that calls ChatService in the same process.
 
 It is the bench's baseline (what the chat logic costs with no bytes at all) and the fastest way
-to run the conformance suite against the core. It follows the same session rules as the wire
-transports: a failed login ends the session, and the client must be reconnected.
+to run the conformance suite against the core. ``ChatClient`` applies the same client rules on
+top of it as on every wire transport.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from core.client import ChatClient
+from core import requests as rq
+from core.client import ChatClient, ClientEvents
 from core.service import ChatService
 from core.session import Session
-from core.types import AccountPage, LoginResult, SendResult
+from core.types import Delivery
 
-T = TypeVar("T")
+R = TypeVar("R")
 
 
 class LoopbackServer:
@@ -35,81 +35,97 @@ async def start_server(service: ChatService, host: str = "", port: int = 0) -> L
     return LoopbackServer(service)
 
 
-def open_client(address: ChatService, *, auto_ack: bool = True) -> LoopbackClient:
-    return LoopbackClient(address, auto_ack=auto_ack)
+def open_client(address: ChatService, *, auto_ack: bool = True) -> ChatClient:
+    return ChatClient(LoopbackTransport(address), auto_ack=auto_ack)
 
 
-class LoopbackClient(ChatClient):
-    def __init__(self, service: ChatService, *, auto_ack: bool = True) -> None:
-        super().__init__(auto_ack=auto_ack)
+class LoopbackTransport:
+    """Each request is a direct call of the service method on this client's session."""
+
+    def __init__(self, service: ChatService) -> None:
         self._service = service
         self._session: Session | None = None
+        self._events: ClientEvents | None = None
         self._pump: asyncio.Task[None] | None = None
 
-    @property
-    def session(self) -> Session:
-        if self._session is None:
-            raise ConnectionError("not connected")
-        return self._session
-
-    async def connect(self) -> None:
+    async def connect(self, events: ClientEvents) -> None:
+        self._events = events
         self._session = self._service.open_session()
 
     async def close(self) -> None:
-        if self._session is None:
+        session, self._session = self._session, None
+        if session is None:
             return
-        self._service.close_session(self._session)
+        self._service.close_session(session)
         if self._pump is not None:
             self._pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pump
-        self._session = None
-        self._on_closed()
+        if self._events is not None:
+            self._events.connection_lost(None)
 
-    async def signup(self, username: str, password: str) -> LoginResult:
-        return self._started(await self._call(self._service.signup, username, password))
-
-    async def login(self, username: str, password: str) -> LoginResult:
-        return self._started(await self._call(self._service.login, username, password))
-
-    async def logout(self) -> None:
-        await self._call(self._service.logout)
-
-    async def list_accounts(
-        self, pattern: str = "*", after: str = "", limit: int = 0
-    ) -> AccountPage:
-        return await self._call(self._service.list_accounts, pattern, after, limit)
-
-    async def send(self, recipients: Sequence[str], body: str) -> SendResult:
-        return await self._call(self._service.send, recipients, body)
-
-    async def ack(self, message_ids: Sequence[int]) -> None:
-        await self._call(self._service.ack, message_ids)
-
-    async def delete_account(self, username: str) -> None:
-        await self._call(self._service.delete_account, username)
-
-    async def _call(self, method: Callable[..., Awaitable[T]], *args: object) -> T:
-        session = self.session
+    async def request(self, request: rq.Request[R]) -> R:
+        session = self._session
+        if session is None:
+            raise ConnectionError("not connected")
+        service = self._service
+        result: Any
         try:
-            return await method(session, *args)
+            match request:
+                case rq.Signup(username, password):
+                    result = await service.signup(session, username, password)
+                    self._start_pump(session)
+                case rq.Login(username, password):
+                    result = await service.login(session, username, password)
+                    self._start_pump(session)
+                case rq.Logout():
+                    await service.logout(session)
+                    result = None
+                case rq.ListAccounts(pattern, after, limit):
+                    result = await service.list_accounts(session, pattern, after, limit)
+                case rq.Send(recipients, body):
+                    result = await service.send(session, recipients, body)
+                case rq.Ack(ids):
+                    await service.ack(session, ids)
+                    result = None
+                case rq.DeleteAccount(username):
+                    await service.delete_account(session, username)
+                    result = None
+                case rq.ListConversations(before_id, limit):
+                    result = await service.list_conversations(session, before_id, limit)
+                case rq.ReadHistory(participants, before_id, limit, conversation_id):
+                    result = await service.read_history(
+                        session, participants, before_id, limit, conversation_id
+                    )
+                case rq.MarkRead(conversation_id, up_to_id):
+                    result = await service.mark_read(session, conversation_id, up_to_id)
+                case rq.DeleteMessages(ids, for_everyone):
+                    await service.delete_messages(session, ids, for_everyone)
+                    result = None
+                case _:
+                    raise TypeError(f"loopback cannot carry {request!r}")
         finally:
-            if session.closed:
-                self._on_closed(self._service_reason(session))
+            self._follow(session)
+        return result  # (Any: each arm produces the R its request names)
 
-    @staticmethod
-    def _service_reason(session: Session) -> str | None:
-        return session.close_reason.value if session.close_reason else None
+    def _follow(self, session: Session) -> None:
+        """Report a session the service ended during (or before) this call."""
+        if session.closed and self._events is not None and session.close_reason is not None:
+            self._events.session_ended(session.close_reason.value)
 
-    def _started(self, result: LoginResult) -> LoginResult:
+    def _start_pump(self, session: Session) -> None:
         if self._pump is None or self._pump.done():
-            self._pump = asyncio.create_task(self._run_pump(), name="loopback-pump")
-        return result
+            self._pump = asyncio.create_task(self._run_pump(session), name="loopback-pump")
 
-    async def _run_pump(self) -> None:
-        """Drain one login's deliveries; a new login starts a new pump."""
-        session = self.session
-        async for delivery in session.deliveries():
-            self._on_delivery(delivery)
-        if session.closed:
-            self._on_closed(self._service_reason(session))
+    async def _run_pump(self, session: Session) -> None:
+        """Drain one login's deliveries and notices; a new login starts a new pump."""
+        assert self._events is not None
+        async for event in session.events():
+            if isinstance(event, Delivery):
+                self._events.delivered(event)
+            else:
+                self._events.notified(event)
+        self._follow(session)
+
+
+__all__ = ["LoopbackServer", "LoopbackTransport", "open_client", "start_server"]

@@ -11,13 +11,24 @@ Theory of operation
     session of every known recipient, then return. A message stays pending until some session
     of the recipient acks it (Rule 11); a session that never acks leaves it pending for the
     next login (Rule 12).
-  * delete_account (Rules 14-15): one store transaction removes the account, everything pending
-    to it and, under the default PURGE policy, its undelivered messages to others; then every
-    session of that user is ended.
+  * delete_account (Rules 14-15, 25): one store transaction removes the account's history,
+    everything pending to it and, under the default PURGE policy, its undelivered messages to
+    others; the account stays as a tombstone so what it sent that others still hold shows as
+    from a deleted account; then every session of that user is ended.
+  * Identity (Rule 19): sessions and the store work with account ids; a name is looked up once,
+    at login. Live sessions are indexed by account id, so a re-registered name (a new id)
+    never receives what was meant for the old account.
+  * History (Rules 20-24) lives in the store; the service checks, pages and pushes notices:
+    a "sent by you" copy to the sender's other sessions (SentCopy), read marks to the user's
+    other sessions (ReadMarker), "these ids are gone" to every live session of every user
+    whose history lost them (MessagesDeleted). Notices go through the same per-session queue
+    as deliveries, so each session sees them in commit order.
+  * Retention (optional): at most one prune runs per PRUNE_INTERVAL, started by a send.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -36,21 +47,31 @@ from core.errors import (
 )
 from core.passwords import HashCost, Passwords
 from core.session import Session, State
-from core.store import DuplicateAccount, Store
+from core.store import DuplicateAccount, NotSender, Removed, Store
 from core.throttle import LoginThrottle
 from core.types import (
     AccountPage,
     CloseReason,
+    ConversationPage,
     DeletedSenderPolicy,
     Delivery,
+    HistoryPage,
     LoginResult,
+    MessagesDeleted,
+    Notice,
+    ReadMarker,
+    Retention,
     SendResult,
+    SentCopy,
 )
 
 log = logging.getLogger(__name__)
 
 #: Message ids are SQLite integer keys: positive and below 2**63.
 MAX_MESSAGE_ID = 2**63
+#: Seconds between two retention prunes (each walks the history table once).
+PRUNE_INTERVAL = 60.0
+DAY_MS = 86_400_000
 
 
 def now_ms() -> int:
@@ -59,9 +80,7 @@ def now_ms() -> int:
 
 def validate_username(username: str) -> None:
     if not limits.USERNAME_RE.fullmatch(username):
-        raise InvalidArgument(
-            "a username is 1-32 characters of letters, digits, '_', '.' or '-'"
-        )
+        raise InvalidArgument("a username is 1-32 characters of letters, digits, '_', '.' or '-'")
 
 
 def validate_password(password: str) -> None:
@@ -78,6 +97,16 @@ def glob_to_sqlite(pattern: str) -> str:
 
 
 class ChatService:
+    """The chat domain over one Store.
+
+    ``retention`` (optional) bounds history (Rule 20): keep at most
+    ``max_messages_per_user`` copies per user (newest kept) and/or drop copies of messages
+    older than ``max_age_days``. A copy still pending for its recipient is never dropped.
+    Pruning runs in the background at most once per PRUNE_INTERVAL, started by a send, or
+    now with :meth:`prune_history`. Pruned copies are not announced (clients keep what they
+    have shown); deletions by users are (MessagesDeleted).
+    """
+
     def __init__(
         self,
         store: Store,
@@ -85,13 +114,17 @@ class ChatService:
         deleted_sender: DeletedSenderPolicy = DeletedSenderPolicy.PURGE,
         hash_cost: HashCost = HashCost.DEFAULT,
         throttle: LoginThrottle | None = None,
+        retention: Retention | None = None,
     ) -> None:
         self.store = store
         self.deleted_sender = deleted_sender
+        self.retention = retention or Retention()
         self._passwords = Passwords(hash_cost)
         self._throttle = throttle or LoginThrottle()
-        self._live: dict[str, set[Session]] = {}
+        self._live: dict[int, set[Session]] = {}  # account id -> its live sessions
         self._sessions: set[Session] = set()
+        self._last_prune = float("-inf")
+        self._pruning: asyncio.Task[int] | None = None
 
     # -- sessions ----------------------------------------------------------------------------
     def open_session(self) -> Session:
@@ -106,11 +139,13 @@ class ChatService:
         self._end(session, reason)
 
     def live_sessions(self, username: str) -> int:
-        return len(self._live.get(username, ()))
+        return sum(1 for s in self._sessions if s.active and s.username == username)
 
     async def shutdown(self) -> None:
         for session in list(self._sessions):
             self._end(session, CloseReason.SHUTDOWN)
+        if self._pruning is not None and not self._pruning.done():
+            self._pruning.cancel()
 
     # -- accounts (Rules 1-7) ----------------------------------------------------------------
     async def signup(self, session: Session, username: str, password: str) -> LoginResult:
@@ -123,14 +158,14 @@ class ChatService:
             password_hash = await self._passwords.hash(password)
             self._require_anonymous(session)  # the client may have gone while we hashed
             try:
-                await self.store.create_account(username, password_hash, now_ms())
+                account_id = await self.store.create_account(username, password_hash, now_ms())
             except DuplicateAccount:
                 raise UsernameTaken(f"the username {username!r} is taken") from None
         except ChatError:
             self._end(session, CloseReason.AUTH_FAILED)
             raise
         log.info("signup %s (session %d)", username, session.id)
-        return await self._start(session, username)
+        return await self._start(session, username, account_id)
 
     async def login(self, session: Session, username: str, password: str) -> LoginResult:
         self._require_anonymous(session)
@@ -138,14 +173,15 @@ class ChatService:
             if len(username) > limits.MAX_USERNAME_CHARS * 4 or len(password) > 4096:
                 raise AuthFailed()  # don't let junk into the throttle table or the hasher
             async with self._throttle.attempt(username):
-                stored = await self.store.password_hash(username)
-                if not await self._passwords.verify(stored, password):
+                account = await self.store.find_account(username)
+                stored = account.password_hash if account else None
+                if account is None or not await self._passwords.verify(stored, password):
                     raise AuthFailed()
             self._require_anonymous(session)
         except ChatError:
             self._end(session, CloseReason.AUTH_FAILED)
             raise
-        return await self._start(session, username)
+        return await self._start(session, username, account.id)
 
     async def logout(self, session: Session) -> None:
         username = self._require_active(session)
@@ -163,22 +199,24 @@ class ChatService:
         if limit < 0:
             raise InvalidArgument("the page size must not be negative")
         page_size = min(limit or limits.DEFAULT_PAGE_SIZE, limits.MAX_PAGE_SIZE)
-        names = await self.store.list_accounts(
-            glob_to_sqlite(pattern or "*"), after, page_size + 1
-        )
+        names = await self.store.list_accounts(glob_to_sqlite(pattern or "*"), after, page_size + 1)
         return AccountPage(tuple(names[:page_size]), more=len(names) > page_size)
 
     async def delete_account(self, session: Session, username: str) -> None:
         own = self._require_active(session)
+        account_id = self._account_id(session)
         if username != own:
             raise Forbidden("you can delete only your own account")
-        await self.store.delete_account(
-            own, purge_sent=self.deleted_sender is DeletedSenderPolicy.PURGE
+        removed = await self.store.delete_account(
+            account_id,
+            purge_sent=self.deleted_sender is DeletedSenderPolicy.PURGE,
+            now_ms=now_ms(),
         )
         log.info("deleted account %s", own)
-        for other in list(self._live.get(own, ())):
+        for other in list(self._live.get(account_id, ())):
             self._end(other, CloseReason.ACCOUNT_DELETED)
         self._end(session, CloseReason.ACCOUNT_DELETED)
+        self._tell_removed(removed)  # purged copies others may have on screen (unacked)
 
     # -- messages (Rules 8-13) ---------------------------------------------------------------
     async def send(self, session: Session, recipients: Sequence[str], body: str) -> SendResult:
@@ -191,25 +229,185 @@ class ChatService:
             raise LimitExceeded(
                 f"a message body is at most {limits.MAX_BODY_BYTES} bytes (got {body_size})"
             )
+        sender_id = self._account_id(session)
         sent_at = now_ms()
-        message_id, stored = await self.store.add_message(sender, body, sent_at, names)
-        unknown = tuple(name for name in names if name not in stored)
-        if stored:
-            delivery = Delivery(message_id, sender, body, sent_at)
-            for name in stored:
-                self._push(name, delivery)
-        return SendResult(message_id, sent_at, unknown)
+        stored = await self.store.add_message(sender_id, body, sent_at, names)
+        delivered_to = stored.recipients
+        unknown = tuple(name for name in names if name not in delivered_to)
+        if delivered_to:
+            message_id, conversation_id = stored.message_id, stored.conversation_id
+            live = self._live
+            everyone: list[str] | None = None  # built only if someone is there to see it
+            for name, account_id in delivered_to.items():
+                if account_id in live:
+                    everyone = everyone or sorted({sender, *delivered_to})
+                    others = tuple(n for n in everyone if n != name)  # Rule 21: who else
+                    self._push(
+                        account_id,
+                        Delivery(message_id, sender, body, sent_at, others, False, conversation_id),
+                    )
+            # Rule 24, to the sender's other sessions (a note to self was delivered to all).
+            if len(live.get(sender_id, ())) > 1 and sender not in delivered_to:
+                everyone = everyone or sorted({sender, *delivered_to})
+                mine = tuple(n for n in everyone if n != sender)
+                copy = SentCopy(
+                    Delivery(message_id, sender, body, sent_at, mine, False, conversation_id)
+                )
+                self._push(sender_id, copy, skip=session)
+            if self.retention.enabled:
+                self._maybe_prune()
+            return SendResult(message_id, sent_at, unknown, conversation_id)
+        return SendResult(0, sent_at, unknown)
 
     async def ack(self, session: Session, message_ids: Sequence[int]) -> None:
-        username = self._require_active(session)
+        self._require_active(session)
         if len(message_ids) > limits.MAX_ACK_IDS:
             raise LimitExceeded(f"at most {limits.MAX_ACK_IDS} ids per ack")
         # Ids the store cannot hold (SQLite integers are signed 64-bit) cannot be pending.
         valid = [mid for mid in message_ids if 0 < mid < MAX_MESSAGE_ID]
         if valid:
-            await self.store.mark_delivered(username, valid)
+            await self.store.mark_delivered(self._account_id(session), valid)
+
+    # -- history (Rules 19-25) ---------------------------------------------------------------
+    async def list_conversations(
+        self, session: Session, before_id: int = 0, limit: int = 0
+    ) -> ConversationPage:
+        """The caller's conversations, most recent first, each with its last message and
+        unread count (Rule 21). Page on with before_id = the last one's last message id."""
+        self._require_active(session)
+        page_size = self._page_size(limit)
+        found = await self.store.list_conversations(
+            self._account_id(session), self._cursor(before_id), page_size + 1
+        )
+        return ConversationPage(tuple(found[:page_size]), more=len(found) > page_size)
+
+    async def read_history(
+        self,
+        session: Session,
+        participants: Sequence[str] = (),
+        before_id: int = 0,
+        limit: int = 0,
+        conversation_id: int = 0,
+    ) -> HistoryPage:
+        """One conversation of the caller's history, newest first (Rules 20-21).
+
+        The conversation is named either by its id (from a Delivery, a Conversation or an
+        earlier page; the only way to reach one with a since-deleted participant) or by its
+        other participants' names (yours may be included; none = notes to yourself).
+        A conversation that does not exist yet gives an empty page with id 0.
+        """
+        me = self._require_active(session)
+        my_id = self._account_id(session)
+        if conversation_id and participants:
+            raise InvalidArgument("name the conversation by its id or by its participants")
+        if conversation_id < 0 or conversation_id >= MAX_MESSAGE_ID:
+            raise InvalidArgument("a conversation id is a positive integer")
+        page_size = self._page_size(limit)
+        before = self._cursor(before_id)
+        if not conversation_id:
+            names = self._validate_participants(participants, me)
+            ids = await self.store.account_ids(names) if names else {}
+            if len(ids) < len(names):  # someone has no account: no such conversation
+                return HistoryPage(0, tuple(sorted(names)), (), False)
+            conversation_id = await self.store.conversation_of({my_id, *ids.values()})
+            if not conversation_id:
+                return HistoryPage(0, tuple(sorted(names)), (), False)
+        members = await self.store.members(conversation_id)
+        if not any(m.id == my_id for m in members):
+            return HistoryPage(conversation_id, (), (), False)  # not yours: nothing to see
+        others = [m for m in members if m.id != my_id]
+        found = await self.store.read_history(my_id, conversation_id, before, page_size + 1)
+        return HistoryPage(
+            conversation_id,
+            tuple(sorted(m.username for m in others)),
+            tuple(found[:page_size]),
+            more=len(found) > page_size,
+            deleted_participants=tuple(sorted(m.username for m in others if m.deleted)),
+            read_up_to=await self.store.read_up_to(my_id, conversation_id),
+        )
+
+    async def mark_read(self, session: Session, conversation_id: int, up_to_id: int) -> ReadMarker:
+        """Everything in the conversation up to ``up_to_id`` is read (Rule 22). The mark only
+        rises, never past the conversation's last message; the caller's other live sessions
+        are told. Read is not delivered: pending and ack are untouched."""
+        self._require_active(session)
+        my_id = self._account_id(session)
+        if up_to_id < 0:
+            raise InvalidArgument("a message id is not negative")
+        members = (
+            await self.store.members(conversation_id)
+            if 0 < conversation_id < MAX_MESSAGE_ID
+            else []
+        )
+        if not any(m.id == my_id for m in members):
+            raise InvalidArgument(f"you have no conversation {conversation_id}")
+        mark, unread = await self.store.mark_read(
+            my_id, conversation_id, min(up_to_id, MAX_MESSAGE_ID - 1)
+        )
+        marker = ReadMarker(conversation_id, mark, unread)
+        self._push(my_id, marker, skip=session)
+        return marker
+
+    async def delete_messages(
+        self, session: Session, message_ids: Sequence[int], for_everyone: bool = False
+    ) -> None:
+        """Delete messages from the caller's history, or (for_everyone) from every
+        participant's history and pending copies, which only their sender may do (Rule 23).
+        Ids the caller does not hold are ignored. Every live session of every user who lost
+        a copy is told which ids are gone (MessagesDeleted), the caller's included."""
+        self._require_active(session)
+        if len(message_ids) > limits.MAX_DELETE_IDS:
+            raise LimitExceeded(f"at most {limits.MAX_DELETE_IDS} ids per delete")
+        valid = [mid for mid in message_ids if 0 < mid < MAX_MESSAGE_ID]
+        if not valid:
+            return
+        try:
+            removed = await self.store.delete_messages(
+                self._account_id(session), valid, for_everyone
+            )
+        except NotSender as exc:
+            listed = ", ".join(str(i) for i in exc.message_ids[:10])
+            raise Forbidden(
+                f"only the sender may delete a message for everyone; you did not send {listed}"
+            ) from None
+        self._tell_removed(removed)
+
+    async def prune_history(self) -> int:
+        """Apply the retention limit now; returns how many history copies went."""
+        retention = self.retention
+        if not retention.enabled:
+            return 0
+        older_than = None
+        if retention.max_age_days is not None:
+            older_than = now_ms() - int(retention.max_age_days * DAY_MS)
+        pruned = await self.store.prune_history(retention.max_messages_per_user, older_than)
+        if pruned:
+            log.info("retention: pruned %d history copies", pruned)
+        return pruned
 
     # -- internals ---------------------------------------------------------------------------
+    @staticmethod
+    def _page_size(limit: int) -> int:
+        if limit < 0:
+            raise InvalidArgument("the page size must not be negative")
+        return min(limit or limits.DEFAULT_PAGE_SIZE, limits.MAX_PAGE_SIZE)
+
+    @staticmethod
+    def _cursor(before_id: int) -> int:
+        """A before-id cursor: 0 (or beyond any id) means from the newest."""
+        if before_id < 0:
+            raise InvalidArgument("a paging cursor is not negative")
+        return before_id if before_id < MAX_MESSAGE_ID else 0
+
+    def _validate_participants(self, participants: Sequence[str], me: str) -> list[str]:
+        """The other participants' names (yours dropped, repeats allowed and merged)."""
+        names = list(participants)
+        if len(names) > limits.MAX_RECIPIENTS + 1:
+            raise LimitExceeded(f"a conversation has at most {limits.MAX_RECIPIENTS + 1} people")
+        if any(len(name) > limits.MAX_USERNAME_CHARS * 4 for name in names):
+            raise LimitExceeded("a participant name is longer than any username")
+        return sorted(set(names) - {me})
+
     def _validate_recipients(self, recipients: Sequence[str]) -> list[str]:
         names = list(recipients)
         if not names:
@@ -224,17 +422,45 @@ class ChatService:
             raise LimitExceeded("a recipient name is longer than any username")
         return names
 
-    def _push(self, username: str, delivery: Delivery) -> None:
-        for session in list(self._live.get(username, ())):
-            if not session._push(delivery):
-                log.warning("session %d of %s is too slow; disconnecting", session.id, username)
+    def _push(self, account_id: int, event: Delivery | Notice, skip: Session | None = None) -> None:
+        for session in list(self._live.get(account_id, ())):
+            if session is skip:
+                continue
+            if not session._push(event):
+                log.warning(
+                    "session %d of %s is too slow; disconnecting", session.id, session.username
+                )
                 self._end(session, CloseReason.SLOW_CONSUMER)
 
-    async def _start(self, session: Session, username: str) -> LoginResult:
-        pending = await self.store.pending_count(username)
-        session._logged_in(username, self.store)
-        self._live.setdefault(username, set()).add(session)
+    def _tell_removed(self, removed: Removed) -> None:
+        for account_id, ids in removed.items():
+            if ids:
+                self._push(account_id, MessagesDeleted(tuple(sorted(ids))))
+
+    async def _start(self, session: Session, username: str, account_id: int) -> LoginResult:
+        pending = await self.store.pending_count(account_id)
+        session._logged_in(username, self.store, account_id)
+        self._live.setdefault(account_id, set()).add(session)
         return LoginResult(username, pending)
+
+    @staticmethod
+    def _account_id(session: Session) -> int:
+        assert session.account_id is not None  # (set with the ACTIVE state)
+        return session.account_id
+
+    def _maybe_prune(self) -> None:
+        """Start a retention prune if one is due (at most one per PRUNE_INTERVAL)."""
+        if not self.retention.enabled:
+            return
+        now = time.monotonic()
+        if now - self._last_prune < PRUNE_INTERVAL:
+            return
+        if self._pruning is not None and not self._pruning.done():
+            return
+        self._last_prune = now
+        self._pruning = asyncio.get_running_loop().create_task(
+            self.prune_history(), name="wirechat-prune"
+        )
 
     def _require_anonymous(self, session: Session) -> None:
         if session.state is State.ACTIVE:
@@ -255,11 +481,13 @@ class ChatService:
         return f"session ended: {reason.value}" if reason else "session ended"
 
     def _unregister(self, session: Session, username: str) -> None:
-        peers = self._live.get(username)
+        if session.account_id is None:
+            return
+        peers = self._live.get(session.account_id)
         if peers is not None:
             peers.discard(session)
             if not peers:
-                del self._live[username]
+                del self._live[session.account_id]
 
     def _end(self, session: Session, reason: CloseReason) -> None:
         if session.closed:
@@ -270,4 +498,4 @@ class ChatService:
         self._sessions.discard(session)
 
 
-__all__ = ["ChatService", "now_ms", "validate_password", "validate_username"]
+__all__ = ["PRUNE_INTERVAL", "ChatService", "now_ms", "validate_password", "validate_username"]

@@ -10,6 +10,14 @@ Delivery (Rules 10-13). At login the session registers for live pushes *first*, 
 and only then yields the live queue, skipping ids it already yielded from the store. Because a
 message is stored before it is pushed and ids increase, this yields every pending message once,
 in id order, with nothing newer overtaking older (Rule 12).
+
+Notices (Rules 22-24). Besides deliveries the service pushes notices into the same live queue:
+``SentCopy`` (a message this user sent from another session), ``ReadMarker`` (another session
+marked a conversation read) and ``MessagesDeleted`` (ids gone from this user's history).
+``events()`` yields the backlog, then deliveries and notices in the order the service pushed
+them (commit order), so a client never sees "gone" before the message it removes.
+``deliveries()`` is ``events()`` without the notices, for transports that do not carry them.
+A notice counts against the session's queue limit like a delivery (Rule 17).
 """
 
 from __future__ import annotations
@@ -19,10 +27,10 @@ import enum
 import itertools
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from core import limits
-from core.types import CloseReason, Delivery
+from core.types import CloseReason, Delivery, Notice, SessionEvent
 
 if TYPE_CHECKING:
     from core.store import Store
@@ -65,9 +73,10 @@ class Session:
         self.id = next(_ids)
         self.state = State.ANONYMOUS
         self.username: str | None = None
+        self.account_id: int | None = None  # the account's stable id (Rule 19) while logged in
         self.close_reason: CloseReason | None = None
         self._store: Store | None = None
-        self._live: deque[Delivery] = deque()
+        self._live: deque[SessionEvent] = deque()
         self._wakeup = asyncio.Event()
         self._generation = 0  # bumps on each login/logout so an old iterator stops
 
@@ -90,9 +99,10 @@ class Session:
         return self.state
 
     # -- called by ChatService ---------------------------------------------------------------
-    def _logged_in(self, username: str, store: Store) -> None:
+    def _logged_in(self, username: str, store: Store, account_id: int) -> None:
         self.fire(Event.LOGGED_IN)
         self.username = username
+        self.account_id = account_id
         self._store = store
         self._live.clear()
         self._generation += 1
@@ -101,6 +111,7 @@ class Session:
     def _logged_out(self) -> None:
         self.fire(Event.LOGGED_OUT)
         self.username = None
+        self.account_id = None
         self._live.clear()
         self._generation += 1
         self._wakeup.set()
@@ -112,26 +123,37 @@ class Session:
         self._live.clear()
         self._wakeup.set()
 
-    def _push(self, delivery: Delivery) -> bool:
-        """Queue a live delivery; False if the queue is full (the service then ends us)."""
+    def _push(self, event: Delivery | Notice) -> bool:
+        """Queue a live delivery or notice; False if the queue is full (the service then
+        ends us)."""
         if len(self._live) >= limits.MAX_SESSION_QUEUE:
             return False
-        self._live.append(delivery)
+        self._live.append(event)
         self._wakeup.set()
         return True
 
     # -- called by transports ----------------------------------------------------------------
-    async def deliveries(self) -> AsyncIterator[Delivery]:
+    def deliveries(self) -> AsyncIterator[Delivery]:
         """Everything for this login: the stored backlog, then live pushes, in id order.
 
-        Ends when the session logs out or closes. One consumer per session.
+        Ends when the session logs out or closes. One consumer per session. Notices are
+        skipped (use :meth:`events` to carry them).
         """
+        return cast(AsyncIterator[Delivery], self._stream(notices=False))
+
+    def events(self) -> AsyncIterator[SessionEvent]:
+        """The backlog of pending deliveries (oldest first), then live deliveries and
+        notices in the order they were pushed. Ends when the session logs out or closes.
+        One consumer per session (use either this or :meth:`deliveries`)."""
+        return self._stream(notices=True)
+
+    async def _stream(self, *, notices: bool) -> AsyncIterator[SessionEvent]:
         generation = self._generation
-        if not self.active or self._store is None or self.username is None:
+        if not self.active or self._store is None or self.account_id is None:
             return
         last_id = 0
         while self.active and self._generation == generation:
-            page = await self._store.pending_after(self.username, last_id, limits.BACKLOG_PAGE)
+            page = await self._store.pending_after(self.account_id, last_id, limits.BACKLOG_PAGE)
             for delivery in page:
                 if not self.active or self._generation != generation:
                     return  # logged out or ended while the page was being consumed
@@ -141,10 +163,14 @@ class Session:
                 break
         while self.active and self._generation == generation:
             while self._live and self._generation == generation:
-                delivery = self._live.popleft()
-                if delivery.message_id > last_id:
-                    last_id = delivery.message_id
-                    yield delivery
+                event = self._live.popleft()
+                if isinstance(event, Delivery):
+                    if event.message_id <= last_id:
+                        continue  # already yielded from the backlog
+                    last_id = event.message_id
+                elif not notices:
+                    continue
+                yield event
             if not self.active or self._generation != generation:
                 break
             self._wakeup.clear()

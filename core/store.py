@@ -1,238 +1,187 @@
-"""Persistence of accounts and pending messages.
+"""Persistence of accounts, messages, history and read state: the Store interface.
 
 The interface is small and async so that a networked store (PostgreSQL) could replace SQLite
-without touching the service. The SQLite store does its work synchronously inside the async
-methods: each statement is tens of microseconds in WAL mode, cheaper than a thread hop, and it
-keeps the service free of locks (everything runs on the one event loop).
+without touching the service. Two implementations keep one contract (the store-contract
+tests run both): :class:`~core.sqlite_store.SqliteStore` (a WAL file; the schema and its
+numbered migrations are in ``core.migrations``) and :class:`~core.memory_store.MemoryStore`
+(dicts, for protocol-only benches).
 
-Schema
-  accounts(username PK, password_hash, created_at_ms)
-  messages(id PK AUTOINCREMENT, sender, body, sent_at_ms)   -- AUTOINCREMENT: ids never reused
-  pending(recipient, message_id) PK(recipient, message_id)   -- one row per undelivered copy
-A message row lives while at least one pending row points at it.
+Identity (Rule 19). Accounts have stable integer ids and everything is keyed on them; names
+are how users address each other. A deleted account is kept as a tombstone (its name, no
+password) only so that what it sent and others still hold shows as "<name> (deleted
+account)": a later account of the same name gets a new id and inherits nothing.
+
+The model (Rules 20-25)
+  * A message belongs to one conversation: the set of its sender and the recipients it was
+    stored for (a 1:1 chat is the two-person case; notes to yourself the one-person case).
+  * Each user has a history: one copy of every message they sent or were sent, until they
+    delete it (for themselves, or as its sender for everyone), their account goes, or a
+    retention limit drops it. A copy still pending (not acked, Rules 11-12) is part of the
+    recipient's history and is never dropped by retention.
+  * Read state is one mark per (user, conversation): every message up to that id is read.
+    Unread = messages from others above the mark. It is independent of ack/pending.
+
+Every write method is one transaction and durable when it returns.
 """
 
 from __future__ import annotations
 
 import abc
-import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from core.types import Delivery
+from core.types import Conversation, Delivery
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS accounts (
-    username      TEXT PRIMARY KEY,
-    password_hash TEXT NOT NULL,
-    created_at_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS messages (
-    id         INTEGER PRIMARY KEY AUTOINCREMENT,
-    sender     TEXT NOT NULL,
-    body       TEXT NOT NULL,
-    sent_at_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS pending (
-    recipient  TEXT NOT NULL,
-    message_id INTEGER NOT NULL REFERENCES messages(id),
-    PRIMARY KEY (recipient, message_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS pending_by_message ON pending(message_id);
-"""
+if TYPE_CHECKING:
+    from core.sqlite_store import SqliteStore as SqliteStore
 
 
 class DuplicateAccount(Exception):
     """Raised by create_account when the username exists (the service maps it)."""
 
 
+class NotSender(Exception):
+    """delete_messages(for_everyone=True) named a message the caller did not send."""
+
+    def __init__(self, message_ids: Sequence[int]) -> None:
+        super().__init__(message_ids)
+        self.message_ids = tuple(message_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A live account."""
+
+    id: int
+    username: str
+    password_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A participant of a conversation; ``deleted``: the account is gone (a tombstone)."""
+
+    id: int
+    username: str
+    deleted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """What add_message stored: ``recipients`` maps the names it was stored for to ids.
+    ``message_id`` 0: no recipient exists, nothing was stored (Rule 8)."""
+
+    message_id: int
+    conversation_id: int
+    recipients: dict[str, int]
+
+
+#: Affected users -> the ids that left their history (for "these ids are gone" pushes).
+Removed = dict[int, list[int]]
+
+
 class Store(abc.ABC):
     """What ChatService needs from persistence. Every write is durable when it returns."""
 
+    # -- accounts (Rules 1-7, 19) ------------------------------------------------------------
     @abc.abstractmethod
-    async def create_account(self, username: str, password_hash: str, now_ms: int) -> None:
-        """Raises DuplicateAccount if the name is taken."""
+    async def create_account(self, username: str, password_hash: str, now_ms: int) -> int:
+        """The new account's id. Raises DuplicateAccount if a live account has the name."""
 
     @abc.abstractmethod
-    async def password_hash(self, username: str) -> str | None: ...
+    async def find_account(self, username: str) -> Account | None:
+        """The live account of that name, if any."""
+
+    async def password_hash(self, username: str) -> str | None:
+        account = await self.find_account(username)
+        return account.password_hash if account else None
+
+    @abc.abstractmethod
+    async def account_ids(self, usernames: Sequence[str]) -> dict[str, int]:
+        """Ids of the live accounts among these names (unknown names are left out)."""
 
     @abc.abstractmethod
     async def list_accounts(self, glob: str, after: str, limit: int) -> list[str]:
-        """Names matching the SQLite GLOB, sorted (binary), strictly after ``after``."""
+        """Live names matching the SQLite GLOB, sorted (binary), strictly after ``after``."""
 
+    @abc.abstractmethod
+    async def delete_account(self, account_id: int, purge_sent: bool, now_ms: int) -> Removed:
+        """Delete the account: its history, read marks and everything pending to it; with
+        purge_sent, also its still-pending copies to others (from their history too). The
+        name becomes free; the account stays as a tombstone. One transaction. Returns the
+        other users' history copies that went."""
+
+    # -- messages (Rules 8-13) ---------------------------------------------------------------
     @abc.abstractmethod
     async def add_message(
-        self, sender: str, body: str, now_ms: int, recipients: Sequence[str]
-    ) -> tuple[int, set[str]]:
-        """Store one message pending for each recipient that has an account, atomically.
-
-        Returns (message id, the recipients it was stored for). Ids increase. If no recipient
-        exists nothing is stored and the id is 0 (Rule 8: unknown names are ignored).
-        """
+        self, sender_id: int, body: str, now_ms: int, recipients: Sequence[str]
+    ) -> StoredMessage:
+        """Store one message, atomically: pending for and in the history of each recipient
+        that has a live account, and in the sender's history. Ids increase."""
 
     @abc.abstractmethod
-    async def pending_count(self, recipient: str) -> int: ...
+    async def pending_count(self, recipient_id: int) -> int: ...
 
     @abc.abstractmethod
-    async def pending_after(self, recipient: str, after_id: int, limit: int) -> list[Delivery]:
-        """Pending messages of ``recipient`` with id > after_id, oldest first."""
+    async def pending_after(self, recipient_id: int, after_id: int, limit: int) -> list[Delivery]:
+        """Pending messages of the recipient with id > after_id, oldest first."""
 
     @abc.abstractmethod
-    async def mark_delivered(self, recipient: str, message_ids: Sequence[int]) -> None:
-        """Remove these pending copies (ids not pending for recipient are ignored)."""
+    async def mark_delivered(self, recipient_id: int, message_ids: Sequence[int]) -> None:
+        """Remove these pending copies (ids not pending for the recipient are ignored).
+        The history copies stay."""
+
+    # -- history (Rules 20-25) ---------------------------------------------------------------
+    @abc.abstractmethod
+    async def conversation_of(self, member_ids: set[int]) -> int:
+        """The id of the conversation of exactly these participants, 0 if none yet."""
 
     @abc.abstractmethod
-    async def delete_account(self, username: str, purge_sent: bool) -> None:
-        """Delete the account and everything pending to it; with purge_sent, also its
-        undelivered messages to others. One transaction."""
+    async def members(self, conversation_id: int) -> list[Member]:
+        """The participants (empty for an unknown conversation)."""
+
+    @abc.abstractmethod
+    async def list_conversations(
+        self, owner_id: int, before_id: int, limit: int
+    ) -> list[Conversation]:
+        """The owner's conversations whose last message (in the owner's history) has
+        id < before_id (0: no bound), most recent first."""
+
+    @abc.abstractmethod
+    async def read_history(
+        self, owner_id: int, conversation_id: int, before_id: int, limit: int
+    ) -> list[Delivery]:
+        """The owner's copies in one conversation with id < before_id (0: no bound),
+        newest first."""
+
+    @abc.abstractmethod
+    async def read_up_to(self, owner_id: int, conversation_id: int) -> int: ...
+
+    @abc.abstractmethod
+    async def mark_read(
+        self, owner_id: int, conversation_id: int, up_to_id: int
+    ) -> tuple[int, int]:
+        """Raise the owner's read mark to up_to_id (never lower it; never above the last
+        message in the owner's history there). Returns (the mark, the unread count)."""
+
+    @abc.abstractmethod
+    async def delete_messages(
+        self, owner_id: int, message_ids: Sequence[int], for_everyone: bool
+    ) -> Removed:
+        """Delete from the owner's history (and pending), or with for_everyone from every
+        history and pending row (the owner must have sent each: else NotSender and nothing
+        changes). Ids the owner neither holds nor sent are ignored. One transaction."""
+
+    @abc.abstractmethod
+    async def prune_history(self, max_per_user: int | None, older_than_ms: int | None) -> int:
+        """Retention: drop history copies beyond the newest max_per_user of each user and
+        copies of messages sent before older_than_ms, except copies still pending.
+        Returns how many copies went."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...
-
-
-class SqliteStore(Store):
-    """SQLite in WAL mode. ``path=':memory:'`` for tests and protocol-only benches.
-
-    synchronous=NORMAL in WAL mode makes every commit survive a crash of the *process*
-    (kill -9): the WAL is written before the commit returns; only an OS crash or power loss
-    can lose the last commits. ``synchronous='FULL'`` closes that gap at an fsync per send.
-    """
-
-    def __init__(self, path: str | Path = ":memory:", *, synchronous: str = "NORMAL") -> None:
-        if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
-            raise ValueError(f"unknown synchronous mode {synchronous!r}")
-        self.path = str(path)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
-
-    async def create_account(self, username: str, password_hash: str, now_ms: int) -> None:
-        try:
-            self._db.execute(
-                "INSERT INTO accounts(username, password_hash, created_at_ms) VALUES (?, ?, ?)",
-                (username, password_hash, now_ms),
-            )
-        except sqlite3.IntegrityError as exc:
-            raise DuplicateAccount(username) from exc
-
-    async def password_hash(self, username: str) -> str | None:
-        row = self._db.execute(
-            "SELECT password_hash FROM accounts WHERE username = ?", (username,)
-        ).fetchone()
-        return row[0] if row else None
-
-    async def list_accounts(self, glob: str, after: str, limit: int) -> list[str]:
-        rows = self._db.execute(
-            "SELECT username FROM accounts WHERE username GLOB ? AND username > ?"
-            " ORDER BY username LIMIT ?",
-            (glob, after, limit),
-        )
-        return [row[0] for row in rows]
-
-    async def add_message(
-        self, sender: str, body: str, now_ms: int, recipients: Sequence[str]
-    ) -> tuple[int, set[str]]:
-        # One transaction decides who exists and stores the pending copies, so an account
-        # deleted or created concurrently cannot leave a pending row without an account.
-        db = self._db
-        marks = ",".join("?" * len(recipients))
-        db.execute("BEGIN")
-        try:
-            stored = {
-                row[0]
-                for row in db.execute(
-                    f"SELECT username FROM accounts WHERE username IN ({marks})",
-                    tuple(recipients),
-                )
-            }
-            if not stored:
-                db.execute("ROLLBACK")
-                return 0, stored
-            cursor = db.execute(
-                "INSERT INTO messages(sender, body, sent_at_ms) VALUES (?, ?, ?)",
-                (sender, body, now_ms),
-            )
-            message_id = cursor.lastrowid
-            assert message_id is not None
-            db.executemany(
-                "INSERT INTO pending(recipient, message_id) VALUES (?, ?)",
-                [(name, message_id) for name in stored],
-            )
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        return message_id, stored
-
-    async def pending_count(self, recipient: str) -> int:
-        row = self._db.execute(
-            "SELECT count(*) FROM pending WHERE recipient = ?", (recipient,)
-        ).fetchone()
-        return int(row[0])
-
-    async def pending_after(self, recipient: str, after_id: int, limit: int) -> list[Delivery]:
-        rows = self._db.execute(
-            "SELECT m.id, m.sender, m.body, m.sent_at_ms FROM pending p"
-            " JOIN messages m ON m.id = p.message_id"
-            " WHERE p.recipient = ? AND p.message_id > ? ORDER BY p.message_id LIMIT ?",
-            (recipient, after_id, limit),
-        )
-        return [Delivery(*row) for row in rows]
-
-    async def mark_delivered(self, recipient: str, message_ids: Sequence[int]) -> None:
-        db = self._db
-        pairs = [(recipient, mid) for mid in message_ids]
-        db.execute("BEGIN")
-        try:
-            db.executemany("DELETE FROM pending WHERE recipient = ? AND message_id = ?", pairs)
-            self._collect_messages(message_ids)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-
-    async def delete_account(self, username: str, purge_sent: bool) -> None:
-        db = self._db
-        db.execute("BEGIN")
-        try:
-            gone = [
-                row[0]
-                for row in db.execute(
-                    "SELECT message_id FROM pending WHERE recipient = ?", (username,)
-                )
-            ]
-            db.execute("DELETE FROM pending WHERE recipient = ?", (username,))
-            if purge_sent:
-                sent = [
-                    row[0]
-                    for row in db.execute("SELECT id FROM messages WHERE sender = ?", (username,))
-                ]
-                db.execute(
-                    "DELETE FROM pending WHERE message_id IN"
-                    " (SELECT id FROM messages WHERE sender = ?)",
-                    (username,),
-                )
-                gone.extend(sent)
-            self._collect_messages(gone)
-            db.execute("DELETE FROM accounts WHERE username = ?", (username,))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-
-    def _collect_messages(self, message_ids: Sequence[int]) -> None:
-        """Delete message rows that no pending copy refers to any more."""
-        self._db.executemany(
-            "DELETE FROM messages WHERE id = ?"
-            " AND NOT EXISTS (SELECT 1 FROM pending WHERE message_id = ?)",
-            [(mid, mid) for mid in message_ids],
-        )
-
-    async def close(self) -> None:
-        self._db.close()
 
 
 def open_store(db: str | Path, *, synchronous: str = "NORMAL") -> Store:
@@ -242,7 +191,28 @@ def open_store(db: str | Path, *, synchronous: str = "NORMAL") -> Store:
         from core.memory_store import MemoryStore
 
         return MemoryStore()
+    from core.sqlite_store import SqliteStore
+
     return SqliteStore(db, synchronous=synchronous)
 
 
-__all__ = ["DuplicateAccount", "SqliteStore", "Store", "open_store"]
+def __getattr__(name: str) -> object:
+    # ``from core.store import SqliteStore`` keeps working; it lives in core.sqlite_store.
+    if name == "SqliteStore":
+        from core.sqlite_store import SqliteStore
+
+        return SqliteStore
+    raise AttributeError(f"module 'core.store' has no attribute {name!r}")
+
+
+__all__ = [
+    "Account",
+    "DuplicateAccount",
+    "Member",
+    "NotSender",
+    "Removed",
+    "SqliteStore",
+    "Store",
+    "StoredMessage",
+    "open_store",
+]

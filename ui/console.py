@@ -12,12 +12,19 @@ Theory of operation
     /delete and a session the server ended also go back to the login prompt on a new connection.
     Only an unreachable server stops the program, with :class:`ServerUnreachable`.
   * While logged in, two tasks share the terminal: the prompt (``PromptSession.prompt_async``)
-    and a receiver draining ``client.messages()``. Under ``patch_stdout`` what the receiver
-    prints appears above the input line and the person's half-typed text is redrawn below it.
+    and a receiver draining ``client.events()`` (messages, and the notices of Rules 22-24:
+    a message sent from another device, a conversation read there, messages deleted). Under
+    ``patch_stdout`` what the receiver prints appears above the input line and the person's
+    half-typed text is redrawn below it.
     When the message stream ends without the person asking for it (account deleted on another
     device, server shutdown, slow consumer, lost connection) the receiver sets ``Chat.ended``;
     the prompt is raced against that event, so a waiting prompt is cancelled at once and the
     console says why.
+  * History is the server's (Rules 20-25): /history reads a conversation a page at a time
+    (newest page first, printed oldest first, /more goes further back) and marks it read;
+    /conversations lists them with unread counts. Ids are printed as ``#12``: /delete takes
+    message ids, /history takes ``#ID`` for a conversation (the only way to reach one whose
+    member's account was deleted: the name may belong to someone else now, Rule 19).
   * Ctrl-D or Ctrl-C at any prompt, or /quit, close the connection and return 0. Ctrl-C while
     a request is in flight (no prompt reading keys) reaches asyncio.run, which cancels the
     main task; run_console tells that cancellation apart (``_noting_sigint``) and exits the
@@ -45,14 +52,18 @@ from prompt_toolkit.patch_stdout import patch_stdout
 
 from core.client import ChatClient
 from core.errors import ChatError, SessionClosed
-from core.types import LoginResult
+from core.types import Delivery, HistoryPage, LoginResult
 from transports import registry
 from ui.console_commands import (
     COMMAND_WORDS,
+    HISTORY_DEFAULT,
     Command,
     CommandError,
+    Conversations,
     Delete,
+    DeleteMessages,
     Help,
+    History,
     ListAccounts,
     Logout,
     MoreAccounts,
@@ -70,8 +81,11 @@ from ui.console_format import (
     clean,
     format_accounts,
     format_conversation,
+    format_conversations,
     format_delivery,
+    format_history,
     format_login,
+    format_notice,
     format_prompt,
     format_send_result,
     format_session_end,
@@ -81,6 +95,8 @@ log = logging.getLogger(__name__)
 
 #: Accounts per /list page: about a screenful of names at 78 columns.
 LIST_PAGE_SIZE = 40
+#: Conversations per /conversations page.
+CONVERSATIONS_PAGE_SIZE = 20
 
 #: Seconds to wait for the server's reason after a command found the session closed.
 END_REASON_GRACE = 1.0
@@ -118,11 +134,15 @@ class Chat:
 
     username: str
     peers: tuple[str, ...] = ()  # the current conversation: where plain lines go
-    last_sender: str | None = None  # for /reply
+    reply_to: tuple[str, ...] | None = None  # for /reply: the last incoming conversation
     listing_pattern: str | None = None  # the last /list, for /more
     listing_after: str = ""
     listing_next: int = 1  # 1-based number of the next name /more shows
     listing_more: bool = False
+    more: str = ""  # what /more continues: "accounts", "conversations" or "history"
+    conversations_before: int = 0  # the cursor of the next /conversations page
+    history: History | None = None  # the last /history, for /more
+    history_before: int = 0
     leaving: bool = False  # the person asked to end the session (logout, delete, quit)
     ended: asyncio.Event = field(default_factory=asyncio.Event)  # the message stream is over
     end_reason: str | None = None
@@ -259,12 +279,17 @@ class Console:
                 await receiver
 
     async def _receive(self, client: ChatClient, chat: Chat) -> None:
-        """Print each incoming message until the stream ends, then set ``chat.ended``."""
+        """Print each incoming message and notice until the stream ends, then set
+        ``chat.ended``."""
         reason: str | None = None
         try:
-            async for delivery in client.messages():
-                chat.last_sender = delivery.sender
-                self._write(format_delivery(delivery))
+            async for event in client.events():
+                if isinstance(event, Delivery):
+                    if event.sender != chat.username or event.participants:
+                        chat.reply_to = _reply_all(event, chat.username)
+                    self._write(format_delivery(event, me=chat.username))
+                else:
+                    self._write(format_notice(event, me=chat.username))
             reason = client.closed_reason
         except (ChatError, OSError) as exc:  # e.g. the ack of a message failed
             reason = str(exc)
@@ -349,23 +374,34 @@ class Console:
                 chat.peers = recipients
                 await self._send(client, chat, body)
             case Reply(body):
-                if chat.last_sender is None:
+                if chat.reply_to is None:
                     self._write("Nobody has written to you yet in this session.")
+                elif not chat.reply_to:
+                    self._write(
+                        "Nobody in that conversation can get a reply: their accounts were "
+                        "deleted (the names may belong to someone else now)."
+                    )
                 else:
-                    chat.peers = (chat.last_sender,)
+                    chat.peers = chat.reply_to
                     await self._send(client, chat, body)
+            case History() as wanted:
+                await self._history(client, chat, wanted)
+            case Conversations():
+                chat.more, chat.conversations_before = "conversations", 0
+                await self._conversations_page(client, chat)
+            case DeleteMessages(ids, everyone):
+                await client.delete_messages(ids, for_everyone=everyone)
+                # The server's MessagesDeleted notice (to this session too) says which went.
             case Talk(recipients):
                 if recipients:
                     chat.peers = recipients
                 self._write(format_conversation(chat.peers))
             case ListAccounts(pattern):
                 chat.listing_pattern, chat.listing_after, chat.listing_next = pattern, "", 1
+                chat.more = "accounts"
                 await self._list_page(client, chat)
             case MoreAccounts():
-                if chat.listing_pattern is None or not chat.listing_more:
-                    self._write("Nothing more to list; /list [PATTERN] starts a listing.")
-                else:
-                    await self._list_page(client, chat)
+                await self._more(client, chat)
             case Logout():
                 chat.leaving = True
                 await client.logout()
@@ -386,6 +422,57 @@ class Console:
         if note:
             self._write(note)
             chat.peers = tuple(p for p in recipients if p not in result.unknown_recipients)
+
+    async def _more(self, client: ChatClient, chat: Chat) -> None:
+        """The next page of the last /list, /conversations or /history."""
+        if chat.more == "conversations" and chat.conversations_before:
+            await self._conversations_page(client, chat)
+        elif chat.more == "history" and chat.history is not None and chat.history_before:
+            await self._history_page(client, chat, chat.history, chat.history_before)
+        elif chat.more == "accounts" and chat.listing_pattern is not None and chat.listing_more:
+            await self._list_page(client, chat)
+        else:
+            self._write("Nothing more to show; /list, /conversations and /history start a listing.")
+
+    async def _conversations_page(self, client: ChatClient, chat: Chat) -> None:
+        first = chat.conversations_before == 0
+        page = await client.list_conversations(chat.conversations_before, CONVERSATIONS_PAGE_SIZE)
+        self._write(format_conversations(page, me=chat.username, first=first))
+        chat.conversations_before = (
+            page.conversations[-1].last_message.message_id if page.more else 0
+        )
+
+    async def _history(self, client: ChatClient, chat: Chat, wanted: History) -> None:
+        if not wanted.recipients and not wanted.conversation_id:
+            if not chat.peers:
+                self._write("Which conversation? /history NAMES or /history #ID (/conversations).")
+                return
+            wanted = History(recipients=chat.peers, count=wanted.count)
+        chat.more, chat.history = "history", wanted
+        page = await self._history_page(client, chat, wanted, 0)
+        if page.conversation_id and page.messages:
+            # Reading it here is reading it (Rule 22): other devices' counts follow.
+            await client.mark_read(page.conversation_id, page.messages[0].message_id)
+        # The conversation becomes the current one; a deleted member's name is left out,
+        # since it may belong to someone else now (Rule 19).
+        live = tuple(p for p in page.participants if p not in page.deleted_participants)
+        if live:
+            chat.peers = live
+        elif not page.participants and page.conversation_id:
+            chat.peers = (chat.username,)
+
+    async def _history_page(
+        self, client: ChatClient, chat: Chat, wanted: History, before: int
+    ) -> HistoryPage:
+        page = await client.read_history(
+            wanted.recipients,
+            before,
+            wanted.count or HISTORY_DEFAULT,
+            conversation_id=wanted.conversation_id,
+        )
+        self._write(format_history(page, me=chat.username, older=before != 0))
+        chat.history_before = page.messages[-1].message_id if page.more else 0
+        return page
 
     async def _list_page(self, client: ChatClient, chat: Chat) -> None:
         assert chat.listing_pattern is not None
@@ -423,6 +510,15 @@ class Console:
         session = self._chat_prompt if chat_line else self._auth_prompt
         assert session is not None, "ask() is only usable inside run()"
         return await session.prompt_async(message, is_password=password)
+
+
+def _reply_all(delivery: Delivery, me: str) -> tuple[str, ...]:
+    """Who "/reply" answers: everyone else in the message's conversation (Rule 21), but not
+    a deleted sender, whose name may belong to someone else now (Rule 19)."""
+    names = delivery.participants or (delivery.sender,)
+    if delivery.sender_deleted:
+        names = tuple(n for n in names if n != delivery.sender)
+    return tuple(n for n in names if n != me) or ((me,) if delivery.sender == me else ())
 
 
 def _print(text: str) -> None:

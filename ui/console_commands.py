@@ -1,10 +1,10 @@
 """What a line typed at the console means: pure parsing, no terminal and no network.
 
 A line that starts with ``/`` is a command; any other line is a message to the current
-conversation (the peers of the last ``/msg``, ``/to`` or ``/reply``). ``//text`` sends the
-literal line ``/text``. :func:`parse_line` turns a line into one of the small frozen dataclasses
-below, or raises :class:`CommandError` with a sentence for the person who typed it. The console
-loop (``ui.console``) only executes them.
+conversation (the peers of the last ``/msg``, ``/to``, ``/reply`` or ``/history``).
+``//text`` sends the literal line ``/text``. :func:`parse_line` turns a line into one of the
+small frozen dataclasses below, or raises :class:`CommandError` with a sentence for the person
+who typed it. The console loop (``ui.console``) only executes them.
 """
 
 from __future__ import annotations
@@ -40,9 +40,32 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """``/reply TEXT``: answer whoever wrote to us last."""
+    """``/reply TEXT``: answer everyone in the conversation that last wrote to us."""
 
     body: str
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """``/history [NAMES|#ID] [N]``: the last N messages of a conversation (default: the
+    current one); ``/more`` goes further back."""
+
+    recipients: tuple[str, ...] = ()
+    conversation_id: int = 0
+    count: int = 0  # 0: the default
+
+
+@dataclass(frozen=True, slots=True)
+class Conversations:
+    """``/conversations``: the conversations, most recent first, with unread counts."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteMessages:
+    """``/delete ID... [--everyone]``: delete messages from my history (or everyone's)."""
+
+    message_ids: tuple[int, ...]
+    for_everyone: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +84,7 @@ class ListAccounts:
 
 @dataclass(frozen=True, slots=True)
 class MoreAccounts:
-    """``/more``: the next page of the last listing."""
+    """``/more``: the next page of the last listing (/list, /conversations or /history)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +99,7 @@ class Logout:
 
 @dataclass(frozen=True, slots=True)
 class Delete:
-    pass
+    """``/delete-account``: delete the account (the console asks to confirm)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +112,9 @@ Command = (
     | Say
     | Send
     | Reply
+    | History
+    | Conversations
+    | DeleteMessages
     | Talk
     | ListAccounts
     | MoreAccounts
@@ -113,11 +139,33 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "msg", "/msg NAMES TEXT", "send TEXT to NAMES (alice,bob); they become the chat", ("m",)
     ),
     CommandSpec("to", "/to [NAMES]", "plain lines go to NAMES from now on; /to alone shows who"),
-    CommandSpec("reply", "/reply TEXT", "answer whoever wrote to you last", ("r",)),
+    CommandSpec(
+        "reply", "/reply TEXT", "answer everyone in the conversation that wrote last", ("r",)
+    ),
+    CommandSpec(
+        "history",
+        "/history [NAMES|#ID] [N]",
+        "the last N messages (default 20) with NAMES, conversation #ID or the current one",
+        ("hist",),
+    ),
+    CommandSpec(
+        "conversations",
+        "/conversations",
+        "your conversations, newest first, with #IDs and unread counts",
+        ("convs", "c"),
+    ),
+    CommandSpec(
+        "delete",
+        "/delete ID... [--everyone]",
+        "delete messages (#IDs as /history shows them) from your history; "
+        "--everyone: from everyone's (your own messages only)",
+    ),
     CommandSpec("list", "/list [PATTERN]", "list accounts; * and ? are wildcards (default *)"),
-    CommandSpec("more", "/more", "the next page of the last /list"),
+    CommandSpec("more", "/more", "the next page of the last /list, /conversations or /history"),
     CommandSpec("logout", "/logout", "log out and go back to the login prompt"),
-    CommandSpec("delete", "/delete", "delete your account for good (asks you to confirm)"),
+    CommandSpec(
+        "delete-account", "/delete-account", "delete your account for good (asks you to confirm)"
+    ),
     CommandSpec("help", "/help", "this list", ("h", "?")),
     CommandSpec("quit", "/quit", "leave (Ctrl-D and Ctrl-C too)", ("exit", "q")),
 )
@@ -192,6 +240,53 @@ def _parse_to(spec: CommandSpec, rest: str) -> Command:
     return Talk(parse_recipients(rest))
 
 
+#: Messages /history shows when no N is given, and the most it shows at once.
+HISTORY_DEFAULT = 20
+HISTORY_MAX = 500
+
+
+def _parse_history(spec: CommandSpec, rest: str) -> Command:
+    words = rest.split()
+    if len(words) > 2:
+        raise _usage(spec, "give at most a conversation and a number")
+    count = 0
+    if words and words[-1].isdigit():
+        count = int(words.pop())
+        if not 1 <= count <= HISTORY_MAX:
+            raise _usage(spec, f"show 1 to {HISTORY_MAX} messages")
+    if not words:
+        return History(count=count)
+    target = words[0]
+    if target.startswith("#"):
+        if not target[1:].isdigit() or int(target[1:]) == 0:
+            raise _usage(spec, f"not a conversation number: {target} (/conversations lists them)")
+        return History(conversation_id=int(target[1:]), count=count)
+    recipients = parse_recipients(target)
+    if not recipients:
+        raise _usage(spec, "name the conversation")
+    return History(recipients=recipients, count=count)
+
+
+def _parse_delete(spec: CommandSpec, rest: str) -> Command:
+    everyone = False
+    ids: list[int] = []
+    for word in rest.replace(",", " ").split():
+        if word in ("--everyone", "-e"):
+            everyone = True
+            continue
+        text = word.removeprefix("#")
+        if not text.isdigit() or int(text) == 0:
+            raise _usage(
+                spec,
+                f"not a message id: {word} (/history shows them as #12; "
+                "/delete-account deletes your account)",
+            )
+        ids.append(int(text))
+    if not ids:
+        raise _usage(spec, "name the messages by their #ID (/delete-account deletes your account)")
+    return DeleteMessages(tuple(dict.fromkeys(ids)), everyone)
+
+
 def _parse_list(spec: CommandSpec, rest: str) -> Command:
     if " " in rest:
         raise _usage(spec, "give one pattern (usernames contain no spaces)")
@@ -215,9 +310,12 @@ _PARSERS: dict[str, _Parser] = {
     "to": _parse_to,
     "reply": _parse_reply,
     "list": _parse_list,
+    "history": _parse_history,
+    "conversations": _no_arguments(Conversations),
+    "delete": _parse_delete,
     "more": _no_arguments(MoreAccounts),
     "logout": _no_arguments(Logout),
-    "delete": _no_arguments(Delete),
+    "delete-account": _no_arguments(Delete),
     "help": _no_arguments(Help),
     "quit": _no_arguments(Quit),
 }
@@ -236,11 +334,16 @@ def parse_auth_choice(answer: str) -> str | None:
 __all__ = [
     "COMMANDS",
     "COMMAND_WORDS",
+    "HISTORY_DEFAULT",
+    "HISTORY_MAX",
     "Command",
     "CommandError",
     "CommandSpec",
+    "Conversations",
     "Delete",
+    "DeleteMessages",
     "Help",
+    "History",
     "ListAccounts",
     "Logout",
     "MoreAccounts",

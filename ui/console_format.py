@@ -10,9 +10,21 @@ from __future__ import annotations
 import re
 import textwrap
 from collections.abc import Sequence
-from datetime import UTC, datetime, tzinfo
+from datetime import tzinfo
 
-from core.types import AccountPage, Delivery, LoginResult, SendResult
+from core.types import (
+    AccountPage,
+    ConversationPage,
+    Delivery,
+    HistoryPage,
+    LoginResult,
+    MessagesDeleted,
+    Notice,
+    ReadMarker,
+    SendResult,
+    SentCopy,
+)
+from ui import timefmt
 
 # C0 and C1 controls except tab and newline, DEL, and the Unicode bidi embeddings, overrides
 # and isolates (the "Trojan Source" characters), which reorder what a terminal shows.
@@ -36,28 +48,109 @@ def clean(text: str) -> str:
     return _UNSAFE.sub(_escape, text)
 
 
-def format_clock(sent_at_ms: int, *, now_ms: int | None = None, tz: tzinfo | None = None) -> str:
-    """The local time of a server timestamp: ``14:03:22`` today, with the date otherwise.
+def format_clock(sent_at_ms: int, *, tz: tzinfo | None = None) -> str:
+    """A server timestamp with its date, in ``tz`` (default: this machine's zone):
+    ``2026-11-28 14:03``, the format the web UI shows too (``ui.timefmt``)."""
+    return timefmt.stamp(sent_at_ms, tz)
 
-    ``tz`` defaults to the machine's local zone; ``now_ms`` to the current time.
-    """
-    when = datetime.fromtimestamp(sent_at_ms / 1000, tz=UTC).astimezone(tz)
-    now = (
-        datetime.now(tz=UTC) if now_ms is None else datetime.fromtimestamp(now_ms / 1000, tz=UTC)
-    ).astimezone(tz)
-    if when.date() == now.date():
-        return when.strftime("%H:%M:%S")
-    return when.strftime("%Y-%m-%d %H:%M:%S")
+
+DELETED_MARK = " (deleted account)"
+
+
+def _who(delivery: Delivery, me: str, mine: bool) -> str:
+    if mine:
+        return "you"
+    return clean(delivery.sender) + (DELETED_MARK if delivery.sender_deleted else "")
 
 
 def format_delivery(
-    delivery: Delivery, *, now_ms: int | None = None, tz: tzinfo | None = None
+    delivery: Delivery, *, me: str = "", mine: bool | None = None, tz: tzinfo | None = None
 ) -> str:
-    """``[14:03:22] alice: hello``; the lines of a multi-line body align under the first."""
-    head = f"[{format_clock(delivery.sent_at_ms, now_ms=now_ms, tz=tz)}] {clean(delivery.sender)}: "
+    """``[2026-11-28 14:03] #12 alice: hello``; a group message names the others
+    (``alice → you, carol``), a deleted account is marked, the lines of a multi-line body
+    align under the first. ``mine``: a message I sent (default: the sender is ``me``)."""
+    if mine is None:
+        mine = bool(me) and delivery.sender == me and not delivery.sender_deleted
+    others = [p for p in delivery.participants if mine or p != delivery.sender]
+    if mine:
+        to = f" → {', '.join(clean(p) for p in others)}" if others else " → yourself"
+    else:
+        to = f" → you, {', '.join(clean(p) for p in others)}" if others else ""
+    head = (
+        f"[{format_clock(delivery.sent_at_ms, tz=tz)}] #{delivery.message_id} "
+        f"{_who(delivery, me, mine)}{to}: "
+    )
     first, *rest = clean(delivery.body).split("\n")
     indent = " " * len(head)
     return "\n".join([head + first, *(indent + line for line in rest)])
+
+
+def format_notice(notice: Notice, *, me: str, tz: tzinfo | None = None) -> str:
+    """A notice from the server: a message sent from another device (Rule 24), a
+    conversation read on another device (Rule 22), messages deleted (Rule 23)."""
+    if isinstance(notice, SentCopy):
+        return format_delivery(notice.message, me=me, mine=True, tz=tz) + "  (another device)"
+    if isinstance(notice, ReadMarker):
+        left = f"{notice.unread} unread" if notice.unread else "nothing unread"
+        return f"(conversation #{notice.conversation_id} was read on another device: {left})"
+    if isinstance(notice, MessagesDeleted):
+        ids = ", ".join(f"#{i}" for i in notice.message_ids)
+        noun = "Message" if len(notice.message_ids) == 1 else "Messages"
+        return f"({noun} {ids} deleted.)"
+    raise TypeError(f"not a notice: {notice!r}")
+
+
+def conversation_name(participants: Sequence[str], deleted: Sequence[str] = ()) -> str:
+    """``bob, carol``; a deleted member is marked; nobody else: notes to yourself."""
+    if not participants:
+        return "notes to yourself"
+    return ", ".join(clean(p) + (DELETED_MARK if p in deleted else "") for p in participants)
+
+
+def format_history(page: HistoryPage, *, me: str, older: bool, tz: tzinfo | None = None) -> str:
+    """A page of a conversation, oldest first; ``older``: it continues a previous page."""
+    name = conversation_name(page.participants, page.deleted_participants)
+    if not page.messages:
+        if older:
+            return f"No older messages with {name}."
+        return f"No messages with {name} yet."
+    number = f" (#{page.conversation_id})" if page.conversation_id else ""
+    count = len(page.messages)
+    what = "older message" if older else "last message"
+    head = f"{'The ' if not older else ''}{count} {what}{'s' * (count != 1)} with {name}{number}:"
+    lines = [head[:1].upper() + head[1:]]
+    lines += [format_delivery(d, me=me, tz=tz) for d in reversed(page.messages)]
+    if page.more:
+        lines.append("  ... older messages: /more")
+    if page.deleted_participants:
+        lines.append(
+            f"  {', '.join(clean(p) for p in page.deleted_participants)}: deleted account; "
+            "the name may belong to someone else now, and replies here do not go to it."
+        )
+    return "\n".join(lines)
+
+
+def format_conversations(
+    page: ConversationPage, *, me: str, first: bool, tz: tzinfo | None = None
+) -> str:
+    """One page of conversations, most recent first, each with its #ID and unread count."""
+    if not page.conversations:
+        return "No conversations yet." if first else "No more conversations."
+    lines = ["Conversations (newest first; /history #ID shows one):" if first else ""]
+    for c in page.conversations:
+        last = c.last_message
+        unread = f"{c.unread} unread" if c.unread else ""
+        preview = " ".join(clean(last.body).split())
+        if len(preview) > 40:
+            preview = preview[:39] + "…"
+        who = _who(last, me, last.sender == me and not last.sender_deleted)
+        lines.append(
+            f"  #{c.conversation_id:<5} {conversation_name(c.participants, c.deleted_participants)}"
+            f"  {unread:>9}  [{format_clock(last.sent_at_ms, tz=tz)}] {who}: {preview}"
+        )
+    if page.more:
+        lines.append("  ... more follow: /more")
+    return "\n".join(line for line in lines if line)
 
 
 def format_login(result: LoginResult, *, signed_up: bool) -> str:
@@ -127,11 +220,15 @@ def format_session_end(reason: str | None) -> str:
 __all__ = [
     "LIST_WIDTH",
     "clean",
+    "conversation_name",
     "format_accounts",
     "format_clock",
     "format_conversation",
+    "format_conversations",
     "format_delivery",
+    "format_history",
     "format_login",
+    "format_notice",
     "format_prompt",
     "format_send_result",
     "format_session_end",

@@ -6,16 +6,41 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
+from types import ModuleType
 
 from core import DeletedSenderPolicy, HashCost
+from core.types import Retention
 
 
 def _add_server(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("server", help="run the chat server (custom and/or gRPC listeners)")
+    from transports import registry
+
+    wire = [e for e in registry.ENTRIES if e.name in registry.WIRE_TRANSPORTS]
+    listeners = "\n".join(
+        f"  {e.name:<13} {e.summary} (default port {e.default_port})" for e in wire
+    )
+    p = sub.add_parser(
+        "server",
+        help="run the chat server: one process, one loop, a listener per transport",
+        description="Serve one chat core through the listeners asked for.\n\n"
+        f"Transports (--listen NAME=PORT):\n{listeners}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--custom-port", type=int, help="port of the custom binary protocol (0 = any)")
-    p.add_argument("--grpc-port", type=int, help="port of the gRPC server (0 = any)")
+    p.add_argument(
+        "--listen",
+        action="append",
+        default=[],
+        metavar="NAME=PORT",
+        help="serve transport NAME on PORT (0 = any free port); repeat for more; "
+        "'all' serves every transport on its default port",
+    )
+    for e in wire:
+        p.add_argument(
+            f"--{e.name}-port", type=int, metavar="PORT", help=f"same as --listen {e.name}=PORT"
+        )
     p.add_argument(
         "--db",
         default="wirechat.db",
@@ -39,23 +64,61 @@ def _add_server(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         choices=[c.value for c in HashCost],
         help="argon2 cost; 'low' is for tests and benches only",
     )
+    p.add_argument(
+        "--retention-messages",
+        type=int,
+        metavar="N",
+        help="keep at most N messages of history per user (default: no limit); "
+        "a message still undelivered is never dropped",
+    )
+    p.add_argument(
+        "--retention-days",
+        type=float,
+        metavar="DAYS",
+        help="drop history older than DAYS (default: keep it); undelivered messages stay",
+    )
     p.add_argument("--log-level", default="INFO")
 
 
 def _add_client(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("client", help="interactive console client")
-    p.add_argument("--transport", default="custom", help="custom or grpc")
+    from transports import registry
+
+    p.add_argument(
+        "--transport",
+        default="custom",
+        choices=registry.WIRE_TRANSPORTS,
+        help="which transport to speak (default custom)",
+    )
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=7000)
+    p.add_argument(
+        "--port",
+        type=int,
+        help="the server's port for --transport (default: the port `make server` uses for it)",
+    )
 
 
-def _add_delegated(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Subcommands whose options live with their code (kept light to import)."""
-    from bench import cli as bench_cli
-    from ui.web import cli as web_cli
+#: Subcommands contributed by other packages (the web UI, the bench) through this entry point
+#: group in pyproject.toml. Each names a module with ``add_arguments(parser)`` and ``run(args)``;
+#: its ``SUMMARY`` is the help line. The ``wirechat`` package imports none of them:
+#: the bench depends on wirechat (it starts servers), never the other way round.
+PLUGIN_GROUP = "wirechat.commands"
 
-    web_cli.add_arguments(sub.add_parser("web", help="run the Flask web UI (a chat client)"))
-    bench_cli.add_arguments(sub.add_parser("bench", help="measure every transport; write reports/"))
+
+def _plugins() -> dict[str, ModuleType]:
+    found = {}
+    for point in sorted(entry_points(group=PLUGIN_GROUP), key=lambda p: p.name):
+        found[point.name] = point.load()
+    return found
+
+
+def _add_plugins(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    for name, module in _plugins().items():
+        module.add_arguments(sub.add_parser(name, help=getattr(module, "SUMMARY", None)))
+
+
+def _add_transports(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    sub.add_parser("transports", help="list the transports, their default ports and contracts")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_server(sub)
     _add_client(sub)
-    _add_delegated(sub)
+    _add_transports(sub)
+    _add_plugins(sub)
     return parser
 
 
@@ -75,15 +139,18 @@ def run_server(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    ports = {
-        name: port
-        for name, port in (("custom", args.custom_port), ("grpc", args.grpc_port))
-        if port is not None
-    }
-    if not ports:
-        print("wirechat server: give --custom-port and/or --grpc-port", file=sys.stderr)
+    try:
+        ports = listeners(args)
+    except ValueError as exc:
+        print(f"wirechat server: {exc}", file=sys.stderr)
+        return 2
+    try:
+        retention = Retention(args.retention_messages, args.retention_days)
+    except ValueError as exc:
+        print(f"wirechat server: {exc}", file=sys.stderr)
         return 2
     config = ServerConfig(
+        retention=retention,
         host=args.host,
         ports=ports,
         db=args.db,
@@ -100,33 +167,72 @@ def run_server(args: argparse.Namespace) -> int:
     return 0
 
 
+def listeners(args: argparse.Namespace) -> dict[str, int]:
+    """Transport name -> port, from --listen NAME=PORT and the --NAME-port flags."""
+    from transports import registry
+
+    ports: dict[str, int] = {}
+    for item in args.listen:
+        if item == "all":
+            for name in registry.WIRE_TRANSPORTS:
+                port = registry.entry(name).default_port
+                ports.setdefault(name, port if port is not None else 0)
+            continue
+        name, sep, port = item.partition("=")
+        if not sep or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"--listen takes NAME=PORT (a port 0-65535), not {item!r}")
+        if name not in registry.WIRE_TRANSPORTS:
+            raise ValueError(
+                f"unknown transport {name!r}; choose from {', '.join(registry.WIRE_TRANSPORTS)}"
+            )
+        ports[name] = int(port)
+    for name in registry.WIRE_TRANSPORTS:
+        port = getattr(args, f"{name.replace('-', '_')}_port", None)
+        if port is not None:
+            ports[name] = port
+    if not ports:
+        raise ValueError("name at least one listener: --listen NAME=PORT (or --listen all)")
+    return ports
+
+
 def run_client(args: argparse.Namespace) -> int:
     from ui.console import run_console
 
     try:
-        return asyncio.run(run_console(args.transport, args.host, args.port))
+        from transports import registry
+
+        port = args.port if args.port is not None else registry.entry(args.transport).default_port
+        assert port is not None  # every wire transport has a default port
+        return asyncio.run(run_console(args.transport, args.host, port))
     except KeyboardInterrupt:  # a second Ctrl-C while a request is in flight
         return 130
 
 
-def run_web(args: argparse.Namespace) -> int:
-    from ui.web import cli as web_cli
+def run_transports(args: argparse.Namespace) -> int:
+    from transports import registry
 
-    return web_cli.run(args)
+    for e in registry.ENTRIES:
+        if e.name in registry.TRANSPORTS:
+            port = str(e.default_port or "-")
+            print(
+                f"{e.name:<13} {port:<6} {e.summary}" + (f"  [{e.contract}]" if e.contract else "")
+            )
+    return 0
 
 
-def run_bench(args: argparse.Namespace) -> int:
-    from bench import cli as bench_cli
-
-    return bench_cli.run(args)
-
-
-COMMANDS = {"server": run_server, "client": run_client, "web": run_web, "bench": run_bench}
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "server": run_server,
+    "client": run_client,
+    "transports": run_transports,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return COMMANDS[args.command](args)
+    command = COMMANDS.get(args.command)
+    if command is None:
+        return int(_plugins()[args.command].run(args))
+    return command(args)
 
 
 if __name__ == "__main__":

@@ -78,9 +78,7 @@ class ChildProcess:
             if line.startswith("ready:") or " ready:" in line:
                 return self
         self.stop()
-        raise RuntimeError(
-            f"{self.label} did not start:\n" + "\n".join(self.log_lines[-30:])
-        )
+        raise RuntimeError(f"{self.label} did not start:\n" + "\n".join(self.log_lines[-30:]))
 
     def _read_log(self, proc: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None:
         assert proc.stderr is not None
@@ -136,7 +134,7 @@ class ServerProcess(ChildProcess):
     def command(self) -> list[str]:
         args = [sys.executable, "-m", "wirechat", "server", "--host", "127.0.0.1"]
         for name in self.transports:
-            args += [f"--{name}-port", "0"]
+            args += ["--listen", f"{name}=0"]
         return [*args, "--db", self.db, "--hash-cost", self.hash_cost, *self.extra_args]
 
     def start(self) -> ServerProcess:

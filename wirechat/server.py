@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from core import ChatService, DeletedSenderPolicy, HashCost
 from core.store import open_store
+from core.types import Retention
 from transports import registry
 
 log = logging.getLogger("wirechat.server")
@@ -29,6 +30,7 @@ class ServerConfig:
     synchronous: str = "NORMAL"
     deleted_sender: DeletedSenderPolicy = DeletedSenderPolicy.PURGE
     hash_cost: HashCost = HashCost.DEFAULT
+    retention: Retention = field(default_factory=Retention)
 
 
 def install_fast_loop() -> None:
@@ -49,7 +51,10 @@ async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None
             loop.add_signal_handler(signum, stop.set)
     store = open_store(config.db, synchronous=config.synchronous)
     service = ChatService(
-        store, deleted_sender=config.deleted_sender, hash_cost=config.hash_cost
+        store,
+        deleted_sender=config.deleted_sender,
+        hash_cost=config.hash_cost,
+        retention=config.retention,
     )
     servers = []
     try:

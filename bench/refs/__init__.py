@@ -1,9 +1,14 @@
-"""Reference servers: the floors each transport is read against.
+"""Reference servers: the floors each transport is read against (a transport's registry entry
+names its own, ``Entry.reference``), and the lean reference client.
 
-``tcp_echo``   a minimal length-prefixed echo on asyncio + uvloop, the custom server's loop;
-``grpc_echo``  a bare grpc.aio service with one unary Echo(bytes) -> bytes (generic handler,
-               identity serialisation: the payload crosses as raw bytes, no protobuf wrapper);
-``tcp_floor``  blocking sockets, a thread per connection: the cheapest Python round trip.
+``tcp_echo``          a minimal length-prefixed echo on asyncio + uvloop, the custom server's loop;
+``grpc_echo``         a bare grpc.aio service with one unary Echo(bytes) -> bytes (generic
+                      handler, identity serialisation: raw bytes, no protobuf wrapper);
+``grpc_stream_echo``  the same on one open bidi stream (grpc-stream's floor);
+``ws_echo``           a bare ``websockets`` echo (websocket's floor);
+``tcp_floor``         blocking sockets, a thread per connection: the cheapest Python round trip;
+``lean_custom``       not a server: the leanest blocking client of the custom protocol, the
+                      bench's independent check on its own client (bench/latency.py run_lean).
 
 Each runs as its own process (``python -m bench.refs NAME``) and announces itself on stderr the
 way ``wirechat server`` does (``listening: NAME host:port`` then ``ready:``), so the bench starts
@@ -12,8 +17,6 @@ length, then that many payload bytes, echoed back unchanged.
 """
 
 from __future__ import annotations
-
-REFS: tuple[str, ...] = ("tcp_echo", "grpc_echo", "tcp_floor")
 
 #: Frame header of tcp_echo and tcp_floor: payload length, 4 bytes, big-endian.
 HEADER_BYTES = 4
@@ -25,4 +28,4 @@ MAX_PAYLOAD = 1 << 20
 #: gRPC method path of grpc_echo.
 GRPC_ECHO_METHOD = "/wirechat.bench.Echo/Echo"
 
-__all__ = ["GRPC_ECHO_METHOD", "HEADER_BYTES", "MAX_PAYLOAD", "REFS"]
+__all__ = ["GRPC_ECHO_METHOD", "HEADER_BYTES", "MAX_PAYLOAD"]

@@ -1,9 +1,10 @@
 """A tiny bench against real servers: every part runs, and lands in results.json and REPORT.md.
 
 The ``tiny`` plan (bench/config.py) measures a handful of samples of everything the full bench
-does: every transport and reference server as its own process, latency, push delivery, load
-steps, bytes on the wire, the same-vCPU rows. Only the shape of the output is checked, never a
-timing.
+does: every transport of the registry and every reference row as its own process, latency,
+push delivery, load steps, bytes on the wire, the lean reference client, the same-vCPU rows.
+The transports and reference rows are read from the registry, so a new transport is checked
+here without touching this file. Only the shape of the output is checked, never a timing.
 """
 
 from __future__ import annotations
@@ -14,14 +15,30 @@ from typing import Any
 
 import pytest
 
-from bench.config import ALL_TRANSPORTS, TINY
+from bench.config import LEAN_CLIENT, LEAN_TRANSPORT, TINY, all_transports, ref_transports
 from bench.plots import FIGURES
 from bench.runner import run_bench
 from bench.stats import PERCENTILES
+from transports import registry
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-LATENCY_KEYS = {"transport", "op", "store", "placement", "body_bytes", "fanout", "n", *PERCENTILES}
+CHAT = list(registry.TRANSPORTS)
+WIRE = list(registry.WIRE_TRANSPORTS)
+REFS = list(ref_transports())
+
+LATENCY_KEYS = {
+    "transport",
+    "op",
+    "store",
+    "placement",
+    "body_bytes",
+    "fanout",
+    "n",
+    "server_cpu_us_per_op",
+    "client_cpu_us_per_op",
+    *PERCENTILES,
+}
 LOAD_KEYS = {
     "transport",
     "op",
@@ -34,12 +51,13 @@ LOAD_KEYS = {
     "server_cpu_us_per_op",
     "client_cpu_us_per_op",
 }
+CHAT_OPS = {"signup", "login", "logout", "list_accounts", "send", "ack", "delete_account"}
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("reports")
-    return run_bench(TINY, list(ALL_TRANSPORTS), out, command="pytest tiny bench", progress=False)
+    return run_bench(TINY, list(all_transports()), out, command="pytest tiny bench", progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +72,8 @@ def rows(results: dict[str, Any], section: str, **match: Any) -> list[dict[str, 
 def test_every_step_ran(results: dict[str, Any]) -> None:
     assert results["errors"] == []
     assert results["meta"]["skipped"] == {}
-    assert set(results["meta"]["transports"]) == set(ALL_TRANSPORTS)
+    assert set(results["meta"]["transports"]) == set(all_transports())
+    assert [e["name"] for e in results["meta"]["registry"]] == CHAT
 
 
 def test_meta_says_what_ran_where(results: dict[str, Any]) -> None:
@@ -66,57 +85,87 @@ def test_meta_says_what_ran_where(results: dict[str, Any]) -> None:
     assert {"server_cpu", "client_cpu", "main", "generator"} <= set(meta["placement"])
 
 
-def test_latency_rows_cover_every_transport_and_op(results: dict[str, Any]) -> None:
+def test_latency_rows_are_whole(results: dict[str, Any]) -> None:
     for row in results["latency"]:
         assert LATENCY_KEYS <= set(row), row["transport"]
         assert row["n"] > 0 and row["p50_us"] > 0
         assert row["p50_us"] <= row["p99_us"] <= row["p999_us"]
-    for transport in ("custom", "grpc", "loopback"):
-        for store in ("memory", "sqlite"):
-            ops = {r["op"] for r in rows(results, "latency", transport=transport, store=store)}
-            assert {"signup", "login", "logout", "list_accounts", "send", "ack"} <= ops
-            assert {"delete_account", "deliver", "deliver_all"} <= ops
-        fanouts = {r["fanout"] for r in rows(results, "latency", transport=transport, op="deliver")}
-        assert fanouts == set(TINY.deliver)
-    for ref in ("tcp_echo", "grpc_echo", "tcp_floor"):
-        places = {r["placement"] for r in rows(results, "latency", transport=ref, op="echo")}
-        assert places == {"cross", "same"}
-    send = rows(results, "latency", transport="custom", op="send", placement="cross")[0]
-    assert send["body_bytes"] == 32 and send["server_cpu_us_per_op"] > 0
 
 
-def test_load_rows_step_up_from_a_closed_loop_rate(results: dict[str, Any]) -> None:
-    for row in results["load"]:
+@pytest.mark.parametrize("transport", CHAT)
+def test_every_transport_has_every_op_with_cpu(results: dict[str, Any], transport: str) -> None:
+    for store in ("memory", "sqlite"):
+        mine = rows(results, "latency", transport=transport, store=store, client=None)
+        assert CHAT_OPS | {"deliver", "deliver_all"} <= {r["op"] for r in mine}
+        for row in mine:  # a few samples: the CPU is there, its size is not checked
+            assert row["server_cpu_us_per_op"] >= 0, (row["op"], store)
+            if transport in WIRE:  # loopback: client and server are one process
+                assert row["client_cpu_us_per_op"] >= 0, (row["op"], store)
+    send = rows(results, "latency", transport=transport, op="send", store="memory", client=None)
+    assert send[0]["server_cpu_us_per_op"] > 0
+    fanouts = {r["fanout"] for r in rows(results, "latency", transport=transport, op="deliver")}
+    assert fanouts == set(TINY.deliver)
+    assert rows(results, "load", transport=transport, store="memory", mode="closed")
+
+
+@pytest.mark.parametrize("transport", WIRE)
+def test_every_wire_transport_has_load_steps_bytes_and_a_rung(
+    results: dict[str, Any], transport: str
+) -> None:
+    steps = rows(results, "load", transport=transport, store="memory")
+    assert [r["mode"] for r in steps] == ["closed", "open"]
+    closed, opened = steps
+    assert opened["offered_per_s"] == pytest.approx(closed["achieved_per_s"] * 0.5, rel=0.01)
+    for row in steps:
         assert LOAD_KEYS <= set(row)
         assert row["completed"] > 0 and row["errors"] == 0
-    for transport in ("custom", "grpc", "tcp_echo", "grpc_echo", "tcp_floor"):
-        steps = rows(
-            results,
-            "load",
-            transport=transport,
-            store="memory" if transport in ("custom", "grpc") else "none",
-        )
-        assert [r["mode"] for r in steps] == ["closed", "open"]
-        closed, opened = steps
-        assert opened["offered_per_s"] == pytest.approx(closed["achieved_per_s"] * 0.5, rel=0.01)
-    assert rows(results, "load", transport="loopback", mode="closed")
+    send = rows(results, "sizes", transport=transport, op="send", phase="steady", body_bytes=32)
+    assert send and send[0]["c2s_bytes"] > 32
+    same = rows(results, "latency", transport=transport, op="send", placement="same")
+    assert len(same) == 1
+    rung = next(r for r in results["ladder"] if r["transport"] == transport)
+    assert rung["on_ladder"] == (transport in registry.LADDER)
+    for key in ("c2s_bytes", "s2c_bytes", "p50_us", "server_cpu_us", "client_cpu_us"):
+        assert rung[key] is not None and rung[key] > 0, key
+    reference = registry.entry(transport).reference
+    if reference:
+        target = next(t for t in results["targets"] if t["name"].startswith(f"{transport} send"))
+        assert reference in target["name"] and target["status"] in ("PASS", "MISS")
 
 
-def test_sizes_come_from_the_wire_module(results: dict[str, Any]) -> None:
-    for transport in ("custom", "grpc"):
-        send = rows(results, "sizes", transport=transport, op="send", phase="steady", body_bytes=32)
-        assert send and send[0]["c2s_bytes"] > 32
-    assert results["payload_sizes"]
+@pytest.mark.parametrize("ref", REFS)
+def test_every_reference_row_lands(results: dict[str, Any], ref: str) -> None:
+    places = {r["placement"] for r in rows(results, "latency", transport=ref, op="echo")}
+    assert places == {"cross", "same"}
+    echo = rows(results, "latency", transport=ref, op="echo", placement="cross")[0]
+    assert echo["body_bytes"] == 32 and echo["client_cpu_us_per_op"] > 0
+    steps = rows(results, "load", transport=ref, store="none")
+    assert [r["mode"] for r in steps] == ["closed", "open"]
+    assert all(r["completed"] > 0 and r["errors"] == 0 for r in steps)
+
+
+def test_the_lean_client_measured_the_same_server(results: dict[str, Any]) -> None:
+    (lean,) = rows(results, "latency", transport=LEAN_TRANSPORT, client=LEAN_CLIENT)
+    assert lean["op"] == "send" and lean["store"] == "memory" and lean["n"] == TINY.lean
+    assert lean["client_cpu_us_per_op"] > 0 and lean["server_cpu_us_per_op"] > 0
+    names = [t["name"] for t in results["targets"]]
+    assert any("lean client" in name and "p50" in name for name in names)
+    assert any("lean client" in name and "CPU" in name for name in names)
 
 
 def test_targets_are_evaluated(results: dict[str, Any]) -> None:
-    assert len(results["targets"]) == 4
+    with_reference = [e for e in registry.BY_NAME.values() if e.wire and e.reference]
+    assert len(results["targets"]) == len(with_reference) + 4
     assert {t["status"] for t in results["targets"]} <= {"PASS", "MISS"}
+    assert results["payload_sizes"]
 
 
 def test_report_and_plots_are_written(run_dir: Path) -> None:
     report = (run_dir / "REPORT.md").read_text()
-    assert "## Targets" in report and "pytest tiny bench" in report
+    assert "## Targets" in report and "## Where the cost goes" in report
+    assert "pytest tiny bench" in report
+    for transport in WIRE:
+        assert f"| {transport} |" in report or f"| {transport} (beside) |" in report
     for name in FIGURES:
         assert (run_dir / name).stat().st_size > 1000
         assert f"]({name})" in report

@@ -119,8 +119,9 @@ async def fake() -> AsyncIterator[Callable[..., FakeServer]]:
 async def test_sequential_requests_reuse_request_id_1(fake) -> None:
     server = await fake(echo_pings).start()
     async with open_client(server.address) as client:
+        assert client.transport.welcome == WELCOME  # a tool's extra, beside ChatClient
         for i in range(5):
-            assert await client.ping(b"%d" % i) == b"%d" % i
+            assert await client.transport.ping(b"%d" % i) == b"%d" % i
     assert [e.request_id for e in server.received] == [1] * 5
 
 
@@ -139,25 +140,25 @@ async def test_pipelined_requests_get_their_own_answers(fake) -> None:
     server = await fake(answer_in_reverse_batches).start()
     async with open_client(server.address) as client:
         payloads = [b"p%d" % i for i in range(40)]
-        assert await asyncio.gather(*(client.ping(p) for p in payloads)) == payloads
+        assert await asyncio.gather(*(client.transport.ping(p) for p in payloads)) == payloads
         assert sorted(e.request_id for e in server.received) == list(range(1, 41))
-        assert await client.ping(b"after") == b"after"  # every id is free again: 1
+        assert await client.transport.ping(b"after") == b"after"  # every id is free again: 1
     assert server.received[-1].request_id == 1
 
 
 async def test_an_abandoned_request_keeps_its_id_until_answered(fake) -> None:
     server = await fake().start()
     async with open_client(server.address) as client:
-        first = asyncio.create_task(client.ping(b"first"))
+        first = asyncio.create_task(client.transport.ping(b"first"))
         await server.wait_for(1)
         first.cancel()
-        second = asyncio.create_task(client.ping(b"second"))
+        second = asyncio.create_task(client.transport.ping(b"second"))
         ping1, ping2 = await server.wait_for(2)
         assert (ping1.request_id, ping2.request_id) == (1, 2)  # 1 is still in flight
         server.reply(Pong(1, b"first"))  # the late answer must not reach the second call
         server.reply(Pong(2, b"second"))
         assert await second == b"second"
-        third = asyncio.create_task(client.ping(b"third"))
+        third = asyncio.create_task(client.transport.ping(b"third"))
         assert (await server.wait_for(3))[2].request_id == 1
         server.reply(Pong(1, b"third"))
         assert await third == b"third"
@@ -167,7 +168,7 @@ async def test_connection_loss_fails_pending_calls_and_ends_messages(fake) -> No
     server = await fake().start()
     client = open_client(server.address)
     await client.connect()
-    calls = [asyncio.create_task(client.ping(b"%d" % i)) for i in range(3)]
+    calls = [asyncio.create_task(client.transport.ping(b"%d" % i)) for i in range(3)]
     await server.wait_for(3)
     server.hang_up()
     for call in calls:
@@ -178,7 +179,9 @@ async def test_connection_loss_fails_pending_calls_and_ends_messages(fake) -> No
             pass
     assert client.closed_reason is not None
     with pytest.raises(ConnectionError):
-        await client.ping()
+        await client.transport.ping()
+    with pytest.raises(ConnectionError):
+        await client.list_accounts()
     await client.close()
 
 
@@ -215,7 +218,7 @@ async def test_a_reply_to_no_request_closes_the_connection(fake) -> None:
     server = await fake(script).start()
     async with open_client(server.address) as client:
         with pytest.raises(ConnectionError):
-            await client.ping(b"x")
+            await client.transport.ping(b"x")
 
 
 async def test_a_failed_ack_is_not_fatal(fake) -> None:
@@ -231,7 +234,7 @@ async def test_a_failed_ack_is_not_fatal(fake) -> None:
     async with open_client(server.address) as client:
         await client.login("alice", "pw")
         await client.ack([9, 3, 3, 5])
-        assert await client.ping(b"ok") == b"ok"
+        assert await client.transport.ping(b"ok") == b"ok"
         assert server.received[1] == Ack((3, 5, 9))  # sorted, deduplicated
 
 
@@ -282,4 +285,4 @@ async def test_requests_wait_while_the_server_does_not_read(fake) -> None:
     async with open_client(server.address) as client:
         payloads = [bytes([i]) * 60_000 for i in range(100)]  # 6 MB
         async with asyncio.timeout(WAIT * 2):
-            assert await asyncio.gather(*(client.ping(p) for p in payloads)) == payloads
+            assert await asyncio.gather(*(client.transport.ping(p) for p in payloads)) == payloads

@@ -180,9 +180,7 @@ async def small_window_connection(
     return await asyncio.open_connection(sock=sock)
 
 
-async def read_events(
-    reader: asyncio.StreamReader, codec: Connection, count: int
-) -> list[object]:
+async def read_events(reader: asyncio.StreamReader, codec: Connection, count: int) -> list[object]:
     """The next ``count`` events the server sends."""
     events: list[object] = []
     async with asyncio.timeout(WAIT):
@@ -219,9 +217,7 @@ async def test_requests_behind_a_login_that_waits_keep_their_order(
     replies = [e for e in events if not isinstance(e, Deliver)]
     assert [type(e) for e in replies] == [Welcome, LoggedIn, Pong, Sent, Pong]
     assert [getattr(e, "request_id", 0) for e in replies] == [0, 1, 2, 3, 4]
-    assert events.index(replies[1]) < min(
-        i for i, e in enumerate(events) if isinstance(e, Deliver)
-    )
+    assert events.index(replies[1]) < min(i for i, e in enumerate(events) if isinstance(e, Deliver))
     assert [e.body for e in events if isinstance(e, Deliver)] == ["one", "two"]
     writer.close()
 
@@ -267,3 +263,24 @@ async def test_a_client_that_never_reads_its_replies_is_a_slow_consumer(
     assert len(events) - 2 < count  # not every request was answered
     assert isinstance(events[-1], Error)
     assert (events[-1].request_id, events[-1].code) == (0, ErrorCode.SLOW_CONSUMER)
+
+
+async def test_the_drivers_take_any_codec_factory(service: ChatService) -> None:
+    """``codec=`` on both drivers: every connection's codec comes from the factory, one per
+    side, and the chat works through it (protobuf-tcp rides on this)."""
+    made: list[Role] = []
+
+    def codec(role: Role) -> Connection:
+        made.append(role)
+        return Connection(role)
+
+    server = await start_server(service, "127.0.0.1", 0, codec=codec)
+    try:
+        async with open_client(server.address, codec=codec) as alice:
+            await alice.signup("alice", "pw-123")
+            await alice.send(["alice"], "through the factory")
+            assert (await alice.next_message(WAIT)).body == "through the factory"
+            assert alice.transport.welcome is not None
+    finally:
+        await server.close()
+    assert sorted(role.value for role in made) == ["client", "server"]

@@ -35,9 +35,11 @@ def test_check_passes_on_the_committed_code() -> None:
 def test_check_fails_when_the_proto_changes(tmp_path: Path) -> None:
     changed = tmp_path / "chat.proto"
     text = codegen.PROTO.read_text()
-    marker = "  string body = 4;\n}"
+    marker = "  uint64 conversation_id = 7;\n}"
     assert text.count(marker) == 1
-    changed.write_text(text.replace(marker, "  string body = 4;\n  string topic = 5;\n}"))
+    changed.write_text(
+        text.replace(marker, "  uint64 conversation_id = 7;\n  string topic = 8;\n}")
+    )
     result = run_codegen("--check", "--proto", str(changed))
     assert result.returncode == 1
     assert "stale" in result.stderr and "make gen" in result.stderr

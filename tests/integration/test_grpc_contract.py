@@ -29,6 +29,8 @@ def test_every_limit_quoted_in_the_proto_is_core_limits_value() -> None:
 
 def test_the_proto_documents_the_wire_constants() -> None:
     assert f"MAX_MESSAGE_BYTES = {_wire.MAX_MESSAGE_BYTES}:" in PROSE
+    assert f"MAX_REPLY_BYTES = {_wire.MAX_REPLY_BYTES}:" in PROSE
+    assert f"PAGE_BUDGET_BYTES = {_wire.PAGE_BUDGET_BYTES} bytes" in PROSE
     assert f"{_wire.SESSION_KEY}: <token>" in PROSE
     assert f"{_wire.ERROR_KEY}: <ErrorReason name>" in PROSE
     assert f"for {_wire.IDLE_TIMEOUT / 60:.0f} minutes (idle expiry)" in PROSE
@@ -122,6 +124,38 @@ def test_the_message_size_limit_fits_the_largest_valid_request_with_headroom() -
         body="é" * (limits.MAX_BODY_BYTES // 2),
     )
     assert delivery.ByteSize() < _wire.MAX_MESSAGE_BYTES
+
+
+def test_the_largest_push_fits_an_old_clients_receive_limit() -> None:
+    """chat.proto: a pushed Delivery (a maximal body, from a 32-character sender, in a group
+    of 257 with 256 other names of 32 characters) is never over MAX_MESSAGE_BYTES, the
+    receive limit of clients built before history existed."""
+    names = [f"{i:0{limits.MAX_USERNAME_CHARS}d}" for i in range(limits.MAX_RECIPIENTS)]
+    delivery = pb.Delivery(
+        message_id=2**63 - 1,
+        sent_at_ms=2**64 - 1,
+        sender=names[0],
+        body="x" * limits.MAX_BODY_BYTES,
+        participants=names,
+        sender_deleted=True,
+        conversation_id=2**63 - 1,
+    )
+    for push in (
+        pb.SessionEvent(sent_copy=delivery),
+        pb.ServerMessage(delivery=delivery),
+        pb.ServerMessage(sent_copy=delivery),
+    ):
+        assert push.ByteSize() <= _wire.MAX_MESSAGE_BYTES, type(push).__name__
+    # And a page of one such message, with every participant deleted, fits a reply.
+    page = pb.ReadHistoryReply(
+        conversation_id=2**63 - 1,
+        participants=names,
+        deleted_participants=names,
+        messages=[delivery],
+        more=True,
+        read_up_to=2**63 - 1,
+    )
+    assert page.ByteSize() + _wire.PAGE_BUDGET_BYTES <= _wire.MAX_REPLY_BYTES
 
 
 def test_tokens_are_128_random_bits_of_base64url() -> None:

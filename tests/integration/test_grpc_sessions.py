@@ -13,7 +13,7 @@ import pytest
 
 from core import ChatService, HashCost, SqliteStore, limits
 from core.types import CloseReason
-from transports.grpc import GrpcServer, open_client, start_server
+from transports.grpc import GrpcServer, GrpcTransport, open_client, start_server
 from transports.grpc._generated import chat_pb2 as pb
 from transports.grpc._generated import chat_pb2_grpc
 from transports.grpc._wire import ERROR_KEY, SESSION_KEY
@@ -118,14 +118,17 @@ async def flood_until_cut_off(service: ChatService, victim: str) -> int:
 async def test_a_slow_consumer_is_cut_off_and_loses_nothing(service: ChatService) -> None:
     """A subscriber that stops reading: HTTP/2 flow control stalls our writes, its queue in
     the core fills to MAX_SESSION_QUEUE, the core ends the session, and when the client reads
-    again its stream ends with RESOURCE_EXHAUSTED (SLOW_CONSUMER). Everything stays pending."""
+    again its stream ends with UNAUTHENTICATED (SLOW_CONSUMER), and so does every later call
+    with its token: not RESOURCE_EXHAUSTED, which would invite retries that cannot succeed.
+    Everything stays pending."""
     server = await start_server(service, "127.0.0.1", 0)  # no sweeps during the test
     host, port = server.address
     slow = name()
     try:
         async with grpc.aio.insecure_channel(f"{host}:{port}", options=STINGY_CLIENT) as channel:
             stub = chat_pb2_grpc.ChatStub(channel)
-            stream = stub.Subscribe(pb.SubscribeRequest(), metadata=await signup(stub, slow))
+            token = await signup(stub, slow)
+            stream = stub.Subscribe(pb.SubscribeRequest(), metadata=token)
             await stream.wait_for_connection()
             sent = await flood_until_cut_off(service, slow)
             assert sent > limits.MAX_SESSION_QUEUE
@@ -134,9 +137,13 @@ async def test_a_slow_consumer_is_cut_off_and_loses_nothing(service: ChatService
                 async with asyncio.timeout(WAIT):
                     async for _ in stream:
                         received += 1
-            assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
             assert dict(caught.value.trailing_metadata())[ERROR_KEY] == "SLOW_CONSUMER"
             assert received < sent - limits.MAX_SESSION_QUEUE  # only what got through
+            with pytest.raises(grpc.aio.AioRpcError) as later:
+                await stub.ListAccounts(pb.ListAccountsRequest(), metadata=token)
+            assert later.value.code() is grpc.StatusCode.UNAUTHENTICATED
+            assert dict(later.value.trailing_metadata())[ERROR_KEY] == "SLOW_CONSUMER"
     finally:
         await server.close()
     again = service.open_session()
@@ -201,8 +208,10 @@ async def test_only_the_current_logins_stream_can_end_the_client(server: GrpcSer
     stream of a login the client has since logged out of may fail however it likes."""
     me = name()
     async with open_client(server.address) as client:
+        transport = client.transport
+        assert isinstance(transport, GrpcTransport)
         await client.signup(me, "pw")
-        first = client._generation
+        first = transport._generation
         await client.logout()
         await client.login(me, "pw")
         for late in (
@@ -210,15 +219,17 @@ async def test_only_the_current_logins_stream_can_end_the_client(server: GrpcSer
             FailedStream(grpc.StatusCode.UNAUTHENTICATED, "NOT_LOGGED_IN"),  # a late refusal
             FailedStream(grpc.StatusCode.UNAUTHENTICATED, "DISCONNECTED"),
         ):
-            await client._run_pump(late, first)  # type: ignore[arg-type]
+            await transport._run_pump(late, first)  # type: ignore[arg-type]
             assert client.closed_reason is None
         assert (await client.list_accounts(me)).usernames == (me,)
 
         # A refusal that leaves the session alive does not end the current login either ...
         refused = FailedStream(grpc.StatusCode.UNAUTHENTICATED, "NOT_LOGGED_IN")
-        await client._run_pump(refused, client._generation)  # type: ignore[arg-type]
+        await transport._run_pump(refused, transport._generation)  # type: ignore[arg-type]
         assert client.closed_reason is None
         # ... but the current stream breaking does: the server drops such a session.
         broken = FailedStream(grpc.StatusCode.UNAVAILABLE, None)
-        await client._run_pump(broken, client._generation)  # type: ignore[arg-type]
+        await transport._run_pump(broken, transport._generation)  # type: ignore[arg-type]
         assert client.closed_reason == CloseReason.DISCONNECTED.value
+        with pytest.raises(ConnectionError):  # a lost connection, not a refusal
+            await client.list_accounts(me)

@@ -6,6 +6,7 @@ ends by checking the server still serves everyone else.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -17,7 +18,7 @@ from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from core import limits
+from core import ChatClient, limits
 from core.errors import (
     AlreadyLoggedIn,
     AuthFailed,
@@ -28,7 +29,7 @@ from core.errors import (
     UsernameTaken,
 )
 from core.types import CloseReason
-from transports.grpc import GrpcChatClient, open_client
+from transports.grpc import GrpcTransport, open_client
 from transports.grpc._generated import chat_pb2 as pb
 from transports.grpc._generated import chat_pb2_grpc
 from transports.grpc._wire import ERROR_KEY, MAX_MESSAGE_BYTES, SESSION_KEY
@@ -68,11 +69,17 @@ def name() -> str:
     return "u" + uuid.uuid4().hex[:12]
 
 
-async def user(address: Address, username: str | None = None) -> GrpcChatClient:
+async def user(address: Address, username: str | None = None) -> ChatClient:
     client = open_client(address)
     await client.connect()
     await client.signup(username or name(), "pw")
     return client
+
+
+def transport_of(client: ChatClient) -> GrpcTransport:
+    """The gRPC transport under a client, for what only tools see (the token, the stub)."""
+    assert isinstance(client.transport, GrpcTransport)
+    return client.transport
 
 
 def error_reason(err: grpc.aio.AioRpcError) -> str | None:
@@ -196,7 +203,7 @@ async def test_failed_login_issues_no_session_and_spends_the_client(address: Add
     async with open_client(address) as client:
         with pytest.raises(AuthFailed):
             await client.login(taken, "wrong")
-        assert client.token is None
+        assert transport_of(client).token is None
         assert client.closed_reason == CloseReason.AUTH_FAILED.value
         with pytest.raises(SessionClosed):  # Rule 4: reconnect, as with the custom protocol
             await client.login(taken, "pw")
@@ -244,7 +251,8 @@ async def test_a_subscribe_that_arrives_after_a_logout_does_not_end_the_client(
     me = name()
     async with open_client(address) as client, grpc.aio.insecure_channel(target(address)) as ch:
         other = chat_pb2_grpc.ChatStub(ch)
-        stub = client._live_stub()
+        stub = transport_of(client)._stub
+        assert stub is not None
         signup = stub.Signup
 
         async def signup_then_logged_out(request: pb.SignupRequest, **kw: object) -> pb.LoginReply:
@@ -262,6 +270,23 @@ async def test_a_subscribe_that_arrives_after_a_logout_does_not_end_the_client(
         await client.logout()
         await client.login(me, "pw")
         assert client.closed_reason is None
+
+
+async def test_a_command_told_the_session_is_gone_ends_the_client(address: Address) -> None:
+    """A unary call answered with a status that means "this session has ended" (here
+    UNKNOWN_SESSION, as after a server restart) ends the client with that reason."""
+    async with open_client(address) as client:
+        await client.signup(name(), "pw")
+        transport = transport_of(client)
+        transport._metadata = ((SESSION_KEY, "x" * 22),)  # a token the server never issued
+        with pytest.raises(SessionClosed):
+            await client.list_accounts()
+        assert client.closed_reason == CloseReason.DISCONNECTED.value
+        assert transport.token is None
+        with pytest.raises(ConnectionError):  # and messages() has ended
+            await client.next_message(WAIT)
+        with pytest.raises(SessionClosed):
+            await client.send([name()], "anyone?")
 
 
 async def test_limits_give_clear_errors_and_the_server_carries_on(address: Address) -> None:
@@ -292,6 +317,57 @@ async def test_missing_token_is_unauthenticated(stub: chat_pb2_grpc.ChatStub) ->
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.Subscribe(pb.SubscribeRequest()).read()
     assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_what_chat_proto_says_of_odd_names_and_passwords(
+    stub: chat_pb2_grpc.ChatStub,
+) -> None:
+    """Settled in chat.proto: an empty password is LIMIT_EXCEEDED at Signup (one size check,
+    1-256 bytes) and AUTH_FAILED at Login; a recipient name that cannot be a username is an
+    unknown recipient, not an error, up to 128 characters; beyond, LIMIT_EXCEEDED."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Signup(pb.SignupRequest(username=name(), password=""))
+    assert (caught.value.code(), error_reason(caught.value)) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "LIMIT_EXCEEDED",
+    )  # fmt: skip
+    me = name()
+    token = (await stub.Signup(pb.SignupRequest(username=me, password="pw"))).session_token
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Login(pb.LoginRequest(username=me, password=""))
+    assert (caught.value.code(), error_reason(caught.value)) == (
+        grpc.StatusCode.UNAUTHENTICATED, "AUTH_FAILED",
+    )  # fmt: skip
+    odd = ["", "x" * 40, "a b", "y" * 128]
+    reply = await stub.Send(
+        pb.SendRequest(recipients=odd, body="hi"), metadata=((SESSION_KEY, token),)
+    )
+    assert (reply.message_id, list(reply.unknown_recipients)) == (0, odd)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Send(
+            pb.SendRequest(recipients=["z" * 129], body="hi"), metadata=((SESSION_KEY, token),)
+        )
+    assert error_reason(caught.value) == "LIMIT_EXCEEDED"
+
+
+async def test_a_deadline_on_subscribe_ends_the_session(stub: chat_pb2_grpc.ChatStub) -> None:
+    """Settled in chat.proto: no deadline on Subscribe/SubscribeEvents; when one expires, the
+    server sees the call cancelled, as when a client goes away, and closes the session."""
+    reply = await stub.Signup(pb.SignupRequest(username=name(), password="pw"))
+    metadata = ((SESSION_KEY, reply.session_token),)
+    stream = stub.SubscribeEvents(pb.SubscribeRequest(), metadata=metadata, timeout=0.3)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async with asyncio.timeout(WAIT):
+            await stream.read()
+    assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    for _ in range(int(WAIT / 0.05)):  # the server learns of the expiry a moment later
+        try:
+            await stub.ListAccounts(pb.ListAccountsRequest(), metadata=metadata)
+        except grpc.aio.AioRpcError as err:
+            assert err.code() is grpc.StatusCode.UNAUTHENTICATED
+            assert error_reason(err) == "DISCONNECTED"
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the session outlived its stream's deadline")
 
 
 async def test_forged_token_is_unauthenticated(
@@ -376,7 +452,8 @@ async def test_reflection_lists_and_describes_the_service(address: Address) -> N
     )
     assert (proto.name, proto.package) == ("wirechat/v1/chat.proto", "wirechat.v1")
     methods = {m.name: m.server_streaming for m in proto.service[0].method}
-    assert methods["Subscribe"] is True and methods["Send"] is False and len(methods) == 8
+    assert methods["Subscribe"] is True and methods["SubscribeEvents"] is True
+    assert methods["Send"] is False and methods["ReadHistory"] is False and len(methods) == 13
 
 
 async def test_health_is_serving(address: Address) -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from core import ChatService, HashCost, SqliteStore
-from transports.grpc import GrpcChatClient, GrpcServer, open_client, start_server
+from core import ChatClient, ChatService, HashCost, SqliteStore
+from transports.grpc import GrpcServer, open_client, start_server
 from wirechat.launch import ServerProcess
 
 WAIT = 10.0
@@ -72,13 +72,13 @@ async def kill9(proc: asyncio.subprocess.Process) -> None:
     await proc.wait()
 
 
-async def chat_round(a: GrpcChatClient, b: GrpcChatClient, b_name: str, text: str) -> None:
+async def chat_round(a: ChatClient, b: ChatClient, b_name: str, text: str) -> None:
     sent = await a.send([b_name], text)
     got = await b.next_message(WAIT)
     assert (got.message_id, got.body) == (sent.message_id, text)
 
 
-async def pair(address: tuple[str, int]) -> tuple[GrpcChatClient, GrpcChatClient, str, str]:
+async def pair(address: tuple[str, int]) -> tuple[ChatClient, ChatClient, str, str]:
     alice, bob = name(), name()
     a, b = open_client(address), open_client(address)
     await a.connect()

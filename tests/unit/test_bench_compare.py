@@ -11,6 +11,7 @@ import pytest
 
 from bench import cli as bench_cli
 from bench.compare import compare, figures, format_changes, load_results
+from transports import registry
 from wirechat.cli import main as wirechat_main
 
 
@@ -77,6 +78,20 @@ def test_figures_are_named_by_their_row_and_metric() -> None:
     assert names[f"{key} c2s_bytes"] == 147.0
     assert names["target custom send p50 <= 1.5x tcp_echo p50"] == 1.5
     assert not any("hist" in name or "overloaded" in name for name in names)
+
+
+def test_the_lean_clients_row_and_the_ladder_are_figures_of_their_own() -> None:
+    results = run(150.0, 2000.0, 147)
+    lean = dict(results["latency"][0], client="lean", p50_us=140.0)
+    results["latency"].append(lean)
+    results["ladder"] = [
+        {"transport": "grpc", "p50_us": 500.0, "delta_p50_us": 300.0, "c2s_bytes": 147}
+    ]
+    names = figures(results)
+    assert names["latency custom send memory cross p50_us"] == 150.0
+    assert names["latency custom send memory cross client=lean p50_us"] == 140.0
+    assert names["ladder grpc p50_us"] == 500.0 and names["ladder grpc c2s_bytes"] == 147.0
+    assert not any("delta" in name for name in names)  # a delta follows from two figures
 
 
 def test_compare_reports_the_change_of_every_figure() -> None:
@@ -153,6 +168,16 @@ def test_transport_lists_are_checked() -> None:
     assert "custom" in bench_cli.parse_transports("all")
     with pytest.raises(ValueError, match="unknown transport"):
         bench_cli.parse_transports("custom,carrier-pigeon")
+
+
+def test_every_registry_transport_and_its_reference_row_can_be_asked_for() -> None:
+    everything = bench_cli.parse_transports("all")
+    for entry in registry.BY_NAME.values():
+        assert bench_cli.parse_transports(entry.name) == [entry.name]
+        assert entry.name in everything
+        if entry.reference:
+            assert entry.reference in everything
+    assert "tcp_floor" in everything
 
 
 def test_unknown_transport_is_refused_before_anything_starts(

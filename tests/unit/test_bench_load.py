@@ -168,3 +168,35 @@ async def test_closed_loop_gives_up_on_a_broken_target() -> None:
     result = await run_closed_loop(issue, workers=2, duration_s=30)
     assert result.completed == 0
     assert 100 < result.errors <= 102  # each worker stops once the error count passes 100
+
+
+async def test_a_failed_clean_up_keeps_the_steps_row_and_says_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Deleting the step's recipient afterwards can fail (a transport's bug, say): what was
+    measured still stands, and the row names the failure."""
+    import os
+
+    from bench import load
+
+    async def setup(job: dict[str, object]):  # type: ignore[no-untyped-def]
+        async def issue(i: int) -> None:
+            await asyncio.sleep(0)
+
+        async def cleanup() -> None:
+            raise RuntimeError("session ended: the account was deleted")
+
+        return issue, cleanup, os.getpid()
+
+    monkeypatch.setattr(load, "_setup_echo", setup)
+    job = {
+        "target": {"kind": "echo"},
+        "mode": "closed",
+        "connections": 1,
+        "depth": 2,
+        "duration_s": 0.05,
+        "warmup": 2,
+    }
+    (row,) = await load.run_load(job)
+    assert row["completed"] > 0 and row["errors"] == 0
+    assert row["cleanup_error"] == "RuntimeError: session ended: the account was deleted"

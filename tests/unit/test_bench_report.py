@@ -1,4 +1,8 @@
-"""The Targets, REPORT.md and the plots, from a small fixed results dict."""
+"""The Targets, the ladder, REPORT.md and the plots, from a small fixed results dict.
+
+The sample's ``meta.registry`` is what the registry said when the run was made, so these
+tests read the same transports whatever the registry holds today.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,23 @@ from typing import Any
 import pytest
 
 from bench import plots, report, targets
+from bench.ladder import format_ladder, ladder
 from bench.report import TIMES as X
+
+REGISTRY = [
+    {"name": "loopback", "label": "loopback", "wire": False, "reference": None,
+     "isolates": "", "ladder": False},
+    {"name": "custom", "label": "custom binary", "wire": True, "reference": "tcp_echo",
+     "isolates": "", "ladder": True},
+    {"name": "protobuf-tcp", "label": "protobuf on TCP", "wire": True, "reference": "tcp_echo",
+     "isolates": "encoding", "ladder": True},
+    {"name": "grpc-stream", "label": "gRPC bidi stream", "wire": True,
+     "reference": "grpc_stream_echo", "isolates": "HTTP/2 and the gRPC runtime", "ladder": True},
+    {"name": "grpc", "label": "gRPC unary", "wire": True, "reference": "grpc_echo",
+     "isolates": "one call per command", "ladder": True},
+    {"name": "websocket", "label": "WebSocket + JSON", "wire": True, "reference": "ws_echo",
+     "isolates": "beside the ladder", "ladder": False},
+]  # fmt: skip
 
 
 def lat(transport: str, op: str, p50: float, **kw: Any) -> dict[str, Any]:
@@ -80,6 +100,8 @@ def size(transport: str, op: str, c2s: int, s2c: int, phase: str = "steady", **k
         "s2c_framing": 3,
         "s2c_headers": 0,
         "s2c_control": 0,
+        "samples": 15,
+        "disturbed": 0,
     }
     row.update(kw)
     return row
@@ -103,9 +125,15 @@ SAMPLE: dict[str, Any] = {
         "plan": {"warmup": 50, "connections": 4, "depth": 8, "closed_s": 1.0, "open_s": 1.0},
         "background": {"other_vcpus": 0.02, "steal_vcpus": 0.0},
         "skipped": {},
+        "transports": [e["name"] for e in REGISTRY] + ["tcp_echo", "grpc_echo", "tcp_floor"],
+        "registry": REGISTRY,
     },
     "latency": [
         lat("custom", "send", 150.0),
+        lat("custom", "send", 140.0, client="lean", client_cpu_us_per_op=25.0),
+        lat("protobuf-tcp", "send", 160.0),
+        lat("grpc-stream", "send", 300.0),
+        lat("websocket", "send", 250.0),
         lat("grpc", "send", 500.0),
         lat("loopback", "send", 20.0),
         lat("tcp_echo", "echo", 100.0),
@@ -125,6 +153,8 @@ SAMPLE: dict[str, Any] = {
     ],
     "sizes": [
         size("custom", "send", 49, 11),
+        size("protobuf-tcp", "send", 51, 14),
+        size("grpc-stream", "send", 80, 75),
         size("grpc", "send", 147, 73),
         size("grpc", "send", 176, 73, phase="first"),
         size("custom", "send", 49, 11, phase="first"),
@@ -154,44 +184,109 @@ SAMPLE: dict[str, Any] = {
 }
 
 
+def verdicts_by_name(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {t["name"]: t for t in targets.evaluate_targets(results)}
+
+
 def test_targets_are_judged_from_the_runs_own_numbers() -> None:
-    verdicts = targets.evaluate_targets(SAMPLE)
-    assert [t["status"] for t in verdicts] == ["PASS", "PASS", "PASS", "MISS"]
-    assert [t["value"] for t in verdicts] == [
-        pytest.approx(1.5),  # 150 / 100: exactly at the limit passes
-        pytest.approx(1.25),  # 500 / 400
-        pytest.approx(6.0),  # 30000 / 5000
-        pytest.approx(60 / 220, abs=1e-3),  # (49 + 11) / (147 + 73): above a quarter
-    ]
+    verdicts = verdicts_by_name(SAMPLE)
+    expected = {
+        # each transport against the reference its registry entry names
+        "custom send p50 <= 1.5x tcp_echo p50": ("PASS", 1.5),  # 150 / 100: at the limit
+        "protobuf-tcp send p50 <= 1.5x tcp_echo p50": ("MISS", 1.6),
+        "grpc-stream send p50 <= 1.5x grpc_stream_echo p50": ("n/a", None),  # no echo row
+        "grpc send p50 <= 1.3x grpc_echo p50": ("PASS", 1.25),  # 500 / 400
+        "websocket send p50 <= 1.5x ws_echo p50": ("n/a", None),
+        # the product's client against the lean independent one on the same server
+        "custom send p50 within 15% of a lean client's": ("PASS", 150 / 140),
+        "custom client CPU per send <= 1.3x a lean client's": ("MISS", 37.5 / 25),
+        "custom send saturation >= 3x grpc": ("PASS", 6.0),  # 30000 / 5000
+        "custom steady send bytes <= 1/4 of grpc": ("MISS", 60 / 220),  # above a quarter
+    }
+    assert list(verdicts) == list(expected)
+    for name, (status, value) in expected.items():
+        assert verdicts[name]["status"] == status, name
+        assert verdicts[name]["value"] == (
+            None if value is None else pytest.approx(value, abs=1e-3)
+        )
 
 
 def test_a_slower_transport_misses_its_target() -> None:
     results = copy.deepcopy(SAMPLE)
-    results["latency"][0]["p50_us"] = 151.0
+    results["latency"][0]["p50_us"] = 170.0
     results["load"][0]["achieved_per_s"] = 14000.0  # closed loop
     results["load"][1]["achieved_per_s"] = 14500.0  # an open step did a little better
-    verdicts = targets.evaluate_targets(results)
-    assert verdicts[0]["status"] == "MISS"
-    assert verdicts[2]["status"] == "MISS"
-    assert verdicts[2]["value"] == pytest.approx(14500 / 5000)  # the best step counts
+    verdicts = verdicts_by_name(results)
+    assert verdicts["custom send p50 <= 1.5x tcp_echo p50"]["status"] == "MISS"
+    # 170 / 140 is more than 15 % away from the lean client's p50
+    assert verdicts["custom send p50 within 15% of a lean client's"]["status"] == "MISS"
+    saturation = verdicts["custom send saturation >= 3x grpc"]
+    assert saturation["status"] == "MISS"
+    assert saturation["value"] == pytest.approx(14500 / 5000)  # the best step counts
 
 
 def test_a_target_built_on_disturbed_rows_says_so() -> None:
     results = copy.deepcopy(SAMPLE)
-    results["latency"][3]["other_vcpus"] = 0.7  # tcp_echo measured while the machine was busy
-    verdicts = targets.evaluate_targets(results)
-    assert verdicts[0]["disturbed"] and "other processes used 0.70 vCPUs" in verdicts[0]["detail"]
-    assert not verdicts[1]["disturbed"]
+    tcp_echo = next(r for r in results["latency"] if r["transport"] == "tcp_echo")
+    tcp_echo["other_vcpus"] = 0.7  # measured while the machine was busy
+    verdicts = verdicts_by_name(results)
+    custom = verdicts["custom send p50 <= 1.5x tcp_echo p50"]
+    assert custom["disturbed"] and "other processes used 0.70 vCPUs" in custom["detail"]
+    assert not verdicts["grpc send p50 <= 1.3x grpc_echo p50"]["disturbed"]
     assert "0.70 ⚠" in report.render(results)
 
 
 def test_a_missing_figure_is_not_applicable_rather_than_a_pass() -> None:
     results = copy.deepcopy(SAMPLE)
-    results["latency"] = [r for r in results["latency"] if r["transport"] != "tcp_echo"]
+    results["latency"] = [
+        r for r in results["latency"] if r["transport"] != "tcp_echo" and not r.get("client")
+    ]
     results["sizes"] = []
-    verdicts = targets.evaluate_targets(results)
-    assert verdicts[0]["status"] == "n/a" and verdicts[0]["value"] is None
-    assert verdicts[3]["status"] == "n/a"
+    verdicts = verdicts_by_name(results)
+    assert verdicts["custom send p50 <= 1.5x tcp_echo p50"]["status"] == "n/a"
+    assert verdicts["custom send p50 <= 1.5x tcp_echo p50"]["value"] is None
+    assert verdicts["custom send p50 within 15% of a lean client's"]["status"] == "n/a"
+    assert verdicts["custom steady send bytes <= 1/4 of grpc"]["status"] == "n/a"
+
+
+def test_a_transport_not_asked_for_gets_no_target() -> None:
+    results = copy.deepcopy(SAMPLE)
+    results["meta"]["transports"] = ["custom", "tcp_echo"]
+    names = [t["name"] for t in targets.evaluate_targets(results)]
+    assert "websocket send p50 <= 1.5x ws_echo p50" not in names
+    assert "custom send p50 <= 1.5x tcp_echo p50" in names
+
+
+def test_the_ladder_names_each_steps_cause_and_delta() -> None:
+    rungs = ladder(SAMPLE)
+    assert [(r["transport"], r["on_ladder"], r["from"]) for r in rungs] == [
+        ("custom", True, None),
+        ("protobuf-tcp", True, "custom"),
+        ("grpc-stream", True, "protobuf-tcp"),
+        ("grpc", True, "grpc-stream"),
+        ("websocket", False, "custom"),  # beside the ladder: read against its first rung
+    ]
+    stream = rungs[2]
+    assert stream["isolates"] == "HTTP/2 and the gRPC runtime"
+    assert (stream["c2s_bytes"], stream["s2c_bytes"], stream["total_bytes"]) == (80, 75, 155)
+    assert stream["delta_total_bytes"] == 155 - 65
+    assert stream["delta_p50_us"] == 300.0 - 160.0
+    assert stream["server_cpu_us"] == pytest.approx(100.0)  # the latency row's (p50 / 3)
+    assert stream["delta_client_cpu_us"] == pytest.approx(75.0 - 40.0)
+    assert rungs[3]["p50_us_x_first"] == pytest.approx(500 / 150, 1e-3)
+    assert rungs[4]["total_bytes"] is None and rungs[4]["delta_p50_us"] == 100.0
+    text = format_ladder(rungs)
+    assert "grpc-stream -> grpc: one call per command" in text
+    assert "websocket (beside)" in text
+
+
+def test_report_has_the_ladder_table_and_the_gap_in_words() -> None:
+    text = report.render(SAMPLE, ["ladder.png"])
+    assert "## Where the cost goes" in text and "](ladder.png)" in text
+    assert "| grpc-stream | HTTP/2 and the gRPC runtime (from protobuf-tcp) | 80 | 75 |" in text
+    assert "| websocket (beside) |" in text
+    # p50 from custom 150 to grpc 500: +350, of which grpc-stream's step is +140 (40 %)
+    assert "grpc-stream +140 µs (40%)" in text
 
 
 def test_report_has_every_section_and_the_ratios_to_each_floor() -> None:
@@ -210,6 +305,7 @@ def test_report_has_every_section_and_the_ratios_to_each_floor() -> None:
     assert "**different vCPUs**" in text
     # custom 150 µs over tcp_echo 100 µs; grpc 500 over grpc_echo 400; loopback has no floor.
     assert "| custom | send | 1,000 | 150.0 |" in text
+    assert "| custom (lean client) | send | 1,000 | 140.0 |" in text
     assert f"1.50{X} tcp_echo" in text
     assert f"1.25{X} grpc_echo" in text
     assert f"2.50{X}" in text  # custom over tcp_floor (60 µs)
@@ -234,7 +330,7 @@ def test_report_lists_failed_steps_and_warns_about_a_busy_machine() -> None:
 
 
 def test_size_table_keeps_one_row_per_op_phase_and_transport() -> None:
-    rows = targets.standard_size_rows(SAMPLE["sizes"])
+    rows = targets.standard_size_rows(SAMPLE["sizes"], SAMPLE)
     keys = [(r["op"], r["phase"], r["transport"], r["body_bytes"]) for r in rows]
     assert keys == [
         ("logout", "steady", "custom", None),
@@ -242,6 +338,8 @@ def test_size_table_keeps_one_row_per_op_phase_and_transport() -> None:
         ("send", "first", "custom", 32),
         ("send", "first", "grpc", 32),
         ("send", "steady", "custom", 32),  # the 32 B row, not the 1 KiB one
+        ("send", "steady", "protobuf-tcp", 32),  # the registry's order
+        ("send", "steady", "grpc-stream", 32),
         ("send", "steady", "grpc", 32),
     ]
 
@@ -258,8 +356,18 @@ def test_every_plot_is_drawn_to_a_png(tmp_path: Path) -> None:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_every_transport_keeps_one_colour_whatever_the_run_measured() -> None:
+    full = plots.colours(SAMPLE)
+    names = [e["name"] for e in REGISTRY] + ["tcp_echo", "grpc_echo", "tcp_floor"]
+    assert set(names) <= set(full)
+    assert len({full[n] for n in names}) == len(names)  # no two rows share a colour
+    only_grpc = copy.deepcopy(SAMPLE)
+    only_grpc["latency"] = [r for r in SAMPLE["latency"] if r["transport"] == "grpc"]
+    assert plots.colours(only_grpc)["grpc"] == full["grpc"]
+
+
 def test_plots_without_data_are_skipped(tmp_path: Path) -> None:
-    empty = {"meta": {}, "latency": [], "load": [], "sizes": []}
+    empty = {"meta": {"registry": REGISTRY}, "latency": [], "load": [], "sizes": []}
     assert plots.draw_all(empty, tmp_path) == []
 
 

@@ -1,4 +1,5 @@
-"""The custom protocol's byte breakdown, on frames its own codec encodes."""
+"""The custom protocol's byte counter (transports/custom/_bytes.py), on frames its own codec
+encodes; and how bench/wire_rows.py builds a row from calls."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import random
 
 import pytest
 
-from bench.wire import CustomWireAccount, make_row, median_call
 from bench.wire_relay import Count
+from bench.wire_rows import Call, Conn, disturbed, make_row, median_call
 from transports.custom import (
     Ack,
     Connection,
@@ -24,6 +25,7 @@ from transports.custom import (
     Signup,
     Welcome,
 )
+from transports.custom._bytes import CustomWireAccount
 from transports.custom._wire import MAX_BODY, MAX_FRAME, MAX_RECIPIENTS, PROTOCOL_VERSION
 
 
@@ -134,26 +136,83 @@ def test_error_notices_are_control_and_error_replies_are_not() -> None:
     assert account.by_kind["ERROR"] > 0
 
 
-# -- rows ----------------------------------------------------------------------------------
-def sample(c2s: int, s2c: int, control: int = 0) -> dict[str, Count]:
-    def count(size: int) -> Count:
-        return Count(
-            size,
-            {"payload": size - control, "framing": 0, "headers": 0, "control": control},
-            {"X": size},
-        )
+def test_request_ids_are_noted_for_the_bench() -> None:
+    client, _, hello, _ = handshaken()
+    account = CustomWireAccount(client_to_server=True)
+    account.receive_data(hello + client.send(Signup(300, "alice", "pw")))
+    assert account.last_ids == {"request": 300}
+    account.receive_data(client.send(Ack((7,))))  # request id 0: no request
+    assert account.last_ids == {"request": 300}
 
-    return {"c2s": count(c2s), "s2c": count(s2c)}
+
+# -- rows ----------------------------------------------------------------------------------
+def count(size: int, control: int = 0, kinds: dict[str, int] | None = None) -> Count:
+    return Count(
+        size,
+        {"payload": size - control, "framing": 0, "headers": 0, "control": control},
+        kinds if kinds is not None else {"X": size},
+    )
+
+
+def calls_on_one_connection(*samples: dict[str, Count]) -> list[Call]:
+    """Calls made one after another on one (closed) connection, one per sample."""
+    conn = Conn(relay=None, client=None)  # type: ignore[arg-type]
+    calls = []
+    for epoch, sample in enumerate(samples, start=1):
+        conn.by_epoch[epoch] = sample
+        conn.epochs.append(epoch)
+        calls.append(Call(conn, epoch, message_id=100 + epoch, request_id=epoch))
+    conn.closed = True
+    return calls
 
 
 def test_median_call_is_a_real_call_per_direction() -> None:
-    samples = [sample(100, 50), sample(147, 40, control=13), sample(200, 45)]
-    row = make_row("grpc", "send", "steady", samples, body_bytes=32, recipients=1, text="ascii")
+    calls = calls_on_one_connection(
+        {"c2s": count(100), "s2c": count(50)},
+        {"c2s": count(147, control=13), "s2c": count(40)},
+        {"c2s": count(200), "s2c": count(45)},
+    )
+    row = make_row("grpc", "send", "steady", calls, body_bytes=32, recipients=1, text="ascii")
     assert row["c2s_bytes"] == 147 and row["c2s_control"] == 13 and row["c2s_payload"] == 134
     assert row["s2c_bytes"] == 45 and row["s2c_control"] == 0
-    assert row["samples"] == 3
+    assert row["samples"] == 3 and row["disturbed"] == 0
     assert row["c2s_range"] == [100, 200] and row["c2s_mean"] == 149.0
     for d in ("c2s", "s2c"):
         parts = sum(row[f"{d}_{c}"] for c in ("payload", "framing", "headers", "control"))
         assert parts == row[f"{d}_bytes"]
     assert median_call([Count(3), Count(1), Count(2), Count(4)]).bytes == 2  # lower middle
+    assert row["holds_for"] == "message ids 0..127; request ids 0..127"
+
+
+def test_calls_near_a_timer_driven_frame_are_left_out_of_the_headline() -> None:
+    ping = {"PING": 17, "X": 100}
+    plain = {"c2s": count(100), "s2c": count(50)}
+    calls = calls_on_one_connection(
+        plain,  # 1: clean
+        plain,  # 2: the next call's PING may have flushed its credit: disturbed
+        {"c2s": count(117, control=17, kinds=ping), "s2c": count(50)},  # 3: disturbed
+        plain,  # 4: the PING was in the gap before it: disturbed
+        plain,  # 5: clean
+    )
+    timer = frozenset({"PING", "PING_ACK"})
+    assert [disturbed(call, timer) for call in calls] == [False, False, True, True, False]
+    row = make_row("grpc", "send", "steady", calls, timer_kinds=timer)
+    assert row["samples"] == 3 and row["disturbed"] == 2
+    assert row["c2s_bytes"] == 100 and row["c2s_range"] == [100, 100]
+    assert row["c2s_mean_all"] == pytest.approx((4 * 100 + 117) / 5)
+
+
+def test_a_row_with_no_undisturbed_call_takes_the_timer_frames_out() -> None:
+    ping = {"PING": 17, "X": 100}
+    calls = calls_on_one_connection({"c2s": count(117, control=17, kinds=ping), "s2c": count(9)})
+    row = make_row("grpc", "connect", "first", calls, timer_kinds=frozenset({"PING"}))
+    assert row["samples"] == 0 and row["disturbed"] == 1
+    assert row["c2s_bytes"] == 100 and row["c2s_control"] == 0
+    assert "PING" not in row["c2s_detail"]
+
+
+def test_a_call_is_undecided_until_two_more_operations_completed() -> None:
+    plain = {"c2s": count(10), "s2c": count(10)}
+    calls = calls_on_one_connection(plain, plain, plain)
+    calls[0].conn.closed = False
+    assert [disturbed(c, frozenset({"PING"})) for c in calls] == [False, None, None]

@@ -1,7 +1,8 @@
-"""The HTTP/2 frame splitter and the gRPC byte breakdown, on hand-built byte strings.
+"""The gRPC byte counter (transports/grpc/_bytes.py): hyperframe's frames, our breakdown.
 
 Every stream is fed whole, one byte at a time and in random chunks (h11's test_io habit): the
-frames found and the categories counted must not depend on how the bytes arrived.
+frames found and the categories counted must not depend on how the bytes arrived. Frames are
+built with hyperframe's own serializer, so the tests also pin what a real HTTP/2 peer sends.
 """
 
 from __future__ import annotations
@@ -9,28 +10,57 @@ from __future__ import annotations
 import random
 
 import pytest
+from hyperframe.frame import (
+    ContinuationFrame,
+    DataFrame,
+    GoAwayFrame,
+    HeadersFrame,
+    PingFrame,
+    PriorityFrame,
+    RstStreamFrame,
+    SettingsFrame,
+    WindowUpdateFrame,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench.h2frames import (
+from transports.grpc._bytes import (
     CLIENT_PREFACE,
-    FLAG_ACK,
-    FLAG_END_HEADERS,
-    FLAG_END_STREAM,
-    FLAG_PADDED,
-    Frame,
     FrameSplitter,
-    FrameType,
     GrpcWireAccount,
-    Preface,
     ProtocolViolation,
-    encode_frame,
-    grpc_accounts,
+    accounts,
+    frame_kind,
 )
 
 
 def grpc_message(body: bytes) -> bytes:
     return b"\x00" + len(body).to_bytes(4, "big") + body
+
+
+def data(stream: int, payload: bytes, *flags: str, pad: int = 0) -> bytes:
+    frame = DataFrame(stream, payload, flags=flags)
+    if pad:
+        frame.flags.add("PADDED")
+        frame.pad_length = pad
+    return frame.serialize()
+
+
+def headers(stream: int, block: bytes, *flags: str) -> bytes:
+    return HeadersFrame(stream, block, flags=flags).serialize()
+
+
+def window_update(stream: int, increment: int = 1) -> bytes:
+    return WindowUpdateFrame(stream, window_increment=increment).serialize()
+
+
+def extension(type_: int, payload: bytes) -> bytes:
+    """An unknown frame type (hyperframe's ExtensionFrame only re-serializes parsed frames)."""
+    return len(payload).to_bytes(3, "big") + bytes([type_, 0]) + bytes(4) + payload
+
+
+def ping(opaque: bytes, *flags: str) -> bytes:
+    return PingFrame(0, opaque, flags=flags).serialize()
 
 
 def chunkings(data: bytes, seed: int = 7) -> list[list[bytes]]:
@@ -54,24 +84,24 @@ HPACK = bytes(range(17))  # header block bytes: their content does not matter to
 CLIENT_STREAM = b"".join(
     [
         CLIENT_PREFACE,  # 24, control
-        encode_frame(FrameType.SETTINGS, 0, 0, bytes(36)),  # 45, control
-        encode_frame(FrameType.WINDOW_UPDATE, 0, 0, (1 << 30).to_bytes(4, "big")),  # 13
-        encode_frame(FrameType.SETTINGS, FLAG_ACK, 0),  # 9, control
-        encode_frame(FrameType.HEADERS, 0, 1, HPACK),  # 26, headers
-        encode_frame(FrameType.CONTINUATION, FLAG_END_HEADERS, 1, HPACK[:5]),  # 14, headers
-        encode_frame(FrameType.DATA, FLAG_END_STREAM, 1, grpc_message(PROTO)),  # 9+5+48
-        encode_frame(FrameType.PING, 0, 0, bytes(8)),  # 17, control
-        encode_frame(FrameType.PRIORITY, 0, 3, bytes(5)),  # 14, control
-        encode_frame(FrameType.RST_STREAM, 0, 3, bytes(4)),  # 13, control
-        encode_frame(0x42, 0, 0, b"ext"),  # 12, an extension frame: control
-        encode_frame(FrameType.GOAWAY, 0, 0, bytes(8)),  # 17, control
+        SettingsFrame(0, {3: 0, 4: 4194304, 6: 16384, 0xFE03: 1}).serialize(),  # 33, control
+        window_update(0, 1 << 30),  # 13, control
+        SettingsFrame(0, flags=["ACK"]).serialize(),  # 9, control
+        headers(1, HPACK),  # 26, headers
+        ContinuationFrame(1, HPACK[:5], flags=["END_HEADERS"]).serialize(),  # 14, headers
+        data(1, grpc_message(PROTO), "END_STREAM"),  # 9 + 5 + 48
+        ping(bytes(8)),  # 17, control
+        PriorityFrame(3, depends_on=1, stream_weight=16).serialize(),  # 14, control
+        RstStreamFrame(3, error_code=8).serialize(),  # 13, control
+        extension(0x42, b"ext"),  # 12, an extension frame: control
+        GoAwayFrame(0, last_stream_id=1).serialize(),  # 17, control
     ]
 )
 CLIENT_EXPECTED = {
     "payload": 48,
     "framing": 9 + 5,
     "headers": 26 + 14,
-    "control": 24 + 45 + 13 + 9 + 17 + 14 + 13 + 12 + 17,
+    "control": 24 + 33 + 13 + 9 + 17 + 14 + 13 + 12 + 17,
 }
 
 
@@ -92,31 +122,29 @@ def test_client_stream_is_split_into_the_four_categories(chunks: list[bytes]) ->
     assert account.by_kind["PREFACE"] == 24
     assert account.by_kind["SETTINGS_ACK"] == 9
     assert account.by_kind["TYPE_0x42"] == 12
+    assert account.by_kind["GOAWAY"] == 17
     assert account.frames["SETTINGS"] == 1
 
 
 def test_splitter_returns_the_same_frames_however_the_bytes_arrive() -> None:
-    expected = FrameSplitter(expect_preface=True).receive_data(CLIENT_STREAM)
-    assert isinstance(expected[0], Preface)
-    assert [f.kind for f in expected[1:] if isinstance(f, Frame)][:4] == [
-        "SETTINGS",
-        "WINDOW_UPDATE",
-        "SETTINGS_ACK",
-        "HEADERS",
-    ]
+    whole = FrameSplitter(expect_preface=True).receive_data(CLIENT_STREAM)
+    assert whole[0] == (None, 24)
+    kinds = [frame_kind(f) for f, _ in whole[1:] if f is not None]
+    assert kinds[:4] == ["SETTINGS", "WINDOW_UPDATE", "SETTINGS_ACK", "HEADERS"]
+    expected = [(None if f is None else f.serialize(), size) for f, size in whole]
     for chunks in chunkings(CLIENT_STREAM):
         splitter = FrameSplitter(expect_preface=True)
-        frames = [frame for chunk in chunks for frame in splitter.receive_data(chunk)]
-        assert frames == expected
+        frames = [item for chunk in chunks for item in splitter.receive_data(chunk)]
+        assert [(None if f is None else f.serialize(), n) for f, n in frames] == expected
         assert splitter.pending == 0
 
 
 def test_an_incomplete_frame_is_held_back_and_counted_as_pending() -> None:
-    data = encode_frame(FrameType.PING, 0, 0, bytes(8))
+    frame = ping(bytes(8))
     account = GrpcWireAccount(client_to_server=False)
-    account.receive_data(data[:-3])
+    account.receive_data(frame[:-3])
     assert account.pending == 14 and account.parsed == 0
-    account.receive_data(data[-3:])
+    account.receive_data(frame[-3:])
     assert account.pending == 0 and dict(account.totals)["control"] == 17
 
 
@@ -127,10 +155,10 @@ def test_a_grpc_message_spanning_data_frames_and_a_split_prefix() -> None:
     both = grpc_message(b"") + grpc_message(b"n" * 7)
     stream = b"".join(
         [
-            encode_frame(FrameType.DATA, 0, 1, message[:2]),
-            encode_frame(FrameType.DATA, 0, 3, both),
-            encode_frame(FrameType.DATA, 0, 1, message[2:12]),
-            encode_frame(FrameType.DATA, FLAG_END_STREAM, 1, message[12:]),
+            data(1, message[:2]),
+            data(3, both),
+            data(1, message[2:12]),
+            data(1, message[12:], "END_STREAM"),
         ]
     )
     for chunks in chunkings(stream):
@@ -142,20 +170,16 @@ def test_a_grpc_message_spanning_data_frames_and_a_split_prefix() -> None:
 
 
 def test_padding_in_data_frames_is_framing() -> None:
-    content = grpc_message(b"p" * 10)
-    padded = bytes([6]) + content + bytes(6)
-    account = account_of(
-        [encode_frame(FrameType.DATA, FLAG_PADDED | FLAG_END_STREAM, 1, padded)],
-        client_to_server=False,
-    )
+    frame = data(1, grpc_message(b"p" * 10), "END_STREAM", pad=6)
+    account = account_of([frame], client_to_server=False)
     assert account.totals["payload"] == 10
     assert account.totals["framing"] == 9 + 1 + 6 + 5
 
 
 def test_padding_longer_than_the_frame_is_refused() -> None:
-    bad = encode_frame(FrameType.DATA, FLAG_PADDED, 1, bytes([9]) + b"abc")
+    header = (4).to_bytes(3, "big") + bytes([0x0, 0x8]) + (1).to_bytes(4, "big")
     with pytest.raises(ProtocolViolation):
-        GrpcWireAccount(client_to_server=False).receive_data(bad)
+        GrpcWireAccount(client_to_server=False).receive_data(header + bytes([9]) + b"abc")
 
 
 def test_a_wrong_preface_is_refused_as_soon_as_it_differs() -> None:
@@ -168,74 +192,80 @@ def test_a_wrong_preface_is_refused_as_soon_as_it_differs() -> None:
 
 
 def test_the_server_direction_has_no_preface() -> None:
-    data = encode_frame(FrameType.SETTINGS, 0, 0, bytes(6)) + encode_frame(
-        FrameType.HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 1, HPACK
-    )
-    account = account_of([data], client_to_server=False)
+    stream = SettingsFrame(0, {4: 1}).serialize() + headers(1, HPACK, "END_HEADERS")
+    account = account_of([stream], client_to_server=False)
     assert dict(account.totals) == {"payload": 0, "framing": 0, "headers": 26, "control": 15}
 
 
 def test_stream_state_is_forgotten_when_the_stream_ends() -> None:
     account = GrpcWireAccount(client_to_server=False)
-    account.receive_data(encode_frame(FrameType.DATA, 0, 5, grpc_message(b"abc")[:3]))
+    account.receive_data(data(5, grpc_message(b"abc")[:3]))
     assert account.open_messages == 1
-    account.receive_data(encode_frame(FrameType.RST_STREAM, 0, 5, bytes(4)))
+    account.receive_data(RstStreamFrame(5, error_code=8).serialize())
     assert account.open_messages == 0
 
 
-frame_specs = st.lists(
-    st.tuples(
-        st.sampled_from([t.value for t in FrameType] + [0x42]),
-        st.integers(0, 0xFF),
-        st.integers(0, 2**31 - 1),
+def test_pings_are_timer_driven_and_window_updates_are_flow_control() -> None:
+    assert GrpcWireAccount.TIMER_KINDS == {"PING", "PING_ACK"}
+    assert GrpcWireAccount.FLOW_KINDS == {"WINDOW_UPDATE", "WINDOW_UPDATE_STREAM"}
+    account = account_of([ping(b"12345678") + ping(b"12345678", "ACK")], client_to_server=False)
+    assert account.by_kind == {"PING": 17, "PING_ACK": 17}
+
+
+frames = st.one_of(
+    st.builds(
+        lambda s, p, end: data(s, p, *(["END_STREAM"] if end else [])),
+        st.integers(1, 2**31 - 1),
         st.binary(max_size=64),
+        st.booleans(),
     ),
-    max_size=12,
+    st.builds(lambda s, b: headers(s, b), st.integers(1, 2**31 - 1), st.binary(max_size=64)),
+    st.builds(lambda s, i: window_update(s, i), st.integers(0, 99), st.integers(1, 2**31 - 1)),
+    st.builds(lambda o: ping(o), st.binary(min_size=8, max_size=8)),
+    st.builds(
+        extension,
+        st.integers(0x0B, 0xFF),
+        st.binary(max_size=32),
+    ),
 )
 
 
-@given(frame_specs, st.randoms(use_true_random=False))
-def test_every_byte_is_classified_once_however_it_is_chunked(specs, rng) -> None:
-    # Arbitrary frames (DATA flags cleared of PADDED, so any content is valid): the categories
-    # always add up to the bytes fed, and chunking never changes the result.
-    frames = [encode_frame(t, f & ~FLAG_PADDED if t == 0 else f, s, p) for t, f, s, p in specs]
-    data = CLIENT_PREFACE + b"".join(frames)
-    whole = account_of([data], client_to_server=True)
-    assert whole.parsed == len(data) and whole.pending == 0
+@given(st.lists(frames, max_size=12), st.randoms(use_true_random=False))
+def test_every_byte_is_classified_once_however_it_is_chunked(items, rng) -> None:
+    # Arbitrary valid frames: the categories always add up to the bytes fed, and chunking
+    # never changes the result.
+    stream = CLIENT_PREFACE + b"".join(items)
+    whole = account_of([stream], client_to_server=True)
+    assert whole.parsed == len(stream) and whole.pending == 0
     chunks, pos = [], 0
-    while pos < len(data):
+    while pos < len(stream):
         step = rng.randint(1, 30)
-        chunks.append(data[pos : pos + step])
+        chunks.append(stream[pos : pos + step])
         pos += step
     pieces = account_of(chunks, client_to_server=True)
     assert pieces.totals == whole.totals
     assert pieces.by_kind == whole.by_kind
 
 
-def test_late_flow_control_frames_are_traced_to_the_data_that_caused_them() -> None:
-    c2s, s2c = grpc_accounts()
-    wu = lambda stream: encode_frame(FrameType.WINDOW_UPDATE, 0, stream, bytes(4))  # noqa: E731
-    ping = encode_frame(FrameType.PING, 0, 0, b"opaque-1")
+def test_late_window_updates_are_traced_to_the_data_they_credit() -> None:
+    c2s, s2c = accounts()
     # Epoch 1: a call on stream 1, and a push on the long-lived stream 3.
     c2s.epoch = 1
-    c2s.receive_data(CLIENT_PREFACE + encode_frame(FrameType.DATA, 0, 1, grpc_message(b"q")))
-    s2c.receive_data(encode_frame(FrameType.DATA, 0, 3, grpc_message(b"push")))
-    s2c.receive_data(wu(0))  # the server credits the request it just received: epoch 1
+    c2s.receive_data(CLIENT_PREFACE + data(1, grpc_message(b"q")))
+    s2c.receive_data(data(3, grpc_message(b"push")))
+    s2c.receive_data(window_update(0))  # the server credits the request it just received
     # Epoch 2: the client's next call carries the credit for the push first, then its own.
     c2s.epoch = 2
-    c2s.receive_data(wu(3) + wu(0) + encode_frame(FrameType.DATA, 0, 5, grpc_message(b"r")))
-    s2c.receive_data(encode_frame(FrameType.DATA, FLAG_END_STREAM, 5, grpc_message(b"s")))
-    c2s.receive_data(wu(0))  # after DATA arrived in epoch 2: epoch 2's own
-    # Epoch 3: the server's BDP timer fires (it last received DATA in epoch 2); the ACK follows.
+    c2s.receive_data(window_update(3) + window_update(0) + data(5, grpc_message(b"r")))
+    s2c.receive_data(data(5, grpc_message(b"s"), "END_STREAM"))
+    c2s.receive_data(window_update(0))  # after DATA arrived in epoch 2: epoch 2's own
+    # Epoch 3: a BDP ping and its ACK are timer-driven: they stay where they were written.
     c2s.epoch = 3
-    s2c.receive_data(ping)
-    c2s.receive_data(encode_frame(FrameType.PING, FLAG_ACK, 0, b"opaque-1"))
+    s2c.receive_data(ping(b"opaque-1"))
+    c2s.receive_data(ping(b"opaque-1", "ACK"))
 
-    assert s2c.moved[0].counted_in == 3 and s2c.moved[0].epoch == 2
-    assert [(m.counted_in, m.epoch, m.kind) for m in c2s.moved] == [
-        (2, 1, "WINDOW_UPDATE_STREAM"),
-        (2, 1, "WINDOW_UPDATE"),
-        (3, 2, "PING_ACK"),
+    assert [(m.counted_in, m.epoch, m.kind, m.size) for m in c2s.moved] == [
+        (2, 1, "WINDOW_UPDATE_STREAM", 13),
+        (2, 1, "WINDOW_UPDATE", 13),
     ]
-    assert len(s2c.moved) == 1  # the epoch-1 WINDOW_UPDATE of the server stayed in epoch 1
-    assert all(m.size == 13 for m in c2s.moved[:2]) and c2s.moved[2].size == 17
+    assert s2c.moved == []  # the server's epoch-1 WINDOW_UPDATE stayed in epoch 1

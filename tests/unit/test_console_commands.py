@@ -10,8 +10,11 @@ from ui.console_commands import (
     COMMANDS,
     CommandError,
     CommandSpec,
+    Conversations,
     Delete,
+    DeleteMessages,
     Help,
+    History,
     ListAccounts,
     Logout,
     MoreAccounts,
@@ -51,7 +54,19 @@ from ui.console_commands import (
         ("/help", Help()),
         ("/?", Help()),
         ("/logout", Logout()),
-        ("/delete", Delete()),
+        ("/delete-account", Delete()),
+        ("/delete 12", DeleteMessages((12,))),
+        ("/delete #12 13,14 12", DeleteMessages((12, 13, 14))),
+        ("/delete 12 --everyone", DeleteMessages((12,), for_everyone=True)),
+        ("/delete --everyone #7", DeleteMessages((7,), for_everyone=True)),
+        ("/history", History()),
+        ("/history 5", History(count=5)),
+        ("/history bob", History(recipients=("bob",))),
+        ("/history bob,carol 30", History(recipients=("bob", "carol"), count=30)),
+        ("/history #42", History(conversation_id=42)),
+        ("/hist #42 10", History(conversation_id=42, count=10)),
+        ("/conversations", Conversations()),
+        ("/c", Conversations()),
         ("/quit", Quit()),
         ("/exit", Quit()),
     ],
@@ -73,7 +88,15 @@ def test_parse_line(line: str, command: object) -> None:
         ("/to alice bob", "Separate names with commas, not spaces"),
         ("/list a b", "Give one pattern"),
         ("/quit now", "/quit takes no arguments; usage: /quit"),
-        ("/delete alice", "/delete takes no arguments"),
+        ("/delete-account alice", "/delete-account takes no arguments"),
+        ("/delete", "Name the messages by their #ID (/delete-account deletes your account)"),
+        ("/delete alice", "Not a message id: alice"),
+        ("/delete --everyone", "Name the messages by their #ID"),
+        ("/history #x", "Not a conversation number: #x"),
+        ("/history #0", "Not a conversation number: #0"),
+        ("/history bob 0", "Show 1 to 500 messages"),
+        ("/history bob carol 5", "Give at most a conversation and a number"),
+        ("/conversations all", "/conversations takes no arguments"),
     ],
 )
 def test_bad_lines_say_what_is_wrong_and_how_to_type_it(line: str, complaint: str) -> None:
@@ -92,7 +115,8 @@ def test_help_lists_every_command_and_its_aliases() -> None:
 
 @pytest.mark.parametrize("spec", COMMANDS, ids=lambda spec: spec.name)
 def test_every_command_in_help_parses_as_shown(spec: CommandSpec) -> None:
-    example = spec.usage.replace("[NAMES]", "bob").replace("NAMES", "bob")
+    example = spec.usage.replace("[NAMES|#ID] [N]", "bob 5").replace("ID... [--everyone]", "7")
+    example = example.replace("[NAMES]", "bob").replace("NAMES", "bob")
     example = example.replace("[PATTERN]", "b*").replace("TEXT", "hello")
     for word in (spec.name, *spec.aliases):
         command = parse_line(example.replace(f"/{spec.name}", f"/{word}", 1))

@@ -6,14 +6,29 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from core.types import AccountPage, Delivery, LoginResult, SendResult
+from core.types import (
+    AccountPage,
+    Conversation,
+    ConversationPage,
+    Delivery,
+    HistoryPage,
+    LoginResult,
+    MessagesDeleted,
+    ReadMarker,
+    SendResult,
+    SentCopy,
+)
+from ui import timefmt
 from ui.console_format import (
     clean,
     format_accounts,
     format_clock,
     format_conversation,
+    format_conversations,
     format_delivery,
+    format_history,
     format_login,
+    format_notice,
     format_prompt,
     format_send_result,
     format_session_end,
@@ -26,26 +41,83 @@ def ms(*args: int, tz: timezone = UTC) -> int:
     return int(datetime(*args, tzinfo=tz).timestamp() * 1000)
 
 
-def test_clock_is_local_time_and_shows_the_date_only_for_other_days() -> None:
-    sent = ms(2024, 6, 1, 10, 3, 22)  # 12:03:22 in UTC+2
-    assert format_clock(sent, now_ms=ms(2024, 6, 1, 20), tz=BERLIN_SUMMER) == "12:03:22"
-    assert format_clock(sent, now_ms=ms(2024, 6, 2, 9), tz=BERLIN_SUMMER) == "2024-06-01 12:03:22"
+def test_clock_is_local_time_with_its_date_in_the_format_the_web_ui_shows() -> None:
+    sent = ms(2024, 6, 1, 10, 3, 22)  # 12:03 in UTC+2
+    assert format_clock(sent, tz=BERLIN_SUMMER) == "2024-06-01 12:03"
+    assert format_clock(sent, tz=BERLIN_SUMMER) == timefmt.stamp(sent, BERLIN_SUMMER)
     # 23:30 UTC is already the next day in UTC+2.
-    late = ms(2024, 6, 1, 23, 30)
-    assert format_clock(late, now_ms=ms(2024, 6, 2, 8), tz=BERLIN_SUMMER) == "01:30:00"
+    assert format_clock(ms(2024, 6, 1, 23, 30), tz=BERLIN_SUMMER) == "2024-06-02 01:30"
 
 
-def test_delivery_shows_time_sender_and_body() -> None:
+def test_day_labels_of_the_shared_time_format() -> None:
+    now = ms(2024, 6, 3, 9)
+    assert timefmt.day_label(ms(2024, 6, 3, 1), now_ms=now, tz=UTC) == "Today"
+    assert timefmt.day_label(ms(2024, 6, 2, 23), now_ms=now, tz=UTC) == "Yesterday"
+    assert timefmt.day_label(ms(2024, 6, 1, 12), now_ms=now, tz=UTC) == "Sat 2024-06-01"
+    assert timefmt.clock(ms(2024, 6, 1, 10, 3, 22), BERLIN_SUMMER) == "12:03"
+    assert timefmt.zone("Europe/Berlin").utcoffset(datetime(2024, 6, 1)) == timedelta(hours=2)
+    assert timefmt.zone("../../etc/passwd") is UTC
+    assert timefmt.zone("Not/AZone") is UTC
+
+
+def test_delivery_shows_time_id_sender_and_body() -> None:
     sent = ms(2024, 6, 1, 10, 3, 22)
-    delivery = Delivery(7, "alice", "hello bob", sent)
-    text = format_delivery(delivery, now_ms=sent, tz=BERLIN_SUMMER)
-    assert text == "[12:03:22] alice: hello bob"
+    delivery = Delivery(7, "alice", "hello bob", sent, ("alice",))
+    text = format_delivery(delivery, me="bob", tz=BERLIN_SUMMER)
+    assert text == "[2024-06-01 12:03] #7 alice: hello bob"
 
 
-def test_multi_line_bodies_align_under_the_first_line() -> None:
-    sent = ms(2024, 6, 1, 10, 3, 22)
-    text = format_delivery(Delivery(7, "al", "one\r\ntwo\nthree", sent), now_ms=sent, tz=UTC)
-    assert text.split("\n") == ["[10:03:22] al: one", "               two", "               three"]
+def test_a_group_message_names_everyone_and_a_deleted_sender_is_marked() -> None:
+    group = Delivery(8, "alice", "lunch?", 0, ("alice", "carol"))
+    assert format_delivery(group, me="bob", tz=UTC).endswith("#8 alice → you, carol: lunch?")
+    mine = Delivery(9, "bob", "yes", 0, ("alice", "carol"))
+    assert format_delivery(mine, me="bob", tz=UTC).endswith("#9 you → alice, carol: yes")
+    gone = Delivery(10, "dave", "bye", 0, ("dave",), sender_deleted=True)
+    assert format_delivery(gone, me="dave", tz=UTC).endswith("#10 dave (deleted account): bye")
+
+
+def test_notices_from_other_devices_and_deletions() -> None:
+    copy = SentCopy(Delivery(11, "bob", "sent elsewhere", 0, ("alice",)))
+    assert format_notice(copy, me="bob", tz=UTC).endswith(
+        "#11 you → alice: sent elsewhere  (another device)"
+    )
+    assert format_notice(ReadMarker(4, 11, 0), me="bob") == (
+        "(conversation #4 was read on another device: nothing unread)"
+    )
+    assert format_notice(MessagesDeleted((3, 5)), me="bob") == "(Messages #3, #5 deleted.)"
+
+
+def test_history_pages_and_conversation_lists() -> None:
+    a = Delivery(1, "alice", "one", 0, ("alice",), conversation_id=4)
+    b = Delivery(2, "bob", "two", 0, ("alice",), conversation_id=4)
+    text = format_history(HistoryPage(4, ("alice",), (b, a), True), me="bob", older=False, tz=UTC)
+    assert text.split("\n") == [
+        "The 2 last messages with alice (#4):",
+        "[1970-01-01 00:00] #1 alice: one",
+        "[1970-01-01 00:00] #2 you → alice: two",
+        "  ... older messages: /more",
+    ]
+    assert format_history(HistoryPage(0, ("zed",), (), False), me="bob", older=False) == (
+        "No messages with zed yet."
+    )
+    gone = format_history(
+        HistoryPage(4, ("alice",), (a,), False, ("alice",)), me="bob", older=False, tz=UTC
+    )
+    assert "alice (deleted account) (#4)" in gone
+    assert "replies here do not go to it" in gone
+    page = ConversationPage((Conversation(4, ("alice",), b, 2, 0),), more=False)
+    listing = format_conversations(page, me="bob", first=True, tz=UTC).split("\n")
+    assert listing[0].startswith("Conversations")
+    assert listing[1].split() == [
+        "#4",
+        "alice",
+        "2",
+        "unread",
+        "[1970-01-01",
+        "00:00]",
+        "you:",
+        "two",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -64,7 +136,7 @@ def test_clean_neutralises_terminal_controls(raw: str, shown: str) -> None:
 
 
 def test_a_sender_cannot_inject_escapes_through_a_message() -> None:
-    text = format_delivery(Delivery(1, "mallory", "\x1b[1A\x1b[2Kfake", 0), now_ms=0, tz=UTC)
+    text = format_delivery(Delivery(1, "mallory", "\x1b[1A\x1b[2Kfake", 0), tz=UTC)
     assert "\x1b" not in text
     assert text.endswith("mallory: \\x1b[1A\\x1b[2Kfake")
 

@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from core import ChatService, CloseReason, HashCost, SqliteStore, limits
-from core.loopback import LoopbackClient
+from core.loopback import LoopbackTransport, open_client
 from core.throttle import LoginThrottle
 
 
@@ -18,7 +18,7 @@ def service(tmp_path):
 
 
 async def test_passwords_are_stored_only_as_argon2id_hashes(service, tmp_path):
-    client = LoopbackClient(service)
+    client = open_client(service)
     await client.connect()
     await client.signup("alice", "correct horse battery staple")
     db = sqlite3.connect(tmp_path / "chat.db")
@@ -30,19 +30,22 @@ async def test_passwords_are_stored_only_as_argon2id_hashes(service, tmp_path):
 
 
 async def test_a_slow_consumer_is_disconnected_and_its_messages_stay_pending(service):
-    sender, reader = LoopbackClient(service), LoopbackClient(service)
+    sender, reader = open_client(service), open_client(service)
     await sender.connect()
     await sender.signup("alice", "pw")
     await reader.connect()
     await reader.signup("bob", "pw")
-    session = reader.session
-    reader._pump.cancel()  # the transport stops reading: nothing drains the session queue
+    transport = reader.transport
+    assert isinstance(transport, LoopbackTransport)
+    session = transport._session
+    assert session is not None and transport._pump is not None
+    transport._pump.cancel()  # the transport stops reading: nothing drains the session queue
     await asyncio.sleep(0)
     total = limits.MAX_SESSION_QUEUE + 1
     for i in range(total):
         await sender.send(["bob"], f"m{i}")
     assert session.closed and session.close_reason is CloseReason.SLOW_CONSUMER
-    again = LoopbackClient(service)
+    again = open_client(service)
     await again.connect()
     assert (await again.login("bob", "pw")).pending == total
 
@@ -63,7 +66,7 @@ async def test_throttle_delays_grow_and_are_capped():
 
 
 async def test_concurrent_signups_of_one_name_give_one_account(service):
-    clients = [LoopbackClient(service) for _ in range(5)]
+    clients = [open_client(service) for _ in range(5)]
     for client in clients:
         await client.connect()
     results = await asyncio.gather(
@@ -73,7 +76,7 @@ async def test_concurrent_signups_of_one_name_give_one_account(service):
 
 
 async def test_acks_of_ids_that_cannot_exist_are_ignored(service):
-    client = LoopbackClient(service)
+    client = open_client(service)
     await client.connect()
     await client.signup("alice", "pw")
     await client.ack([0, 2**63, 2**64 - 1])  # no error, nothing to mark

@@ -5,6 +5,10 @@
   fields equal the block's annotations, line by line (the bytes on a line must be exactly that
   field's encoding), and must re-encode to the identical bytes.
 * Each ```` ```hex c2s invalid <CODE> ```` block must be refused with that error code.
+* A block whose info string ends in ``v2`` travels on a connection that negotiated version 2.
+  Fields of nested values are annotated by path (``messages[1].body``); a few wire-only names
+  (``flags``, DELIVER's ``others``, HISTORY's ``senders``) must at least be encodings of their
+  annotated values.
 * The opcode tables, the error code table, the limits table and the byte-cost formulas must agree
   with the code; every message and every connection-level error has an example.
 """
@@ -22,12 +26,17 @@ from typing import Any
 import pytest
 
 from core import limits
+from core.throttle import MAX_TRACKED_NAMES, LoginThrottle
+from core.types import Delivery
 from transports import custom
 from transports.custom import (
     OPCODE_OF,
     Connection,
     ErrorCode,
     Hello,
+    History,
+    MarkedRead,
+    MarkRead,
     Opcode,
     ProtocolError,
     Role,
@@ -35,9 +44,16 @@ from transports.custom import (
     _server,
 )
 from transports.custom._events import NEED_DATA
-from transports.custom._messages import read_varint
+from transports.custom._messages import (
+    CLIENT_MESSAGES,
+    CLIENT_MESSAGES_V2,
+    SERVER_MESSAGES,
+    SERVER_MESSAGES_V2,
+    read_varint,
+)
 from transports.custom._wire import (
     HANDSHAKE_TIMEOUT,
+    LATEST_VERSION,
     MAX_BODY,
     MAX_FRAME,
     MAX_RECIPIENTS,
@@ -51,9 +67,13 @@ from transports.custom._wire import (
 DOC_PATH = Path(custom.__file__).with_name("PROTOCOL.md")
 DOC = DOC_PATH.read_text(encoding="utf-8")
 _BLOCK = re.compile(r"^```hex (?P<info>[^\n]*)\n(?P<body>.*?)^```$", re.M | re.S)
-_ANNOTATION = re.compile(r"(?P<name>[a-z_]+(?:\.count|\[\d+\])?)\s*=\s*(?P<value>.+)")
+_ANNOTATION = re.compile(
+    r"(?P<name>[a-z_]+(?:\[\d+\])?(?:\.[a-z_]+(?:\[\d+\])?)*)\s*=\s*(?P<value>.+)"
+)
 _IDENTIFIER = re.compile(r"(?P<value>[A-Z][A-Z0-9_]*)(?P<rest>.*)")
 WELCOME = Welcome(PROTOCOL_VERSION, MAX_FRAME, MAX_BODY, MAX_RECIPIENTS)
+WELCOME_V2 = Welcome(LATEST_VERSION, MAX_FRAME, MAX_BODY, MAX_RECIPIENTS)
+HELLO_V2 = Hello(1, LATEST_VERSION)
 
 
 @dataclass
@@ -71,12 +91,14 @@ class Example:
     message: str  # the message name, or the error code for an invalid example
     invalid: bool
     first: bool  # invalid bytes that open the connection
+    v2: bool = False  # on a connection that negotiated version 2
     data: bytes = b""
     fields: list[Field] = field(default_factory=list)
 
     def __str__(self) -> str:
         kind = "invalid " if self.invalid else ""
-        return f"PROTOCOL.md:{self.line} {self.direction} {kind}{self.message}"
+        version = " v2" if self.v2 else ""
+        return f"PROTOCOL.md:{self.line} {self.direction} {kind}{self.message}{version}"
 
 
 def _parse_value(text: str) -> tuple[Any, bool]:
@@ -99,7 +121,12 @@ def _parse(match: re.Match[str]) -> Example:
     assert words[0] in ("c2s", "s2c"), f"line {line}: direction c2s or s2c, not {words[0]!r}"
     invalid = len(words) > 1 and words[1] == "invalid"
     example = Example(
-        line, words[0], words[2] if invalid else words[1], invalid, "first" in words[2:]
+        line,
+        words[0],
+        words[2] if invalid else words[1],
+        invalid,
+        "first" in words[2:],
+        "v2" in words[2:],
     )
     data = bytearray()
     for text in match["body"].splitlines():
@@ -127,45 +154,52 @@ INVALID = [e for e in EXAMPLES if e.invalid]
 
 
 # -- codec states the examples need ----------------------------------------------------------
+def _greeting(v2: bool) -> tuple[Hello, Welcome]:
+    return (HELLO_V2, WELCOME_V2) if v2 else (Hello(), WELCOME)
+
+
 def receiver(example: Example) -> Connection:
     """A connection in the state where ``example`` is the next frame to arrive."""
+    hello, welcome = _greeting(example.v2)
     if example.direction == "c2s":
         conn = Connection(Role.SERVER)
         if example.message != "HELLO" and not example.first:
-            conn.receive_data(Connection(Role.CLIENT).send(Hello()))
+            conn.receive_data(Connection(Role.CLIENT).send(hello))
             conn.next_event()
-            conn.send(WELCOME)
+            conn.send(welcome)
         return conn
     conn = Connection(Role.CLIENT)
-    conn.send(Hello())
+    conn.send(hello)
     if example.message != "WELCOME":
-        conn.receive_data(_welcome_bytes())
+        conn.receive_data(_welcome_bytes(example.v2))
         conn.next_event()
     return conn
 
 
 def sender_of(example: Example) -> Connection:
     """A connection in the state where it may send ``example``."""
+    hello, welcome = _greeting(example.v2)
     if example.direction == "c2s":
         conn = Connection(Role.CLIENT)
         if example.message != "HELLO":
-            conn.send(Hello())
-            conn.receive_data(_welcome_bytes())
+            conn.send(hello)
+            conn.receive_data(_welcome_bytes(example.v2))
             conn.next_event()
         return conn
     conn = Connection(Role.SERVER)
-    conn.receive_data(Connection(Role.CLIENT).send(Hello()))
+    conn.receive_data(Connection(Role.CLIENT).send(hello))
     conn.next_event()
     if example.message != "WELCOME":
-        conn.send(WELCOME)
+        conn.send(welcome)
     return conn
 
 
-def _welcome_bytes() -> bytes:
+def _welcome_bytes(v2: bool = False) -> bytes:
+    hello, welcome = _greeting(v2)
     conn = Connection(Role.SERVER)
-    conn.receive_data(Connection(Role.CLIENT).send(Hello()))
+    conn.receive_data(Connection(Role.CLIENT).send(hello))
     conn.next_event()
-    return conn.send(WELCOME)
+    return conn.send(welcome)
 
 
 def decode(conn: Connection, data: bytes, *, bytewise: bool = False) -> list[object]:
@@ -189,6 +223,12 @@ def test_example_decodes_to_its_message(example: Example) -> None:
     assert conn.buffered == 2
 
 
+#: Event fields a version 2 layout carries in other words (section 7.9): covered by these.
+DERIVED = {"participants": "others.count", "sender_deleted": "flags"}
+#: Event fields that only the version 2 layouts of SENT and DELIVER carry.
+V2_ONLY = {"conversation_id", "participants", "sender_deleted"}
+
+
 @pytest.mark.parametrize("example", VALID, ids=str)
 def test_example_annotations_are_the_decoded_fields(example: Example) -> None:
     (event,) = decode(receiver(example), example.data)
@@ -196,11 +236,36 @@ def test_example_annotations_are_the_decoded_fields(example: Example) -> None:
     header = {"length", "opcode", "request_id"} | ({"magic"} if isinstance(event, Hello) else set())
     assert header <= names, f"{example}: the header is not annotated"
     for name in (f.name for f in dataclasses.fields(event)):
-        assert name in names or f"{name}.count" in names, f"{example}: {name} not annotated"
+        covered = (
+            name in names
+            or any(n.startswith((f"{name}.", f"{name}[")) for n in names)
+            or (example.v2 and DERIVED.get(name) in names)
+            or (not example.v2 and example.message in ("SENT", "DELIVER") and name in V2_ONLY)
+        )
+        assert covered, f"{example}: {name} not annotated"
     for f in example.fields:
         expected, encodings = _actual(example, event, f)
         assert f.value == expected, f"{example}: {f.name} is {expected!r}, not {f.value!r}"
         assert bytes(f.data) in encodings, f"{example}: the bytes of {f.name} are not its value"
+
+
+_STEP = re.compile(r"(?P<attr>[a-z_]+)(?:\[(?P<index>\d+)\])?")
+#: Wire-only helper fields: no value of their own in the event (their sections map them back).
+_WIRE_ONLY = re.compile(r"(.*\.)?(flags|others(\[\d+\]|\.count)?)$|^senders\b")
+
+
+def _resolve(event: Any, path: str) -> Any:
+    """The value at ``path`` (``messages[1].body``, ``participants.count``) in the event."""
+    value = event
+    for step in path.split("."):
+        if step == "count":
+            return len(value)
+        match = _STEP.fullmatch(step)
+        assert match, path
+        value = getattr(value, match["attr"])
+        if match["index"] is not None:
+            value = value[int(match["index"])]
+    return value
 
 
 def _actual(example: Example, event: Any, f: Field) -> tuple[Any, set[bytes]]:
@@ -216,24 +281,45 @@ def _actual(example: Example, event: Any, f: Field) -> tuple[Any, set[bytes]]:
         return rid, {_varint(rid)}
     if f.name == "magic":
         return "WC", {b"WC"}
-    base, _, rest = f.name.partition(".")
-    if rest == "count":
-        count = len(getattr(event, base))
-        return count, {_varint(count)}
-    item = re.fullmatch(r"(\w+)\[(\d+)\]", f.name)
-    if item:
-        values, index = getattr(event, item[1]), int(item[2])
-        value = values[index]
-        encodings = _encodings(value)
-        if item[1] == "message_ids" and index:  # ACK sends each id as a delta
-            encodings = {_varint(value - values[index - 1])}
-        return value, encodings
-    value = getattr(event, f.name)
+    if _WIRE_ONLY.search(f.name):  # checked against its own annotation (and by re-encoding)
+        return f.value, _encodings(f.value)
+    value = _resolve(event, f.name)
     if isinstance(value, bytes):  # opaque payloads are annotated as text
         return value.decode(), {value}
     if isinstance(value, ErrorCode) and f.symbolic:
         return value.name, {bytes([value])}
+    item = re.fullmatch(r"(?P<list>[a-z_]+)\[(?P<i>\d+)\](?:\.(?P<attr>[a-z_]+))?", f.name)
+    if item and int(item["i"]) and item["list"] in ("message_ids", "messages"):
+        # delta-encoded lists (section 2 id-list, section 7.12 HISTORY)
+        values, i = getattr(event, item["list"]), int(item["i"])
+        if item["list"] == "message_ids":
+            return value, {_varint(value - values[i - 1])}
+        if item["attr"] == "message_id":
+            return value, {_varint(values[i - 1].message_id - value)}
+        if item["attr"] == "sent_at_ms":
+            return value, {_zigzag(value - values[i - 1].sent_at_ms)}
+    if item and item["list"] == "messages" and item["attr"] == "sender":
+        return value, {
+            _varint(
+                _senders(event.messages).index(
+                    (value, _resolve(event, f.name[: -len(".sender")]).sender_deleted)
+                )
+            )
+        }
     return value, _encodings(value)
+
+
+def _senders(messages: Any) -> list[tuple[str, bool]]:
+    """HISTORY's senders table: (name, deleted) pairs in order of first use."""
+    table: list[tuple[str, bool]] = []
+    for m in messages:
+        if (m.sender, m.sender_deleted) not in table:
+            table.append((m.sender, m.sender_deleted))
+    return table
+
+
+def _zigzag(value: int) -> bytes:
+    return _varint((value << 1) ^ (value >> 63))
 
 
 def _varint(value: int) -> bytes:
@@ -289,7 +375,19 @@ def test_opcode_tables_match_the_code() -> None:
     rows = _rows(_section("6")) + _rows(_section("7"))
     assert {(int(r[0].strip("`"), 16), r[1]) for r in rows} == {(op, op.name) for op in Opcode}
     zero_id = {r[1] for r in rows if r[2] == "0"}
-    assert zero_id == {"HELLO", "ACK", "WELCOME", "DELIVER"}
+    assert zero_id == {
+        "HELLO",
+        "ACK",
+        "WELCOME",
+        "DELIVER",
+        "SENT_COPY",
+        "READ_MARK",
+        "MESSAGES_GONE",
+    }
+    versions = {r[1]: r[-1] for r in rows}
+    assert {name for name, v in versions.items() if v == "2"} == {
+        OPCODE_OF[cls].name for _, cls, *_ in CLIENT_MESSAGES_V2 + SERVER_MESSAGES_V2
+    } - {OPCODE_OF[cls].name for _, cls, *_ in CLIENT_MESSAGES + SERVER_MESSAGES}
 
 
 def test_error_code_table_matches_the_code() -> None:
@@ -308,6 +406,15 @@ LIMIT_ROWS = {
     "Recipients per SEND": f"1..{MAX_RECIPIENTS} (`max_recipients`), distinct",
     "A recipient name": f"at most {limits.MAX_USERNAME_CHARS * 4} characters",
     "Ids per ACK": f"1..{limits.MAX_ACK_IDS}",
+    "Ids per DELETE_MESSAGES": f"1..{limits.MAX_DELETE_IDS}",
+    "Ids per MESSAGES_GONE": f"1..{limits.MAX_DELETE_IDS}",
+    "READ_HISTORY participants": (
+        f"at most {limits.MAX_RECIPIENTS + 1} names, each at most "
+        f"{limits.MAX_USERNAME_CHARS * 4} characters"
+    ),
+    "Page size of LIST_CONVERSATIONS, READ_HISTORY": (
+        f"0 means {limits.DEFAULT_PAGE_SIZE}; at most {limits.MAX_PAGE_SIZE}"
+    ),
     "Username at SIGNUP": f"1..{limits.MAX_USERNAME_CHARS} of `A-Z a-z 0-9 _ . -`",
     "Password at SIGNUP": f"1..{limits.MAX_PASSWORD_BYTES} bytes of UTF-8",
     "LIST_ACCOUNTS pattern": f"at most {limits.MAX_PATTERN_CHARS} characters",
@@ -330,9 +437,12 @@ def test_limits_table_matches_the_code() -> None:
     assert f"for up to {_server.LINGER:g} seconds" in _section("9")
 
 
-def test_welcome_example_announces_the_real_limits() -> None:
-    (example,) = [e for e in VALID if e.message == "WELCOME"]
-    assert decode(receiver(example), example.data) == [WELCOME]
+def test_welcome_examples_announce_the_real_limits() -> None:
+    examples = [e for e in VALID if e.message == "WELCOME"]
+    assert [e.v2 for e in examples] == [False, True]
+    for example in examples:
+        expected = WELCOME_V2 if example.v2 else WELCOME
+        assert decode(receiver(example), example.data) == [expected]
 
 
 # -- the byte-cost formulas of section 11 ------------------------------------------------------
@@ -358,31 +468,86 @@ FORMULAS = {
 }
 
 
-def frame_cost(event: Any) -> int:
+def _n(xs: tuple[str, ...]) -> int:
+    return varint_size(len(xs)) + sum(map(_s, xs))
+
+
+def _z(x: int) -> int:
+    return varint_size(2 * x if x >= 0 else -2 * x - 1)
+
+
+def _o(participants: tuple[str, ...], sender: str) -> int:
+    others = list(participants)
+    if sender in others:
+        others.remove(sender)
+    return _n(tuple(others))
+
+
+def _c(conversations: Any) -> int:
+    total = 0
+    for c in conversations:
+        m = c.last_message
+        total += varint_size(c.conversation_id) + varint_size(c.unread)
+        total += varint_size(c.read_up_to) + _n(c.participants) + _n(c.deleted_participants)
+        total += varint_size(m.message_id) + varint_size(m.sent_at_ms) + 1
+        total += _s(m.sender) + _s(m.body)
+    return total
+
+
+def _t(messages: Any) -> int:
+    table = _senders(messages)
+    return varint_size(len(table)) + sum(1 + _s(name) for name, _ in table)
+
+
+def _h(messages: Any) -> int:
+    table = _senders(messages)
+    total = varint_size(len(messages))
+    for i, m in enumerate(messages):
+        if i == 0:
+            total += varint_size(m.message_id) + varint_size(m.sent_at_ms)
+        else:
+            previous = messages[i - 1]
+            total += varint_size(previous.message_id - m.message_id)
+            total += _z(m.sent_at_ms - previous.sent_at_ms)
+        total += varint_size(table.index((m.sender, m.sender_deleted))) + _s(m.body)
+    return total
+
+
+def frame_cost(event: Any, version: int = 1) -> int:
     """V(P) + P, with P from PROTOCOL.md's formula for this message."""
     namespace = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
     namespace.setdefault("request_id", 0)
     namespace |= {
         "V": varint_size,
         "S": _s,
-        "N": lambda xs: varint_size(len(xs)) + sum(map(_s, xs)),
+        "N": _n,
         "D": _d,
+        "Z": _z,
+        "O": _o,
+        "C": _c,
+        "T": _t,
+        "H": _h,
         "len": _blen,
     }
-    payload = eval(FORMULAS[OPCODE_OF[type(event)].name], {"__builtins__": {}}, namespace)
+    name = OPCODE_OF[type(event)].name
+    if version == 2 and f"{name} (version 2)" in FORMULAS:
+        name = f"{name} (version 2)"
+    payload = eval(FORMULAS[name], {"__builtins__": {}}, namespace)
     return varint_size(payload) + payload
 
 
 def test_every_message_has_a_cost_formula() -> None:
-    assert set(FORMULAS) == {op.name for op in Opcode}
+    grown = {"SENT (version 2)", "DELIVER (version 2)"}
+    assert set(FORMULAS) == {op.name for op in Opcode} | grown
 
 
 @pytest.mark.parametrize("example", VALID, ids=str)
 def test_cost_formula_of_each_example(example: Example) -> None:
     (event,) = decode(receiver(example), example.data)
-    assert frame_cost(event) == len(example.data)
+    version = 2 if example.v2 else 1
+    assert frame_cost(event, version) == len(example.data)
     bigger = dataclasses.replace(event, **_scaled(event))  # multi-byte lengths too
-    assert frame_cost(bigger) == len(sender_of(example).send(bigger))
+    assert frame_cost(bigger, version) == len(sender_of(example).send(bigger))
 
 
 def _scaled(event: Any) -> dict[str, Any]:
@@ -394,3 +559,35 @@ def _scaled(event: Any) -> dict[str, Any]:
         elif isinstance(value, tuple) and value and isinstance(value[0], str):
             changes[f.name] = tuple(name * 150 for name in value)
     return changes
+
+
+def test_the_history_and_mark_read_figures_of_section_11() -> None:
+    """The worked figures: a 50-message page and a MARK_READ (section 11, "History")."""
+    v2 = Example(0, "s2c", "HISTORY", False, False, v2=True)
+    t0 = 1_767_225_600_000
+    messages = tuple(
+        Delivery(
+            2000 - i, "alice" if i % 2 else "bob", "x" * 20, t0 - 30_000 * i, ("bob",), False, 7
+        )
+        for i in range(50)
+    )
+    page = sender_of(v2).send(History(1, 7, ("bob",), messages, True, (), 1990))
+    assert len(page) == 1332
+    assert "1332 bytes on the wire, of which the 50 bodies are 1000" in " ".join(
+        _section("11").split()
+    )
+    request = dataclasses.replace(v2, direction="c2s", message="MARK_READ")
+    assert len(sender_of(request).send(MarkRead(1, 7, 2000))) == 6
+    assert len(sender_of(v2).send(MarkedRead(1, 7, 2000, 5))) == 7
+
+
+def test_the_login_backoff_schedule_of_section_6_3_is_the_servers() -> None:
+    throttle = LoginThrottle()  # what the server runs with
+    delays = []
+    for _ in range(10):
+        throttle._failed("bob")
+        delays.append(throttle.delay("bob"))
+    assert delays == [0, 0, 0.25, 0.5, 1, 2, 4, 8, 8, 8]  # after the 1st..10th failure
+    text = " ".join(_section("6").split())
+    assert "0.25 s after the 3rd failure, then 0.5, 1, 2 and 4 s, and 8 s from the 8th" in text
+    assert f"beyond {MAX_TRACKED_NAMES:,}" in text

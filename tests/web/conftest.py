@@ -1,7 +1,8 @@
 """Fixtures of the web UI tests: a real Chromium, a real gateway process, a real chat server.
 
 ``gateway`` runs the web gateway as a child process, one per transport (parametrised over the
-registry's wire transports), against the session's ``wire_server``. For development before the
+registry's wire transports that carry history: the pages read it from the server), against
+the session's ``wire_server``. For development before the
 wire transports exist, ``WIRECHAT_WEB_TRANSPORTS=loopback`` runs the gateway with its
 in-process chat server instead.
 
@@ -20,7 +21,7 @@ from playwright.sync_api import Browser, sync_playwright
 
 from core import ChatClient, ChatService, HashCost, SqliteStore, loopback
 from core.throttle import LoginThrottle
-from tests.web.helpers import CHROMIUM, CHROMIUM_ARGS, GatewayProcess, Web, web_transports
+from tests.web.helpers import CHROMIUM, CHROMIUM_ARGS, GatewayProcess, Web, history_transports
 from ui.web.gateway import Gateway, Limits
 from ui.web.loop import LoopThread
 
@@ -45,7 +46,7 @@ def browser() -> Iterator[Browser]:
             chromium.close()
 
 
-@pytest.fixture(scope="module", params=web_transports())
+@pytest.fixture(scope="module", params=history_transports())
 def gateway(request: pytest.FixtureRequest) -> Iterator[GatewayProcess]:
     transport: str = request.param
     address = None

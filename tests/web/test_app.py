@@ -115,3 +115,34 @@ def test_static_files_are_versioned_and_cacheable(app: Flask) -> None:
         response = client.get(url)
         assert response.status_code == 200
         assert "max-age=86400" in response.headers["Cache-Control"]
+
+
+def test_older_history_comes_from_the_server_as_json_and_others_threads_are_not_found(
+    app: Flask, local_gateway: LocalGateway
+) -> None:
+    uma = local_gateway.client()
+    local_gateway.run(uma.connect())
+    local_gateway.run(uma.signup("uma", PASSWORD))
+    client = app.test_client()
+    signup(client, "ray")
+    token = csrf_of(client.get("/chat?peer=uma").get_data(as_text=True))
+    json = {"Accept": "application/json"}
+    sent = [
+        client.post("/send", data={"csrf": token, "to": "uma", "body": f"m{i}"}, headers=json)
+        for i in range(55)
+    ]
+    cid = sent[0].get_json()["cid"]
+    page = client.get(f"/chat?c={cid}").get_data(as_text=True)
+    assert page.count('class="msg out') == 50 and 'id="load-older"' in page
+    oldest = sent[5].get_json()["id"]
+    answer = client.get(f"/history?c={cid}&before={oldest}", headers=json).get_json()
+    assert [m["body"] for m in answer["messages"]] == [f"m{i}" for i in range(5)]
+    assert answer["more"] is False and answer["messages"][0]["mine"] is True
+    assert re.fullmatch(r"\d\d:\d\d", answer["messages"][0]["time"])
+    older = client.get(f"/chat?c={cid}&before={oldest}").get_data(as_text=True)  # no script
+    assert older.count('class="msg out') == 5 and "Back to the newest messages" in older
+    # Someone else's conversation is not found, whatever its number.
+    local_gateway.run(uma.send(["uma"], "a note to myself"))
+    notes = local_gateway.run(uma.read_history(()))
+    assert client.get(f"/chat?c={notes.conversation_id}").status_code == 404
+    local_gateway.run(uma.close())

@@ -1,5 +1,6 @@
-"""The gateway and its per-session history, without a browser: an in-process chat service
-(loopback) behind the real Gateway, driven the way the Flask views drive it."""
+"""The gateway and its per-session live feed, without a browser: an in-process chat service
+(loopback) behind the real Gateway, driven the way the Flask views drive it. History is the
+server's: the gateway reads it, it keeps none."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from core import AuthFailed, ChatClient, Delivery, SendResult, UsernameTaken
+from core import AuthFailed, ChatClient, Delivery, UsernameTaken
+from core.types import Conversation, ConversationPage, HistoryPage
+from ui.web import history
+from ui.web.feed import Feed
 from ui.web.gateway import ChatSession, GatewayError
-from ui.web.history import History
 
 if TYPE_CHECKING:
     from tests.web.conftest import LocalGateway
@@ -18,27 +21,51 @@ if TYPE_CHECKING:
 PASSWORD = "pw-123"
 
 
-def wait_for_entries(chat: ChatSession, count: int, timeout: float = 10.0) -> list[str]:
-    """Bodies in the history once it holds ``count`` messages (it wakes on every change)."""
-    history, version = chat.history, -1
+def wait_for_messages(chat: ChatSession, count: int, timeout: float = 10.0) -> list[str]:
+    """Bodies in the feed once it holds ``count`` messages (it wakes on every change)."""
+    seq, version = 0, 0
+    bodies: list[str] = []
     for _ in range(100):
-        changes = history.wait(version, 0, timeout)
-        assert changes is not None, f"history still short of {count} messages"
-        if len(changes.entries) >= count:
-            return [entry.body for entry in changes.entries]
-        version = changes.version
+        changes = chat.feed.wait(seq, version, timeout)
+        assert changes is not None, f"feed still short of {count} messages"
+        bodies += [e.message.body for e in changes.events if e.message is not None]
+        if len(bodies) >= count:
+            return bodies
+        seq = changes.events[-1].seq if changes.events else seq
+        version = changes.snapshot_version
+    raise AssertionError("too many wake-ups")
+
+
+def wait_for_unread(chat: ChatSession, expected: dict[str, int], timeout: float = 10.0) -> None:
+    """Until the feed's conversation list (the server's counts) shows ``expected`` unread
+    per conversation (keyed by its participants, "kim,lee")."""
+    seq, version, seen = 0, 0, None
+    for _ in range(100):
+        changes = chat.feed.wait(seq, version, timeout)
+        assert changes is not None, f"unread counts stayed {seen}, not {expected}"
+        seq = changes.events[-1].seq if changes.events else seq
+        version = changes.snapshot_version
+        if changes.snapshot is not None:
+            seen = {
+                history.peer_key(c.participants): c.unread
+                for c in changes.snapshot.conversations
+                if c.unread
+            }
+            if seen == expected:
+                return
     raise AssertionError("too many wake-ups")
 
 
 def wait_until_ended(chat: ChatSession, timeout: float = 10.0) -> str:
     """Why the session ended, once the gateway has noticed."""
-    version = -1
+    seq, version = 0, 0
     for _ in range(100):
-        changes = chat.history.wait(version, 0, timeout)
+        changes = chat.feed.wait(seq, version, timeout)
         assert changes is not None, "the session did not end"
         if changes.ended is not None:
             return changes.ended
-        version = changes.version
+        seq = changes.events[-1].seq if changes.events else seq
+        version = changes.snapshot_version
     raise AssertionError("too many wake-ups")
 
 
@@ -78,8 +105,8 @@ def test_logout_closes_the_connection_and_later_messages_wait(local_gateway: Loc
     local_gateway.run(sender.send(["bea"], "while you were out"))
     chat, result = gateway.login("bea", PASSWORD)
     assert result.pending == 1
-    assert wait_for_entries(chat, 1) == ["while you were out"]
-    assert chat.history.unread() == {"cal": 1}
+    assert wait_for_messages(chat, 1) == ["while you were out"]
+    wait_for_unread(chat, {"cal": 1})
     local_gateway.run(sender.close())
 
 
@@ -95,7 +122,7 @@ def test_idle_sessions_are_signed_out_and_their_connection_closed(
     assert gateway.expire_idle() == 1
     assert gateway.get(idle.key) is None
     assert "without activity" in (gateway.signed_out_reason(idle.key) or "")
-    assert idle.history.ended is not None
+    assert idle.feed.ended is not None
     assert local_gateway.service.live_sessions("dee") == 0
     assert gateway.get(watching.key) is watching
     assert local_gateway.service.live_sessions("eve") == 1
@@ -118,12 +145,11 @@ def test_a_new_page_replaces_the_oldest_stream_past_the_limit(
     gateway = local_gateway.gateway
     chat, _ = gateway.signup("hal", PASSWORD)
     first, second = gateway.open_stream(chat), gateway.open_stream(chat)
-    current = chat.history.wait(-1, 0, 0.0)
-    assert current is not None
+    seq = chat.feed.last_seq
     woke: list[object] = []
 
     def first_page_waits() -> None:  # what the first page's stream does between messages
-        woke.append(chat.history.wait(current.version, 0, 30.0, stop=lambda: first.replaced))
+        woke.append(chat.feed.wait(seq, 2**62, 30.0, stop=lambda: first.replaced))
 
     waiter = threading.Thread(target=first_page_waits)
     waiter.start()
@@ -149,59 +175,103 @@ def test_deleting_the_account_signs_out_its_other_sessions(local_gateway: LocalG
         gateway.login("ivy", PASSWORD)
 
 
-def test_sent_messages_join_each_recipients_conversation(local_gateway: LocalGateway) -> None:
+def test_a_group_message_is_one_conversation_and_history_is_the_servers(
+    local_gateway: LocalGateway,
+) -> None:
     gateway = local_gateway.gateway
     for name in ("kit", "lou"):
         open_user(local_gateway, name)
     chat, _ = gateway.signup("jan", PASSWORD)
-    result, entry = gateway.send(chat, ["kit", "lou", "nobody", "jan"], "hello all")
+    result = gateway.send(chat, ["kit", "lou", "nobody"], "hello all")
     assert result.unknown_recipients == ("nobody",)
-    assert entry is not None and entry.peers == ("kit", "lou")
-    assert entry.recipients == ("kit", "lou", "jan")
-    # The copy to ourselves comes back as an incoming message, in the note-to-self thread.
-    assert wait_for_entries(chat, 2) == ["hello all", "hello all"]
-    assert [e.incoming for e in chat.history.thread("jan")] == [True]
-    # (the copy to ourselves may be recorded before or after the sent message)
-    assert sorted(row.peer for row in chat.history.conversations()) == ["jan", "kit", "lou"]
-    assert chat.history.unread() == {}
+    assert result.conversation_id
+    # This browser's other tabs learn of it through the feed, as a message of mine.
+    (event,) = chat.feed.wait(0, 2**62, 5.0).events  # type: ignore[union-attr]
+    assert event.mine and event.message is not None
+    assert event.message.participants == ("kit", "lou")
+    # The gateway keeps nothing: a new browser session of jan reads it from the server.
+    gateway.logout(chat)
+    chat, _ = gateway.login("jan", PASSWORD)
+    page, conversations = gateway.open_thread(chat, participants=["lou", "kit"])
+    assert page.conversation_id == result.conversation_id
+    assert [m.body for m in page.messages] == ["hello all"]
+    assert [c.participants for c in conversations.conversations] == [("kit", "lou")]
 
 
-def delivery(message_id: int, sender: str, body: str = "x") -> Delivery:
-    return Delivery(message_id, sender, body, 1_700_000_000_000 + message_id)
+def test_reading_a_thread_marks_it_read_and_other_devices_agree(
+    local_gateway: LocalGateway,
+) -> None:
+    gateway = local_gateway.gateway
+    sender = open_user(local_gateway, "max")
+    phone, _ = gateway.signup("nia", PASSWORD)
+    laptop, _ = gateway.login("nia", PASSWORD)
+    for body in ("one", "two"):
+        local_gateway.run(sender.send(["nia"], body))
+    wait_for_unread(laptop, {"max": 2})
+    page, conversations = gateway.open_thread(phone, participants=["max"])
+    assert [m.body for m in page.messages] == ["two", "one"]  # newest first
+    assert conversations.conversations[0].unread == 0
+    wait_for_unread(laptop, {})  # the server told the laptop (ReadMarker, Rule 22)
+    local_gateway.run(sender.close())
 
 
-def test_history_is_bounded_and_unread_counts_follow() -> None:
-    history = History("me", max_entries=3, max_bytes=10_000)
-    for message_id in range(1, 5):
-        history.add_incoming(delivery(message_id, "ann"))
-    history.add_incoming(delivery(5, "bob"))
-    assert [e.message_id for e in history.thread("ann")] == [3, 4]
-    assert history.unread() == {"ann": 2, "bob": 1}  # never more than what is kept
-    history.add_incoming(delivery(6, "bob"))
-    history.add_incoming(delivery(7, "bob"))
-    assert history.thread("ann") == []
-    assert history.unread() == {"bob": 3}
-    assert [row.peer for row in history.conversations()] == ["bob"]
+def test_delete_for_everyone_reaches_every_feed(local_gateway: LocalGateway) -> None:
+    gateway = local_gateway.gateway
+    oli, _ = gateway.signup("oli", PASSWORD)
+    pat, _ = gateway.signup("pat", PASSWORD)
+    result = gateway.send(oli, ["pat"], "oops")
+    assert wait_for_messages(pat, 1) == ["oops"]
+    with pytest.raises(GatewayError, match="only the sender"):
+        gateway.delete_messages(pat, [result.message_id], True)
+    gateway.delete_messages(oli, [result.message_id], True)
+    for chat in (oli, pat):
+        seq = 0
+        for _ in range(20):
+            changes = chat.feed.wait(seq, 2**62, 5.0)
+            assert changes is not None, "no deletion reached the feed"
+            if any(e.deleted == (result.message_id,) for e in changes.events):
+                break
+            seq = changes.events[-1].seq
+        page = gateway.history(chat, conversation_id=result.conversation_id)
+        assert page.messages == ()
 
 
-def test_history_is_bounded_in_bytes() -> None:
-    history = History("me", max_entries=100, max_bytes=3 * (1000 + 64))
+def delivery(message_id: int, sender: str, body: str = "x", **extra: object) -> Delivery:
+    return Delivery(message_id, sender, body, 1_700_000_000_000 + message_id, **extra)  # type: ignore[arg-type]
+
+
+def test_the_feed_tells_a_stream_that_fell_too_far_behind_to_reload() -> None:
+    feed = Feed(max_events=3)
     for message_id in range(1, 6):
-        history.add_incoming(delivery(message_id, "ann", "x" * 1000))
-    assert [e.message_id for e in history.thread("ann")] == [3, 4, 5]
-    history.add_incoming(delivery(6, "ann", "y" * 50_000))  # one huge message is still kept
-    assert [e.message_id for e in history.thread("ann")] == [6]
+        feed.message(delivery(message_id, "ann"), mine=False)
+    behind = feed.wait(1, 0, 0.0)
+    assert behind is not None and behind.gap
+    current = feed.wait(2, 0, 0.0)
+    assert current is not None and not current.gap
+    assert [e.message.message_id for e in current.events if e.message] == [3, 4, 5]
+    assert feed.wait(5, 0, 0.01) is None  # nothing new
+    feed.end("you logged out")
+    final = feed.wait(5, 0, 1.0)
+    assert final is not None and final.events == () and final.ended == "you logged out"
 
 
-def test_history_wakes_waiters_and_tells_them_the_end() -> None:
-    history = History("me")
-    first = history.wait(-1, 0, 0.0)  # the current state at once
-    assert first is not None and first.entries == () and first.ended is None
-    assert history.wait(first.version, 0, 0.01) is None  # nothing new
-    history.add_outgoing(("ann",), "hi", SendResult(9, 1_700_000_000_000))
-    history.mark_read("ann")  # nothing unread: no change
-    changes = history.wait(first.version, 0, 1.0)
-    assert changes is not None and [e.body for e in changes.entries] == ["hi"]
-    history.end("you logged out")
-    final = history.wait(changes.version, changes.entries[-1].seq, 1.0)
-    assert final is not None and final.entries == () and final.ended == "you logged out"
+def test_a_deleted_account_is_marked_and_its_name_never_continues_the_thread() -> None:
+    from datetime import UTC
+
+    old = delivery(7, "bob", "from the old bob", sender_deleted=True, participants=("bob",))
+    row = history.message_row(old, "me", UTC)
+    assert row.who == "bob (deleted account)" and not row.mine
+    page = HistoryPage(3, ("bob",), (old,), False, deleted_participants=("bob",))
+    thread = history.thread(page, "me", UTC)
+    assert thread.title == "bob (deleted account)"
+    assert thread.reply_to == ()  # a reply would reach the name's new owner
+    assert "deleted" in thread.notices[0]
+    # The new owner's (empty) conversation says it is someone else.
+    old_conversation = Conversation(3, ("bob",), old, 0, 7, deleted_participants=("bob",))
+    fresh = history.thread(
+        HistoryPage(0, ("bob",), (), False), "me", UTC, others=[old_conversation]
+    )
+    assert fresh.reply_to == ("bob",)
+    assert "new account" in fresh.notices[0]
+    rows = history.sidebar(ConversationPage((old_conversation,), False), "me", UTC)
+    assert rows[0].label == "bob (deleted account)"

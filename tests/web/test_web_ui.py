@@ -283,8 +283,9 @@ def test_write_to_many_from_the_people_search(web: Web, names: Names) -> None:
         f"Not delivered, no such user: {names('ghost')}"
     )
     expect(page.locator("#messages .msg.out .to")).to_have_text([f"to {kim}, {lee}"])
-    for name in (kim, lee):
-        row = pages[name].locator(f'#conversations li[data-peer="{jo}"]')
+    # Each recipient sees one group conversation with the sender and the other recipient.
+    for name, other in ((kim, lee), (lee, kim)):
+        row = pages[name].locator(f'#conversations li[data-peer="{",".join(sorted([jo, other]))}"]')
         expect(row.locator(".badge")).to_have_text("1")
         expect(row.locator(".preview")).to_have_text("meeting at 3")
 

@@ -1,22 +1,29 @@
-"""The asyncio ChatClient of the custom protocol: a thin driver around the codec.
+"""The client side of the custom protocol: a ``core.client.ClientTransport`` around the codec.
+
+``ChatClient`` (in ``core``) holds every client rule: login state, the NotLoggedIn and
+SessionClosed checks, what a failed login or DELETED does. This driver only carries requests.
 
 Theory of operation (section numbers refer to PROTOCOL.md)
-  * The connection is an ``asyncio.Protocol`` (``_Wire``); there is no reader task.
-    ``data_received`` feeds the codec and dispatches every event at once: a response resolves
-    the future of its request id; DELIVERs go to ``_on_delivery``; an ERROR on request id 0 is
-    either a failed ACK (request-level code) or the end of the session or connection.
+  * ``CustomTransport`` is the connection's ``asyncio.Protocol``; there is no reader task and
+    no task per request. ``data_received`` feeds the codec and dispatches every event at once:
+    a response resolves the future of its request id with the request's result (or its
+    error); a DELIVER goes to ``events.delivered``, and on a version 2 connection SENT_COPY,
+    READ_MARK and MESSAGES_GONE go to ``events.notified``; an ERROR on request id 0 is a failed ACK
+    (request-level code, logged) or the end of the session or connection (section 7.10).
+  * ``_REQUESTS`` is the one table from a ``core.requests`` type to its request event, the
+    response that answers it, and the result that response makes. ERROR codes become core
+    errors in ``_errors``.
   * Requests can be pipelined: each takes the lowest free request id (so ids stay one byte,
     section 8) and keeps it until its response arrives, even if the caller gave up waiting.
     ACK has no success reply and always travels on id 0, so acks are fire-and-forget.
-  * Writing: a request made while nothing else is in flight is written at once (the common
-    one-at-a-time case costs one system call and no trip around the loop). Requests made
-    while others are in flight, and ACKs, are collected and written once at the end of the
-    loop iteration, so a burst of pipelined calls costs one system call. Past the transport's
-    high-water mark (``pause_writing``) callers wait until the server reads.
-  * Session effects are applied as responses arrive, in wire order, not by the waiting
-    caller: LOGGED_IN/SIGNED_UP log in, LOGGED_OUT logs out, DELETED or an error reply to
-    SIGNUP/LOGIN ends the session (section 9). After the session ended, new calls raise
-    SessionClosed as on every transport; after the connection is gone, ConnectionError.
+  * Writing goes through an ``Outbox``: a request made while nothing else is in flight is
+    written at once (one system call, no trip around the loop); requests made while others
+    are in flight, and ACKs, leave together at the end of the loop iteration. Past the byte
+    budget callers wait until the server reads.
+  * The codec is pluggable (``codec=``): any ``Codec`` yielding the events of ``_events`` in
+    the same frames, e.g. ``transports.protobuf_tcp``'s. From ``_wire`` the driver takes only
+    what every codec on these frames shares: the error codes and U32_MAX (request ids and
+    page sizes are u32 fields in every body encoding).
 """
 
 from __future__ import annotations
@@ -25,392 +32,404 @@ import asyncio
 import contextlib
 import heapq
 import logging
-from collections.abc import Sequence
-from typing import Any, cast
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar, cast
 
-from core.client import ChatClient
-from core.errors import InvalidArgument, LimitExceeded, NotLoggedIn, SessionClosed
-from core.types import AccountPage, CloseReason, Delivery, LoginResult, SendResult
-from transports.custom._codec import Connection, Role
-from transports.custom._errors import describe, error_for_code, reason_for_code
+from core import requests as rq
+from core import types as ct
+from core.client import ChatClient, ClientEvents
+from core.types import (
+    AccountPage,
+    CloseReason,
+    ConversationPage,
+    Delivery,
+    HistoryPage,
+    LoginResult,
+    SendResult,
+)
+from transports._outbox import Outbox
+from transports.custom._codec import CodecFactory, Connection, Role
+from transports.custom._errors import describe, error_for_code, error_for_local, reason_for_code
 from transports.custom._events import (
     NEED_DATA,
     Accounts,
     Ack,
+    Conversations,
     DeleteAccount,
     Deleted,
+    DeleteMessages,
     Deliver,
     Error,
     Hello,
+    History,
     ListAccounts,
+    ListConversations,
     LoggedIn,
     LoggedOut,
     Login,
     Logout,
+    MarkedRead,
+    MarkRead,
+    MessagesGone,
     Ping,
     Pong,
+    ReadHistory,
+    ReadMark,
+    Removed,
     Send,
     Sent,
+    SentCopy,
     SignedUp,
     Signup,
     Welcome,
 )
-from transports.custom._wire import (
-    MAX_ACK_IDS,
-    MAX_RECIPIENTS,
-    U32_MAX,
-    U64_MAX,
-    ErrorCode,
-    LocalProtocolError,
-    ProtocolError,
-    closes,
-)
+from transports.custom._wire import U32_MAX, ErrorCode, LocalProtocolError, ProtocolError, closes
 
 log = logging.getLogger(__name__)
 
-#: Requests made while others are in flight are collected and written once per loop iteration
-#: (pipelined calls then cost one system call), or at once when this many bytes are waiting.
-FLUSH_AT = 64 * 1024
-CONNECT_TIMEOUT = 10.0  # TCP connect plus HELLO/WELCOME
+R = TypeVar("R")
 
-#: The response each request expects (besides ERROR).
-_REPLY_TO: dict[type, type] = {
-    Signup: SignedUp,
-    Login: LoggedIn,
-    Logout: LoggedOut,
-    ListAccounts: Accounts,
-    Send: Sent,
-    DeleteAccount: Deleted,
-    Ping: Pong,
+CONNECT_TIMEOUT = 10.0  # TCP connect plus HELLO/WELCOME
+#: Bytes of requests that may wait unread by the server before callers wait: asyncio's
+#: default high-water mark, which is plenty for one user's requests.
+CLIENT_BUDGET = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PingRequest(rq.Request[bytes]):
+    """PING (section 6.9): a round trip that works before login too; a tool's extra."""
+
+    payload: bytes = b""
+    needs_session: ClassVar[bool] = False
+
+
+# The one translation between core requests and the wire: request type -> (the request event
+# for a request id, the response that answers it, the result that response makes).
+_Spec = tuple[Callable[[int, Any], Any], type, Callable[[Any, Any], Any]]
+_REQUESTS: dict[type, _Spec] = {
+    rq.Signup: (
+        lambda rid, r: Signup(rid, r.username, r.password),
+        SignedUp,
+        lambda r, e: LoginResult(r.username, e.pending),
+    ),
+    rq.Login: (
+        lambda rid, r: Login(rid, r.username, r.password),
+        LoggedIn,
+        lambda r, e: LoginResult(r.username, e.pending),
+    ),
+    rq.Logout: (lambda rid, r: Logout(rid), LoggedOut, lambda r, e: None),
+    rq.ListAccounts: (
+        # the wire carries a u32 page size; the server caps it far lower anyway
+        lambda rid, r: ListAccounts(rid, r.pattern, r.after, min(r.limit, U32_MAX)),
+        Accounts,
+        lambda r, e: AccountPage(e.usernames, e.more),
+    ),
+    rq.Send: (
+        lambda rid, r: Send(rid, r.recipients, r.body),
+        Sent,
+        lambda r, e: SendResult(
+            e.message_id, e.sent_at_ms, e.unknown_recipients, e.conversation_id
+        ),
+    ),
+    rq.DeleteAccount: (lambda rid, r: DeleteAccount(rid, r.username), Deleted, lambda r, e: None),
+    PingRequest: (lambda rid, r: Ping(rid, r.payload), Pong, lambda r, e: e.payload),
+    # version 2 (a version 1 connection refuses these locally: see error_for_local)
+    rq.ListConversations: (
+        lambda rid, r: ListConversations(rid, r.before_id, min(r.limit, U32_MAX)),
+        Conversations,
+        lambda r, e: ConversationPage(e.conversations, e.more),
+    ),
+    rq.ReadHistory: (
+        lambda rid, r: ReadHistory(
+            rid, r.conversation_id, r.before_id, min(r.limit, U32_MAX), r.participants
+        ),
+        History,
+        lambda r, e: HistoryPage(
+            e.conversation_id,
+            e.participants,
+            e.messages,
+            e.more,
+            e.deleted_participants,
+            e.read_up_to,
+        ),
+    ),
+    rq.MarkRead: (
+        lambda rid, r: MarkRead(rid, r.conversation_id, r.up_to_id),
+        MarkedRead,
+        lambda r, e: ct.ReadMarker(e.conversation_id, e.up_to_id, e.unread),
+    ),
+    rq.DeleteMessages: (
+        lambda rid, r: DeleteMessages(rid, r.message_ids, r.for_everyone),
+        Removed,
+        lambda r, e: None,
+    ),
 }
 
 
-def open_client(address: tuple[str, int], *, auto_ack: bool = True) -> CustomClient:
+def _delivery(e: Deliver) -> Delivery:
+    return Delivery(
+        e.message_id,
+        e.sender,
+        e.body,
+        e.sent_at_ms,
+        e.participants,
+        e.sender_deleted,
+        e.conversation_id,
+    )
+
+
+def open_client(
+    address: tuple[str, int], *, auto_ack: bool = True, codec: CodecFactory = Connection
+) -> ChatClient:
     """A ChatClient for a custom-protocol server at (host, port); call connect() or use
-    ``async with``."""
-    return CustomClient(address, auto_ack=auto_ack)
+    ``async with``. ``client.transport`` is the :class:`CustomTransport` (WELCOME, ping)."""
+    return ChatClient(CustomTransport(address, codec=codec), auto_ack=auto_ack)
 
 
-class _Wire(asyncio.Protocol):
-    """The asyncio side of a CustomClient: hands what the transport reports to the client."""
+class CustomTransport(asyncio.Protocol):
+    """One connection to a custom-protocol server: connect, carry requests, report pushes."""
 
-    def __init__(self, client: CustomClient) -> None:
-        self._client = client
-
-    def data_received(self, data: bytes) -> None:
-        self._client._data_received(data)
-
-    def pause_writing(self) -> None:
-        self._client._paused = True
-
-    def resume_writing(self) -> None:
-        self._client._resume_writing()
-
-    def eof_received(self) -> bool:
-        self._client._connection_lost(CloseReason.DISCONNECTED.value)
-        return False  # the transport closes
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        client = self._client
-        if exc is None:
-            client._connection_lost(CloseReason.DISCONNECTED.value)
-        else:
-            client._connection_lost(f"the connection broke: {exc}")
-        client._resume_writing()
-        if client._gone is not None and not client._gone.done():
-            client._gone.set_result(None)
-
-
-class CustomClient(ChatClient):
-    def __init__(self, address: tuple[str, int], *, auto_ack: bool = True) -> None:
-        super().__init__(auto_ack=auto_ack)
+    def __init__(self, address: tuple[str, int], *, codec: CodecFactory = Connection) -> None:
         self.address = address
-        self.welcome: Welcome | None = None
-        self._codec = Connection(Role.CLIENT)
+        self.welcome: Welcome | None = None  # what the server said in WELCOME
+        self._codec = codec(Role.CLIENT)
+        self._events: ClientEvents | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._outbox: Outbox | None = None
         self._transport: asyncio.Transport | None = None
-        self._gone: asyncio.Future[None] | None = None  # set when the transport is closed
+        self._gone: asyncio.Future[None] | None = None  # set when the socket is closed
         self._welcome_waiter: asyncio.Future[Welcome] | None = None
-        self._pending: dict[int, tuple[asyncio.Future[Any], type]] = {}
+        # request id -> (its caller's future, the request, its _REQUESTS entry)
+        self._pending: dict[int, tuple[asyncio.Future[Any], Any, _Spec]] = {}
         self._free_ids: list[int] = []  # a heap of released ids below _next_id
         self._next_id = 1
-        self._logged_in = False
-        self._session_end: str | None = None  # why the session ended (new calls: SessionClosed)
-        self._lost: str | None = None  # why the connection is gone (new calls: ConnectionError)
-        self._signalled = False
-        self._out: list[bytes] = []  # frames not yet handed to the transport
-        self._out_size = 0
-        self._paused = False  # the server is not reading what we write
-        self._resumed: list[asyncio.Future[None]] = []  # callers waiting for resume_writing
+        self._why: str | None = None  # why the session or connection ended (first reason)
+        self._ended = False  # the connection is gone (or going): no more requests
         self._closed_by_us = False
 
-    # -- lifecycle -------------------------------------------------------------------------
-    async def connect(self) -> None:
-        if self._transport is not None:
+    # -- ClientTransport -----------------------------------------------------------------------
+    async def connect(self, events: ClientEvents) -> None:
+        """Connect and do the handshake (HELLO/WELCOME)."""
+        if self._loop is not None:
             raise RuntimeError("connect() was already called; open a new client to reconnect")
-        host, port = self.address
+        self._events = events
         self._loop = loop = asyncio.get_running_loop()
+        self._outbox = Outbox(loop, budget=CLIENT_BUDGET)
         self._gone = loop.create_future()
+        host, port = self.address
         async with asyncio.timeout(CONNECT_TIMEOUT):
-            transport, _ = await loop.create_connection(lambda: _Wire(self), host, port)
-            # uvloop's transports implement asyncio.Transport without subclassing it.
-            self._transport = cast(asyncio.Transport, transport)
+            await loop.create_connection(lambda: self, host, port)
             self._welcome_waiter = loop.create_future()
-            self._transport.write(self._codec.send(Hello()))
+            # offer every version the codec speaks (section 5); the server picks the highest
+            versions = self._codec.versions
+            self._outbox.write_now(self._codec.send(Hello(versions[0], versions[-1])))
             try:
                 self.welcome = await self._welcome_waiter
             except BaseException:
                 await self.close()
                 raise
 
+    def request(self, request: rq.Request[R]) -> Awaitable[R]:
+        """Send ``request``; awaiting the result gives its result, or raises the core error
+        its ERROR reply maps to (ConnectionError if no reply can come).
+
+        Not a coroutine, for speed: on the common path it returns the very future that
+        ``data_received`` resolves, so a call costs no coroutine of its own.
+        """
+        outbox = self._outbox
+        if self._ended or outbox is None:
+            raise ConnectionError(f"not connected: {self._why or 'call connect() first'}")
+        spec = _REQUESTS.get(type(request))
+        if spec is None:
+            if type(request) is rq.Ack:
+                return self._ack(request, outbox)  # type: ignore[return-value]
+            raise TypeError(f"the custom protocol cannot carry {request!r}")
+        free = self._free_ids
+        rid = heapq.heappop(free) if free else self._new_id()
+        try:
+            data = self._codec.send(spec[0](rid, request))
+        except LocalProtocolError as exc:
+            heapq.heappush(free, rid)
+            raise error_for_local(exc) from None
+        future: asyncio.Future[R] = self._loop.create_future()  # type: ignore[union-attr]
+        if self._pending:
+            outbox.write(data)  # others are in flight: join their batch
+        else:
+            outbox.write_now(data)
+        self._pending[rid] = (future, request, spec)
+        if outbox.paused:
+            return self._when_writable(future, outbox)
+        return future
+
     async def close(self) -> None:
+        """Close the connection (after writing what is queued, e.g. the last ACKs)."""
         self._closed_by_us = True
         transport = self._transport
         if transport is not None and not transport.is_closing():
-            self._flush()  # e.g. the ACKs of the last messages
+            if self._outbox is not None:
+                self._outbox.flush()
             transport.close()
             if self._gone is not None:
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(1.0):
                         await asyncio.shield(self._gone)
-        self._connection_lost("closed by the client")
+        self._connection_ended(None)
 
-    # -- commands ----------------------------------------------------------------------------
-    async def signup(self, username: str, password: str) -> LoginResult:
-        reply = await self._request(Signup, username, password)
-        return LoginResult(username, reply.pending)
-
-    async def login(self, username: str, password: str) -> LoginResult:
-        reply = await self._request(Login, username, password)
-        return LoginResult(username, reply.pending)
-
-    async def logout(self) -> None:
-        await self._request(Logout)
-
-    async def list_accounts(
-        self, pattern: str = "*", after: str = "", limit: int = 0
-    ) -> AccountPage:
-        if limit < 0:
-            self._require_session()
-            raise InvalidArgument("the page size must not be negative")
-        limit = min(limit, U32_MAX)  # the server caps it far lower anyway
-        reply = await self._request(ListAccounts, pattern, after, limit)
-        return AccountPage(reply.usernames, reply.more)
-
-    async def send(self, recipients: Sequence[str], body: str) -> SendResult:
-        names = tuple(recipients)
-        if not names:
-            self._require_session()
-            raise InvalidArgument("name at least one recipient")
-        if len(names) > MAX_RECIPIENTS:
-            self._require_session()
-            raise LimitExceeded(
-                f"at most {MAX_RECIPIENTS} recipients per message (got {len(names)})"
-            )
-        reply = await self._request(Send, names, body)
-        return SendResult(reply.message_id, reply.sent_at_ms, reply.unknown_recipients)
-
-    async def ack(self, message_ids: Sequence[int]) -> None:
-        """Fire-and-forget (section 6.7): the server answers an ACK only if it fails."""
-        self._require_session()
-        if len(message_ids) > MAX_ACK_IDS:
-            raise LimitExceeded(f"at most {MAX_ACK_IDS} ids per ack")
-        ids = tuple(sorted({i for i in message_ids if 0 <= i <= U64_MAX}))
-        if ids:
-            self._write(self._codec.send(Ack(ids)))
-            if self._paused:
-                await self._drain()
-
-    async def delete_account(self, username: str) -> None:
-        await self._request(DeleteAccount, username)
-
+    # -- tools' extras -------------------------------------------------------------------------
     async def ping(self, payload: bytes = b"") -> bytes:
         """Round trip PING/PONG (works before login too); returns the echoed payload."""
-        reply = await self._request(Ping, payload)
-        return reply.payload
+        return await self.request(PingRequest(payload))
 
-    # -- requests ----------------------------------------------------------------------------
-    async def _request(self, request: type, *fields: Any) -> Any:
-        """Send ``request(request_id, *fields)`` and wait for its response."""
-        self._require_connection()
-        rid = self._allocate_id()
-        event = request(rid, *fields)
+    # -- requests ------------------------------------------------------------------------------
+    async def _when_writable(self, future: asyncio.Future[R], outbox: Outbox) -> R:
+        """Backpressure: the server is not reading; wait, then wait for the reply."""
         try:
-            data = self._codec.send(event)
+            await outbox.writable()
+        except BaseException:  # cancelled: the request is sent, its answer is not wanted
+            future.cancel()
+            raise
+        return await future
+
+    async def _ack(self, request: rq.Ack, outbox: Outbox) -> None:
+        """Fire-and-forget (section 6.7): the server answers an ACK only if it fails."""
+        try:
+            outbox.write(self._codec.send(Ack(request.message_ids)))
         except LocalProtocolError as exc:
-            self._release_id(rid)
-            raise self._local_error(exc) from None
-        assert self._loop is not None and self._transport is not None
-        future: asyncio.Future[Any] = self._loop.create_future()
-        if self._pending or self._out:
-            self._write(data)  # others are in flight: join their batch
-        elif not self._transport.is_closing():
-            self._transport.write(data)
-        self._pending[rid] = (future, request)
-        if self._paused:
-            try:
-                await self._drain()
-            except BaseException:  # cancelled: the request is sent, its answer is not wanted
-                future.cancel()
-                raise
-        reply = await future
-        if isinstance(reply, Error):
-            raise error_for_code(reply.code, reply.message)
-        return reply
+            raise error_for_local(exc) from None
+        if outbox.paused:
+            await outbox.writable()
 
-    def _local_error(self, exc: LocalProtocolError) -> Exception:
-        """What the server would have said about a request we cannot even encode."""
-        if exc.code is ErrorCode.FRAME_TOO_LARGE:
-            return LimitExceeded(f"the message does not fit in one frame: {exc}")
-        return InvalidArgument(str(exc))
-
-    def _allocate_id(self) -> int:
-        if self._free_ids:
-            return heapq.heappop(self._free_ids)
+    def _new_id(self) -> int:
         rid = self._next_id
         if rid > U32_MAX:
             raise RuntimeError("2^32-1 requests in flight")
         self._next_id += 1
         return rid
 
-    def _release_id(self, rid: int) -> None:
-        heapq.heappush(self._free_ids, rid)
+    # -- asyncio.Protocol ----------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
+        assert self._outbox is not None
+        self._outbox.attach(self._transport)
 
-    def _require_connection(self) -> None:
-        if self._session_end is not None:
-            raise SessionClosed(f"session ended: {self._session_end}")
-        if self._transport is None or self._lost is not None:
-            raise ConnectionError(f"not connected: {self._lost or 'call connect() first'}")
-
-    def _require_session(self) -> None:
-        """The check the service makes first, for the calls we answer without the server."""
-        self._require_connection()
-        if not self._logged_in:
-            raise NotLoggedIn()
-
-    def _write(self, data: bytes) -> None:
-        """Queue a frame; the queue is written at the end of this loop iteration."""
-        if not self._out:
-            assert self._loop is not None
-            self._loop.call_soon(self._flush)
-        self._out.append(data)
-        self._out_size += len(data)
-        if self._out_size >= FLUSH_AT:
-            self._flush()
-
-    def _flush(self) -> None:
-        out = self._out
-        if not out:
-            return
-        transport = self._transport
-        if transport is not None and not transport.is_closing():
-            transport.writelines(out)
-        out.clear()
-        self._out_size = 0
-
-    async def _drain(self) -> None:
-        """Backpressure: wait while the server is not reading what we wrote."""
-        self._flush()
-        while self._paused and self._lost is None:
-            assert self._loop is not None
-            waiter = self._loop.create_future()
-            self._resumed.append(waiter)
-            await waiter
-
-    def _resume_writing(self) -> None:
-        self._paused = False
-        waiters, self._resumed = self._resumed, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-
-    # -- incoming ----------------------------------------------------------------------------
-    def _data_received(self, data: bytes) -> None:
-        codec = self._codec
+    def data_received(self, data: bytes) -> None:
+        codec, pending, free = self._codec, self._pending, self._free_ids
         try:
             codec.receive_data(data)
             while (event := codec.next_event()) is not NEED_DATA:
-                self._dispatch(event)
+                # A response pairs with its request by id (ids start at 1); anything else
+                # (DELIVER, WELCOME, an ERROR on id 0, a stray reply) is _unpaired's.
+                rid = getattr(event, "request_id", 0)
+                entry = pending.pop(rid, None)
+                if entry is None:
+                    self._unpaired(event)
+                    continue
+                future, request, spec = entry
+                heapq.heappush(free, rid)
+                if type(event) is spec[1]:
+                    if not future.done():
+                        future.set_result(spec[2](request, event))
+                else:
+                    self._refused(future, request, event)
         except ProtocolError as exc:
             log.warning("the server broke the protocol: %r", exc)
-            self._connection_lost(f"the server broke the protocol: {exc}")
+            self._connection_ended(f"the server broke the protocol: {exc}")
         except Exception as exc:  # a bug of ours: never let it reach the loop
             log.exception("reading from the server failed")
-            self._connection_lost(f"the client failed: {exc!r}")
+            self._connection_ended(f"the client failed: {exc!r}")
 
-    def _dispatch(self, event: Any) -> None:
-        if isinstance(event, Deliver):
-            delivery = Delivery(event.message_id, event.sender, event.body, event.sent_at_ms)
-            self._on_delivery(delivery)
-        elif isinstance(event, Error) and event.request_id == 0:
+    def eof_received(self) -> bool:
+        self._connection_ended(CloseReason.DISCONNECTED.value)
+        return False  # the transport closes
+
+    def pause_writing(self) -> None:
+        if self._outbox is not None:
+            self._outbox.pause()
+
+    def resume_writing(self) -> None:
+        if self._outbox is not None:
+            self._outbox.resume()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is None:
+            self._connection_ended(CloseReason.DISCONNECTED.value)
+        else:
+            self._connection_ended(f"the connection broke: {exc}")
+        if self._gone is not None and not self._gone.done():
+            self._gone.set_result(None)
+
+    # -- incoming ------------------------------------------------------------------------------
+    def _unpaired(self, event: Any) -> None:
+        """An event that answers no request in flight."""
+        cls = type(event)
+        if cls is Deliver:
+            assert self._events is not None
+            self._events.delivered(_delivery(event))
+        elif cls is SentCopy:
+            assert self._events is not None
+            self._events.notified(ct.SentCopy(_delivery(event.message)))
+        elif cls is ReadMark:
+            assert self._events is not None
+            self._events.notified(
+                ct.ReadMarker(event.conversation_id, event.up_to_id, event.unread)
+            )
+        elif cls is MessagesGone:
+            assert self._events is not None
+            self._events.notified(ct.MessagesDeleted(event.message_ids))
+        elif cls is Error and event.request_id == 0:
             self._notice(event)
-        elif isinstance(event, Welcome):
+        elif cls is Welcome:
             if self._welcome_waiter is not None and not self._welcome_waiter.done():
                 self._welcome_waiter.set_result(event)
         else:
-            self._response(event)
-
-    def _response(self, event: Any) -> None:
-        entry = self._pending.pop(event.request_id, None)
-        if entry is None:
             raise ProtocolError(ErrorCode.MALFORMED, f"a reply to no request: {event!r}")
-        future, request = entry
-        if not isinstance(event, Error | _REPLY_TO[request]):
-            raise ProtocolError(ErrorCode.MALFORMED, f"{event!r} answers a {request.__name__}")
-        self._release_id(event.request_id)
-        if isinstance(event, SignedUp | LoggedIn):
-            self._logged_in = True
-        elif isinstance(event, LoggedOut):
-            self._logged_in = False
-        elif isinstance(event, Deleted):
-            self._session_over(CloseReason.ACCOUNT_DELETED.value)
-        elif (
-            isinstance(event, Error)
-            and request in (Signup, Login)
-            and event.code != ErrorCode.ALREADY_LOGGED_IN
-        ):
-            self._session_over(CloseReason.AUTH_FAILED.value)
+
+    @staticmethod
+    def _refused(future: asyncio.Future[Any], request: Any, event: Any) -> None:
+        """A response that is not the success reply: an ERROR, or a protocol violation."""
+        if type(event) is not Error:
+            raise ProtocolError(ErrorCode.MALFORMED, f"{event!r} answers {request!r}")
         if not future.done():
-            future.set_result(event)
+            future.set_exception(error_for_code(event.code, event.message))
 
     def _notice(self, error: Error) -> None:
-        """An ERROR on request id 0 (section 7.10)."""
+        """An ERROR on request id 0 (section 7.10): a failed ACK, or the end."""
         if not closes(error.code):
             log.warning("the server refused an ACK: %s: %s", describe(error.code), error.message)
             return
-        reason = reason_for_code(error.code)
-        if reason is not None:
-            self._session_over(reason.value)
-        else:
-            self._lost = f"{describe(error.code)}: {error.message}"
         if self._welcome_waiter is not None and not self._welcome_waiter.done():
             self._welcome_waiter.set_exception(error_for_code(error.code, error.message))
+        assert self._events is not None
+        reason = reason_for_code(error.code)
+        if reason is not None:  # the server ended the session; it closes next
+            if self._why is None:
+                self._why = reason.value
+            self._events.session_ended(reason.value)
+        else:
+            self._connection_ended(f"{describe(error.code)}: {error.message}")
 
-    def _session_over(self, reason: str) -> None:
-        self._logged_in = False
-        if self._session_end is None:
-            self._session_end = reason
-        self._signal_closed(reason)
-
-    def _connection_lost(self, reason: str) -> None:
-        if self._lost is None:
-            self._lost = reason
-        self._logged_in = False
-        error = ConnectionError(f"connection closed: {self._session_end or self._lost}")
+    def _connection_ended(self, reason: str | None) -> None:
+        """The connection is gone (``reason`` None: we closed it): fail what waits, tell once."""
+        if self._ended:
+            return
+        self._ended = True
+        if self._why is None:
+            self._why = reason
+        error = ConnectionError(f"connection closed: {self._why or 'closed by the client'}")
         pending, self._pending = self._pending, {}
-        for future, _ in pending.values():
+        for future, _, _ in pending.values():
             if not future.done():
                 future.set_exception(error)
         if self._welcome_waiter is not None and not self._welcome_waiter.done():
             self._welcome_waiter.set_exception(error)
+        if self._outbox is not None:
+            self._outbox.release()
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
-        self._signal_closed(None if self._closed_by_us else self._session_end or self._lost)
-
-    def _signal_closed(self, reason: str | None) -> None:
-        if not self._signalled:
-            self._signalled = True
-            self._on_closed(reason)
+        if self._events is not None:
+            self._events.connection_lost(None if self._closed_by_us else self._why)
 
 
-__all__ = ["CustomClient", "open_client"]
+__all__ = ["CustomTransport", "PingRequest", "open_client"]

@@ -14,6 +14,12 @@ Theory of operation (PROTOCOL.md is the authority; section numbers refer to it)
     both send and receive (the conversation is the same one seen from either end). A pair
     missing from the table is BAD_HANDSHAKE. One rule sits outside the table: an ERROR whose
     code closes the connection (``closes(code)``) moves to CLOSED, where nothing is allowed.
+  * Versions (section 5): every version has its own pair of message tables (``MESSAGES``).
+    A connection starts on version 1's, which every version shares for HELLO, WELCOME and
+    ERROR (and a client's requests pipelined behind its HELLO); the negotiated version's
+    tables take over when the server reads HELLO / the client reads WELCOME. So a version 1
+    connection neither sends nor accepts anything version 2 added (UNKNOWN_OPCODE), and
+    DELIVER takes the layout of the negotiated version.
   * A ``ProtocolError`` from ``next_event`` is final for the receiving direction: it is raised
     again on every later call. Sending still works, but only an ERROR, so that a server can
     answer the garbage before it closes.
@@ -22,14 +28,21 @@ Theory of operation (PROTOCOL.md is the authority; section numbers refer to it)
 from __future__ import annotations
 
 import enum
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
-from transports.custom._events import NEED_DATA, ConnectionClosed, Event, Hello, Welcome
+from transports.custom._events import (
+    NEED_DATA,
+    ConnectionClosed,
+    Event,
+    Hello,
+    NeedData,
+    Welcome,
+)
 from transports.custom._messages import (
-    CLIENT_MESSAGES,
     KIND_OF_OPCODE,
+    MESSAGES,
     OPCODE_OF,
-    SERVER_MESSAGES,
     Decoder,
     Encoder,
     FrameReader,
@@ -38,6 +51,7 @@ from transports.custom._messages import (
 )
 from transports.custom._wire import (
     MAX_FRAME,
+    PROTOCOL_VERSION,
     S2C_SLACK,
     SUPPORTED_VERSIONS,
     U32_MAX,
@@ -79,9 +93,42 @@ HANDSHAKE: dict[tuple[Phase, Kind], Phase] = {
 }
 
 
-def choose_version(min_version: int, max_version: int) -> int | None:
+class Codec(Protocol):
+    """What the asyncio drivers (``_server``, ``_client``) need from a codec: this module's
+    ``Connection``, or another body encoding in the same frames (``transports.protobuf_tcp``).
+
+    It yields and accepts the events of ``_events``, walks the same handshake, and raises
+    ``ProtocolError`` (the peer broke the protocol) / ``LocalProtocolError`` (we cannot send
+    that) with the ``ErrorCode`` of the broken rule, as ``Connection`` does.
+    """
+
+    #: The negotiated protocol version; None until HELLO (server) / WELCOME (client).
+    version: int | None
+    #: The versions this codec speaks, lowest to highest (a client offers them in HELLO).
+    versions: tuple[int, ...]
+
+    def receive_data(self, data: bytes) -> None:
+        """Add bytes from the peer; ``b""`` means the peer closed its side."""
+        ...
+
+    def next_event(self) -> Event | NeedData:
+        """The next event, ``NEED_DATA``, or ``ConnectionClosed`` after a clean end."""
+        ...
+
+    def send(self, event: Event) -> bytes:
+        """The bytes of one frame carrying ``event``."""
+        ...
+
+
+#: Makes the codec of one side of one connection: ``Connection`` is one.
+CodecFactory = Callable[[Role], Codec]
+
+
+def choose_version(
+    min_version: int, max_version: int, supported: tuple[int, ...] = SUPPORTED_VERSIONS
+) -> int | None:
     """The highest version both sides speak, or None (section 5)."""
-    common = [v for v in SUPPORTED_VERSIONS if min_version <= v <= max_version]
+    common = [v for v in supported if min_version <= v <= max_version]
     return max(common) if common else None
 
 
@@ -105,10 +152,23 @@ def _by_phase(specs: tuple[Any, ...]) -> dict[Phase, dict[int, Phase]]:
     }
 
 
-_RECEIVES = {Role.SERVER: _decoders(CLIENT_MESSAGES), Role.CLIENT: _decoders(SERVER_MESSAGES)}
-_SENDS = {Role.SERVER: _encoders(SERVER_MESSAGES), Role.CLIENT: _encoders(CLIENT_MESSAGES)}
-_RECEIVABLE = {Role.SERVER: _by_phase(CLIENT_MESSAGES), Role.CLIENT: _by_phase(SERVER_MESSAGES)}
-_SENDABLE = {Role.SERVER: _by_phase(SERVER_MESSAGES), Role.CLIENT: _by_phase(CLIENT_MESSAGES)}
+# version -> role -> table
+_RECEIVES = {
+    v: {Role.SERVER: _decoders(c2s), Role.CLIENT: _decoders(s2c)}
+    for v, (c2s, s2c) in MESSAGES.items()
+}
+_SENDS = {
+    v: {Role.SERVER: _encoders(s2c), Role.CLIENT: _encoders(c2s)}
+    for v, (c2s, s2c) in MESSAGES.items()
+}
+_RECEIVABLE = {
+    v: {Role.SERVER: _by_phase(c2s), Role.CLIENT: _by_phase(s2c)}
+    for v, (c2s, s2c) in MESSAGES.items()
+}
+_SENDABLE = {
+    v: {Role.SERVER: _by_phase(s2c), Role.CLIENT: _by_phase(c2s)}
+    for v, (c2s, s2c) in MESSAGES.items()
+}
 _HELLO, _WELCOME, _ERROR = int(Opcode.HELLO), int(Opcode.WELCOME), int(Opcode.ERROR)
 
 
@@ -117,10 +177,15 @@ class Connection:
 
     ``max_frame`` is the largest frame a server accepts. A client accepts the server's limit
     (from WELCOME) plus S2C_SLACK, the most a SENT reply can exceed its SEND by (section 4).
+    ``versions`` are the protocol versions it speaks (a subclass with other message tables
+    narrows them, or overrides ``_use_version``).
     """
+
+    versions: tuple[int, ...] = SUPPORTED_VERSIONS
 
     def __init__(self, role: Role, *, max_frame: int = MAX_FRAME) -> None:
         self.role = role
+        self._tables_version = PROTOCOL_VERSION  # whose tables are in use
         self.phase = Phase.START  # also sets _receivable and _sendable
         self.version: int | None = None
         #: Largest frame we accept, and largest we may send.
@@ -132,8 +197,8 @@ class Connection:
         self._eof = False
         self._error: ProtocolError | None = None
         self._reader = FrameReader()
-        self._decoders = _RECEIVES[role]
-        self._encoders = _SENDS[role]
+        self._decoders = _RECEIVES[PROTOCOL_VERSION][role]
+        self._encoders = _SENDS[PROTOCOL_VERSION][role]
 
     def __repr__(self) -> str:
         return f"<Connection {self.role.value} {self.phase.value}>"
@@ -146,8 +211,8 @@ class Connection:
     @phase.setter
     def phase(self, phase: Phase) -> None:
         self._phase = phase
-        self._receivable = _RECEIVABLE[self.role][phase]
-        self._sendable = _SENDABLE[self.role][phase]
+        self._receivable = _RECEIVABLE[self._tables_version][self.role][phase]
+        self._sendable = _SENDABLE[self._tables_version][self.role][phase]
 
     @property
     def buffered(self) -> int:
@@ -174,7 +239,7 @@ class Connection:
                 self._pos = 0
         buf += data
 
-    def next_event(self) -> Event | object:
+    def next_event(self) -> Event | NeedData:
         """The next event, ``NEED_DATA``, or ``ConnectionClosed`` after a clean end of stream.
 
         Raises ProtocolError, and keeps raising it, once the peer broke the protocol.
@@ -187,7 +252,7 @@ class Connection:
             self._error = exc
             raise
 
-    def _next_event(self) -> Event | object:
+    def _next_event(self) -> Event | NeedData:
         buf, pos = self._buf, self._pos
         size = len(buf)
         if pos >= size:
@@ -214,7 +279,7 @@ class Connection:
         self._pos = end
         return event
 
-    def _incomplete(self) -> object:
+    def _incomplete(self) -> NeedData:
         if self._eof:
             raise ProtocolError(ErrorCode.MALFORMED, "connection closed in the middle of a frame")
         return NEED_DATA
@@ -254,13 +319,23 @@ class Connection:
         )
 
     def _negotiate(self, hello: Hello) -> None:
-        self.version = choose_version(hello.min_version, hello.max_version)
-        if self.version is None:
+        version = choose_version(hello.min_version, hello.max_version, self.versions)
+        if version is None:
             raise ProtocolError(
                 ErrorCode.UNSUPPORTED_VERSION,
                 f"client speaks versions {hello.min_version}..{hello.max_version}; this server "
-                f"speaks {', '.join(map(str, SUPPORTED_VERSIONS))}",
+                f"speaks {', '.join(map(str, self.versions))}",
             )
+        self._use_version(version)
+
+    def _use_version(self, version: int) -> None:
+        """Speak ``version`` from now on: its message tables take over (section 5)."""
+        self.version = version
+        if version != self._tables_version and version in _RECEIVES:
+            self._tables_version = version
+            self._decoders = _RECEIVES[version][self.role]
+            self._encoders = _SENDS[version][self.role]
+            self.phase = self._phase  # (re-reads the phase tables of this version)
 
     def _welcomed(self, welcome: Welcome) -> None:
         low, high = self._offer or (0, 0)
@@ -269,11 +344,20 @@ class Connection:
                 ErrorCode.UNSUPPORTED_VERSION,
                 f"server chose version {welcome.version}, outside the offered {low}..{high}",
             )
-        self.version = welcome.version
+        self._use_version(welcome.version)
         self.peer_max_frame = welcome.max_frame
         self.max_frame = welcome.max_frame + S2C_SLACK
 
     # -- sending -----------------------------------------------------------------------------
+    def _cannot_send(self, event: Any) -> str:
+        opcode = OPCODE_OF.get(type(event))
+        if opcode is not None and (opcode < 0x80) == (self.role is Role.CLIENT):
+            return (
+                f"{opcode.name} is not part of protocol version {self.version or 1}, which "
+                "this connection speaks (the server offered no later version)"
+            )
+        return f"a {self.role.value} does not send {type(event).__name__}"
+
     def send(self, event: Any) -> bytes:
         """The bytes of one frame carrying ``event``.
 
@@ -282,9 +366,7 @@ class Connection:
         """
         spec = self._encoders.get(type(event))
         if spec is None:
-            raise LocalProtocolError(
-                ErrorCode.UNKNOWN_OPCODE, f"a {self.role.value} does not send {event!r}"
-            )
+            raise LocalProtocolError(ErrorCode.UNKNOWN_OPCODE, self._cannot_send(event))
         opcode, encode = spec
         if self._error is not None and opcode != _ERROR:
             raise LocalProtocolError(self._error.code, "the peer broke the protocol; send ERROR")
@@ -307,10 +389,10 @@ class Connection:
                 next_phase = Phase.CLOSED
         elif opcode == _HELLO:
             self._offer = (event.min_version, event.max_version)
-        elif opcode == _WELCOME:
-            self.version = event.version
         if next_phase is not self._phase:
             self.phase = next_phase
+        if opcode == _WELCOME and event.version != self.version:
+            self._use_version(event.version)
         if size < 0x80:
             return _SMALL_VARINTS[size] + out
         head = bytearray()
@@ -322,6 +404,8 @@ __all__ = [
     "HANDSHAKE",
     "NEED_DATA",
     "OPCODE_OF",
+    "Codec",
+    "CodecFactory",
     "Connection",
     "Kind",
     "Phase",

@@ -48,7 +48,7 @@ def run_eagerly(coro: Coroutine[Any, Any, T], *, name: str | None = None) -> T |
     try:
         first = coro.send(None)
     except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
+        return done.value
     # (Any other exception propagates: the coroutine has finished, with it.)
     return Suspended(asyncio.get_running_loop().create_task(_finish(coro, first), name=name))
 
@@ -80,12 +80,12 @@ class _Continue(Generic[T]):
                 try:
                     yielded = coro.throw(exc)
                 except StopIteration as done:
-                    return done.value  # type: ignore[no-any-return]
+                    return done.value
             else:
                 try:
                     yielded = coro.send(sent)
                 except StopIteration as done:
-                    return done.value  # type: ignore[no-any-return]
+                    return done.value
 
 
 __all__ = ["Suspended", "run_eagerly"]

@@ -3,7 +3,8 @@
 ``WIRE_ERRORS`` is read in both directions: the server turns a ``core.errors`` exception (or
 the ``CloseReason`` of a session the service ended) into a code, and the client turns the code
 back into the same exception class, so a caller of ChatClient sees identical exceptions
-whichever transport it uses. Nothing else in the transport names an error class.
+whichever transport it uses (``error_for_local`` likewise for a request the client cannot even
+encode). Nothing else in the transport names an error class.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from core.errors import (
     UsernameTaken,
 )
 from core.types import CloseReason
-from transports.custom._wire import ErrorCode
+from transports.custom._wire import ErrorCode, LocalProtocolError
 
 WIRE_ERRORS: tuple[tuple[ErrorCode, type[ChatError] | CloseReason], ...] = (
     # request level: the reply to one request
@@ -68,6 +69,15 @@ def error_for_code(code: int, message: str) -> Exception:
     return ConnectionError(f"server closed the connection: {describe(code)}: {message}")
 
 
+def error_for_local(exc: LocalProtocolError) -> ChatError:
+    """What the server would have said about a request the client cannot even encode."""
+    if exc.code is ErrorCode.FRAME_TOO_LARGE:
+        return LimitExceeded(f"the message does not fit in one frame: {exc}")
+    if exc.code is ErrorCode.UNKNOWN_OPCODE:  # e.g. history on a version 1 connection
+        return ChatError(str(exc))
+    return InvalidArgument(str(exc))
+
+
 def code_for_close(reason: CloseReason | None) -> ErrorCode | None:
     """The session-end code the server pushes when the service ended a session, or None when
     the end needs no notice (the client logged out, its login failed, it disconnected)."""
@@ -93,5 +103,6 @@ __all__ = [
     "code_for_error",
     "describe",
     "error_for_code",
+    "error_for_local",
     "reason_for_code",
 ]

@@ -5,12 +5,17 @@ One frozen, slotted dataclass per message of PROTOCOL.md, with plain Python valu
 a request's ``request_id`` is the only wire detail that shows through, because the driver
 needs it to pair a response with its request. HELLO, WELCOME, ACK and DELIVER always travel
 with request id 0, so they carry no field for it.
+
+Version 2 (PROTOCOL.md sections 6.10-6.13, 7.11-7.17) reuses ``core.types`` values where a
+message carries whole ones (a page of ``Delivery``, ``Conversation`` rows): they are plain
+values too, and the drivers hand them on unchanged.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.types import Conversation, Delivery
 from transports.custom._wire import PROTOCOL_VERSION
 
 
@@ -24,6 +29,8 @@ class _Sentinel:
         return self._name
 
 
+#: The type of NEED_DATA (for annotations).
+NeedData = _Sentinel
 #: Returned by ``Connection.next_event()`` when no complete frame is buffered.
 NEED_DATA = _Sentinel("NEED_DATA")
 
@@ -125,6 +132,7 @@ class Sent:
     message_id: int
     sent_at_ms: int
     unknown_recipients: tuple[str, ...] = ()
+    conversation_id: int = 0  # version 2 only (0: nothing stored)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,10 +148,105 @@ class Pong:
 
 @dataclass(frozen=True, slots=True)
 class Deliver:
+    """A pushed message. Version 1 carries the first four fields; version 2 also the rest
+    (``participants``: the conversation's other participants as the reader sees them,
+    sorted; see ``core.types.Delivery``)."""
+
     message_id: int
     sent_at_ms: int
     sender: str
     body: str
+    participants: tuple[str, ...] = ()
+    sender_deleted: bool = False
+    conversation_id: int = 0
+
+
+# -- version 2: client to server --------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ListConversations:
+    request_id: int
+    before_id: int = 0  # 0: from the most recent
+    limit: int = 0  # 0: the server's default page size
+
+
+@dataclass(frozen=True, slots=True)
+class ReadHistory:
+    request_id: int
+    conversation_id: int = 0  # 0: name the conversation by its participants
+    before_id: int = 0
+    limit: int = 0
+    participants: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MarkRead:
+    request_id: int
+    conversation_id: int
+    up_to_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteMessages:
+    request_id: int
+    message_ids: tuple[int, ...]  # strictly increasing; the codec delta-encodes them
+    for_everyone: bool = False
+
+
+# -- version 2: server to client --------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Conversations:
+    request_id: int
+    conversations: tuple[Conversation, ...]
+    more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """One page of one conversation: the fields of ``core.types.HistoryPage``."""
+
+    request_id: int
+    conversation_id: int
+    participants: tuple[str, ...]
+    messages: tuple[Delivery, ...]  # newest first
+    more: bool
+    deleted_participants: tuple[str, ...] = ()
+    read_up_to: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MarkedRead:
+    request_id: int
+    conversation_id: int
+    up_to_id: int
+    unread: int
+
+
+@dataclass(frozen=True, slots=True)
+class Removed:
+    request_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class SentCopy:
+    """A message this user sent from another connection ("sent by you"); a push."""
+
+    message: Deliver
+
+
+@dataclass(frozen=True, slots=True)
+class ReadMark:
+    """Another connection of this user marked a conversation read; a push."""
+
+    conversation_id: int
+    up_to_id: int
+    unread: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessagesGone:
+    """These message ids left this user's history; a push."""
+
+    message_ids: tuple[int, ...]  # strictly increasing
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,9 +263,39 @@ class ConnectionClosed:
     """The peer closed its side cleanly, on a frame boundary (``receive_data(b"")``)."""
 
 
-ClientEvent = Hello | Signup | Login | Logout | ListAccounts | Send | Ack | DeleteAccount | Ping
+ClientEvent = (
+    Hello
+    | Signup
+    | Login
+    | Logout
+    | ListAccounts
+    | Send
+    | Ack
+    | DeleteAccount
+    | Ping
+    | ListConversations
+    | ReadHistory
+    | MarkRead
+    | DeleteMessages
+)
 ServerEvent = (
-    Welcome | SignedUp | LoggedIn | LoggedOut | Accounts | Sent | Deleted | Pong | Deliver | Error
+    Welcome
+    | SignedUp
+    | LoggedIn
+    | LoggedOut
+    | Accounts
+    | Sent
+    | Deleted
+    | Pong
+    | Deliver
+    | Error
+    | Conversations
+    | History
+    | MarkedRead
+    | Removed
+    | SentCopy
+    | ReadMark
+    | MessagesGone
 )
 Event = ClientEvent | ServerEvent | ConnectionClosed
 
@@ -172,21 +305,33 @@ __all__ = [
     "Ack",
     "ClientEvent",
     "ConnectionClosed",
+    "Conversations",
     "DeleteAccount",
+    "DeleteMessages",
     "Deleted",
     "Deliver",
     "Error",
     "Event",
     "Hello",
+    "History",
     "ListAccounts",
+    "ListConversations",
     "LoggedIn",
     "LoggedOut",
     "Login",
     "Logout",
+    "MarkRead",
+    "MarkedRead",
+    "MessagesGone",
+    "NeedData",
     "Ping",
     "Pong",
+    "ReadHistory",
+    "ReadMark",
+    "Removed",
     "Send",
     "Sent",
+    "SentCopy",
     "ServerEvent",
     "SignedUp",
     "Signup",

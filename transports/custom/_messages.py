@@ -1,9 +1,12 @@
-"""Message bodies of the custom protocol: one decoder and one encoder per opcode, one table.
+"""Message bodies of the custom protocol: one decoder and one encoder per opcode, the tables.
 
 Pure functions with no connection state: a decoder reads the fields after the request id from
 a ``FrameReader`` and returns an event; an encoder appends the request id and the fields of an
-event to a bytearray. ``MESSAGES`` ties each opcode to its event class, its kind (what the
-handshake table needs to know) and its two coders. Layouts are PROTOCOL.md sections 6-7.
+event to a bytearray. The tables tie each opcode to its event class, its kind (what the
+handshake table needs to know) and its two coders, one pair of tables per protocol version
+(``MESSAGES``): version 2 (its coders are in ``_history``) adds eleven messages and grows the
+layouts of SENT and DELIVER. Layouts are PROTOCOL.md sections 6-7; the field readers and
+writers are ``_fields``.
 """
 
 from __future__ import annotations
@@ -16,34 +19,85 @@ from typing import Any
 from transports.custom._events import (
     Accounts,
     Ack,
+    Conversations,
     DeleteAccount,
     Deleted,
+    DeleteMessages,
     Deliver,
     Error,
     Hello,
+    History,
     ListAccounts,
+    ListConversations,
     LoggedIn,
     LoggedOut,
     Login,
     Logout,
+    MarkedRead,
+    MarkRead,
+    MessagesGone,
     Ping,
     Pong,
+    ReadHistory,
+    ReadMark,
+    Removed,
     Send,
     Sent,
+    SentCopy,
     SignedUp,
     Signup,
     Welcome,
+)
+from transports.custom._fields import (
+    FrameReader,
+    _malformed,
+    _no_request_id,
+    _put_rid,
+    _put_str,
+    _put_strs,
+    _put_u8,
+    _put_v32,
+    _put_v64,
+    _refuse,
+    _request_id,
+    _utf8,
+    read_varint,
+)
+from transports.custom._history import (
+    SENDER_DELETED,
+    SENDER_IS_PARTICIPANT,
+    _dec_conversations,
+    _dec_delete_messages,
+    _dec_deliver_v2,
+    _dec_history,
+    _dec_list_conversations,
+    _dec_mark_read,
+    _dec_marked_read,
+    _dec_messages_gone,
+    _dec_read_history,
+    _dec_read_mark,
+    _dec_removed,
+    _dec_sent_copy,
+    _dec_sent_v2,
+    _enc_conversations,
+    _enc_delete_messages,
+    _enc_deliver_v2,
+    _enc_history,
+    _enc_list_conversations,
+    _enc_mark_read,
+    _enc_marked_read,
+    _enc_messages_gone,
+    _enc_read_history,
+    _enc_read_mark,
+    _enc_sent_copy,
+    _enc_sent_v2,
 )
 from transports.custom._wire import (
     MAGIC,
     MAX_ACK_IDS,
     MAX_RECIPIENTS,
-    U32_MAX,
     U64_MAX,
-    VARINT32_BYTES,
-    VARINT64_BYTES,
     ErrorCode,
-    LocalProtocolError,
     Opcode,
     ProtocolError,
     put_varint,
@@ -60,121 +114,7 @@ class Kind(enum.Enum):
     ERROR = "ERROR"
 
 
-def read_varint(buf: bytearray, pos: int, end: int, max_bytes: int) -> tuple[int, int]:
-    """Decode a varint at ``pos``; returns (value, next_pos), next_pos -1 if it runs past end."""
-    value = 0
-    shift = 0
-    for i in range(max_bytes):
-        if pos + i >= end:
-            return 0, -1
-        byte = buf[pos + i]
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            if byte == 0 and i:
-                raise ProtocolError(ErrorCode.MALFORMED, "varint is not minimally encoded")
-            return value, pos + i + 1
-        shift += 7
-    raise ProtocolError(ErrorCode.MALFORMED, f"varint longer than {max_bytes} bytes")
-
-
-def _malformed(message: str) -> ProtocolError:
-    return ProtocolError(ErrorCode.MALFORMED, message)
-
-
-class FrameReader:
-    """Reads the fields of one frame in place; never past ``end``. One per connection,
-    re-aimed at each frame with ``reset`` (no object per frame)."""
-
-    __slots__ = ("buf", "end", "pos")
-
-    def __init__(self) -> None:
-        self.buf = bytearray()
-        self.pos = 0
-        self.end = 0
-
-    def reset(self, buf: bytearray, pos: int, end: int) -> None:
-        self.buf, self.pos, self.end = buf, pos, end
-
-    def _truncated(self, what: str) -> ProtocolError:
-        return _malformed(f"{what} runs past the end of the frame")
-
-    def u8(self) -> int:
-        pos = self.pos
-        if pos >= self.end:
-            raise self._truncated("a u8 field")
-        self.pos = pos + 1
-        return self.buf[pos]
-
-    def v32(self) -> int:
-        pos = self.pos
-        if pos < self.end:
-            byte = self.buf[pos]
-            if byte < 0x80:  # the common case: one byte
-                self.pos = pos + 1
-                return byte
-        value, nxt = read_varint(self.buf, pos, self.end, VARINT32_BYTES)
-        if nxt < 0:
-            raise self._truncated("a varint")
-        if value > U32_MAX:
-            raise _malformed("varint exceeds 2^32-1")
-        self.pos = nxt
-        return value
-
-    def v64(self) -> int:
-        value, nxt = read_varint(self.buf, self.pos, self.end, VARINT64_BYTES)
-        if nxt < 0:
-            raise self._truncated("a varint")
-        if value > U64_MAX:
-            raise _malformed("varint exceeds 2^64-1")
-        self.pos = nxt
-        return value
-
-    def str(self) -> str:
-        size = self.v32()
-        pos = self.pos
-        if size > self.end - pos:
-            raise self._truncated("a string")
-        self.pos = pos + size
-        try:
-            return self.buf[pos : pos + size].decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ProtocolError(ErrorCode.INVALID_UTF8, f"invalid UTF-8: {exc}") from None
-
-    def strs(self, count: int) -> tuple[str, ...]:
-        if count > self.end - self.pos:  # each string takes at least its length byte
-            raise self._truncated("a list of strings")
-        return tuple([self.str() for _ in range(count)])
-
-    def rest(self) -> bytes:
-        pos, self.pos = self.pos, self.end
-        return bytes(self.buf[pos : self.end])
-
-    def rest_str(self) -> str:
-        pos, self.pos = self.pos, self.end
-        # Decode in place (a body can be 64 KiB) and release the view before anything can keep
-        # it alive (a traceback would): a live view stops the buffer from resizing.
-        view = memoryview(self.buf)[pos : self.end]
-        try:
-            return str(view, "utf-8")
-        except UnicodeDecodeError as exc:
-            problem = str(exc)
-        finally:
-            view.release()
-        raise ProtocolError(ErrorCode.INVALID_UTF8, f"invalid UTF-8: {problem}")
-
-
 # -- decoders: (reader positioned after the request id, request id) -> event ------------------
-def _request_id(rid: int) -> int:
-    if rid == 0:
-        raise _malformed("request id 0 is reserved for the server; requests use 1..2^32-1")
-    return rid
-
-
-def _no_request_id(rid: int, what: str) -> None:
-    if rid != 0:
-        raise _malformed(f"{what} travels with request id 0")
-
-
 def _dec_hello(r: FrameReader, rid: int) -> Hello:
     if rid != 0:
         raise ProtocolError(ErrorCode.BAD_HANDSHAKE, "HELLO travels with request id 0")
@@ -188,11 +128,11 @@ def _dec_hello(r: FrameReader, rid: int) -> Hello:
 
 
 def _dec_signup(r: FrameReader, rid: int) -> Signup:
-    return Signup(_request_id(rid), r.str(), r.str())
+    return Signup(_request_id(rid), r.text(), r.text())
 
 
 def _dec_login(r: FrameReader, rid: int) -> Login:
-    return Login(_request_id(rid), r.str(), r.str())
+    return Login(_request_id(rid), r.text(), r.text())
 
 
 def _dec_logout(r: FrameReader, rid: int) -> Logout:
@@ -200,7 +140,7 @@ def _dec_logout(r: FrameReader, rid: int) -> Logout:
 
 
 def _dec_list_accounts(r: FrameReader, rid: int) -> ListAccounts:
-    return ListAccounts(_request_id(rid), r.str(), r.str(), r.v32())
+    return ListAccounts(_request_id(rid), r.text(), r.text(), r.v32())
 
 
 def _dec_send(r: FrameReader, rid: int) -> Send:
@@ -208,7 +148,7 @@ def _dec_send(r: FrameReader, rid: int) -> Send:
     count = r.v32()
     if not 1 <= count <= MAX_RECIPIENTS:
         raise _malformed(f"SEND names 1..{MAX_RECIPIENTS} recipients, not {count}")
-    return Send(rid, r.strs(count), r.rest_str())
+    return Send(rid, r.texts(count), r.rest_text())
 
 
 def _dec_ack(r: FrameReader, rid: int) -> Ack:
@@ -228,7 +168,7 @@ def _dec_ack(r: FrameReader, rid: int) -> Ack:
 
 
 def _dec_delete_account(r: FrameReader, rid: int) -> DeleteAccount:
-    return DeleteAccount(_request_id(rid), r.str())
+    return DeleteAccount(_request_id(rid), r.text())
 
 
 def _dec_ping(r: FrameReader, rid: int) -> Ping:
@@ -257,13 +197,13 @@ def _dec_accounts(r: FrameReader, rid: int) -> Accounts:
     more = r.u8()
     if more > 1:
         raise _malformed(f"ACCOUNTS 'more' is 0 or 1, not {more}")
-    return Accounts(rid, r.strs(r.v32()), bool(more))
+    return Accounts(rid, r.texts(r.v32()), bool(more))
 
 
 def _dec_sent(r: FrameReader, rid: int) -> Sent:
     rid = _request_id(rid)
     message_id, sent_at = r.v64(), r.v64()
-    return Sent(rid, message_id, sent_at, r.strs(r.v32()))
+    return Sent(rid, message_id, sent_at, r.texts(r.v32()))
 
 
 def _dec_deleted(r: FrameReader, rid: int) -> Deleted:
@@ -276,7 +216,7 @@ def _dec_pong(r: FrameReader, rid: int) -> Pong:
 
 def _dec_deliver(r: FrameReader, rid: int) -> Deliver:
     _no_request_id(rid, "DELIVER")
-    return Deliver(r.v64(), r.v64(), r.str(), r.rest_str())
+    return Deliver(r.v64(), r.v64(), r.text(), r.rest_text())
 
 
 def _dec_error(r: FrameReader, rid: int) -> Error:
@@ -284,57 +224,10 @@ def _dec_error(r: FrameReader, rid: int) -> Error:
     if code == 0:
         raise _malformed("error code 0 is reserved")
     known = code in ErrorCode._value2member_map_
-    return Error(rid, ErrorCode(code) if known else code, r.rest_str())
+    return Error(rid, ErrorCode(code) if known else code, r.rest_text())
 
 
 # -- encoders: (event, out) append the request id and the body --------------------------------
-def _refuse(message: str, code: ErrorCode = ErrorCode.MALFORMED) -> LocalProtocolError:
-    return LocalProtocolError(code, message)
-
-
-def _put_u8(out: bytearray, value: int, what: str) -> None:
-    if not 0 <= value <= 0xFF:
-        raise _refuse(f"{what} must fit in a byte: {value}")
-    out.append(value)
-
-
-def _put_v32(out: bytearray, value: int, what: str) -> None:
-    if not 0 <= value <= U32_MAX:
-        raise _refuse(f"{what} must be in 0..2^32-1: {value}")
-    put_varint(out, value)
-
-
-def _put_v64(out: bytearray, value: int, what: str) -> None:
-    if not 0 <= value <= U64_MAX:
-        raise _refuse(f"{what} must be in 0..2^64-1: {value}")
-    put_varint(out, value)
-
-
-def _put_rid(out: bytearray, rid: int) -> None:
-    if not 1 <= rid <= U32_MAX:
-        raise _refuse(f"a request id is 1..2^32-1, not {rid}")
-    put_varint(out, rid)
-
-
-def _utf8(text: str) -> bytes:
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise _refuse(f"not encodable as UTF-8: {exc}", ErrorCode.INVALID_UTF8) from None
-
-
-def _put_str(out: bytearray, text: str) -> None:
-    data = _utf8(text)
-    put_varint(out, len(data))
-    out += data
-
-
-def _put_strs(out: bytearray, texts: tuple[str, ...]) -> None:
-    put_varint(out, len(texts))
-    for text in texts:
-        _put_str(out, text)
-
-
 def _enc_hello(e: Hello, out: bytearray) -> None:
     out.append(0)
     out += MAGIC
@@ -432,7 +325,7 @@ def _enc_error(e: Error, out: bytearray) -> None:
     out += _utf8(e.message)
 
 
-# -- the one table: opcode, event class, kind, decoder, encoder -------------------------------
+# -- the tables: opcode, event class, kind, decoder, encoder; one pair per version ------------
 Decoder = Callable[[FrameReader, int], Any]
 Encoder = Callable[[Any, bytearray], None]
 Spec = tuple[Opcode, type, Kind, Decoder, Encoder]
@@ -460,16 +353,54 @@ SERVER_MESSAGES: tuple[Spec, ...] = (
     (Opcode.DELIVER, Deliver, Kind.RESPONSE, _dec_deliver, _enc_deliver),
     (Opcode.ERROR, Error, Kind.ERROR, _dec_error, _enc_error),
 )
+# Version 2: every version 1 message (same layouts) but SENT and DELIVER, which grow, plus
+# four requests, their four responses and three pushes.
+_V2_REQUESTS: tuple[Spec, ...] = (
+    (Opcode.LIST_CONVERSATIONS, ListConversations, Kind.REQUEST, _dec_list_conversations,
+     _enc_list_conversations),
+    (Opcode.READ_HISTORY, ReadHistory, Kind.REQUEST, _dec_read_history, _enc_read_history),
+    (Opcode.MARK_READ, MarkRead, Kind.REQUEST, _dec_mark_read, _enc_mark_read),
+    (Opcode.DELETE_MESSAGES, DeleteMessages, Kind.REQUEST, _dec_delete_messages,
+     _enc_delete_messages),
+)  # fmt: skip
+_V2_REPLIES: tuple[Spec, ...] = (
+    (Opcode.CONVERSATIONS, Conversations, Kind.RESPONSE, _dec_conversations, _enc_conversations),
+    (Opcode.HISTORY, History, Kind.RESPONSE, _dec_history, _enc_history),
+    (Opcode.MARKED_READ, MarkedRead, Kind.RESPONSE, _dec_marked_read, _enc_marked_read),
+    (Opcode.REMOVED, Removed, Kind.RESPONSE, _dec_removed, _enc_rid_only),
+    (Opcode.SENT_COPY, SentCopy, Kind.RESPONSE, _dec_sent_copy, _enc_sent_copy),
+    (Opcode.READ_MARK, ReadMark, Kind.RESPONSE, _dec_read_mark, _enc_read_mark),
+    (Opcode.MESSAGES_GONE, MessagesGone, Kind.RESPONSE, _dec_messages_gone, _enc_messages_gone),
+)
+_V2_LAYOUTS: dict[Opcode, Spec] = {  # version 1 messages whose layout grows in version 2
+    Opcode.SENT: (Opcode.SENT, Sent, Kind.RESPONSE, _dec_sent_v2, _enc_sent_v2),
+    Opcode.DELIVER: (Opcode.DELIVER, Deliver, Kind.RESPONSE, _dec_deliver_v2, _enc_deliver_v2),
+}
+CLIENT_MESSAGES_V2: tuple[Spec, ...] = (*CLIENT_MESSAGES, *_V2_REQUESTS)
+SERVER_MESSAGES_V2: tuple[Spec, ...] = (
+    *(_V2_LAYOUTS.get(spec[0], spec) for spec in SERVER_MESSAGES),
+    *_V2_REPLIES,
+)
+#: version -> (client-to-server table, server-to-client table).
+MESSAGES: dict[int, tuple[tuple[Spec, ...], tuple[Spec, ...]]] = {
+    1: (CLIENT_MESSAGES, SERVER_MESSAGES),
+    2: (CLIENT_MESSAGES_V2, SERVER_MESSAGES_V2),
+}
 #: Event class -> opcode, for tools and tests (the bench, the PROTOCOL.md example checker).
-_ALL = CLIENT_MESSAGES + SERVER_MESSAGES
+_ALL = CLIENT_MESSAGES_V2 + SERVER_MESSAGES_V2
 OPCODE_OF: dict[type, Opcode] = {cls: opcode for opcode, cls, *_ in _ALL}
 KIND_OF_OPCODE: dict[int, Kind] = {opcode: kind for opcode, _, kind, *_ in _ALL}
 
 __all__ = [
     "CLIENT_MESSAGES",
+    "CLIENT_MESSAGES_V2",
     "KIND_OF_OPCODE",
+    "MESSAGES",
     "OPCODE_OF",
+    "SENDER_DELETED",
+    "SENDER_IS_PARTICIPANT",
     "SERVER_MESSAGES",
+    "SERVER_MESSAGES_V2",
     "FrameReader",
     "Kind",
     "read_varint",

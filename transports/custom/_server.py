@@ -12,18 +12,25 @@ Theory of operation (section numbers refer to PROTOCOL.md)
   * A request's reply is produced inside the request's own coroutine (``_serve``), so when it
     ran as a task the reply is still written in the same step that finished the service call,
     before the delivery pump can run: LOGGED_IN comes before the login's first DELIVER.
-  * Output: frames are collected in ``_out``. Inside ``data_received`` they are written once,
-    when the burst of requests that arrived together has been handled (one ``write`` for a
-    whole pipelined batch); frames produced elsewhere (the pump, a finished blocker, timers)
-    are written at the end of the loop iteration (``call_soon``), so a backlog of deliveries
-    also costs one system call. ``FLUSH_AT`` bounds what waits.
-  * Backpressure: past HIGH_WATER unread bytes the transport calls ``pause_writing``. Then
-    requests stop (a blocker waits in ``_writable``, and reading pauses) and the pump waits
-    in ``_writable`` too. A client that leaves our output unread for STALL_TIMEOUT with no
-    progress, or whose session the service ended because its queue overflowed, is a slow
-    consumer: its session ends (its messages stay pending) and the connection closes.
-  * A successful SIGNUP/LOGIN starts one pump task that drains ``session.deliveries()`` into
-    DELIVER frames (stored backlog first, then live pushes).
+  * Output goes through an ``Outbox`` (``transports/_outbox.py``): the handling of one
+    ``data_received`` is a burst whose replies leave in one ``write`` (a whole pipelined
+    batch); frames produced elsewhere (the pump, a finished blocker, timers) leave at the end
+    of the loop iteration, so a backlog of deliveries also costs one system call.
+  * Backpressure: past HIGH_WATER unread bytes the outbox is paused. Then requests stop (a
+    blocker waits in ``outbox.writable()``, and reading pauses) and the pump waits there too.
+    A client that leaves our output unread for STALL_TIMEOUT with no progress, or whose
+    session the service ended because its queue overflowed, is a slow consumer: its session
+    ends (its messages stay pending) and the connection closes.
+  * A successful SIGNUP/LOGIN starts one pump task that drains the session into push frames
+    (stored backlog first, then live pushes): on a version 2 connection ``session.events()``
+    (DELIVER, SENT_COPY, READ_MARK, MESSAGES_GONE, in commit order), on a version 1
+    connection ``session.deliveries()`` (DELIVER in its version 1 layout, nothing else), so
+    a version 1 client sees exactly version 1 (section 5).
+  * A page of history or conversations that would not fit in one frame (64 KiB bodies) is
+    cut short, with ``more`` set, so the client pages on (sections 7.11, 7.12).
+  * The codec is pluggable (``codec=``): any ``Codec`` yielding the events of ``_events`` in
+    the same frames, e.g. ``transports.protobuf_tcp``'s. The driver takes nothing else from
+    the codec module: WELCOME's limits are the shared ones (see ``_greeted``).
   * Every way to end a connection goes through ``_begin_close``: the last frame (an ERROR, a
     DELETED, a reply to a failed LOGIN) is written, our side is shut for writing, and input is
     read and discarded for up to LINGER seconds (section 9.5). Closing with unread input would
@@ -37,14 +44,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
-from collections.abc import Coroutine
+from collections.abc import AsyncGenerator, Coroutine
 from typing import Any, cast
 
+from core import limits
+from core import types as ct
 from core.errors import ChatError
 from core.service import ChatService
-from core.types import CloseReason
-from transports.custom._codec import Connection, Role
+from core.types import CloseReason, Delivery
+from transports._outbox import Outbox
+from transports.custom._codec import Codec, CodecFactory, Connection, Role
 from transports.custom._eager import Suspended, run_eagerly
 from transports.custom._errors import code_for_close, code_for_error
 from transports.custom._events import (
@@ -52,42 +63,49 @@ from transports.custom._events import (
     Accounts,
     Ack,
     ConnectionClosed,
+    Conversations,
     DeleteAccount,
     Deleted,
+    DeleteMessages,
     Deliver,
     Error,
     Hello,
+    History,
     ListAccounts,
+    ListConversations,
     LoggedIn,
     LoggedOut,
     Login,
     Logout,
+    MarkedRead,
+    MarkRead,
+    MessagesGone,
     Ping,
     Pong,
+    ReadHistory,
+    ReadMark,
+    Removed,
     Send,
     Sent,
+    SentCopy,
     SignedUp,
     Signup,
     Welcome,
 )
 from transports.custom._wire import (
     HANDSHAKE_TIMEOUT,
-    MAX_BODY,
+    MAX_DELETE_IDS,
     MAX_FRAME,
-    MAX_RECIPIENTS,
     ErrorCode,
+    LocalProtocolError,
     ProtocolError,
 )
 
 log = logging.getLogger(__name__)
 
-#: Collected output is handed to the socket when the current burst of requests has been
-#: handled (or at the end of the loop iteration), or at once when it reaches this size (so one
-#: burst of requests with large replies cannot pile up).
-FLUSH_AT = 64 * 1024
-#: Bytes we let pile up unread in one connection's write buffer before its writers wait: four
-#: maximal DELIVERs or thousands of small ones. (Nginx's default send buffer is 4-8 pages;
-#: asyncio's default high-water mark is 64 KiB.)
+#: The byte budget of one connection's output (the outbox's list plus the transport's write
+#: buffer) before its writers wait: four maximal DELIVERs or thousands of small ones.
+#: (Nginx's default send buffer is 4-8 pages; asyncio's default high-water mark is 64 KiB.)
 HIGH_WATER = 256 * 1024
 #: Seconds a client may leave our output unread, with no progress at all, before it is a slow
 #: consumer. Generous: a phone in a tunnel recovers in seconds, a stuck process does not.
@@ -98,18 +116,36 @@ LINGER = 2.0
 CLOSE_TIMEOUT = 5.0  # then the socket is aborted
 
 
+def _deliver(d: Delivery) -> Deliver:
+    """The DELIVER of a delivery (a version 1 codec writes only its first four fields)."""
+    return Deliver(
+        d.message_id,
+        d.sent_at_ms,
+        d.sender,
+        d.body,
+        d.participants,
+        d.sender_deleted,
+        d.conversation_id,
+    )
+
+
 class CustomServer:
     """What start_server returns: ``address`` is (host, port); ``await close()`` stops it."""
 
-    def __init__(self, service: ChatService, handshake_timeout: float) -> None:
+    def __init__(
+        self, service: ChatService, handshake_timeout: float, codec: CodecFactory = Connection
+    ) -> None:
         self.service = service
         self.address: tuple[str, int] = ("", 0)
         self._handshake_timeout = handshake_timeout
+        self._codec = codec
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[_ServerConnection] = set()
 
     def _new_connection(self) -> _ServerConnection:
-        return _ServerConnection(self.service, self._handshake_timeout, self._connections)
+        return _ServerConnection(
+            self.service, self._codec(Role.SERVER), self._handshake_timeout, self._connections
+        )
 
     async def close(self) -> None:
         """Stop listening, tell every client (ERROR SHUTDOWN), close every connection."""
@@ -136,10 +172,12 @@ async def start_server(
     host: str = "127.0.0.1",
     port: int = 0,
     *,
+    codec: CodecFactory = Connection,
     handshake_timeout: float = HANDSHAKE_TIMEOUT,
 ) -> CustomServer:
-    """Listen on (host, port) and serve ``service`` over the custom protocol."""
-    server = CustomServer(service, handshake_timeout)
+    """Listen on (host, port) and serve ``service`` over the custom protocol (or over another
+    body encoding in the same frames: ``codec``)."""
+    server = CustomServer(service, handshake_timeout, codec)
     loop = asyncio.get_running_loop()
     server._server = await loop.create_server(server._new_connection, host, port)
     bound = server._server.sockets[0].getsockname()
@@ -151,6 +189,7 @@ class _ServerConnection(asyncio.Protocol):
     def __init__(
         self,
         service: ChatService,
+        codec: Codec,
         handshake_timeout: float,
         registry: set[_ServerConnection],
     ) -> None:
@@ -161,14 +200,12 @@ class _ServerConnection(asyncio.Protocol):
         self._handshake_timeout = handshake_timeout
         self._transport: asyncio.Transport | None = None
         self._peer: Any = None
-        self._codec = Connection(Role.SERVER)
+        self._codec = codec
         self._session = service.open_session()
-        self._out: list[bytes] = []  # frames not yet handed to the transport
-        self._out_size = 0
-        self._in_burst = False  # inside data_received: the burst's end writes _out
+        self._outbox = Outbox(
+            self._loop, budget=HIGH_WATER, stall_timeout=STALL_TIMEOUT, stall_check=STALL_CHECK
+        )
         self._blocker: asyncio.Task[None] | None = None  # a request (or a wait) in progress
-        self._paused = False  # the transport's buffer is above HIGH_WATER
-        self._resumed: list[asyncio.Future[None]] = []  # writers waiting for resume_writing
         self._closing = False  # the last frame is out: nothing more is sent or handled
         self._finished = False
         self._timer: asyncio.TimerHandle | None = None  # HELLO deadline, then linger/abort
@@ -184,6 +221,10 @@ class _ServerConnection(asyncio.Protocol):
             Ack: self._ack,
             DeleteAccount: self._delete_account,
             Ping: self._ping,
+            ListConversations: self._list_conversations,
+            ReadHistory: self._read_history,
+            MarkRead: self._mark_read,
+            DeleteMessages: self._delete_messages,
         }
 
     def tasks(self) -> list[asyncio.Task[Any]]:
@@ -197,7 +238,7 @@ class _ServerConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self._transport = transport = cast(asyncio.Transport, transport)
-        transport.set_write_buffer_limits(high=HIGH_WATER)
+        self._outbox.attach(transport)
         self._peer = transport.get_extra_info("peername")
         self._registry.add(self)
         self._timer = self._loop.call_later(self._handshake_timeout, self._timed_out)
@@ -218,30 +259,29 @@ class _ServerConnection(asyncio.Protocol):
         self._finish()
         if self._timer is not None:
             self._timer.cancel()
-        self._paused = False
-        self._wake_writers()
+        self._outbox.release()
         self._registry.discard(self)
         if not self.closed.done():
             self.closed.set_result(None)
 
     def pause_writing(self) -> None:
-        self._paused = True
+        self._outbox.pause()
 
     def resume_writing(self) -> None:
-        self._paused = False
-        self._wake_writers()
+        self._outbox.resume()
 
     # -- requests ----------------------------------------------------------------------------
     def _handle_buffered(self, data: bytes | None = None) -> None:
         """Feed ``data`` (if any; ``b""`` is the end of the stream) to the codec, then handle
         every complete request it holds, unless one is still in progress."""
-        self._in_burst = True
+        outbox = self._outbox
+        outbox.begin_burst()
         try:
             codec = self._codec
             if data is not None:
                 codec.receive_data(data)
             while not self._closing and self._blocker is None:
-                if self._paused:
+                if outbox.paused:
                     self._block(self._wait_until_writable())
                     break
                 try:
@@ -263,8 +303,7 @@ class _ServerConnection(asyncio.Protocol):
             log.exception("connection %s failed", self._peer)
             self._end_with(ErrorCode.INTERNAL, "internal server error")
         finally:
-            self._in_burst = False
-            self._flush()
+            outbox.end_burst()
 
     def _block(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` now; if it has to wait, nothing else is handled until it is done."""
@@ -292,6 +331,16 @@ class _ServerConnection(asyncio.Protocol):
         if not await self._writable():
             self._slow_consumer()
 
+    async def _writable(self) -> bool:
+        """Backpressure: wait until the client reads. False if it is a slow consumer."""
+        if self._closing:
+            return True
+        return await self._outbox.writable(self._gave_up)
+
+    def _gave_up(self) -> bool:
+        """While a writer waits: the service ended the session (its queue overflowed)."""
+        return self._session.closed or self._closing
+
     async def _serve(self, event: Any) -> None:
         """Handle one request: call the service, write the reply, follow the session's end."""
         try:
@@ -302,7 +351,10 @@ class _ServerConnection(asyncio.Protocol):
             log.exception("request %r from %s failed", type(event).__name__, self._peer)
             self._end_with(ErrorCode.INTERNAL, "internal server error")
             return
-        if reply is not None:
+        if type(reply) is bytes:  # (a page, encoded to fit one frame)
+            if not self._closing:
+                self._outbox.write(reply)
+        elif reply is not None:
             self._reply(reply)
         if self._session.closed:
             self._session_ended(notice=not isinstance(reply, Deleted))
@@ -311,7 +363,10 @@ class _ServerConnection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._reply(Welcome(self._codec.version or 1, MAX_FRAME, MAX_BODY, MAX_RECIPIENTS))
+        # The limits are shared by every codec on these drivers: MAX_FRAME is the framing's
+        # (the same varint frames), the others are the chat core's.
+        version = self._codec.version or 1
+        self._reply(Welcome(version, MAX_FRAME, limits.MAX_BODY_BYTES, limits.MAX_RECIPIENTS))
 
     # Each handler calls the service and returns the reply, with no await after the service
     # call, so the reply is written before the pump can observe what the call changed.
@@ -339,7 +394,11 @@ class _ServerConnection(asyncio.Protocol):
     async def _send(self, event: Send) -> Sent:
         result = await self._service.send(self._session, event.recipients, event.body)
         return Sent(
-            event.request_id, result.message_id, result.sent_at_ms, result.unknown_recipients
+            event.request_id,
+            result.message_id,
+            result.sent_at_ms,
+            result.unknown_recipients,
+            result.conversation_id,
         )
 
     async def _ack(self, event: Ack) -> None:
@@ -352,6 +411,47 @@ class _ServerConnection(asyncio.Protocol):
     async def _ping(self, event: Ping) -> Pong:
         return Pong(event.request_id, event.payload)
 
+    # version 2 (sections 6.10-6.13)
+    async def _list_conversations(self, event: ListConversations) -> bytes:
+        page = await self._service.list_conversations(self._session, event.before_id, event.limit)
+        return self._fitted(Conversations(event.request_id, page.conversations, page.more))
+
+    async def _read_history(self, event: ReadHistory) -> bytes:
+        page = await self._service.read_history(
+            self._session, event.participants, event.before_id, event.limit, event.conversation_id
+        )
+        return self._fitted(
+            History(
+                event.request_id,
+                page.conversation_id,
+                page.participants,
+                page.messages,
+                page.more,
+                page.deleted_participants,
+                page.read_up_to,
+            )
+        )
+
+    async def _mark_read(self, event: MarkRead) -> MarkedRead:
+        marker = await self._service.mark_read(self._session, event.conversation_id, event.up_to_id)
+        return MarkedRead(event.request_id, marker.conversation_id, marker.up_to_id, marker.unread)
+
+    async def _delete_messages(self, event: DeleteMessages) -> Removed:
+        await self._service.delete_messages(self._session, event.message_ids, event.for_everyone)
+        return Removed(event.request_id)
+
+    def _fitted(self, page: Conversations | History) -> bytes:
+        """The frame of a page, cut short (``more`` set) until it fits in one frame."""
+        items = "conversations" if isinstance(page, Conversations) else "messages"
+        while True:
+            try:
+                return self._codec.send(page)
+            except LocalProtocolError as exc:
+                kept = getattr(page, items)
+                if exc.code is not ErrorCode.FRAME_TOO_LARGE or len(kept) <= 1:
+                    raise
+                page = dataclasses.replace(page, **{items: kept[: len(kept) // 2], "more": True})
+
     # -- deliveries ----------------------------------------------------------------------------
     def _start_pump(self) -> None:
         self._epoch += 1
@@ -363,13 +463,22 @@ class _ServerConnection(asyncio.Protocol):
 
     async def _pump(self, epoch: int) -> None:
         session = self._session
+        v2 = (self._codec.version or 1) >= 2
         try:
-            async with contextlib.aclosing(session.deliveries()) as deliveries:
-                async for d in deliveries:
+            # (both are async generators: close the stream when the pump stops early)
+            stream = cast(
+                "AsyncGenerator[ct.SessionEvent, None]",
+                session.events() if v2 else session.deliveries(),
+            )
+            async with contextlib.aclosing(stream) as events:
+                async for d in events:
                     if epoch != self._epoch or self._closing:
                         return
-                    self._reply(Deliver(d.message_id, d.sent_at_ms, d.sender, d.body))
-                    if self._paused and not await self._writable():
+                    if type(d) is Delivery:
+                        self._reply(_deliver(d))
+                    else:
+                        self._notice(d)
+                    if self._outbox.paused and not await self._writable():
                         self._slow_consumer()
                         return
             if session.closed and epoch == self._epoch:
@@ -380,62 +489,21 @@ class _ServerConnection(asyncio.Protocol):
             log.exception("delivery to %s failed", self._peer)
             self._end_with(ErrorCode.INTERNAL, "internal server error")
 
-    # -- output and backpressure ---------------------------------------------------------------
+    def _notice(self, notice: Any) -> None:
+        """A version 2 push besides DELIVER (section 7.13-7.15)."""
+        if isinstance(notice, ct.SentCopy):
+            self._reply(SentCopy(_deliver(notice.message)))
+        elif isinstance(notice, ct.ReadMarker):
+            self._reply(ReadMark(notice.conversation_id, notice.up_to_id, notice.unread))
+        elif isinstance(notice, ct.MessagesDeleted):
+            ids = tuple(sorted(set(notice.message_ids)))
+            for start in range(0, len(ids), MAX_DELETE_IDS):  # (an account purge: many)
+                self._reply(MessagesGone(ids[start : start + MAX_DELETE_IDS]))
+
+    # -- output ------------------------------------------------------------------------------
     def _reply(self, event: Any) -> None:
-        if self._closing:
-            return
-        data = self._codec.send(event)
-        if not self._out and not self._in_burst:
-            self._loop.call_soon(self._flush)
-        self._out.append(data)
-        self._out_size += len(data)
-        if self._out_size >= FLUSH_AT:
-            self._flush()
-
-    def _flush(self) -> None:
-        out = self._out
-        if not out:
-            return
-        transport = self._transport
-        if transport is not None and not transport.is_closing():
-            if len(out) == 1:
-                transport.write(out[0])
-            else:
-                transport.writelines(out)
-        out.clear()
-        self._out_size = 0
-
-    async def _writable(self) -> bool:
-        """Backpressure: wait until the client reads. False if it is a slow consumer."""
-        self._flush()
-        if not self._paused or self._closing:
-            return True
-        assert self._transport is not None
-        size = self._transport.get_write_buffer_size()
-        give_up = self._loop.time() + STALL_TIMEOUT
-        while self._paused and not self._closing:
-            waiter = self._loop.create_future()
-            self._resumed.append(waiter)
-            try:
-                await asyncio.wait((waiter,), timeout=STALL_CHECK)
-            finally:
-                if not waiter.done():
-                    waiter.cancel()
-                    self._resumed.remove(waiter)
-            if not self._paused:
-                break
-            now = self._transport.get_write_buffer_size()
-            if now < size:
-                size, give_up = now, self._loop.time() + STALL_TIMEOUT
-            elif self._session.closed or self._closing or self._loop.time() >= give_up:
-                return False
-        return True
-
-    def _wake_writers(self) -> None:
-        waiters, self._resumed = self._resumed, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        if not self._closing:
+            self._outbox.write(self._codec.send(event))
 
     def _slow_consumer(self) -> None:
         """End the session of a client that reads too slowly (section 9.4), then close."""
@@ -473,7 +541,7 @@ class _ServerConnection(asyncio.Protocol):
     def _begin_close(self) -> None:
         if self._closing:
             return
-        self._flush()
+        self._outbox.flush()
         self._closing = True
         self._cancel_tasks()
         transport = self._transport
@@ -498,7 +566,7 @@ class _ServerConnection(asyncio.Protocol):
     def _finish(self) -> None:
         if self._finished:
             return
-        self._flush()
+        self._outbox.flush()
         self._finished = self._closing = True
         self._cancel_tasks()
         self._service.close_session(self._session)

@@ -11,9 +11,12 @@ import enum
 from core import limits
 
 MAGIC = b"WC"  # 0x57 0x43, the first two body bytes of HELLO
-PROTOCOL_VERSION = 1
-#: Versions this implementation speaks, lowest to highest (PROTOCOL.md section 5).
-SUPPORTED_VERSIONS = (1,)
+PROTOCOL_VERSION = 1  # the base version: what HELLO, WELCOME and ERROR look like in every one
+#: Versions this implementation speaks, lowest to highest (PROTOCOL.md section 5). Version 2
+#: adds history, read state, message deletion and their pushes (sections 6.10-6.13, 7.11-7.17)
+#: and a longer DELIVER; a connection that negotiated 1 sees exactly version 1.
+SUPPORTED_VERSIONS = (1, 2)
+LATEST_VERSION = SUPPORTED_VERSIONS[-1]
 
 # -- limits -------------------------------------------------------------------------------
 #: Largest frame (bytes after the length field) a server accepts. The biggest legitimate
@@ -25,11 +28,16 @@ SUPPORTED_VERSIONS = (1,)
 MAX_FRAME = 96 * 1024
 #: A server never sends a frame longer than MAX_FRAME + S2C_SLACK: a SENT reply repeats the
 #: unknown recipient names of its SEND (at most the whole SEND minus a >= 1-byte body) and adds
-#: a message id and a timestamp (at most 10 bytes each), so it can exceed its request by 19.
+#: a message id and a timestamp (at most 10 bytes each), and in version 2 a conversation id
+#: (10 more), so it can exceed its request by 29. A page of history or conversations is cut
+#: to fit (PROTOCOL.md section 7.12); any other frame is far below MAX_FRAME.
 S2C_SLACK = 64
 MAX_BODY = limits.MAX_BODY_BYTES
 MAX_RECIPIENTS = limits.MAX_RECIPIENTS
 MAX_ACK_IDS = limits.MAX_ACK_IDS
+#: Ids per DELETE_MESSAGES, and per MESSAGES_GONE push (a longer list of gone ids, e.g. after
+#: an account deletion purged many messages, is pushed as several frames).
+MAX_DELETE_IDS = limits.MAX_DELETE_IDS
 #: Seconds a server waits for a complete HELLO before it closes the connection (slowloris).
 HANDSHAKE_TIMEOUT = 10.0
 
@@ -51,6 +59,11 @@ class Opcode(enum.IntEnum):
     ACK = 0x07
     DELETE_ACCOUNT = 0x08
     PING = 0x09
+    # version 2
+    LIST_CONVERSATIONS = 0x0A
+    READ_HISTORY = 0x0B
+    MARK_READ = 0x0C
+    DELETE_MESSAGES = 0x0D
 
     WELCOME = 0x81
     SIGNED_UP = 0x82
@@ -60,7 +73,17 @@ class Opcode(enum.IntEnum):
     SENT = 0x86
     DELETED = 0x88
     PONG = 0x89
-    DELIVER = 0xA0
+    # version 2
+    CONVERSATIONS = 0x8A
+    HISTORY = 0x8B
+    MARKED_READ = 0x8C
+    REMOVED = 0x8D
+
+    DELIVER = 0xA0  # (its version 2 layout carries conversation, participants, a flags byte)
+    # version 2 pushes
+    SENT_COPY = 0xA1
+    READ_MARK = 0xA2
+    MESSAGES_GONE = 0xA3
     ERROR = 0xFF
 
 
@@ -138,9 +161,11 @@ def varint_size(value: int) -> int:
 
 __all__ = [
     "HANDSHAKE_TIMEOUT",
+    "LATEST_VERSION",
     "MAGIC",
     "MAX_ACK_IDS",
     "MAX_BODY",
+    "MAX_DELETE_IDS",
     "MAX_FRAME",
     "MAX_RECIPIENTS",
     "PROTOCOL_VERSION",

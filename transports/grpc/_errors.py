@@ -73,7 +73,9 @@ REASONS: tuple[Reason, ...] = (
     Reason("UNKNOWN_SESSION", Code.UNAUTHENTICATED, SessionClosed, CloseReason.DISCONNECTED),
     Reason("LOGIN_FAILED", Code.UNAUTHENTICATED, SessionClosed, CloseReason.AUTH_FAILED),
     Reason("ACCOUNT_DELETED", Code.UNAUTHENTICATED, SessionClosed, CloseReason.ACCOUNT_DELETED),
-    Reason("SLOW_CONSUMER", Code.RESOURCE_EXHAUSTED, SessionClosed, CloseReason.SLOW_CONSUMER),
+    # UNAUTHENTICATED like every other ended session, not RESOURCE_EXHAUSTED: that code
+    # invites a retry, and no call with this token can succeed again (log in afresh).
+    Reason("SLOW_CONSUMER", Code.UNAUTHENTICATED, SessionClosed, CloseReason.SLOW_CONSUMER),
     Reason("SHUTDOWN", Code.UNAVAILABLE, SessionClosed, CloseReason.SHUTDOWN),
     Reason("DISCONNECTED", Code.UNAUTHENTICATED, SessionClosed, CloseReason.DISCONNECTED),
 )
@@ -108,7 +110,7 @@ def reason_for(exc: ChatError, session: Session | None) -> Reason:
             return UNKNOWN_SESSION
         return _BY_CLOSE.get(session.close_reason, _BY_CLOSE[CloseReason.DISCONNECTED])
     for cls in type(exc).__mro__:
-        reason = _BY_ERROR.get(cls)  # type: ignore[call-overload]
+        reason = _BY_ERROR.get(cls)
         if reason is not None:
             return reason
     raise LookupError(f"no gRPC status for {type(exc).__name__}; add it to REASONS")

@@ -33,19 +33,25 @@ LARGEST_REQUEST_BYTES = (limits.MAX_BODY_BYTES + _STRING_FIELD) + limits.MAX_REC
 )
 MAX_MESSAGE_BYTES = LARGEST_REQUEST_BYTES + 1024
 
+#: The largest reply the server sends: gRPC's default receive limit, so that a client with
+#: default settings reads every reply. Only history and conversation pages get near it.
+MAX_REPLY_BYTES = 4 * 1024 * 1024
+
+#: A history or conversation page holds messages up to this many bytes (always at least one),
+#: then stops early with ``more`` set. One entry is at most ~75 KB (a maximal body and 256
+#: names) and a page's own fields at most ~18 KB, so a page stays far below MAX_REPLY_BYTES.
+PAGE_BUDGET_BYTES = 1024 * 1024
+
 #: A session with no open Subscribe stream and no rpc for this long is closed (seconds). Such
 #: sessions exist when a client logs in and never subscribes, or logs out and goes away; the
 #: stream is what tells us a subscribed client is still there. The sweep runs four times per
 #: period, so expiry happens between 1 and 1.25 periods after the last call.
 IDLE_TIMEOUT = 300.0
 
-_SIZE_OPTIONS = (
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-)
-
 SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
-    *_SIZE_OPTIONS,
+    # Requests are small (MAX_MESSAGE_BYTES); replies may be history pages (MAX_REPLY_BYTES).
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_REPLY_BYTES),
     # Fail on a port someone else holds instead of silently sharing it (grpc's Linux default).
     ("grpc.so_reuseport", 0),
     # Ping idle connections so that a client that vanished without closing its socket (a
@@ -59,7 +65,8 @@ SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
 )
 
 CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
-    *_SIZE_OPTIONS,
+    ("grpc.max_receive_message_length", MAX_REPLY_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     # grpc shares one TCP connection between channels to the same target by default; a
     # ChatClient is one client (a device), so it gets a connection of its own, like a
     # custom-protocol client.

@@ -1,36 +1,42 @@
-"""The gRPC ChatClient: one grpc.aio channel, unary calls for commands, one Subscribe stream.
+"""The gRPC client transport: one grpc.aio channel, a unary call per request, one push stream.
 
-It mirrors core.loopback's session semantics, using chat.proto's rules:
-  * Before a login the client has no token; commands then get NOT_LOGGED_IN from the server.
+``open_client(address)`` returns ``core.ChatClient(GrpcTransport(address))``: every client
+*rule* (prechecks, logged-in state, what a failed login or a deletion does, dedup, auto-ack) is
+ChatClient's. This module only carries requests over chat.proto and reports what the server
+pushes, following chat.proto's session rules:
+
+Theory of operation
+  * One dispatch table (``_RPCS``) maps each ``core.requests`` type to its rpc, how the request
+    becomes a protobuf message and how the reply becomes the core result. Every call has a
+    deadline (``LOGIN_TIMEOUT`` for Signup/Login, ``CALL_TIMEOUT`` for the rest). A failed call
+    becomes a ``core.errors`` error through ``_errors`` only (the ``wirechat-error`` trailing
+    metadata names the reason; the status code is the fallback); a status that says the
+    session has ended is also reported as ``events.session_ended(reason)``.
+  * Before a login there is no token; commands then get NOT_LOGGED_IN from the server.
   * A successful Signup/Login stores the token (sent as ``wirechat-session`` metadata from
-    then on) and opens the Subscribe stream, read by a background task into ``_on_delivery``.
-    The login returns once the server has attached that stream to the session (its response
-    headers came back), and Logout is never sent before then, so a Subscribe cannot reach the
-    server after the Logout of its own login. A later login on the same client sends the
-    token, so the server sees the same session (ALREADY_LOGGED_IN if it is logged in, as on a
-    custom connection); logging out and in again any number of times keeps the client usable.
-  * A failed Signup/Login ends the session (Rule 4): the client is then closed for good and
-    every command raises SessionClosed, just like a custom-protocol client whose connection
-    the server closed. The console reconnects with a new client.
-  * Each stream belongs to one login (its *generation*: logins and logouts each start a new
-    one). Only the stream of the current generation speaks for the session: when it ends
-    with a status whose ``wirechat-error`` means "ended" (or a command gets one), the client
-    records why in ``closed_reason`` and ends ``messages()``; when it is lost without a
-    wirechat-error (server gone, connection broken), that counts as a disconnection, since
-    the server closes a session whose stream breaks. A Subscribe the server *refuses* with a
-    reason that does not end the session (NOT_LOGGED_IN: the session was logged out first;
-    ALREADY_SUBSCRIBED) leaves the session, and the client, as they are. The end of an older
-    generation's stream, however it ends, says nothing about the current login: ignored.
+    then on) and opens the SubscribeEvents stream, read by a background task into
+    ``events.delivered`` (deliveries) and ``events.notified`` (the notices of Rules 22-24).
+    The request returns once the server has attached that stream to the session (its
+    response headers came back), and a Logout is never sent before then, so a
+    Subscribe cannot reach the server after the Logout of its own login. A later login on the
+    same channel sends the token, so the server sees the same session (ALREADY_LOGGED_IN if it
+    is logged in, as on a custom connection); logging out and in again any number of times
+    keeps the transport usable.
+  * Each stream belongs to one login (its *generation*: logins, logouts and close() each start
+    a new one). Only the stream of the current generation speaks for the session: when it ends
+    with a status whose ``wirechat-error`` means "ended", that is ``events.session_ended``;
+    when it is lost without a wirechat-error (server gone, connection broken), that is
+    ``events.connection_lost``, since the server closes a session whose stream breaks. A
+    Subscribe the server *refuses* with a reason that does not end the session (NOT_LOGGED_IN:
+    the session was logged out first; ALREADY_SUBSCRIBED) leaves the session as it is. The end
+    of an older generation's stream, however it ends, says nothing about the current login:
+    ignored. A clean end (OK) means the session logged out.
   * ``close()`` cancels the stream (which closes the session on the server) and the channel.
 
-Every unary call has a deadline.
-
-Acks are not batched behind the application's back. ``messages()`` (core.client) awaits the
-ack of each message before handing it over, one Ack rpc per message, so that "handed over"
-implies "delivered" (Rule 11) exactly as on the other transports; batching would mean acking
-messages not yet handed over, or handing over messages a second device still sees as pending.
-An application that wants fewer round trips uses ``auto_ack=False`` and acks many ids in one
-``ack()`` call (up to core.limits.MAX_ACK_IDS).
+Acks are not batched behind the application's back: ChatClient's ``messages()`` awaits the ack
+of each message before handing it over, one Ack rpc per message, so that "handed over" implies
+"delivered" (Rule 11) exactly as on the other transports. An application that wants fewer round
+trips uses ``auto_ack=False`` and acks many ids in one ``ack()`` (up to ``MAX_ACK_IDS``).
 """
 
 from __future__ import annotations
@@ -38,21 +44,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import grpc
-from google.protobuf.message import Message
 
-from core.client import ChatClient
-from core.errors import AlreadyLoggedIn, InvalidArgument, SessionClosed
-from core.types import AccountPage, CloseReason, Delivery, LoginResult, SendResult
+from core import requests as rq
+from core.client import ChatClient, ClientEvents
+from core.errors import InvalidArgument
+from core.types import AccountPage, CloseReason, Delivery, LoginResult
+from transports.grpc import _convert as cv
 from transports.grpc._errors import error_from, reason_of
 from transports.grpc._generated import chat_pb2 as pb
 from transports.grpc._generated import chat_pb2_grpc
 from transports.grpc._wire import CHANNEL_OPTIONS, SESSION_KEY
 
 log = logging.getLogger(__name__)
+
+R = TypeVar("R")
 
 #: Deadline of a command (seconds): generous, since it only fires when the server is stuck.
 CALL_TIMEOUT = 10.0
@@ -64,47 +74,88 @@ CONNECT_TIMEOUT = 10.0
 #: How long logout/close wait for the Subscribe stream to wind down.
 STREAM_STOP_TIMEOUT = 5.0
 
+_UINT32_MAX = cv.U32_MAX
 
-def open_client(address: tuple[str, int], *, auto_ack: bool = True) -> GrpcChatClient:
+
+def open_client(address: tuple[str, int], *, auto_ack: bool = True) -> ChatClient:
     """A client for the gRPC server at ``(host, port)``; ``connect()`` it or use ``async with``."""
-    return GrpcChatClient(address, auto_ack=auto_ack)
+    return ChatClient(GrpcTransport(address), auto_ack=auto_ack)
 
 
-_UINT32_MAX = 2**32 - 1
+# -- the dispatch table: request type -> rpc, request message, result ----------------------------
+@dataclass(frozen=True, slots=True)
+class _Rpc:
+    method: str  # the rpc's name on chat_pb2_grpc.ChatStub
+    encode: Callable[[Any], Any]  # core request -> protobuf request message
+    decode: Callable[[Any], Any]  # protobuf reply -> core result
+    logs_in: bool = False  # Signup/Login: the login deadline, then open the push stream
 
 
-def _request(message_class: type[Message], **fields: Any) -> Any:
-    """Build a request; a value the wire cannot carry (an id out of uint64 range, a string
-    that is not valid Unicode) is the caller's InvalidArgument, as the core would say."""
-    try:
-        return message_class(**fields)
-    except (ValueError, TypeError) as exc:
-        raise InvalidArgument(f"cannot encode the request: {exc}") from None
+def _login_result(reply: pb.LoginReply) -> LoginResult:
+    return LoginResult(reply.username, reply.pending)
+
+
+def _nothing(reply: Any) -> None:
+    return None
+
+
+_RPCS: dict[type[rq.Request[Any]], _Rpc] = {
+    rq.Signup: _Rpc(
+        "Signup",
+        lambda r: pb.SignupRequest(username=r.username, password=r.password),
+        _login_result,
+        logs_in=True,
+    ),
+    rq.Login: _Rpc(
+        "Login",
+        lambda r: pb.LoginRequest(username=r.username, password=r.password),
+        _login_result,
+        logs_in=True,
+    ),
+    rq.Logout: _Rpc("Logout", lambda r: pb.LogoutRequest(), _nothing),
+    rq.ListAccounts: _Rpc(
+        "ListAccounts",
+        # A page size beyond uint32 asks for "as many as you give": the server's cap decides.
+        lambda r: pb.ListAccountsRequest(
+            pattern=r.pattern, after=r.after, limit=min(r.limit, _UINT32_MAX)
+        ),
+        lambda m: AccountPage(tuple(m.usernames), m.more),
+    ),
+    rq.Send: _Rpc(
+        "Send", lambda r: pb.SendRequest(recipients=r.recipients, body=r.body), cv.sent_of
+    ),
+    rq.Ack: _Rpc("Ack", lambda r: pb.AckRequest(message_ids=r.message_ids), _nothing),
+    rq.DeleteAccount: _Rpc(
+        "DeleteAccount", lambda r: pb.DeleteAccountRequest(username=r.username), _nothing
+    ),
+    rq.ListConversations: _Rpc("ListConversations", cv.list_conversations_pb, cv.conversations_of),
+    rq.ReadHistory: _Rpc("ReadHistory", cv.read_history_pb, cv.history_of),
+    rq.MarkRead: _Rpc("MarkRead", cv.mark_read_pb, cv.marker_of),
+    rq.DeleteMessages: _Rpc("DeleteMessages", cv.delete_messages_pb, _nothing),
+}
 
 
 def _target(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-class GrpcChatClient(ChatClient):
-    """core.ChatClient over gRPC (see the module docstring for the session rules)."""
+class GrpcTransport:
+    """core.client.ClientTransport over chat.proto (see the module docstring)."""
 
     def __init__(
         self,
         address: tuple[str, int],
         *,
-        auto_ack: bool = True,
         call_timeout: float = CALL_TIMEOUT,
         login_timeout: float = LOGIN_TIMEOUT,
     ) -> None:
-        super().__init__(auto_ack=auto_ack)
         self.target = _target(*address)
         self.call_timeout = call_timeout
         self.login_timeout = login_timeout
+        self._events: ClientEvents | None = None
         self._channel: grpc.aio.Channel | None = None
         self._stub: chat_pb2_grpc.ChatStub | None = None
         self._metadata: tuple[tuple[str, str], ...] = ()
-        self._ended: CloseReason | None = None  # the session ended: the client is unusable
         self._stream: grpc.aio.UnaryStreamCall | None = None
         self._pump: asyncio.Task[None] | None = None
         # Bumped by each login, logout and close: the login a Subscribe stream belongs to.
@@ -116,7 +167,7 @@ class GrpcChatClient(ChatClient):
         return self._metadata[0][1] if self._metadata else None
 
     # -- lifecycle -------------------------------------------------------------------------
-    async def connect(self) -> None:
+    async def connect(self, events: ClientEvents) -> None:
         """Open the channel and wait until it is connected; OSError if the server is not there."""
         if self._channel is not None:
             return
@@ -129,6 +180,7 @@ class GrpcChatClient(ChatClient):
             if isinstance(exc, TimeoutError):
                 raise ConnectionError(f"no gRPC server answered at {self.target}") from None
             raise
+        self._events = events
         self._channel = channel
         self._stub = chat_pb2_grpc.ChatStub(channel)
 
@@ -148,90 +200,65 @@ class GrpcChatClient(ChatClient):
         if channel is None:
             return
         self._generation += 1  # the stream we cancel now is no news about the session
+        self._metadata = ()
         await self._stop_stream(cancel=True)
         await channel.close()
         self._stub = None
-        self._on_closed()
+        if self._events is not None:
+            self._events.connection_lost(None)
 
-    # -- commands --------------------------------------------------------------------------
-    async def signup(self, username: str, password: str) -> LoginResult:
-        request = _request(pb.SignupRequest, username=username, password=password)
-        return await self._log_in(self._live_stub().Signup, request)
-
-    async def login(self, username: str, password: str) -> LoginResult:
-        request = _request(pb.LoginRequest, username=username, password=password)
-        return await self._log_in(self._live_stub().Login, request)
-
-    async def logout(self) -> None:
-        if self._stream is not None:
-            await self._attached(self._stream)  # the Logout must not overtake our Subscribe
-        await self._call(self._live_stub().Logout, pb.LogoutRequest())
-        self._generation += 1  # the stream now ends with the login it belonged to
-        await self._stop_stream(cancel=False)  # the server ends it with OK
-
-    async def list_accounts(
-        self, pattern: str = "*", after: str = "", limit: int = 0
-    ) -> AccountPage:
-        if limit < 0:  # the wire's uint32 cannot carry what the core would refuse
-            raise InvalidArgument("the page size must not be negative")
-        request = _request(
-            pb.ListAccountsRequest, pattern=pattern, after=after, limit=min(limit, _UINT32_MAX)
-        )
-        reply = await self._call(self._live_stub().ListAccounts, request)
-        return AccountPage(tuple(reply.usernames), reply.more)
-
-    async def send(self, recipients: Sequence[str], body: str) -> SendResult:
-        request = _request(pb.SendRequest, recipients=recipients, body=body)
-        reply = await self._call(self._live_stub().Send, request)
-        return SendResult(reply.message_id, reply.sent_at_ms, tuple(reply.unknown_recipients))
-
-    async def ack(self, message_ids: Sequence[int]) -> None:
-        await self._call(self._live_stub().Ack, _request(pb.AckRequest, message_ids=message_ids))
-
-    async def delete_account(self, username: str) -> None:
-        request = _request(pb.DeleteAccountRequest, username=username)
-        await self._call(self._live_stub().DeleteAccount, request)
-        self._end(CloseReason.ACCOUNT_DELETED)  # this session ended with the account
-
-    # -- internals -------------------------------------------------------------------------
-    def _live_stub(self) -> chat_pb2_grpc.ChatStub:
-        if self._ended is not None:
-            raise SessionClosed(f"session ended: {self._ended.value}")
-        if self._stub is None:
+    # -- requests --------------------------------------------------------------------------
+    async def request(self, request: rq.Request[R]) -> R:
+        """Carry ``request`` as its unary rpc; Signup/Login also open the SubscribeEvents stream."""
+        stub = self._stub
+        if stub is None:
             raise ConnectionError("not connected")
-        return self._stub
-
-    async def _call(self, rpc: Any, request: Any, timeout: float | None = None) -> Any:
+        rpc = _RPCS.get(type(request))
+        if rpc is None:
+            raise TypeError(f"the gRPC transport cannot carry {request!r}")
         try:
-            return await rpc(request, metadata=self._metadata, timeout=timeout or self.call_timeout)
+            message = rpc.encode(request)
+        except (ValueError, TypeError) as exc:  # e.g. a string that is not valid Unicode
+            raise InvalidArgument(f"cannot encode the request: {exc}") from None
+        if isinstance(request, rq.Logout) and self._stream is not None:
+            await self._attached(self._stream)  # the Logout must not overtake our Subscribe
+        try:
+            reply = await getattr(stub, rpc.method)(
+                message,
+                metadata=self._metadata,
+                timeout=self.login_timeout if rpc.logs_in else self.call_timeout,
+            )
         except grpc.aio.AioRpcError as err:
-            reason = reason_of(err)
-            if reason is not None and reason.ends is not None:
-                self._end(reason.ends)
-            raise error_from(err, reason) from None
+            raise self._failed(err) from None
+        if rpc.logs_in:
+            await self._subscribe(reply.session_token)
+        elif isinstance(request, rq.Logout):
+            self._generation += 1  # the stream now ends with the login it belonged to
+            await self._stop_stream(cancel=False)  # the server ends it with OK
+        return rpc.decode(reply)
 
-    async def _log_in(self, rpc: Any, request: Any) -> LoginResult:
-        try:
-            reply = await self._call(rpc, request, self.login_timeout)
-        except AlreadyLoggedIn:
-            raise  # the session is untouched
-        except SessionClosed:
-            raise  # _call has ended the client already
-        except OSError:
-            raise  # no answer (deadline, server gone): no token came back, nothing to end
-        except Exception:
-            self._end(CloseReason.AUTH_FAILED)  # Rule 4: a refused signup/login ends it
-            raise
-        self._metadata = ((SESSION_KEY, reply.session_token),)
+    def _failed(self, err: grpc.aio.AioRpcError) -> Exception:
+        """The exception for a failed call; a status saying the session ended is reported."""
+        reason = reason_of(err)
+        if reason is not None and reason.ends is not None:
+            self._session_over(reason.ends)
+        return error_from(err, reason)
+
+    # -- the Subscribe stream --------------------------------------------------------------
+    async def _subscribe(self, token: str) -> None:
+        """After a login: send the token from now on, open this login's stream, wait for it."""
         await self._stop_stream(cancel=False)  # a stream from before a logout, if any
+        stub = self._stub
+        if self._channel is None or stub is None:  # close() ran while we waited for the reply
+            raise ConnectionError("the client was closed while logging in")
+        self._metadata = ((SESSION_KEY, token),)
         self._generation += 1
-        stream = self._live_stub().Subscribe(pb.SubscribeRequest(), metadata=self._metadata)
+        stream = stub.SubscribeEvents(pb.SubscribeRequest(), metadata=self._metadata)
         self._stream = stream
         self._pump = asyncio.create_task(
             self._run_pump(stream, self._generation), name="grpc-subscribe"
         )
         await self._attached(stream)
-        return LoginResult(reply.username, reply.pending)
 
     async def _attached(self, stream: grpc.aio.UnaryStreamCall) -> None:
         """Wait for the server's answer to the Subscribe: the response headers it sends once
@@ -259,12 +286,19 @@ class GrpcChatClient(ChatClient):
                 raise  # our caller is being cancelled, not just the stream
 
     async def _run_pump(self, stream: grpc.aio.UnaryStreamCall, generation: int) -> None:
-        """Feed one login's deliveries to the application; learn why the stream ended."""
+        """Hand one login's deliveries and notices to the client; learn why the stream ended."""
+        assert self._events is not None
+        delivered, notified = self._events.delivered, self._events.notified
+        push_of = cv.push_of
         try:
             async for item in stream:
-                self._on_delivery(
-                    Delivery(item.message_id, item.sender, item.body, item.sent_at_ms)
-                )
+                arm = item.WhichOneof("event")
+                event = push_of(arm, getattr(item, arm)) if arm is not None else None
+                if isinstance(event, Delivery):
+                    delivered(event)
+                elif event is not None:
+                    notified(event)
+                # None: a push from a newer server this client does not know: ignored
         except grpc.aio.AioRpcError as err:
             self._stream_failed(err, generation)
         except asyncio.CancelledError:
@@ -272,7 +306,7 @@ class GrpcChatClient(ChatClient):
             if task is not None and task.cancelling():
                 stream.cancel()
                 raise
-            # Otherwise the call itself was cancelled locally (close, or _end): done.
+            # Otherwise the call itself was cancelled locally (close, logout timeout): done.
         # A clean end (status OK) means the session logged out: nothing more to do.
 
     def _stream_failed(self, err: grpc.aio.AioRpcError, generation: int) -> None:
@@ -285,9 +319,12 @@ class GrpcChatClient(ChatClient):
         reason = reason_of(err, by_code=False)
         if reason is None:  # the server closes a session whose stream breaks
             log.debug("subscribe stream failed: %s %s", err.code(), err.details())
-            self._end(CloseReason.DISCONNECTED)
+            self._generation += 1
+            self._metadata = ()
+            if self._events is not None:
+                self._events.connection_lost(CloseReason.DISCONNECTED.value)
         elif reason.ends is not None:
-            self._end(reason.ends)
+            self._session_over(reason.ends)
         else:  # refused, but the session lives on (logged out first, or already subscribed)
             log.warning("the server refused the Subscribe stream: %s", err.details())
 
@@ -312,12 +349,14 @@ class GrpcChatClient(ChatClient):
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
 
-    def _end(self, reason: CloseReason) -> None:
-        """The server ended the session: remember why, end messages(), stop streaming."""
-        if self._ended is not None:
-            return
-        self._ended = reason
+    def _session_over(self, reason: CloseReason) -> None:
+        """The server ended the session: forget the token, stop streaming, report why."""
+        self._generation += 1  # whatever the stream says next is no news
         self._metadata = ()
         if self._stream is not None:
             self._stream.cancel()
-        self._on_closed(reason.value)
+        if self._events is not None:
+            self._events.session_ended(reason.value)
+
+
+__all__ = ["CALL_TIMEOUT", "LOGIN_TIMEOUT", "GrpcTransport", "open_client"]

@@ -9,10 +9,14 @@ Theory of operation
     ``_log_in`` and from Subscribe.
   * Signup/Login without a token open a session and issue a token only on success; on failure
     the core has already closed the session (Rule 4) and no token exists.
-  * Subscribe drains ``session.deliveries()``. If it ends because the session logged out, the
-    stream ends with OK; if the session ended, with the status of its close reason (deleted,
-    too slow, shutdown). If the *client* cancels it (or its connection dies), grpc cancels our
-    task: the finally block closes the session, as a dropped TCP connection would.
+  * Subscribe drains ``session.deliveries()`` (deliveries only: the stream of clients from
+    before history), SubscribeEvents ``session.events()`` (deliveries and the notices of Rules
+    22-24); both are ``_push``. If it ends because the session logged out, the stream ends
+    with OK; if the session ended, with the status of its close reason (deleted, too slow,
+    shutdown). If the *client* cancels it (or its connection dies, or its deadline expires),
+    grpc cancels our task: the finally block closes the session, as a dropped TCP connection
+    would.
+  * History messages <-> core values live in ``_convert`` (shared with grpc-stream).
   * Also on: server reflection, and the standard health service (SERVING for "" and for
     wirechat.v1.Chat; NOT_SERVING once close() begins).
 """
@@ -20,10 +24,11 @@ Theory of operation
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -34,6 +39,7 @@ from core.errors import ChatError, InvalidArgument, NotLoggedIn, SessionClosed
 from core.service import ChatService
 from core.session import Session
 from core.types import LoginResult
+from transports.grpc import _convert as cv
 from transports.grpc._errors import BY_NAME, AlreadySubscribed, abort, abort_with, closed_text
 from transports.grpc._generated import chat_pb2 as pb
 from transports.grpc._generated import chat_pb2_grpc
@@ -48,7 +54,7 @@ SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Chat"].full_name  # "wirecha
 SHUTDOWN_GRACE = 1.0
 
 Reply = TypeVar("Reply")
-Context = grpc.aio.ServicerContext
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
 class Malformed:
@@ -82,7 +88,7 @@ def _check(request: Any) -> None:
 def _token(context: Context) -> str | None:
     for key, value in context.invocation_metadata() or ():
         if key == SESSION_KEY:
-            return value  # type: ignore[return-value]
+            return value
     return None
 
 
@@ -172,21 +178,71 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
     @_command
     async def Send(self, request: pb.SendRequest, session: Session) -> pb.SendReply:
         result = await self.service.send(session, request.recipients, request.body)
-        return pb.SendReply(
-            message_id=result.message_id,
-            sent_at_ms=result.sent_at_ms,
-            unknown_recipients=result.unknown_recipients,
-        )
+        return cv.send_reply(result)
 
     @_command
     async def Ack(self, request: pb.AckRequest, session: Session) -> pb.AckReply:
         await self.service.ack(session, request.message_ids)
         return pb.AckReply()
 
-    # -- the push stream -----------------------------------------------------------------
+    # -- history (Rules 19-25) -----------------------------------------------------------
+    @_command
+    async def ListConversations(
+        self, request: pb.ListConversationsRequest, session: Session
+    ) -> pb.ListConversationsReply:
+        page = await self.service.list_conversations(session, request.before_id, request.limit)
+        return cv.conversations_reply(page)
+
+    @_command
+    async def ReadHistory(
+        self, request: pb.ReadHistoryRequest, session: Session
+    ) -> pb.ReadHistoryReply:
+        page = await self.service.read_history(
+            session, request.participants, request.before_id, request.limit,
+            request.conversation_id,
+        )  # fmt: skip
+        return cv.history_reply(page)
+
+    @_command
+    async def MarkRead(self, request: pb.MarkReadRequest, session: Session) -> pb.ReadMarker:
+        marker = await self.service.mark_read(session, request.conversation_id, request.up_to_id)
+        return cv.marker_pb(marker)
+
+    @_command
+    async def DeleteMessages(
+        self, request: pb.DeleteMessagesRequest, session: Session
+    ) -> pb.DeleteMessagesReply:
+        await self.service.delete_messages(session, request.message_ids, request.for_everyone)
+        return pb.DeleteMessagesReply()
+
+    # -- the push streams ----------------------------------------------------------------
+    # (grpc.aio wants async generator functions here; aclosing() runs _push's finally at once
+    # when grpc closes the outer generator.)
     async def Subscribe(
         self, request: pb.SubscribeRequest, context: Context
     ) -> AsyncIterator[pb.Delivery]:
+        """Deliveries only, as before history existed (old clients)."""
+        push = self._push(request, context, Session.deliveries, cv.delivery_pb)
+        async with contextlib.aclosing(push) as items:
+            async for item in items:
+                yield item
+
+    async def SubscribeEvents(
+        self, request: pb.SubscribeRequest, context: Context
+    ) -> AsyncIterator[pb.SessionEvent]:
+        """Deliveries and notices."""
+        push = self._push(request, context, Session.events, cv.session_event_pb)
+        async with contextlib.aclosing(push) as items:
+            async for item in items:
+                yield item
+
+    async def _push(
+        self,
+        request: pb.SubscribeRequest,
+        context: Context,
+        source: Callable[[Session], AsyncIterator[Any]],
+        convert: Callable[[Any], Reply],
+    ) -> AsyncGenerator[Reply, None]:
         session = None
         try:
             _check(request)
@@ -206,13 +262,8 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
             # Headers now, not with the first message: the client waits for them, so that
             # once its login returns, closing it is sure to cancel a stream we know about.
             await context.send_initial_metadata(())
-            async for delivery in session.deliveries():
-                yield pb.Delivery(
-                    message_id=delivery.message_id,
-                    sent_at_ms=delivery.sent_at_ms,
-                    sender=delivery.sender,
-                    body=delivery.body,
-                )
+            async for event in source(session):
+                yield convert(event)
             gone = False
         finally:
             entry.stream = None

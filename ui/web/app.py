@@ -35,9 +35,13 @@ from flask import (
     session,
     url_for,
 )
+from werkzeug.wrappers import Response as BaseResponse
 
 from core import limits
 from core.errors import ChatError
+from core.types import ConversationPage
+from ui import timefmt
+from ui.web import history
 from ui.web.gateway import ChatSession, Gateway, GatewayError, Stream
 from ui.web.security import (
     add_security_headers,
@@ -77,8 +81,6 @@ def create_app(gateway: Gateway, *, secret_key: bytes | None = None) -> Flask:
     app.extensions["wirechat_gateway"] = gateway
     app.jinja_env.globals["csrf_token"] = csrf_token
     app.jinja_env.globals["static_url"] = _static_urls(app)
-    app.jinja_env.filters["clock"] = _clock
-    app.jinja_env.filters["iso"] = _iso
     app.after_request(add_security_headers)
 
     @app.before_request
@@ -112,14 +114,6 @@ def _static_urls(app: Flask) -> Callable[[str], str]:
         return url_for("static", filename=filename, v=versions.get(filename, "0"))
 
     return static_url
-
-
-def _clock(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%H:%M")
-
-
-def _iso(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="seconds")
 
 
 def _wants_json() -> bool:
@@ -170,7 +164,7 @@ def _parse_recipients(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _after_sign_out(error: GatewayError) -> Response:
+def _after_sign_out(error: GatewayError) -> BaseResponse:
     """The chat session ended under a command: sign the browser out and say why."""
     _sign_out_cookie(None)
     flash(str(error), "error")
@@ -182,7 +176,7 @@ def _after_sign_out(error: GatewayError) -> Response:
 # -- sign up, log in, log out, delete --------------------------------------------------------
 def _add_account_routes(app: Flask, gateway: Gateway) -> None:
     @app.get("/")
-    def index() -> Response:
+    def index() -> BaseResponse:
         if gateway.get(session.get("key")) is not None:
             return redirect(url_for("chat_view"))
         return redirect(url_for("login"))
@@ -196,7 +190,7 @@ def _add_account_routes(app: Flask, gateway: Gateway) -> None:
         return _sign_in_page(gateway, create=True)
 
     @app.post("/logout")
-    def logout() -> Response:
+    def logout() -> BaseResponse:
         chat = gateway.get(session.get("key"))
         if chat is not None:
             gateway.logout(chat)
@@ -273,36 +267,154 @@ def _sign_in_page(gateway: Gateway, *, create: bool) -> Any:
 
 
 # -- conversations, compose, people, events --------------------------------------------------
-def _render_page(template: str, chat: ChatSession, *, peer: str | None = None, **ctx: Any) -> str:
-    view = chat.history.view(peer)
+def _tz() -> dt.tzinfo:
+    """The reader's time zone, as static/chat.js put it in the ``tz`` cookie (UTC before)."""
+    return timefmt.zone(request.cookies.get("tz"))
+
+
+def _render_page(
+    template: str,
+    chat: ChatSession,
+    *,
+    last_seq: int | None = None,
+    conversations: ConversationPage | None = None,
+    **ctx: Any,
+) -> str:
+    """A signed-in page; ``last_seq``: the feed position the page shows (taken before the
+    server was asked, so its event stream repeats rather than misses; pages drop repeats)."""
+    seq = chat.feed.last_seq if last_seq is None else last_seq
+    page = conversations if conversations is not None else chat.feed.snapshot
     return render_template(
         template,
         chat=chat,
         me=chat.username,
-        peer=peer,
-        view=view,
-        unread_total=view.unread_total,
+        last_seq=seq,
+        unread_total=history.unread_total(page),
         **ctx,
     )
+
+
+def _parse_peer(text: str) -> tuple[str, ...]:
+    """``?peer=kim,lee`` -> ("kim", "lee"), sorted; 404 for anything that is not a name."""
+    names = tuple(sorted({name for name in text.split(",") if name}))
+    if not names or len(names) > limits.MAX_RECIPIENTS:
+        abort(404)
+    for name in names:
+        if not limits.USERNAME_RE.fullmatch(name):
+            abort(404)
+    return names
 
 
 def _add_chat_routes(app: Flask, gateway: Gateway) -> None:
     @app.get("/chat")
     @signed_in
-    def chat_view() -> str:
+    def chat_view() -> Any:
         chat: ChatSession = g.chat
-        peer = request.args.get("peer") or None
-        if peer is not None:
-            if not limits.USERNAME_RE.fullmatch(peer):
-                abort(404)
-            chat.history.mark_read(peer)
-        return _render_page("chat.html", chat, peer=peer, title=peer or "Chats")
+        cid = _int_arg(request.args.get("c"))
+        peer_text = request.args.get("peer") or ""
+        participants = _parse_peer(peer_text) if peer_text and not cid else ()
+        before = _int_arg(request.args.get("before"))
+        seq = chat.feed.last_seq
+        tz = _tz()
+        thread = None
+        try:
+            if not cid and not participants:
+                conversations = gateway.conversations(chat)
+            elif before:  # an older page, without the script ("Load older" link)
+                page = gateway.history(
+                    chat, conversation_id=cid, participants=participants, before_id=before
+                )
+                conversations = gateway.conversations(chat)
+            else:
+                page, conversations = gateway.open_thread(
+                    chat, conversation_id=cid, participants=participants
+                )
+        except GatewayError as exc:
+            if exc.signed_out:
+                return _after_sign_out(exc)
+            flash(str(exc), "error")
+            return _render_page(
+                "chat.html",
+                chat,
+                last_seq=seq,
+                title="Chats",
+                thread=None,
+                rows=[],
+                current=None,
+                older=False,
+            )
+        if cid or participants:
+            if cid and not page.participants and not page.messages:
+                abort(404)  # not a conversation of yours (or nothing left of your notes)
+            thread = history.thread(page, chat.username, tz, others=conversations.conversations)
+        rows = history.sidebar(conversations, chat.username, tz)
+        return _render_page(
+            "chat.html",
+            chat,
+            last_seq=seq,
+            conversations=conversations,
+            title=thread.title if thread else "Chats",
+            thread=thread,
+            rows=rows,
+            current=thread.conversation_id if thread else None,
+            older=bool(before),
+        )
+
+    @app.get("/history")
+    @signed_in
+    def older() -> BaseResponse:
+        """An older page of a conversation, for "Load older" (JSON, oldest first)."""
+        chat: ChatSession = g.chat
+        cid = _int_arg(request.args.get("c"))
+        before = _int_arg(request.args.get("before"))
+        if not cid or not before:
+            return _json_error("name a conversation and a message id", 400)
+        try:
+            page = gateway.history(chat, conversation_id=cid, before_id=before)
+        except GatewayError as exc:
+            if exc.signed_out:
+                return _after_sign_out(exc)
+            return _json_error(str(exc), 400)
+        tz = _tz()
+        rows = [history.message_row(d, chat.username, tz) for d in reversed(page.messages)]
+        return jsonify(ok=True, more=page.more, messages=[row.to_json() for row in rows])
 
     @app.post("/read")
     @signed_in
-    def mark_read() -> Response:
-        g.chat.history.mark_read(request.form.get("peer", ""))
+    def mark_read() -> BaseResponse:
+        cid = _int_arg(request.form.get("c"))
+        up_to = _int_arg(request.form.get("up_to"))
+        if cid and up_to:
+            try:
+                gateway.mark_read(g.chat, cid, up_to)
+            except GatewayError as exc:
+                if exc.signed_out:
+                    return _after_sign_out(exc)
+                return _json_error(str(exc), 400)
         return Response(status=204)
+
+    @app.post("/delete")
+    @signed_in
+    def delete_messages() -> Any:
+        chat: ChatSession = g.chat
+        ids = [_int_arg(text) for text in request.form.getlist("id")]
+        ids = [i for i in ids if i]
+        everyone = request.form.get("scope") == "everyone"
+        back = _int_arg(request.form.get("c"))
+        try:
+            if not ids:
+                raise GatewayError("choose a message to delete")
+            gateway.delete_messages(chat, ids, everyone)
+        except GatewayError as exc:
+            if exc.signed_out:
+                return _after_sign_out(exc)
+            if _wants_json():
+                return _json_error(str(exc), 400)
+            flash(str(exc), "error")
+        else:
+            if _wants_json():
+                return jsonify(ok=True)
+        return redirect(url_for("chat_view", c=back) if back else url_for("chat_view"))
 
     @app.get("/compose")
     @signed_in
@@ -317,10 +429,13 @@ def _add_chat_routes(app: Flask, gateway: Gateway) -> None:
         recipients = _parse_recipients(request.form.get("to", ""))
         body = request.form.get("body", "").replace("\r\n", "\n")
         from_compose = request.form.get("from") == "compose"
+        back = _int_arg(request.form.get("c"))
         try:
             if not body.strip():
                 raise GatewayError("write a message first")
-            result, entry = gateway.send(chat, recipients, body)
+            if not recipients:
+                raise GatewayError("name at least one recipient")
+            result = gateway.send(chat, recipients, body)
         except GatewayError as exc:
             if exc.signed_out:
                 return _after_sign_out(exc)
@@ -330,12 +445,15 @@ def _add_chat_routes(app: Flask, gateway: Gateway) -> None:
             not_found = "Not delivered, no such user: " + ", ".join(unknown)
             delivered = [name for name in recipients if name not in unknown]
             if delivered and _wants_json():
-                return jsonify(ok=True, unknown=unknown, seq=entry.seq if entry else None)
+                return jsonify(
+                    ok=True, unknown=unknown, id=result.message_id, cid=result.conversation_id
+                )
             if delivered:
                 if unknown:
                     flash(not_found, "error")
-                others = [name for name in delivered if name != chat.username]
-                return redirect(url_for("chat_view", peer=(others or delivered)[0]))
+                if result.conversation_id:
+                    return redirect(url_for("chat_view", c=result.conversation_id))
+                return redirect(url_for("chat_view", peer=",".join(delivered)))
             error = not_found  # nothing was sent: keep the text on the page
         if _wants_json():
             return _json_error(error, 400)
@@ -350,7 +468,9 @@ def _add_chat_routes(app: Flask, gateway: Gateway) -> None:
             )
             return Response(body_html, status=400)
         flash(error, "error")
-        return redirect(url_for("chat_view", peer=recipients[0]))
+        if back:
+            return redirect(url_for("chat_view", c=back))
+        return redirect(url_for("chat_view", peer=",".join(recipients)))
 
     @app.get("/people")
     @signed_in
@@ -390,7 +510,7 @@ def _add_chat_routes(app: Flask, gateway: Gateway) -> None:
             _int_arg(request.args.get("after")), _int_arg(request.headers.get("Last-Event-ID"))
         )
         stream = gateway.open_stream(chat)
-        response = _event_stream(_changes(chat, stream, after))
+        response = _event_stream(_changes(chat, stream, after, _tz()))
         response.call_on_close(lambda: gateway.close_stream(chat, stream))
         return response
 
@@ -418,13 +538,14 @@ def _event_stream(chunks: Iterator[str]) -> Response:
     )
 
 
-def _changes(chat: ChatSession, stream: Stream, after_seq: int) -> Iterator[str]:
-    """The page's live feed: new messages, unread counts, and the end of the session."""
+def _changes(chat: ChatSession, stream: Stream, after_seq: int, tz: dt.tzinfo) -> Iterator[str]:
+    """The page's live feed: messages, deleted ids, the conversation list with its unread
+    counts (the server's), and the end of the session."""
     yield "retry: 3000\n\n"
-    version = -1  # send the current state at once
+    snapshot_version = 0  # send the current conversation list at once
     while True:
-        changes = chat.history.wait(
-            version, after_seq, HEARTBEAT_SECONDS, stop=lambda: stream.replaced
+        changes = chat.feed.wait(
+            after_seq, snapshot_version, HEARTBEAT_SECONDS, stop=lambda: stream.replaced
         )
         if stream.replaced:  # a newer page took this one's place (Limits.max_streams)
             yield _sse("replaced", {})
@@ -432,11 +553,21 @@ def _changes(chat: ChatSession, stream: Stream, after_seq: int) -> Iterator[str]
         if changes is None:
             yield ": keep-alive\n\n"
             continue
-        for entry in changes.entries:
-            yield _sse("message", entry.to_json(), entry.seq)
-            after_seq = entry.seq
-        yield _sse("unread", changes.unread)
-        version = changes.version
+        if changes.gap:  # the page missed events the feed no longer holds: read afresh
+            yield _sse("reload", {})
+            return
+        for event in changes.events:
+            if event.kind == "message" and event.message is not None:
+                row = history.message_row(event.message, chat.username, tz, mine=event.mine)
+                yield _sse("message", row.to_json(), event.seq)
+            elif event.kind == "deleted":
+                yield _sse("deleted", {"ids": list(event.deleted)}, event.seq)
+            after_seq = event.seq
+        if changes.snapshot is not None:
+            rows = history.sidebar(changes.snapshot, chat.username, tz)
+            total = history.unread_total(changes.snapshot)
+            yield _sse("conversations", {"rows": [r.to_json() for r in rows], "total": total})
+        snapshot_version = changes.snapshot_version
         if changes.ended is not None:
             yield _sse("end", {"reason": changes.ended})
             return

@@ -12,28 +12,45 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+SUMMARY = "run the web UI (a Flask gateway that is a chat client of the server)"
+
 if TYPE_CHECKING:
     from core.client import ChatClient
     from ui.web.loop import LoopThread
 
 DEFAULT_PORT = 8080
 SECRET_KEY_ENV = "WIRECHAT_WEB_SECRET_KEY"
-DEFAULT_SERVERS = {"custom": "127.0.0.1:7000", "grpc": "127.0.0.1:7001"}
+
+
+def default_server(transport: str) -> str:
+    """Where `make server` listens for ``transport`` (its registry entry's default port)."""
+    from transports import registry
+
+    return f"127.0.0.1:{registry.entry(transport).default_port}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `wirechat web`."""
+    from transports import registry
+
+    wire = ", ".join(registry.WIRE_TRANSPORTS)
+    defaults = ", ".join(
+        f"{e.default_port} for {e.name}"
+        for e in registry.ENTRIES
+        if e.name in registry.WIRE_TRANSPORTS
+    )
     parser.add_argument(
         "--transport",
         default="custom",
-        help="how the gateway talks to the chat server: custom or grpc (default custom); "
+        choices=registry.TRANSPORTS,
+        help=f"how the gateway talks to the chat server: {wire} (default custom); "
         "'loopback' runs an in-process chat server instead, for a quick demo",
     )
     parser.add_argument(
         "--server",
         metavar="HOST:PORT",
         help="the chat server's listener for --transport "
-        "(default 127.0.0.1:7000 for custom, 127.0.0.1:7001 for grpc, as `make server`)",
+        f"(default 127.0.0.1 and the port `make server` uses: {defaults})",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to serve the web UI on")
     parser.add_argument(
@@ -143,8 +160,7 @@ def _client_factory(
 
     module = registry.get(args.transport)  # ValueError names the known transports
     if args.transport != "loopback":
-        default = DEFAULT_SERVERS.get(args.transport, DEFAULT_SERVERS["custom"])
-        address = parse_address(args.server or default)
+        address = parse_address(args.server or default_server(args.transport))
         return (
             lambda: module.open_client(address, auto_ack=True),
             lambda: None,

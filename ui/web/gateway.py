@@ -12,10 +12,18 @@ Theory of operation
   * Rule 4: a failed signup or login ends the chat session, and the server closes the
     connection. Every attempt therefore opens a fresh connection and closes it on failure, so
     the person simply tries again on the same page.
-  * A pump task per session drains ``client.messages()`` (which acks each message as it is
-    handed over) into the session's :class:`History`; the pages' event streams wait on it.
-    When the server ends the chat session (account deleted elsewhere, shutdown, too slow, lost
-    connection) the pump ends and the browser session is signed out with that reason.
+  * History is the server's (Rules 20-25): pages read it with ``read_history`` and
+    ``list_conversations`` when they load; the gateway keeps no messages.
+  * A pump task per session drains ``client.events()`` (which acks each delivery as it is
+    handed over) into the session's :class:`Feed`: deliveries, "sent by you" copies from
+    other devices, deleted ids. Read marks, deletions and new messages also make the session's
+    refresher ask the server for the conversation list again (a burst is coalesced into one
+    call), so unread counts are always the server's and agree on every device; the pages'
+    event streams wait on the feed. When the server ends the chat session (account deleted
+    elsewhere, shutdown, too slow, lost connection) the pump ends and the browser session is
+    signed out with that reason.
+  * A message sent from one tab is put in the feed at once, so the browser's other tabs show
+    it (the server sends "sent by you" copies only to the user's *other* sessions).
   * The gateway never keeps a password: it is passed to login and dropped.
   * Bounds: at most ``max_sessions`` signed-in browser sessions; a session with no request and
     no open page for ``idle_timeout`` seconds is signed out and its connection closed.
@@ -37,8 +45,19 @@ from typing import TypeVar
 
 from core.client import ChatClient
 from core.errors import ChatError, SessionClosed
-from core.types import AccountPage, LoginResult, SendResult
-from ui.web.history import MAX_BYTES, MAX_ENTRIES, Entry, History
+from core.types import (
+    AccountPage,
+    ConversationPage,
+    Delivery,
+    HistoryPage,
+    LoginResult,
+    MessagesDeleted,
+    ReadMarker,
+    SendResult,
+    SentCopy,
+)
+from ui.web.feed import Feed
+from ui.web.history import HISTORY_PAGE, SIDEBAR_PAGE
 from ui.web.loop import LoopThread
 
 T = TypeVar("T")
@@ -46,6 +65,9 @@ log = logging.getLogger(__name__)
 
 #: Why-you-were-signed-out notes kept for browsers that come back with a dead session key.
 MAX_TOMBSTONES = 1024
+#: Seconds the refresher waits after a change before asking for the conversation list, so a
+#: burst of messages costs one round trip.
+REFRESH_DELAY = 0.05
 
 
 class GatewayError(Exception):
@@ -67,8 +89,6 @@ class Limits:
     # A new page replaces the oldest stream: most often its tab is gone already (a closed
     # tab's stream is noticed only when its next heartbeat fails to write).
     max_streams: int = 4
-    history_entries: int = MAX_ENTRIES
-    history_bytes: int = MAX_BYTES
     command_timeout: float = 10.0  # send, search, delete, logout
     # login waits for argon2 and, after repeated failures, the server's backoff (cap 8 s)
     login_timeout: float = 30.0
@@ -84,16 +104,18 @@ class Stream:
 
 
 class ChatSession:
-    """One signed-in browser session: its chat client, its history, its open pages."""
+    """One signed-in browser session: its chat client, its live feed, its open pages."""
 
-    def __init__(self, key: str, username: str, client: ChatClient, history: History) -> None:
+    def __init__(self, key: str, username: str, client: ChatClient, feed: Feed) -> None:
         self.key = key
         self.username = username
         self.client = client
-        self.history = history
+        self.feed = feed
         self.last_seen = time.monotonic()
         self.streams: list[Stream] = []  # open pages, oldest first; guarded by the gateway lock
         self.pump: asyncio.Task[None] | None = None
+        self.refresher: asyncio.Task[None] | None = None
+        self.dirty = asyncio.Event()  # set on the loop thread only: refresh the sidebar
 
     def __repr__(self) -> str:
         return f"<ChatSession {self.username!r} streams={len(self.streams)}>"
@@ -134,7 +156,7 @@ class Gateway:
             chats = list(self._sessions.values())
             self._sessions.clear()
         for chat in chats:
-            chat.history.end("the web gateway is shutting down")
+            chat.feed.end("the web gateway is shutting down")
         if chats:
             self._run(self._close_all(chats, logout=True), self.limits.command_timeout)
 
@@ -193,7 +215,7 @@ class Gateway:
         if replaced:
             for old in replaced:
                 old.replaced = True
-            chat.history.wake()
+            chat.feed.wake()
         return stream
 
     def close_stream(self, chat: ChatSession, stream: Stream) -> None:
@@ -203,13 +225,98 @@ class Gateway:
             chat.last_seen = self._clock()
 
     # -- commands --------------------------------------------------------------------------
-    def send(
-        self, chat: ChatSession, recipients: Sequence[str], body: str
-    ) -> tuple[SendResult, Entry | None]:
-        """Send and record the message in the history (every open page shows it)."""
+    def send(self, chat: ChatSession, recipients: Sequence[str], body: str) -> SendResult:
+        """Send; every open page of this browser session shows the message (the server
+        copies it to the user's other devices itself, Rule 24)."""
         names = tuple(recipients)
-        result = self._call(chat, chat.client.send, names, body)
-        return result, chat.history.add_outgoing(names, body, result)
+
+        async def send() -> SendResult:
+            result = await chat.client.send(names, body)
+            unknown = set(result.unknown_recipients)
+            known = [n for n in names if n not in unknown]
+            if known:
+                others = tuple(sorted({n for n in known if n != chat.username}))
+                mine = Delivery(
+                    result.message_id,
+                    chat.username,
+                    body,
+                    result.sent_at_ms,
+                    participants=others,
+                    conversation_id=result.conversation_id,
+                )
+                chat.feed.message(mine, mine=True)
+                chat.dirty.set()
+            return result
+
+        return self._call(chat, send)
+
+    def conversations(self, chat: ChatSession, before_id: int = 0) -> ConversationPage:
+        """A page of conversations (most recent first) with the server's unread counts."""
+
+        async def list_page() -> ConversationPage:
+            page = await chat.client.list_conversations(before_id, SIDEBAR_PAGE)
+            if not before_id:  # the freshest list: every open page of this session shows it
+                chat.feed.set_snapshot(page)
+            return page
+
+        return self._call(chat, list_page)
+
+    def history(
+        self,
+        chat: ChatSession,
+        *,
+        conversation_id: int = 0,
+        participants: Sequence[str] = (),
+        before_id: int = 0,
+    ) -> HistoryPage:
+        """One page of a conversation's history, newest first."""
+
+        async def read() -> HistoryPage:
+            return await chat.client.read_history(
+                tuple(participants), before_id, HISTORY_PAGE, conversation_id=conversation_id
+            )
+
+        return self._call(chat, read)
+
+    def open_thread(
+        self, chat: ChatSession, *, conversation_id: int = 0, participants: Sequence[str] = ()
+    ) -> tuple[HistoryPage, ConversationPage]:
+        """What a conversation's page needs, in one trip to the loop: its newest history,
+        marked read up to its newest message (Rule 22), then the conversation list, so
+        the sidebar already counts it read."""
+
+        async def load() -> tuple[HistoryPage, ConversationPage]:
+            page = await chat.client.read_history(
+                tuple(participants), 0, HISTORY_PAGE, conversation_id=conversation_id
+            )
+            if page.conversation_id and page.messages:
+                newest = page.messages[0].message_id
+                if newest > page.read_up_to:
+                    await chat.client.mark_read(page.conversation_id, newest)
+                    chat.dirty.set()  # the browser's other tabs
+            conversations = await chat.client.list_conversations(0, SIDEBAR_PAGE)
+            chat.feed.set_snapshot(conversations)  # the freshest: every open page shows it
+            return page, conversations
+
+        return self._call(chat, load)
+
+    def mark_read(self, chat: ChatSession, conversation_id: int, up_to_id: int) -> ReadMarker:
+        """Mark read (Rule 22); the user's other devices are told by the server, this
+        browser's other tabs by the refreshed sidebar."""
+
+        async def mark() -> ReadMarker:
+            marker = await chat.client.mark_read(conversation_id, up_to_id)
+            chat.dirty.set()
+            return marker
+
+        return self._call(chat, mark)
+
+    def delete_messages(
+        self, chat: ChatSession, message_ids: Sequence[int], for_everyone: bool
+    ) -> None:
+        """Delete messages (Rule 23); the server tells every live session which ids went,
+        this one included, and the pump passes that to every open page."""
+        self._call(chat, chat.client.delete_messages, tuple(message_ids), for_everyone)
 
     def list_accounts(
         self, chat: ChatSession, pattern: str, after: str = "", limit: int = 0
@@ -291,31 +398,53 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await client.close()
             raise
-        history = History(
-            result.username,
-            max_entries=self.limits.history_entries,
-            max_bytes=self.limits.history_bytes,
-        )
-        chat = ChatSession(secrets.token_urlsafe(32), result.username, client, history)
+        chat = ChatSession(secrets.token_urlsafe(32), result.username, client, Feed())
         chat.last_seen = self._clock()
         with self._lock:
             self._sessions[chat.key] = chat
         chat.pump = asyncio.create_task(self._pump(chat), name=f"web-pump-{result.username}")
+        chat.refresher = asyncio.create_task(
+            self._refresh(chat), name=f"web-refresh-{result.username}"
+        )
+        chat.dirty.set()  # the first snapshot of the conversation list
         log.info("signed in %s (%d pending)", result.username, result.pending)
         return chat, result
 
     async def _pump(self, chat: ChatSession) -> None:
-        """Hand every incoming message to the history until the connection ends."""
+        """Hand every incoming event to the feed until the connection ends."""
         try:
-            async for delivery in chat.client.messages():
-                chat.history.add_incoming(delivery)
+            async for event in chat.client.events():
+                if isinstance(event, Delivery):
+                    chat.feed.message(event, mine=event.sender == chat.username)
+                elif isinstance(event, SentCopy):
+                    chat.feed.message(event.message, mine=True)
+                elif isinstance(event, MessagesDeleted):
+                    chat.feed.deleted(event.message_ids)
+                chat.dirty.set()  # ReadMarker too: only the counts change
         except Exception as exc:  # an ack failed: the connection broke under us
             log.info("chat connection of %s failed: %s", chat.username, exc)
         reason = chat.client.closed_reason or "the connection to the chat server closed"
+        if chat.refresher is not None:
+            chat.refresher.cancel()
         if self._forget(chat, reason):
             log.info("chat session of %s ended by the server: %s", chat.username, reason)
             with contextlib.suppress(Exception):
                 await chat.client.close()
+
+    async def _refresh(self, chat: ChatSession) -> None:
+        """Keep the feed's conversation list (unread counts) the server's, one call per burst."""
+        while True:
+            await chat.dirty.wait()
+            await asyncio.sleep(REFRESH_DELAY)
+            chat.dirty.clear()
+            try:
+                page = await chat.client.list_conversations(0, SIDEBAR_PAGE)
+            except ChatError as exc:  # e.g. a transport that cannot list yet: keep the last
+                log.info("conversation list of %s failed: %s", chat.username, exc)
+                continue
+            except (ConnectionError, OSError):
+                return  # the pump notices the end and signs the session out
+            chat.feed.set_snapshot(page)
 
     def _forget(self, chat: ChatSession, reason: str) -> bool:
         """Unregister a session and tell its pages; False if it was already gone."""
@@ -325,7 +454,7 @@ class Gateway:
             self._tombstones[chat.key] = reason
             while len(self._tombstones) > MAX_TOMBSTONES:
                 self._tombstones.popitem(last=False)
-        chat.history.end(reason)
+        chat.feed.end(reason)
         return True
 
     def _end(self, chat: ChatSession, reason: str) -> None:
@@ -367,6 +496,8 @@ class Gateway:
                     await chat.client.logout()
         with contextlib.suppress(Exception):
             await chat.client.close()
+        if chat.refresher is not None:
+            chat.refresher.cancel()
         if chat.pump is not None and not chat.pump.done():
             try:
                 async with asyncio.timeout(2.0):

@@ -1,259 +1,255 @@
-"""What one signed-in browser session has seen: a bounded, thread-safe conversation log.
+"""The server's history as the pages show it: core values -> rows with labels and times.
 
-The chat server keeps only *undelivered* messages; once the gateway has handed a message over
-(and acked it) the server forgets it. So the gateway remembers the conversation of each
-browser session in memory, so that a reload still shows it, and forgets it at logout.
+The chat server keeps every user's history (Rules 20-25); the gateway keeps none. These pure
+functions turn a :class:`core.types.HistoryPage`, :class:`Conversation` or :class:`Delivery`
+into what a template renders and what the event stream sends as JSON (static/chat.js renders
+the same fields with textContent). Times are formatted here, in the reader's time zone, by
+``ui.timefmt``, the module the console uses too.
 
-Threads. Entries are added on the gateway's asyncio thread (incoming pushes) and on Flask's
-request threads (sent messages); pages and event streams read from request threads. One
-``threading.Condition`` guards everything and wakes the event streams: every change bumps
-``version``, and a stream waits for ``version`` to move past the one it last sent.
-
-Bounds. At most ``max_entries`` messages and ``max_bytes`` of message text are kept per
-session; the oldest go first. The unread count of a peer never exceeds what is still kept
-of that conversation.
+Identity (Rules 19, 25): a message from a deleted account says "<name> (deleted account)";
+a conversation with a member whose account was deleted is addressed by its id only, because
+the name may belong to someone else now, and a reply never goes to that name.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import tzinfo
 
-from core.types import Delivery, SendResult
+from core.types import Conversation, ConversationPage, Delivery, HistoryPage
+from ui import timefmt
 
-#: Messages kept per browser session. A page shows a conversation in full, so this also bounds
-#: the size of a page.
-MAX_ENTRIES = 1000
-#: Message text kept per browser session. One message may be 64 KiB (core.limits), so a count
-#: alone would allow 64 MiB per session; with --max-sessions 100 this caps history near 400 MiB.
-MAX_BYTES = 4 * 1024 * 1024
+#: Messages per history page (the thread shows one page, "Load older" fetches the next).
+HISTORY_PAGE = 50
+#: Conversations in the sidebar (and the unread total is counted over them).
+SIDEBAR_PAGE = 200
+#: Characters of the last message shown in the sidebar.
+PREVIEW_CHARS = 120
+DELETED_MARK = " (deleted account)"
+
+
+def peer_key(participants: Sequence[str]) -> str:
+    """The conversation's other participants as one attribute value: ``kim,lee``."""
+    return ",".join(sorted(participants))
+
+
+def label(participants: Sequence[str], deleted: Sequence[str] = ()) -> str:
+    """``kim, lee``; a deleted member is marked; no one else: notes to yourself."""
+    if not participants:
+        return "Notes to self"
+    return ", ".join(name + (DELETED_MARK if name in deleted else "") for name in participants)
 
 
 @dataclass(frozen=True, slots=True)
-class Entry:
-    """One message in a conversation, as the page shows it."""
+class MessageRow:
+    """One message as a thread shows it."""
 
-    seq: int  # local, increasing per session: the event stream's id
-    incoming: bool
-    sender: str
-    peers: tuple[str, ...]  # the conversations it belongs to
-    recipients: tuple[str, ...]  # for a sent message: every known recipient
+    message_id: int
+    conversation_id: int
+    participants: tuple[str, ...]
+    mine: bool
+    who: str  # "You", "bob" or "bob (deleted account)"
+    sender_deleted: bool
+    to: str  # for my message to a group: "to kim, lee"; else ""
     body: str
     sent_at_ms: int
-    message_id: int
-
-    @property
-    def size(self) -> int:
-        return len(self.body) + 64
+    time: str  # 14:03
+    stamp: str  # 2026-11-28 14:03
+    day: str  # 2026-11-28: the day separators compare these
+    day_label: str  # Today / Yesterday / Sat 2026-11-28
 
     def to_json(self) -> dict[str, object]:
-        """The entry as the event stream sends it (the page renders it with textContent)."""
         return {
-            "seq": self.seq,
-            "incoming": self.incoming,
-            "sender": self.sender,
-            "peers": list(self.peers),
-            "recipients": list(self.recipients),
+            "id": self.message_id,
+            "cid": self.conversation_id,
+            "participants": list(self.participants),
+            "mine": self.mine,
+            "who": self.who,
+            "sender_deleted": self.sender_deleted,
+            "to": self.to,
             "body": self.body,
-            "sent_at_ms": self.sent_at_ms,
+            "time": self.time,
+            "stamp": self.stamp,
+            "day": self.day,
+            "day_label": self.day_label,
         }
 
 
+def message_row(
+    delivery: Delivery, me: str, tz: tzinfo, *, mine: bool | None = None, now_ms: int | None = None
+) -> MessageRow:
+    """A delivery as a row; ``mine`` defaults to "the sender is me and not a deleted one"."""
+    if mine is None:
+        mine = delivery.sender == me and not delivery.sender_deleted
+    if mine:
+        who = "You"
+    else:
+        who = delivery.sender + (DELETED_MARK if delivery.sender_deleted else "")
+    to = ""
+    if mine and len(delivery.participants) > 1:
+        to = "to " + ", ".join(delivery.participants)
+    ms = delivery.sent_at_ms
+    return MessageRow(
+        message_id=delivery.message_id,
+        conversation_id=delivery.conversation_id,
+        participants=tuple(sorted(delivery.participants)),
+        mine=mine,
+        who=who,
+        sender_deleted=delivery.sender_deleted,
+        to=to,
+        body=delivery.body,
+        sent_at_ms=ms,
+        time=timefmt.clock(ms, tz),
+        stamp=timefmt.stamp(ms, tz),
+        day=timefmt.date(ms, tz),
+        day_label=timefmt.day_label(ms, now_ms=now_ms, tz=tz),
+    )
+
+
 @dataclass(frozen=True, slots=True)
-class Conversation:
-    peer: str
-    last: Entry
+class ConversationRow:
+    """One conversation in the sidebar."""
+
+    conversation_id: int
+    participants: tuple[str, ...]
+    deleted: tuple[str, ...]
+    label: str
+    group: bool
+    preview: str
     unread: int
+    stamp: str
 
-
-@dataclass(frozen=True, slots=True)
-class View:
-    """A consistent snapshot for rendering one page."""
-
-    last_seq: int
-    conversations: list[Conversation]
-    thread: list[Entry]
-    unread_total: int
-
-
-@dataclass(frozen=True, slots=True)
-class Changes:
-    """What an event stream sends after waking: new entries, current unread counts, the end."""
-
-    version: int
-    entries: tuple[Entry, ...]
-    unread: dict[str, int]
-    ended: str | None  # why the session ended, once it has
-
-
-class History:
-    """The bounded conversation log of one signed-in user (``me``)."""
-
-    def __init__(self, me: str, *, max_entries: int = MAX_ENTRIES, max_bytes: int = MAX_BYTES):
-        self.me = me
-        self.max_entries = max_entries
-        self.max_bytes = max_bytes
-        self._cond = threading.Condition()
-        self._entries: deque[Entry] = deque()
-        self._bytes = 0
-        self._per_peer: Counter[str] = Counter()
-        self._unread: Counter[str] = Counter()
-        self._seq = 0
-        self.version = 0
-        self.ended: str | None = None
-
-    # -- writers ---------------------------------------------------------------------------
-    def add_incoming(self, delivery: Delivery) -> Entry:
-        """A message pushed to us. A note to self is already read."""
-        with self._cond:
-            entry = self._append(
-                Entry(
-                    seq=self._seq + 1,
-                    incoming=True,
-                    sender=delivery.sender,
-                    peers=(delivery.sender,),
-                    recipients=(self.me,),
-                    body=delivery.body,
-                    sent_at_ms=delivery.sent_at_ms,
-                    message_id=delivery.message_id,
-                )
-            )
-            if delivery.sender != self.me:
-                self._unread[delivery.sender] += 1
-            self._changed()
-            return entry
-
-    def add_outgoing(
-        self, recipients: tuple[str, ...], body: str, result: SendResult
-    ) -> Entry | None:
-        """A message we sent. It joins the conversation of every known recipient except
-        ourselves: a note to self comes back as an incoming message and shows up that way."""
-        unknown = set(result.unknown_recipients)
-        known = tuple(name for name in recipients if name not in unknown)
-        peers = tuple(name for name in known if name != self.me)
-        if not peers:
-            return None
-        with self._cond:
-            entry = self._append(
-                Entry(
-                    seq=self._seq + 1,
-                    incoming=False,
-                    sender=self.me,
-                    peers=peers,
-                    recipients=known,
-                    body=body,
-                    sent_at_ms=result.sent_at_ms,
-                    message_id=result.message_id,
-                )
-            )
-            self._changed()
-            return entry
-
-    def mark_read(self, peer: str) -> None:
-        with self._cond:
-            if self._unread.pop(peer, 0):
-                self._changed()
-
-    def wake(self) -> None:
-        """Wake every waiter without a change (so it can check its ``stop``)."""
-        with self._cond:
-            self._cond.notify_all()
-
-    def end(self, reason: str) -> None:
-        """The session is over: wake every stream so it can tell its page."""
-        with self._cond:
-            if self.ended is None:
-                self.ended = reason
-                self._changed()
-
-    # -- readers ---------------------------------------------------------------------------
     @property
-    def last_seq(self) -> int:
-        with self._cond:
-            return self._seq
+    def key(self) -> str:
+        return peer_key(self.participants)
 
-    def unread(self) -> dict[str, int]:
-        with self._cond:
-            return dict(self._unread)
-
-    def thread(self, peer: str) -> list[Entry]:
-        """The conversation with ``peer``, oldest first."""
-        with self._cond:
-            return self._thread(peer)
-
-    def conversations(self) -> list[Conversation]:
-        """One row per peer, the most recently active first."""
-        with self._cond:
-            return self._conversations()
-
-    def view(self, peer: str | None) -> View:
-        """What a page shows, taken at one instant so that its event stream can start
-        exactly after it (``last_seq``)."""
-        with self._cond:
-            return View(
-                last_seq=self._seq,
-                conversations=self._conversations(),
-                thread=self._thread(peer) if peer else [],
-                unread_total=sum(self._unread.values()),
-            )
-
-    def wait(
-        self,
-        after_version: int,
-        after_seq: int,
-        timeout: float,
-        stop: Callable[[], bool] = lambda: False,
-    ) -> Changes | None:
-        """Block until something changed after ``after_version``; None on timeout or when
-        ``stop()`` turns true (checked at every :meth:`wake`)."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: self.version > after_version or stop(), timeout):
-                return None
-            if self.version <= after_version:
-                return None
-            entries = tuple(entry for entry in self._entries if entry.seq > after_seq)
-            return Changes(self.version, entries, dict(self._unread), self.ended)
-
-    # -- internals (called with the lock held) ----------------------------------------------
-    def _thread(self, peer: str) -> list[Entry]:
-        return [entry for entry in self._entries if peer in entry.peers]
-
-    def _conversations(self) -> list[Conversation]:
-        latest: dict[str, Entry] = {}
-        for entry in self._entries:
-            for peer in entry.peers:
-                latest[peer] = entry
-        rows = [Conversation(p, e, self._unread.get(p, 0)) for p, e in latest.items()]
-        rows.sort(key=lambda row: row.last.seq, reverse=True)
-        return rows
-
-    def _append(self, entry: Entry) -> Entry:
-        self._seq = entry.seq
-        self._entries.append(entry)
-        self._bytes += entry.size
-        self._per_peer.update(entry.peers)
-        while len(self._entries) > self.max_entries or (
-            self._bytes > self.max_bytes and len(self._entries) > 1
-        ):
-            self._evict(self._entries.popleft())
-        return entry
-
-    def _evict(self, entry: Entry) -> None:
-        self._bytes -= entry.size
-        for peer in entry.peers:
-            self._per_peer[peer] -= 1
-            kept = self._per_peer[peer]
-            if kept <= 0:
-                del self._per_peer[peer]
-                self._unread.pop(peer, None)
-            elif self._unread.get(peer, 0) > kept:
-                self._unread[peer] = kept
-
-    def _changed(self) -> None:
-        self.version += 1
-        self._cond.notify_all()
+    def to_json(self) -> dict[str, object]:
+        return {
+            "cid": self.conversation_id,
+            "peer": self.key,
+            "label": self.label,
+            "group": self.group,
+            "deleted": list(self.deleted),
+            "preview": self.preview,
+            "unread": self.unread,
+            "stamp": self.stamp,
+        }
 
 
-__all__ = ["MAX_BYTES", "MAX_ENTRIES", "Changes", "Conversation", "Entry", "History", "View"]
+def conversation_row(conversation: Conversation, me: str, tz: tzinfo) -> ConversationRow:
+    last = conversation.last_message
+    preview = " ".join(last.body.split())
+    if len(preview) > PREVIEW_CHARS:
+        preview = preview[: PREVIEW_CHARS - 1] + "…"
+    if last.sender == me and not last.sender_deleted:
+        preview = "You: " + preview
+    return ConversationRow(
+        conversation_id=conversation.conversation_id,
+        participants=conversation.participants,
+        deleted=conversation.deleted_participants,
+        label=label(conversation.participants, conversation.deleted_participants),
+        group=len(conversation.participants) > 1,
+        preview=preview,
+        unread=conversation.unread,
+        stamp=timefmt.stamp(last.sent_at_ms, tz),
+    )
+
+
+def sidebar(page: ConversationPage | None, me: str, tz: tzinfo) -> list[ConversationRow]:
+    if page is None:
+        return []
+    return [conversation_row(c, me, tz) for c in page.conversations]
+
+
+def unread_total(page: ConversationPage | None) -> int:
+    return sum(c.unread for c in page.conversations) if page is not None else 0
+
+
+@dataclass(frozen=True, slots=True)
+class Thread:
+    """One conversation's page of history, oldest first, and what a reply may do."""
+
+    conversation_id: int  # 0: no message yet
+    participants: tuple[str, ...]
+    deleted: tuple[str, ...]
+    title: str
+    messages: list[MessageRow]
+    more: bool  # older messages exist: "Load older" asks with before=oldest_id
+    reply_to: tuple[str, ...]  # who a reply goes to: the live participants (or me alone)
+    notices: list[str]
+
+    @property
+    def oldest_id(self) -> int:
+        return self.messages[0].message_id if self.messages else 0
+
+    @property
+    def newest_id(self) -> int:
+        return self.messages[-1].message_id if self.messages else 0
+
+    @property
+    def key(self) -> str:
+        return peer_key(self.participants)
+
+
+def thread(
+    page: HistoryPage,
+    me: str,
+    tz: tzinfo,
+    *,
+    others: Sequence[Conversation] = (),
+) -> Thread:
+    """A history page as a thread. ``others``: the sidebar's conversations, to warn when a
+    name here belonged to a deleted account in another conversation (Rule 19)."""
+    rows = [message_row(d, me, tz) for d in reversed(page.messages)]
+    deleted = page.deleted_participants
+    live = tuple(name for name in page.participants if name not in deleted)
+    notices: list[str] = []
+    if deleted:
+        gone = ", ".join(deleted)
+        were = "was" if len(deleted) == 1 else "were"
+        notices.append(
+            f"The account of {gone} {were} deleted. The name may belong to someone else "
+            "now: replies here do not go to that name."
+        )
+    for other in others:
+        if other.conversation_id == page.conversation_id:
+            continue
+        for name in other.deleted_participants:
+            if name in live:
+                notices.append(
+                    f"{name} is a new account: your earlier conversation with "
+                    f"{name}{DELETED_MARK} was with someone else and stays separate."
+                )
+    reply_to = live if live else (() if deleted else (me,))
+    if not page.participants:
+        title = "Notes to self"
+    else:
+        title = label(page.participants, deleted)
+    return Thread(
+        conversation_id=page.conversation_id,
+        participants=page.participants,
+        deleted=deleted,
+        title=title,
+        messages=rows,
+        more=page.more,
+        reply_to=reply_to,
+        notices=list(dict.fromkeys(notices)),
+    )
+
+
+__all__ = [
+    "DELETED_MARK",
+    "HISTORY_PAGE",
+    "SIDEBAR_PAGE",
+    "ConversationRow",
+    "MessageRow",
+    "Thread",
+    "conversation_row",
+    "label",
+    "message_row",
+    "peer_key",
+    "sidebar",
+    "thread",
+    "unread_total",
+]

@@ -74,6 +74,31 @@ class ChatStub:
                 request_serializer=wirechat_dot_v1_dot_chat__pb2.SubscribeRequest.SerializeToString,
                 response_deserializer=wirechat_dot_v1_dot_chat__pb2.Delivery.FromString,
                 _registered_method=True)
+        self.SubscribeEvents = channel.unary_stream(
+                '/wirechat.v1.Chat/SubscribeEvents',
+                request_serializer=wirechat_dot_v1_dot_chat__pb2.SubscribeRequest.SerializeToString,
+                response_deserializer=wirechat_dot_v1_dot_chat__pb2.SessionEvent.FromString,
+                _registered_method=True)
+        self.ListConversations = channel.unary_unary(
+                '/wirechat.v1.Chat/ListConversations',
+                request_serializer=wirechat_dot_v1_dot_chat__pb2.ListConversationsRequest.SerializeToString,
+                response_deserializer=wirechat_dot_v1_dot_chat__pb2.ListConversationsReply.FromString,
+                _registered_method=True)
+        self.ReadHistory = channel.unary_unary(
+                '/wirechat.v1.Chat/ReadHistory',
+                request_serializer=wirechat_dot_v1_dot_chat__pb2.ReadHistoryRequest.SerializeToString,
+                response_deserializer=wirechat_dot_v1_dot_chat__pb2.ReadHistoryReply.FromString,
+                _registered_method=True)
+        self.MarkRead = channel.unary_unary(
+                '/wirechat.v1.Chat/MarkRead',
+                request_serializer=wirechat_dot_v1_dot_chat__pb2.MarkReadRequest.SerializeToString,
+                response_deserializer=wirechat_dot_v1_dot_chat__pb2.ReadMarker.FromString,
+                _registered_method=True)
+        self.DeleteMessages = channel.unary_unary(
+                '/wirechat.v1.Chat/DeleteMessages',
+                request_serializer=wirechat_dot_v1_dot_chat__pb2.DeleteMessagesRequest.SerializeToString,
+                response_deserializer=wirechat_dot_v1_dot_chat__pb2.DeleteMessagesReply.FromString,
+                _registered_method=True)
 
 
 class ChatServicer:
@@ -81,9 +106,11 @@ class ChatServicer:
 
     def Signup(self, request, context):
         """Create an account and log this session in (Rules 1-2). No token needed; returns one.
-        Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: bad username; LIMIT_EXCEEDED: password size),
-        ALREADY_EXISTS (USERNAME_TAKEN), FAILED_PRECONDITION (ALREADY_LOGGED_IN: the token sent
-        is logged in), UNAUTHENTICATED (the token sent names an ended or unknown session).
+        Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: a username that is not [A-Za-z0-9_.-]{1,32};
+        LIMIT_EXCEEDED: a password outside 1-256 bytes, the empty password included, as on every
+        wirechat transport: one size check covers both ends), ALREADY_EXISTS (USERNAME_TAKEN),
+        FAILED_PRECONDITION (ALREADY_LOGGED_IN: the token sent is logged in), UNAUTHENTICATED
+        (the token sent names an ended or unknown session).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -93,9 +120,9 @@ class ChatServicer:
         """Log in to an existing account (Rules 3, 5, 12). No token needed; returns one. The reply
         counts the pending messages, which the Subscribe stream then delivers first, oldest first.
         Repeated failures for one account are slowed down (up to 8 s), so use a deadline above that.
-        Errors: UNAUTHENTICATED (AUTH_FAILED: unknown user or wrong password, one error for both;
-        or the token sent names an ended or unknown session), FAILED_PRECONDITION
-        (ALREADY_LOGGED_IN).
+        Errors: UNAUTHENTICATED (AUTH_FAILED: unknown user or wrong password, one error for both,
+        an empty password included; or the token sent names an ended or unknown session),
+        FAILED_PRECONDITION (ALREADY_LOGGED_IN).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -120,10 +147,14 @@ class ChatServicer:
 
     def Send(self, request, context):
         """Send one message to 1-256 distinct recipients (Rules 8-10, 13). The reply comes after the
-        message is durably stored. Unknown recipients are ignored and named in the reply.
+        message is durably stored. Unknown recipients are ignored and named in the reply; a name
+        that cannot be a username at all ("", 40 characters, "a b") is no error either: no
+        account has it, so it is an unknown recipient like any other (the same on every
+        transport). The sender's other live sessions get a "sent by you" copy (Rule 24).
         Errors: UNAUTHENTICATED (not logged in, session ended), INVALID_ARGUMENT (INVALID_ARGUMENT:
-        no recipient, a duplicate, an empty body; LIMIT_EXCEEDED: too many recipients, body too
-        large), RESOURCE_EXHAUSTED without wirechat-error (the request is over MAX_MESSAGE_BYTES).
+        no recipient, a duplicate, an empty body; LIMIT_EXCEEDED: too many recipients, a body too
+        large, a recipient name over 128 characters), RESOURCE_EXHAUSTED without wirechat-error
+        (the request is over MAX_MESSAGE_BYTES).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -140,8 +171,10 @@ class ChatServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteAccount(self, request, context):
-        """Delete the caller's own account (Rules 14-15). Every session of the user ends, this one
-        included: their Subscribe streams end with UNAUTHENTICATED (ACCOUNT_DELETED).
+        """Delete the caller's own account (Rules 14-15, 25). Every session of the user ends, this
+        one included: their streams end with UNAUTHENTICATED (ACCOUNT_DELETED). The account's
+        history goes with it; what it sent stays in its recipients' histories, marked
+        Delivery.sender_deleted.
         Errors: UNAUTHENTICATED (not logged in, session ended), PERMISSION_DENIED (FORBIDDEN:
         the name is not the caller's).
         """
@@ -151,19 +184,87 @@ class ChatServicer:
 
     def Subscribe(self, request, context):
         """The session's incoming messages, pushed as they arrive: first every pending message,
-        oldest first (Rule 12), then live ones (Rule 10). One stream per session. The server sends
-        the response headers as soon as the stream is attached, so a client can wait for them to
-        know it is subscribed. A client acks what it hands to its application with Ack; unacked
-        messages stay pending and come again at the next login. Cancelling the stream (or losing
-        the connection) ends the session, as closing a custom-protocol connection does.
+        oldest first (Rule 12), then live ones (Rule 10). One stream per session (Subscribe or
+        SubscribeEvents). The server sends the response headers as soon as the stream is
+        attached, so a client can wait for them to know it is subscribed. A client acks what it
+        hands to its application with Ack; unacked messages stay pending and come again at the
+        next login. Cancelling the stream (or losing the connection) ends the session, as closing
+        a custom-protocol connection does.
+        This is the stream of clients built before history existed: it carries Deliveries only,
+        never the notices of Rules 22-24. New clients use SubscribeEvents.
+        No deadline: a deadline set on this call ends the whole session when it expires (gRPC
+        cancels the call, which the server cannot tell from a client that went away): later
+        rpcs with the token get UNAUTHENTICATED (DISCONNECTED), unacked messages stay pending.
         How it ends:
         OK                   the session logged out.
-        UNAUTHENTICATED      ACCOUNT_DELETED, or DISCONNECTED (the session was closed).
-        RESOURCE_EXHAUSTED   SLOW_CONSUMER: the client fell core.limits.MAX_SESSION_QUEUE = 4096
-        messages behind; its messages stay pending (nothing is lost).
+        UNAUTHENTICATED      ACCOUNT_DELETED, or DISCONNECTED (the session was closed), or
+        SLOW_CONSUMER: the client fell core.limits.MAX_SESSION_QUEUE = 4096
+        pushes behind; its messages stay pending (nothing is lost).
         UNAVAILABLE          SHUTDOWN: the server is stopping.
+        CANCELLED / DEADLINE_EXCEEDED (from the client's own gRPC): the client cancelled it
+        or its deadline expired; the session has ended.
         Errors at the start: UNAUTHENTICATED (not logged in, session ended), FAILED_PRECONDITION
         (ALREADY_SUBSCRIBED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubscribeEvents(self, request, context):
+        """Everything pushed to the session, in the server's order: Subscribe's deliveries, plus the
+        notices of Rules 22-24: a "sent by you" copy of each message the user sends from another
+        session (sent_copy), another session's read mark (read_marker), and the ids of messages
+        gone from the user's history (gone, sent to every live session of the user, the one that
+        deleted them included). Every rule of Subscribe applies (one stream per session, headers
+        at once, no deadline, how it ends, errors at the start); only deliveries are acked.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListConversations(self, request, context):
+        """The caller's conversations, most recent activity first, each with its last message, its
+        unread count and read mark (Rule 21), one page at a time.
+        Errors: UNAUTHENTICATED (not logged in, session ended).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadHistory(self, request, context):
+        """One conversation of the caller's history, newest first, `limit` at a time (Rules 20-21),
+        named by conversation_id or by its other participants' names. A conversation that does
+        not exist yet (or names without an account) gives an empty page with conversation_id 0;
+        an id that is not one of the caller's conversations gives an empty page with no
+        participants (no error: nobody learns which ids exist).
+        Errors: UNAUTHENTICATED (not logged in, session ended), INVALID_ARGUMENT
+        (INVALID_ARGUMENT: both conversation_id and participants set, or a conversation_id of
+        2^63 or more; LIMIT_EXCEEDED: over 257 participants, a name over 128 characters).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MarkRead(self, request, context):
+        """Mark a conversation read up to a message id (Rule 22). The mark only rises and never
+        passes the conversation's last message; the reply is the mark now in force and the unread
+        count after it. The user's other live sessions get it as a read_marker notice. Read is
+        not delivered: Ack and pending messages are untouched.
+        Errors: UNAUTHENTICATED (not logged in, session ended), INVALID_ARGUMENT
+        (INVALID_ARGUMENT: the caller has no conversation with that id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteMessages(self, request, context):
+        """Delete messages from the caller's history, or, with for_everyone, from every
+        participant's history and pending messages, which only the message's sender may do
+        (Rule 23). Ids the caller does not hold are ignored. Every live session of every user who
+        lost a copy gets a `gone` notice naming the ids, the caller's own sessions included.
+        Errors: UNAUTHENTICATED (not logged in, session ended), PERMISSION_DENIED (FORBIDDEN:
+        for_everyone on a message the caller did not send; nothing is deleted then),
+        INVALID_ARGUMENT (LIMIT_EXCEEDED: more than core.limits.MAX_DELETE_IDS = 1024 ids).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -211,6 +312,31 @@ def add_ChatServicer_to_server(servicer, server):
                     servicer.Subscribe,
                     request_deserializer=wirechat_dot_v1_dot_chat__pb2.SubscribeRequest.FromString,
                     response_serializer=wirechat_dot_v1_dot_chat__pb2.Delivery.SerializeToString,
+            ),
+            'SubscribeEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.SubscribeEvents,
+                    request_deserializer=wirechat_dot_v1_dot_chat__pb2.SubscribeRequest.FromString,
+                    response_serializer=wirechat_dot_v1_dot_chat__pb2.SessionEvent.SerializeToString,
+            ),
+            'ListConversations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListConversations,
+                    request_deserializer=wirechat_dot_v1_dot_chat__pb2.ListConversationsRequest.FromString,
+                    response_serializer=wirechat_dot_v1_dot_chat__pb2.ListConversationsReply.SerializeToString,
+            ),
+            'ReadHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadHistory,
+                    request_deserializer=wirechat_dot_v1_dot_chat__pb2.ReadHistoryRequest.FromString,
+                    response_serializer=wirechat_dot_v1_dot_chat__pb2.ReadHistoryReply.SerializeToString,
+            ),
+            'MarkRead': grpc.unary_unary_rpc_method_handler(
+                    servicer.MarkRead,
+                    request_deserializer=wirechat_dot_v1_dot_chat__pb2.MarkReadRequest.FromString,
+                    response_serializer=wirechat_dot_v1_dot_chat__pb2.ReadMarker.SerializeToString,
+            ),
+            'DeleteMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteMessages,
+                    request_deserializer=wirechat_dot_v1_dot_chat__pb2.DeleteMessagesRequest.FromString,
+                    response_serializer=wirechat_dot_v1_dot_chat__pb2.DeleteMessagesReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -429,6 +555,221 @@ class Chat:
             '/wirechat.v1.Chat/Subscribe',
             wirechat_dot_v1_dot_chat__pb2.SubscribeRequest.SerializeToString,
             wirechat_dot_v1_dot_chat__pb2.Delivery.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubscribeEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/wirechat.v1.Chat/SubscribeEvents',
+            wirechat_dot_v1_dot_chat__pb2.SubscribeRequest.SerializeToString,
+            wirechat_dot_v1_dot_chat__pb2.SessionEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListConversations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wirechat.v1.Chat/ListConversations',
+            wirechat_dot_v1_dot_chat__pb2.ListConversationsRequest.SerializeToString,
+            wirechat_dot_v1_dot_chat__pb2.ListConversationsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wirechat.v1.Chat/ReadHistory',
+            wirechat_dot_v1_dot_chat__pb2.ReadHistoryRequest.SerializeToString,
+            wirechat_dot_v1_dot_chat__pb2.ReadHistoryReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MarkRead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wirechat.v1.Chat/MarkRead',
+            wirechat_dot_v1_dot_chat__pb2.MarkReadRequest.SerializeToString,
+            wirechat_dot_v1_dot_chat__pb2.ReadMarker.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wirechat.v1.Chat/DeleteMessages',
+            wirechat_dot_v1_dot_chat__pb2.DeleteMessagesRequest.SerializeToString,
+            wirechat_dot_v1_dot_chat__pb2.DeleteMessagesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class ChatStreamStub:
+    """The whole chat on one bidirectional stream per session (see "The stream service" above).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Connect = channel.stream_stream(
+                '/wirechat.v1.ChatStream/Connect',
+                request_serializer=wirechat_dot_v1_dot_chat__pb2.ClientMessage.SerializeToString,
+                response_deserializer=wirechat_dot_v1_dot_chat__pb2.ServerMessage.FromString,
+                _registered_method=True)
+
+
+class ChatStreamServicer:
+    """The whole chat on one bidirectional stream per session (see "The stream service" above).
+    """
+
+    def Connect(self, request_iterator, context):
+        """Open a session. The server sends its response headers at once (a client may wait for them
+        to know it is connected), then one ServerMessage per reply and per pushed message. The
+        rules of each request are those of the `Chat` rpc of the same name; its errors arrive as
+        StreamError replies with the same ErrorReason, except those that end the session, which
+        end the call (see above).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ChatStreamServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Connect': grpc.stream_stream_rpc_method_handler(
+                    servicer.Connect,
+                    request_deserializer=wirechat_dot_v1_dot_chat__pb2.ClientMessage.FromString,
+                    response_serializer=wirechat_dot_v1_dot_chat__pb2.ServerMessage.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'wirechat.v1.ChatStream', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('wirechat.v1.ChatStream', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ChatStream:
+    """The whole chat on one bidirectional stream per session (see "The stream service" above).
+    """
+
+    @staticmethod
+    def Connect(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/wirechat.v1.ChatStream/Connect',
+            wirechat_dot_v1_dot_chat__pb2.ClientMessage.SerializeToString,
+            wirechat_dot_v1_dot_chat__pb2.ServerMessage.FromString,
             options,
             channel_credentials,
             insecure,

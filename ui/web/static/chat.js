@@ -1,23 +1,26 @@
-// wirechat web UI: live updates over Server-Sent Events, replies without a reload.
-// Every name and message is written with textContent (never innerHTML): data is never markup.
+// wirechat web UI: live updates over Server-Sent Events, replies, scrollback and deletion
+// without a reload. Every name and message is written with textContent (never innerHTML):
+// data is never markup. Times arrive formatted by the gateway (ui/timefmt.py, the console's
+// format too) in the reader's time zone, which this script tells it in the "tz" cookie.
 "use strict";
 
 (function () {
   const body = document.body;
   const csrf = body.dataset.csrf;
   const me = body.dataset.me || "";
-  const peer = body.dataset.peer || "";
+  let cid = Number(body.dataset.cid || 0); // the conversation on screen (0: none yet)
+  const peerKey = body.dataset.peer || ""; // its other participants, "kim,lee"
   const baseTitle = body.dataset.title || document.title;
   const thread = document.getElementById("messages");
   const conversations = document.getElementById("conversations");
 
-  // Times arrive in UTC from the server; show them in the reader's time zone.
-  function localTime(ms) {
-    return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-  }
-  document.querySelectorAll("time[data-ms]").forEach(function (el) {
-    el.textContent = localTime(Number(el.dataset.ms));
-  });
+  // The gateway formats times in the zone named by this cookie (UTC until it is set).
+  try {
+    const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    if (zone && body.dataset.tz !== zone) {
+      document.cookie = "tz=" + encodeURIComponent(zone) + "; path=/; SameSite=Lax; max-age=31536000";
+    }
+  } catch (e) { /* no Intl: UTC it is */ }
 
   function el(tag, className, text) {
     const node = document.createElement(tag);
@@ -42,84 +45,186 @@
 
   // -- rendering one message (mirrors templates/_message.html) --------------------------------
   function renderMessage(m) {
-    const mine = m.sender === me;
-    const li = el("li", "msg " + (mine ? "out" : "in"));
-    li.dataset.seq = String(m.seq);
+    const li = el("li", "msg " + (m.mine ? "out" : "in") + (m.sender_deleted ? " from-deleted" : ""));
+    li.dataset.id = String(m.id);
+    li.dataset.day = m.day;
     const meta = el("div", "meta");
-    meta.appendChild(el("span", "who", mine ? "You" : m.sender));
-    if (!m.incoming && m.recipients.length > 1) {
-      meta.appendChild(el("span", "to", "to " + m.recipients.join(", ")));
-    }
-    const time = el("time", "", localTime(m.sent_at_ms));
-    time.dateTime = new Date(m.sent_at_ms).toISOString();
+    meta.appendChild(el("span", "who", m.who));
+    if (m.to) meta.appendChild(el("span", "to", m.to));
+    const time = el("time", "", m.time);
+    time.title = m.stamp;
     meta.appendChild(time);
+    meta.appendChild(renderActions(m));
     li.appendChild(meta);
     li.appendChild(el("div", "body", m.body));
     return li;
   }
 
+  function renderActions(m) {
+    const details = el("details", "actions");
+    const summary = el("summary", "", "\u22ee");
+    summary.title = "Delete";
+    summary.setAttribute("aria-label", "Delete this message");
+    details.appendChild(summary);
+    const form = el("form", "delete");
+    form.method = "post";
+    form.action = "/delete";
+    [["csrf", csrf], ["id", String(m.id)], ["c", String(m.cid)]].forEach(function (pair) {
+      const input = el("input");
+      input.type = "hidden";
+      input.name = pair[0];
+      input.value = pair[1];
+      form.appendChild(input);
+    });
+    form.appendChild(scopeButton("me", "Delete for me", "link-button"));
+    if (m.mine) form.appendChild(scopeButton("everyone", "Delete for everyone", "link-button danger-text"));
+    details.appendChild(form);
+    return details;
+  }
+
+  function scopeButton(value, text, className) {
+    const button = el("button", className, text);
+    button.type = "submit";
+    button.name = "scope";
+    button.value = value;
+    return button;
+  }
+
+  function daySeparator(m) {
+    const li = el("li", "day", m.day_label);
+    li.dataset.day = m.day;
+    return li;
+  }
+
+  function belongsHere(m) {
+    if (!thread) return false;
+    if (cid && m.cid) return m.cid === cid;
+    if (m.participants.slice().sort().join(",") !== peerKey) return false;
+    if (m.cid) { // the first message of a new conversation: now we know its id
+      cid = m.cid;
+      body.dataset.cid = String(cid);
+      const field = document.querySelector('#reply input[name="c"]');
+      if (field) field.value = String(cid);
+    }
+    return true;
+  }
+
+  function lastDay() {
+    const msgs = thread.querySelectorAll("li.msg");
+    return msgs.length ? msgs[msgs.length - 1].dataset.day : null;
+  }
+
   function showMessage(m) {
-    if (!thread || m.peers.indexOf(peer) < 0) return;
-    if (thread.querySelector('li[data-seq="' + m.seq + '"]')) return; // already on the page
-    const stick = nearBottom(thread) || m.sender === me;
+    if (!belongsHere(m)) return;
+    if (thread.querySelector('li.msg[data-id="' + m.id + '"]')) return; // already on the page
+    const stick = nearBottom(thread) || m.mine;
+    if (lastDay() !== m.day) thread.appendChild(daySeparator(m));
     thread.appendChild(renderMessage(m));
     const empty = document.getElementById("no-messages");
     if (empty) empty.hidden = true;
     if (stick) thread.scrollTop = thread.scrollHeight;
-    if (m.incoming && m.sender === peer && document.visibilityState === "visible") markRead();
+    if (!m.mine && document.visibilityState === "visible") markRead(m.id);
   }
 
-  function conversationRow(name) {
-    const found = conversations.querySelector('li[data-peer="' + CSS.escape(name) + '"]');
-    if (found) return found;
-    const li = el("li");
-    li.dataset.peer = name;
-    if (name === peer) li.className = "current";
-    const a = el("a");
-    a.href = "/chat?peer=" + encodeURIComponent(name);
-    a.appendChild(el("span", "peer-name", name));
-    a.appendChild(el("span", "badge", ""));
-    a.appendChild(el("span", "preview", ""));
-    li.appendChild(a);
-    const empty = document.getElementById("no-conversations");
-    if (empty) empty.hidden = true;
-    return li;
+  // Day separators left with no message under them go (after a deletion).
+  function tidyDays() {
+    if (!thread) return;
+    thread.querySelectorAll("li.day").forEach(function (day) {
+      const next = day.nextElementSibling;
+      if (!next || !next.classList.contains("msg")) day.remove();
+    });
+    const empty = document.getElementById("no-messages");
+    if (empty) empty.hidden = thread.querySelector("li.msg") !== null;
   }
 
-  function showInSidebar(m) {
-    if (!conversations) return;
-    m.peers.forEach(function (name) {
-      const row = conversationRow(name);
-      row.querySelector(".preview").textContent = m.body.slice(0, 80);
-      conversations.insertBefore(row, conversations.firstChild); // most recent first
+  function removeMessages(ids) {
+    if (!thread) return;
+    ids.forEach(function (id) {
+      const li = thread.querySelector('li.msg[data-id="' + id + '"]');
+      if (li) li.remove();
+    });
+    tidyDays();
+  }
+
+  // -- "Load older": the server's history, one page further back ------------------------------
+  const older = document.getElementById("load-older");
+  if (older) {
+    older.addEventListener("click", function (event) {
+      event.preventDefault();
+      if (older.dataset.busy) return;
+      older.dataset.busy = "1";
+      const url = "/history?c=" + cid + "&before=" + encodeURIComponent(older.dataset.before);
+      fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (response) { return response.json(); })
+        .then(function (answer) {
+          if (!answer.ok) throw new Error(answer.error);
+          prependOlder(answer.messages);
+          if (answer.messages.length) older.dataset.before = String(answer.messages[0].id);
+          if (!answer.more) document.getElementById("older").remove();
+        })
+        .catch(function () { older.textContent = "Could not load older messages; try again"; })
+        .finally(function () { delete older.dataset.busy; });
     });
   }
 
-  function showUnread(counts) {
-    let total = 0;
-    Object.keys(counts).forEach(function (name) { total += counts[name]; });
+  function prependOlder(messages) {
+    const holder = document.getElementById("older");
+    const anchor = holder ? holder.nextElementSibling : thread.firstElementChild;
+    const before = thread.scrollHeight;
+    let day = null;
+    messages.forEach(function (m) {
+      if (thread.querySelector('li.msg[data-id="' + m.id + '"]')) return;
+      if (m.day !== day) thread.insertBefore(daySeparator(m), anchor);
+      day = m.day;
+      thread.insertBefore(renderMessage(m), anchor);
+    });
+    // The old first separator repeats the day the batch ended with: keep one.
+    if (anchor && anchor.classList.contains("day") && anchor.dataset.day === day) anchor.remove();
+    thread.scrollTop += thread.scrollHeight - before; // keep what was on screen in place
+  }
+
+  // -- the sidebar: the server's conversation list, replaced as a whole --------------------
+  function showConversations(list) {
     const badge = document.getElementById("unread-total");
-    if (badge) badge.textContent = total ? String(total) : "";
-    document.title = (total ? "(" + total + ") " : "") + baseTitle;
+    if (badge) badge.textContent = list.total ? String(list.total) : "";
+    document.title = (list.total ? "(" + list.total + ") " : "") + baseTitle;
     if (!conversations) return;
-    conversations.querySelectorAll("li[data-peer]").forEach(function (row) {
-      const n = counts[row.dataset.peer] || 0;
-      row.querySelector(".badge").textContent = n ? String(n) : "";
+    const rows = list.rows.map(function (c) {
+      const li = el("li");
+      li.dataset.cid = String(c.cid);
+      li.dataset.peer = c.peer;
+      if (c.cid === cid) li.className = "current";
+      const a = el("a");
+      a.href = "/chat?c=" + c.cid;
+      a.appendChild(el("span", "peer-name", c.label));
+      if (c.group) {
+        const mark = el("span", "group-mark", "group");
+        mark.title = "group";
+        a.appendChild(mark);
+      }
+      a.appendChild(el("span", "badge", c.unread ? String(c.unread) : ""));
+      a.appendChild(el("span", "preview", c.preview));
+      li.appendChild(a);
+      return li;
     });
+    conversations.replaceChildren.apply(conversations, rows);
+    const empty = document.getElementById("no-conversations");
+    if (empty) empty.hidden = rows.length > 0;
   }
 
-  let readPending = false;
-  function markRead() {
-    if (readPending || !peer) return;
-    readPending = true;
+  let readUpTo = 0;
+  function markRead(id) {
+    if (!cid || id <= readUpTo) return;
+    readUpTo = id;
     const data = new FormData();
-    data.append("peer", peer);
-    post("/read", data).finally(function () { readPending = false; });
+    data.append("c", String(cid));
+    data.append("up_to", String(id));
+    post("/read", data);
   }
   document.addEventListener("visibilitychange", function () {
-    if (document.visibilityState !== "visible" || !conversations) return;
-    const row = conversations.querySelector('li[data-peer="' + CSS.escape(peer) + '"] .badge');
-    if (row && row.textContent) markRead();
+    if (document.visibilityState !== "visible" || !thread) return;
+    const msgs = thread.querySelectorAll("li.msg.in");
+    if (msgs.length) markRead(Number(msgs[msgs.length - 1].dataset.id));
   });
 
   function signedOut(reason) {
@@ -133,16 +238,37 @@
     setTimeout(function () { window.location.assign("/login"); }, 1000);
   }
 
+  // -- deleting a message without a reload (the forms work without this script too) --------
+  document.addEventListener("submit", function (event) {
+    const form = event.target;
+    if (!form.classList || !form.classList.contains("delete")) return;
+    event.preventDefault();
+    const data = new FormData(form);
+    if (event.submitter && event.submitter.name) data.append(event.submitter.name, event.submitter.value);
+    post(form.action, data).then(function (response) {
+      return response.json().then(function (answer) {
+        if (answer.signed_out) signedOut(answer.error);
+        else if (!answer.ok) window.alert(answer.error);
+        // on success the server's "deleted" event removes it from every open page
+      });
+    });
+  });
+
   // -- the live feed ------------------------------------------------------------------------
   if (body.dataset.events && window.EventSource) {
     const source = new EventSource(body.dataset.events);
     source.addEventListener("message", function (event) {
-      const m = JSON.parse(event.data);
-      showMessage(m);
-      showInSidebar(m);
+      showMessage(JSON.parse(event.data));
     });
-    source.addEventListener("unread", function (event) {
-      showUnread(JSON.parse(event.data));
+    source.addEventListener("deleted", function (event) {
+      removeMessages(JSON.parse(event.data).ids);
+    });
+    source.addEventListener("conversations", function (event) {
+      showConversations(JSON.parse(event.data));
+    });
+    source.addEventListener("reload", function () {
+      source.close(); // this page missed more than the gateway keeps: read it afresh
+      window.location.reload();
     });
     source.addEventListener("replaced", function () {
       source.close(); // too many open pages: stop here rather than take another's place

@@ -1,0 +1,272 @@
+"""Where the cost goes: the ``send`` of each rung of the transport ladder, and what each step
+adds. Pure: read from a results dict, never measured here.
+
+The ladder (DESIGN.md, "The transport ladder"; ``transports.registry.LADDER``) goes from the
+custom protocol to gRPC unary one change at a time, each rung naming what it changes
+(``Entry.isolates``), so the difference between two neighbouring rungs has one cause.
+Transports that stand beside the ladder (websocket) are read against its first rung.
+
+Per rung, for the 32 B ``send`` to one offline recipient (memory store, one call in flight,
+client and server on different vCPUs):
+
+* bytes each way of the steady call (the bytes-on-the-wire rows: ``op=send, phase=steady``);
+* p50 latency, and the CPU time per call of the server process and of the client process
+  (the latency row's ``server_cpu_us_per_op`` and ``client_cpu_us_per_op``);
+* the closed-loop saturation rate (for scale; not part of the decomposition).
+
+The transports and their ladder order come from the run's own ``meta.registry`` (what the
+registry said when the run was made), or from the registry itself for older results files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from bench.markdown import TIMES, fmt_rate, fmt_us, signed, table
+from bench.stats import ratio
+
+Row = dict[str, Any]
+
+#: The figures of a rung that the steps decompose, with their units.
+METRICS: dict[str, str] = {
+    "total_bytes": "B",
+    "p50_us": "µs",
+    "server_cpu_us": "µs",
+    "client_cpu_us": "µs",
+}
+
+
+def registry_info(results: dict[str, Any]) -> list[Row]:
+    """One dict per transport (name, label, wire, reference, isolates, ladder), registry order."""
+    info = results.get("meta", {}).get("registry")
+    if info:
+        return list(info)
+    from transports import registry
+
+    return [
+        {
+            "name": e.name,
+            "label": e.label,
+            "wire": e.wire,
+            "reference": e.reference,
+            "isolates": e.isolates,
+            "ladder": e.name in registry.LADDER,
+        }
+        for e in registry.BY_NAME.values()
+    ]
+
+
+def _send_row(results: dict[str, Any], transport: str) -> Row | None:
+    for row in results.get("latency", []):
+        if (
+            row["transport"] == transport
+            and row["op"] == "send"
+            and row["store"] == "memory"
+            and row["placement"] in ("cross", "unpinned")
+            and not row.get("client")
+        ):
+            return row
+    return None
+
+
+def _steady_send_bytes(results: dict[str, Any], transport: str) -> Row | None:
+    rows = [
+        r
+        for r in results.get("sizes", [])
+        if r.get("transport") == transport
+        and r.get("op") == "send"
+        and r.get("phase") == "steady"
+        and r.get("recipients", 1) in (1, None)
+        and r.get("text", "ascii") in ("ascii", None)
+    ]
+    return min(rows, key=lambda r: abs((r.get("body_bytes") or 0) - 32), default=None)
+
+
+def _saturation(results: dict[str, Any], transport: str) -> float | None:
+    rates = [
+        r["achieved_per_s"]
+        for r in results.get("load", [])
+        if r["transport"] == transport and r["store"] == "memory" and r.get("completed")
+    ]
+    return max(rates, default=None)
+
+
+def _delta(now: float | None, before: float | None) -> float | None:
+    if now is None or before is None:
+        return None
+    return round(now - before, 2)
+
+
+def ladder(results: dict[str, Any]) -> list[Row]:
+    """The rungs in ladder order, then the transports beside it; each with its figures and its
+    step from the rung it is read against (``from``; None for the first rung)."""
+    info = [i for i in registry_info(results) if i.get("wire")]
+    rungs = [i for i in info if i.get("ladder")]
+    beside = [i for i in info if not i.get("ladder")]
+    measured = {r["transport"] for r in results.get("latency", [])} | {
+        r.get("transport") for r in results.get("sizes", [])
+    }
+    out: list[Row] = []
+    previous: Row | None = None
+    first: Row | None = None
+    for item in [*rungs, *beside]:
+        name = item["name"]
+        if name not in measured:
+            continue
+        send, size = _send_row(results, name), _steady_send_bytes(results, name)
+        c2s = None if size is None else size.get("c2s_bytes")
+        s2c = None if size is None else size.get("s2c_bytes")
+        row: Row = {
+            "transport": name,
+            "label": item.get("label", name),
+            "on_ladder": bool(item.get("ladder")),
+            "isolates": item.get("isolates") or "",
+            "c2s_bytes": c2s,
+            "s2c_bytes": s2c,
+            "total_bytes": None if c2s is None or s2c is None else c2s + s2c,
+            "p50_us": None if send is None else send.get("p50_us"),
+            "server_cpu_us": None if send is None else send.get("server_cpu_us_per_op"),
+            "client_cpu_us": None if send is None else send.get("client_cpu_us_per_op"),
+            "saturation_per_s": _saturation(results, name),
+        }
+        base = previous if row["on_ladder"] else first
+        row["from"] = None if base is None else base["transport"]
+        if row["on_ladder"] and first is None:
+            first = row
+        for metric in METRICS:
+            row[f"delta_{metric}"] = None if base is None else _delta(row[metric], base[metric])
+            row[f"{metric}_x_first"] = (
+                None if first is None else _round(ratio(row[metric], first[metric]))
+            )
+        out.append(row)
+        if row["on_ladder"]:
+            previous = row
+    return out
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def _cell(value: float | None, delta: float | None = None) -> str:
+    if value is None:
+        return "—"
+    text = f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+    if delta is not None:
+        text += f" ({delta:+,.0f})" if abs(delta) >= 100 else f" ({delta:+.1f})"
+    return text
+
+
+def format_ladder(rungs: list[Row]) -> str:
+    """The ladder as plain text for a terminal: a line per rung, deltas in brackets, then the
+    cause of each step."""
+    head = ("transport", "bytes c2s+s2c", "p50 µs", "server CPU µs", "client CPU µs")
+    lines = []
+    for r in rungs:
+        name = r["transport"] if r["on_ladder"] else f"{r['transport']} (beside)"
+        size = "—"
+        if r["c2s_bytes"] is not None and r["s2c_bytes"] is not None:
+            size = f"{r['c2s_bytes']}+{r['s2c_bytes']}"
+            if r["delta_total_bytes"] is not None:
+                size += f" ({r['delta_total_bytes']:+.0f})"
+        lines.append(
+            (
+                name,
+                size,
+                _cell(r["p50_us"], r["delta_p50_us"]),
+                _cell(r["server_cpu_us"], r["delta_server_cpu_us"]),
+                _cell(r["client_cpu_us"], r["delta_client_cpu_us"]),
+            )
+        )
+    widths = [max(len(row[i]) for row in [head, *lines]) for i in range(len(head))]
+    out = [
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in [head, *lines]
+    ]
+    out += [
+        f"  {r['from']} -> {r['transport']}: {r['isolates']}"
+        for r in rungs
+        if r["from"] is not None and r["isolates"]
+    ]
+    return "\n".join(out) + "\n"
+
+
+def _gap_in_words(rungs: list[Row], metric: str, unit: str, what: str) -> str | None:
+    """'p50: custom 114 µs -> grpc 575 µs (+461 µs): encoding +5 µs (1 %), ...'."""
+    on = [r for r in rungs if r["on_ladder"] and r.get(metric) is not None]
+    if len(on) < 2:
+        return None
+    first, last = on[0], on[-1]
+    gap = last[metric] - first[metric]
+    steps = []
+    for r in on[1:]:
+        delta = r.get(f"delta_{metric}")
+        share = f" ({delta / gap:.0%})" if delta is not None and gap else ""
+        steps.append(f"{r['transport']} {signed(delta, unit)}{share}")
+    return (
+        f"- **{what}**: {first['transport']} {first[metric]:,.1f} {unit} → {last['transport']} "
+        f"{last[metric]:,.1f} {unit} ({signed(gap, unit)}, {last[metric] / first[metric]:.1f}"
+        f"{TIMES}): " + ", ".join(steps) + "."
+        if first[metric]
+        else None
+    )
+
+
+def ladder_section(results: dict[str, Any], images: Sequence[str]) -> str:
+    """REPORT.md's "Where the cost goes": the table, the gap in words, the figure."""
+    rungs = results.get("ladder") or ladder(results)
+    parts = [
+        "## Where the cost goes\n",
+        "The 32 B `send` to one offline recipient on every rung of the transport ladder "
+        "(DESIGN.md), each rung changing one thing from the one before it, so each step's "
+        "delta has the cause in the *changes* column. Transports beside the ladder are "
+        "compared with its first rung. Bytes: the steady call, both directions; p50 and CPU "
+        "per call: the latency row (memory store, one call in flight, different vCPUs); "
+        "saturation: the best load step.\n",
+    ]
+    if not rungs:
+        parts.append("_(no wire transport measured in this run)_\n")
+        return "\n".join(parts)
+    head = ["transport", "changes (from)", "c2s B", "s2c B", "Δ bytes", "p50 µs", "Δ p50"]
+    head += ["server CPU µs", "Δ server", "client CPU µs", "Δ client", "saturation /s"]
+    rows = []
+    for r in rungs:
+        cause = r["isolates"] or ("the start of the ladder" if r["from"] is None else "—")
+        if r["from"] is not None:
+            cause += f" (from {r['from']})"
+        rows.append(
+            [
+                r["transport"] if r["on_ladder"] else f"{r['transport']} (beside)",
+                cause,
+                r["c2s_bytes"],
+                r["s2c_bytes"],
+                signed(r["delta_total_bytes"], "B"),
+                fmt_us(r["p50_us"]),
+                signed(r["delta_p50_us"], "µs"),
+                fmt_us(r["server_cpu_us"]),
+                signed(r["delta_server_cpu_us"], "µs"),
+                fmt_us(r["client_cpu_us"]),
+                signed(r["delta_client_cpu_us"], "µs"),
+                fmt_rate(r["saturation_per_s"]),
+            ]
+        )
+    parts.append(table(head, rows))
+    words = [
+        _gap_in_words(rungs, "total_bytes", "B", "bytes per send"),
+        _gap_in_words(rungs, "p50_us", "µs", "p50"),
+        _gap_in_words(rungs, "server_cpu_us", "µs", "server CPU per send"),
+        _gap_in_words(rungs, "client_cpu_us", "µs", "client CPU per send"),
+    ]
+    if any(words):
+        parts.append("\nThe gap from the first rung to the last, step by step:\n")
+        parts.append("\n".join(w for w in words if w) + "\n")
+    if "ladder.png" in images:
+        parts.append("\n![where the cost goes: the ladder for send](ladder.png)\n")
+    return "\n".join(parts)
+
+
+__all__ = ["METRICS", "format_ladder", "ladder", "ladder_section", "registry_info"]

@@ -1,0 +1,265 @@
+"""core values <-> chat.proto messages for history, conversations and notices (Rules 19-25).
+
+Shared by both gRPC transports (``grpc``: servicer and client; ``grpc-stream``: server and
+client), so that a field means the same on both and the page rules are written once:
+
+* A history page's messages and a conversation's last message leave their ``participants``
+  and ``conversation_id`` out: they are the page's (or the conversation's), and repeating them
+  would cost 5-40 bytes per message. The server leaves them out only when they are equal to
+  the page's; the client fills them back in when ``conversation_id`` is 0.
+* A page is cut at ``PAGE_BUDGET_BYTES`` of entries (at least one entry), with ``more`` set,
+  so that a reply of up to 500 messages of 64 KiB stays below ``MAX_REPLY_BYTES``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from core import requests as rq
+from core.types import (
+    Conversation,
+    ConversationPage,
+    Delivery,
+    HistoryPage,
+    MessagesDeleted,
+    ReadMarker,
+    SendResult,
+    SentCopy,
+    SessionEvent,
+)
+from transports.grpc._generated import chat_pb2 as pb
+from transports.grpc._wire import PAGE_BUDGET_BYTES
+
+U32_MAX = 2**32 - 1
+U64_MAX = 2**64 - 1
+
+
+# -- server side: core -> protobuf ----------------------------------------------------------
+def delivery_pb(d: Delivery) -> pb.Delivery:
+    """A Delivery with every field (a push: Subscribe, SubscribeEvents, ChatStream)."""
+    return pb.Delivery(
+        message_id=d.message_id,
+        sent_at_ms=d.sent_at_ms,
+        sender=d.sender,
+        body=d.body,
+        participants=d.participants,
+        sender_deleted=d.sender_deleted,
+        conversation_id=d.conversation_id,
+    )
+
+
+def _in_page(d: Delivery, conversation_id: int, participants: Sequence[str]) -> pb.Delivery:
+    """A Delivery inside a page: conversation and participants left out when they are the
+    page's (see the module docstring)."""
+    if d.conversation_id == conversation_id and tuple(d.participants) == tuple(participants):
+        return pb.Delivery(
+            message_id=d.message_id,
+            sent_at_ms=d.sent_at_ms,
+            sender=d.sender,
+            body=d.body,
+            sender_deleted=d.sender_deleted,
+        )
+    return delivery_pb(d)
+
+
+def _varint_size(n: int) -> int:
+    return max(1, (n.bit_length() + 6) // 7)
+
+
+def _fits(entries: Sequence[Any]) -> int:
+    """How many of ``entries`` (protobuf messages in a repeated field) fit the page budget:
+    at least one."""
+    total = 0
+    for count, entry in enumerate(entries):
+        size = entry.ByteSize()
+        total += 1 + _varint_size(size) + size
+        if total > PAGE_BUDGET_BYTES and count > 0:
+            return count
+    return len(entries)
+
+
+def send_reply(result: SendResult) -> pb.SendReply:
+    return pb.SendReply(
+        message_id=result.message_id,
+        sent_at_ms=result.sent_at_ms,
+        unknown_recipients=result.unknown_recipients,
+        conversation_id=result.conversation_id,
+    )
+
+
+def conversations_reply(page: ConversationPage) -> pb.ListConversationsReply:
+    entries = [
+        pb.Conversation(
+            conversation_id=c.conversation_id,
+            participants=c.participants,
+            last_message=_in_page(c.last_message, c.conversation_id, c.participants),
+            unread=c.unread,
+            read_up_to=c.read_up_to,
+            deleted_participants=c.deleted_participants,
+        )
+        for c in page.conversations
+    ]
+    keep = _fits(entries)
+    return pb.ListConversationsReply(
+        conversations=entries[:keep], more=page.more or keep < len(entries)
+    )
+
+
+def history_reply(page: HistoryPage) -> pb.ReadHistoryReply:
+    messages = [_in_page(m, page.conversation_id, page.participants) for m in page.messages]
+    keep = _fits(messages)
+    return pb.ReadHistoryReply(
+        conversation_id=page.conversation_id,
+        participants=page.participants,
+        messages=messages[:keep],
+        more=page.more or keep < len(messages),
+        deleted_participants=page.deleted_participants,
+        read_up_to=page.read_up_to,
+    )
+
+
+def marker_pb(marker: ReadMarker) -> pb.ReadMarker:
+    return pb.ReadMarker(
+        conversation_id=marker.conversation_id, up_to_id=marker.up_to_id, unread=marker.unread
+    )
+
+
+def gone_pb(notice: MessagesDeleted) -> pb.MessagesDeleted:
+    return pb.MessagesDeleted(message_ids=notice.message_ids)
+
+
+def push_arm(event: SessionEvent) -> tuple[str, Any]:
+    """The push arm (SessionEvent's and ServerMessage's share the names) and its message."""
+    if isinstance(event, Delivery):
+        return "delivery", delivery_pb(event)
+    if isinstance(event, SentCopy):
+        return "sent_copy", delivery_pb(event.message)
+    if isinstance(event, ReadMarker):
+        return "read_marker", marker_pb(event)
+    return "gone", gone_pb(event)
+
+
+def session_event_pb(event: SessionEvent) -> pb.SessionEvent:
+    arm, message = push_arm(event)
+    return pb.SessionEvent(**{arm: message})
+
+
+# -- client side: protobuf -> core ----------------------------------------------------------
+def delivery_of(
+    m: pb.Delivery, participants: Sequence[str] = (), conversation_id: int = 0
+) -> Delivery:
+    """A core Delivery; ``participants``/``conversation_id``: the page's, used when the
+    message leaves them out (its conversation_id is 0)."""
+    if m.conversation_id:
+        participants, conversation_id = tuple(m.participants), m.conversation_id
+    return Delivery(
+        m.message_id,
+        m.sender,
+        m.body,
+        m.sent_at_ms,
+        tuple(participants),
+        m.sender_deleted,
+        conversation_id,
+    )
+
+
+def sent_of(m: pb.SendReply) -> SendResult:
+    return SendResult(m.message_id, m.sent_at_ms, tuple(m.unknown_recipients), m.conversation_id)
+
+
+def conversations_of(m: pb.ListConversationsReply) -> ConversationPage:
+    return ConversationPage(
+        tuple(
+            Conversation(
+                c.conversation_id,
+                tuple(c.participants),
+                delivery_of(c.last_message, tuple(c.participants), c.conversation_id),
+                c.unread,
+                c.read_up_to,
+                tuple(c.deleted_participants),
+            )
+            for c in m.conversations
+        ),
+        m.more,
+    )
+
+
+def history_of(m: pb.ReadHistoryReply) -> HistoryPage:
+    participants = tuple(m.participants)
+    return HistoryPage(
+        m.conversation_id,
+        participants,
+        tuple(delivery_of(d, participants, m.conversation_id) for d in m.messages),
+        m.more,
+        tuple(m.deleted_participants),
+        m.read_up_to,
+    )
+
+
+def marker_of(m: pb.ReadMarker) -> ReadMarker:
+    return ReadMarker(m.conversation_id, m.up_to_id, m.unread)
+
+
+def push_of(arm: str | None, m: Any) -> SessionEvent | None:
+    """The core event for a push arm (of SessionEvent or ServerMessage); None: not a push
+    this client knows (a newer server's), to be ignored."""
+    if arm == "delivery":
+        return delivery_of(m)
+    if arm == "sent_copy":
+        return SentCopy(delivery_of(m))
+    if arm == "read_marker":
+        return marker_of(m)
+    if arm == "gone":
+        return MessagesDeleted(tuple(m.message_ids))
+    return None
+
+
+# -- client side: requests -> protobuf ------------------------------------------------------
+# Cursors beyond uint64 mean "from the newest" to the core, as 0 does; page sizes beyond
+# uint32 "as many as you give" (the server's cap decides). Ids that do not fit raise
+# ValueError, which each transport reports as InvalidArgument.
+def list_conversations_pb(r: rq.ListConversations) -> pb.ListConversationsRequest:
+    return pb.ListConversationsRequest(
+        before_id=r.before_id if r.before_id <= U64_MAX else 0, limit=min(r.limit, U32_MAX)
+    )
+
+
+def read_history_pb(r: rq.ReadHistory) -> pb.ReadHistoryRequest:
+    return pb.ReadHistoryRequest(
+        participants=r.participants,
+        before_id=r.before_id if r.before_id <= U64_MAX else 0,
+        limit=min(r.limit, U32_MAX),
+        conversation_id=r.conversation_id,
+    )
+
+
+def mark_read_pb(r: rq.MarkRead) -> pb.MarkReadRequest:
+    return pb.MarkReadRequest(conversation_id=r.conversation_id, up_to_id=min(r.up_to_id, U64_MAX))
+
+
+def delete_messages_pb(r: rq.DeleteMessages) -> pb.DeleteMessagesRequest:
+    return pb.DeleteMessagesRequest(message_ids=r.message_ids, for_everyone=r.for_everyone)
+
+
+__all__ = [
+    "U32_MAX",
+    "U64_MAX",
+    "conversations_of",
+    "conversations_reply",
+    "delete_messages_pb",
+    "delivery_of",
+    "delivery_pb",
+    "history_of",
+    "history_reply",
+    "list_conversations_pb",
+    "mark_read_pb",
+    "marker_of",
+    "marker_pb",
+    "push_arm",
+    "push_of",
+    "read_history_pb",
+    "send_reply",
+    "sent_of",
+    "session_event_pb",
+]

@@ -1,0 +1,406 @@
+"""The grpc-stream client transport: one channel, one ``ChatStream.Connect`` call per session.
+
+``open_client(address)`` returns ``core.ChatClient(GrpcStreamTransport(address))``: every client
+*rule* is ChatClient's; this module carries requests and hands over what the server pushes.
+
+Theory of operation (chat.proto, "The stream service", is the contract)
+  * ``connect()`` opens the channel, starts the call and waits for the server's response
+    headers, so a server without ChatStream is an error at connect, not at the first request.
+  * A request takes the lowest free request id (so ids stay one-byte varints, as on the custom
+    protocol) and keeps it until its reply arrives, even if the caller stopped waiting. Ack has
+    no success reply: it travels on id 0 and is fire-and-forget; a failed Ack's error (id 0)
+    is logged.
+  * One *writer* task writes the queued messages. grpc.aio allows one write in flight per call,
+    and a write cancelled half-way cancels the whole call (grpc.aio's ``_write``): a caller
+    cancelled while waiting must never end the session, so callers only queue.
+  * Signup/Login set ``notices``: the server then pushes the notices of Rules 22-24 too.
+  * One *reader* task reads the call: a Delivery goes to ``events.delivered``, a notice
+    (sent_copy, read_marker, gone) to ``events.notified``; a reply resolves
+    its request's future, and the waiting request turns it into the core result or error (the
+    one place ``StreamError`` becomes a ``core.errors`` error). When the call ends, its status
+    decides: a ``wirechat-error`` reason that ends a session is ``events.session_ended``,
+    anything else (server gone, connection broken) ``events.connection_lost``.
+  * ``close()`` drains the queue and half-closes, so the server handles the last Acks before it
+    closes the session and ends the call with OK; then (or after ``CLOSE_TIMEOUT``) it cancels
+    the call and closes the channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import grpc
+
+from core import requests as rq
+from core.client import ChatClient, ClientEvents
+from core.errors import ChatError, InvalidArgument, LimitExceeded, SessionClosed
+from core.types import AccountPage, Delivery, LoginResult
+from transports.grpc import _convert as cv
+from transports.grpc._errors import BY_NAME, reason_of
+from transports.grpc._generated import chat_pb2 as pb
+from transports.grpc._wire import CHANNEL_OPTIONS, MAX_MESSAGE_BYTES
+from transports.grpc_stream._server import SERVICE_NAME
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+METHOD = f"/{SERVICE_NAME}/Connect"
+#: How long connect() waits for the server (TCP, HTTP/2 and the call's response headers).
+CONNECT_TIMEOUT = 10.0
+#: How long close() waits for the server to handle what was sent and end the call with OK.
+CLOSE_TIMEOUT = 2.0
+_U32_MAX = cv.U32_MAX
+
+ClientMessage = pb.ClientMessage
+_REASON_NAME: dict[int, str] = {pb.ErrorReason.Value(name): name for name in BY_NAME}
+
+
+def open_client(address: tuple[str, int], *, auto_ack: bool = True) -> ChatClient:
+    """A ChatClient for the grpc-stream server at ``(host, port)``; ``connect()`` it or use
+    ``async with``."""
+    return ChatClient(GrpcStreamTransport(address), auto_ack=auto_ack)
+
+
+# -- core requests <-> chat.proto: (build the ClientMessage, the reply's field, its result) ----
+def _login_result(reply: pb.LoginReply) -> LoginResult:
+    return LoginResult(reply.username, reply.pending)
+
+
+def _accounts(reply: pb.ListAccountsReply) -> AccountPage:
+    return AccountPage(tuple(reply.usernames), reply.more)
+
+
+def _nothing(reply: Any) -> None:
+    return None
+
+
+Encoder = Callable[[Any, int], pb.ClientMessage]
+#: request type -> (its ClientMessage, the ServerMessage field of its reply, the core result)
+CODEC: dict[type, tuple[Encoder, str, Callable[[Any], Any]]] = {
+    rq.Send: (
+        lambda r, rid: ClientMessage(
+            request_id=rid, send=pb.SendRequest(recipients=r.recipients, body=r.body)
+        ),
+        "sent",
+        cv.sent_of,
+    ),
+    rq.Signup: (
+        lambda r, rid: ClientMessage(
+            request_id=rid,
+            signup=pb.SignupRequest(username=r.username, password=r.password, notices=True),
+        ),
+        "logged_in",
+        _login_result,
+    ),
+    rq.Login: (
+        lambda r, rid: ClientMessage(
+            request_id=rid,
+            login=pb.LoginRequest(username=r.username, password=r.password, notices=True),
+        ),
+        "logged_in",
+        _login_result,
+    ),
+    rq.Logout: (
+        lambda r, rid: ClientMessage(request_id=rid, logout=pb.LogoutRequest()),
+        "logged_out",
+        _nothing,
+    ),
+    rq.ListAccounts: (
+        lambda r, rid: ClientMessage(
+            request_id=rid,
+            list_accounts=pb.ListAccountsRequest(
+                pattern=r.pattern, after=r.after, limit=min(r.limit, _U32_MAX)
+            ),
+        ),
+        "accounts",
+        _accounts,
+    ),
+    rq.DeleteAccount: (
+        lambda r, rid: ClientMessage(
+            request_id=rid, delete_account=pb.DeleteAccountRequest(username=r.username)
+        ),
+        "deleted",
+        _nothing,
+    ),
+    rq.ListConversations: (
+        lambda r, rid: ClientMessage(
+            request_id=rid, list_conversations=cv.list_conversations_pb(r)
+        ),
+        "conversations",
+        cv.conversations_of,
+    ),
+    rq.ReadHistory: (
+        lambda r, rid: ClientMessage(request_id=rid, read_history=cv.read_history_pb(r)),
+        "history",
+        cv.history_of,
+    ),
+    rq.MarkRead: (
+        lambda r, rid: ClientMessage(request_id=rid, mark_read=cv.mark_read_pb(r)),
+        "marked_read",
+        cv.marker_of,
+    ),
+    rq.DeleteMessages: (
+        lambda r, rid: ClientMessage(request_id=rid, delete_messages=cv.delete_messages_pb(r)),
+        "messages_deleted",
+        _nothing,
+    ),
+}
+
+#: ServerMessage's push arms (request_id 0, never a reply): see chat.proto.
+PUSHES = frozenset({"delivery", "sent_copy", "read_marker", "gone"})
+
+
+def error_of(error: pb.StreamError) -> ChatError:
+    """The core error a StreamError reply stands for: the one place they are mapped."""
+    reason = BY_NAME.get(_REASON_NAME.get(error.reason, ""))
+    text = error.message or (reason.name.replace("_", " ").lower() if reason else "refused")
+    return reason.error(text) if reason is not None else ChatError(text)
+
+
+def _ack(request: rq.Ack, rid: int) -> pb.ClientMessage:
+    return ClientMessage(ack=pb.AckRequest(message_ids=request.message_ids))  # always id 0
+
+
+def _encode(build: Encoder, request: Any, rid: int) -> bytes:
+    """Serialize a request; what chat.proto cannot carry is the caller's error, as the server
+    would have said (a lone surrogate, an id out of range, a message over the size limit)."""
+    try:
+        data = build(request, rid).SerializeToString()
+    except (ValueError, TypeError) as exc:
+        raise InvalidArgument(f"cannot encode the request: {exc}") from None
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise LimitExceeded(
+            f"the request is {len(data)} bytes; a gRPC message is at most {MAX_MESSAGE_BYTES}"
+        )
+    return data
+
+
+class GrpcStreamTransport:
+    """core.client.ClientTransport over one ChatStream.Connect call (see the module docstring)."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        host, port = address
+        self.target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self._events: ClientEvents | None = None
+        self._channel: grpc.aio.Channel | None = None
+        self._call: Any = None  # grpc.aio.StreamStreamCall
+        self._waiting: dict[int, asyncio.Future[pb.ServerMessage]] = {}
+        self._free_ids: list[int] = []  # a heap of released ids below _next_id
+        self._next_id = 1
+        self._outbox: deque[bytes] = deque()
+        self._wake: asyncio.Future[None] | None = None  # the idle writer waits on it
+        self._half_close = False  # the writer half-closes once the outbox is empty
+        self._reader: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._gone: Exception | None = None  # set: the call is over; requests raise this
+        self._closing = False  # close() began: the end of the call is no news
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def connect(self, events: ClientEvents) -> None:
+        """Open the channel and the call; OSError/ConnectionError if the server is not there."""
+        self._events = events
+        channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                await self._wait_ready(channel)
+                call = channel.stream_stream(
+                    METHOD,
+                    request_serializer=None,  # we send bytes, serialized and size-checked
+                    response_deserializer=pb.ServerMessage.FromString,
+                )()
+                await call.initial_metadata()
+                if call.done():
+                    code, details = await call.code(), await call.details()
+                    raise ConnectionError(f"the server refused the stream: {code.name} {details}")
+        except BaseException as exc:
+            await channel.close()
+            if isinstance(exc, TimeoutError):
+                raise ConnectionError(f"no grpc-stream server answered at {self.target}") from None
+            raise
+        self._channel, self._call = channel, call
+        self._reader = asyncio.create_task(self._read(call), name="grpc-stream-reader")
+        self._writer = asyncio.create_task(self._write(call), name="grpc-stream-writer")
+
+    async def _wait_ready(self, channel: grpc.aio.Channel) -> None:
+        state = channel.get_state(try_to_connect=True)
+        while state is not grpc.ChannelConnectivity.READY:
+            if state is grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+                raise ConnectionRefusedError(f"cannot connect to gRPC server at {self.target}")
+            if state is grpc.ChannelConnectivity.SHUTDOWN:
+                raise ConnectionError("channel closed while connecting")
+            await channel.wait_for_state_change(state)
+            state = channel.get_state(try_to_connect=True)
+
+    async def close(self) -> None:
+        """Half-close after what is queued (the server handles it, then ends with OK), then
+        cancel the call and close the channel. Idempotent."""
+        channel, self._channel = self._channel, None
+        if channel is None:
+            return
+        self._closing = True
+        call, reader, writer = self._call, self._reader, self._writer
+        if self._gone is None:
+            self._half_close = True
+            self._wake_writer()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await asyncio.wait([t for t in (reader, writer) if t is not None])
+        call.cancel()
+        for task in (reader, writer):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await channel.close()
+        self._over(ConnectionError("not connected: closed by the client"))
+        if self._events is not None:
+            self._events.connection_lost(None)
+
+    # -- requests --------------------------------------------------------------------------
+    async def request(self, request: rq.Request[R]) -> R:
+        """Send ``request``; its reply's result, or the error it maps to."""
+        if self._gone is not None:
+            raise type(self._gone)(*self._gone.args)
+        if request.__class__ is rq.Ack:
+            self._queue(_encode(_ack, request, 0))
+            return None  # type: ignore[return-value]
+        codec = CODEC.get(request.__class__)
+        if codec is None:
+            raise TypeError(f"the grpc-stream transport cannot carry {request!r}")
+        build, field, result = codec
+        rid = self._allocate_id()
+        try:
+            data = _encode(build, request, rid)
+        except BaseException:
+            heapq.heappush(self._free_ids, rid)
+            raise
+        future: asyncio.Future[pb.ServerMessage] = asyncio.get_running_loop().create_future()
+        self._waiting[rid] = future
+        self._queue(data)
+        reply = await future  # cancelled: the id stays taken until the reply comes
+        kind = reply.WhichOneof("message")
+        if kind == field:
+            return cast(R, result(getattr(reply, field)))
+        if kind == "error":
+            raise error_of(reply.error)
+        raise ConnectionError(f"the server answered a {request.__class__.__name__} with {kind}")
+
+    def _allocate_id(self) -> int:
+        if self._free_ids:
+            return heapq.heappop(self._free_ids)
+        rid = self._next_id
+        if rid > _U32_MAX:
+            raise RuntimeError("2^32-1 requests in flight")
+        self._next_id = rid + 1
+        return rid
+
+    def _queue(self, data: bytes) -> None:
+        self._outbox.append(data)
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            if not wake.done():
+                wake.set_result(None)
+
+    async def _write(self, call: Any) -> None:
+        """The one writer of the call: drains the outbox, then waits to be woken."""
+        outbox, write = self._outbox, call.write
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                while outbox:
+                    await write(outbox.popleft())
+                if self._half_close:
+                    await call.done_writing()
+                    return
+                self._wake = loop.create_future()
+                await self._wake
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
+            log.debug("the stream ended while writing: %r", exc)  # the reader says why
+
+    # -- incoming --------------------------------------------------------------------------
+    async def _read(self, call: Any) -> None:
+        """The one reader of the call: pushes to the events, replies to their requests."""
+        assert self._events is not None
+        delivered, notified = self._events.delivered, self._events.notified
+        push_of = cv.push_of
+        waiting, free_ids = self._waiting, self._free_ids
+        read = call.read
+        try:
+            while True:
+                message = await read()
+                if message is grpc.aio.EOF:
+                    self._ended(None)  # OK: the server answered our half-close
+                    return
+                kind = message.WhichOneof("message")
+                if kind in PUSHES:
+                    event = push_of(kind, getattr(message, kind))
+                    if isinstance(event, Delivery):
+                        delivered(event)
+                    elif event is not None:
+                        notified(event)
+                    continue
+                rid = message.request_id
+                future = waiting.pop(rid, None)
+                if future is None:
+                    if kind == "error":  # a failed Ack (id 0): nobody waits for it
+                        log.warning("the server refused an ACK: %s", message.error.message)
+                    else:
+                        log.warning("a reply to no request (id %d, %s): ignored", rid, kind)
+                    continue
+                heapq.heappush(free_ids, rid)
+                if not future.done():
+                    future.set_result(message)
+        except grpc.aio.AioRpcError as err:
+            self._ended(err)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug of ours: never leave callers waiting for ever
+            log.exception("reading the stream failed")
+            self._over(ConnectionError(f"the client failed: {exc!r}"))
+            if self._events is not None and not self._closing:
+                self._events.connection_lost(f"the client failed: {exc!r}")
+
+    def _ended(self, err: grpc.aio.AioRpcError | None) -> None:
+        """The call is over: say why, once, unless we closed it ourselves."""
+        reason = reason_of(err, by_code=False) if err is not None else None
+        events = self._events
+        if reason is not None and reason.ends is not None:
+            text = reason.ends.value
+            self._over(SessionClosed(f"session ended: {text}"))
+            if events is not None and not self._closing:
+                events.session_ended(text)
+                events.connection_lost(text)
+            return
+        if err is None:
+            text = "the server ended the stream"
+        elif reason is not None:
+            text = f"the server ended the stream: {err.details()}"
+        else:
+            text = f"gRPC {err.code().name}: {err.details()}"
+        self._over(ConnectionError(f"connection closed: {text}"))
+        if events is not None and not self._closing:
+            events.connection_lost(text)
+
+    def _over(self, error: Exception) -> None:
+        """No more replies can come: fail every waiting request with ``error``."""
+        if self._gone is None:
+            self._gone = error
+        waiting, self._waiting = self._waiting, {}
+        for future in waiting.values():
+            if not future.done():
+                future.set_exception(error)
+        self._wake_writer()
+
+
+__all__ = ["CODEC", "METHOD", "GrpcStreamTransport", "error_of", "open_client"]

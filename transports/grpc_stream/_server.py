@@ -1,0 +1,443 @@
+"""The grpc-stream server: chat.proto's ``ChatStream.Connect`` on grpc.aio, around one ChatService.
+
+Theory of operation (chat.proto, "The stream service", is the contract)
+  * One Connect call is one session (:class:`_Stream`). The handler task is the *reader*: it
+    reads a ClientMessage, calls the core, writes the reply, and only then reads the next one,
+    so replies leave in request order and a request never overtakes the one before it.
+  * While the session is logged in, a *pusher* task drains ``session.deliveries()`` onto the
+    same call, or ``session.events()`` (deliveries and the notices of Rules 22-24) if the
+    Signup/Login set ``notices`` (clients from before history did not, and get deliveries
+    only). History messages <-> core values live in transports/grpc/_convert.py.
+    grpc-core allows one outstanding write per call, so both writers take ``_Stream.lock``;
+    the pusher of a login starts after its reply is written, so the LoginReply precedes the
+    pending messages.
+  * Errors become replies in one place (``_Stream.handle``): the ErrorReason of the shared
+    table (transports/grpc/_errors.py) and the sentence of the core error. When the session has
+    ended (a failed Signup/Login, a deletion here or elsewhere, too slow, shutdown), the call
+    ends with that table's status and ``wirechat-error`` trailer (``_Stream.end``), from
+    whichever task notices first; the other one sees the call aborted and stops.
+  * Backpressure: writes wait for HTTP/2 flow control. A client that stops reading stalls the
+    pusher, the core's queue for the session fills, and the core ends it as a slow consumer
+    (Rule 17); when the client reads again its stream ends with SLOW_CONSUMER. A stream still
+    stuck writing to a client that never reads again is cancelled by the sweep (two sweeps
+    after its session ended), so a dead reader cannot pin a task for ever.
+  * The client half-closing (done writing) ends the session: every request read is answered,
+    then the call ends with OK. The client cancelling the call (or the connection dying: the
+    keepalive pings of ``SERVER_OPTIONS`` notice) cancels the handler task; its ``finally``
+    closes the session, as a dropped TCP connection does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeAlias
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from core.errors import ChatError, SessionClosed
+from core.service import ChatService
+from core.session import Session
+from core.types import CloseReason
+from transports.grpc import _convert as cv
+from transports.grpc._errors import BY_NAME, Reason, closed_text, reason_for
+from transports.grpc._generated import chat_pb2 as pb
+from transports.grpc._wire import SERVER_OPTIONS
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["ChatStream"].full_name  # wirechat.v1.ChatStream
+
+#: Seconds close() lets streams get their SHUTDOWN status out before the server stops.
+SHUTDOWN_GRACE = 1.0
+#: Seconds between sweeps for streams stuck writing to a client that stopped reading after
+#: its session ended; such a stream is cancelled at the second sweep that finds it.
+SWEEP_INTERVAL = 10.0
+
+Context: TypeAlias = "grpc.aio.ServicerContext"
+ServerMessage = pb.ServerMessage
+_REASON_VALUE: dict[str, int] = {name: pb.ErrorReason.Value(name) for name in BY_NAME}
+_MALFORMED = BY_NAME["INVALID_ARGUMENT"]
+_SHUTDOWN = BY_NAME["SHUTDOWN"]
+
+
+class Malformed:
+    """What a message that is not a valid ClientMessage decodes to (broken protobuf, invalid
+    UTF-8): the handler then ends the call with INVALID_ARGUMENT, instead of grpc answering a
+    deserializer's exception with UNKNOWN and a logged traceback."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _parse(data: bytes) -> Any:
+    try:
+        return pb.ClientMessage.FromString(data)
+    except Exception as exc:  # protobuf's DecodeError: broken wire format, invalid UTF-8
+        return Malformed(f"malformed message: {exc}")
+
+
+def _error(request_id: int, reason: Reason, text: str) -> pb.ServerMessage:
+    return ServerMessage(
+        request_id=request_id,
+        error=pb.StreamError(reason=_REASON_VALUE[reason.name], message=text),  # type: ignore[arg-type]
+    )
+
+
+# -- one handler per request kind: core call, then the reply (None: no reply) ------------------
+Handler = Callable[["_Stream", Any, int], Awaitable[pb.ServerMessage | None]]
+
+
+async def _signup(stream: _Stream, request: pb.SignupRequest, rid: int) -> pb.ServerMessage:
+    result = await stream.service.signup(stream.session, request.username, request.password)
+    stream.notices = request.notices
+    return ServerMessage(
+        request_id=rid, logged_in=pb.LoginReply(username=result.username, pending=result.pending)
+    )
+
+
+async def _login(stream: _Stream, request: pb.LoginRequest, rid: int) -> pb.ServerMessage:
+    result = await stream.service.login(stream.session, request.username, request.password)
+    stream.notices = request.notices
+    return ServerMessage(
+        request_id=rid, logged_in=pb.LoginReply(username=result.username, pending=result.pending)
+    )
+
+
+async def _logout(stream: _Stream, request: pb.LogoutRequest, rid: int) -> pb.ServerMessage:
+    await stream.service.logout(stream.session)
+    await stream.stop_pusher(cancel=False)  # it ends with the login; the next login starts anew
+    return ServerMessage(request_id=rid, logged_out=pb.LogoutReply())
+
+
+async def _list_accounts(
+    stream: _Stream, request: pb.ListAccountsRequest, rid: int
+) -> pb.ServerMessage:
+    page = await stream.service.list_accounts(
+        stream.session, request.pattern, request.after, request.limit
+    )
+    return ServerMessage(
+        request_id=rid, accounts=pb.ListAccountsReply(usernames=page.usernames, more=page.more)
+    )
+
+
+async def _send(stream: _Stream, request: pb.SendRequest, rid: int) -> pb.ServerMessage:
+    result = await stream.service.send(stream.session, request.recipients, request.body)
+    return ServerMessage(request_id=rid, sent=cv.send_reply(result))
+
+
+async def _ack(stream: _Stream, request: pb.AckRequest, rid: int) -> None:
+    await stream.service.ack(stream.session, request.message_ids)
+    return None  # no reply on success (chat.proto)
+
+
+async def _delete_account(
+    stream: _Stream, request: pb.DeleteAccountRequest, rid: int
+) -> pb.ServerMessage:
+    await stream.service.delete_account(stream.session, request.username)
+    return ServerMessage(request_id=rid, deleted=pb.DeleteAccountReply())
+
+
+async def _list_conversations(
+    stream: _Stream, request: pb.ListConversationsRequest, rid: int
+) -> pb.ServerMessage:
+    page = await stream.service.list_conversations(stream.session, request.before_id, request.limit)
+    return ServerMessage(request_id=rid, conversations=cv.conversations_reply(page))
+
+
+async def _read_history(
+    stream: _Stream, request: pb.ReadHistoryRequest, rid: int
+) -> pb.ServerMessage:
+    page = await stream.service.read_history(
+        stream.session, request.participants, request.before_id, request.limit,
+        request.conversation_id,
+    )  # fmt: skip
+    return ServerMessage(request_id=rid, history=cv.history_reply(page))
+
+
+async def _mark_read(stream: _Stream, request: pb.MarkReadRequest, rid: int) -> pb.ServerMessage:
+    marker = await stream.service.mark_read(
+        stream.session, request.conversation_id, request.up_to_id
+    )
+    return ServerMessage(request_id=rid, marked_read=cv.marker_pb(marker))
+
+
+async def _delete_messages(
+    stream: _Stream, request: pb.DeleteMessagesRequest, rid: int
+) -> pb.ServerMessage:
+    await stream.service.delete_messages(stream.session, request.message_ids, request.for_everyone)
+    return ServerMessage(request_id=rid, messages_deleted=pb.DeleteMessagesReply())
+
+
+#: ClientMessage's oneof field name -> its handler.
+HANDLERS: dict[str, Handler] = {
+    "signup": _signup,
+    "login": _login,
+    "logout": _logout,
+    "list_accounts": _list_accounts,
+    "send": _send,
+    "ack": _ack,
+    "delete_account": _delete_account,
+    "list_conversations": _list_conversations,
+    "read_history": _read_history,
+    "mark_read": _mark_read,
+    "delete_messages": _delete_messages,
+}
+
+
+class _Stream:
+    """One Connect call: its session, the lock both writers take, the pusher of the login."""
+
+    __slots__ = (
+        "busy", "closing", "context", "doomed", "ended", "lock", "notices", "pusher",
+        "server", "session", "task",
+    )  # fmt: skip
+
+    def __init__(self, server: ChatStreamServer, context: Context) -> None:
+        self.server = server
+        self.context = context
+        self.session = server.service.open_session()
+        self.lock = asyncio.Lock()
+        self.pusher: asyncio.Task[None] | None = None
+        self.closing = False  # the call is ending: nothing more is written
+        self.ended: asyncio.Event | None = None  # set once end() has sent the status
+        self.doomed = False  # the sweep found it stuck once (see ChatStreamServer.sweep)
+        self.notices = False  # the login asked for notices too (LoginRequest.notices)
+        # The reader is handling a request: if the session ends meanwhile (DeleteAccount),
+        # the reader ends the call after writing the reply, never the pusher before it.
+        self.busy = False
+        self.task = asyncio.current_task()
+
+    @property
+    def service(self) -> ChatService:
+        return self.server.service
+
+    async def run(self) -> None:
+        """Read, handle, reply, until the client half-closes or the call ends."""
+        context, session, lock = self.context, self.session, self.lock
+        read, write = context.read, context.write
+        await context.send_initial_metadata(())
+        while True:
+            message = await read()
+            if message is grpc.aio.EOF:
+                await self.finish()
+                return
+            if message.__class__ is Malformed:
+                self.closing = True  # the pusher must not end the call first, as DISCONNECTED
+                self.service.close_session(session)
+                await self.end(_MALFORMED, message.error)
+                return
+            self.busy = True
+            reply = await self.handle(message)
+            if reply is not None:
+                async with lock:
+                    if self.closing:
+                        break
+                    await write(reply)
+            self.busy = False
+            if session.closed:
+                break
+            if session.active and self.pusher is None:
+                self.pusher = asyncio.create_task(self.push(session), name="grpc-stream-push")
+        await self.end()
+
+    async def handle(self, message: pb.ClientMessage) -> pb.ServerMessage | None:
+        """The reply to one request: domain errors become replies here, and only here."""
+        kind = message.WhichOneof("request")
+        rid = message.request_id
+        handler = HANDLERS.get(kind) if kind is not None else None
+        if handler is None:
+            return _error(rid, _MALFORMED, "the message carries no request this server knows")
+        try:
+            return await handler(self, getattr(message, kind), rid)
+        except SessionClosed:
+            return None  # the call ends with the session's reason
+        except ChatError as exc:
+            return _error(rid, reason_for(exc, self.session), str(exc))
+
+    async def push(self, session: Session) -> None:
+        """Write one login's deliveries (and notices, if it asked for them); end the call if
+        they stop because the session ended."""
+        context, lock = self.context, self.lock
+        source = session.events() if self.notices else session.deliveries()
+        push_arm = cv.push_arm
+        try:
+            async for item in source:
+                arm, body = push_arm(item)
+                message = ServerMessage(**{arm: body})
+                async with lock:
+                    if self.closing:
+                        return
+                    await context.write(message)
+            if session.closed and not self.closing and not self.busy:
+                await self.end()  # (else the reader does, after the reply it is writing)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the call is gone (cancelled, connection lost): run()'s finally
+            log.debug("session %d: pushing stopped: %r", session.id, exc)
+
+    async def stop_pusher(self, *, cancel: bool) -> None:
+        """Wait for the pusher to end (it does once the login is over), or cancel it."""
+        pusher, self.pusher = self.pusher, None
+        if pusher is None or pusher is asyncio.current_task():
+            return
+        if cancel:
+            pusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pusher
+
+    async def finish(self) -> None:
+        """The client is done writing: close the session, end the call with OK."""
+        self.closing = True
+        self.service.close_session(self.session)
+        await self.stop_pusher(cancel=False)
+
+    async def end(self, reason: Reason | None = None, details: str = "") -> None:
+        """End the call with ``reason`` (default: why the session ended). Called by the reader,
+        the pusher or close(), whichever notices first; the others wait until it is done. A
+        write in progress goes first, so a reply that ended the session precedes the status."""
+        if self.ended is not None:
+            await self.ended.wait()
+            return
+        self.ended = asyncio.Event()
+        self.closing = True
+        try:
+            if reason is None:
+                if self.server.stopping:
+                    reason, details = _SHUTDOWN, "session ended: the server is shutting down"
+                else:
+                    reason = reason_for(SessionClosed(), self.session)
+                    details = closed_text(self.session)
+            async with self.lock:
+                await self.context.abort(reason.code, details, reason.trailing_metadata)
+        except grpc.aio.AbortError:
+            pass  # abort() always raises it: the status is on its way
+        except Exception as exc:  # the call was already gone
+            log.debug("session %d: cannot end the call: %r", self.session.id, exc)
+        finally:
+            self.ended.set()
+
+
+class ChatStreamServicer:
+    """wirechat.v1.ChatStream over one ChatService."""
+
+    def __init__(self, server: ChatStreamServer) -> None:
+        self.server = server
+
+    async def Connect(self, requests: Any, context: Context) -> None:
+        stream = _Stream(self.server, context)
+        streams = self.server.streams
+        streams.add(stream)
+        try:
+            await stream.run()
+        finally:
+            streams.discard(stream)
+            stream.closing = True
+            self.server.service.close_session(stream.session)
+            await stream.stop_pusher(cancel=True)
+
+
+class ChatStreamServer:
+    """A running grpc-stream listener: ``address`` is ``(host, bound_port)``; ``await close()``."""
+
+    def __init__(self, service: ChatService) -> None:
+        self.service = service
+        self.address: tuple[str, int] = ("", 0)
+        self.streams: set[_Stream] = set()
+        self.stopping = False  # set by close(): ending streams report SHUTDOWN
+        self._server = grpc.aio.server(options=SERVER_OPTIONS)
+        self._health = health.aio.HealthServicer()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def start(self, host: str, port: int) -> None:
+        server = self._server
+        handler = grpc.stream_stream_rpc_method_handler(
+            ChatStreamServicer(self).Connect,
+            request_deserializer=_parse,
+            response_serializer=pb.ServerMessage.SerializeToString,
+        )
+        handlers = {"Connect": handler}
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
+        )
+        server.add_registered_method_handlers(SERVICE_NAME, handlers)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        try:
+            bound = server.add_insecure_port(target)
+        except RuntimeError as exc:  # grpc reports a failed bind as RuntimeError
+            raise OSError(f"cannot listen for gRPC on {host}:{port}: {exc}") from exc
+        if bound == 0:  # older grpc versions returned 0 instead of raising
+            raise OSError(f"cannot listen for gRPC on {host}:{port}")
+        await server.start()
+        self.address = (host, bound)
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="grpc-stream-sweeper")
+
+    def sweep(self) -> int:
+        """Cancel streams whose session ended a whole sweep ago and that are still writing to
+        a client that does not read; returns how many were cancelled."""
+        cancelled = 0
+        for stream in list(self.streams):
+            if not stream.session.closed:
+                continue
+            if stream.doomed and stream.task is not None:
+                log.info("cancelling the stuck stream of ended session %d", stream.session.id)
+                stream.task.cancel()
+                cancelled += 1
+            stream.doomed = True
+        return cancelled
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            try:
+                self.sweep()
+            except Exception:  # never let one bad stream stop the sweeps
+                log.exception("stream sweep failed")
+
+    async def close(self) -> None:
+        """Stop: report NOT_SERVING, end every stream with SHUTDOWN, let calls finish briefly."""
+        if self._closed:
+            return
+        self._closed = True
+        self.stopping = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        await self._health.enter_graceful_shutdown()
+        ending = []
+        for stream in list(self.streams):
+            self.service.close_session(stream.session, CloseReason.SHUTDOWN)
+            ending.append(asyncio.create_task(stream.end(), name="grpc-stream-end"))
+        if ending:
+            await asyncio.wait(ending, timeout=SHUTDOWN_GRACE)
+        await self._server.stop(SHUTDOWN_GRACE)  # cancels what is still running
+        for task in ending:
+            task.cancel()
+        await asyncio.gather(*ending, return_exceptions=True)
+
+
+async def start_server(
+    service: ChatService, host: str = "127.0.0.1", port: int = 0
+) -> ChatStreamServer:
+    """Serve ``service`` as wirechat.v1.ChatStream on ``host:port`` (0: any free port), on the
+    running loop. Raises OSError if the port cannot be bound."""
+    server = ChatStreamServer(service)
+    await server.start(host, port)
+    return server
+
+
+__all__ = ["HANDLERS", "SERVICE_NAME", "ChatStreamServer", "ChatStreamServicer", "start_server"]

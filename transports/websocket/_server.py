@@ -1,0 +1,394 @@
+"""The websocket server: a thin driver between the ``websockets`` library and ChatService.
+
+Theory of operation (section numbers refer to CONTRACT.md)
+  * The library does RFC 6455: the opening handshake (``_check_handshake`` refuses a wrong path
+    or subprotocol with a readable HTTP error first), framing, masking, UTF-8 checks of text
+    frames (close 1007), the size limit (close 1009), keepalive pings, the closing handshake.
+  * One :class:`_Connection` per client, one session per connection. Its handler reads text
+    messages one at a time and answers each before reading the next, so replies come in
+    request order (section 7) and a client that pipelines is read no faster than it is served.
+  * The subprotocol the handshake selected fixes the connection's version (section 2):
+    ``wirechat.v2.json`` (preferred when a client offers both) or ``wirechat.v1.json``. The
+    codec takes the version, so a v1 connection gets exactly v1's messages.
+  * A successful signup/login starts one pump task draining the session into pushes: on a
+    v2 connection ``session.events()`` (deliveries and the notices of Rules 22-24), on a v1
+    connection ``session.deliveries()`` (deliveries only). The login's reply is written
+    before the pump can run: ``send`` writes synchronously and only then may wait for the
+    socket to drain.
+  * Slow consumers: past WRITE_LIMIT unread bytes the library pauses our writers. If the
+    output stays paused for STALL_TIMEOUT (:class:`_StallWatch`, one timer per pause, nothing
+    per message), the client is too slow: its session ends (its messages stay pending) and
+    the connection is dropped. The service also ends a session whose queue of undelivered
+    pushes overflows (the SLOW_CONSUMER notice, then close 4003).
+  * However a session ends, ``_end`` decides the rest in one place (section 9): the notice
+    (``session_ended``) if the client did not cause the end itself, then a close frame with
+    the code of ``SESSION_ENDS``. Nothing a client sends reaches beyond its own connection:
+    every error is answered or ends that connection, and its tasks end with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import logging
+from collections.abc import AsyncGenerator, Callable
+from typing import Any, cast
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
+
+from core import requests as rq
+from core.errors import ChatError
+from core.service import ChatService
+from core.session import Session
+from core.types import CloseReason, Delivery, SessionEvent
+from transports.websocket._messages import (
+    INTERNAL,
+    MAX_MESSAGE_BYTES,
+    PATH,
+    SESSION_ENDS,
+    SUBPROTOCOLS,
+    VERSIONS,
+    Close,
+    Malformed,
+    code_for_error,
+    decode_request,
+    encode_delivery,
+    encode_error,
+    encode_event,
+    encode_reply,
+    encode_session_ended,
+)
+
+log = logging.getLogger(__name__)
+#: The library logs every connection's opening and closing at INFO: too chatty for a server with
+#: thousands of clients. Its warnings and errors still show.
+_library_log = logging.getLogger(f"{__name__}.library")
+_library_log.setLevel(logging.WARNING)
+
+#: Seconds our output may stay paused (WRITE_LIMIT bytes unread, no progress below it) before
+#: the client is a slow consumer. Generous: a phone in a tunnel recovers in seconds.
+STALL_TIMEOUT = 30.0
+#: Unread bytes in one connection's socket buffer before a writer waits (the library's default
+#: is 32 KiB; this is four maximal deliveries, like the custom transport's HIGH_WATER).
+WRITE_LIMIT = 256 * 1024
+#: Frames the library buffers from one client before it stops reading that socket: requests
+#: are handled one at a time, so a deeper queue only holds memory. Its default (16) times
+#: MAX_MESSAGE_BYTES would let one client park 7 MB in the server; 8 bounds it to 3.5 MB and
+#: still keeps a pipelining client's next requests at hand.
+MAX_QUEUE = 8
+#: Keepalive (section 10): the server pings this often and closes (1011) when no pong comes
+#: within PING_TIMEOUT. The library's defaults; a browser answers pings by itself.
+PING_INTERVAL = 20.0
+PING_TIMEOUT = 20.0
+#: Seconds for the opening handshake (slowloris) and for the closing handshake.
+OPEN_TIMEOUT = 10.0
+CLOSE_TIMEOUT = 5.0
+
+
+class WebSocketServer:
+    """What start_server returns: ``address`` is (host, port); ``await close()`` stops it."""
+
+    def __init__(self, service: ChatService) -> None:
+        self.service = service
+        self.address: tuple[str, int] = ("", 0)
+        self._server: Server | None = None
+        self._connections: set[_Connection] = set()
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        connection = _Connection(self.service, cast(_StallWatch, ws))
+        self._connections.add(connection)
+        try:
+            await connection.run()
+        finally:
+            self._connections.discard(connection)
+
+    async def close(self) -> None:
+        """Tell every client (a SHUTDOWN notice, close 1001), then stop listening."""
+        connections = list(self._connections)
+        if connections:
+            await asyncio.wait(
+                [asyncio.ensure_future(c.shutdown()) for c in connections],
+                timeout=CLOSE_TIMEOUT + 1,
+            )
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+def _check_handshake(ws: ServerConnection, request: Request) -> Response | None:
+    """Refuse, in words, an upgrade to another path or without our subprotocol (section 2)."""
+    path = request.path.partition("?")[0]
+    if path != PATH:
+        return ws.respond(
+            http.HTTPStatus.NOT_FOUND, f"wirechat speaks WebSocket at {PATH}, not at {path}\n"
+        )
+    if "websocket" not in request.headers.get("Upgrade", "").lower():
+        return None  # a plain HTTP request: the library answers 426 Upgrade Required
+    offered = [
+        p.strip()
+        for value in request.headers.get_all("Sec-WebSocket-Protocol")
+        for p in value.split(",")
+    ]
+    if not any(p in SUBPROTOCOLS for p in offered):
+        return ws.respond(
+            http.HTTPStatus.BAD_REQUEST,
+            f"offer the subprotocol {' or '.join(SUBPROTOCOLS)} (Sec-WebSocket-Protocol); "
+            f"offered: {', '.join(offered) or 'none'}\n",
+        )
+    return None
+
+
+async def start_server(
+    service: ChatService, host: str = "127.0.0.1", port: int = 0
+) -> WebSocketServer:
+    """Listen on (host, port) (port 0: any) and serve ``service`` over WebSocket + JSON."""
+    server = WebSocketServer(service)
+    server._server = await serve(
+        server._handle,
+        host,
+        port,
+        subprotocols=[Subprotocol(p) for p in SUBPROTOCOLS],  # (in order of preference)
+        process_request=_check_handshake,
+        compression=None,  # no permessage-deflate: section 3
+        max_size=MAX_MESSAGE_BYTES,
+        max_queue=MAX_QUEUE,
+        write_limit=WRITE_LIMIT,
+        ping_interval=PING_INTERVAL,
+        ping_timeout=PING_TIMEOUT,
+        open_timeout=OPEN_TIMEOUT,
+        close_timeout=CLOSE_TIMEOUT,
+        server_header=None,
+        logger=_library_log,
+        create_connection=_StallWatch,
+    )
+    bound = server._server.sockets[0].getsockname()
+    server.address = (bound[0], bound[1])
+    return server
+
+
+class _StallWatch(ServerConnection):
+    """The library's connection, plus a timer while its writers are paused (flow control)."""
+
+    on_stall: Callable[[], None] | None = None  # the output stayed paused for STALL_TIMEOUT
+    _stall_timer: asyncio.TimerHandle | None = None
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stall_timer is None:
+            self._stall_timer = self.loop.call_later(STALL_TIMEOUT, self._stalled)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+        super().connection_lost(exc)
+
+    def _stalled(self) -> None:
+        self._stall_timer = None
+        if self.on_stall is not None:
+            self.on_stall()
+
+
+class _Connection:
+    """One client: its session, the request loop and the delivery pump."""
+
+    def __init__(self, service: ChatService, ws: _StallWatch) -> None:
+        self._service = service
+        self._ws = ws
+        ws.on_stall = self._stalled
+        self._session: Session = service.open_session()
+        self._version = VERSIONS.get(ws.subprotocol or "", 1)  # (the handshake selected one)
+        self._pump: asyncio.Task[None] | None = None
+        self._epoch = 0  # bumps at each login/logout: a pump of an older one sends nothing
+        self._ending = False  # the last message is decided: nothing more is sent or handled
+        self._noticed = False  # the session_ended notice is out
+
+    async def run(self) -> None:
+        """Serve requests in order until the connection closes; then end the session."""
+        ws = self._ws
+        try:
+            async for message in ws:
+                if self._ending:
+                    continue  # (the close is under way: read on until the library ends it)
+                if isinstance(message, str):
+                    await self._serve(message)
+                else:
+                    await self._close(
+                        Close.UNSUPPORTED_DATA,
+                        f"binary frames are not part of {ws.subprotocol}; send JSON text",
+                    )
+        except ConnectionClosed:
+            pass  # (the library answered a protocol error or an oversized message itself)
+        except Exception:  # a bug of ours: log it, never let it reach other connections
+            log.exception("connection %s failed", ws.remote_address)
+            await self._close(Close.INTERNAL, "internal server error")
+        finally:
+            self._stop_pump()
+            self._service.close_session(self._session)
+
+    async def shutdown(self) -> None:
+        """The server is stopping: the SHUTDOWN notice, then close 1001."""
+        if not self._session.closed:
+            self._service.close_session(self._session, CloseReason.SHUTDOWN)
+        await self._end(notice=True)
+
+    # -- requests ----------------------------------------------------------------------------
+    async def _serve(self, text: str) -> None:
+        """Handle one request: call the service, send the reply, follow the session's end."""
+        try:
+            rid, request = decode_request(text, self._version)
+        except Malformed as exc:
+            await self._send(encode_error(exc.request_id, exc.code, exc.message))
+            return
+        reply: str | None
+        try:
+            result = await self._call(request)
+        except ChatError as exc:
+            reply = encode_error(rid, code_for_error(exc), str(exc))
+        except Exception:
+            log.exception("%s from %s failed", type(request).__name__, self._ws.remote_address)
+            self._ending = True
+            await self._send(encode_error(rid, INTERNAL, "internal server error"), last=True)
+            await self._close(Close.INTERNAL, "internal server error")
+            return
+        else:
+            reply = encode_reply(rid, request, result, self._version)
+        if self._session.closed:
+            # The session ended during (or before) this request: its reply is the last message
+            # but a notice. Decided before any await, so the pump sends nothing after it.
+            self._ending = True
+            self._stop_pump()
+        if reply is not None:
+            await self._send(reply, last=self._ending)
+        if self._session.closed:
+            # After a failed signup/login or the client's own deletion the reply said why;
+            # any other end (deleted elsewhere, shutdown) is told by the notice.
+            caused = isinstance(request, rq.Signup | rq.Login | rq.DeleteAccount)
+            await self._end(notice=not caused)
+
+    async def _call(self, request: rq.Request[Any]) -> Any:
+        service, session = self._service, self._session
+        match request:
+            case rq.Send(recipients, body):
+                return await service.send(session, recipients, body)
+            case rq.Ack(ids):
+                return await service.ack(session, ids)
+            case rq.Signup(username, password):
+                result = await service.signup(session, username, password)
+                self._start_pump()
+                return result
+            case rq.Login(username, password):
+                result = await service.login(session, username, password)
+                self._start_pump()
+                return result
+            case rq.Logout():
+                await service.logout(session)
+                self._epoch += 1  # no deliver of the ended login may follow the reply
+                return None
+            case rq.ListAccounts(pattern, after, limit):
+                return await service.list_accounts(session, pattern, after, limit)
+            case rq.DeleteAccount(username):
+                return await service.delete_account(session, username)
+            case rq.ListConversations(before_id, limit):
+                return await service.list_conversations(session, before_id, limit)
+            case rq.ReadHistory(participants, before_id, limit, conversation_id):
+                return await service.read_history(
+                    session, participants, before_id, limit, conversation_id
+                )
+            case rq.MarkRead(conversation_id, up_to_id):
+                return await service.mark_read(session, conversation_id, up_to_id)
+            case rq.DeleteMessages(ids, for_everyone):
+                return await service.delete_messages(session, ids, for_everyone)
+        raise TypeError(f"no handler for {request!r}")
+
+    # -- deliveries ----------------------------------------------------------------------------
+    def _start_pump(self) -> None:
+        self._epoch += 1
+        self._stop_pump()
+        self._pump = asyncio.create_task(self._run_pump(self._epoch), name="websocket-pump")
+
+    def _stop_pump(self) -> None:
+        pump, self._pump = self._pump, None
+        if pump is not None and pump is not asyncio.current_task():
+            pump.cancel()
+
+    async def _run_pump(self, epoch: int) -> None:
+        session = self._session
+        v2 = self._version >= 2
+        try:
+            events = cast(
+                AsyncGenerator[SessionEvent, None],
+                session.events() if v2 else session.deliveries(),
+            )
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    if epoch != self._epoch or self._ending:
+                        return
+                    if type(event) is Delivery:
+                        await self._send(encode_delivery(event, self._version))
+                    elif v2:
+                        for text in encode_event(event):
+                            await self._send(text)
+            if session.closed and epoch == self._epoch:
+                await self._end(notice=True)  # deleted elsewhere, too slow, shutting down
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("delivery to %s failed", self._ws.remote_address)
+            await self._close(Close.INTERNAL, "internal server error")
+
+    # -- output and ending ---------------------------------------------------------------------
+    async def _send(self, text: str, *, last: bool = False) -> None:
+        """Send one message (nothing more once the last one is decided, but that one)."""
+        if not self._ending or last:
+            await self._ws.send(text)
+
+    def _stalled(self) -> None:
+        """Our output stayed unread for STALL_TIMEOUT: a slow consumer (section 9.4). It reads
+        nothing, so a notice or close frame would wait too: the connection is dropped."""
+        log.warning("%s reads too slowly; ending its session", self._ws.remote_address)
+        if not self._session.closed:
+            self._service.close_session(self._session, CloseReason.SLOW_CONSUMER)
+        self._ending = True
+        self._stop_pump()
+        self._ws.transport.abort()
+
+    async def _end(self, *, notice: bool) -> None:
+        """The session has ended: its notice (unless the client caused the end itself, or was
+        told already), then the close code of its reason (section 9)."""
+        reason = self._session.close_reason
+        code, close = SESSION_ENDS.get(reason, (None, Close.NORMAL)) if reason else (None, None)
+        self._ending = True
+        self._stop_pump()
+        if notice and code is not None and reason is not None and not self._noticed:
+            self._noticed = True
+            with contextlib.suppress(ConnectionClosed, TimeoutError):
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await self._ws.send(encode_session_ended(code, reason.value))
+        await self._close(close or Close.NORMAL, reason.value if reason else "")
+
+    async def _close(self, code: int, reason: str) -> None:
+        """The close frame, and the closing handshake (bounded: the library's waits for the
+        socket to drain are not, and a client that reads nothing never lets it drain)."""
+        self._ending = True
+        self._stop_pump()
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self._ws.close(code, reason)
+        except ConnectionClosed:
+            pass
+        except TimeoutError:
+            self._ws.transport.abort()
+
+
+__all__ = ["WebSocketServer", "start_server"]

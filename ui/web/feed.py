@@ -1,0 +1,140 @@
+"""The live feed of one signed-in browser session: what its open pages are told, in order.
+
+History lives on the chat server (Rules 20-25): a page asks the server for it when it loads.
+Between loads, what changes reaches the page through this feed, which the gateway fills from
+``client.events()`` (and from this session's own sends, which the server does not echo to the
+session that sent them):
+
+* ``message``: a :class:`core.types.Delivery` (incoming, a "sent by you" copy from another
+  device, or a message one of this browser's tabs sent), with ``mine`` set when we sent it;
+* ``deleted``: message ids gone from the history (Rule 23), for every page to remove;
+* the sidebar snapshot: the first page of conversations as the server counts them (unread
+  counts, last message); a newer snapshot replaces the older one, it is not queued;
+* the end: why the session ended.
+
+Threads. The gateway's asyncio thread writes; Flask's request threads (one per open page's
+event stream) wait. One ``threading.Condition`` guards everything. Events carry an increasing
+``seq``; a page rendered at ``last_seq`` streams everything after it. At most ``max_events``
+are kept: a stream that fell further behind is told to reload (``gap``), which is correct
+because a reload reads the server's history.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from core.types import ConversationPage, Delivery
+
+#: Events kept for streams that reconnect (an EventSource retries after 3 s with the last id).
+MAX_EVENTS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    seq: int
+    kind: str  # "message" or "deleted"
+    message: Delivery | None = None
+    mine: bool = False
+    deleted: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What a stream sends after waking."""
+
+    events: tuple[Event, ...]
+    snapshot: ConversationPage | None  # None: unchanged since the stream's last
+    snapshot_version: int
+    ended: str | None
+    gap: bool  # events the stream has not seen were dropped: the page must reload
+
+
+class Feed:
+    """Live events of one browser session (see the module docstring)."""
+
+    def __init__(self, max_events: int = MAX_EVENTS) -> None:
+        self.max_events = max_events
+        self._cond = threading.Condition()
+        self._events: deque[Event] = deque()
+        self._seq = 0
+        self._snapshot: ConversationPage | None = None
+        self._snapshot_version = 0
+        self.ended: str | None = None
+
+    # -- writers (the gateway's loop thread; end() from any thread) -------------------------
+    def message(self, delivery: Delivery, *, mine: bool) -> None:
+        with self._cond:
+            self._append(Event(self._seq + 1, "message", delivery, mine))
+
+    def deleted(self, message_ids: tuple[int, ...]) -> None:
+        with self._cond:
+            self._append(Event(self._seq + 1, "deleted", deleted=message_ids))
+
+    def set_snapshot(self, page: ConversationPage) -> None:
+        with self._cond:
+            self._snapshot = page
+            self._snapshot_version += 1
+            self._cond.notify_all()
+
+    def end(self, reason: str) -> None:
+        with self._cond:
+            if self.ended is None:
+                self.ended = reason
+                self._cond.notify_all()
+
+    def wake(self) -> None:
+        """Wake every waiter without a change (so it can check its ``stop``)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    # -- readers ---------------------------------------------------------------------------
+    @property
+    def last_seq(self) -> int:
+        with self._cond:
+            return self._seq
+
+    @property
+    def snapshot(self) -> ConversationPage | None:
+        with self._cond:
+            return self._snapshot
+
+    def wait(
+        self,
+        after_seq: int,
+        after_snapshot: int,
+        timeout: float,
+        stop: Callable[[], bool] = lambda: False,
+    ) -> Changes | None:
+        """Block until there is something after ``after_seq`` / ``after_snapshot`` (or the
+        end); None on timeout or when ``stop()`` turns true (checked at every wake)."""
+
+        def ready() -> bool:
+            return (
+                self._seq > after_seq
+                or self._snapshot_version > after_snapshot
+                or self.ended is not None
+                or stop()
+            )
+
+        with self._cond:
+            if not self._cond.wait_for(ready, timeout) or stop():
+                return None
+            events = tuple(e for e in self._events if e.seq > after_seq)
+            oldest = self._events[0].seq if self._events else self._seq + 1
+            gap = after_seq < self._seq and oldest > after_seq + 1
+            snapshot = self._snapshot if self._snapshot_version > after_snapshot else None
+            return Changes(events, snapshot, self._snapshot_version, self.ended, gap)
+
+    # -- internals -------------------------------------------------------------------------
+    def _append(self, event: Event) -> None:
+        self._seq = event.seq
+        self._events.append(event)
+        while len(self._events) > self.max_events:
+            self._events.popleft()
+        self._cond.notify_all()
+
+
+__all__ = ["MAX_EVENTS", "Changes", "Event", "Feed"]
