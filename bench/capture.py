@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.config import WIRE_QUICK
 from bench.payloads import PASSWORD, make_body, username
 from core.client import ChatClient
 from transports import registry
@@ -292,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"instrument: {instrument()}")
         for name in names:
             address = server.addresses[name]
-            rows = asyncio.run(measure_sizes(name, address, quick=True))
+            rows = asyncio.run(measure_sizes(name, address, WIRE_QUICK))
             bench = bench_figures(rows)
             seen = asyncio.run(steady_round_trips(name, address, args.calls))
             for key in (SENDER, RECEIVER):

@@ -18,6 +18,7 @@ import string
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from core import limits
 from transports import registry
 
 #: The blocking-socket round trip every row is also read against (no transport names it).
@@ -77,6 +78,32 @@ BODY_BYTES = 32
 SEED = 20240601
 
 
+#: Body sizes (bytes of UTF-8) and recipient counts of the bytes-on-the-wire sweeps.
+SIZES = (1, 32, 256, 1024, 4096, 16384, limits.MAX_BODY_BYTES)
+QUICK_SIZES = (1, 32, 1024, limits.MAX_BODY_BYTES)
+RECIPIENT_COUNTS = (1, 10, 100)
+
+
+@dataclass(frozen=True)
+class WirePlan:
+    """How much of the bytes on the wire to measure (bench/wire.py). Steady rows: at least
+    ``repeats`` calls (``sweep_repeats`` per sweep point), and on until ``clean`` of them are
+    undisturbed by timer-driven frames, at most ``max_attempts``."""
+
+    first_passes: int  # fresh-connection passes: samples of each ``first`` row
+    repeats: int
+    sweep_repeats: int
+    body_sizes: tuple[int, ...]
+    recipient_counts: tuple[int, ...]
+    clean: int = 3
+    max_attempts: int = 40
+    amortized_calls: int = 1000  # the window over which timer-driven control bytes are spread
+
+
+WIRE_FULL = WirePlan(5, 15, 5, SIZES, RECIPIENT_COUNTS, clean=5)
+WIRE_QUICK = WirePlan(3, 5, 3, QUICK_SIZES, (1, 10), clean=2)
+
+
 @dataclass(frozen=True)
 class Plan:
     mode: str
@@ -87,6 +114,7 @@ class Plan:
     send: int
     ack: int
     delete_account: int
+    history: int  # each of read_history, mark_read, list_conversations, delete_messages
     echo: int
     lean: int  # sends by the lean blocking reference client against the same server (0: skip)
     deliver: dict[int, int]  # fan-out -> samples
@@ -104,7 +132,7 @@ class Plan:
     max_inflight: int
     drain_s: float
     load_warmup: int
-    sizes_quick: bool
+    wire: WirePlan  # bytes on the wire (and the payload-size sweep's body sizes)
     # interference: a timed job during which other processes used more than NOISY_VCPUS is
     # measured again (up to ``retries`` times, within ``retry_budget_s`` for the whole run);
     # the least disturbed attempt is kept
@@ -122,6 +150,7 @@ class Plan:
             "send": scaled(self.send),
             "ack": scaled(self.ack),
             "delete_account": scaled(self.delete_account),
+            "history": scaled(self.history),
         }
 
     def as_dict(self) -> dict[str, Any]:
@@ -138,6 +167,7 @@ FULL = Plan(
     send=10000,
     ack=3000,
     delete_account=300,
+    history=1000,
     echo=20000,
     lean=10000,
     deliver={1: 2000, 10: 500, 100: 100},
@@ -154,7 +184,7 @@ FULL = Plan(
     max_inflight=4096,
     drain_s=5.0,
     load_warmup=500,
-    sizes_quick=False,
+    wire=WIRE_FULL,
 )
 
 QUICK = Plan(
@@ -167,6 +197,7 @@ QUICK = Plan(
     send=1000,
     ack=200,
     delete_account=20,
+    history=100,
     echo=1500,
     lean=1000,
     deliver={1: 150, 10: 30, 100: 5},
@@ -183,7 +214,7 @@ QUICK = Plan(
     max_inflight=4096,
     drain_s=2.0,
     load_warmup=100,
-    sizes_quick=True,
+    wire=WIRE_QUICK,
     retries=0,  # quick: a disturbed row is flagged (⚠), not measured again
     retry_budget_s=0.0,
 )
@@ -196,6 +227,7 @@ TINY = Plan(
     send=30,
     ack=10,
     delete_account=3,
+    history=5,
     echo=50,
     lean=30,
     deliver={1: 5, 10: 3},
@@ -212,7 +244,7 @@ TINY = Plan(
     max_inflight=256,
     drain_s=2.0,
     load_warmup=5,
-    sizes_quick=True,
+    wire=WIRE_QUICK,
     retries=0,
     retry_budget_s=0.0,
 )

@@ -15,6 +15,12 @@ untimed calls of the same kind. What is timed:
   the last of them has it). Recipients use auto_ack=False and never ack, so no ack traffic
   (fire-and-forget on the custom protocol) overlaps the next sample; the messages stay
   pending, one store row per sample.
+* read_history / mark_read / list_conversations / delete_messages: one user sends
+  (untimed) ``50 + w + history`` messages of the same body to an offline peer (w =
+  min(warmup, 10): the untimed calls of each op), then times, in this order: reading the
+  newest page of 50 of that conversation by its id, marking it read up to its newest id,
+  listing its conversations (one page), and deleting one message id per call for itself,
+  oldest first (the push telling its own session is not waited for).
 * lean: ``send`` again, by the lean blocking reference client (bench/refs/lean_custom.py)
   against the same server; its rows carry ``client: "lean"``.
 
@@ -50,6 +56,8 @@ ns = time.perf_counter_ns
 
 #: Page size asked of list_accounts.
 LIST_PAGE = 10
+#: Messages in the page read_history reads (the conversation holds more).
+HISTORY_PAGE = 50
 #: Upper bound on any one section, so a stuck server fails the job instead of hanging it.
 SECTION_TIMEOUT = 300.0
 
@@ -147,6 +155,8 @@ async def run_ops(job: dict[str, Any]) -> list[dict[str, Any]]:
                 rows.append(await _acks(target, recipient, warm, warm + n_send, counts["ack"]))
             if counts.get("delete_account", 0):
                 rows.append(await _deletes(target, prefix, min(warm, 10), counts["delete_account"]))
+            if counts.get("history", 0):
+                rows += await _history(target, prefix, body, min(warm, 10), counts["history"])
     finally:
         await target.aclose()
     return rows
@@ -205,6 +215,37 @@ async def _deletes(target: ChatTarget, prefix: str, warm: int, n: int) -> dict[s
         await meter.timed("delete_account", doomed.delete_account(name), record=i >= warm)
         await target.discard(doomed)
     return meter.row("delete_account")
+
+
+async def _history(
+    target: ChatTarget, prefix: str, body: str, warm: int, n: int
+) -> list[dict[str, Any]]:
+    """The history operations of one user in a 1:1 conversation it sent HISTORY_PAGE + warm
+    + n messages to (untimed; the peer stays offline): read_history (the newest page, by
+    conversation id), mark_read (up to the newest id), list_conversations (one page),
+    delete_messages (one id per call, for me, oldest first, after the others)."""
+    peer = f"{prefix}hp"
+    await target.discard(await target.user(peer))
+    me = await target.user(f"{prefix}hm")
+    sent = [await me.send([peer], body) for _ in range(HISTORY_PAGE + warm + n)]
+    conversation, newest = sent[-1].conversation_id, sent[-1].message_id
+    pid, extra = target.server_pid, {"body_bytes": len(body.encode())}
+
+    async def read() -> None:
+        page = await me.read_history(conversation_id=conversation, limit=HISTORY_PAGE)
+        if len(page.messages) != HISTORY_PAGE:
+            raise RuntimeError(f"read_history gave {len(page.messages)} messages, not 50")
+
+    oldest = iter([r.message_id for r in sent])
+    loops: list[tuple[str, Any]] = [
+        ("read_history", read),
+        ("mark_read", lambda: me.mark_read(conversation, newest)),
+        ("list_conversations", lambda: me.list_conversations()),
+        ("delete_messages", lambda: me.delete_messages([next(oldest)])),
+    ]
+    rows = [await _timed_loop(op, call, warm, n, pid, **extra) for op, call in loops]
+    await target.discard(me)
+    return rows
 
 
 async def _timed_loop(
@@ -347,4 +388,12 @@ async def run_lean(job: dict[str, Any]) -> list[dict[str, Any]]:
     return [_row("send", hist, client="lean", body_bytes=len(body.encode()), **cpu)]
 
 
-__all__ = ["LIST_PAGE", "CallMeter", "run_deliver", "run_echo", "run_lean", "run_ops"]
+__all__ = [
+    "HISTORY_PAGE",
+    "LIST_PAGE",
+    "CallMeter",
+    "run_deliver",
+    "run_echo",
+    "run_lean",
+    "run_ops",
+]

@@ -34,7 +34,7 @@ import itertools
 from collections.abc import Iterable
 from typing import Any
 
-from core import limits
+from bench.config import QUICK_SIZES, RECIPIENT_COUNTS, SIZES
 
 #: The password every bench account uses (16 bytes).
 PASSWORD = "wirechat-bench-1"
@@ -42,9 +42,6 @@ MESSAGE_ID = 1_000
 SENT_AT_MS = 1_764_000_000_000
 SESSION_TOKEN = "A" * 22  # secrets.token_urlsafe(16) is 22 characters
 REQUEST_ID = 1
-SIZES = (1, 32, 256, 1024, 4096, 16384, limits.MAX_BODY_BYTES)
-QUICK_SIZES = (1, 32, 1024, limits.MAX_BODY_BYTES)
-RECIPIENT_COUNTS = (1, 10, 100)
 LIST_MATCHES = 10  # names a list_accounts page returns in the bench scenario
 
 _ASCII = "The quick brown fox jumps over the lazy dog. "
@@ -232,16 +229,12 @@ def messages(
 
 
 def payload_sizes(
-    *,
-    quick: bool = False,
-    sizes: Iterable[int] | None = None,
+    sizes: Iterable[int] = SIZES,
     recipient_counts: Iterable[int] = RECIPIENT_COUNTS,
 ) -> list[dict[str, Any]]:
-    """Custom-codec body vs protobuf bytes for every message of the wire scenario.
-
-    ``sizes`` defaults to SIZES (QUICK_SIZES if ``quick``). See the module docstring for keys.
-    """
-    chosen = tuple(sizes) if sizes is not None else (QUICK_SIZES if quick else SIZES)
+    """Custom-codec body vs protobuf bytes for every message of the wire scenario, for bodies
+    of ``sizes`` bytes. See the module docstring for keys."""
+    chosen = tuple(sizes)
     encoder = _CustomEncoder()
     rows = []
     for labels, event, message, text_bytes in messages(chosen, recipient_counts):

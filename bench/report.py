@@ -35,6 +35,10 @@ from bench.targets import (
     total_bytes,
 )
 
+#: The per-operation latency tables: targets' OPS, then the history operations (issue 9).
+HISTORY_OPS = ("read_history", "mark_read", "list_conversations", "delete_messages")
+LATENCY_OPS = (*OPS, *HISTORY_OPS)
+
 #: Average vCPUs of other processes' work above which the report warns that it was noisy.
 BUSY_MACHINE = 0.1
 
@@ -113,7 +117,8 @@ def _plan_in_words(plan: dict[str, Any]) -> str:
     return (
         f"{plan.get('mode')}: per transport {plan.get('send')} sends, "
         f"{plan.get('accounts')} signup/login cycles, {plan.get('list_accounts')} "
-        f"list_accounts, {plan.get('ack')} acks, {plan.get('delete_account')} deletions; "
+        f"list_accounts, {plan.get('ack')} acks, {plan.get('delete_account')} deletions, "
+        f"{plan.get('history')} of each history operation; "
         f"{plan.get('echo')} echoes per reference row; {plan.get('lean')} sends by the lean "
         f"client; SQLite rows: {plan.get('sqlite_share', 0):.0%} of the counts, {sqlite}; "
         f"open-loop steps at {', '.join(f'{f:.0%}' for f in plan.get('open_fractions', ()))} "
@@ -234,9 +239,9 @@ def _latency_section(results: dict[str, Any], images: Sequence[str]) -> str:
             (
                 r
                 for r in results.get("latency", [])
-                if r["store"] == store and r["op"] in OPS and r["placement"] != "same"
+                if r["store"] == store and r["op"] in LATENCY_OPS and r["placement"] != "same"
             ),
-            key=lambda r: (OPS.index(r["op"]), rank(r["transport"]), bool(r.get("client"))),
+            key=lambda r: (LATENCY_OPS.index(r["op"]), rank(r["transport"]), bool(r.get("client"))),
         )
         if rows:
             parts.append(f"\n### Every operation, {title}\n")
@@ -247,7 +252,9 @@ def _latency_section(results: dict[str, Any], images: Sequence[str]) -> str:
         "fire-and-forget, PROTOCOL.md) times the client handing the frame to the kernel; "
         "where Ack is a call with a reply (gRPC unary) it waits for it. `list_accounts` "
         "returns a page of 10 names. CPU of signup/login/logout/delete_account is summed call "
-        "by call (the clocks read just outside each timed call).\n"
+        "by call (the clocks read just outside each timed call). `read_history` reads a page "
+        "of 50 messages (32 B bodies) of one 1:1 conversation by its id; `delete_messages` "
+        "deletes one id, for the caller only.\n"
     )
     return "\n".join(parts)
 

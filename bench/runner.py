@@ -451,12 +451,12 @@ class BenchRun:
             "kind": "sizes",
             "transport": transport,
             "address": server.addresses[transport],
-            "quick": self.plan.sizes_quick,
+            "plan": self.plan.mode,
         }
         self.results["sizes"] += self._job(self.main, job, timeout=900, timed=False)
 
     def _payload_sizes(self) -> None:
-        job = {"kind": "payload_sizes", "quick": self.plan.sizes_quick}
+        job = {"kind": "payload_sizes", "plan": self.plan.mode}
         self.results["payload_sizes"] += self._job(self.main, job, timeout=600, timed=False)
 
     # -- run ---------------------------------------------------------------------------------

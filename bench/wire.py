@@ -35,7 +35,7 @@ Headline figures: the deterministic call
     credit was moved into it from a disturbed operation. Every row's figures come from its
     undisturbed calls only: the call with the median size per direction (they are equal for a
     deterministic protocol; ``*_range`` shows it). Steady rows are measured until they have
-    ``Plan.clean`` undisturbed calls (at most ``Plan.max_attempts`` calls). So no headline
+    ``WirePlan.clean`` undisturbed calls (at most ``WirePlan.max_attempts`` calls). So no headline
     depends on call spacing or run length; ``samples`` is the undisturbed calls used,
     ``disturbed`` those left out. A row with no undisturbed call (``samples`` 0: typically a
     gRPC ``first`` row, since grpc-core pings as soon as a new connection's first DATA
@@ -44,7 +44,7 @@ Headline figures: the deterministic call
     ``*_range`` shows the spread.
 
 Timer-driven traffic: the ``amortized`` rows
-    After the steady rows, ``Plan.amortized_calls`` (>= 1000) send round trips run back to back
+    After the steady rows, ``WirePlan.amortized_calls`` (>= 1000) send round trips run back to back
     on the warm sender and receiver connections (send, the push, the receiver's ack), counted
     as one window. Its timer-driven control bytes are the bytes of TIMER_KINDS frames plus the
     flow-control frames (``FLOW_KINDS``: gRPC's WINDOW_UPDATEs) beyond what that many
@@ -65,12 +65,17 @@ Operations (``op``)
                     auto_ack off, so the ack is its own operation:
     ack             the recipient acknowledging that one message id.
     logout, delete_account, close (what ``ChatClient.close()`` sends).
+    read_history, mark_read, list_conversations, delete_messages
+                    the history operations (issue 9) of one 1:1 conversation: a page of 50
+                    messages of 32 bytes by conversation id, the read mark, one page of
+                    conversations, one id deleted for me (with the push to my own session);
+                    prepared unmeasured and measured by ``bench/wire_history.py``.
     Usernames are 12 characters and passwords 16 bytes; the run creates accounts named
     ``wc<6 hex>...`` and deletes them at the end.
 
 Phases
     first      the first call of that op on a fresh connection, after only the calls needed
-               to reach it: ``Plan.first_passes`` passes, each on new connections.
+               to reach it: ``WirePlan.first_passes`` passes, each on new connections.
     steady     repeated calls on a warm connection, after WARM_UP_IDS unmeasured round trips
                (login/logout cycles for the session rows), so that message ids and request
                ids are past 127 (``holds_for`` says for which ids each figure holds).
@@ -109,15 +114,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from bench.payloads import (
-    LIST_MATCHES,
-    PASSWORD,
-    QUICK_SIZES,
-    RECIPIENT_COUNTS,
-    SIZES,
-    make_body,
-    username,
-)
+from bench.config import WIRE_QUICK, WirePlan
+from bench.payloads import LIST_MATCHES, PASSWORD, make_body, username
+from bench.wire_history import history_calls
 from bench.wire_relay import (
     C2S,
     DIRECTIONS,
@@ -142,23 +141,6 @@ OP_TIMEOUT = 30.0
 WINDOW_TIMEOUT = 300.0
 
 
-@dataclass(frozen=True)
-class Plan:
-    """How much to measure. Steady rows: at least ``repeats`` calls (``sweep_repeats`` per
-    sweep point), and on until ``clean`` of them are undisturbed, at most ``max_attempts``."""
-
-    first_passes: int  # fresh-connection passes: samples of each ``first`` row
-    repeats: int
-    sweep_repeats: int
-    body_sizes: tuple[int, ...]
-    recipient_counts: tuple[int, ...]
-    clean: int = 3
-    max_attempts: int = 40
-    amortized_calls: int = 1000
-
-
-FULL = Plan(5, 15, 5, SIZES, RECIPIENT_COUNTS, clean=5)
-QUICK = Plan(3, 5, 3, QUICK_SIZES, (1, 10), clean=2)
 BASE_BODY = 32  # the body of the first/steady send rows, and of the recipient sweep
 #: Round trips (or login/logout cycles x 2) made, unmeasured, before the steady rows, so that
 #: message ids and each connection's request ids are past 127 (two-byte varints, three decimal
@@ -196,7 +178,7 @@ class _Window:
 class _Run:
     """One transport's measurement: its clients, relays, accounts and calls."""
 
-    def __init__(self, transport: str, address: tuple[str, int], plan: Plan) -> None:
+    def __init__(self, transport: str, address: tuple[str, int], plan: WirePlan) -> None:
         self.transport = transport
         self.address = address
         self.plan = plan
@@ -606,7 +588,7 @@ class _Run:
 
 
 async def measure_sizes(
-    transport: str, address: tuple[str, int], *, quick: bool, plan: Plan | None = None
+    transport: str, address: tuple[str, int], plan: WirePlan = WIRE_QUICK
 ) -> list[dict[str, Any]]:
     """Bytes on the wire per operation of ``transport``, whose server listens at ``address``.
 
@@ -614,12 +596,13 @@ async def measure_sizes(
     (op, phase, body size, recipients, text); see the module docstring for every key.
     Creates accounts named ``wc<6 hex>...`` and deletes them before returning.
     """
-    run = _Run(transport, address, plan or (QUICK if quick else FULL))
+    run = _Run(transport, address, plan)
     try:
         await run.setup()
         for index in range(run.plan.first_passes):
             await run.first_calls(index)
         await run.steady_messaging()
+        await history_calls(run)
         await run.steady_sessions()
     finally:
         await run.close()
@@ -635,11 +618,8 @@ async def measure_sizes(
 
 
 __all__ = [
-    "FULL",
-    "QUICK",
     "Call",
     "MeasurementError",
-    "Plan",
     "account_factory",
     "disturbed",
     "make_row",

@@ -16,8 +16,11 @@ from core.client import ChatClient
 from transports._bytes import CATEGORIES, CONTROL, varint_class
 
 Sample = dict[str, Count]  # direction -> bytes of one call
-#: Ops whose size depends on the message id (a varint, or decimal digits in JSON).
-MESSAGE_ID_OPS = frozenset({"send", "deliver", "ack"})
+#: Ops whose size depends on the message id (a varint, or decimal digits in JSON): for the
+#: history ops, the newest id of the conversation, or the id deleted.
+MESSAGE_ID_OPS = frozenset(
+    {"send", "deliver", "ack", "read_history", "mark_read", "list_conversations", "delete_messages"}
+)
 
 
 @dataclass(eq=False)

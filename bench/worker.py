@@ -28,22 +28,19 @@ TIMED = frozenset({"ops", "deliver", "echo", "lean", "load"})
 async def run_sizes(job: dict[str, Any]) -> list[dict[str, Any]]:
     """Bytes on the wire per operation (bench/wire.py, the wire engineer's module)."""
     from bench import wire
+    from bench.config import PLANS
 
     address = (job["address"][0], int(job["address"][1]))
-    return list(await wire.measure_sizes(job["transport"], address, quick=job["quick"]))
+    plan = PLANS[job["plan"]].wire
+    return list(await wire.measure_sizes(job["transport"], address, plan))
 
 
 async def run_payload_sizes(job: dict[str, Any]) -> list[dict[str, Any]]:
     """Custom body vs protobuf SerializeToString sizes (bench/payloads.py)."""
-    import inspect
-
     from bench import payloads
+    from bench.config import PLANS
 
-    accepts_quick = "quick" in inspect.signature(payloads.payload_sizes).parameters
-    rows = payloads.payload_sizes(quick=job["quick"]) if accepts_quick else payloads.payload_sizes()
-    if inspect.isawaitable(rows):
-        rows = await rows
-    return list(rows)
+    return payloads.payload_sizes(PLANS[job["plan"]].wire.body_sizes)
 
 
 def _handlers() -> dict[str, Handler]:  # imported late: `python -m bench.worker` starts fast

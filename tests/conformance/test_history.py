@@ -14,14 +14,6 @@ from tests.conformance.helpers import WAIT, receive, receive_bodies
 from wirechat.launch import ServerProcess
 
 
-@pytest.fixture(autouse=True)
-def _history_on_loopback_only_for_now(transport: str) -> None:
-    # TEMPORARY, and the one place to remove: the wire transports do not carry the history
-    # operations and notices yet (issue 9, next step). Delete this fixture then.
-    if transport not in ("loopback", "grpc", "grpc-stream", "websocket", "custom"):
-        pytest.skip("the transports carry history in the next step")
-
-
 @pytest.fixture
 async def keep_chat(transport: str, tmp_path) -> AsyncIterator[Chat]:
     """A server started with --deleted-sender keep (in-process for loopback)."""

@@ -52,6 +52,7 @@ LOAD_KEYS = {
     "client_cpu_us_per_op",
 }
 CHAT_OPS = {"signup", "login", "logout", "list_accounts", "send", "ack", "delete_account"}
+HISTORY_OPS = {"read_history", "mark_read", "list_conversations", "delete_messages"}
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +97,7 @@ def test_latency_rows_are_whole(results: dict[str, Any]) -> None:
 def test_every_transport_has_every_op_with_cpu(results: dict[str, Any], transport: str) -> None:
     for store in ("memory", "sqlite"):
         mine = rows(results, "latency", transport=transport, store=store, client=None)
-        assert CHAT_OPS | {"deliver", "deliver_all"} <= {r["op"] for r in mine}
+        assert CHAT_OPS | HISTORY_OPS | {"deliver", "deliver_all"} <= {r["op"] for r in mine}
         for row in mine:  # a few samples: the CPU is there, its size is not checked
             assert row["server_cpu_us_per_op"] >= 0, (row["op"], store)
             if transport in WIRE:  # loopback: client and server are one process
@@ -121,6 +122,12 @@ def test_every_wire_transport_has_load_steps_bytes_and_a_rung(
         assert row["completed"] > 0 and row["errors"] == 0
     send = rows(results, "sizes", transport=transport, op="send", phase="steady", body_bytes=32)
     assert send and send[0]["c2s_bytes"] > 32
+    for op in HISTORY_OPS:  # issue 9: the history operations in the per-op byte table
+        for phase in ("first", "steady"):
+            (row,) = rows(results, "sizes", transport=transport, op=op, phase=phase)
+            assert row["c2s_bytes"] > 0 and row["s2c_bytes"] > 0, (op, phase)
+    page = rows(results, "sizes", transport=transport, op="read_history", phase="steady")[0]
+    assert page["s2c_bytes"] > 50 * 32  # fifty 32-byte bodies
     same = rows(results, "latency", transport=transport, op="send", placement="same")
     assert len(same) == 1
     rung = next(r for r in results["ladder"] if r["transport"] == transport)
@@ -162,6 +169,9 @@ def test_targets_are_evaluated(results: dict[str, Any]) -> None:
 
 def test_report_and_plots_are_written(run_dir: Path) -> None:
     report = (run_dir / "REPORT.md").read_text()
+    for op in HISTORY_OPS:  # in the latency table (op, n) and the per-op byte table
+        assert f"| {op} | {TINY.history} |" in report, op
+        assert f"| {op} | steady |" in report and f"| {op} | first |" in report, op
     assert "## Targets" in report and "## Where the cost goes" in report
     assert "pytest tiny bench" in report
     for transport in WIRE:

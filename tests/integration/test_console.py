@@ -41,9 +41,6 @@ WAIT = 15.0
 PASSWORD = "correct horse"
 
 TRANSPORTS = ["loopback", *registry.WIRE_TRANSPORTS]
-#: TEMPORARY (issue 9): the transports that carry history so far (as in
-#: tests/conformance/test_history.py); remove with that file's fixture.
-CARRY_HISTORY = ("loopback", "grpc", "grpc-stream", "websocket", "custom")
 
 
 # -- the person at the keyboard ------------------------------------------------------------------
@@ -441,11 +438,6 @@ async def test_ctrl_d_at_login_and_ctrl_c_in_chat_exit_cleanly(
 
 
 # -- history (Rules 19-25) ----------------------------------------------------------------------
-def needs_history(transport: str) -> None:
-    if transport not in CARRY_HISTORY:  # TEMPORARY, see CARRY_HISTORY
-        pytest.skip(f"{transport} does not carry the history operations yet")
-
-
 def message_id(line: str) -> int:
     """The ``#12`` of a printed message."""
     found = re.search(r"\] #(\d+) ", line)
@@ -456,7 +448,6 @@ def message_id(line: str) -> int:
 async def test_history_and_conversations_page_back_and_mark_read(
     transport: str, people: PersonFactory, names: Iterator[str], open_client: ClientFactory
 ) -> None:
-    needs_history(transport)
     alice_name = next(names)
     await signed_up(open_client, alice_name)
     bob = people(next(names))
@@ -496,7 +487,6 @@ async def test_history_and_conversations_page_back_and_mark_read(
 async def test_delete_for_me_and_for_everyone(
     transport: str, people: PersonFactory, names: Iterator[str]
 ) -> None:
-    needs_history(transport)
     alice, bob = people(next(names)), people(next(names))
     await alice.signup()
     await bob.signup()
@@ -522,7 +512,6 @@ async def test_delete_for_me_and_for_everyone(
 async def test_group_reply_goes_to_all_and_other_devices_see_what_you_sent(
     transport: str, people: PersonFactory, names: Iterator[str]
 ) -> None:
-    needs_history(transport)
     alice, bob, carol = people(next(names)), people(next(names)), people(next(names))
     for person in (alice, bob, carol):
         await person.signup()
@@ -549,7 +538,6 @@ async def test_group_reply_goes_to_all_and_other_devices_see_what_you_sent(
 async def test_a_deleted_accounts_messages_are_marked_and_reply_does_not_reach_the_name(
     transport: str, people: PersonFactory, names: Iterator[str]
 ) -> None:
-    needs_history(transport)
     alice, bob = people(next(names)), people(next(names))
     await alice.signup()
     await bob.signup()

@@ -28,6 +28,9 @@ pytestmark = pytest.mark.timeout(60)
 HELLO, SIGNUP, LOGIN, LOGOUT, LIST_ACCOUNTS, SEND, ACK, DELETE_ACCOUNT, PING = range(1, 10)
 WELCOME, SIGNED_UP, LOGGED_IN, LOGGED_OUT, ACCOUNTS, SENT = range(0x81, 0x87)
 DELETED, PONG, DELIVER, ERROR = 0x88, 0x89, 0xA0, 0xFF
+LIST_CONVERSATIONS, READ_HISTORY, MARK_READ, DELETE_MESSAGES = range(0x0A, 0x0E)
+CONVERSATIONS, HISTORY, MARKED_READ, REMOVED = range(0x8A, 0x8E)
+SENT_COPY, READ_MARK, MESSAGES_GONE = 0xA1, 0xA2, 0xA3
 MALFORMED, BAD_HANDSHAKE, INVALID_UTF8 = 0x01, 0x05, 0x06
 AUTH_FAILED, NOT_LOGGED_IN, ACCOUNT_DELETED = 0x13, 0x14, 0x20
 
@@ -92,8 +95,10 @@ class PbClient:
         assert self.buffer == b""
         assert not self._fill(), "expected the server to close the connection"
 
-    def hello(self, *, then: tuple[int, Message] | None = None) -> frames.Welcome:
-        self.write(HELLO, 0, b"WP\x01\x01")
+    def hello(
+        self, *, then: tuple[int, Message] | None = None, versions: bytes = b"\x01\x01"
+    ) -> frames.Welcome:
+        self.write(HELLO, 0, b"WP" + versions)
         if then is not None:
             self.write(then[0], 1, then[1])
         opcode, request_id, body = self.read()
@@ -217,6 +222,70 @@ def test_a_whole_session(address: tuple[str, int], users: tuple[str, str]) -> No
     finally:
         alice.close()
         bob.close()
+
+
+def test_version_2_history_read_marks_and_deletion(
+    address: tuple[str, int], users: tuple[str, str]
+) -> None:
+    """The version 2 frames, from the contract alone: chat.proto's history messages."""
+    alice_name, bob_name = users
+    alice, phone, bob = PbClient(address), PbClient(address), PbClient(address)
+    try:
+        assert alice.hello(then=(SIGNUP, signup(alice_name)), versions=b"\x01\x02").version == 2
+        assert alice.read()[0] == SIGNED_UP
+        phone.hello(versions=b"\x01\x02")
+        login = chat.LoginRequest(username=alice_name, password="pw-123")
+        assert phone.call(LOGIN, login)[0] == LOGGED_IN
+        bob.hello(versions=b"\x01\x02")
+        assert bob.call(SIGNUP, signup(bob_name))[0] == SIGNED_UP
+
+        opcode, body = alice.call(SEND, chat.SendRequest(recipients=[bob_name], body="hi"))
+        sent = chat.SendReply.FromString(body)
+        assert opcode == SENT and sent.conversation_id > 0
+        opcode, request_id, body = bob.read()  # the conversation as bob sees it
+        delivery = chat.Delivery.FromString(body)
+        assert (opcode, request_id, list(delivery.participants)) == (DELIVER, 0, [alice_name])
+        assert delivery.conversation_id == sent.conversation_id
+        bob.write(ACK, 0, chat.AckRequest(message_ids=[delivery.message_id]))
+        opcode, request_id, body = phone.read()  # "sent by you", on alice's other session
+        copy = chat.Delivery.FromString(body)
+        assert (opcode, copy.message_id, list(copy.participants)) == (
+            SENT_COPY,
+            sent.message_id,
+            [bob_name],
+        )
+
+        opcode, body = bob.call(READ_HISTORY, chat.ReadHistoryRequest(participants=[alice_name]))
+        page = chat.ReadHistoryReply.FromString(body)
+        assert (opcode, page.conversation_id, list(page.participants)) == (
+            HISTORY,
+            sent.conversation_id,
+            [alice_name],
+        )
+        assert [(m.message_id, m.sender, m.body) for m in page.messages] == [
+            (sent.message_id, alice_name, "hi")
+        ]
+        opcode, body = bob.call(LIST_CONVERSATIONS, chat.ListConversationsRequest())
+        (conversation,) = chat.ListConversationsReply.FromString(body).conversations
+        assert (opcode, conversation.unread) == (CONVERSATIONS, 1)
+        mark = chat.MarkReadRequest(conversation_id=sent.conversation_id, up_to_id=sent.message_id)
+        opcode, body = bob.call(MARK_READ, mark)
+        marker = chat.ReadMarker.FromString(body)
+        assert (opcode, marker.up_to_id, marker.unread) == (MARKED_READ, sent.message_id, 0)
+
+        delete = chat.DeleteMessagesRequest(message_ids=[sent.message_id], for_everyone=True)
+        assert alice.call(DELETE_MESSAGES, delete) == (REMOVED, b"")
+        for client in (alice, phone, bob):  # every session of everyone who lost a copy
+            opcode, request_id, body = client.read()
+            gone = chat.MessagesDeleted.FromString(body)
+            assert (opcode, request_id, list(gone.message_ids)) == (
+                MESSAGES_GONE,
+                0,
+                [sent.message_id],
+            )
+    finally:
+        for client in (alice, phone, bob):
+            client.close()
 
 
 def test_errors_are_protobuf_after_welcome(address: tuple[str, int]) -> None:

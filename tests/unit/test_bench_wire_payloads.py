@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.payloads import SIZES, make_body, payload_sizes, username
+from bench.config import QUICK_SIZES, SIZES
+from bench.payloads import make_body, payload_sizes, username
 
 
 @pytest.mark.parametrize("size", [*range(1, 70), *SIZES])
@@ -37,7 +38,7 @@ def by_key(rows):
 
 
 def test_known_sizes_of_both_encodings() -> None:
-    rows = by_key(payload_sizes(quick=True))
+    rows = by_key(payload_sizes(QUICK_SIZES))
     send = rows[("send", "c2s", 32, 1, "ascii", None)]
     # protobuf: tag + length + 12-byte name, tag + length + 32-byte body
     assert send["protobuf_bytes"] == (2 + 12) + (2 + 32)
@@ -73,7 +74,7 @@ def test_the_custom_envelope_grows_with_the_length_varint() -> None:
 
 
 def test_rows_cover_every_op_of_the_wire_scenario() -> None:
-    ops = {row["op"] for row in payload_sizes(quick=True)}
+    ops = {row["op"] for row in payload_sizes(QUICK_SIZES)}
     assert ops == {
         "signup",
         "login",

@@ -12,8 +12,10 @@ import asyncio
 import pytest
 
 from bench import capture
+from bench.config import QUICK_SIZES, WIRE_QUICK
 from bench.payloads import make_body, payload_sizes
-from bench.wire import QUICK, account_factory, account_traits, measure_sizes
+from bench.wire import account_factory, account_traits, measure_sizes
+from bench.wire_history import HISTORY_PAGE
 from transports import registry
 from wirechat.launch import ServerProcess
 
@@ -22,9 +24,12 @@ pytestmark = pytest.mark.slow
 TRANSPORTS = list(registry.WIRE_TRANSPORTS)
 CATEGORIES = ("payload", "framing", "headers", "control")
 ONCE_PER_CONNECTION = {"connect", "delete_account", "close"}
+HISTORY_OPS = {"read_history", "mark_read", "list_conversations", "delete_messages"}
 OPS = {"connect", "signup", "login", "list_accounts", "send", "deliver", "ack", "logout",
-       "delete_account", "close"}  # fmt: skip
+       "delete_account", "close"} | HISTORY_OPS  # fmt: skip
 #: Transports whose payload is exactly one message of payload_sizes(): which encoding.
+#: An HTTP/2 WINDOW_UPDATE frame: 9 bytes of header and a 4-byte increment.
+WINDOW_UPDATE_BYTES = 13
 ENCODED_AS = {"custom": "custom_bytes", "protobuf-tcp": "protobuf_bytes", "grpc": "protobuf_bytes"}
 
 
@@ -41,7 +46,7 @@ def rows_of(server):
     def rows(transport: str) -> list[dict]:
         if transport not in cache:
             address = server.addresses[transport]
-            cache[transport] = asyncio.run(measure_sizes(transport, address, quick=True))
+            cache[transport] = asyncio.run(measure_sizes(transport, address, WIRE_QUICK))
         return cache[transport]
 
     return rows
@@ -74,9 +79,9 @@ def test_every_op_is_measured_and_every_byte_is_in_one_part(rows_of, transport) 
             assert row[f"{d}_bytes"] == sum(row[f"{d}_{c}"] for c in CATEGORIES), row
             assert row[f"{d}_range"][0] <= row[f"{d}_bytes"] <= row[f"{d}_range"][1]
     sends = {(r["body_bytes"], r["text"]) for r in rows if r["op"] == "send"}
-    assert {(size, "ascii") for size in QUICK.body_sizes} <= sends
-    assert {(size, "utf8") for size in QUICK.body_sizes if size > 1} <= sends
-    assert {r["recipients"] for r in rows if r["op"] == "send"} == set(QUICK.recipient_counts)
+    assert {(size, "ascii") for size in WIRE_QUICK.body_sizes} <= sends
+    assert {(size, "utf8") for size in WIRE_QUICK.body_sizes if size > 1} <= sends
+    assert {r["recipients"] for r in rows if r["op"] == "send"} == set(WIRE_QUICK.recipient_counts)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -84,15 +89,21 @@ def test_steady_figures_are_deterministic_and_say_which_ids_they_hold_for(
     rows_of, transport
 ) -> None:
     rows = rows_of(transport)
+    timer, flow, _ = account_traits(account_factory(transport))
     for row in per_call_rows(rows):
         if row["phase"] != "steady":
             continue
         assert row["samples"] >= 1, row  # undisturbed calls were found for every steady row
         for d in ("c2s", "s2c"):
-            assert row[f"{d}_range"][0] == row[f"{d}_range"][1], row  # one figure, no spread
+            lo, hi = row[f"{d}_range"]
+            if row["op"] == "delete_messages" and d == "c2s" and flow:
+                # grpc-core sometimes leaves out the stream WINDOW_UPDATE (13 bytes) crediting
+                # the MESSAGES_GONE push on the long-lived push stream: at most that spread.
+                assert hi - lo in (0, WINDOW_UPDATE_BYTES), row
+                continue
+            assert lo == hi, row  # one figure, no spread
     send = find(rows, "send", "steady", 32, 1, "ascii")
     assert "message ids" in send["holds_for"]
-    timer, _, _ = account_traits(account_factory(transport))
     for d in ("c2s", "s2c"):
         assert not set(send[f"{d}_detail"]) & timer  # no timer-driven frame in a headline
 
@@ -122,7 +133,7 @@ def test_the_payload_is_the_encoded_message(rows_of, transport) -> None:
     rows = rows_of(transport)
     expected = {
         (r["op"], r["direction"], r["body_bytes"], r["recipients"], r["text"]): r
-        for r in payload_sizes(quick=True)
+        for r in payload_sizes(QUICK_SIZES)
         if r["note"] is None
     }
     key = ENCODED_AS.get(transport)
@@ -136,6 +147,24 @@ def test_the_payload_is_the_encoded_message(rows_of, transport) -> None:
     if key is not None:
         listing = find(rows, "list_accounts", "steady")
         assert listing["s2c_payload"] == expected[("list_accounts", "s2c", None, None, None)][key]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_history_rows_carry_the_page_and_the_push_of_a_delete(rows_of, transport) -> None:
+    # A page of 50 messages carries at least 50 bodies of 32 bytes (a protocol need not
+    # repeat the sender's name per message); the MESSAGES_GONE push a delete sends to the
+    # caller's own session is part of the delete.
+    rows = rows_of(transport)
+    for phase in ("first", "steady"):
+        page = find(rows, "read_history", phase)
+        assert page["s2c_payload"] >= HISTORY_PAGE * 32, page
+        assert page["c2s_bytes"] < 200 and page["holds_for"].startswith("message ids")
+        for op in HISTORY_OPS:
+            row = find(rows, op, phase)
+            assert row["c2s_bytes"] > 0 and row["s2c_bytes"] > 0, row
+    if transport == "custom":  # PROTOCOL.md: the reply (REMOVED) and the MESSAGES_GONE push
+        delete = find(rows, "delete_messages", "steady")
+        assert set(delete["s2c_detail"]) == {"REMOVED", "MESSAGES_GONE"}, delete
 
 
 def varint_size(n: int) -> int:
@@ -173,7 +202,7 @@ def test_custom_bytes_match_the_protocol_formulas(rows_of) -> None:
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_non_ascii_text_costs_its_bytes_and_no_more(rows_of, transport) -> None:
     rows = rows_of(transport)
-    for size in QUICK.body_sizes:
+    for size in WIRE_QUICK.body_sizes:
         if size < 2:
             continue
         ascii_row = find(rows, "send", "steady", size, 1, "ascii")
@@ -201,6 +230,12 @@ def test_grpc_first_calls_pay_for_hpack_and_connection_setup(rows_of) -> None:
     assert deliver["c2s_payload"] == 0 and deliver["c2s_bytes"] == deliver["c2s_control"]
 
 
+#: Calls the capture takes. grpc-core leaves the stream WINDOW_UPDATE out of about one steady
+#: grpc-stream call in four (measured 9 of 40), so a dozen calls could make that one the most
+#: frequent by chance; forty make the typical call stable.
+CAPTURE_CALLS = 40
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_steady_round_trips_match_a_packet_capture(server, rows_of, transport) -> None:
     # An instrument independent of the relay and of every counter: tcpdump on loopback (or,
@@ -208,7 +243,9 @@ def test_steady_round_trips_match_a_packet_capture(server, rows_of, transport) -
     # straight to the server. Its typical steady call must equal the bench's within 1 %: the
     # sender's connection the send row, the receiver's the deliver and ack rows.
     bench = capture.bench_figures(rows_of(transport))
-    seen = asyncio.run(capture.steady_round_trips(transport, server.addresses[transport], 12))
+    seen = asyncio.run(
+        capture.steady_round_trips(transport, server.addresses[transport], CAPTURE_CALLS)
+    )
     for key in (capture.SENDER, capture.RECEIVER):
         want, got = bench[key], capture.typical(seen[key])
         total = want.c2s + want.s2c

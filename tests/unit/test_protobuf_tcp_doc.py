@@ -20,7 +20,22 @@ from typing import Any
 
 import pytest
 
-from transports.custom._events import NEED_DATA, Ack, Deliver, Hello, Send, Sent, Welcome
+from core.types import Delivery
+from transports.custom._events import (
+    NEED_DATA,
+    Ack,
+    Deliver,
+    Hello,
+    History,
+    MarkedRead,
+    MarkRead,
+    ReadHistory,
+    ReadMark,
+    Send,
+    Sent,
+    SentCopy,
+    Welcome,
+)
 from transports.custom._messages import OPCODE_OF, read_varint
 from transports.custom._wire import (
     MAX_BODY,
@@ -33,7 +48,9 @@ from transports.custom._wire import (
     put_varint,
     varint_size,
 )
-from transports.protobuf_tcp._bodies import CLIENT_MESSAGES, MAGIC, MESSAGE_OF, SERVER_MESSAGES
+from transports.protobuf_tcp._bodies import MAGIC
+from transports.protobuf_tcp._bodies import MESSAGE_OF as MESSAGE_OF_V1
+from transports.protobuf_tcp._bodies_v2 import CLIENT_MESSAGES_V2, MESSAGE_OF_V2, SERVER_MESSAGES_V2
 from transports.protobuf_tcp._codec import Connection, Role
 
 DOC = Path(__file__).resolve().parents[2].joinpath("transports/protobuf_tcp/PROTOCOL.md")
@@ -43,8 +60,11 @@ _ANNOTATION = re.compile(r"(?P<name>[a-z_]+(?:\[\d+\])?)\s*=\s*(?P<value>.+)")
 _IDENTIFIER = re.compile(r"(?P<value>[A-Z][A-Z0-9_]*)(?P<rest>.*)")
 WELCOME = Welcome(PROTOCOL_VERSION, MAX_FRAME, MAX_BODY, MAX_RECIPIENTS)
 HEADER = {"length", "opcode", "request_id"}
-#: The opcodes protobuf-tcp carries (custom protocol version 1's; see _codec.Connection.versions).
-CARRIED = [Opcode(op) for op, *_ in CLIENT_MESSAGES + SERVER_MESSAGES]
+#: The opcodes protobuf-tcp carries (custom protocol versions 1 and 2's).
+CARRIED = [Opcode(op) for op, *_ in CLIENT_MESSAGES_V2 + SERVER_MESSAGES_V2]
+MESSAGE_OF = MESSAGE_OF_V1 | MESSAGE_OF_V2
+#: Messages whose size section 6 gives in prose, not as one formula (nested repeated messages).
+PROSE_COSTS = {"CONVERSATIONS", "HISTORY"}
 
 
 @dataclass
@@ -63,6 +83,7 @@ class Example:
     invalid: bool
     first: bool
     before_welcome: bool
+    version: int = 1
     data: bytes = b""
     fields: list[Field] = field(default_factory=list)
 
@@ -97,6 +118,7 @@ def _parse(match: re.Match[str]) -> Example:
         invalid,
         "first" in words[2:],
         "before-welcome" in words[2:],
+        2 if "v2" in words[2:] else 1,
     )
     data = bytearray()
     for text in match["body"].splitlines():
@@ -124,15 +146,19 @@ INVALID = [e for e in EXAMPLES if e.invalid]
 
 
 # -- codec states ----------------------------------------------------------------------------
-def _server_greeted() -> Connection:
+def _server_greeted(version: int = 1) -> Connection:
     server = Connection(Role.SERVER)
-    server.receive_data(Connection(Role.CLIENT).send(Hello()))
+    server.receive_data(Connection(Role.CLIENT).send(Hello(1, version)))
     server.next_event()
     return server
 
 
-def _welcome_bytes() -> bytes:
-    return _server_greeted().send(WELCOME)
+def _welcome(version: int = 1) -> Welcome:
+    return dataclasses.replace(WELCOME, version=version)
+
+
+def _welcome_bytes(version: int = 1) -> bytes:
+    return _server_greeted(version).send(_welcome(version))
 
 
 def receiver(example: Example) -> Connection:
@@ -140,13 +166,13 @@ def receiver(example: Example) -> Connection:
     if example.direction == "c2s":
         if example.message == "HELLO" or example.first:
             return Connection(Role.SERVER)
-        server = _server_greeted()
-        server.send(WELCOME)
+        server = _server_greeted(example.version)
+        server.send(_welcome(example.version))
         return server
     client = Connection(Role.CLIENT)
-    client.send(Hello())
+    client.send(Hello(1, example.version))
     if example.message != "WELCOME" and not example.before_welcome:
-        client.receive_data(_welcome_bytes())
+        client.receive_data(_welcome_bytes(example.version))
         client.next_event()
     return client
 
@@ -156,16 +182,21 @@ def sender_of(example: Example) -> Connection:
     if example.direction == "c2s":
         client = Connection(Role.CLIENT)
         if example.message != "HELLO":
-            client.send(Hello())
-            client.receive_data(_welcome_bytes())
+            client.send(Hello(1, example.version))
+            client.receive_data(_welcome_bytes(example.version))
             client.next_event()
         return client
     if example.before_welcome:
         return Connection(Role.SERVER)  # refusing the first frame
-    server = _server_greeted()
+    server = _server_greeted(example.version)
     if example.message != "WELCOME":
-        server.send(WELCOME)
+        server.send(_welcome(example.version))
     return server
+
+
+def _fields_of(event: Any) -> Any:
+    """The event whose fields are the body's: SENT_COPY's body is its message's."""
+    return event.message if isinstance(event, SentCopy) else event
 
 
 def decode(conn: Connection, data: bytes, *, bytewise: bool = False) -> list[object]:
@@ -182,6 +213,10 @@ def test_the_examples_the_brief_asks_for_are_there() -> None:
     assert {"HELLO", "SEND", "SENT", "DELIVER", "ERROR"} <= {e.message for e in VALID}
     assert any(e.before_welcome for e in VALID)
     assert {"BAD_HANDSHAKE", "MALFORMED", "INVALID_UTF8"} <= {e.message for e in INVALID}
+    v2 = {e.message for e in VALID if e.version == 2}
+    assert {"DELIVER", "SENT_COPY", "READ_MARK", "MESSAGES_GONE", "SENT"} <= v2  # every push
+    assert v2 & {"LIST_CONVERSATIONS", "READ_HISTORY", "MARK_READ", "DELETE_MESSAGES"}
+    assert v2 & {"CONVERSATIONS", "HISTORY", "MARKED_READ", "REMOVED"}
 
 
 @pytest.mark.parametrize("example", VALID, ids=str)
@@ -208,8 +243,9 @@ def test_example_annotations_are_the_decoded_fields(example: Example) -> None:
     names = {f.name for f in example.fields}
     assert names >= HEADER, f"{example}: the header is not annotated"
     annotated = {re.sub(r"\[\d+\]$", "", name) for name in names}
-    for name in (d.name for d in dataclasses.fields(event)):  # every field on the wire
-        if getattr(event, name) not in (0, "", b"", (), False) or isinstance(event, Hello):
+    body = _fields_of(event)
+    for name in (d.name for d in dataclasses.fields(body)):  # every field on the wire
+        if getattr(body, name) not in (0, "", b"", (), False) or isinstance(event, Hello):
             assert name in annotated, f"{example}: {name} is not annotated"
     for f in example.fields:
         value, encoding = _actual(example, event, f)
@@ -244,6 +280,7 @@ def _actual(example: Example, event: Any, f: Field) -> tuple[Any, bytes]:
             return event.code.name, bytes([event.code])
         return event.message, event.message.encode()
     message = MESSAGE_OF[OPCODE_OF[type(event)]]
+    event = _fields_of(event)
     item = re.fullmatch(r"(\w+)\[(\d+)\]", f.name)
     if item:  # one element of a repeated field: its own tag, length and value
         value = getattr(event, item[1])[int(item[2])]
@@ -323,7 +360,8 @@ FORMULAS = {
 
 def frame_cost(event: Any) -> int:
     """V(P) + P, with P from PROTOCOL.md's formula for this message."""
-    namespace = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
+    body = _fields_of(event)
+    namespace = {f.name: getattr(body, f.name) for f in dataclasses.fields(body)}
     namespace.setdefault("request_id", 0)
     namespace |= {"V": varint_size, "T": _t, "R": _r, "K": _k, "len": _blen}
     payload = eval(FORMULAS[OPCODE_OF[type(event)].name], {"__builtins__": {}}, namespace)
@@ -331,7 +369,7 @@ def frame_cost(event: Any) -> int:
 
 
 def test_every_message_has_a_cost_formula() -> None:
-    assert set(FORMULAS) == {op.name for op in CARRIED}
+    assert set(FORMULAS) == {op.name for op in CARRIED} - PROSE_COSTS
 
 
 @pytest.mark.parametrize("example", [e for e in VALID if not e.before_welcome], ids=str)
@@ -339,8 +377,14 @@ def test_cost_formula_of_each_example(example: Example) -> None:
     event: Any
     (event,) = decode(receiver(example), example.data)
     assert frame_cost(event) == len(example.data)
-    bigger = dataclasses.replace(event, **_scaled(event))  # multi-byte lengths too
+    bigger = _bigger(event)  # multi-byte lengths too
     assert frame_cost(bigger) == len(sender_of(example).send(bigger))
+
+
+def _bigger(event: Any) -> Any:
+    if isinstance(event, SentCopy):
+        return SentCopy(_bigger(event.message))
+    return dataclasses.replace(event, **_scaled(event))
 
 
 def _scaled(event: Any) -> dict[str, Any]:
@@ -353,6 +397,8 @@ def _scaled(event: Any) -> dict[str, Any]:
             changes[f.name] = tuple(name * 150 for name in value)
         elif isinstance(value, tuple) and value:
             changes[f.name] = tuple(i * 2**40 for i in value)
+        elif f.name in ("conversation_id", "up_to_id", "unread") and value:
+            changes[f.name] = value * 2**30  # (0 stays 0: not a field of version 1)
         elif f.name in ("message_id", "sent_at_ms", "pending", "limit"):
             changes[f.name] = value * 2**20 + 1
         elif f.name == "request_id":
@@ -403,3 +449,57 @@ def test_the_quoted_figures() -> None:
     reply = Sent(2**32 - 1, 2**64 - 1, 2**64 - 1, largest.recipients)
     growth = len(_server().send(reply)) - len(_client().send(smallest_body))
     assert growth == 19 and "at most 19 bytes" in _section("1")
+
+
+# -- version 2's pages and read marks (the prose of section 6) ----------------------------------
+def _v2() -> tuple[Connection, Connection]:
+    client = sender_of(Example(0, "c2s", "MARK_READ", False, False, False, 2))
+    return client, sender_of(Example(0, "s2c", "HISTORY", False, False, False, 2))
+
+
+def _page() -> History:
+    """The page section 6 quotes: 50 messages of 32 bytes, alternating senders, 1.5 s apart."""
+    messages = tuple(
+        Delivery(1049 - i, ("alice", "bob")[i % 2], "b" * 32, 1767225600000 + (49 - i) * 1500,
+                 ("alice",), False, 7)
+        for i in range(50)
+    )  # fmt: skip
+    return History(2, 7, ("alice",), messages, True, (), 1040)
+
+
+def _history_cost(page: History) -> int:
+    """V(P) + P by the HISTORY formula of section 6."""
+    p = 1 + varint_size(page.request_id) + _t(page.conversation_id) + _r(page.participants)
+    p += _t(page.more) + _r(page.deleted_participants) + _t(page.read_up_to)
+    for d in page.messages:
+        m = _t(d.message_id) + _t(d.sent_at_ms) + _t(d.sender) + _t(d.body)
+        m += _t(d.sender_deleted)
+        p += 1 + varint_size(m) + m
+    return varint_size(p) + p
+
+
+def test_the_history_formula_and_quoted_version_2_figures() -> None:
+    from transports.custom._codec import Connection as CustomConnection
+
+    custom_client, custom_server = CustomConnection(Role.CLIENT), CustomConnection(Role.SERVER)
+    custom_server.receive_data(custom_client.send(Hello(1, 2)))
+    custom_server.next_event()
+    custom_client.receive_data(custom_server.send(_welcome(2)))
+    custom_client.next_event()
+    client, server = _v2()
+    page = _page()
+    assert len(server.send(page)) == _history_cost(page) == 2618
+    assert len(custom_server.send(page)) == 1885
+    deleted = dataclasses.replace(page, messages=page.messages[:3], deleted_participants=("alice",))
+    assert len(server.send(deleted)) == _history_cost(deleted)
+    request = ReadHistory(2, 0, 0, 50, ("alice",))
+    assert (len(client.send(request)), len(custom_client.send(request))) == (12, 13)
+    mark, marked = MarkRead(3, 7, 1049), MarkedRead(3, 7, 1049, 0)
+    assert len(client.send(mark)) + len(server.send(marked)) == 8 + 8
+    assert len(custom_client.send(mark)) + len(custom_server.send(marked)) == 6 + 7
+    assert len(server.send(ReadMark(7, 1049, 0))) == 8
+    assert len(custom_server.send(ReadMark(7, 1049, 0))) == 7
+    prose = " ".join(_section("6").split())
+    for quoted in ("2618 bytes here, 1885 in custom", "12 bytes (custom: 13)", "8 + 8 = 16"):
+        assert quoted in prose, quoted
+    assert "6 + 7 = 13" in prose and "8 bytes (custom: 7)" in prose

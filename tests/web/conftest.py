@@ -21,7 +21,7 @@ from playwright.sync_api import Browser, sync_playwright
 
 from core import ChatClient, ChatService, HashCost, SqliteStore, loopback
 from core.throttle import LoginThrottle
-from tests.web.helpers import CHROMIUM, CHROMIUM_ARGS, GatewayProcess, Web, history_transports
+from tests.web.helpers import CHROMIUM, CHROMIUM_ARGS, GatewayProcess, Web, web_transports
 from ui.web.gateway import Gateway, Limits
 from ui.web.loop import LoopThread
 
@@ -46,7 +46,7 @@ def browser() -> Iterator[Browser]:
             chromium.close()
 
 
-@pytest.fixture(scope="module", params=history_transports())
+@pytest.fixture(scope="module", params=web_transports())
 def gateway(request: pytest.FixtureRequest) -> Iterator[GatewayProcess]:
     transport: str = request.param
     address = None

@@ -45,18 +45,6 @@ def web_transports() -> list[str]:
     return override.split(",") if override else list(registry.WIRE_TRANSPORTS)
 
 
-#: TEMPORARY (issue 9): the transports that carry the history operations so far, as in
-#: tests/conformance/test_history.py. The web UI reads history from the server, so the
-#: browser tests run over these only; drop this filter (use web_transports()) once every
-#: transport carries them.
-CARRY_HISTORY = ("loopback", "grpc", "grpc-stream", "websocket", "custom")
-
-
-def history_transports() -> list[str]:
-    """The transports the history browser tests run over."""
-    return [name for name in web_transports() if name in CARRY_HISTORY]
-
-
 class GatewayProcess(ChildProcess):
     """``wirechat web`` in a child process; ``url`` once started; stopped by its pid."""
 

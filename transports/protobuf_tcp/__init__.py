@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from transports import custom
 from transports.protobuf_tcp._bodies import MAGIC, MESSAGE_OF
+from transports.protobuf_tcp._bodies_v2 import MESSAGE_OF_V2
 from transports.protobuf_tcp._codec import Connection, Phase, Role
 
 if TYPE_CHECKING:
@@ -35,4 +36,13 @@ def open_client(address: tuple[str, int], *, auto_ack: bool = True) -> ChatClien
     return custom.open_client(address, auto_ack=auto_ack, codec=Connection)
 
 
-__all__ = ["MAGIC", "MESSAGE_OF", "Connection", "Phase", "Role", "open_client", "start_server"]
+__all__ = [
+    "MAGIC",
+    "MESSAGE_OF",
+    "MESSAGE_OF_V2",
+    "Connection",
+    "Phase",
+    "Role",
+    "open_client",
+    "start_server",
+]

@@ -3,7 +3,8 @@
 The frame around a body (length, opcode, request id) and the events are the custom protocol's;
 only the bytes after the request id differ. ``CLIENT_MESSAGES`` and ``SERVER_MESSAGES`` have the
 shape of ``transports.custom._messages``' tables (opcode, event class, kind, decoder, encoder),
-so the custom codec's ``Connection`` runs them unchanged (``_codec``).
+so the custom codec's ``Connection`` runs them unchanged (``_codec``). These are version 1's;
+``_bodies_v2`` builds version 2's on them (history, read marks, deletion).
 
 Decoding is protobuf's (upb), made strict where the custom protocol is: a body protobuf cannot
 parse is MALFORMED, a string field holding ill-formed UTF-8 is INVALID_UTF8 (``_refusal`` tells
