@@ -120,8 +120,6 @@ def summarize(run_dir: Path) -> int:
     results = json.loads((run_dir / "results.json").read_text())
     meta = results["meta"]
     print(f"wirechat bench ({meta['mode']}): {meta['duration_s']} s -> {run_dir}/REPORT.md")
-    for name, why in meta.get("skipped", {}).items():
-        print(f"  not measured: {name}: {why}")
     if results.get("ladder"):
         from bench.ladder import format_ladder
 

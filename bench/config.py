@@ -26,12 +26,12 @@ FLOOR = "tcp_floor"
 
 
 def chat_transports() -> tuple[str, ...]:
-    """Every transport of the registry that is there (its folder has an ``__init__``)."""
+    """Every transport of the registry, in its order."""
     return registry.TRANSPORTS
 
 
 def ref_transports() -> tuple[str, ...]:
-    """The bare reference rows: each present entry's ``reference`` (registry order, once), then
+    """The bare reference rows: each entry's ``reference`` (registry order, once), then
     the floor."""
     refs = [e.reference for e in registry.BY_NAME.values() if e.reference]
     return tuple(dict.fromkeys([*refs, FLOOR]))

@@ -49,7 +49,6 @@ def _header(results: dict[str, Any]) -> str:
     versions = meta.get("versions", {})
     place = meta.get("placement", {})
     plan = meta.get("plan", {})
-    skipped = meta.get("skipped", {})
     lines = [
         f"# wirechat bench — {meta.get('started_at', '?')} ({meta.get('mode', '?')})",
         "",
@@ -73,10 +72,6 @@ def _header(results: dict[str, Any]) -> str:
         f"| other work on the machine | {_background(meta)} |",
         "",
     ]
-    if skipped:
-        lines += ["Not measured in this run: "]
-        lines += [f"- `{name}`: {why}" for name, why in skipped.items()]
-        lines.append("")
     lines += [
         "How to read it:",
         "- Each server runs as its own process, one at a time, serving only the transport under "

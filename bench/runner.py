@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
 import itertools
 import json
 import logging
@@ -62,24 +61,6 @@ class Step:
     critical: bool = False  # its failure skips the rest of the group (starting the server)
 
 
-def available(transport: str) -> str | None:
-    """None if the transport (or reference row) can be measured here, else why not."""
-    if transport in ref_transports():
-        if importlib.util.find_spec(f"bench.refs.{transport}") is None:
-            return f"bench/refs/{transport}.py is not there yet"
-        return None
-    if transport not in registry.TRANSPORTS:
-        return "not in transports.registry (or its package has no __init__.py yet)"
-    package = registry.entry(transport).package
-    try:
-        module = registry.get(transport)
-    except Exception as exc:  # a transport still being written may not import yet
-        return f"{package} does not import: {type(exc).__name__}: {exc}"
-    if not hasattr(module, "open_client"):
-        return f"{package} has no open_client yet"
-    return None
-
-
 def registry_meta() -> list[dict[str, Any]]:
     """What the report needs of the registry, so a results.json renders on its own."""
     return [
@@ -123,14 +104,12 @@ class BenchRun:
             "ladder": [],
             "errors": [],
         }
-        skipped = {t: why for t in transports if (why := available(t))}
-        self.transports = [t for t in transports if t not in skipped]
+        self.transports = list(transports)
         self.refs = [t for t in ref_transports() if t in self.transports]
         self.chats = [t for t in chat_transports() if t in self.transports]
         self.results["meta"].update(
             transports=self.transports,
             registry=registry_meta(),
-            skipped=skipped,
             plan=plan.as_dict(),
             placement=self._placement_meta(),
             hash_cost="low",
@@ -171,10 +150,7 @@ class BenchRun:
                     steps += self._same_vcpu_chat_steps(transport)
             for ref in self.refs:
                 steps += self._ref_steps(ref, self.same, full=False)
-        if importlib.util.find_spec("bench.payloads") is not None:
-            steps.append(Step("payload sizes", self._payload_sizes, "payload_sizes"))
-        else:
-            self.results["meta"]["skipped"]["payload_sizes"] = "bench/payloads.py not there yet"
+        steps.append(Step("payload sizes", self._payload_sizes, "payload_sizes"))
         return steps
 
     def _chat_steps(self, transport: str, store: str) -> list[Step]:
@@ -211,10 +187,7 @@ class BenchRun:
                 )
             )
         if wire and store == "memory":
-            if importlib.util.find_spec("bench.wire") is not None:
-                steps.append(Step(f"{group}: bytes on the wire", lambda: self._sizes(group), group))
-            else:
-                self.results["meta"]["skipped"]["sizes"] = "bench/wire.py not there yet"
+            steps.append(Step(f"{group}: bytes on the wire", lambda: self._sizes(group), group))
         if store == "memory" or plan.sqlite_extras:
             steps.append(Step(f"{group}: load closed", lambda: self._load(group, "closed"), group))
         if wire:

@@ -255,19 +255,9 @@ class ChatClient:
 
     async def messages(self) -> AsyncIterator[Delivery]:
         """Yield incoming messages until the connection closes (notices are skipped)."""
-        while True:
-            item = await self._incoming.get()
-            if item is None:
-                self._incoming.put_nowait(None)  # keep the end marker for other readers
-                return
-            if not isinstance(item, Delivery):
-                continue
-            if self.auto_ack:
-                try:
-                    await self.ack((item.message_id,))
-                except (ChatError, ConnectionError):
-                    pass  # the session ended meanwhile: the message stays pending, still show it
-            yield item
+        async for item in self.events():
+            if isinstance(item, Delivery):
+                yield item
 
     async def next_message(self, timeout: float) -> Delivery:
         """The next incoming message, or TimeoutError; a convenience for tests and tools."""
