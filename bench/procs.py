@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from wirechat.launch import ChildProcess, pin_to
+from wirechat.launch import ChildProcess, pin
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +99,8 @@ class Worker:
             stderr=subprocess.PIPE,
             text=True,
             bufsize=1,
-            preexec_fn=pin_to(self.cpu),
         )
+        pin(self.proc.pid, self.cpu)
         # Each process gets its own queue, so a killed worker's reader cannot answer for the
         # next worker's job.
         self._lines = queue.Queue()

@@ -110,6 +110,7 @@ class BenchRun:
         self.results["meta"].update(
             transports=self.transports,
             registry=registry_meta(),
+            skipped={},  # (schema 1: every transport asked for is measured or its step errs)
             plan=plan.as_dict(),
             placement=self._placement_meta(),
             hash_cost="low",

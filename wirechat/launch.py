@@ -16,18 +16,21 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 _LISTENING = re.compile(r"listening: (\S+) (\S+):(\d+)")
 START_TIMEOUT = 30.0
 
 
-def pin_to(cpu: int | None) -> Callable[[], None] | None:
-    """A ``preexec_fn`` that pins the child to one CPU (None: no pinning)."""
-    if cpu is None:
-        return None
-    return lambda: os.sched_setaffinity(0, {cpu})
+def pin(pid: int, cpu: int | None) -> None:
+    """Pin a just-started child to one CPU (None: leave it). Done from the parent after the
+    child has exec'd, not in a ``preexec_fn``: a ``preexec_fn`` forces a plain fork() that runs
+    the parent's atfork handlers, and grpc's (loaded in test and bench processes) can break the
+    child with "epoll_wait error: Bad file descriptor". The child's threads, all started later
+    by its own code, inherit the mask."""
+    if cpu is not None:
+        os.sched_setaffinity(pid, {cpu})
 
 
 class ChildProcess:
@@ -58,8 +61,8 @@ class ChildProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            preexec_fn=pin_to(self.cpu),
         )
+        pin(self.proc.pid, self.cpu)
         # The reader gets this start's queue: a reader left from an earlier run of the child
         # (restart after kill -9) must not post its end-of-file into the new one.
         lines: queue.Queue[str | None] = queue.Queue()
