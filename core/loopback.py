@@ -31,7 +31,10 @@ class LoopbackServer:
         await self.service.shutdown()
 
 
-async def start_server(service: ChatService, host: str = "", port: int = 0) -> LoopbackServer:
+async def start_server(
+    service: ChatService, host: str = "", port: int = 0, *, guard: object = None
+) -> LoopbackServer:
+    """The in-process "server": nothing listens, so ``guard`` has nothing to bound."""
     return LoopbackServer(service)
 
 

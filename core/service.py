@@ -127,8 +127,9 @@ class ChatService:
         self._pruning: asyncio.Task[int] | None = None
 
     # -- sessions ----------------------------------------------------------------------------
-    def open_session(self) -> Session:
-        session = Session()
+    def open_session(self, peer: str | None = None) -> Session:
+        """A new anonymous session; ``peer`` is the client's IP when the transport knows it."""
+        session = Session(peer)
         self._sessions.add(session)
         return session
 

@@ -69,8 +69,11 @@ _ids = itertools.count(1)
 class Session:
     """State plus the queue of live deliveries not yet taken by the transport."""
 
-    def __init__(self) -> None:
+    def __init__(self, peer: str | None = None) -> None:
         self.id = next(_ids)
+        #: The client's address (an IP) as its transport saw it, for per-address policy
+        #: such as login backoff; None when unknown (in-process clients).
+        self.peer = peer
         self.state = State.ANONYMOUS
         self.username: str | None = None
         self.account_id: int | None = None  # the account's stable id (Rule 19) while logged in

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 if TYPE_CHECKING:
     from core.client import ChatClient
     from core.service import ChatService
+    from transports._guard import Guard
 
 
 class Listener(Protocol):
@@ -51,8 +52,11 @@ class WireAccount(Protocol):
 class Transport(Protocol):
     """What a transport's package provides (module-level functions)."""
 
-    def start_server(self, service: ChatService, host: str, port: int) -> Awaitable[Listener]:
-        """Listen on (host, port) (port 0: any) and serve ``service``."""
+    def start_server(
+        self, service: ChatService, host: str, port: int, *, guard: Guard | None = None
+    ) -> Awaitable[Listener]:
+        """Listen on (host, port) (port 0: any) and serve ``service``, counting connections
+        and buffered bytes against ``guard`` (one per server process; None: a private one)."""
         ...
 
     def open_client(self, address: Any, *, auto_ack: bool = True) -> ChatClient:

@@ -12,6 +12,7 @@ from types import ModuleType
 
 from core import DeletedSenderPolicy, HashCost
 from core.types import Retention
+from transports._guard import ServerLimits
 
 
 def _add_server(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -76,6 +77,28 @@ def _add_server(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         type=float,
         metavar="DAYS",
         help="drop history older than DAYS (default: keep it); undelivered messages stay",
+    )
+    limits = ServerLimits()
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        metavar="N",
+        help="open connections on all listeners together (default: what the descriptor "
+        "limit allows)",
+    )
+    p.add_argument(
+        "--max-connections-per-address",
+        type=int,
+        metavar="N",
+        default=limits.max_connections_per_address,
+        help="open connections from one client IP (default %(default)s)",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        metavar="SECONDS",
+        default=limits.idle_timeout,
+        help="close a connection that has no logged-in session for this long (default %(default)s)",
     )
     p.add_argument("--log-level", default="INFO")
 
@@ -157,6 +180,11 @@ def run_server(args: argparse.Namespace) -> int:
         synchronous=args.sync,
         deleted_sender=DeletedSenderPolicy(args.deleted_sender),
         hash_cost=HashCost(args.hash_cost),
+        limits=ServerLimits(
+            max_connections=args.max_connections,
+            max_connections_per_address=args.max_connections_per_address,
+            idle_timeout=args.idle_timeout,
+        ),
     )
     install_fast_loop()
     try:

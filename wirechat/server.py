@@ -18,6 +18,7 @@ from core import ChatService, DeletedSenderPolicy, HashCost
 from core.store import open_store
 from core.types import Retention
 from transports import registry
+from transports._guard import Guard, ServerLimits
 
 log = logging.getLogger("wirechat.server")
 
@@ -31,6 +32,7 @@ class ServerConfig:
     deleted_sender: DeletedSenderPolicy = DeletedSenderPolicy.PURGE
     hash_cost: HashCost = HashCost.DEFAULT
     retention: Retention = field(default_factory=Retention)
+    limits: ServerLimits = field(default_factory=ServerLimits)
 
 
 def install_fast_loop() -> None:
@@ -56,10 +58,11 @@ async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None
         hash_cost=config.hash_cost,
         retention=config.retention,
     )
+    guard = Guard(config.limits)  # one for every listener: the caps are server-wide
     servers = []
     try:
         for name, port in config.ports.items():
-            server = await registry.get(name).start_server(service, config.host, port)
+            server = await registry.get(name).start_server(service, config.host, port, guard=guard)
             servers.append(server)
             host, bound = server.address
             log.info("listening: %s %s:%d", name, host, bound)

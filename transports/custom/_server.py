@@ -54,6 +54,7 @@ from core import types as ct
 from core.errors import ChatError
 from core.service import ChatService
 from core.types import CloseReason, Delivery
+from transports._guard import Guard
 from transports._outbox import Outbox
 from transports.custom._codec import Codec, CodecFactory, Connection, Role
 from transports.custom._eager import Suspended, run_eagerly
@@ -174,6 +175,7 @@ async def start_server(
     *,
     codec: CodecFactory = Connection,
     handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    guard: Guard | None = None,
 ) -> CustomServer:
     """Listen on (host, port) and serve ``service`` over the custom protocol (or over another
     body encoding in the same frames: ``codec``)."""

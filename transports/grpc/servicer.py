@@ -39,6 +39,7 @@ from core.errors import ChatError, InvalidArgument, NotLoggedIn, SessionClosed
 from core.service import ChatService
 from core.session import Session
 from core.types import LoginResult
+from transports._guard import Guard
 from transports.grpc import _convert as cv
 from transports.grpc._errors import BY_NAME, AlreadySubscribed, abort, abort_with, closed_text
 from transports.grpc._generated import chat_pb2 as pb
@@ -339,6 +340,7 @@ async def start_server(
     port: int = 0,
     *,
     idle_timeout: float = IDLE_TIMEOUT,
+    guard: Guard | None = None,
 ) -> GrpcServer:
     """Serve ``service`` over gRPC on ``host:port`` (0: any free port) on the running loop.
 

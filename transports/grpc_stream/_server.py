@@ -43,6 +43,7 @@ from core.errors import ChatError, SessionClosed
 from core.service import ChatService
 from core.session import Session
 from core.types import CloseReason
+from transports._guard import Guard
 from transports.grpc import _convert as cv
 from transports.grpc._errors import BY_NAME, Reason, closed_text, reason_for
 from transports.grpc._generated import chat_pb2 as pb
@@ -431,7 +432,7 @@ class ChatStreamServer:
 
 
 async def start_server(
-    service: ChatService, host: str = "127.0.0.1", port: int = 0
+    service: ChatService, host: str = "127.0.0.1", port: int = 0, *, guard: Guard | None = None
 ) -> ChatStreamServer:
     """Serve ``service`` as wirechat.v1.ChatStream on ``host:port`` (0: any free port), on the
     running loop. Raises OSError if the port cannot be bound."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from transports import custom
+from transports._guard import Guard
 from transports.protobuf_tcp._bodies import MAGIC, MESSAGE_OF
 from transports.protobuf_tcp._bodies_v2 import MESSAGE_OF_V2
 from transports.protobuf_tcp._codec import Connection, Phase, Role
@@ -24,10 +25,10 @@ if TYPE_CHECKING:
 
 
 async def start_server(
-    service: ChatService, host: str = "127.0.0.1", port: int = 0
+    service: ChatService, host: str = "127.0.0.1", port: int = 0, *, guard: Guard | None = None
 ) -> custom.CustomServer:
     """Listen on (host, port) (port 0: any) and serve ``service`` over protobuf-tcp."""
-    return await custom.start_server(service, host, port, codec=Connection)
+    return await custom.start_server(service, host, port, codec=Connection, guard=guard)
 
 
 def open_client(address: tuple[str, int], *, auto_ack: bool = True) -> ChatClient:

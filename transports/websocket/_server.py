@@ -45,6 +45,7 @@ from core.errors import ChatError
 from core.service import ChatService
 from core.session import Session
 from core.types import CloseReason, Delivery, SessionEvent
+from transports._guard import Guard
 from transports.websocket._messages import (
     INTERNAL,
     MAX_MESSAGE_BYTES,
@@ -143,7 +144,7 @@ def _check_handshake(ws: ServerConnection, request: Request) -> Response | None:
 
 
 async def start_server(
-    service: ChatService, host: str = "127.0.0.1", port: int = 0
+    service: ChatService, host: str = "127.0.0.1", port: int = 0, *, guard: Guard | None = None
 ) -> WebSocketServer:
     """Listen on (host, port) (port 0: any) and serve ``service`` over WebSocket + JSON."""
     server = WebSocketServer(service)
