@@ -14,7 +14,7 @@ LISTEN ?= all
 WEB_PORT ?= 8080
 
 .DEFAULT_GOAL := help
-.PHONY: help venv gen browser capture-tools transports server client web test check fmt clean bench bench-quick bench-micro screenshot
+.PHONY: help venv gen browser capture-tools postgres-tools transports server client web test test-postgres test-tls check fmt clean bench bench-quick bench-reference bench-compare bench-profile bench-micro screenshot soak fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -45,6 +45,10 @@ capture-tools: ## install Debian's tcpdump and iproute2 (ss) for the bench's cap
 	@command -v tcpdump >/dev/null 2>&1 && command -v ss >/dev/null 2>&1 || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tcpdump iproute2 >/dev/null; }
 
+postgres-tools: ## install Debian's postgresql (the tests start their own throwaway cluster) unless present
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
 browser: ## install Debian's chromium for the web UI tests (root, apt) unless present
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
@@ -56,17 +60,41 @@ web: $(STAMP) gen ## run the web UI on WEB_PORT against the server (TRANSPORT, P
 screenshot: $(STAMP) gen browser ## retake docs/screenshot.png from the browser tests
 	WIRECHAT_SCREENSHOT=1 $(PY) -m pytest tests/web -k "three_person and custom" -p no:cacheprovider
 
-bench: $(STAMP) gen ## the full benchmark (<= 15 min): reports/<run>/ and reports/latest/
+bench: $(STAMP) gen ## the full benchmark (<= 15 min, 5 rounds): reports/<run>/ and reports/latest/
 	$(VENV)/bin/wirechat bench
 
-bench-quick: $(STAMP) gen ## a short benchmark (about 3 min), as CI runs it
+bench-quick: $(STAMP) gen ## a short benchmark (about 2 min, 3 rounds), as CI runs it
 	$(VENV)/bin/wirechat bench --quick
+
+bench-reference: $(STAMP) gen ## a full bench, promoted to reports/reference/ and added to its trend (history.json)
+	$(VENV)/bin/wirechat bench
+	$(PY) -m bench.trend promote reports/latest
+
+bench-compare: $(STAMP) ## compare reports/latest with the reference (OLD=, NEW= to choose); exit 1 on a regression
+	$(VENV)/bin/wirechat bench compare $(or $(OLD),reports/reference) $(or $(NEW),reports/latest)
+
+bench-profile: $(STAMP) gen ## py-spy flame graphs of every transport's server under a send load: reports/profile/<run>/
+	$(PY) -m bench.flame --out reports/profile
 
 bench-micro: $(STAMP) gen ## codec vs protobuf micro-benchmarks (pytest-benchmark)
 	$(PY) -m pytest tests/bench_micro --benchmark-enable --benchmark-columns=min,median,ops --benchmark-sort=name -p no:cacheprovider
 
-test: $(STAMP) gen browser capture-tools ## run the whole test suite
+SCALE ?= 1
+soak: $(STAMP) gen ## every hostile attack of issue 14 at once against a canary pair (SCALE=1): reports/soak/
+	$(PY) -m bench.hostile --scale $(SCALE)
+
+FUZZ_SECONDS ?= 600
+fuzz: $(STAMP) ## coverage-guided fuzzing (atheris) of every codec, FUZZ_SECONDS per target
+	$(PY) fuzz/run.py --all --seconds $(FUZZ_SECONDS)
+
+test: $(STAMP) gen browser capture-tools postgres-tools ## run the whole test suite
 	$(PY) -m pytest
+
+test-postgres: $(STAMP) gen postgres-tools ## the conformance suite against a server on the PostgreSQL store
+	WIRECHAT_TEST_STORE=postgres $(PY) -m pytest tests/conformance -q
+
+test-tls: $(STAMP) gen ## the conformance suite with every listener over TLS (a throwaway CA, trustme)
+	WIRECHAT_TEST_TLS=1 $(PY) -m pytest tests/conformance -q
 
 check: $(STAMP) ## ruff, mypy over core/ and transports/, and fail if generated code is stale
 	$(VENV)/bin/ruff check .

@@ -1,7 +1,8 @@
 """``wirechat bench``: measure every transport and write ``reports/<run-id>/``.
 
     wirechat bench [--quick] [--transports NAME,...] [--out DIR]
-    wirechat bench compare OLD NEW     (results.json files or run directories)
+    wirechat bench compare OLD NEW [--changed]   (results.json files or run directories;
+                                                 exit 1 on a significant regression)
 
 Kept light to import: ``wirechat --help`` loads this module, so the bench's own modules
 (matplotlib, hdrh, grpc) are imported only when a bench actually runs.
@@ -41,12 +42,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated subset of the transports of the registry and their reference "
         f"rows: {','.join(all_transports())} (default: all that are available)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="rounds of latency (default: the plan's, 5 full / 3 quick); more rounds, "
+        "tighter intervals and a U-test that can see smaller changes",
+    )
     parser.add_argument("--out", default="reports", help="output directory (default reports/)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     sub = parser.add_subparsers(dest="bench_command", metavar="{compare}")
-    compare = sub.add_parser("compare", help="print the change of every figure between two runs")
+    compare = sub.add_parser(
+        "compare",
+        help="the change of every figure between two runs, with its significance; exits 1 on "
+        "a significant regression (p < 0.01 and more than 5 %% worse)",
+    )
     compare.add_argument("old", help="results.json or run directory")
     compare.add_argument("new", help="results.json or run directory")
+    compare.add_argument(
+        "--changed",
+        action="store_true",
+        help="list only the figures that changed significantly (the summary still counts all)",
+    )
 
 
 def parse_transports(value: str) -> list[str]:
@@ -78,15 +94,35 @@ def command_line() -> str:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from bench.compare import compare, format_changes, load_results
+    """Print every figure's change; exit 1 on a regression beyond the gate (bench/compare.py)."""
+    from bench.compare import (
+        compare,
+        describe,
+        exit_status,
+        format_changes,
+        load_results,
+        summary,
+    )
 
     try:
         old, new = load_results(args.old), load_results(args.new)
     except (OSError, ValueError) as exc:
         print(f"wirechat bench compare: {exc}", file=sys.stderr)
         return 2
-    sys.stdout.write(format_changes(compare(old, new), old_label="old", new_label="new"))
-    return 0
+    changes = compare(old, new)
+    shown = changes
+    if getattr(args, "changed", False):
+        shown = [c for c in changes if c.significant]
+    print(f"old: {args.old} ({describe(old)})")
+    print(f"new: {args.new} ({describe(new)})")
+    print(
+        "Medians over rounds [95 % interval]; change '~': not significant (Mann-Whitney U, "
+        "p >= 0.05); p 'exact': deterministic bytes; '—': measured once, not tested.\n"
+    )
+    sys.stdout.write(format_changes(shown, old_label="old", new_label="new"))
+    print()
+    sys.stdout.write(summary(changes))
+    return exit_status(changes)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,6 +139,13 @@ def run(args: argparse.Namespace) -> int:
     from bench.runner import run_bench
 
     plan = PLANS[args.plan or ("quick" if args.quick else "full")]
+    if getattr(args, "rounds", None):
+        if args.rounds < 1:
+            print("wirechat bench: --rounds must be at least 1", file=sys.stderr)
+            return 2
+        import dataclasses
+
+        plan = dataclasses.replace(plan, rounds=args.rounds)
     run_dir = run_bench(
         plan,
         transports,
@@ -125,9 +168,14 @@ def summarize(run_dir: Path) -> int:
 
         print("Where the cost of a 32 B send goes (delta from the rung before):")
         print(format_ladder(results["ladder"]), end="")
+    rounds = (meta.get("rounds") or {}).get("count")
+    if rounds:
+        print(f"Targets ({rounds} rounds; PASS/MISS only when the whole 95 % interval agrees):")
     for target in results.get("targets", []):
         value = "—" if target["value"] is None else f"{target['value']:.2f}"
-        print(f"  {target['status']:<4}  {target['name']}: {value}  ({target['detail']})")
+        if target.get("ci"):
+            value += f" [{target['ci'][0]:.2f}, {target['ci'][1]:.2f}]"
+        print(f"  {target['status']:<11}  {target['name']}: {value}  ({target['detail']})")
     for error in results.get("errors", []):
         print(f"  FAILED {error['step']}: {error['error'].splitlines()[0]}")
     return 1 if results.get("errors") else 0

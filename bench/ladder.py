@@ -14,6 +14,12 @@ client and server on different vCPUs):
   (the latency row's ``server_cpu_us_per_op`` and ``client_cpu_us_per_op``);
 * the closed-loop saturation rate (for scale; not part of the decomposition).
 
+Intervals (bench/rounds.py): every timed figure of a rung carries its 95 % interval over the
+rounds (``<figure>_ci``), and every step its own, computed on the step itself over paired
+rounds (``delta_<figure>_ci`` for the difference, ``<figure>_x_from`` with
+``<figure>_x_from_ci`` for the ratio to the rung it is read against). Byte figures are
+deterministic and have none.
+
 The transports and their ladder order come from the run's own ``meta.registry`` (what the
 registry said when the run was made), or from the registry itself for older results files.
 """
@@ -23,7 +29,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from bench.markdown import TIMES, fmt_rate, fmt_us, signed, table
+from bench.markdown import TIMES, fmt_rate, fmt_us, fmt_x_ci, signed, table, with_ci
+from bench.rounds import difference_interval, interval_of, ratio_interval
 from bench.stats import ratio
 
 Row = dict[str, Any]
@@ -34,6 +41,12 @@ METRICS: dict[str, str] = {
     "p50_us": "µs",
     "server_cpu_us": "µs",
     "client_cpu_us": "µs",
+}
+#: The latency row's field behind each timed figure of a rung.
+TIMED: dict[str, str] = {
+    "p50_us": "p50_us",
+    "server_cpu_us": "server_cpu_us_per_op",
+    "client_cpu_us": "client_cpu_us_per_op",
 }
 
 
@@ -110,6 +123,7 @@ def ladder(results: dict[str, Any]) -> list[Row]:
     out: list[Row] = []
     previous: Row | None = None
     first: Row | None = None
+    sends: dict[str, Row | None] = {}
     for item in [*rungs, *beside]:
         name = item["name"]
         if name not in measured:
@@ -134,10 +148,23 @@ def ladder(results: dict[str, Any]) -> list[Row]:
         row["from"] = None if base is None else base["transport"]
         if row["on_ladder"] and first is None:
             first = row
+        sends[name] = send
         for metric in METRICS:
             row[f"delta_{metric}"] = None if base is None else _delta(row[metric], base[metric])
             row[f"{metric}_x_first"] = (
                 None if first is None else _round(ratio(row[metric], first[metric]))
+            )
+        for metric, field in TIMED.items():
+            base_send = None if base is None else sends.get(base["transport"])
+            row[f"{metric}_ci"] = interval_of(send, field)
+            row[f"delta_{metric}_ci"] = (
+                None if base_send is None else difference_interval(send, base_send, field)
+            )
+            row[f"{metric}_x_from"] = (
+                None if base is None else _round(ratio(row[metric], base[metric]))
+            )
+            row[f"{metric}_x_from_ci"] = (
+                None if base_send is None else ratio_interval(send, base_send, field)
             )
         out.append(row)
         if row["on_ladder"]:
@@ -216,6 +243,15 @@ def _gap_in_words(rungs: list[Row], metric: str, unit: str, what: str) -> str | 
     )
 
 
+def _step(rung: Row, metric: str) -> str:
+    """A step's delta with its interval over paired rounds: ``+44.4 µs [+30.1, +61.0]``."""
+    return with_ci(signed(rung.get(f"delta_{metric}"), "µs"), rung.get(f"delta_{metric}_ci"), _pm)
+
+
+def _pm(value: float) -> str:
+    return f"{value:+,.0f}" if abs(value) >= 100 else f"{value:+.1f}"
+
+
 def ladder_section(results: dict[str, Any], images: Sequence[str]) -> str:
     """REPORT.md's "Where the cost goes": the table, the gap in words, the figure."""
     rungs = results.get("ladder") or ladder(results)
@@ -225,14 +261,17 @@ def ladder_section(results: dict[str, Any], images: Sequence[str]) -> str:
         "(DESIGN.md), each rung changing one thing from the one before it, so each step's "
         "delta has the cause in the *changes* column. Transports beside the ladder are "
         "compared with its first rung. Bytes: the steady call, both directions; p50 and CPU "
-        "per call: the latency row (memory store, one call in flight, different vCPUs); "
-        "saturation: the best load step.\n",
+        "per call: the latency row (memory store, one call in flight, different vCPUs), the "
+        "median over rounds with its 95 % interval in brackets; each step's Δ and ratio "
+        "carry their own interval, computed on the step over paired rounds (bench/rounds.py). "
+        "Saturation: the best load step.\n",
     ]
     if not rungs:
         parts.append("_(no wire transport measured in this run)_\n")
         return "\n".join(parts)
     head = ["transport", "changes (from)", "c2s B", "s2c B", "Δ bytes", "p50 µs", "Δ p50"]
-    head += ["server CPU µs", "Δ server", "client CPU µs", "Δ client", "saturation /s"]
+    head += [f"p50 {TIMES} from", "server CPU µs", "Δ server", "client CPU µs", "Δ client"]
+    head += ["saturation /s"]
     rows = []
     for r in rungs:
         cause = r["isolates"] or ("the start of the ladder" if r["from"] is None else "—")
@@ -245,12 +284,13 @@ def ladder_section(results: dict[str, Any], images: Sequence[str]) -> str:
                 r["c2s_bytes"],
                 r["s2c_bytes"],
                 signed(r["delta_total_bytes"], "B"),
-                fmt_us(r["p50_us"]),
-                signed(r["delta_p50_us"], "µs"),
-                fmt_us(r["server_cpu_us"]),
-                signed(r["delta_server_cpu_us"], "µs"),
-                fmt_us(r["client_cpu_us"]),
-                signed(r["delta_client_cpu_us"], "µs"),
+                with_ci(fmt_us(r["p50_us"]), r.get("p50_us_ci")),
+                _step(r, "p50_us"),
+                fmt_x_ci(r.get("p50_us_x_from"), r.get("p50_us_x_from_ci")),
+                with_ci(fmt_us(r["server_cpu_us"]), r.get("server_cpu_us_ci")),
+                _step(r, "server_cpu_us"),
+                with_ci(fmt_us(r["client_cpu_us"]), r.get("client_cpu_us_ci")),
+                _step(r, "client_cpu_us"),
                 fmt_rate(r["saturation_per_s"]),
             ]
         )

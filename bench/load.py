@@ -79,8 +79,10 @@ class OpenLoopSchedule:
 
 @dataclass
 class LoadResult:
-    latency: HdrHistogram = field(default_factory=new_histogram)
-    lag: HdrHistogram = field(default_factory=new_histogram)  # dispatch - intended
+    latency: HdrHistogram = field(default_factory=new_histogram)  # reply - intended
+    lag: HdrHistogram = field(default_factory=new_histogram)  # dispatch - intended (queueing)
+    service: HdrHistogram = field(default_factory=new_histogram)  # reply - dispatch
+    scheduled: int = 0  # requests the schedule asked for
     sent: int = 0
     completed: int = 0
     errors: int = 0
@@ -110,11 +112,11 @@ async def run_open_loop(
     sleep: Sleep = asyncio.sleep,
 ) -> LoadResult:
     """Issue ``schedule.count`` requests at their intended times; see the module docstring."""
-    result = LoadResult(first_ns=schedule.start_ns)
+    result = LoadResult(first_ns=schedule.start_ns, scheduled=schedule.count)
     inflight: dict[int, int] = {}  # request index -> intended time, while outstanding
     tasks: set[asyncio.Task[None]] = set()
 
-    async def one(i: int, intended: int) -> None:
+    async def one(i: int, intended: int, dispatched: int) -> None:
         try:
             await issue(i)
         except Exception as exc:
@@ -123,6 +125,7 @@ async def run_open_loop(
         else:
             done = clock()
             record_ns(result.latency, done - intended)
+            record_ns(result.service, done - dispatched)
             result.completed += 1
             result.last_done_ns = max(result.last_done_ns, done)
         finally:
@@ -141,7 +144,7 @@ async def run_open_loop(
             intended = schedule.intended_ns(i)
             record_ns(result.lag, now - intended)
             inflight[i] = intended
-            task = asyncio.ensure_future(one(i, intended))
+            task = asyncio.ensure_future(one(i, intended, now))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             i += 1
@@ -255,8 +258,45 @@ async def _setup_echo(job: dict[str, Any]) -> tuple[Issue, Callable[[], Awaitabl
     return issue, cleanup, int(spec["server_pid"])
 
 
+def lean(job: dict[str, Any]) -> bool:
+    """Whether the lean generator (bench/loadgen.py) drives this job: a length-prefixed echo."""
+    from bench.loadgen import LEAN_REFS
+
+    target = job["target"]
+    return target["kind"] == "echo" and target.get("ref") in LEAN_REFS and job.get("lean", True)
+
+
+def timing_fields(result: LoadResult) -> dict[str, Any]:
+    """The figures every load row carries, whichever generator measured it.
+
+    ``sent_fraction`` is the share of the schedule the generator sent; the queueing delay
+    (intended -> sent, the generator's lateness) and the service time (sent -> reply) are
+    kept apart, as Nighthawk reports them; the row's percentiles count from the intended time.
+    """
+    summary = summarize(result.latency)
+    queue = summarize(result.lag, with_hist=False)
+    service = summarize(result.service, with_hist=False)
+    scheduled = result.scheduled or result.sent
+    return {
+        "scheduled": scheduled,
+        "sent_fraction": round(result.sent / scheduled, 4) if scheduled else None,
+        **{k: summary[k] for k in summary if k != "spectrum"},
+        "dispatch_lag_p50_us": queue["p50_us"],
+        "dispatch_lag_p99_us": queue["p99_us"],
+        "queue_p50_us": queue["p50_us"],
+        "queue_p99_us": queue["p99_us"],
+        "service_p50_us": service["p50_us"],
+        "service_p99_us": service["p99_us"],
+    }
+
+
 async def run_load(job: dict[str, Any]) -> list[dict[str, Any]]:
     """One load step: ``mode`` "open" at ``rate`` or "closed" with ``depth`` per connection."""
+    if lean(job):
+        from bench.loadgen import run_lean
+
+        lean_result, lean_inflight, lean_offered, lean_cpu = await run_lean(job)
+        return [_row(job, lean_result, lean_inflight, lean_offered, lean_cpu, None, "lean")]
     setup = _setup_echo if job["target"]["kind"] == "echo" else _setup_chat
     issue, cleanup, server_pid = await setup(job)
     try:
@@ -294,28 +334,37 @@ async def run_load(job: dict[str, Any]) -> list[dict[str, Any]]:
     except Exception as exc:
         cleanup_error = f"{type(exc).__name__}: {exc}"
         log.warning("load step clean-up failed: %s", cleanup_error)
-    summary = summarize(result.latency)
-    return [
-        {
-            "mode": job["mode"],
-            "offered_per_s": offered,
-            "achieved_per_s": round(result.achieved_per_s, 1),
-            "duration_s": round(result.elapsed_s, 3),
-            "sent": result.sent,
-            "completed": result.completed,
-            "errors": result.errors,
-            "timeouts": result.timeouts,
-            "overloaded": result.overloaded,
-            "first_error": result.first_error,
-            "cleanup_error": cleanup_error,
-            "connections": job["connections"],
-            "max_inflight": inflight,
-            **{k: summary[k] for k in summary if k != "spectrum"},
-            "dispatch_lag_p50_us": summarize(result.lag, with_hist=False)["p50_us"],
-            "dispatch_lag_p99_us": summarize(result.lag, with_hist=False)["p99_us"],
-            **cpu_fields(cpu, result.completed),
-        }
-    ]
+    return [_row(job, result, inflight, offered, cpu, cleanup_error, "client")]
+
+
+def _row(
+    job: dict[str, Any],
+    result: LoadResult,
+    inflight: int | None,
+    offered: float | None,
+    cpu: dict[str, float | None],
+    cleanup_error: str | None,
+    engine: str,
+) -> dict[str, Any]:
+    """One results.json load row (bench/SCHEMA.md)."""
+    return {
+        "mode": job["mode"],
+        "offered_per_s": offered,
+        "achieved_per_s": round(result.achieved_per_s, 1),
+        "duration_s": round(result.elapsed_s, 3),
+        "sent": result.sent,
+        "completed": result.completed,
+        "errors": result.errors,
+        "timeouts": result.timeouts,
+        "overloaded": result.overloaded,
+        "first_error": result.first_error,
+        "cleanup_error": cleanup_error,
+        "connections": job["connections"],
+        "max_inflight": inflight,
+        "engine": engine,
+        **timing_fields(result),
+        **cpu_fields(cpu, result.completed),
+    }
 
 
 __all__ = [

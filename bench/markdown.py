@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 TIMES = "\N{MULTIPLICATION SIGN}"
@@ -51,6 +51,28 @@ def fmt_rate(value: float | None) -> str:
     return "—" if value is None else f"{value:,.0f}"
 
 
+def interval(ci: Sequence[float] | None, fmt: Callable[[float], str] | None = None) -> str:
+    """A 95 % interval as ``[low, high]``, or "" without one (one round; a deterministic
+    figure)."""
+    if not ci:
+        return ""
+    fmt = fmt or fmt_us
+    return f"[{fmt(ci[0])}, {fmt(ci[1])}]"
+
+
+def with_ci(
+    text: str, ci: Sequence[float] | None, fmt: Callable[[float], str] | None = None
+) -> str:
+    """A table cell: the figure, then its interval when it has one."""
+    bracket = interval(ci, fmt)
+    return f"{text} {bracket}" if bracket and text != "—" else text
+
+
+def fmt_x_ci(value: float | None, ci: Sequence[float] | None) -> str:
+    """A ratio with its interval: ``3.81x [3.52, 4.10]`` (with the times sign)."""
+    return with_ci(_fmt_x(value), ci, lambda v: f"{v:.2f}")
+
+
 def signed(value: float | None, unit: str) -> str:
     """A delta with its sign and unit: ``+1.5 µs``, ``+1,234 B``; ``—`` when missing."""
     if value is None:
@@ -59,4 +81,4 @@ def signed(value: float | None, unit: str) -> str:
     return f"{text} {unit}"
 
 
-__all__ = ["TIMES", "fmt_rate", "fmt_us", "signed", "table"]
+__all__ = ["TIMES", "fmt_rate", "fmt_us", "fmt_x_ci", "interval", "signed", "table", "with_ci"]

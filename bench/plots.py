@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
+from bench import loadgen_scene, population
 from bench.config import FLOOR
 from bench.ladder import ladder
 from bench.targets import (
@@ -303,6 +304,7 @@ def ladder_plot(results: dict[str, Any], path: Path) -> Path | None:
             value = r.get(metric)
             if value is None:
                 continue
+            ci = r.get(f"{metric}_ci")  # the 95 % interval over rounds, where timed
             ax.bar(
                 x,
                 value,
@@ -310,6 +312,9 @@ def ladder_plot(results: dict[str, Any], path: Path) -> Path | None:
                 color=palette.get(r["transport"], "black"),
                 hatch=None if r["on_ladder"] else "//",
                 edgecolor="white" if r["on_ladder"] else "black",
+                yerr=None if not ci else [[max(value - ci[0], 0)], [max(ci[1] - value, 0)]],
+                capsize=4,
+                ecolor="black",
             )
             delta = r.get(f"delta_{metric}")
             text = f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
@@ -326,9 +331,80 @@ def ladder_plot(results: dict[str, Any], path: Path) -> Path | None:
         for r in rungs
         if r["from"] is not None and r["isolates"]
     ]
-    fig.suptitle("Where the cost of a 32 B send goes, rung by rung (delta from the rung before)")
+    fig.suptitle(
+        "Where the cost of a 32 B send goes, rung by rung (delta from the rung before; "
+        "whiskers: 95 % interval over rounds)"
+    )
     fig.text(0.01, 0.01, "\n".join(steps), fontsize=8, va="bottom", ha="left")
     fig.tight_layout(rect=(0, 0.04 * max(1, len(steps)), 1, 0.95))
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def trend_plot(
+    results: dict[str, Any], path: Path, *, history_path: Path | None = None
+) -> Path | None:
+    """The committed reference runs in order (bench/trend.py), one position per run labelled
+    with its date and commit: each transport's send p50 (reference rows: echo) with its 95 %
+    interval, and its steady send bytes; the run being reported comes last, hollow, when it
+    is not in the history itself."""
+    from bench.trend import HISTORY, entry, load_history
+
+    if not results.get("latency"):
+        return None  # nothing measured in this run
+    runs = load_history(history_path or HISTORY)
+    mine = entry(results)
+    extra = not any(r.get("started_at") == mine["started_at"] for r in runs)
+    points = [*runs, mine] if extra else runs
+    if not points:
+        return None
+    _style = _styler(results)
+    fig, (lat, size) = plt.subplots(1, 2, figsize=(13, 5.6))
+    names = list(dict.fromkeys(n for r in points for n in r.get("figures", {})))
+    for name in names:
+        style = _style(name)
+        mine_at = [
+            (i, r["figures"][name]) for i, r in enumerate(runs) if name in r.get("figures", {})
+        ]
+        if mine_at:
+            xs = [i for i, _ in mine_at]
+            ys = [f["p50_us"] for _, f in mine_at]
+            cis = [f.get("p50_ci") or [y, y] for y, (_, f) in zip(ys, mine_at, strict=True)]
+            err = [
+                [y - ci[0] for y, ci in zip(ys, cis, strict=True)],
+                [ci[1] - y for y, ci in zip(ys, cis, strict=True)],
+            ]
+            lat.errorbar(xs, ys, yerr=err, marker="o", capsize=3, **style)
+            sized = [(i, f["bytes"]) for i, f in mine_at if f.get("bytes") is not None]
+            if sized:
+                size.plot([i for i, _ in sized], [b for _, b in sized], marker="o", **style)
+        now = mine["figures"].get(name) if extra else None
+        if now is not None:
+            hollow = {"color": style["color"], "marker": "o", "fillstyle": "none", "ls": ""}
+            lat.plot([len(runs)], [now["p50_us"]], markersize=9, **hollow)
+            if now.get("bytes") is not None:
+                size.plot([len(runs)], [now["bytes"]], markersize=9, **hollow)
+    ticks = [
+        f"{str(r.get('started_at'))[:10]}\n{str(r.get('git_commit'))[:7]} ({r.get('mode')})"
+        for r in runs
+    ]
+    if extra:
+        ticks.append("this run\n(not a reference)")
+    for ax in (lat, size):
+        ax.set_xticks(range(len(ticks)), ticks, fontsize=7)
+        ax.set_xlim(-0.5, len(ticks) - 0.5)
+        ax.grid(True, which="both", alpha=0.3)
+    lat.set_yscale("log")
+    lat.set_ylabel("32 B round trip p50 (µs, log), 95 % interval")
+    lat.set_title("send p50 (reference rows: echo), reference run by run")
+    size.set_ylabel("steady send, bytes both directions")
+    size.set_title("bytes per send, reference run by run")
+    size.margins(y=0.15)
+    handles, labels = lat.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=7)
+    fig.suptitle(f"Trend: {len(runs)} reference run(s) in reports/reference/history.json")
+    fig.tight_layout(rect=(0, 0.1, 1, 0.95))
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
@@ -341,6 +417,9 @@ FIGURES: dict[str, Callable[[dict[str, Any], Path], Path | None]] = {
     "latency_spectrum.png": latency_spectrum,
     "load.png": load_curves,
     "cpu_per_op.png": cpu_per_op,
+    "trend.png": trend_plot,
+    "saturation.png": loadgen_scene.plot,  # issue 10's scenes draw their own figures
+    "population.png": population.plot,
 }
 
 
@@ -359,4 +438,4 @@ def draw_all(results: dict[str, Any], out_dir: Path) -> list[Path]:
     return written
 
 
-__all__ = ["FIGURES", "LADDER_PANELS", "PALETTE", "colours", "draw_all"]
+__all__ = ["FIGURES", "LADDER_PANELS", "PALETTE", "colours", "draw_all", "trend_plot"]

@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from bench import flame, loadgen_scene, population
 from bench.config import FLOOR, NOISY_VCPUS
 from bench.ladder import ladder_section
-from bench.markdown import TIMES, _fmt, _fmt_x, table
+from bench.markdown import TIMES, _fmt, _fmt_x, fmt_x_ci, table, with_ci
 from bench.markdown import fmt_rate as _fmt_rate
 from bench.markdown import fmt_us as _fmt_us
+from bench.rounds import ratio_interval
 from bench.stats import ratio
 from bench.targets import (
     BASE,
@@ -68,6 +70,7 @@ def _header(results: dict[str, Any]) -> str:
         f"same-vCPU rows on vCPU {place.get('same_vcpu_cpu')} |",
         f"| load generator | {place.get('generator')} |",
         f"| plan | {_plan_in_words(plan)} |",
+        f"| rounds | {_rounds_in_words(results)} |",
         f"| load average | start {meta.get('loadavg_start')}, end {meta.get('loadavg_end')} |",
         f"| other work on the machine | {_background(meta)} |",
         "",
@@ -80,8 +83,11 @@ def _header(results: dict[str, Any]) -> str:
         "- `memory` rows use the in-memory store (`--db :memory:`: dicts, nothing persisted; "
         "protocol cost); `sqlite` rows a SQLite file "
         "(WAL, synchronous=NORMAL). Echo references have no store (`none`).",
-        f"- Latency: one request in flight, {plan.get('warmup', '?')} warm-up calls first, "
-        "percentiles from HdrHistogram (3 significant digits). `send` goes to an offline "
+        f"- Latency: one request in flight, {plan.get('warmup', '?')} warm-up calls first in "
+        "every round, percentiles from HdrHistogram (3 significant digits), each the median of "
+        "the rounds' figures; `[a, b]` is its 95 % interval (distribution-free, over rounds), "
+        "and a ratio's interval is computed on the ratio over paired rounds (a bootstrap). "
+        "`send` goes to an offline "
         "recipient (stored, not pushed), so it is a plain request/response like the echo rows, "
         "with the same 32-byte payload.",
         "- Ratios: each transport against its reference row, a bare echo of its family named by "
@@ -100,6 +106,42 @@ def _header(results: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _rounds_in_words(results: dict[str, Any]) -> str:
+    """How many rounds, what an interval means with that many, and the shuffled order."""
+    info = results.get("meta", {}).get("rounds")
+    if not info:
+        return "one round (a results file from before rounds): no intervals"
+    count = info.get("count", 1)
+    coverage = next(
+        (r["ci_coverage"] for r in results.get("latency", []) if r.get("ci_coverage")), None
+    )
+    text = (
+        f"{count} rounds of latency, each in fresh server and client processes, transports and "
+        f"reference rows in a shuffled order (seed {info.get('seed')}, each round's order in "
+        "results.json `meta.rounds`); every timed figure is the median over rounds"
+    )
+    if count < 2:
+        return text + "; **one round: no intervals**, every target judged on its value alone"
+    text += " with a 95 % interval in brackets"
+    if coverage is not None and coverage < 0.95:
+        text += (
+            f" (with {count} rounds the interval is the range of the rounds, whose real "
+            f"coverage is {coverage:.1%}"
+            + ("; **a quick run: read the intervals as rough**" if count < 5 else "")
+            + ")"
+        )
+    if not (results.get("meta", {}).get("plan") or {}).get("sqlite_every_round", True):
+        text += "; the SQLite rows in the last round only (one round: no interval)"
+    checks = info.get("byte_checks", 0)
+    text += (
+        f"; bytes measured in full once and re-checked in {checks} round"
+        f"{'s' if checks != 1 else ''}"
+        if checks
+        else "; bytes measured once"
+    )
+    return text
 
 
 def _plan_in_words(plan: dict[str, Any]) -> str:
@@ -155,14 +197,24 @@ def _targets_section(results: dict[str, Any]) -> str:
     rows = [
         (
             t["name"],
-            "—" if t["value"] is None else f"{t['value']:.2f}",
+            with_ci(
+                "—" if t["value"] is None else f"{t['value']:.2f}",
+                t.get("ci"),
+                lambda v: f"{v:.2f}",
+            ),
             _limit(t),
             f"**{t['status']}**",
             t["detail"],
         )
         for t in targets
     ]
-    return "## Targets\n\n" + table(["target", "measured", "limit", "status", "from"], rows)
+    return (
+        "## Targets\n\n"
+        "Each ratio with its 95 % interval over paired rounds: **PASS** only if the whole "
+        "interval meets the limit, **MISS** only if none of it does, otherwise **not "
+        "settled** (this run cannot tell; more rounds or a quieter machine can).\n\n"
+        + table(["target", "measured [95 % interval]", "limit", "status", "from"], rows)
+    )
 
 
 def _limit(target: Row) -> str:
@@ -182,21 +234,25 @@ def _latency_rows(rows: list[Row], results: dict[str, Any], with_ratios: bool) -
     floor_row = find_latency(results, FLOOR, "echo")
     refs = references(results)
     for r in rows:
+        ci = r.get("ci") or {}
         cells: list[Any] = [
             _name(r),
             r["op"],
             r["n"],
-            _fmt_us(r["p50_us"]),
+            with_ci(_fmt_us(r["p50_us"]), ci.get("p50_us")),
             _fmt_us(r["p90_us"]),
-            _fmt_us(r["p99_us"]),
+            with_ci(_fmt_us(r["p99_us"]), ci.get("p99_us")),
             _fmt_us(r["p999_us"]),
         ]
         if with_ratios:
             floor = refs.get(r["transport"])
             own = round_trip_row(results, floor) if floor else None
             cells += [
-                _fmt_x(ratio(r["p50_us"], p50(own))) + (f" {floor}" if own else ""),
-                _fmt_x(ratio(r["p50_us"], p50(floor_row))),
+                fmt_x_ci(ratio(r["p50_us"], p50(own)), ratio_interval(r, own, "p50_us"))
+                + (f" {floor}" if own else ""),
+                fmt_x_ci(
+                    ratio(r["p50_us"], p50(floor_row)), ratio_interval(r, floor_row, "p50_us")
+                ),
             ]
         cells += [
             _fmt_us(r.get("server_cpu_us_per_op")),
@@ -207,7 +263,7 @@ def _latency_rows(rows: list[Row], results: dict[str, Any], with_ratios: bool) -
     return out
 
 
-LAT_HEAD = ["transport", "op", "n", "p50 µs", "p90 µs", "p99 µs", "p99.9 µs"]
+LAT_HEAD = ["transport", "op", "n", "p50 µs [95 %]", "p90 µs", "p99 µs [95 %]", "p99.9 µs"]
 RATIO_HEAD = [f"p50 {TIMES} its reference", f"p50 {TIMES} {FLOOR}"]
 CPU_HEAD = ["server CPU µs/op", "client CPU µs/op", "other vCPUs"]
 
@@ -347,6 +403,28 @@ def limited_by(closed: Row) -> str:
     return "neither"
 
 
+#: The per-core columns beside every throughput figure (issue 12 item 4).
+PER_CORE_HEAD = ["server CPU µs/op", "user + sys µs/op", "/s per server CPU-s", "CPU check"]
+
+
+def per_core_cells(row: Row) -> list[str]:
+    """Server CPU per operation by the clocks, the same split into user + system by the
+    kernel's ticks (/proc/<pid>/stat), operations per second of server CPU (one core's
+    worth), and the two ways' ratio (ticks ÷ clocks: 1.00 when they agree)."""
+    user, system = row.get("server_user_us_per_op"), row.get("server_system_us_per_op")
+    split = "—" if user is None or system is None else f"{_fmt_us(user)} + {_fmt_us(system)}"
+    per_cpu = row.get("ops_per_server_cpu_s")
+    if per_cpu is None:
+        per_cpu = ratio(1e6, row.get("server_cpu_us_per_op"))
+    check = row.get("server_cpu_check")
+    return [
+        _fmt_us(row.get("server_cpu_us_per_op")),
+        split,
+        _fmt_rate(per_cpu),
+        "—" if check is None else f"{check:.2f}",
+    ]
+
+
 def _load_section(results: dict[str, Any], images: Sequence[str]) -> str:
     load = results.get("load", [])
     plan = results.get("meta", {}).get("plan", {})
@@ -363,7 +441,11 @@ def _load_section(results: dict[str, Any], images: Sequence[str]) -> str:
         "schedule, so its CPU in open-loop rows is not a cost; *lag p99* is how late it sent. "
         f"*Limited by*: the process whose vCPU was at least {SATURATED:.0%} busy in the closed "
         "loop; where that is the generator, the row shows the client's limit, not the "
-        "server's.\n",
+        "server's. Per core, beside every throughput figure: the server's CPU per operation "
+        "by its CPU clock (nanoseconds), the same by the kernel's ticks split into user + "
+        "system (/proc/<pid>/stat, 10 ms ticks), operations per second of server CPU (what "
+        "one core would sustain), and *CPU check*, ticks ÷ clock (1.00: the two ways agree; "
+        "a short step may differ by 0.01 s of ticks).\n",
     ]
     sat_rows = []
     grpc_sat = saturation(results, GRPC)
@@ -387,7 +469,7 @@ def _load_section(results: dict[str, Any], images: Sequence[str]) -> str:
                     store,
                     _fmt_rate(best["achieved_per_s"]),
                     _fmt_x(ratio(best["achieved_per_s"], grpc_rate)),
-                    _fmt_us(closed.get("server_cpu_us_per_op")),
+                    *per_core_cells(closed or best),
                     _fmt_us(closed.get("client_cpu_us_per_op")),
                     _fmt_us(closed.get("p50_us")),
                     _fmt_us(closed.get("p99_us")),
@@ -395,7 +477,7 @@ def _load_section(results: dict[str, Any], images: Sequence[str]) -> str:
                     _other(best),
                 )
             )
-    head = ["transport", "store", "saturation /s", f"{TIMES} {GRPC}", "server CPU µs/op"]
+    head = ["transport", "store", "saturation /s", f"{TIMES} {GRPC}", *PER_CORE_HEAD]
     head += ["client CPU µs/op", "closed p50 µs", "closed p99 µs", "limited by", "other vCPUs"]
     parts.append(table(head, sat_rows))
     if "load.png" in images:
@@ -409,7 +491,7 @@ def _load_section(results: dict[str, Any], images: Sequence[str]) -> str:
     )
     if open_rows:
         head = ["transport", "store", "offered /s", "achieved /s", "p50 µs", "p99 µs"]
-        head += ["p99.9 µs", "server CPU µs/op", "lag p99 µs", "timeouts", "overloaded"]
+        head += ["p99.9 µs", *PER_CORE_HEAD, "lag p99 µs", "timeouts", "overloaded"]
         head += ["other vCPUs"]
         rows = [
             (
@@ -420,7 +502,7 @@ def _load_section(results: dict[str, Any], images: Sequence[str]) -> str:
                 _fmt_us(r["p50_us"]),
                 _fmt_us(r["p99_us"]),
                 _fmt_us(r["p999_us"]),
-                _fmt_us(r.get("server_cpu_us_per_op")),
+                *per_core_cells(r),
                 _fmt_us(r.get("dispatch_lag_p99_us")),
                 r.get("timeouts", 0),
                 r.get("overloaded", False),
@@ -476,6 +558,7 @@ def _sizes_section(results: dict[str, Any], images: Sequence[str]) -> str:
             + [int(r.get(f"c2s_{k}", 0)) + int(r.get(f"s2c_{k}", 0)) for k in SIZE_KINDS]
         )
     parts.append(table(head, rows))
+    parts.append(_rounds_of_bytes(results))
     # The definitions, the steady send with the ids it holds for, the timer-driven control
     # traffic: bench/report_bytes.py, beside the byte counters it describes.
     from bench.report_bytes import bytes_section
@@ -516,6 +599,40 @@ def _payload_section(results: dict[str, Any]) -> str:
     if not rows:
         return intro + "_(not measured in this run)_\n"
     return intro + table(PAYLOAD_COLUMNS, [[r.get(k) for k in PAYLOAD_COLUMNS] for r in rows])
+
+
+def _trend_section(results: dict[str, Any], images: Sequence[str]) -> str:
+    """The committed reference runs over time (bench/trend.py)."""
+    if "trend.png" not in images:
+        return ""
+    return (
+        "## Trend\n\nEvery committed reference run (`reports/reference/history.json`, one "
+        "entry added by each `make bench-reference`): the send p50 of each transport (echo "
+        "for the reference rows) with its 95 % interval, and its steady send bytes. Read "
+        "across runs with care: a run on a busier machine is slower for reasons that are not "
+        "the code.\n\n![trend of the reference runs](trend.png)\n"
+    )
+
+
+def _rounds_of_bytes(results: dict[str, Any]) -> str:
+    """Whether the byte figures re-measured in later rounds agreed with the full run."""
+    checked = [r for r in results.get("sizes", []) if r.get("rounds_checked")]
+    if not checked:
+        return ""
+    differ = [r for r in checked if not r.get("rounds_agree")]
+    text = (
+        f"\nRe-measured in later rounds: {len(checked)} call figures (each op's first and "
+        f"steady call at 32 B), {len(checked) - len(differ)} identical in every round"
+    )
+    if not differ:
+        return text + ": the byte figures are deterministic, so no spread is shown.\n"
+    lines = [text + "; these differed (each round's c2s + s2c):\n"]
+    for r in differ:
+        values = ", ".join(
+            f"{x.get('c2s_bytes')}+{x.get('s2c_bytes')}" for x in r.get("rounds", [])
+        )
+        lines.append(f"- {r['transport']} {r['op']} {r['phase']}: {values}")
+    return "\n".join(lines) + "\n"
 
 
 def _errors_section(results: dict[str, Any]) -> str:
@@ -564,8 +681,12 @@ def render(results: dict[str, Any], images: Sequence[str] = ()) -> str:
         lambda: _deliver_section(results),
         lambda: _placement_section(results),
         lambda: _load_section(results, images),
+        lambda: loadgen_scene.section(results, images),  # issue 10's scenes: their own modules
+        lambda: population.section(results, images),
+        lambda: flame.section(results, images),
         lambda: _sizes_section(results, images),
         lambda: _payload_section(results),
+        lambda: _trend_section(results, images),
         lambda: _errors_section(results),
     ]
     body = "\n".join(s for s in (section() for section in sections) if s)

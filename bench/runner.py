@@ -1,6 +1,19 @@
 """The whole bench run: start each server, hand measurement jobs to worker processes, collect
 rows, then write results.json, the plots and REPORT.md under ``<out>/<run-id>/``.
 
+Order of the run (bench/rounds.py says why):
+
+1. ``plan.rounds`` rounds of latency. Each round starts a fresh worker (the client process) and
+   visits every *unit* once, in an order shuffled with ``plan.seed`` (``meta.rounds`` records
+   it): a reference row (its echo), a transport with one store (every op, push delivery, the
+   lean client), the same-vCPU rows. A unit starts its own server and stops it. In
+   ``plan.byte_checks`` rounds the wire transports also measure a few byte figures again.
+2. Once per transport and store: bytes on the wire in full, then the load steps.
+3. The payload sizes (no server).
+
+The per-round latency rows are merged into one headline row per figure (median over rounds,
+its interval, each round kept in ``rounds``) before results.json is written.
+
 Process layout (recorded in ``meta.placement``): servers are pinned to the first usable vCPU,
 the worker (the client side and load generator) and this orchestrating process to the second.
 One server runs at a time, serving only the transport being measured, so nothing else on the
@@ -19,6 +32,7 @@ import itertools
 import json
 import logging
 import os
+import random
 import shutil
 import sys
 import tempfile
@@ -28,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import meta
+from bench import meta, rounds
 from bench.config import (
     BODY_BYTES,
     LEAN_TRANSPORT,
@@ -39,13 +53,15 @@ from bench.config import (
     ref_transports,
 )
 from bench.noise import RetryBudget, least_disturbed
-from bench.procs import Placement, RefServer, Worker, choose_placement
+from bench.procs import JobFailed, Placement, RefServer, Worker, choose_placement
 from transports import registry
 from wirechat.launch import ServerProcess
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: A push fan-out with fewer samples than this per round is measured once, in the last round.
+MIN_ROUND_SAMPLES = 5
 
 
 class SkipGroup(RuntimeError):
@@ -59,6 +75,7 @@ class Step:
     group: str
     always: bool = False  # runs even after a failure in its group (stopping the server)
     critical: bool = False  # its failure skips the rest of the group (starting the server)
+    tag: tuple[int, int] | None = None  # (round, position in the round) of its latency rows
 
 
 def registry_meta() -> list[dict[str, Any]]:
@@ -121,6 +138,10 @@ class BenchRun:
         self._seq = itertools.count(1)
         self._retry_budget = RetryBudget(plan.retry_budget_s)
         self._tmp = Path(tempfile.mkdtemp(prefix="wirechat-bench-"))
+        self._tag: tuple[int, int] | None = None
+        self._round_rows: list[dict[str, Any]] = []
+        self._size_checks: dict[int, list[dict[str, Any]]] = {}
+        self._orders: list[dict[str, Any]] = []
 
     # -- plan --------------------------------------------------------------------------------
     def _placement_meta(self) -> dict[str, Any]:
@@ -137,40 +158,90 @@ class BenchRun:
         }
 
     def steps(self) -> list[Step]:
-        """Every step in run order: the references, then each transport in registry order
-        (memory store, then SQLite), then the same-vCPU rows."""
+        """Every step in run order: the rounds (bench/rounds.py; the last one also measures
+        what is measured once: the byte figures in full and the load steps), then the
+        payload sizes."""
         steps: list[Step] = []
-        for ref in self.refs:
-            steps += self._ref_steps(ref, self.main, full=True)
-        for transport in self.chats:
-            for store in ("memory", "sqlite"):
-                steps += self._chat_steps(transport, store)
-        if self.same != self.main and self.plan.same_vcpu:
-            for transport in self.chats:
-                if registry.entry(transport).wire:
-                    steps += self._same_vcpu_chat_steps(transport)
-            for ref in self.refs:
-                steps += self._ref_steps(ref, self.same, full=False)
+        for round_ in range(self.plan.rounds):
+            steps += self._round_steps(round_)
+        from bench import flame, loadgen_scene, population  # issue 10's scenes (each its servers)
+
+        for scene in (loadgen_scene, population, flame):
+            steps += scene.steps(self)
         steps.append(Step("payload sizes", self._payload_sizes, "payload_sizes"))
         return steps
 
-    def _chat_steps(self, transport: str, store: str) -> list[Step]:
-        group = f"{transport}/{store}"
-        plan = self.plan
-        steps: list[Step] = []
-        wire = not self._in_process(transport)
-        if wire:
-            steps.append(
-                Step(
-                    f"{group}: start server", lambda: self._start_chat(group), group, critical=True
-                )
-            )
-        share = 1.0 if store == "memory" else plan.sqlite_share
-        steps.append(
-            Step(f"{group}: latency", lambda: self._ops(group, plan.ops_counts(share)), group)
+    # -- rounds ------------------------------------------------------------------------------
+    def units(self, round_: int) -> list[tuple[str, str, Placement]]:
+        """What a round visits: (kind, name, placement); kind ``ref`` (``name`` a reference
+        row), ``chat`` (``name`` = transport/store) or ``same`` (the same-vCPU rows). The
+        SQLite rows come in every round, or only in the last where the plan says so."""
+        last = round_ == self.plan.rounds - 1
+        units: list[tuple[str, str, Placement]] = [("ref", ref, self.main) for ref in self.refs]
+        stores = ("memory", "sqlite") if self.plan.sqlite_every_round or last else ("memory",)
+        for transport in self.chats:
+            for store in stores:
+                units.append(("chat", f"{transport}/{store}", self.main))
+        if self.same != self.main and self.plan.same_vcpu:
+            for transport in self.chats:
+                if registry.entry(transport).wire:
+                    units.append(("same", transport, self.same))
+            units += [("same", ref, self.same) for ref in self.refs]
+        return units
+
+    def round_order(self, round_: int) -> list[tuple[str, str, Placement]]:
+        """This round's units, shuffled with a seed of its own (the plan's seed and the round)."""
+        units = self.units(round_)
+        random.Random(self.plan.seed * 1000 + round_).shuffle(units)
+        return units
+
+    def _round_steps(self, round_: int) -> list[Step]:
+        order = self.round_order(round_)
+        self._orders.append(
+            {"round": round_, "order": [f"{kind}:{name}" for kind, name, _ in order]}
         )
+        steps = [
+            Step(
+                f"round {round_ + 1}: fresh client process",
+                self._fresh_workers,
+                f"round{round_}",
+                always=True,
+            )
+        ]
+        last = round_ == self.plan.rounds - 1
+        for position, (kind, name, placement) in enumerate(order):
+            if kind == "ref":
+                unit = self._ref_round_steps(name, placement, round_, last)
+            elif kind == "same":
+                unit = self._same_vcpu_steps(name, f"same/{name}#{round_}")
+            else:
+                unit = self._chat_round_steps(name, round_, last)
+            for step in unit:
+                step.label = f"r{round_ + 1} {step.label}"
+                step.tag = (round_, position)
+            steps += unit
+        return steps
+
+    def _fresh_workers(self) -> None:
+        """Each round in a fresh client process: stop the workers (they start on demand)."""
+        for worker in self._workers.values():
+            worker.stop()
+        self._workers.clear()
+
+    def _chat_round_steps(self, name: str, round_: int, last: bool) -> list[Step]:
+        """One transport and store in one round: latency of every op, the lean client, push
+        delivery, a check of the byte figures; in the last round also what is measured once."""
+        transport, store = name.split("/")
+        group = f"{name}#{round_}"
+        plan = self.plan
+        wire = not self._in_process(transport)
+        in_rounds = plan.rounds if store == "memory" or plan.sqlite_every_round else 1
+        steps: list[Step] = []
+        share = 1.0 if store == "memory" else plan.sqlite_share
+        counts = plan.ops_counts(share, rounds=in_rounds)
+        steps.append(Step(f"{name}: latency", lambda: self._ops(group, counts), group))
         if transport == LEAN_TRANSPORT and store == "memory" and plan.lean:
-            steps.append(Step(f"{group}: lean reference client", lambda: self._lean(group), group))
+            steps.append(Step(f"{name}: lean reference client", lambda: self._lean(group), group))
         if store == "memory":
             fanouts = plan.deliver
         elif plan.sqlite_extras:  # the first fan-out only
@@ -180,59 +251,98 @@ class BenchRun:
         else:
             fanouts = {}
         for fanout, n in fanouts.items():
+            # A fan-out with too few samples to split over the rounds is measured once.
+            once = n < MIN_ROUND_SAMPLES * in_rounds
+            if once and not last:
+                continue
             steps.append(
                 Step(
-                    f"{group}: deliver x{fanout}",
-                    functools.partial(self._deliver, group, fanout, n),
+                    f"{name}: deliver x{fanout}",
+                    functools.partial(
+                        self._deliver, group, fanout, n if once else -(-n // in_rounds)
+                    ),
                     group,
                 )
             )
+        if wire and store == "memory" and round_ < plan.byte_checks and not last:
+            steps.append(
+                Step(f"{name}: bytes check", functools.partial(self._sizes, group, round_), group)
+            )
+        if last:
+            steps += self._chat_steps(transport, store, group)
+        if wire:
+            start = Step(
+                f"{name}: start server", lambda: self._start_chat(group), group, critical=True
+            )
+            stop = Step(f"{name}: stop server", lambda: self._stop(group), group, always=True)
+            steps = [start, *steps, stop]
+        return steps
+
+    def _chat_steps(self, transport: str, store: str, group: str) -> list[Step]:
+        """What is measured once per transport and store (in the last round, on that round's
+        server): the byte figures in full (memory store) and the load steps."""
+        name = f"{transport}/{store}"
+        plan = self.plan
+        wire = not self._in_process(transport)
+        steps: list[Step] = []
         if wire and store == "memory":
-            steps.append(Step(f"{group}: bytes on the wire", lambda: self._sizes(group), group))
+            steps.append(Step(f"{name}: bytes on the wire", lambda: self._sizes(group), group))
         if store == "memory" or plan.sqlite_extras:
-            steps.append(Step(f"{group}: load closed", lambda: self._load(group, "closed"), group))
+            steps.append(Step(f"{name}: load closed", lambda: self._load(group, "closed"), group))
         if wire:
             fractions = plan.open_fractions if store == "memory" else plan.sqlite_open_fractions
             for frac in fractions:
                 steps.append(
                     Step(
-                        f"{group}: load {frac:.0%}",
+                        f"{name}: load {frac:.0%}",
                         functools.partial(self._load, group, "open", frac),
                         group,
                     )
                 )
+        return steps
+
+    def _ref_round_steps(
+        self, ref: str, placement: Placement, round_: int, last: bool
+    ) -> list[Step]:
+        """A reference row in one round: its echo; in the last round also its load steps."""
+        group = f"{ref}#{round_}"
+        steps = [Step(f"{ref}: latency", lambda: self._echo(group, placement, True), group)]
+        if last:
+            steps += self._ref_steps(ref, group)
+        start = Step(
+            f"{ref}: start", lambda: self._start_ref(group, ref, placement), group, critical=True
+        )
+        stop = Step(f"{ref}: stop", lambda: self._stop(group), group, always=True)
+        return [start, *steps, stop]
+
+    def _ref_steps(self, ref: str, group: str) -> list[Step]:
+        """What is measured once per reference row: its load steps."""
+        steps = [Step(f"{ref}: load closed", lambda: self._load(group, "closed"), group)]
+        for frac in self.plan.ref_open_fractions:
             steps.append(
-                Step(f"{group}: stop server", lambda: self._stop(group), group, always=True)
+                Step(
+                    f"{ref}: load {frac:.0%}",
+                    functools.partial(self._load, group, "open", frac),
+                    group,
+                )
             )
         return steps
 
-    def _ref_steps(self, ref: str, placement: Placement, *, full: bool) -> list[Step]:
-        group = ref if full else f"same/{ref}"
-        steps = [
-            Step(
-                f"{group}: start",
-                lambda: self._start_ref(group, ref, placement),
-                group,
-                critical=True,
-            ),
-            Step(f"{group}: latency", lambda: self._echo(group, placement, full), group),
-        ]
-        if full:
-            steps.append(Step(f"{group}: load closed", lambda: self._load(group, "closed"), group))
-            for frac in self.plan.ref_open_fractions:
-                steps.append(
-                    Step(
-                        f"{group}: load {frac:.0%}",
-                        functools.partial(self._load, group, "open", frac),
-                        group,
-                    )
-                )
-        steps.append(Step(f"{group}: stop", lambda: self._stop(group), group, always=True))
-        return steps
-
-    def _same_vcpu_chat_steps(self, transport: str) -> list[Step]:
-        group = f"same/{transport}"
-        counts = {"send": self.plan.same_vcpu}
+    def _same_vcpu_steps(self, name: str, group: str) -> list[Step]:
+        """The 32 B round trip of a wire transport or a reference with client and server on
+        one vCPU."""
+        if name in self.refs:
+            return [
+                Step(
+                    f"{group}: start",
+                    lambda: self._start_ref(group, name, self.same),
+                    group,
+                    critical=True,
+                ),
+                Step(f"{group}: latency", lambda: self._echo(group, self.same, False), group),
+                Step(f"{group}: stop", lambda: self._stop(group), group, always=True),
+            ]
+        counts = {"send": self.plan.per_round(self.plan.same_vcpu)}
         return [
             Step(
                 f"{group}: start server",
@@ -247,15 +357,15 @@ class BenchRun:
     # -- steps -------------------------------------------------------------------------------
     @staticmethod
     def _split(group: str) -> tuple[str, str]:
-        """group -> (transport, store)."""
-        parts = group.split("/")
+        """group -> (transport, store); a round's suffix (``#2``) is not part of it."""
+        parts = group.split("#")[0].split("/")
         if parts[0] == "same":
             return parts[1], "memory" if parts[1] in registry.BY_NAME else "none"
         return parts[0], parts[1] if len(parts) > 1 else "none"
 
     def _start_chat(self, group: str, placement: Placement | None = None) -> None:
         transport, store = self._split(group)
-        db = ":memory:" if store == "memory" else str(self._tmp / f"{transport}.db")
+        db = ":memory:" if store == "memory" else self._db_path(group)
         cpu = (placement or self.main).server_cpu
         self._servers[group] = ServerProcess([transport], db, cpu=cpu).start()
 
@@ -263,6 +373,10 @@ class BenchRun:
         server = RefServer(ref, cpu=placement.server_cpu)
         server.start()
         self._servers[group] = server
+
+    def _db_path(self, group: str) -> str:
+        """A SQLite file of this group's own (each round starts from an empty store)."""
+        return str(self._tmp / (group.replace("/", "_").replace("#", "_r") + ".db"))
 
     def _stop(self, group: str) -> None:
         server = self._servers.pop(group, None)
@@ -272,7 +386,7 @@ class BenchRun:
     def _target(self, group: str) -> dict[str, Any]:
         transport, store = self._split(group)
         if self._in_process(transport):  # served in the worker itself
-            db = ":memory:" if store == "memory" else str(self._tmp / f"{transport}.db")
+            db = ":memory:" if store == "memory" else self._db_path(group)
             return {"kind": "chat", "transport": transport, "db": db}
         server = self._servers.get(group)
         if server is None:
@@ -352,7 +466,7 @@ class BenchRun:
         job = {
             "kind": "lean",
             "target": self._target(group),
-            "n": self.plan.lean,
+            "n": self.plan.per_round(self.plan.lean),
             "warmup": self.plan.warmup,
         }
         for row in self._job(self.main, job, timeout=600):
@@ -360,14 +474,18 @@ class BenchRun:
 
     def _echo(self, group: str, placement: Placement, full: bool) -> None:
         transport, _ = self._split(group)
-        n = self.plan.echo if full else self.plan.same_vcpu
+        n = self.plan.per_round(self.plan.echo if full else self.plan.same_vcpu)
         job = {"kind": "echo", "target": self._target(group), "n": n, "warmup": self.plan.warmup}
         for row in self._job(placement, job, timeout=600):
             self._latency_row(row, transport, "none", placement.key)
 
     def _latency_row(self, row: dict[str, Any], transport: str, store: str, placement: str) -> None:
-        self.results["latency"].append(
+        """A latency row of the current round (merged over rounds at the end)."""
+        round_, position = self._tag or (0, None)
+        self._round_rows.append(
             {
+                "round": round_,
+                "position": position,
                 "transport": transport,
                 "op": row.pop("op"),
                 "store": store,
@@ -416,7 +534,8 @@ class BenchRun:
             if mode == "closed" and row["completed"]:
                 self._capacity[(transport, store)] = row["achieved_per_s"]
 
-    def _sizes(self, group: str) -> None:
+    def _sizes(self, group: str, check_round: int | None = None) -> None:
+        """Bytes on the wire: in full (after the rounds), or a round's check of a few figures."""
         transport, _ = self._split(group)
         server = self._servers.get(group)
         if not isinstance(server, ServerProcess):
@@ -426,8 +545,21 @@ class BenchRun:
             "transport": transport,
             "address": server.addresses[transport],
             "plan": self.plan.mode,
+            "check": check_round is not None,
         }
-        self.results["sizes"] += self._job(self.main, job, timeout=900, timed=False)
+        try:
+            rows = self._job(self.main, job, timeout=900, timed=False)
+        except JobFailed as exc:
+            if "Overloaded" not in str(exc):
+                raise
+            # The server shed the job's requests: a busy machine, not a byte figure. Once more.
+            log.warning("%s: the server was overloaded; measuring the bytes again", group)
+            time.sleep(2.0)
+            rows = self._job(self.main, job, timeout=900, timed=False)
+        if check_round is None:
+            self.results["sizes"] += rows
+        else:
+            self._size_checks.setdefault(check_round, []).extend(rows)
 
     def _payload_sizes(self) -> None:
         job = {"kind": "payload_sizes", "plan": self.plan.mode}
@@ -460,6 +592,7 @@ class BenchRun:
                 bar.set_description(step.label, refresh=tty)
                 if step.group in failed and not step.always:
                     continue
+                self._tag = step.tag
                 step_started = time.monotonic()
                 try:
                     step.fn()
@@ -479,7 +612,15 @@ class BenchRun:
             shutil.rmtree(self._tmp, ignore_errors=True)
             if own_affinity is not None:
                 os.sched_setaffinity(0, own_affinity)
+        self.results["latency"] = rounds.merge_latency(self._round_rows)
+        rounds.check_sizes(self.results["sizes"], self._size_checks)
         self.results["meta"].update(
+            rounds={
+                "count": self.plan.rounds,
+                "byte_checks": self.plan.byte_checks,
+                "seed": self.plan.seed,
+                "orders": self._orders,
+            },
             finished_at=meta.utc_now(),
             duration_s=round(time.monotonic() - started, 1),
             loadavg_end=meta.loadavg(),
@@ -505,6 +646,9 @@ def write_outputs(results: dict[str, Any], run_dir: Path) -> list[Path]:
     written = [run_dir / "results.json"]
     (run_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     images = plots.draw_all(results, run_dir)
+    from bench.flame import draw_flames  # one SVG flame graph per profiled transport
+
+    images += draw_flames(results, run_dir)
     written += images
     (run_dir / "REPORT.md").write_text(report.render(results, [p.name for p in images]))
     written.append(run_dir / "REPORT.md")

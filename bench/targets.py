@@ -1,7 +1,10 @@
 """The Targets the bench is judged by, and the lookups the report and plots share. Pure.
 
 A target is evaluated from the run's own rows only (results.json), so any results file can be
-re-judged; a figure the run lacks makes its target ``n/a``, never a PASS. Which transports
+re-judged; a figure the run lacks makes its target ``n/a``, never a PASS. A ratio of two
+latency rows carries its 95 % interval, computed on the ratio over paired rounds
+(bench.rounds.ratio_interval), and the interval decides (:func:`judge`): PASS only if all of
+it meets the limit, MISS only if none of it does, otherwise "not settled". Which transports
 there are, their order and the reference row each is read against come from the run's
 ``meta.registry`` (bench.ladder.registry_info), never from a list here.
 """
@@ -20,6 +23,7 @@ from bench.config import (
 )
 from bench.ladder import registry_info
 from bench.markdown import fmt_rate, fmt_us
+from bench.rounds import ratio_interval
 from bench.stats import ratio
 
 Row = dict[str, Any]
@@ -193,6 +197,42 @@ def disturbed(*rows: Row | None) -> float | None:
     return worst if worst > NOISY_VCPUS else None
 
 
+#: A target whose interval straddles its limit: the run cannot tell PASS from MISS.
+UNSETTLED = "not settled"
+
+
+def meets(value: float, limit: float, better: str) -> bool:
+    """Whether one value meets a limit (``better``: lower, higher or within)."""
+    if better == "lower":
+        return value <= limit
+    if better == "higher":
+        return value >= limit
+    return abs(value - 1.0) <= limit + 1e-9
+
+
+def judge(value: float | None, limit: float, better: str, ci: list[float] | None = None) -> str:
+    """PASS only if the whole interval meets the limit, MISS only if none of it does, else
+    "not settled". Without an interval (one round, a deterministic figure) the value decides.
+    """
+    if value is None:
+        return "n/a"
+    if ci is None:
+        return "PASS" if meets(value, limit, better) else "MISS"
+    low, high = ci
+    if better == "within":  # the interval against the band [1 - limit, 1 + limit]
+        if meets(low, limit, better) and meets(high, limit, better):
+            return "PASS"
+        if high < 1.0 - limit or low > 1.0 + limit:
+            return "MISS"
+        return UNSETTLED
+    ends = (meets(low, limit, better), meets(high, limit, better))
+    if all(ends):
+        return "PASS"
+    if not any(ends):
+        return "MISS"
+    return UNSETTLED
+
+
 def _target(
     name: str,
     value: float | None,
@@ -200,22 +240,18 @@ def _target(
     better: str,
     detail: str,
     noise: float | None = None,
+    ci: list[float] | None = None,
 ) -> Row:
     """``better``: "lower" (value <= limit), "higher" (value >= limit) or "within" (the value
-    is a ratio within ``limit`` of 1, either side)."""
-    if value is None:
-        status = "n/a"
-    elif better == "lower":
-        status = "PASS" if value <= limit else "MISS"
-    elif better == "higher":
-        status = "PASS" if value >= limit else "MISS"
-    else:
-        status = "PASS" if abs(value - 1.0) <= limit + 1e-9 else "MISS"
+    is a ratio within ``limit`` of 1, either side); ``ci``: the value's 95 % interval
+    (bench.rounds), which decides the status (:func:`judge`)."""
+    status = judge(value, limit, better, ci)
     if noise is not None:
         detail += f"; disturbed: other processes used {noise:.2f} vCPUs meanwhile"
     return {
         "name": name,
         "value": None if value is None else round(value, 3),
+        "ci": ci,
         "limit": limit,
         "better": better,
         "status": status,
@@ -251,6 +287,7 @@ def _floor_targets(results: dict[str, Any]) -> list[Row]:
                 f"{transport} send {fmt_us(p50(mine))} µs vs {ref} {fmt_us(p50(floor))} µs "
                 "(memory store, 32 B, one in flight, different vCPUs)",
                 disturbed(mine, floor),
+                ratio_interval(mine, floor, "p50_us"),
             )
         )
     return out
@@ -270,6 +307,7 @@ def _lean_targets(results: dict[str, Any]) -> list[Row]:
             f"bench client {fmt_us(p50(mine))} µs vs lean blocking client "
             f"{fmt_us(p50(lean))} µs, same server, same run",
             disturbed(mine, lean),
+            ratio_interval(mine, lean, "p50_us"),
         ),
         _target(
             f"{LEAN_TRANSPORT} client CPU per send <= {LEAN_CPU_LIMIT}x a lean client's",
@@ -279,6 +317,7 @@ def _lean_targets(results: dict[str, Any]) -> list[Row]:
             f"ChatClient {fmt_us(_client_cpu(mine))} µs vs lean blocking client "
             f"{fmt_us(_client_cpu(lean))} µs of client CPU per send",
             disturbed(mine, lean),
+            ratio_interval(mine, lean, "client_cpu_us_per_op"),
         ),
     ]
 
@@ -322,6 +361,7 @@ __all__ = [
     "LEAN_P50_TOLERANCE",
     "OPS",
     "SIZE_KINDS",
+    "UNSETTLED",
     "amortized_bytes",
     "disturbed",
     "evaluate_targets",
@@ -329,6 +369,7 @@ __all__ = [
     "fmt_rate",
     "fmt_us",
     "is_reference",
+    "judge",
     "label",
     "lean_row",
     "order",

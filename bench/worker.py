@@ -22,16 +22,16 @@ log = logging.getLogger("bench.worker")
 Handler = Callable[[dict[str, Any]], Awaitable[list[dict[str, Any]]]]
 
 #: Jobs whose rows are timings, and so carry how busy the rest of the machine was.
-TIMED = frozenset({"ops", "deliver", "echo", "lean", "load"})
+TIMED = frozenset({"ops", "deliver", "echo", "lean", "load", "population"})
 
 
 async def run_sizes(job: dict[str, Any]) -> list[dict[str, Any]]:
     """Bytes on the wire per operation (bench/wire.py, the wire engineer's module)."""
     from bench import wire
-    from bench.config import PLANS
+    from bench.config import PLANS, WIRE_CHECK
 
     address = (job["address"][0], int(job["address"][1]))
-    plan = PLANS[job["plan"]].wire
+    plan = WIRE_CHECK if job.get("check") else PLANS[job["plan"]].wire  # a round's re-check
     return list(await wire.measure_sizes(job["transport"], address, plan))
 
 
@@ -44,7 +44,7 @@ async def run_payload_sizes(job: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _handlers() -> dict[str, Handler]:  # imported late: `python -m bench.worker` starts fast
-    from bench import latency, load
+    from bench import latency, load, population
 
     return {
         "ops": latency.run_ops,
@@ -52,6 +52,7 @@ def _handlers() -> dict[str, Handler]:  # imported late: `python -m bench.worker
         "echo": latency.run_echo,
         "lean": latency.run_lean,
         "load": load.run_load,
+        "population": population.run_population,
         "sizes": run_sizes,
         "payload_sizes": run_payload_sizes,
     }

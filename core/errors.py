@@ -4,6 +4,8 @@ status mapping)."""
 
 from __future__ import annotations
 
+import math
+
 
 class ChatError(Exception):
     """Base of every error a client can cause. ``str(err)`` is a sentence for a person."""
@@ -50,6 +52,20 @@ class SessionClosed(ChatError):
     """The session was ended by the server (account deleted, too slow, shutdown)."""
 
 
+class TooManyAttempts(ChatError):
+    """Login refused at once, without checking the password, because the account has had too
+    many attempts (core.throttle). Says the same for every name, existing or not (Rule 3).
+    ``retry_after``: seconds after which trying again may be answered (at least 1)."""
+
+    def __init__(self, message: str = "", retry_after: float = 1.0) -> None:
+        self.retry_after = max(1, math.ceil(retry_after))
+        super().__init__(
+            message
+            or "too many login attempts for this account right now;"
+            f" try again in {self.retry_after} s"
+        )
+
+
 __all__ = [
     "AlreadyLoggedIn",
     "AuthFailed",
@@ -59,5 +75,6 @@ __all__ = [
     "LimitExceeded",
     "NotLoggedIn",
     "SessionClosed",
+    "TooManyAttempts",
     "UsernameTaken",
 ]

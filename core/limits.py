@@ -38,6 +38,14 @@ MAX_ACK_IDS = 1024
 # store (only acks remove them), so nothing is lost and it catches up at its next login.
 MAX_SESSION_QUEUE = 4096
 
+# Rule 17. The same queue in bytes (message bodies, plus a fixed cost per item for the rest):
+# 4096 maximal 64 KiB bodies would pin 256 MiB for one slow reader (8 of them took the server
+# to 1.76 GB). 4 MiB is 64 maximal messages or thousands of ordinary ones: far more than a
+# connection that is merely busy falls behind, small enough that hundreds of slow readers fit.
+MAX_SESSION_QUEUE_BYTES = 4 * 1024 * 1024
+# What one queued item costs besides its body: the Delivery object, its names and ids.
+QUEUE_ITEM_OVERHEAD = 128
+
 # Rule 12. Pending messages are read from the store in pages of this many at login, so a
 # user with a large backlog costs bounded memory.
 BACKLOG_PAGE = 256

@@ -32,13 +32,15 @@ class LoopbackServer:
 
 
 async def start_server(
-    service: ChatService, host: str = "", port: int = 0, *, guard: object = None
+    service: ChatService, host: str = "", port: int = 0, *, guard: object = None, tls: object = None
 ) -> LoopbackServer:
-    """The in-process "server": nothing listens, so ``guard`` has nothing to bound."""
+    """The in-process "server": nothing listens, so ``guard`` has nothing to bound and
+    ``tls`` nothing to encrypt."""
     return LoopbackServer(service)
 
 
-def open_client(address: ChatService, *, auto_ack: bool = True) -> ChatClient:
+def open_client(address: ChatService, *, auto_ack: bool = True, tls: object = None) -> ChatClient:
+    """A client calling ``address`` (the service) in-process; ``tls`` is ignored."""
     return ChatClient(LoopbackTransport(address), auto_ack=auto_ack)
 
 

@@ -91,6 +91,20 @@ def validate_password(password: str) -> None:
         )
 
 
+#: Characters a username may hold (Rule 1), and the two wildcards of a pattern (Rule 7).
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+_PATTERN_CHARS = _NAME_CHARS | {"*", "?"}
+
+
+def could_match_a_username(pattern: str) -> bool:
+    """False when no valid username can match: a character no name holds, or more than 32
+    characters besides ``*``. Such a pattern would cost a scan of every name for nothing
+    (issue 14), so it is answered at once."""
+    if not _PATTERN_CHARS.issuperset(pattern):
+        return False
+    return len(pattern) - pattern.count("*") <= limits.MAX_USERNAME_CHARS
+
+
 def glob_to_sqlite(pattern: str) -> str:
     """Our glob has only * and ?; escape SQLite GLOB's other special, '['."""
     return pattern.replace("[", "[[]")
@@ -173,10 +187,15 @@ class ChatService:
         try:
             if len(username) > limits.MAX_USERNAME_CHARS * 4 or len(password) > 4096:
                 raise AuthFailed()  # don't let junk into the throttle table or the hasher
-            async with self._throttle.attempt(username):
+            # Refused at once (TooManyAttempts), or waits out this address's own backoff:
+            # never behind other addresses' attempts (core.throttle).
+            async with self._throttle.attempt(username, session.peer):
                 account = await self.store.find_account(username)
                 stored = account.password_hash if account else None
-                if account is None or not await self._passwords.verify(stored, password):
+                # Always a full check, against a dummy hash when there is no account, so an
+                # unknown name costs the same time as a wrong password (Rule 3).
+                verified = await self._passwords.verify(stored, password)
+                if account is None or not verified:
                     raise AuthFailed()
             self._require_anonymous(session)
         except ChatError:
@@ -200,6 +219,8 @@ class ChatService:
         if limit < 0:
             raise InvalidArgument("the page size must not be negative")
         page_size = min(limit or limits.DEFAULT_PAGE_SIZE, limits.MAX_PAGE_SIZE)
+        if not could_match_a_username(pattern or "*"):
+            return AccountPage((), more=False)  # answered without touching the store
         names = await self.store.list_accounts(glob_to_sqlite(pattern or "*"), after, page_size + 1)
         return AccountPage(tuple(names[:page_size]), more=len(names) > page_size)
 
@@ -499,4 +520,11 @@ class ChatService:
         self._sessions.discard(session)
 
 
-__all__ = ["PRUNE_INTERVAL", "ChatService", "now_ms", "validate_password", "validate_username"]
+__all__ = [
+    "PRUNE_INTERVAL",
+    "ChatService",
+    "could_match_a_username",
+    "now_ms",
+    "validate_password",
+    "validate_username",
+]

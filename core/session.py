@@ -18,6 +18,11 @@ marked a conversation read) and ``MessagesDeleted`` (ids gone from this user's h
 them (commit order), so a client never sees "gone" before the message it removes.
 ``deliveries()`` is ``events()`` without the notices, for transports that do not carry them.
 A notice counts against the session's queue limit like a delivery (Rule 17).
+
+The live queue is bounded twice (Rule 17): by items (``MAX_SESSION_QUEUE``) and by bytes
+(``MAX_SESSION_QUEUE_BYTES``: UTF-8 bytes of the bodies plus ``QUEUE_ITEM_OVERHEAD`` per item),
+so a slow reader of large messages cannot pin hundreds of MiB. Either overflow makes ``_push``
+refuse, and the service ends the session (SLOW_CONSUMER); its messages stay pending.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, cast
 
 from core import limits
-from core.types import CloseReason, Delivery, Notice, SessionEvent
+from core.types import CloseReason, Delivery, MessagesDeleted, Notice, SentCopy, SessionEvent
 
 if TYPE_CHECKING:
     from core.store import Store
@@ -80,6 +85,7 @@ class Session:
         self.close_reason: CloseReason | None = None
         self._store: Store | None = None
         self._live: deque[SessionEvent] = deque()
+        self._live_bytes = 0  # what _live holds, as _queued_bytes counts it
         self._wakeup = asyncio.Event()
         self._generation = 0  # bumps on each login/logout so an old iterator stops
 
@@ -107,7 +113,7 @@ class Session:
         self.username = username
         self.account_id = account_id
         self._store = store
-        self._live.clear()
+        self._clear_live()
         self._generation += 1
         self._wakeup.set()
 
@@ -115,7 +121,7 @@ class Session:
         self.fire(Event.LOGGED_OUT)
         self.username = None
         self.account_id = None
-        self._live.clear()
+        self._clear_live()
         self._generation += 1
         self._wakeup.set()
 
@@ -123,17 +129,26 @@ class Session:
         if self.close_reason is None:
             self.close_reason = reason
         self.fire(Event.ENDED if reason is not CloseReason.AUTH_FAILED else Event.AUTH_FAILED)
-        self._live.clear()
+        self._clear_live()
         self._wakeup.set()
 
     def _push(self, event: Delivery | Notice) -> bool:
         """Queue a live delivery or notice; False if the queue is full (the service then
         ends us)."""
-        if len(self._live) >= limits.MAX_SESSION_QUEUE:
+        size = _queued_bytes(event)
+        if (
+            len(self._live) >= limits.MAX_SESSION_QUEUE
+            or self._live_bytes + size > limits.MAX_SESSION_QUEUE_BYTES
+        ):
             return False
         self._live.append(event)
+        self._live_bytes += size
         self._wakeup.set()
         return True
+
+    def _clear_live(self) -> None:
+        self._live.clear()
+        self._live_bytes = 0
 
     # -- called by transports ----------------------------------------------------------------
     def deliveries(self) -> AsyncIterator[Delivery]:
@@ -167,6 +182,7 @@ class Session:
         while self.active and self._generation == generation:
             while self._live and self._generation == generation:
                 event = self._live.popleft()
+                self._live_bytes -= _queued_bytes(event)
                 if isinstance(event, Delivery):
                     if event.message_id <= last_id:
                         continue  # already yielded from the backlog
@@ -178,6 +194,21 @@ class Session:
                 break
             self._wakeup.clear()
             await self._wakeup.wait()
+
+
+def _queued_bytes(event: SessionEvent) -> int:
+    """What a queued delivery or notice counts against MAX_SESSION_QUEUE_BYTES: a fixed cost
+    per item, plus a message's body in UTF-8 (an ASCII body's length is its size, so only
+    other text is encoded to count it) or 8 bytes per id of a MessagesDeleted."""
+    if isinstance(event, Delivery):
+        body = event.body
+    elif isinstance(event, SentCopy):
+        body = event.message.body
+    elif isinstance(event, MessagesDeleted):
+        return limits.QUEUE_ITEM_OVERHEAD + 8 * len(event.message_ids)
+    else:
+        return limits.QUEUE_ITEM_OVERHEAD
+    return limits.QUEUE_ITEM_OVERHEAD + (len(body) if body.isascii() else len(body.encode()))
 
 
 __all__ = ["TRANSITIONS", "Event", "InvalidTransition", "Session", "State"]

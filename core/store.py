@@ -186,11 +186,17 @@ class Store(abc.ABC):
 
 def open_store(db: str | Path, *, synchronous: str = "NORMAL") -> Store:
     """``:memory:`` -> the dict-based MemoryStore (nothing persists: protocol-only benches);
-    anything else -> a SqliteStore file."""
+    ``postgresql://...`` or ``postgres://...`` -> a PostgresStore (``synchronous`` is
+    SQLite's; PostgreSQL's durability is its own ``synchronous_commit``); anything else ->
+    a SqliteStore file."""
     if str(db) == ":memory:":
         from core.memory_store import MemoryStore
 
         return MemoryStore()
+    if str(db).startswith(("postgresql://", "postgres://")):
+        from core.postgres_store import PostgresStore
+
+        return PostgresStore(str(db))
     from core.sqlite_store import SqliteStore
 
     return SqliteStore(db, synchronous=synchronous)

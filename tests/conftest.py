@@ -2,19 +2,32 @@
 
 ``wire_server``: one real ``wirechat server`` child process for the whole run, serving every wire
 transport in the registry on free ports (argon2 at test cost). Tests keep out of each other's way
-by using fresh usernames (the ``names`` fixture).
+by using fresh usernames (the ``names`` fixture). With ``WIRECHAT_TEST_STORE=postgres`` it runs
+on a PostgreSQL database (``make test-postgres``) instead of a SQLite file. With
+``WIRECHAT_TEST_TLS=1`` every listener speaks TLS (``make test-tls``) and the conformance
+suite's clients trust the throwaway CA; the two switches are independent.
+
+``tls_files``: a throwaway CA and a certificate for 127.0.0.1/localhost (``trustme``), as the
+``ServerTls``/``ClientTls`` pair. ``test_tls``: that pair under ``WIRECHAT_TEST_TLS=1``, else None.
+
+``postgres``: one throwaway PostgreSQL cluster for the whole run (``wirechat.services``), started
+on first use. Missing PostgreSQL fails the run under ``CI=true`` and skips (saying why) elsewhere.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from transports import registry
+from transports._tls import ClientTls, ServerTls
 from wirechat.launch import ServerProcess
+from wirechat.services import PostgresService, ServiceMissing
 
 
 class Names:
@@ -33,9 +46,66 @@ def names() -> Names:
 
 
 @pytest.fixture(scope="session")
-def wire_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    db = Path(tmp_path_factory.mktemp("server")) / "chat.db"
-    server = ServerProcess(registry.WIRE_TRANSPORTS, db).start()
+def postgres() -> Iterator[PostgresService]:
+    service = PostgresService(durable=False)  # tests kill wirechat, never PostgreSQL
+    try:
+        service.start()
+    except ServiceMissing as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs PostgreSQL: {exc}")
+        pytest.skip(str(exc))
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A server's certificate and key, and the CA a client trusts to check it."""
+
+    server: ServerTls
+    client: ClientTls
+    ca_file: str
+
+
+def make_tls_files(directory: Path) -> TlsFiles:
+    """A fresh CA (``trustme``) and a certificate it signed for 127.0.0.1 and localhost."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost", "::1")
+    ca_file, cert_file, key_file = (directory / n for n in ("ca.pem", "cert.pem", "key.pem"))
+    ca.cert_pem.write_to_path(str(ca_file))
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    for extra in cert.cert_chain_pems[1:]:  # (trustme signs leaves directly; none today)
+        extra.write_to_path(str(cert_file), append=True)
+    cert.private_key_pem.write_to_path(str(key_file))
+    return TlsFiles(ServerTls(str(cert_file), str(key_file)), ClientTls(str(ca_file)), str(ca_file))
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    return make_tls_files(Path(tmp_path_factory.mktemp("tls")))
+
+
+@pytest.fixture(scope="session")
+def test_tls(request: pytest.FixtureRequest) -> TlsFiles | None:
+    """The TLS pair when the suite runs over TLS (``WIRECHAT_TEST_TLS=1``), else None."""
+    if os.environ.get("WIRECHAT_TEST_TLS") != "1":
+        return None
+    return request.getfixturevalue("tls_files")
+
+
+@pytest.fixture(scope="session")
+def wire_server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[ServerProcess]:
+    db: str | Path = Path(tmp_path_factory.mktemp("server")) / "chat.db"
+    if os.environ.get("WIRECHAT_TEST_STORE") == "postgres":
+        db = request.getfixturevalue("postgres").url
+    tls: TlsFiles | None = request.getfixturevalue("test_tls")
+    server = ServerProcess(registry.WIRE_TRANSPORTS, db, tls=tls.server if tls else None).start()
     try:
         yield server
     finally:

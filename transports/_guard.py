@@ -60,9 +60,9 @@ class ServerLimits:
     #: Seconds a started frame may stay incomplete. A 64 KiB frame at 1 KiB/s needs ~64 s of a
     #: dial-up line; anything slower is a slowloris.
     partial_frame_timeout: float = 30.0
-    #: Bytes of incomplete inbound frames held for all connections together. 64 MiB is ~1,000
-    #: maximal frames in flight at once; past it, connections with a partial frame stop being
-    #: read until others complete (or time out).
+    #: Bytes of incomplete inbound frames held for all connections together. 64 MiB is ~700
+    #: maximal frames in flight at once; a connection whose bytes go past it is closed with a
+    #: clear error (pausing it would keep its bytes: 20,000 half-sent frames pinned 2 GB).
     inbound_budget: int = 64 * 1024 * 1024
     #: Bytes of output waiting in user space for one connection before its writers wait
     #: (four maximal DELIVERs or thousands of small ones; asyncio's default is 64 KiB).
@@ -156,6 +156,14 @@ class Guard:
             return False
         self.inbound += nbytes
         return True
+
+    def hold_inbound(self, nbytes: int) -> bool:
+        """Count ``nbytes`` that are already held (received, not yet a whole frame): unlike
+        ``reserve_inbound`` this cannot be refused, since the bytes are in memory. False when
+        the total is now past the budget: the caller should drop them (close that connection)
+        and give them back."""
+        self.inbound += nbytes
+        return self.inbound <= self.limits.inbound_budget
 
     def give_back_inbound(self, nbytes: int) -> None:
         self.inbound -= nbytes

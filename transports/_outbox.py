@@ -21,6 +21,11 @@ Theory of operation
     that long, or as soon as the ``give_up`` it passed says so: ``writable()`` returns False
     and the caller decides what that means (the server: a slow consumer).
   * ``release()`` (the connection is gone) wakes every waiting writer; nothing more is written.
+  * What the budget cannot see is what the kernel holds: the socket's send buffer and the
+    peer's receive buffer. ``KernelWatch`` reads the kernel's own counters (TCP_INFO: bytes
+    acknowledged by the peer, bytes not yet sent) so that a driver can tell a peer that stopped
+    reading even when our own list never fills; ``batches`` counts the outbox's writes so a
+    driver looks only at connections that wrote something.
 
 The outbox knows nothing of frames or sessions: it moves bytes. The driver owns the
 ``asyncio.Protocol`` and forwards ``pause_writing``/``resume_writing`` to ``pause``/``resume``.
@@ -29,6 +34,8 @@ The outbox knows nothing of frames or sessions: it moves bytes. The driver owns 
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 from collections.abc import Callable
 
 #: Collected frames are handed to the transport at once when this many bytes wait, so one
@@ -54,6 +61,7 @@ class Outbox:
         "_stall_timeout",
         "_transport",
         "_waiters",
+        "batches",
         "paused",
     )
 
@@ -82,6 +90,9 @@ class Outbox:
         #: (A plain attribute, read on every request; only pause()/resume() set it.)
         self.paused = False
         self._waiters: list[asyncio.Future[None]] = []  # writers waiting for resume()
+        #: Writes handed to the transport so far (a batch counts once): a cheap "anything
+        #: written since I last looked?" for stall detectors.
+        self.batches = 0
 
     def attach(self, transport: asyncio.WriteTransport) -> None:
         """Write to ``transport`` from now on (call from ``connection_made``)."""
@@ -111,6 +122,7 @@ class Outbox:
             self.write(data)
         elif not transport.is_closing():
             transport.write(data)
+            self.batches += 1
 
     def begin_burst(self) -> None:
         """Frames written from now on wait for ``end_burst`` (or ``flush_at``)."""
@@ -131,6 +143,7 @@ class Outbox:
                 transport.write(out[0])
             else:
                 transport.writelines(out)
+            self.batches += 1
         out.clear()
         self._size = 0
 
@@ -193,4 +206,59 @@ class Outbox:
         return True
 
 
-__all__ = ["FLUSH_AT", "STALL_CHECK", "Outbox"]
+# struct tcp_info (linux/tcp.h): where the two counters KernelWatch reads sit.
+_TCPI_BYTES_ACKED = 120  # u64, Linux >= 4.2: bytes the peer has acknowledged
+_TCPI_NOTSENT_BYTES = 144  # u32, Linux >= 4.6: bytes in the send queue not yet sent
+_TCPI_SIZE = _TCPI_NOTSENT_BYTES + 4
+
+
+class KernelWatch:
+    """Sees a peer that stopped reading through the kernel's eyes (Linux; elsewhere it sees
+    nothing and ``stalled`` stays False).
+
+    The peer's kernel acknowledges our bytes as long as its receive buffer has room, whether
+    or not its application reads; once that buffer is full, the peer advertises a zero
+    window, our bytes stay in our send queue, and ``tcpi_bytes_acked`` stops growing. So:
+    *stalled* = bytes wait in our send queue and not one more byte was acknowledged for
+    ``timeout`` seconds. A peer that reads, however slowly, keeps acknowledging.
+    """
+
+    __slots__ = ("_acked", "_since", "_sock", "timeout")
+
+    def __init__(self, sock: socket.socket | None, timeout: float) -> None:
+        self._sock = sock
+        self.timeout = timeout
+        self._acked = -1
+        self._since: float | None = None  # when the current stall began
+
+    @property
+    def watching(self) -> bool:
+        """A stall is being timed: look again even if nothing new was written."""
+        return self._since is not None
+
+    def stalled(self, now: float) -> bool:
+        """Look at the kernel's counters now (``now``: the loop's clock); True once the
+        queue has not moved for ``timeout`` seconds."""
+        sock = self._sock
+        if sock is None:
+            return False
+        try:
+            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCPI_SIZE)
+        except (OSError, AttributeError, ValueError):  # gone, or not TCP on Linux
+            self._sock = None
+            return False
+        if len(info) < _TCPI_SIZE:  # an older kernel: no such counters
+            self._sock = None
+            return False
+        (acked,) = struct.unpack_from("Q", info, _TCPI_BYTES_ACKED)
+        (unsent,) = struct.unpack_from("I", info, _TCPI_NOTSENT_BYTES)
+        if unsent == 0 or acked != self._acked:
+            self._acked = acked
+            self._since = now if unsent else None
+            return False
+        if self._since is None:
+            self._since = now
+        return now - self._since >= self.timeout
+
+
+__all__ = ["FLUSH_AT", "STALL_CHECK", "KernelWatch", "Outbox"]

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from core.client import ChatClient
     from core.service import ChatService
     from transports._guard import Guard
+    from transports._tls import ClientTls, ServerTls
 
 
 class Listener(Protocol):
@@ -53,14 +54,24 @@ class Transport(Protocol):
     """What a transport's package provides (module-level functions)."""
 
     def start_server(
-        self, service: ChatService, host: str, port: int, *, guard: Guard | None = None
+        self,
+        service: ChatService,
+        host: str,
+        port: int,
+        *,
+        guard: Guard | None = None,
+        tls: ServerTls | None = None,
     ) -> Awaitable[Listener]:
         """Listen on (host, port) (port 0: any) and serve ``service``, counting connections
-        and buffered bytes against ``guard`` (one per server process; None: a private one)."""
+        and buffered bytes against ``guard`` (one per server process; None: a private one);
+        over TLS with ``tls`` (transports/_tls.py; the in-process loopback ignores it)."""
         ...
 
-    def open_client(self, address: Any, *, auto_ack: bool = True) -> ChatClient:
-        """A ChatClient for a server of this transport at ``address`` (not yet connected)."""
+    def open_client(
+        self, address: Any, *, auto_ack: bool = True, tls: ClientTls | None = None
+    ) -> ChatClient:
+        """A ChatClient for a server of this transport at ``address`` (not yet connected);
+        over TLS, trusting what ``tls`` names, when given."""
         ...
 
 

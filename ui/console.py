@@ -50,10 +50,12 @@ from prompt_toolkit.completion import WordCompleter
 from prompt_toolkit.history import DummyHistory, InMemoryHistory
 from prompt_toolkit.patch_stdout import patch_stdout
 
+from core import limits
 from core.client import ChatClient
 from core.errors import ChatError, SessionClosed
 from core.types import Delivery, HistoryPage, LoginResult
 from transports import registry
+from transports._tls import ClientTls
 from ui.console_commands import (
     COMMAND_WORDS,
     HISTORY_DEFAULT,
@@ -95,6 +97,12 @@ log = logging.getLogger(__name__)
 
 #: Accounts per /list page: about a screenful of names at 78 columns.
 LIST_PAGE_SIZE = 40
+#: What /help says at the login prompts (the chat commands work once logged in).
+AUTH_HELP = (
+    "Type s to create an account (you choose a username and a password) or l to log in to "
+    "an existing one. /quit (or Ctrl-D) leaves. Once you are in, /help lists the chat "
+    "commands."
+)
 #: Conversations per /conversations page.
 CONVERSATIONS_PAGE_SIZE = 20
 
@@ -208,10 +216,16 @@ class Console:
         """Ask and send signup or login; None if the server refused (its error is shown)."""
         action = None
         while action is None:
-            action = parse_auth_choice(await self.ask("(s)ignup or (l)ogin? "))
-        username = ""
-        while not username:
-            username = (await self.ask("Username: ")).strip()
+            answer = await self.ask("(s)ignup or (l)ogin? ")
+            if _is_command(answer, "quit", "q", "exit"):
+                raise EOFError  # leaves like Ctrl-D: "Bye."
+            if _is_command(answer, "help", "h", "?"):
+                self._write(AUTH_HELP)
+                continue
+            action = parse_auth_choice(answer)
+            if action is None and answer.strip():
+                self._write("Type s to sign up (a new account) or l to log in; /help, /quit.")
+        username = await self._ask_username(signup=action == "signup")
         password = await self._ask_password(confirm=action == "signup")
         request = client.signup if action == "signup" else client.login
         try:
@@ -237,6 +251,23 @@ class Console:
             return await task
         finally:
             task.cancel()  # only matters if we are being cancelled ourselves
+
+    async def _ask_username(self, *, signup: bool) -> str:
+        """A username; for a signup one the server would accept (Rule 1), checked before the
+        password is asked for, so a malformed name costs no typing of passwords."""
+        while True:
+            username = (await self.ask("Username: ")).strip()
+            if _is_command(username, "quit", "q", "exit"):
+                raise EOFError
+            if not username:
+                continue
+            if signup and not limits.USERNAME_RE.fullmatch(username):
+                self._write(
+                    f"{clean(username)!r} cannot be a username: use 1-"
+                    f"{limits.MAX_USERNAME_CHARS} letters, digits, '_', '.' or '-'."
+                )
+                continue
+            return username
 
     async def _ask_password(self, *, confirm: bool) -> str:
         while True:
@@ -371,8 +402,9 @@ class Console:
                 else:
                     await self._send(client, chat, body)
             case Send(recipients, body):
-                chat.peers = recipients
-                await self._send(client, chat, body)
+                # The names the server knows become the conversation; a typo that reaches
+                # nobody ("/msg nosuch ...") keeps the conversation the person was in.
+                await self._send(client, chat, body, recipients)
             case Reply(body):
                 if chat.reply_to is None:
                     self._write("Nobody has written to you yet in this session.")
@@ -414,14 +446,19 @@ class Console:
                 return _Next.QUIT
         return None
 
-    async def _send(self, client: ChatClient, chat: Chat, body: str) -> None:
-        """Send to the conversation; names the server does not know leave the conversation."""
-        recipients = chat.peers
+    async def _send(
+        self, client: ChatClient, chat: Chat, body: str, to: tuple[str, ...] | None = None
+    ) -> None:
+        """Send to ``to`` (default: the conversation), which then becomes the conversation;
+        names the server does not know leave it. If nobody got it, the conversation stays."""
+        recipients = chat.peers if to is None else to
         result = await client.send(recipients, body)
         note = format_send_result(recipients, result)
         if note:
             self._write(note)
-            chat.peers = tuple(p for p in recipients if p not in result.unknown_recipients)
+        known = tuple(p for p in recipients if p not in result.unknown_recipients)
+        if known or to is None:
+            chat.peers = known
 
     async def _more(self, client: ChatClient, chat: Chat) -> None:
         """The next page of the last /list, /conversations or /history."""
@@ -521,6 +558,11 @@ def _reply_all(delivery: Delivery, me: str) -> tuple[str, ...]:
     return tuple(n for n in names if n != me) or ((me,) if delivery.sender == me else ())
 
 
+def _is_command(answer: str, *words: str) -> bool:
+    """``/quit`` (or ``quit``'s other words) typed at a login prompt."""
+    return answer.strip().lower() in {f"/{word}" for word in words}
+
+
 def _print(text: str) -> None:
     print(text, flush=True)
 
@@ -547,10 +589,12 @@ async def run_console(
     port: int,
     *,
     client_factory: ClientFactory | None = None,
+    tls: ClientTls | None = None,
 ) -> int:
     """The ``wirechat client`` entry point: run the console, return the process exit code.
 
-    ``client_factory`` replaces the registry lookup (tests use the in-process loopback).
+    ``client_factory`` replaces the registry lookup (tests use the in-process loopback);
+    ``tls``: speak TLS to the server, trusting what it names.
     Exit codes: 0 when the person quits, 1 if the server cannot be reached, 2 for an unknown
     or unavailable transport.
     """
@@ -560,7 +604,7 @@ async def run_console(
         except (ValueError, ImportError) as exc:
             print(f"wirechat client: {exc}", file=sys.stderr)
             return 2
-        client_factory = lambda: module.open_client((host, port))  # noqa: E731
+        client_factory = lambda: module.open_client((host, port), tls=tls)  # noqa: E731
     console = Console(client_factory, server=f"the {transport} server at {host}:{port}")
     with _noting_sigint() as interrupted:
         try:

@@ -13,6 +13,7 @@ from types import ModuleType
 from core import DeletedSenderPolicy, HashCost
 from core.types import Retention
 from transports._guard import ServerLimits
+from transports._tls import ClientTls, ServerTls
 
 
 def _add_server(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -45,7 +46,8 @@ def _add_server(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument(
         "--db",
         default="wirechat.db",
-        help="SQLite file (default wirechat.db), or :memory: for a store that keeps nothing",
+        help="SQLite file (default wirechat.db), :memory: for a store that keeps nothing, or"
+        " postgresql://user@host:port/dbname for PostgreSQL (several nodes may share it)",
     )
     p.add_argument(
         "--sync",
@@ -100,7 +102,51 @@ def _add_server(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         default=limits.idle_timeout,
         help="close a connection that has no logged-in session for this long (default %(default)s)",
     )
+    p.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="serve every listener over TLS with this certificate chain (PEM); needs --tls-key",
+    )
+    p.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM)")
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow serving in clear on an address other than the loopback (without it, "
+        "such a server refuses to start without --tls-cert)",
+    )
     p.add_argument("--log-level", default="INFO")
+
+
+def add_client_tls(p: argparse.ArgumentParser) -> None:
+    """``--tls`` and ``--ca`` for a program that connects to the chat server."""
+    p.add_argument(
+        "--tls", action="store_true", help="speak TLS to the chat server (a --tls-cert server)"
+    )
+    p.add_argument(
+        "--ca",
+        metavar="FILE",
+        help="trust the server certificates this CA (PEM) signed, instead of the system's "
+        "authorities (implies --tls)",
+    )
+
+
+def client_tls(args: argparse.Namespace) -> ClientTls | None:
+    """The client's TLS settings from ``--tls``/``--ca`` (None: in clear)."""
+    if not (args.tls or args.ca):
+        return None
+    return ClientTls(ca_file=args.ca)
+
+
+def server_tls(args: argparse.Namespace) -> ServerTls | None:
+    """The server's TLS settings from ``--tls-cert``/``--tls-key`` (ValueError if half given
+    or unusable)."""
+    if args.tls_cert is None and args.tls_key is None:
+        return None
+    if args.tls_cert is None or args.tls_key is None:
+        raise ValueError("TLS needs both --tls-cert FILE and --tls-key FILE")
+    tls = ServerTls(args.tls_cert, args.tls_key)
+    tls.context()  # TlsSetupError (a ValueError) now, with the file's name, not at first bind
+    return tls
 
 
 def _add_client(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -119,6 +165,7 @@ def _add_client(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         type=int,
         help="the server's port for --transport (default: the port `make server` uses for it)",
     )
+    add_client_tls(p)
 
 
 #: Subcommands contributed by other packages (the web UI, the bench) through this entry point
@@ -155,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_server(args: argparse.Namespace) -> int:
-    from wirechat.server import ServerConfig, install_fast_loop, serve
+    from wirechat.server import InsecureBind, ServerConfig, check_exposure, install_fast_loop, serve
 
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -169,6 +216,7 @@ def run_server(args: argparse.Namespace) -> int:
         return 2
     try:
         retention = Retention(args.retention_messages, args.retention_days)
+        tls = server_tls(args)
     except ValueError as exc:
         print(f"wirechat server: {exc}", file=sys.stderr)
         return 2
@@ -185,7 +233,14 @@ def run_server(args: argparse.Namespace) -> int:
             max_connections_per_address=args.max_connections_per_address,
             idle_timeout=args.idle_timeout,
         ),
+        tls=tls,
+        insecure=args.insecure,
     )
+    try:
+        check_exposure(config)
+    except InsecureBind as exc:
+        print(f"wirechat server: {exc}", file=sys.stderr)
+        return 2
     install_fast_loop()
     try:
         asyncio.run(serve(config))
@@ -231,7 +286,7 @@ def run_client(args: argparse.Namespace) -> int:
 
         port = args.port if args.port is not None else registry.entry(args.transport).default_port
         assert port is not None  # every wire transport has a default port
-        return asyncio.run(run_console(args.transport, args.host, port))
+        return asyncio.run(run_console(args.transport, args.host, port, tls=client_tls(args)))
     except KeyboardInterrupt:  # a second Ctrl-C while a request is in flight
         return 130
 

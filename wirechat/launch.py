@@ -18,6 +18,10 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transports._tls import ServerTls
 
 _LISTENING = re.compile(r"listening: (\S+) (\S+):(\d+)")
 START_TIMEOUT = 30.0
@@ -117,7 +121,8 @@ class ChildProcess:
 
 
 class ServerProcess(ChildProcess):
-    """``wirechat server`` serving ``transports`` on one database."""
+    """``wirechat server`` serving ``transports`` on one database (every listener over TLS
+    with ``tls``)."""
 
     def __init__(
         self,
@@ -127,9 +132,11 @@ class ServerProcess(ChildProcess):
         extra_args: Sequence[str] = (),
         hash_cost: str = "low",
         cpu: int | None = None,
+        tls: ServerTls | None = None,
     ) -> None:
         super().__init__([], cpu=cpu, label="wirechat server")
         self.transports = list(transports)
+        self.tls = tls
         self.db = str(db)
         self.extra_args = list(extra_args)
         self.hash_cost = hash_cost
@@ -138,6 +145,8 @@ class ServerProcess(ChildProcess):
         args = [sys.executable, "-m", "wirechat", "server", "--host", "127.0.0.1"]
         for name in self.transports:
             args += ["--listen", f"{name}=0"]
+        if self.tls is not None:
+            args += ["--tls-cert", self.tls.cert_file, "--tls-key", self.tls.key_file]
         return [*args, "--db", self.db, "--hash-cost", self.hash_cost, *self.extra_args]
 
     def start(self) -> ServerProcess:

@@ -4,12 +4,16 @@
 ChatService, so users on either transport talk to each other. Each listener logs one line
 ``listening: <transport> <host>:<port>`` (tests and the bench read the port from it when they
 ask for port 0). SIGINT/SIGTERM stop it cleanly: listeners close, sessions end, the store closes.
+
+With ``tls`` every listener speaks TLS. A server bound to anything but the loopback refuses to
+start in clear unless told ``insecure`` (DESIGN.md, "Security at the edge").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 from dataclasses import dataclass, field
@@ -19,6 +23,7 @@ from core.store import open_store
 from core.types import Retention
 from transports import registry
 from transports._guard import Guard, ServerLimits
+from transports._tls import ServerTls
 
 log = logging.getLogger("wirechat.server")
 
@@ -33,6 +38,33 @@ class ServerConfig:
     hash_cost: HashCost = HashCost.DEFAULT
     retention: Retention = field(default_factory=Retention)
     limits: ServerLimits = field(default_factory=ServerLimits)
+    tls: ServerTls | None = None  # every listener over TLS
+    insecure: bool = False  # allow serving in clear on an address other than the loopback
+
+
+class InsecureBind(ValueError):
+    """Asked to serve in clear on an address a network can reach."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only: 127.0.0.0/8, ::1 or localhost."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a name other than localhost (or "" = every address): not loopback
+        return False
+
+
+def check_exposure(config: ServerConfig) -> None:
+    """Raise :class:`InsecureBind` if ``config`` would carry passwords in clear over a network."""
+    if config.tls is None and not config.insecure and not is_loopback(config.host):
+        where = config.host or "every address"
+        raise InsecureBind(
+            f"refusing to serve in clear on {where}: passwords and messages would cross the "
+            "network unencrypted. Give a certificate (--tls-cert FILE --tls-key FILE), bind "
+            "to 127.0.0.1, or pass --insecure if this network is trusted"
+        )
 
 
 def install_fast_loop() -> None:
@@ -45,13 +77,17 @@ def install_fast_loop() -> None:
 
 
 async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None:
-    """Run until ``stop`` is set or SIGINT/SIGTERM arrives."""
+    """Run until ``stop`` is set or SIGINT/SIGTERM arrives (InsecureBind: see
+    :func:`check_exposure`)."""
+    check_exposure(config)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
     store = open_store(config.db, synchronous=config.synchronous)
+    if hasattr(store, "open"):  # a networked store (PostgreSQL): connect now, fail fast
+        await store.open()
     service = ChatService(
         store,
         deleted_sender=config.deleted_sender,
@@ -62,10 +98,12 @@ async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None
     servers = []
     try:
         for name, port in config.ports.items():
-            server = await registry.get(name).start_server(service, config.host, port, guard=guard)
+            server = await registry.get(name).start_server(
+                service, config.host, port, guard=guard, tls=config.tls
+            )
             servers.append(server)
             host, bound = server.address
-            log.info("listening: %s %s:%d", name, host, bound)
+            log.info("listening: %s %s:%d%s", name, host, bound, " (TLS)" if config.tls else "")
         log.info("ready: db=%s deleted-sender=%s", config.db, config.deleted_sender.value)
         await stop.wait()
         log.info("stopping")

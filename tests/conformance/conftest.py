@@ -1,7 +1,9 @@
 """The conformance suite runs every test against every transport in the registry.
 
 ``chat`` opens clients of the transport under test: in-process for ``loopback`` (a fresh
-ChatService per test), through the session's real server process for the wire transports.
+ChatService per test), through the session's real server process for the wire transports
+(over TLS under ``WIRECHAT_TEST_TLS=1``: ``test_tls`` in tests/conftest.py; a test that starts
+its own server passes ``test_tls`` on to it and to its ``Chat``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pytest_asyncio
 
 from core import ChatClient, ChatService, HashCost, SqliteStore
 from core.throttle import LoginThrottle
+from tests.conftest import TlsFiles
 from transports import registry
 from wirechat.launch import ServerProcess
 
@@ -22,13 +25,16 @@ from wirechat.launch import ServerProcess
 class Chat:
     """Opens connected clients of one transport and closes them all at the end."""
 
-    def __init__(self, transport: str, address: Any) -> None:
+    def __init__(self, transport: str, address: Any, tls: TlsFiles | None = None) -> None:
         self.transport = transport
         self.address = address
+        self.tls = tls.client if tls is not None and transport != "loopback" else None
         self._clients: list[ChatClient] = []
 
     async def client(self, *, auto_ack: bool = True) -> ChatClient:
-        client = registry.get(self.transport).open_client(self.address, auto_ack=auto_ack)
+        client = registry.get(self.transport).open_client(
+            self.address, auto_ack=auto_ack, tls=self.tls
+        )
         await client.connect()
         self._clients.append(client)
         return client
@@ -72,7 +78,7 @@ async def chat(transport: str, request: pytest.FixtureRequest) -> AsyncIterator[
     else:
         server: ServerProcess = request.getfixturevalue("wire_server")
         address = server.addresses[transport]
-    chats = Chat(transport, address)
+    chats = Chat(transport, address, request.getfixturevalue("test_tls"))
     try:
         yield chats
     finally:

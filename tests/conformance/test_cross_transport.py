@@ -16,11 +16,11 @@ PAIRS = list(itertools.permutations(registry.WIRE_TRANSPORTS, 2)) or [
 
 
 @pytest.fixture
-async def pair(request, wire_server):
+async def pair(request, wire_server, test_tls):
     first, second = request.param
     chats = (
-        Chat(first, wire_server.addresses[first]),
-        Chat(second, wire_server.addresses[second]),
+        Chat(first, wire_server.addresses[first], test_tls),
+        Chat(second, wire_server.addresses[second], test_tls),
     )
     try:
         yield chats

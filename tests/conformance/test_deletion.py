@@ -49,9 +49,7 @@ async def test_rule15_a_deleted_senders_undelivered_messages_are_purged(chat, na
     assert await receive_bodies(bob) == ["marker"]
 
 
-async def test_rule15_the_name_is_free_again_and_the_new_account_gets_nothing_old(
-    chat, names
-):
+async def test_rule15_the_name_is_free_again_and_the_new_account_gets_nothing_old(chat, names):
     alice = await chat.user(names("alice"))
     await chat.user(names("bob"))
     await alice.send([names("bob")], "to the old bob")
@@ -65,17 +63,20 @@ async def test_rule15_the_name_is_free_again_and_the_new_account_gets_nothing_ol
 
 
 @pytest.fixture
-async def keep_chat(transport, tmp_path):
+async def keep_chat(transport, tmp_path, test_tls):
     """A server started with --deleted-sender keep (in-process for loopback)."""
     server = None
     if transport == "loopback":
         address = make_loopback_service(deleted_sender=DeletedSenderPolicy.KEEP)
     else:
         server = ServerProcess(
-            [transport], tmp_path / "keep.db", extra_args=["--deleted-sender", "keep"]
+            [transport],
+            tmp_path / "keep.db",
+            extra_args=["--deleted-sender", "keep"],
+            tls=test_tls.server if test_tls else None,
         ).start()
         address = server.addresses[transport]
-    chats = Chat(transport, address)
+    chats = Chat(transport, address, test_tls)
     try:
         yield chats
     finally:

@@ -12,10 +12,13 @@ from wirechat.launch import ServerProcess
 
 
 @pytest.mark.parametrize("transport", registry.WIRE_TRANSPORTS)
-async def test_rule16_acknowledged_messages_and_accounts_survive_kill_9(transport, tmp_path):
-    server = ServerProcess([transport], tmp_path / "durable.db").start()
+async def test_rule16_acknowledged_messages_and_accounts_survive_kill_9(
+    transport, tmp_path, test_tls
+):
+    tls = test_tls.server if test_tls else None
+    server = ServerProcess([transport], tmp_path / "durable.db", tls=tls).start()
     try:
-        chat = Chat(transport, server.addresses[transport])
+        chat = Chat(transport, server.addresses[transport], test_tls)
         alice = await chat.user("alice")
         await chat.user("bob")
         await chat.user("gone")
@@ -29,7 +32,7 @@ async def test_rule16_acknowledged_messages_and_accounts_survive_kill_9(transpor
         server.kill9()
         server.start()  # same database; fresh ports, so no other process can hold the old one
 
-        chat = Chat(transport, server.addresses[transport])
+        chat = Chat(transport, server.addresses[transport], test_tls)
         bob = await chat.client()
         assert (await bob.login("bob", "pw-123")).pending == len(sent)
         assert await receive_bodies(bob, len(sent)) == sent

@@ -15,17 +15,20 @@ from wirechat.launch import ServerProcess
 
 
 @pytest.fixture
-async def keep_chat(transport: str, tmp_path) -> AsyncIterator[Chat]:
+async def keep_chat(transport: str, tmp_path, test_tls) -> AsyncIterator[Chat]:
     """A server started with --deleted-sender keep (in-process for loopback)."""
     server = None
     if transport == "loopback":
         address: object = make_loopback_service(deleted_sender=DeletedSenderPolicy.KEEP)
     else:
         server = ServerProcess(
-            [transport], tmp_path / "keep.db", extra_args=["--deleted-sender", "keep"]
+            [transport],
+            tmp_path / "keep.db",
+            extra_args=["--deleted-sender", "keep"],
+            tls=test_tls.server if test_tls else None,
         ).start()
         address = server.addresses[transport]
-    chats = Chat(transport, address)
+    chats = Chat(transport, address, test_tls)
     try:
         yield chats
     finally:

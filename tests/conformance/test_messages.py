@@ -153,7 +153,13 @@ async def test_rule12_pending_messages_arrive_at_login_oldest_first_with_the_cou
     assert result.pending == 6
     await alice.send([names("bob")], "newer")
     assert await receive_bodies(bob, 7) == [
-        "alice 0", "carol 0", "alice 1", "carol 1", "alice 2", "carol 2", "newer",
+        "alice 0",
+        "carol 0",
+        "alice 1",
+        "carol 1",
+        "alice 2",
+        "carol 2",
+        "newer",
     ]
 
 

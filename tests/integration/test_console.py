@@ -295,8 +295,35 @@ async def test_unknown_recipients_are_reported(people: PersonFactory, names: Ite
     # The unknown name left the conversation: the prompt names bob alone.
     await alice.answer(f"{alice.name} → {bob.name}> ", f"/msg ghost-{alice.name} anyone?")
     await alice.expect(f"Not sent: no account named ghost-{alice.name}.")
-    await alice.answer(f"{alice.name}> ", "a plain line")
-    await alice.expect("You are not talking to anyone yet")
+    # A typo that reached nobody keeps the conversation: plain lines still go to bob.
+    await alice.answer(f"{alice.name} → {bob.name}> ", "still talking to bob")
+    await bob.expect(f"{alice.name}: still talking to bob")
+
+
+async def test_help_and_quit_work_at_the_login_prompt(
+    people: PersonFactory, names: Iterator[str]
+) -> None:
+    alice = people(next(names))
+    await alice.answer("(s)ignup or (l)ogin", "/help")
+    await alice.expect("Type s to create an account")
+    await alice.answer("(s)ignup or (l)ogin", "maybe")
+    await alice.expect("Type s to sign up")
+    await alice.answer("(s)ignup or (l)ogin", "/quit")
+    assert await alice.exit_code() == 0
+    await alice.expect("Bye.")
+
+
+async def test_signup_checks_the_name_before_asking_for_a_password(
+    people: PersonFactory, names: Iterator[str]
+) -> None:
+    alice = people(next(names))
+    await alice.answer("(s)ignup or (l)ogin", "s")
+    await alice.answer("Username", "not a name!")
+    await alice.expect("'not a name!' cannot be a username: use 1-32 letters")
+    await alice.answer("Username", alice.name)  # asked again, no password typed in between
+    await alice.answer("Password", PASSWORD)
+    await alice.answer("Repeat password", PASSWORD)
+    await alice.expect(f"Welcome, {alice.name}!")
 
 
 async def test_terminal_controls_from_a_peer_are_shown_escaped(
@@ -627,3 +654,21 @@ async def test_entry_point_runs_the_console_over_the_transport(
         assert (await client.login(name, PASSWORD)).username == name
     finally:
         await client.close()
+
+
+async def test_the_wrong_port_is_explained_in_words(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The custom console pointed at the gRPC port says what speaks there and what to use."""
+    server = ServerProcess(["grpc"], tmp_path / "chat.db").start()
+    try:
+        host, port = server.addresses["grpc"]
+        with create_pipe_input() as pipe, create_app_session(input=pipe, output=DummyOutput()):
+            code = await run_console("custom", host, port)
+    finally:
+        server.stop()
+    assert code == 1
+    err = capsys.readouterr().err
+    assert f"{host}:{port} speaks HTTP/2 (a gRPC server)" in err, err
+    assert "did you mean --transport grpc" in err
+    assert "ProtocolError" not in err and "MALFORMED" not in err

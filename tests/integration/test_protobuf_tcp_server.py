@@ -349,5 +349,7 @@ def test_real_clients_of_the_other_protocol_are_told_why(server: ServerProcess) 
         )
 
     custom_at_ours, ours_at_custom = asyncio.run(both())
-    assert "BAD_HANDSHAKE" in custom_at_ours and "protobuf-tcp" in custom_at_ours
-    assert "BAD_HANDSHAKE" in ours_at_custom and "magic" in ours_at_custom
+    # Each is told, in words, which protocol the port speaks and which transport to pick.
+    assert "speaks wirechat's protobuf-tcp protocol" in custom_at_ours
+    assert "--transport protobuf-tcp" in custom_at_ours
+    assert "--transport custom" in ours_at_custom

@@ -10,7 +10,15 @@ from typing import Any
 import pytest
 
 from bench import cli as bench_cli
-from bench.compare import compare, figures, format_changes, load_results
+from bench.compare import (
+    compare,
+    describe,
+    exit_status,
+    figures,
+    format_changes,
+    load_results,
+    summary,
+)
 from transports import registry
 from wirechat.cli import main as wirechat_main
 
@@ -121,9 +129,121 @@ def test_figures_in_only_one_run_are_shown_as_new_or_gone() -> None:
 def test_format_lines_up_old_new_and_change() -> None:
     text = format_changes(compare(run(150.0, 2000.0, 147), run(120.0, 2500.0, 147)))
     header, *lines = text.splitlines()
-    assert header.split() == ["old", "new", "change", "figure"]
+    assert header.split() == ["old", "new", "change", "p", "n", "figure"]
     p50 = next(line for line in lines if line.endswith("latency custom send memory cross p50_us"))
-    assert p50.split()[:3] == ["150", "120", "-20.0%"]
+    # measured once on each side: the change is shown, but nothing to test it with
+    assert p50.split()[:5] == ["150", "120", "-20.0%", "—", "1/1"]
+
+
+# -- rounds: medians, intervals, the U-test, the exit status -----------------------------------
+def rounds_run(p50s: list[float], *, c2s: int = 49, cpu: float = 90.0) -> dict[str, Any]:
+    """A schema-2 run: the custom send row with one entry per round, a deterministic byte row."""
+    rounds = [
+        {"round": i, "p50_us": v, "p99_us": v * 3, "server_cpu_us_per_op": cpu}
+        for i, v in enumerate(p50s)
+    ]
+    row = {
+        "transport": "custom",
+        "op": "send",
+        "store": "memory",
+        "placement": "cross",
+        "p50_us": sorted(p50s)[len(p50s) // 2],
+        "p99_us": sorted(p50s)[len(p50s) // 2] * 3,
+        "server_cpu_us_per_op": cpu,
+        "rounds": rounds,
+    }
+    size = {
+        "transport": "custom",
+        "op": "send",
+        "phase": "steady",
+        "body_bytes": 32,
+        "recipients": 1,
+        "text": "ascii",
+        "samples": 5,
+        "c2s_bytes": c2s,
+        "s2c_bytes": 14,
+        "rounds_agree": True,
+    }
+    meta = {"mode": "full", "rounds": {"count": len(p50s)}, "git_commit": "abc"}
+    return {"meta": meta, "latency": [row], "sizes": [size]}
+
+
+P50 = "latency custom send memory cross p50_us"
+C2S = "sizes transport=custom op=send phase=steady body_bytes=32 recipients=1 text=ascii c2s_bytes"
+
+
+def by_name(changes: list[Any]) -> dict[str, Any]:
+    return {c.figure: c for c in changes}
+
+
+def test_rounds_that_overlap_are_not_significant_and_do_not_fail() -> None:
+    old = rounds_run([140.0, 150.0, 145.0, 160.0, 152.0])
+    new = rounds_run([148.0, 139.0, 158.0, 151.0, 146.0])
+    changes = compare(old, new)
+    p50 = by_name(changes)[P50]
+    assert p50.p_value is not None and p50.p_value > 0.05
+    assert not p50.significant and not p50.regression
+    line = next(x for x in format_changes(changes).splitlines() if x.endswith(P50))
+    assert " ~ " in line and "[140, 160]" in line and "5/5" in line
+    assert exit_status(changes) == 0
+
+
+def test_a_slower_build_is_a_significant_regression() -> None:
+    old = rounds_run([140.0, 150.0, 145.0, 148.0, 152.0])
+    new = rounds_run([170.0, 175.0, 168.0, 181.0, 172.0])  # ~17 % slower in every round
+    changes = compare(old, new)
+    p50 = by_name(changes)[P50]
+    assert p50.p_value == pytest.approx(2 / 252)  # the smallest p that 5 + 5 rounds allow
+    assert p50.significant and p50.regression
+    assert exit_status(changes) == 1
+    assert "regressions" in summary(changes) and P50 in summary(changes)
+
+
+def test_a_faster_build_or_a_small_slowdown_does_not_fail() -> None:
+    old = rounds_run([140.0, 150.0, 145.0, 148.0, 152.0])
+    faster = rounds_run([100.0, 104.0, 99.0, 103.0, 101.0])
+    assert by_name(compare(old, faster))[P50].significant
+    assert exit_status(compare(old, faster)) == 0
+    slightly = rounds_run([153.0, 154.0, 153.5, 155.0, 156.0])  # significant, but < 5 % worse
+    change = by_name(compare(old, slightly))[P50]
+    assert change.significant and not change.regression
+
+
+def test_byte_figures_are_exact_and_a_bigger_send_fails() -> None:
+    same = by_name(compare(rounds_run([1.0, 2.0]), rounds_run([1.0, 2.0])))[C2S]
+    assert same.exact and not same.significant
+    bigger = compare(rounds_run([1.0, 2.0]), rounds_run([1.0, 2.0], c2s=60))
+    assert by_name(bigger)[C2S].regression and exit_status(bigger) == 1
+    line = next(x for x in format_changes(bigger).splitlines() if x.endswith(C2S))
+    assert "+22.4%" in line and "exact" in line
+
+
+def test_an_unstable_or_multimodal_figure_carries_a_warning() -> None:
+    old = rounds_run([100.0, 150.0, 90.0, 160.0, 120.0])  # spread ~25 %
+    new = rounds_run([120.0, 121.0, 119.0, 122.0, 120.0])
+    new["latency"][0]["modes"] = [80.0, 160.0]
+    notes = by_name(compare(old, new))[P50].notes()
+    assert any(n.startswith("spread old") for n in notes)
+    assert "multimodal new" in notes
+
+
+def test_an_old_results_file_without_rounds_is_compared_as_one_round() -> None:
+    old = run(150.0, 2000.0, 147)  # schema 1: no rounds
+    new = rounds_run([100.0, 101.0, 99.0, 102.0, 100.0])
+    p50 = by_name(compare(old, new))[P50]
+    assert p50.p_value is None and not p50.significant and not p50.regression
+    assert "no rounds" in describe(old) and "5 rounds" in describe(new)
+
+
+def test_wirechat_bench_compare_exits_1_on_a_regression(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    old.write_text(json.dumps(rounds_run([140.0, 150.0, 145.0, 148.0, 152.0])))
+    new.write_text(json.dumps(rounds_run([170.0, 175.0, 168.0, 181.0, 172.0])))
+    assert wirechat_main(["bench", "compare", str(old), str(new)]) == 1
+    assert "regressions" in capsys.readouterr().out
+    assert wirechat_main(["bench", "compare", str(old), str(old)]) == 0
 
 
 def test_results_load_from_a_file_or_its_run_directory(tmp_path: Path) -> None:
@@ -185,3 +305,13 @@ def test_unknown_transport_is_refused_before_anything_starts(
 ) -> None:
     assert wirechat_main(["bench", "--transports", "smoke-signals"]) == 2
     assert "unknown transport" in capsys.readouterr().err
+
+
+def test_a_byte_figure_that_varied_within_its_run_is_not_called_exact() -> None:
+    old, new = rounds_run([1.0, 2.0]), rounds_run([1.0, 2.0], c2s=60)
+    for results in (old, new):
+        size = results["sizes"][0]
+        del size["rounds_agree"]  # not re-measured in rounds: its calls decide
+        size["c2s_range"], size["s2c_range"] = [49, 75], [14, 14]  # e.g. a gRPC first call
+    change = by_name(compare(old, new))[C2S]
+    assert not change.exact and not change.regression

@@ -7,6 +7,7 @@ assertions are exact and nothing depends on how fast this machine is.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -200,3 +201,207 @@ async def test_a_failed_clean_up_keeps_the_steps_row_and_says_why(
     (row,) = await load.run_load(job)
     assert row["completed"] > 0 and row["errors"] == 0
     assert row["cleanup_error"] == "RuntimeError: session ended: the account was deleted"
+
+
+# -- queueing vs service time, and the lean generator ------------------------------------------
+
+
+async def test_a_stall_is_queueing_not_service_time() -> None:
+    """The Nighthawk split: a client stall makes requests leave late (queueing), while the
+    server still answers each in 100 µs (service)."""
+    from bench.load import timing_fields
+
+    sim = SimTime()
+
+    async def issue(i: int) -> None:
+        if i == 3:
+            sim.advance(5 * MS)
+        await sim.serve(100_000)
+
+    result = await run(sim, OpenLoopSchedule(1000, 1 * MS, 20), issue)
+    fields = timing_fields(result)
+    assert fields["scheduled"] == 20 and fields["sent_fraction"] == 1.0
+    # Requests 4..8 left up to 5 ms late but were served in 100 µs; only request 3, whose own
+    # send stalled, has the stall in its service time.
+    assert fields["service_p50_us"] == pytest.approx(100, abs=5)
+    assert fields["queue_p99_us"] > 4000
+    assert fields["p99_us"] > 4000  # the row's latency still counts from the intended time
+
+
+async def test_an_overloaded_step_reports_the_share_of_its_schedule_it_sent() -> None:
+    from bench.load import timing_fields
+
+    sim = SimTime()
+
+    async def issue(i: int) -> None:
+        await sim.serve(10**12)
+
+    result = await run(
+        sim, OpenLoopSchedule(1000, 1 * MS, 100), issue, max_inflight=5, drain_s=0.01
+    )
+    assert timing_fields(result)["sent_fraction"] == 0.05
+
+
+async def _null_echo() -> tuple[asyncio.AbstractServer, tuple[str, int]]:
+    from bench.refs import null_echo
+
+    server, port = await null_echo.start("127.0.0.1", 0)
+    return server, ("127.0.0.1", port)
+
+
+async def test_the_lean_generator_matches_every_reply_to_its_request() -> None:
+    """Open loop against the null responder: every request of the schedule is answered and
+    timed once, from its intended time, with queueing and service apart."""
+    import time
+
+    from bench.load import timing_fields
+    from bench.loadgen import Timings, close, connect, lean_open_loop
+
+    server, address = await _null_echo()
+    try:
+        conns, frame = await connect(address, 3, Timings(), b"x" * 32)
+        start = time.perf_counter_ns() + 2 * MS
+        result = await lean_open_loop(
+            conns,
+            frame,
+            OpenLoopSchedule(2000, start, 200),
+            max_inflight=1000,
+            deadline_ns=start + 10**10,
+            drain_s=5.0,
+        )
+        close(conns)
+    finally:
+        server.close()
+    assert (result.sent, result.completed, result.timeouts, result.errors) == (200, 200, 0, 0)
+    fields = timing_fields(result)
+    assert fields["n"] == 200 and fields["sent_fraction"] == 1.0
+    assert fields["p50_us"] >= fields["service_p50_us"]  # from intended >= from sent
+
+
+async def test_the_lean_generator_counts_replies_split_across_reads() -> None:
+    """Replies arrive in arbitrary pieces; each completes when its last byte does."""
+    from bench.loadgen import LeanEcho, Timings
+
+    timings = Timings()
+    conn = LeanEcho(timings, reply_size=36)
+    conn.pending.extend([(0, 0), (0, 0), (0, 0)])
+    reply = b"\x00\x00\x00\x20" + b"y" * 32
+    stream = reply * 3
+    for piece in (stream[:5], stream[5:40], stream[40:41], stream[41:]):
+        conn.data_received(piece)
+    assert len(timings.latency) == 3 and not conn.pending and conn.buffered == 0
+
+
+async def test_the_lean_closed_loop_keeps_its_window_full() -> None:
+    from bench.loadgen import Timings, close, connect, lean_closed_loop
+
+    server, address = await _null_echo()
+    try:
+        conns, frame = await connect(address, 2, Timings(), b"z" * 32)
+        result = await lean_closed_loop(conns, frame, depth=4, duration_s=0.2)
+        close(conns)
+    finally:
+        server.close()
+    assert result.completed > 8 and result.errors == 0
+    assert result.achieved_per_s > 0
+
+
+async def test_run_load_picks_the_lean_generator_for_a_length_prefixed_echo() -> None:
+    import os
+
+    from bench import load
+
+    server, address = await _null_echo()
+    try:
+        job = {
+            "target": {
+                "kind": "echo",
+                "ref": "null_echo",
+                "address": list(address),
+                "server_pid": os.getpid(),
+            },
+            "mode": "open",
+            "rate": 1000,
+            "duration_s": 0.1,
+            "max_inflight": 100,
+            "drain_s": 2.0,
+            "connections": 2,
+            "body": "b" * 32,
+        }
+        (row,) = await load.run_load(job)
+    finally:
+        server.close()
+    assert row["engine"] == "lean"
+    assert row["completed"] == row["scheduled"] == 100
+    assert row["sent_fraction"] == 1.0 and row["timeouts"] == 0
+
+
+# -- the generator scene: saturation by a bound ----------------------------------------------
+
+
+def _step(offered: float, p99: float, **kw: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "transport": "custom",
+        "store": "memory",
+        "mode": "open",
+        "offered_per_s": offered,
+        "achieved_per_s": offered,
+        "sent": int(offered),
+        "scheduled": int(offered),
+        "sent_fraction": 1.0,
+        "timeouts": 0,
+        "overloaded": False,
+        "p99_us": p99,
+        "queue_p99_us": 50.0,
+        "service_p99_us": p99 - 50,
+        "server_cpu_util": 0.5,
+        "client_cpu_util": 1.0,
+        "other_vcpus": 0.01,
+        "engine": "client",
+    }
+    row.update(kw)
+    return row
+
+
+def test_saturation_is_the_highest_rate_kept_under_each_bound(tmp_path: Path) -> None:
+    from bench import loadgen_scene
+
+    results = {
+        "load": [
+            _step(1000, 800),
+            _step(5000, 9_000),
+            _step(8000, 60_000),
+            _step(9000, 20_000, sent_fraction=0.9),  # fast, but fell behind its schedule
+            _step(12000, 300_000, overloaded=True),
+        ]
+    }
+    sat = loadgen_scene.saturation_by_bound
+    assert sat(results, "custom", "memory", 10_000)["offered_per_s"] == 5000  # type: ignore[index]
+    assert sat(results, "custom", "memory", 100_000)["offered_per_s"] == 8000  # type: ignore[index]
+    assert sat(results, "custom", "sqlite", 100_000) is None
+    text = loadgen_scene.section(results, ["saturation.png"])
+    assert "5,000" in text and "8,000" in text and "saturation.png" in text
+    assert loadgen_scene.plot(results, tmp_path / "saturation.png") is not None
+
+
+def test_a_late_generator_with_an_idle_server_is_the_generators_limit() -> None:
+    from bench import loadgen_scene
+
+    limited = loadgen_scene.limited_by
+    assert limited(_step(1000, 800)) == ""
+    assert limited(_step(9000, 20_000, queue_p99_us=5000.0, server_cpu_util=0.3)) == "generator"
+    assert limited(_step(9000, 20_000, queue_p99_us=5000.0, server_cpu_util=0.95)) == "server"
+    # other processes took the vCPUs: neither side is to blame
+    assert limited(_step(9000, 20_000, queue_p99_us=5000.0, other_vcpus=1.5)) == "machine"
+
+
+def test_the_ceiling_is_the_highest_rate_the_generator_kept_on_schedule() -> None:
+    from bench import loadgen_scene
+
+    rows = [
+        _step(10_000, 500, transport="null_echo"),
+        _step(50_000, 900, transport="null_echo"),
+        _step(90_000, 4000, transport="null_echo", queue_p99_us=3000.0),  # late
+    ]
+    top = loadgen_scene.ceiling({"generator": rows})
+    assert top is not None and top["offered_per_s"] == 50_000

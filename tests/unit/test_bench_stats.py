@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 
 from bench.stats import (
+    PERCENTILES,
     change_pct,
     decode,
     histogram_of,
+    modes,
     new_histogram,
     per_op_us,
     ratio,
@@ -79,3 +81,25 @@ def test_per_op() -> None:
     assert per_op_us(0.5, 1000) == 500.0  # 0.5 s over 1000 calls
     assert per_op_us(0.5, 0) is None
     assert per_op_us(None, 10) is None
+
+
+def test_the_fast_summary_gives_exactly_what_hdrh_gives() -> None:
+    import random
+
+    rng = random.Random(7)
+    hist = histogram_of(int(rng.lognormvariate(11.5, 0.6)) for _ in range(5000))
+    summary = summarize(hist)
+    for key, pct in PERCENTILES.items():
+        assert summary[key] == round(hist.get_value_at_percentile(pct) / 1000, 2), key
+    assert summary["mean_us"] == round(hist.get_mean_value() / 1000, 2)
+
+
+def test_two_regimes_show_as_two_modes() -> None:
+    import random
+
+    rng = random.Random(3)
+    near = [int(rng.gauss(80_000, 4_000)) for _ in range(3000)]
+    far = [int(rng.gauss(160_000, 8_000)) for _ in range(2000)]
+    found = modes(histogram_of(near + far))
+    assert len(found) == 2 and 70 < found[0] < 90 and 145 < found[1] < 175
+    assert len(modes(histogram_of(near))) == 1

@@ -58,7 +58,7 @@ async def test_throttle_delays_grow_and_are_capped():
             async with throttle.attempt("mallory"):
                 raise ValueError
         delays.append(throttle.delay("mallory"))
-        throttle._records["mallory"].last_failure -= 10  # skip the wait in this unit test
+        throttle._pairs[("mallory", None)].last -= 10  # skip the wait in this unit test
     assert delays == [0.0, 0.0, 0.25, 0.5, 1.0, 2.0, 2.0, 2.0]
     async with throttle.attempt("mallory"):
         pass

@@ -1,17 +1,36 @@
-"""Both stores keep one contract: the SQLite file store users get and the dict store the bench's
-``memory`` rows use. Every test runs against each."""
+"""Every store keeps one contract: the SQLite file store users get, the dict store the bench's
+``memory`` rows use, and the PostgreSQL store of a cluster (one database for the whole run,
+emptied before each test). Every test runs against each."""
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import AsyncIterator
 
+import asyncpg
+import pytest
+import pytest_asyncio
+
+from core import postgres_migrations
 from core.memory_store import MemoryStore
+from core.postgres_store import PostgresStore
 from core.store import DuplicateAccount, NotSender, SqliteStore, Store
 
 
-@pytest.fixture(params=["sqlite", "memory"])
-def store(request, tmp_path) -> Store:
-    return SqliteStore(tmp_path / "s.db") if request.param == "sqlite" else MemoryStore()
+@pytest_asyncio.fixture(params=["sqlite", "memory", "postgres"])
+async def store(request, tmp_path) -> AsyncIterator[Store]:
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres").url
+        pg = await PostgresStore(url, pool_size=2).open()
+        conn = await asyncpg.connect(url)
+        try:
+            tables = ", ".join(postgres_migrations.TABLES)
+            await conn.execute(f"TRUNCATE {tables} RESTART IDENTITY")
+        finally:
+            await conn.close()
+        yield pg
+        await pg.close()
+        return
+    yield SqliteStore(tmp_path / "s.db") if request.param == "sqlite" else MemoryStore()
 
 
 async def accounts(store: Store, *names: str) -> list[int]:

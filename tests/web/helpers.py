@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize, expect
 
 from transports import registry
 from wirechat.launch import ChildProcess
@@ -33,7 +34,7 @@ PASSWORD = "correct horse"
 START_TIMEOUT = 30.0
 #: Upper bound for anything the page must show (auto-retrying assertions; normally ms).
 EXPECT_TIMEOUT_MS = 10_000
-VIEWPORT = {"width": 1100, "height": 700}
+VIEWPORT: ViewportSize = {"width": 1100, "height": 700}
 _LISTENING = re.compile(r"listening: web (\S+):(\d+)")
 
 expect.set_options(timeout=EXPECT_TIMEOUT_MS)
@@ -49,9 +50,14 @@ class GatewayProcess(ChildProcess):
     """``wirechat web`` in a child process; ``url`` once started; stopped by its pid."""
 
     def __init__(
-        self, transport: str, server: tuple[str, int] | None, *, db: Path | None = None
+        self,
+        transport: str,
+        server: tuple[str, int] | None,
+        *,
+        db: Path | None = None,
+        extra: Sequence[str] = (),
     ) -> None:
-        args = [sys.executable, "-m", "wirechat", "web", "--transport", transport]
+        args = [sys.executable, "-m", "wirechat", "web", "--transport", transport, *extra]
         args += ["--host", "127.0.0.1", "--port", "0"]
         if server is not None:
             args += ["--server", f"{server[0]}:{server[1]}"]

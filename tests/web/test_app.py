@@ -146,3 +146,92 @@ def test_older_history_comes_from_the_server_as_json_and_others_threads_are_not_
     notes = local_gateway.run(uma.read_history(()))
     assert client.get(f"/chat?c={notes.conversation_id}").status_code == 404
     local_gateway.run(uma.close())
+
+
+# -- login CSRF: the browser's own word on where a form came from ----------------------------
+def test_a_forged_login_from_another_origin_does_not_replace_the_session(
+    app: Flask, local_gateway: LocalGateway
+) -> None:
+    """Even with a valid token (an attacker on another port of this host can plant a cookie
+    and its token of their own), a login POST that the browser says came from elsewhere is
+    refused, and the person stays signed in as themselves."""
+    attacker = app.test_client()
+    signup(attacker, "mal")
+    victim = app.test_client()
+    signup(victim, "vic")
+    token = csrf_of(victim.get("/chat").get_data(as_text=True))
+    form = {"csrf": token, "username": "mal", "password": PASSWORD}
+    foreign = [
+        {"Origin": "http://127.0.0.1:9999"},
+        {"Origin": "null"},  # a no-referrer page or a sandboxed frame
+        {"Sec-Fetch-Site": "same-site"},  # another port of the same host
+        {"Sec-Fetch-Site": "cross-site", "Origin": "http://localhost"},
+        {"Referer": "http://127.0.0.1:9999/attack.html"},
+    ]
+    for headers in foreign:
+        for path in ("/login", "/signup"):
+            response = victim.post(path, data=form | {"password2": PASSWORD}, headers=headers)
+            assert response.status_code == 400, (path, headers)
+            assert "another site" in response.get_data(as_text=True) or "hides its origin" in (
+                response.get_data(as_text=True)
+            )
+    page = victim.get("/chat").get_data(as_text=True)
+    assert 'data-me="vic"' in page
+    own = {"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"}
+    assert victim.post("/read", headers={"X-CSRF-Token": token} | own).status_code == 204
+
+
+@pytest.mark.limits(max_sessions_per_address=1)
+def test_a_full_gateway_says_so_on_a_page(app: Flask) -> None:
+    signup(app.test_client(), "amy")
+    client = app.test_client()
+    token = csrf_of(client.get("/signup").get_data(as_text=True))
+    form = {"csrf": token, "username": "bo", "password": PASSWORD, "password2": PASSWORD}
+    response = client.post("/signup", data=form)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"].isdigit()
+    page = response.get_data(as_text=True)
+    assert "signed-in sessions on this web gateway, its limit per address" in page
+    assert 'role="alert"' in page
+
+
+# -- error pages in the site's own look ------------------------------------------------------
+def test_errors_get_pages_of_their_own(app: Flask) -> None:
+    @app.get("/boom")
+    def boom() -> str:
+        raise RuntimeError("a bug")
+
+    client = app.test_client()
+    missing = client.get("/nosuch")
+    assert missing.status_code == 404
+    assert "There is no such page here" in missing.get_data(as_text=True)
+    assert "wire<span>chat</span>" in missing.get_data(as_text=True)
+    crashed = client.get("/boom")
+    assert crashed.status_code == 500
+    text = crashed.get_data(as_text=True)
+    assert "Something went wrong" in text and "a bug" not in text
+    token = csrf_of(client.get("/login").get_data(as_text=True))
+    huge = client.post("/login", data={"csrf": token, "username": "x" * (2 * 2**20)})
+    assert huge.status_code == 413
+    text = huge.get_data(as_text=True)
+    assert "Too large" in text and "shorten it" in text and "Request Entity" not in text
+    assert client.get("/nosuch", headers={"Accept": "application/json"}).get_json() == {
+        "ok": False,
+        "error": "there is no such page here",
+    }
+
+
+def test_only_http_and_https_urls_become_links_and_the_rest_stays_text() -> None:
+    from ui.web.links import linkify
+
+    html = str(
+        linkify(
+            'go https://a.example/x?y=1&z=2, JavaScript:alert(1) "><script>x</script> '
+            "data:text/html,hi ftp://f.example/ (see http://b.example/wiki/A_(b))."
+        )
+    )
+    assert html.count("<a ") == 2
+    assert '<a href="https://a.example/x?y=1&amp;z=2" rel="noopener noreferrer nofollow"' in html
+    assert 'href="http://b.example/wiki/A_(b)"' in html and "A_(b)</a>)." in html
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert 'href="javascript' not in html.lower() and 'href="data' not in html

@@ -4,6 +4,9 @@ server's: the gateway reads it, it keeps none."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
 import threading
 from typing import TYPE_CHECKING
 
@@ -11,9 +14,12 @@ import pytest
 
 from core import AuthFailed, ChatClient, Delivery, UsernameTaken
 from core.types import Conversation, ConversationPage, HistoryPage
+from transports import registry
 from ui.web import history
 from ui.web.feed import Feed
-from ui.web.gateway import ChatSession, GatewayError
+from ui.web.gateway import ChatSession, Gateway, GatewayError, GatewayFull
+from ui.web.loop import LoopThread
+from wirechat.launch import ServerProcess
 
 if TYPE_CHECKING:
     from tests.web.conftest import LocalGateway
@@ -132,10 +138,24 @@ def test_idle_sessions_are_signed_out_and_their_connection_closed(
 def test_the_number_of_signed_in_sessions_is_bounded(local_gateway: LocalGateway) -> None:
     gateway = local_gateway.gateway
     chat, _ = gateway.signup("fay", PASSWORD)
-    with pytest.raises(GatewayError, match="too many people"):
+    with pytest.raises(GatewayFull, match="this web gateway is full"):
         gateway.signup("gil", PASSWORD)
     gateway.logout(chat)
     gateway.signup("gil", PASSWORD)
+
+
+@pytest.mark.limits(max_sessions=10, max_sessions_per_address=2)
+def test_one_address_cannot_fill_the_gateway(local_gateway: LocalGateway) -> None:
+    gateway = local_gateway.gateway
+    first, _ = gateway.signup("hal", PASSWORD, "203.0.113.7")
+    gateway.signup("ida", PASSWORD, "203.0.113.7")
+    with pytest.raises(GatewayFull, match="your address already has 2 signed-in sessions"):
+        gateway.signup("jon", PASSWORD, "203.0.113.7")
+    with pytest.raises(GatewayFull, match="per address"):
+        gateway.login("hal", PASSWORD, "203.0.113.7")
+    gateway.signup("jon", PASSWORD, "198.51.100.9")  # another address still gets in
+    gateway.logout(first)  # a freed place is this address's again
+    gateway.login("hal", PASSWORD, "203.0.113.7")
 
 
 @pytest.mark.limits(max_streams=2)
@@ -275,3 +295,53 @@ def test_a_deleted_account_is_marked_and_its_name_never_continues_the_thread() -
     assert "new account" in fresh.notices[0]
     rows = history.sidebar(ConversationPage((old_conversation,), False), "me", UTC)
     assert rows[0].label == "bob (deleted account)"
+
+
+def test_a_wrong_or_dead_chat_server_port_is_explained(wire_server: ServerProcess) -> None:
+    """What the login page shows when the gateway's --server is wrong."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = ("127.0.0.1", int(sock.getsockname()[1]))
+    cases = [
+        (wire_server.addresses["grpc"], "speaks HTTP/2 (a gRPC server), not the custom protocol"),
+        (closed, "nothing is listening at its address. Is it running (`make server`)"),
+    ]
+    loop = LoopThread().start()
+    try:
+        for address, expected in cases:
+            gateway = Gateway(lambda a=address: registry.get("custom").open_client(a), loop)
+            with pytest.raises(GatewayError) as caught:
+                gateway.login("someone", PASSWORD)
+            message = str(caught.value)
+            assert message.startswith("cannot reach the chat server: ") and expected in message
+            assert "Errno" not in message and "Connect call failed" not in message
+    finally:
+        loop.stop()
+
+
+def test_an_open_page_waits_without_a_thread_and_a_closed_one_leaves_nothing_behind() -> None:
+    """Feed.wait_async (what every open page's event stream awaits): woken by a change made
+    on another thread; a page that goes away mid-wait leaves no waiter behind."""
+    feed = Feed()
+
+    async def scenario() -> None:
+        waiting = asyncio.create_task(feed.wait_async(0, 0, 10.0))
+        await asyncio.sleep(0)  # let it register
+        writer = threading.Thread(target=lambda: feed.message(delivery(1, "ann"), mine=False))
+        writer.start()
+        changes = await waiting
+        writer.join()
+        assert changes is not None
+        assert [e.message.message_id for e in changes.events if e.message] == [1]
+        gone = asyncio.create_task(feed.wait_async(1, 0, 10.0))
+        await asyncio.sleep(0)
+        gone.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await gone
+        assert feed._waiters == []
+        assert await feed.wait_async(1, 0, 0.01) is None  # nothing new: the timeout
+        feed.end("you logged out")
+        ended = await feed.wait_async(1, 0, 10.0)
+        assert ended is not None and ended.ended == "you logged out"
+
+    asyncio.run(scenario())

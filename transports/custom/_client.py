@@ -48,7 +48,9 @@ from core.types import (
     LoginResult,
     SendResult,
 )
+from transports import _wrong_port
 from transports._outbox import Outbox
+from transports._tls import ClientTls, describe_failure, hostname_for, not_tls
 from transports.custom._codec import CodecFactory, Connection, Role
 from transports.custom._errors import describe, error_for_code, error_for_local, reason_for_code
 from transports.custom._events import (
@@ -180,18 +182,30 @@ def _delivery(e: Deliver) -> Delivery:
 
 
 def open_client(
-    address: tuple[str, int], *, auto_ack: bool = True, codec: CodecFactory = Connection
+    address: tuple[str, int],
+    *,
+    auto_ack: bool = True,
+    codec: CodecFactory = Connection,
+    tls: ClientTls | None = None,
 ) -> ChatClient:
     """A ChatClient for a custom-protocol server at (host, port); call connect() or use
-    ``async with``. ``client.transport`` is the :class:`CustomTransport` (WELCOME, ping)."""
-    return ChatClient(CustomTransport(address, codec=codec), auto_ack=auto_ack)
+    ``async with``. ``client.transport`` is the :class:`CustomTransport` (WELCOME, ping).
+    ``tls``: speak TLS, trusting what it names."""
+    return ChatClient(CustomTransport(address, codec=codec, tls=tls), auto_ack=auto_ack)
 
 
 class CustomTransport(asyncio.Protocol):
     """One connection to a custom-protocol server: connect, carry requests, report pushes."""
 
-    def __init__(self, address: tuple[str, int], *, codec: CodecFactory = Connection) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        *,
+        codec: CodecFactory = Connection,
+        tls: ClientTls | None = None,
+    ) -> None:
         self.address = address
+        self.tls = tls
         self.welcome: Welcome | None = None  # what the server said in WELCOME
         self._codec = codec(Role.CLIENT)
         self._events: ClientEvents | None = None
@@ -219,16 +233,63 @@ class CustomTransport(asyncio.Protocol):
         self._gone = loop.create_future()
         host, port = self.address
         async with asyncio.timeout(CONNECT_TIMEOUT):
-            await loop.create_connection(lambda: self, host, port)
+            await self._open(loop, host, port)
             self._welcome_waiter = loop.create_future()
             # offer every version the codec speaks (section 5); the server picks the highest
             versions = self._codec.versions
-            self._outbox.write_now(self._codec.send(Hello(versions[0], versions[-1])))
+            hello = self._codec.send(Hello(versions[0], versions[-1]))
+            self._outbox.write_now(hello)
             try:
-                self.welcome = await self._welcome_waiter
+                self.welcome = await self._welcome(self._welcome_waiter, hello)
             except BaseException:
                 await self.close()
                 raise
+
+    async def _open(self, loop: asyncio.AbstractEventLoop, host: str, port: int) -> None:
+        """The TCP connection (and the TLS handshake, with ``tls``), failures said plainly."""
+        tls = self.tls
+        if tls is None:
+            await loop.create_connection(lambda: self, host, port)
+            return
+        try:
+            await loop.create_connection(
+                lambda: self, host, port, ssl=tls.context(), server_hostname=hostname_for(tls, host)
+            )
+        except (OSError, EOFError) as exc:
+            told = describe_failure(exc, self.address)
+            if told is None and not_tls(exc):
+                found = await _wrong_port.probe(host, port, tls=tls)
+                if _wrong_port.telling(found, None, tls=True):
+                    told = _wrong_port.explain(self.address, "TLS", found, tls=True)
+            if told is not None:
+                raise _wrong_port.WrongPort(told) from exc
+            raise
+
+    async def _welcome(self, waiter: asyncio.Future[Welcome], hello: bytes) -> Welcome:
+        """WELCOME; if the port turns out to speak another protocol (the handshake failed, or
+        nothing answered for a while: an HTTP/1 server waits silently for a request line),
+        WrongPort saying which (transports._wrong_port)."""
+        # The codecs on these frames differ in HELLO's magic (section 5): "WC" or "WP".
+        ours = "protobuf-tcp" if hello[3:5] == b"WP" else "custom"
+        expected = "the protobuf-tcp protocol" if ours == "protobuf-tcp" else "the custom protocol"
+        waiter.add_done_callback(_retrieved)  # also when WrongPort is raised in its stead
+        try:
+            async with asyncio.timeout(_wrong_port.SILENT_AFTER):
+                return await asyncio.shield(waiter)
+        except TimeoutError:
+            found = await _wrong_port.probe(*self.address, tls=self.tls)
+            tls = self.tls is not None
+            if _wrong_port.telling(found, ours, tls=tls) and not waiter.done():
+                message = _wrong_port.explain(self.address, expected, found, tls=tls)
+                raise _wrong_port.WrongPort(message) from None
+            return await waiter
+        except Exception as exc:
+            found = await _wrong_port.probe(*self.address, tls=self.tls)
+            tls = self.tls is not None
+            if found != "refused" and _wrong_port.telling(found, ours, tls=tls):
+                message = _wrong_port.explain(self.address, expected, found, tls=tls)
+                raise _wrong_port.WrongPort(message) from exc
+            raise
 
     def request(self, request: rq.Request[R]) -> Awaitable[R]:
         """Send ``request``; awaiting the result gives its result, or raises the core error
@@ -334,7 +395,9 @@ class CustomTransport(asyncio.Protocol):
                 else:
                     self._refused(future, request, event)
         except ProtocolError as exc:
-            log.warning("the server broke the protocol: %r", exc)
+            # before WELCOME it is most likely another protocol's port: connect() says so
+            level = logging.WARNING if self.welcome is not None else logging.DEBUG
+            log.log(level, "the server broke the protocol: %r", exc)
             self._connection_ended(f"the server broke the protocol: {exc}")
         except Exception as exc:  # a bug of ours: never let it reach the loop
             log.exception("reading from the server failed")
@@ -430,6 +493,11 @@ class CustomTransport(asyncio.Protocol):
             self._transport.close()
         if self._events is not None:
             self._events.connection_lost(None if self._closed_by_us else self._why)
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 __all__ = ["CustomTransport", "PingRequest", "open_client"]

@@ -107,6 +107,11 @@ class Codec(Protocol):
     #: The versions this codec speaks, lowest to highest (a client offers them in HELLO).
     versions: tuple[int, ...]
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as events (the server counts them)."""
+        ...
+
     def receive_data(self, data: bytes) -> None:
         """Add bytes from the peer; ``b""`` means the peer closed its side."""
         ...

@@ -18,6 +18,7 @@ from core.errors import (
     LimitExceeded,
     NotLoggedIn,
     SessionClosed,
+    TooManyAttempts,
     UsernameTaken,
 )
 from core.types import CloseReason
@@ -33,6 +34,7 @@ WIRE_ERRORS: tuple[tuple[ErrorCode, type[ChatError] | CloseReason], ...] = (
     (ErrorCode.ALREADY_LOGGED_IN, AlreadyLoggedIn),
     (ErrorCode.FORBIDDEN, Forbidden),
     (ErrorCode.SESSION_CLOSED, SessionClosed),
+    (ErrorCode.TOO_MANY_ATTEMPTS, TooManyAttempts),
     # session end: pushed with request id 0, then the server closes
     (ErrorCode.ACCOUNT_DELETED, CloseReason.ACCOUNT_DELETED),
     (ErrorCode.SLOW_CONSUMER, CloseReason.SLOW_CONSUMER),

@@ -38,6 +38,10 @@ Theory of operation (section numbers refer to PROTOCOL.md)
   * Whatever happens, ``_finish`` cancels the connection's tasks, calls
     ``service.close_session`` and closes the socket. Nothing raised by one connection reaches
     the loop or any other session.
+  * Bounds (issue 14, ``_bounds``): connection caps (a refusal is ERROR SERVER_BUSY), fair
+    turns (``_handle_buffered`` yields the loop after ``requests_per_turn`` requests or
+    TURN_SECONDS), byte budgets in and out shared by the whole server (``Guard``), and the
+    time bounds (idle, partial frame, kernel stall) that one ``Sweeper`` per server checks.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import AsyncGenerator, Coroutine
 from typing import Any, cast
 
@@ -53,9 +58,12 @@ from core import limits
 from core import types as ct
 from core.errors import ChatError
 from core.service import ChatService
+from core.session import Session
 from core.types import CloseReason, Delivery
-from transports._guard import Guard
+from transports._guard import Guard, peer_host
 from transports._outbox import Outbox
+from transports._tls import ServerTls
+from transports.custom._bounds import TURN_SECONDS, Bounded, Sweeper
 from transports.custom._codec import Codec, CodecFactory, Connection, Role
 from transports.custom._eager import Suspended, run_eagerly
 from transports.custom._errors import code_for_close, code_for_error
@@ -134,22 +142,43 @@ class CustomServer:
     """What start_server returns: ``address`` is (host, port); ``await close()`` stops it."""
 
     def __init__(
-        self, service: ChatService, handshake_timeout: float, codec: CodecFactory = Connection
+        self,
+        service: ChatService,
+        handshake_timeout: float,
+        codec: CodecFactory = Connection,
+        guard: Guard | None = None,
     ) -> None:
         self.service = service
         self.address: tuple[str, int] = ("", 0)
         self._handshake_timeout = handshake_timeout
         self._codec = codec
+        #: Our own guard (none was given) keeps this module's HIGH_WATER and STALL_TIMEOUT,
+        #: read at each connection (tests tune them); a given one decides with its limits.
+        self._own_limits = guard is None
+        self.guard = guard if guard is not None else Guard()
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[_ServerConnection] = set()
+        self._sweeper = Sweeper(self._connections, self.guard.limits)
 
     def _new_connection(self) -> _ServerConnection:
+        if self._own_limits:
+            budget, stall = HIGH_WATER, STALL_TIMEOUT
+        else:
+            budget = self.guard.limits.outbound_per_connection
+            stall = self.guard.limits.stall_timeout
         return _ServerConnection(
-            self.service, self._codec(Role.SERVER), self._handshake_timeout, self._connections
+            self.service,
+            self._codec(Role.SERVER),
+            self._handshake_timeout,
+            self._connections,
+            self.guard,
+            budget,
+            stall,
         )
 
     async def close(self) -> None:
         """Stop listening, tell every client (ERROR SHUTDOWN), close every connection."""
+        self._sweeper.stop()
         if self._server is not None:
             self._server.close()
         connections = list(self._connections)
@@ -176,24 +205,38 @@ async def start_server(
     codec: CodecFactory = Connection,
     handshake_timeout: float = HANDSHAKE_TIMEOUT,
     guard: Guard | None = None,
+    tls: ServerTls | None = None,
 ) -> CustomServer:
     """Listen on (host, port) and serve ``service`` over the custom protocol (or over another
-    body encoding in the same frames: ``codec``)."""
-    server = CustomServer(service, handshake_timeout, codec)
+    body encoding in the same frames: ``codec``). ``guard``: the process-wide bounds shared
+    with the other listeners (None: one of this server's own, with the default limits).
+    ``tls``: serve over TLS (the TLS handshake is bounded by ``handshake_timeout`` too)."""
+    server = CustomServer(service, handshake_timeout, codec, guard)
     loop = asyncio.get_running_loop()
-    server._server = await loop.create_server(server._new_connection, host, port)
+    server._server = await loop.create_server(
+        server._new_connection,
+        host,
+        port,
+        backlog=server.guard.limits.backlog,
+        ssl=tls.context() if tls is not None else None,
+        ssl_handshake_timeout=handshake_timeout if tls is not None else None,
+    )
     bound = server._server.sockets[0].getsockname()
     server.address = (bound[0], bound[1])
+    server._sweeper.start()
     return server
 
 
-class _ServerConnection(asyncio.Protocol):
+class _ServerConnection(Bounded, asyncio.Protocol):
     def __init__(
         self,
         service: ChatService,
         codec: Codec,
         handshake_timeout: float,
         registry: set[_ServerConnection],
+        guard: Guard,
+        budget: int,
+        stall_timeout: float,
     ) -> None:
         self._service = service
         self._registry = registry
@@ -203,10 +246,11 @@ class _ServerConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._peer: Any = None
         self._codec = codec
-        self._session = service.open_session()
+        self._session: Session  # opened in connection_made, with the client's address
         self._outbox = Outbox(
-            self._loop, budget=HIGH_WATER, stall_timeout=STALL_TIMEOUT, stall_check=STALL_CHECK
+            self._loop, budget=budget, stall_timeout=stall_timeout, stall_check=STALL_CHECK
         )
+        self._init_bounds(guard, stall_timeout)
         self._blocker: asyncio.Task[None] | None = None  # a request (or a wait) in progress
         self._closing = False  # the last frame is out: nothing more is sent or handled
         self._finished = False
@@ -242,7 +286,12 @@ class _ServerConnection(asyncio.Protocol):
         self._transport = transport = cast(asyncio.Transport, transport)
         self._outbox.attach(transport)
         self._peer = transport.get_extra_info("peername")
+        self._session = self._service.open_session(peer_host(self._peer))
         self._registry.add(self)
+        refusal = self._admit(transport)
+        if refusal is not None:
+            self._end_with(ErrorCode.SERVER_BUSY, str(refusal))
+            return
         self._timer = self._loop.call_later(self._handshake_timeout, self._timed_out)
 
     def data_received(self, data: bytes) -> None:
@@ -255,7 +304,10 @@ class _ServerConnection(asyncio.Protocol):
             self._finish()  # lingering, and the client has read our last frame and closed
         else:
             self._handle_buffered(b"")  # the codec reports a clean end or a cut frame
-        return True  # we close the socket ourselves, once our output is written
+        # we close the socket ourselves, once our output is written; over TLS the transport
+        # closes itself after writing it (and asyncio warns when asked to keep it open)
+        transport = self._transport
+        return transport is None or transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._finish()
@@ -263,25 +315,24 @@ class _ServerConnection(asyncio.Protocol):
             self._timer.cancel()
         self._outbox.release()
         self._registry.discard(self)
+        self._transport = None
+        self._release()
         if not self.closed.done():
             self.closed.set_result(None)
-
-    def pause_writing(self) -> None:
-        self._outbox.pause()
-
-    def resume_writing(self) -> None:
-        self._outbox.resume()
 
     # -- requests ----------------------------------------------------------------------------
     def _handle_buffered(self, data: bytes | None = None) -> None:
         """Feed ``data`` (if any; ``b""`` is the end of the stream) to the codec, then handle
-        every complete request it holds, unless one is still in progress."""
+        the complete requests it holds, unless one is still in progress: one turn's worth
+        (``requests_per_turn`` or TURN_SECONDS), the rest at the next turn (``_bounds``)."""
         outbox = self._outbox
         outbox.begin_burst()
         try:
             codec = self._codec
             if data is not None:
                 codec.receive_data(data)
+            left = self._limits.requests_per_turn
+            turn_ends = time.perf_counter() + TURN_SECONDS
             while not self._closing and self._blocker is None:
                 if outbox.paused:
                     self._block(self._wait_until_writable())
@@ -299,8 +350,20 @@ class _ServerConnection(asyncio.Protocol):
                     break
                 if isinstance(event, Hello):
                     self._greeted()
-                else:
-                    self._block(self._serve(event))
+                    continue
+                self._block(self._serve(event))
+                left -= 1
+                if (
+                    (left <= 0 or time.perf_counter() > turn_ends)
+                    and self._blocker is None
+                    and codec.buffered  # (else the turn ends here anyway: no need to yield)
+                ):
+                    self._yield_turn()
+                    break
+            if not self._closing and (
+                codec.buffered or self._held_in or self._partial_since is not None
+            ):
+                self._count_inbound()  # (a turn that ends with nothing held costs nothing)
         except Exception:  # a bug of ours: log it, never let it reach the loop
             log.exception("connection %s failed", self._peer)
             self._end_with(ErrorCode.INTERNAL, "internal server error")
@@ -313,8 +376,7 @@ class _ServerConnection(asyncio.Protocol):
         if isinstance(outcome, Suspended):
             self._blocker = outcome.task
             outcome.task.add_done_callback(self._unblocked)
-            if self._transport is not None:
-                self._transport.pause_reading()
+            self._update_reading()
 
     def _unblocked(self, task: asyncio.Task[None]) -> None:
         if task is not self._blocker:
@@ -325,9 +387,9 @@ class _ServerConnection(asyncio.Protocol):
             self._end_with(ErrorCode.INTERNAL, "internal server error")
         if self._closing or self._transport is None:
             return
-        if not self._eof:
-            self._transport.resume_reading()
-        self._handle_buffered()
+        self._update_reading()
+        if not self._yielded:  # (else the scheduled turn picks them up)
+            self._handle_buffered()
 
     async def _wait_until_writable(self) -> None:
         if not await self._writable():
@@ -365,6 +427,7 @@ class _ServerConnection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._idle_since = self._loop.time()  # (a session is due within idle_timeout)
         # The limits are shared by every codec on these drivers: MAX_FRAME is the framing's
         # (the same varint frames), the others are the chat core's.
         version = self._codec.version or 1
@@ -385,6 +448,7 @@ class _ServerConnection(asyncio.Protocol):
     async def _logout(self, event: Logout) -> LoggedOut:
         await self._service.logout(self._session)
         self._epoch += 1  # no DELIVER of the ended login may follow LOGGED_OUT
+        self._idle_since = self._loop.time()
         return LoggedOut(event.request_id)
 
     async def _list_accounts(self, event: ListAccounts) -> Accounts:
@@ -456,6 +520,7 @@ class _ServerConnection(asyncio.Protocol):
 
     # -- deliveries ----------------------------------------------------------------------------
     def _start_pump(self) -> None:
+        self._idle_since = None  # logged in
         self._epoch += 1
         for old in self._pumps:
             old.cancel()
@@ -545,6 +610,7 @@ class _ServerConnection(asyncio.Protocol):
             return
         self._outbox.flush()
         self._closing = True
+        self._give_back()
         self._cancel_tasks()
         transport = self._transport
         if transport is None or transport.is_closing():
@@ -557,7 +623,7 @@ class _ServerConnection(asyncio.Protocol):
                 transport.write_eof()
             except (OSError, RuntimeError):
                 pass
-        transport.resume_reading()  # read (and discard) whatever still comes
+        self._update_reading()  # read (and discard) whatever still comes
         self._set_timer(LINGER, self._finish)
 
     def _timed_out(self) -> None:

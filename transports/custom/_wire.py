@@ -107,10 +107,14 @@ class ErrorCode(enum.IntEnum):
     ALREADY_LOGGED_IN = 0x15
     FORBIDDEN = 0x16
     SESSION_CLOSED = 0x17
+    TOO_MANY_ATTEMPTS = 0x18  # LOGIN refused at once: too many attempts on the account
     # 0x20-0xFF session end: pushed with request id 0, then the server closes.
     ACCOUNT_DELETED = 0x20
     SLOW_CONSUMER = 0x21
     SHUTDOWN = 0x22
+    # Server limits (docs/LIMITS.md): in the session-end range, so every client closes.
+    SERVER_BUSY = 0x23  # no room for this connection (connection caps, byte budgets)
+    TIMED_OUT = 0x24  # no login within the idle timeout; a frame left incomplete too long
     INTERNAL = 0x7F
 
 

@@ -28,6 +28,7 @@ from core.errors import (
     LimitExceeded,
     NotLoggedIn,
     SessionClosed,
+    TooManyAttempts,
     UsernameTaken,
 )
 from core.types import CloseReason
@@ -44,6 +45,11 @@ class AlreadySubscribed(ChatError):
 
     def __init__(self, message: str = "this session already has a Subscribe stream") -> None:
         super().__init__(message)
+
+
+class Overloaded(ChatError):
+    """The server refused to start work it has no room for (load, a connection cap); nothing
+    was done, and the same request may pass later (gRPC transports only: see _limits)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +84,9 @@ REASONS: tuple[Reason, ...] = (
     Reason("SLOW_CONSUMER", Code.UNAUTHENTICATED, SessionClosed, CloseReason.SLOW_CONSUMER),
     Reason("SHUTDOWN", Code.UNAVAILABLE, SessionClosed, CloseReason.SHUTDOWN),
     Reason("DISCONNECTED", Code.UNAUTHENTICATED, SessionClosed, CloseReason.DISCONNECTED),
+    # RESOURCE_EXHAUSTED for these two alone: they invite a retry, and a later one may pass.
+    Reason("OVERLOADED", Code.RESOURCE_EXHAUSTED, Overloaded),
+    Reason("TOO_MANY_ATTEMPTS", Code.RESOURCE_EXHAUSTED, TooManyAttempts),
 )
 
 BY_NAME: dict[str, Reason] = {reason.name: reason for reason in REASONS}
@@ -97,7 +106,8 @@ _BY_CODE: dict[grpc.StatusCode, Reason] = {
     Code.FAILED_PRECONDITION: BY_NAME["ALREADY_LOGGED_IN"],
     Code.PERMISSION_DENIED: BY_NAME["FORBIDDEN"],
     Code.INVALID_ARGUMENT: BY_NAME["INVALID_ARGUMENT"],
-    # gRPC's own refusal of a message over the size limit on either side.
+    # gRPC's own refusal of a message over the size limit on either side (our own
+    # RESOURCE_EXHAUSTED statuses always carry their reason).
     Code.RESOURCE_EXHAUSTED: BY_NAME["LIMIT_EXCEEDED"],
 }
 
@@ -169,6 +179,7 @@ __all__ = [
     "BY_NAME",
     "REASONS",
     "AlreadySubscribed",
+    "Overloaded",
     "Reason",
     "abort",
     "abort_with",

@@ -54,6 +54,8 @@ from core import requests as rq
 from core.client import ChatClient, ClientEvents
 from core.errors import InvalidArgument
 from core.types import AccountPage, CloseReason, Delivery, LoginResult
+from transports import _wrong_port
+from transports._tls import ClientTls, grpc_channel
 from transports.grpc import _convert as cv
 from transports.grpc._errors import error_from, reason_of
 from transports.grpc._generated import chat_pb2 as pb
@@ -77,9 +79,12 @@ STREAM_STOP_TIMEOUT = 5.0
 _UINT32_MAX = cv.U32_MAX
 
 
-def open_client(address: tuple[str, int], *, auto_ack: bool = True) -> ChatClient:
-    """A client for the gRPC server at ``(host, port)``; ``connect()`` it or use ``async with``."""
-    return ChatClient(GrpcTransport(address), auto_ack=auto_ack)
+def open_client(
+    address: tuple[str, int], *, auto_ack: bool = True, tls: ClientTls | None = None
+) -> ChatClient:
+    """A client for the gRPC server at ``(host, port)``; ``connect()`` it or use ``async with``.
+    ``tls``: speak TLS, trusting what it names."""
+    return ChatClient(GrpcTransport(address, tls=tls), auto_ack=auto_ack)
 
 
 # -- the dispatch table: request type -> rpc, request message, result ----------------------------
@@ -148,7 +153,10 @@ class GrpcTransport:
         *,
         call_timeout: float = CALL_TIMEOUT,
         login_timeout: float = LOGIN_TIMEOUT,
+        tls: ClientTls | None = None,
     ) -> None:
+        self.address = address
+        self.tls = tls
         self.target = _target(*address)
         self.call_timeout = call_timeout
         self.login_timeout = login_timeout
@@ -171,7 +179,7 @@ class GrpcTransport:
         """Open the channel and wait until it is connected; OSError if the server is not there."""
         if self._channel is not None:
             return
-        channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+        channel = grpc_channel(self.target, CHANNEL_OPTIONS, self.tls)
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 await self._wait_ready(channel)
@@ -188,7 +196,14 @@ class GrpcTransport:
         state = channel.get_state(try_to_connect=True)
         while state is not grpc.ChannelConnectivity.READY:
             if state is grpc.ChannelConnectivity.TRANSIENT_FAILURE:
-                raise ConnectionRefusedError(f"cannot connect to gRPC server at {self.target}")
+                # refused, or the port speaks something else than HTTP/2: say which
+                found = await _wrong_port.probe(*self.address, tls=self.tls)
+                message = _wrong_port.explain(
+                    self.address, "the gRPC (unary) protocol", found, tls=self.tls is not None
+                )
+                if found == "refused":
+                    raise ConnectionRefusedError(message)
+                raise _wrong_port.WrongPort(message)
             if state is grpc.ChannelConnectivity.SHUTDOWN:
                 raise ConnectionError("channel closed while connecting")
             await channel.wait_for_state_change(state)
@@ -239,6 +254,11 @@ class GrpcTransport:
 
     def _failed(self, err: grpc.aio.AioRpcError) -> Exception:
         """The exception for a failed call; a status saying the session ended is reported."""
+        if err.code() is grpc.StatusCode.UNIMPLEMENTED:  # a gRPC server, but not ours
+            return _wrong_port.WrongPort(
+                f"{self.target} serves gRPC but not the wirechat unary service: probably the "
+                "grpc-stream transport's port; did you mean --transport grpc-stream?"
+            )
         reason = reason_of(err)
         if reason is not None and reason.ends is not None:
             self._session_over(reason.ends)

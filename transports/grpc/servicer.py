@@ -16,6 +16,11 @@ Theory of operation
     shutdown). If the *client* cancels it (or its connection dies, or its deadline expires),
     grpc cancels our task: the finally block closes the session, as a dropped TCP connection
     would.
+  * Bounds (_limits): a Signup/Login without a token starts a session only if the Guard admits
+    the client's IP (``context.peer()``) and the loop keeps up; the admission is given back
+    when the session ends. Requests that create work are refused with RESOURCE_EXHAUSTED
+    (OVERLOADED) while the loop runs behind; Ack, Logout and DeleteAccount never are. A push
+    that makes no progress for the stall timeout ends its session (SLOW_CONSUMER).
   * History messages <-> core values live in ``_convert`` (shared with grpc-stream).
   * Also on: server reflection, and the standard health service (SERVING for "" and for
     wirechat.v1.Chat; NOT_SERVING once close() begins).
@@ -27,6 +32,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias, TypeVar
 
@@ -40,12 +46,27 @@ from core.service import ChatService
 from core.session import Session
 from core.types import LoginResult
 from transports._guard import Guard
+from transports._tls import ServerTls
 from transports.grpc import _convert as cv
-from transports.grpc._errors import BY_NAME, AlreadySubscribed, abort, abort_with, closed_text
+from transports.grpc._errors import (
+    BY_NAME,
+    AlreadySubscribed,
+    Overloaded,
+    abort,
+    abort_with,
+    closed_text,
+)
 from transports.grpc._generated import chat_pb2 as pb
 from transports.grpc._generated import chat_pb2_grpc
+from transports.grpc._limits import (
+    PROBE_TIMEOUT,
+    Admission,
+    LoadMeter,
+    peer_ip,
+    server_options,
+)
 from transports.grpc._sessions import SessionTable
-from transports.grpc._wire import IDLE_TIMEOUT, SERVER_OPTIONS, SESSION_KEY
+from transports.grpc._wire import IDLE_TIMEOUT, SESSION_KEY
 
 log = logging.getLogger(__name__)
 
@@ -93,20 +114,36 @@ def _token(context: Context) -> str | None:
     return None
 
 
+#: Rpcs served however loaded the server is: each frees state (or ends it) rather than
+#: creating work, and refusing an Ack would only bring the message back later.
+_NEVER_SHED = frozenset({"Ack", "Logout", "DeleteAccount"})
+
+
 def _command(
     handler: Callable[[ChatServicer, Any, Session], Awaitable[Reply]],
 ) -> Callable[[ChatServicer, Any, Context], Awaitable[Reply]]:
-    """Wrap an rpc that acts as the caller's session: find it, run, map domain errors."""
+    """Wrap an rpc that acts as the caller's session: shed load, find the session, run, map
+    domain errors."""
+    shed = handler.__name__ not in _NEVER_SHED
 
     @functools.wraps(handler)
     async def rpc(self: ChatServicer, request: Any, context: Context) -> Reply:
-        session = None
+        session = entry = None
+        admission = self.admission
+        admission.in_flight += 1
         try:
+            if shed and (refusal := admission.busy(context.time_remaining())) is not None:
+                raise Overloaded(str(refusal))
             _check(request)
-            session = self.sessions.entry(_token(context)).session
+            entry = self.sessions.entry(_token(context))
+            session = entry.session
             return await handler(self, request, session)
         except ChatError as exc:
             await abort(context, exc, session)
+        finally:
+            admission.in_flight -= 1
+            if entry is not None and entry.session.closed:
+                self.sessions.release(entry)  # (deleted, say): its place is free at once
 
     return rpc
 
@@ -114,9 +151,13 @@ def _command(
 class ChatServicer(chat_pb2_grpc.ChatServicer):
     """wirechat.v1.Chat over one ChatService."""
 
-    def __init__(self, service: ChatService, sessions: SessionTable) -> None:
+    def __init__(
+        self, service: ChatService, sessions: SessionTable, admission: Admission | None = None
+    ) -> None:
         self.service = service
         self.sessions = sessions
+        self.admission = admission or Admission(Guard(), LoadMeter())
+        self.meter = self.admission.meter
         self.stopping = False  # set by GrpcServer.close(): ending streams report SHUTDOWN
 
     # -- sessions ------------------------------------------------------------------------
@@ -135,15 +176,21 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
         token = _token(context)
         fresh = token is None
         session: Session | None = None
+        ip = peer_ip(context.peer()) if fresh else None
         try:
             _check(request)
             if token is None:
-                session = self.service.open_session()
+                refusal = self.admission.admit(ip, context.time_remaining())
+                if refusal is not None:
+                    raise Overloaded(str(refusal))
+                session = self.service.open_session(ip)  # (holds the admission from here)
             else:
+                if (refusal := self.admission.busy(context.time_remaining())) is not None:
+                    raise Overloaded(str(refusal))
                 session = self.sessions.entry(token).session
             result = await method(session, request.username, request.password)
             if token is None:
-                token = self.sessions.issue(session)
+                token = self.sessions.issue(session, ip, admitted=True)
             return pb.LoginReply(
                 session_token=token, username=result.username, pending=result.pending
             )
@@ -153,6 +200,7 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
             if fresh and token is None and session is not None:
                 # Failed or cancelled before a token existed: nobody can reach this session.
                 self.service.close_session(session)
+                self.admission.release(ip)
 
     @_command
     async def Logout(self, request: pb.LogoutRequest, session: Session) -> pb.LogoutReply:
@@ -259,17 +307,23 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
             await abort(context, exc, session)
         entry.stream = asyncio.current_task()
         gone = True  # until the loop ends by itself, an exit means the client went away
+        writing, clock = self.sessions.writing, time.monotonic
         try:
             # Headers now, not with the first message: the client waits for them, so that
             # once its login returns, closing it is sure to cancel a stream we know about.
             await context.send_initial_metadata(())
             async for event in source(session):
+                writing[entry] = clock()  # grpc resumes us once the write is done
                 yield convert(event)
+                writing.pop(entry, None)
             gone = False
         finally:
+            writing.pop(entry, None)
             entry.stream = None
             if gone:
                 self.service.close_session(session)
+            if session.closed:
+                self.sessions.release(entry)
         if session.closed:
             if self.stopping:
                 await abort_with(context, BY_NAME["SHUTDOWN"], "the server is shutting down")
@@ -307,11 +361,13 @@ class GrpcServer:
         servicer: ChatServicer,
         health_servicer: health.aio.HealthServicer,
         address: tuple[str, int],
+        probe_channel: grpc.aio.Channel | None = None,
     ) -> None:
         self.address = address
         self.servicer = servicer
         self._server = server
         self._health = health_servicer
+        self._probe_channel = probe_channel
         self._closed = False
 
     @property
@@ -328,6 +384,9 @@ class GrpcServer:
         self.sessions.close_all()  # streams wake up and end with UNAVAILABLE (SHUTDOWN)
         await self._server.stop(SHUTDOWN_GRACE)
         await self.sessions.close()  # anything that logged in during the grace period
+        await self.servicer.meter.stop()
+        if self._probe_channel is not None:
+            await self._probe_channel.close()
 
 
 def _bind_target(host: str, port: int) -> str:
@@ -341,14 +400,27 @@ async def start_server(
     *,
     idle_timeout: float = IDLE_TIMEOUT,
     guard: Guard | None = None,
+    tls: ServerTls | None = None,
 ) -> GrpcServer:
     """Serve ``service`` over gRPC on ``host:port`` (0: any free port) on the running loop.
 
-    Raises OSError if the port cannot be bound.
+    ``guard`` (one per server process, shared by every listener) counts sessions against the
+    connection caps and supplies the timeouts; without one this listener makes its own.
+    ``tls``: serve over TLS. Raises OSError if the port cannot be bound.
     """
-    server = grpc.aio.server(options=SERVER_OPTIONS)
-    sessions = SessionTable(service, idle_timeout=idle_timeout)
-    servicer = ChatServicer(service, sessions)
+    guard = guard or Guard()
+    limits = guard.limits
+    server = grpc.aio.server(options=server_options(limits, guard.cap))
+    probe_channel: grpc.aio.Channel | None = None
+    admission = Admission(guard, LoadMeter())
+    sessions = SessionTable(
+        service,
+        idle_timeout=idle_timeout,
+        anonymous_timeout=min(idle_timeout, limits.idle_timeout),
+        stall_timeout=limits.stall_timeout,
+        release=admission.release,
+    )
+    servicer = ChatServicer(service, sessions, admission)
     add_to_server(servicer, server)
 
     health_servicer = health.aio.HealthServicer()
@@ -360,14 +432,44 @@ async def start_server(
     )
 
     try:
-        bound = server.add_insecure_port(_bind_target(host, port))
+        if tls is None:
+            bound = server.add_insecure_port(_bind_target(host, port))
+        else:
+            bound = server.add_secure_port(_bind_target(host, port), tls.grpc_credentials())
+            # The meter's probe cannot check our own certificate (the CA that signed it need
+            # not be here): it dials a second port, on the loopback, that grpc opens to local
+            # callers only (local credentials: no TLS, and nothing leaves the machine).
+            local = grpc.local_server_credentials(grpc.LocalConnectionType.LOCAL_TCP)
+            probe_port = server.add_secure_port("127.0.0.1:0", local)
     except RuntimeError as exc:  # grpc reports a failed bind as RuntimeError
         raise OSError(f"cannot listen for gRPC on {host}:{port}: {exc}") from exc
     if bound == 0:  # older grpc versions returned 0 instead of raising
         raise OSError(f"cannot listen for gRPC on {host}:{port}")
     await server.start()
     sessions.start()
-    return GrpcServer(server, servicer, health_servicer, (host, bound))
+    # The meter's queue probe (see LoadMeter): grpc-core keeps one queue per method, so the
+    # probe is a Send, without a token: it waits in the Sends' queue, then is refused at once.
+    probe_options = (("grpc.use_local_subchannel_pool", 1),)
+    if tls is None:
+        target = _bind_target(_reachable(host), bound)
+        probe_channel = grpc.aio.insecure_channel(target, options=probe_options)
+    else:
+        probe_channel = grpc.aio.secure_channel(
+            f"127.0.0.1:{probe_port}",
+            grpc.local_channel_credentials(grpc.LocalConnectionType.LOCAL_TCP),
+            options=probe_options,
+        )
+    send = chat_pb2_grpc.ChatStub(probe_channel).Send
+    admission.meter = servicer.meter = LoadMeter(
+        probe=lambda: send(pb.SendRequest(), timeout=PROBE_TIMEOUT)
+    )
+    admission.meter.start()
+    return GrpcServer(server, servicer, health_servicer, (host, bound), probe_channel)
+
+
+def _reachable(host: str) -> str:
+    """An address that reaches a listener bound to ``host`` (a wildcard: the loopback)."""
+    return {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
 
 
 __all__ = ["SERVICE_NAME", "ChatServicer", "GrpcServer", "add_to_server", "start_server"]

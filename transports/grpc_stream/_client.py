@@ -41,6 +41,8 @@ from core import requests as rq
 from core.client import ChatClient, ClientEvents
 from core.errors import ChatError, InvalidArgument, LimitExceeded, SessionClosed
 from core.types import AccountPage, Delivery, LoginResult
+from transports import _wrong_port
+from transports._tls import ClientTls, grpc_channel
 from transports.grpc import _convert as cv
 from transports.grpc._errors import BY_NAME, reason_of
 from transports.grpc._generated import chat_pb2 as pb
@@ -62,10 +64,12 @@ ClientMessage = pb.ClientMessage
 _REASON_NAME: dict[int, str] = {pb.ErrorReason.Value(name): name for name in BY_NAME}
 
 
-def open_client(address: tuple[str, int], *, auto_ack: bool = True) -> ChatClient:
+def open_client(
+    address: tuple[str, int], *, auto_ack: bool = True, tls: ClientTls | None = None
+) -> ChatClient:
     """A ChatClient for the grpc-stream server at ``(host, port)``; ``connect()`` it or use
-    ``async with``."""
-    return ChatClient(GrpcStreamTransport(address), auto_ack=auto_ack)
+    ``async with``. ``tls``: speak TLS, trusting what it names."""
+    return ChatClient(GrpcStreamTransport(address, tls=tls), auto_ack=auto_ack)
 
 
 # -- core requests <-> chat.proto: (build the ClientMessage, the reply's field, its result) ----
@@ -185,8 +189,10 @@ def _encode(build: Encoder, request: Any, rid: int) -> bytes:
 class GrpcStreamTransport:
     """core.client.ClientTransport over one ChatStream.Connect call (see the module docstring)."""
 
-    def __init__(self, address: tuple[str, int]) -> None:
+    def __init__(self, address: tuple[str, int], *, tls: ClientTls | None = None) -> None:
         host, port = address
+        self.address = address
+        self.tls = tls
         self.target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self._events: ClientEvents | None = None
         self._channel: grpc.aio.Channel | None = None
@@ -206,7 +212,7 @@ class GrpcStreamTransport:
     async def connect(self, events: ClientEvents) -> None:
         """Open the channel and the call; OSError/ConnectionError if the server is not there."""
         self._events = events
-        channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+        channel = grpc_channel(self.target, CHANNEL_OPTIONS, self.tls)
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 await self._wait_ready(channel)
@@ -218,6 +224,12 @@ class GrpcStreamTransport:
                 await call.initial_metadata()
                 if call.done():
                     code, details = await call.code(), await call.details()
+                    if code is grpc.StatusCode.UNIMPLEMENTED:  # a gRPC server, not ours
+                        raise _wrong_port.WrongPort(
+                            f"{self.target} serves gRPC but not the grpc-stream service: "
+                            "probably the unary gRPC transport's port; did you mean "
+                            "--transport grpc?"
+                        )
                     raise ConnectionError(f"the server refused the stream: {code.name} {details}")
         except BaseException as exc:
             await channel.close()
@@ -232,7 +244,14 @@ class GrpcStreamTransport:
         state = channel.get_state(try_to_connect=True)
         while state is not grpc.ChannelConnectivity.READY:
             if state is grpc.ChannelConnectivity.TRANSIENT_FAILURE:
-                raise ConnectionRefusedError(f"cannot connect to gRPC server at {self.target}")
+                # refused, or the port speaks something else than HTTP/2: say which
+                found = await _wrong_port.probe(*self.address, tls=self.tls)
+                message = _wrong_port.explain(
+                    self.address, "the grpc-stream protocol", found, tls=self.tls is not None
+                )
+                if found == "refused":
+                    raise ConnectionRefusedError(message)
+                raise _wrong_port.WrongPort(message)
             if state is grpc.ChannelConnectivity.SHUTDOWN:
                 raise ConnectionError("channel closed while connecting")
             await channel.wait_for_state_change(state)

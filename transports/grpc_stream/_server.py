@@ -21,6 +21,14 @@ Theory of operation (chat.proto, "The stream service", is the contract)
     (Rule 17); when the client reads again its stream ends with SLOW_CONSUMER. A stream still
     stuck writing to a client that never reads again is cancelled by the sweep (two sweeps
     after its session ended), so a dead reader cannot pin a task for ever.
+  * Bounds (transports/grpc/_limits.py): a Connect is a session, admitted by the server's Guard
+    for the client's IP (``context.peer()``) or refused with RESOURCE_EXHAUSTED (OVERLOADED)
+    and the Guard's sentence; the admission is given back when the call ends. A stream with no
+    logged-in session for the idle timeout (from its start or its logout) is ended
+    (UNAUTHENTICATED, DISCONNECTED). While the server is overloaded a request that creates
+    work is answered with an OVERLOADED error reply (the stream goes on). A write (reply or
+    push) that makes no progress for the stall timeout ends the session as a slow consumer
+    and cancels the call, so a client that never reads pins one message, not a queue.
   * The client half-closing (done writing) ends the session: every request read is answered,
     then the call ends with OK. The client cancelling the call (or the connection dying: the
     keepalive pings of ``SERVER_OPTIONS`` notice) cancels the handler task; its ``finally``
@@ -32,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias
 
@@ -44,10 +53,11 @@ from core.service import ChatService
 from core.session import Session
 from core.types import CloseReason
 from transports._guard import Guard
+from transports._tls import ServerTls
 from transports.grpc import _convert as cv
 from transports.grpc._errors import BY_NAME, Reason, closed_text, reason_for
 from transports.grpc._generated import chat_pb2 as pb
-from transports.grpc._wire import SERVER_OPTIONS
+from transports.grpc._limits import Admission, LoadMeter, peer_ip, server_options
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +74,10 @@ ServerMessage = pb.ServerMessage
 _REASON_VALUE: dict[str, int] = {name: pb.ErrorReason.Value(name) for name in BY_NAME}
 _MALFORMED = BY_NAME["INVALID_ARGUMENT"]
 _SHUTDOWN = BY_NAME["SHUTDOWN"]
+_OVERLOADED = BY_NAME["OVERLOADED"]
+_IDLE = BY_NAME["DISCONNECTED"]
+#: Requests served however loaded the server is: each frees state rather than creating work.
+_NEVER_SHED = frozenset({"ack", "logout", "delete_account"})
 
 
 class Malformed:
@@ -196,14 +210,17 @@ class _Stream:
     """One Connect call: its session, the lock both writers take, the pusher of the login."""
 
     __slots__ = (
-        "busy", "closing", "context", "doomed", "ended", "lock", "notices", "pusher",
-        "server", "session", "task",
+        "anonymous_since", "busy", "closing", "context", "doomed", "ended", "lock", "notices",
+        "pusher", "server", "session", "task",
     )  # fmt: skip
 
-    def __init__(self, server: ChatStreamServer, context: Context) -> None:
+    def __init__(self, server: ChatStreamServer, context: Context, ip: str | None) -> None:
         self.server = server
         self.context = context
-        self.session = server.service.open_session()
+        self.session = server.service.open_session(ip)
+        #: When the stream last had no logged-in session (None while it has one): the sweep
+        #: ends streams that stay so for the idle timeout.
+        self.anonymous_since: float | None = time.monotonic()
         self.lock = asyncio.Lock()
         self.pusher: asyncio.Task[None] | None = None
         self.closing = False  # the call is ending: nothing more is written
@@ -222,7 +239,7 @@ class _Stream:
     async def run(self) -> None:
         """Read, handle, reply, until the client half-closes or the call ends."""
         context, session, lock = self.context, self.session, self.lock
-        read, write = context.read, context.write
+        read, write = context.read, self.write
         await context.send_initial_metadata(())
         while True:
             message = await read()
@@ -244,9 +261,23 @@ class _Stream:
             self.busy = False
             if session.closed:
                 break
-            if session.active and self.pusher is None:
-                self.pusher = asyncio.create_task(self.push(session), name="grpc-stream-push")
+            if session.active:
+                self.anonymous_since = None
+                if self.pusher is None:
+                    self.pusher = asyncio.create_task(self.push(session), name="grpc-stream-push")
+            elif self.anonymous_since is None:
+                self.anonymous_since = time.monotonic()
         await self.end()
+
+    async def write(self, message: pb.ServerMessage) -> None:
+        """Write one message (the caller holds ``lock``), marked in the server's ``writing``
+        table while it waits for the client to take it (see ChatStreamServer.stalled)."""
+        writing = self.server.writing
+        writing[self] = time.monotonic()
+        try:
+            await self.context.write(message)
+        finally:
+            writing.pop(self, None)
 
     async def handle(self, message: pb.ClientMessage) -> pb.ServerMessage | None:
         """The reply to one request: domain errors become replies here, and only here."""
@@ -255,17 +286,23 @@ class _Stream:
         handler = HANDLERS.get(kind) if kind is not None else None
         if handler is None:
             return _error(rid, _MALFORMED, "the message carries no request this server knows")
+        admission = self.server.admission
+        if kind not in _NEVER_SHED and (refusal := admission.busy()) is not None:
+            return _error(rid, _OVERLOADED, str(refusal))
+        admission.in_flight += 1
         try:
             return await handler(self, getattr(message, kind), rid)
         except SessionClosed:
             return None  # the call ends with the session's reason
         except ChatError as exc:
             return _error(rid, reason_for(exc, self.session), str(exc))
+        finally:
+            admission.in_flight -= 1
 
     async def push(self, session: Session) -> None:
         """Write one login's deliveries (and notices, if it asked for them); end the call if
         they stop because the session ended."""
-        context, lock = self.context, self.lock
+        lock = self.lock
         source = session.events() if self.notices else session.deliveries()
         push_arm = cv.push_arm
         try:
@@ -275,7 +312,7 @@ class _Stream:
                 async with lock:
                     if self.closing:
                         return
-                    await context.write(message)
+                    await self.write(message)
             if session.closed and not self.closing and not self.busy:
                 await self.end()  # (else the reader does, after the reply it is writing)
         except asyncio.CancelledError:
@@ -332,32 +369,46 @@ class ChatStreamServicer:
         self.server = server
 
     async def Connect(self, requests: Any, context: Context) -> None:
-        stream = _Stream(self.server, context)
-        streams = self.server.streams
-        streams.add(stream)
+        server = self.server
+        ip = peer_ip(context.peer())
+        refusal = server.admission.admit(ip)
+        if refusal is not None:
+            await context.abort(_OVERLOADED.code, str(refusal), _OVERLOADED.trailing_metadata)
         try:
-            await stream.run()
+            stream = _Stream(server, context, ip)
+            server.streams.add(stream)
+            try:
+                await stream.run()
+            finally:
+                server.streams.discard(stream)
+                server.writing.pop(stream, None)
+                stream.closing = True
+                server.service.close_session(stream.session)
+                await stream.stop_pusher(cancel=True)
         finally:
-            streams.discard(stream)
-            stream.closing = True
-            self.server.service.close_session(stream.session)
-            await stream.stop_pusher(cancel=True)
+            server.admission.release(ip)
 
 
 class ChatStreamServer:
     """A running grpc-stream listener: ``address`` is ``(host, bound_port)``; ``await close()``."""
 
-    def __init__(self, service: ChatService) -> None:
+    def __init__(self, service: ChatService, guard: Guard | None = None) -> None:
         self.service = service
         self.address: tuple[str, int] = ("", 0)
         self.streams: set[_Stream] = set()
+        #: Streams writing a message right now -> when that write began (see ``stalled``).
+        self.writing: dict[_Stream, float] = {}
+        self._idle_ends: set[asyncio.Task[None]] = set()
         self.stopping = False  # set by close(): ending streams report SHUTDOWN
-        self._server = grpc.aio.server(options=SERVER_OPTIONS)
+        guard = guard or Guard()
+        self.limits = guard.limits
+        self.admission = Admission(guard, LoadMeter())
+        self._server = grpc.aio.server(options=server_options(guard.limits, guard.cap))
         self._health = health.aio.HealthServicer()
         self._sweeper: asyncio.Task[None] | None = None
         self._closed = False
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, tls: ServerTls | None = None) -> None:
         server = self._server
         handler = grpc.stream_stream_rpc_method_handler(
             ChatStreamServicer(self).Connect,
@@ -377,7 +428,10 @@ class ChatStreamServer:
         )
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
-            bound = server.add_insecure_port(target)
+            if tls is None:
+                bound = server.add_insecure_port(target)
+            else:
+                bound = server.add_secure_port(target, tls.grpc_credentials())
         except RuntimeError as exc:  # grpc reports a failed bind as RuntimeError
             raise OSError(f"cannot listen for gRPC on {host}:{port}: {exc}") from exc
         if bound == 0:  # older grpc versions returned 0 instead of raising
@@ -385,6 +439,44 @@ class ChatStreamServer:
         await server.start()
         self.address = (host, bound)
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="grpc-stream-sweeper")
+        self.admission.meter.start()
+
+    def stalled(self) -> int:
+        """End the sessions whose write (reply or push) has not left for the stall timeout
+        (the client stopped reading) as slow consumers and cancel their calls; returns how
+        many."""
+        deadline = time.monotonic() - self.limits.stall_timeout
+        stuck = [stream for stream, since in self.writing.items() if since <= deadline]
+        for stream in stuck:
+            del self.writing[stream]
+            log.info("session %d reads too slowly; ending it", stream.session.id)
+            self.service.close_session(stream.session, CloseReason.SLOW_CONSUMER)
+            if stream.task is not None:
+                stream.task.cancel()
+        return len(stuck)
+
+    def idle(self) -> int:
+        """End the streams that have had no logged-in session for the idle timeout; returns
+        how many."""
+        timeout = self.limits.idle_timeout
+        deadline = time.monotonic() - timeout
+        ended = 0
+        for stream in list(self.streams):
+            since = stream.anonymous_since
+            if since is None or since > deadline or stream.ended is not None:
+                continue
+            if stream.busy or stream.session.closed:
+                continue
+            ended += 1
+            stream.closing = True
+            self.service.close_session(stream.session)
+            task = asyncio.create_task(
+                stream.end(_IDLE, f"closed: no login within {timeout:g} s"),
+                name="grpc-stream-idle",
+            )
+            self._idle_ends.add(task)  # (a reference, until it is done)
+            task.add_done_callback(self._idle_ends.discard)
+        return ended
 
     def sweep(self) -> int:
         """Cancel streams whose session ended a whole sweep ago and that are still writing to
@@ -401,10 +493,17 @@ class ChatStreamServer:
         return cancelled
 
     async def _sweep_forever(self) -> None:
+        limits = self.limits
+        interval = max(0.01, min(SWEEP_INTERVAL, limits.stall_timeout / 4, limits.idle_timeout / 4))
+        last = time.monotonic()
         while True:
-            await asyncio.sleep(SWEEP_INTERVAL)
+            await asyncio.sleep(interval)
             try:
-                self.sweep()
+                self.stalled()
+                self.idle()
+                if time.monotonic() - last >= SWEEP_INTERVAL:
+                    last = time.monotonic()
+                    self.sweep()
             except Exception:  # never let one bad stream stop the sweeps
                 log.exception("stream sweep failed")
 
@@ -426,18 +525,26 @@ class ChatStreamServer:
         if ending:
             await asyncio.wait(ending, timeout=SHUTDOWN_GRACE)
         await self._server.stop(SHUTDOWN_GRACE)  # cancels what is still running
+        await self.admission.meter.stop()
         for task in ending:
             task.cancel()
         await asyncio.gather(*ending, return_exceptions=True)
 
 
 async def start_server(
-    service: ChatService, host: str = "127.0.0.1", port: int = 0, *, guard: Guard | None = None
+    service: ChatService,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    guard: Guard | None = None,
+    tls: ServerTls | None = None,
 ) -> ChatStreamServer:
     """Serve ``service`` as wirechat.v1.ChatStream on ``host:port`` (0: any free port), on the
-    running loop. Raises OSError if the port cannot be bound."""
-    server = ChatStreamServer(service)
-    await server.start(host, port)
+    running loop. ``guard`` (one per server process) counts each Connect against the
+    connection caps and supplies the timeouts; without one this listener makes its own.
+    ``tls``: serve over TLS. Raises OSError if the port cannot be bound."""
+    server = ChatStreamServer(service, guard)
+    await server.start(host, port, tls)
     return server
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from transports import custom
 from transports._guard import Guard
+from transports._tls import ClientTls, ServerTls
 from transports.protobuf_tcp._bodies import MAGIC, MESSAGE_OF
 from transports.protobuf_tcp._bodies_v2 import MESSAGE_OF_V2
 from transports.protobuf_tcp._codec import Connection, Phase, Role
@@ -25,16 +26,24 @@ if TYPE_CHECKING:
 
 
 async def start_server(
-    service: ChatService, host: str = "127.0.0.1", port: int = 0, *, guard: Guard | None = None
+    service: ChatService,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    guard: Guard | None = None,
+    tls: ServerTls | None = None,
 ) -> custom.CustomServer:
-    """Listen on (host, port) (port 0: any) and serve ``service`` over protobuf-tcp."""
-    return await custom.start_server(service, host, port, codec=Connection, guard=guard)
+    """Listen on (host, port) (port 0: any) and serve ``service`` over protobuf-tcp
+    (over TLS with ``tls``)."""
+    return await custom.start_server(service, host, port, codec=Connection, guard=guard, tls=tls)
 
 
-def open_client(address: tuple[str, int], *, auto_ack: bool = True) -> ChatClient:
+def open_client(
+    address: tuple[str, int], *, auto_ack: bool = True, tls: ClientTls | None = None
+) -> ChatClient:
     """A ChatClient for a protobuf-tcp server at (host, port); call connect() or use
-    ``async with``."""
-    return custom.open_client(address, auto_ack=auto_ack, codec=Connection)
+    ``async with``. ``tls``: speak TLS, trusting what it names."""
+    return custom.open_client(address, auto_ack=auto_ack, codec=Connection, tls=tls)
 
 
 __all__ = [

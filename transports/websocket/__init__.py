@@ -8,6 +8,7 @@ one connection per session (CONTRACT.md is the wire contract).
 from __future__ import annotations
 
 from core.client import ChatClient
+from transports._tls import ClientTls
 from transports.websocket._client import WebSocketTransport
 from transports.websocket._client_codec import encode_request
 from transports.websocket._messages import (
@@ -23,12 +24,17 @@ from transports.websocket._server import WebSocketServer, start_server
 
 
 def open_client(
-    address: tuple[str, int], *, auto_ack: bool = True, subprotocol: str = SUBPROTOCOL
+    address: tuple[str, int],
+    *,
+    auto_ack: bool = True,
+    subprotocol: str = SUBPROTOCOL,
+    tls: ClientTls | None = None,
 ) -> ChatClient:
     """A ChatClient for the wirechat WebSocket server at ``address`` = (host, port).
     ``subprotocol``: the contract version to speak (``SUBPROTOCOL_V1`` has no history
-    operations and no notices)."""
-    return ChatClient(WebSocketTransport(address, subprotocol=subprotocol), auto_ack=auto_ack)
+    operations and no notices). ``tls``: speak ``wss://``, trusting what it names."""
+    transport = WebSocketTransport(address, subprotocol=subprotocol, tls=tls)
+    return ChatClient(transport, auto_ack=auto_ack)
 
 
 __all__ = [

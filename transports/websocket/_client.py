@@ -29,6 +29,8 @@ from core import requests as rq
 from core.client import ClientEvents
 from core.errors import SessionClosed
 from core.types import CloseReason, Delivery, MessagesDeleted, ReadMarker, SentCopy
+from transports import _wrong_port
+from transports._tls import ClientTls, describe_failure, hostname_for, not_tls
 from transports.websocket._client_codec import (
     BadServerMessage,
     Reply,
@@ -56,10 +58,18 @@ CLOSE_TIMEOUT = 5.0
 class WebSocketTransport:
     """One WebSocket connection to a wirechat server at ``address`` = (host, port)."""
 
-    def __init__(self, address: tuple[str, int], *, subprotocol: str = SUBPROTOCOL) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        *,
+        subprotocol: str = SUBPROTOCOL,
+        tls: ClientTls | None = None,
+    ) -> None:
+        self.address = address
+        self.tls = tls
         host, port = address
         host = f"[{host}]" if ":" in host else host  # (an IPv6 address in a URL)
-        self.uri = f"ws://{host}:{port}{PATH}"
+        self.uri = f"{'wss' if tls is not None else 'ws'}://{host}:{port}{PATH}"
         self.subprotocol = subprotocol
         self._ws: ClientConnection | None = None
         self._events: ClientEvents | None = None
@@ -73,9 +83,14 @@ class WebSocketTransport:
     async def connect(self, events: ClientEvents) -> None:
         """Open the connection and the WebSocket handshake; ConnectionError if refused."""
         self._events = events
+        tls = self.tls
+        wss: dict[str, Any] = {}
+        if tls is not None:
+            wss = {"ssl": tls.context(), "server_hostname": hostname_for(tls, self.address[0])}
         try:
             self._ws = await connect(
                 self.uri,
+                **wss,
                 subprotocols=[Subprotocol(self.subprotocol)],
                 compression=None,
                 max_size=MAX_SERVER_MESSAGE_BYTES,
@@ -86,10 +101,22 @@ class WebSocketTransport:
         except InvalidStatus as exc:
             body = exc.response.body.decode("utf-8", "replace").strip() if exc.response else ""
             raise ConnectionError(f"the server refused the WebSocket upgrade: {body}") from None
-        except InvalidHandshake as exc:
+        except (InvalidHandshake, TimeoutError, OSError, EOFError) as exc:
+            # most likely another protocol's port, or TLS on one side only: say which
+            secure = tls is not None
+            told = describe_failure(exc, self.address) if secure else None
+            if told is not None:  # TLS, but a certificate we cannot trust
+                raise _wrong_port.WrongPort(told) from None
+            if isinstance(exc, OSError) and not not_tls(exc):
+                raise  # refused, unreachable: the caller says so
+            found = await _wrong_port.probe(*self.address, tls=tls)
+            wrong = _wrong_port.telling(found, None, tls=secure) and found != "refused"
+            if wrong and (secure or found != "http1"):
+                message = _wrong_port.explain(self.address, "WebSocket", found, tls=secure)
+                raise _wrong_port.WrongPort(message) from None
+            if isinstance(exc, TimeoutError):
+                raise ConnectionError(f"no WebSocket handshake with {self.uri}") from None
             raise ConnectionError(f"the WebSocket handshake failed: {exc}") from None
-        except TimeoutError:
-            raise ConnectionError(f"no WebSocket handshake with {self.uri}") from None
         self._reader = asyncio.create_task(self._read(self._ws), name="websocket-reader")
 
     async def close(self) -> None:

@@ -37,6 +37,7 @@ from core.errors import (
     LimitExceeded,
     NotLoggedIn,
     SessionClosed,
+    TooManyAttempts,
     UsernameTaken,
 )
 from core.types import (
@@ -106,6 +107,7 @@ class Close(enum.IntEnum):
     UNSUPPORTED_DATA = 1003  # a binary frame: wirechat.v1.json is text only
     INVALID_TEXT = 1007  # a text frame that is not UTF-8 (sent by the library)
     TOO_BIG = 1009  # a message over MAX_MESSAGE_BYTES (sent by the library)
+    IDLE = 1008  # no login within the idle timeout (section 2.1)
     INTERNAL = 1011  # a bug of the server's (after an INTERNAL error reply)
     AUTH_FAILED = 4001  # after the error reply to a failed signup or login
     ACCOUNT_DELETED = 4002  # after delete_account's reply, or an ACCOUNT_DELETED notice
@@ -126,6 +128,7 @@ WIRE_ERRORS: tuple[tuple[str, type[ChatError]], ...] = (
     ("ALREADY_LOGGED_IN", AlreadyLoggedIn),
     ("FORBIDDEN", Forbidden),
     ("SESSION_CLOSED", SessionClosed),
+    ("TOO_MANY_ATTEMPTS", TooManyAttempts),
 )
 #: Codes that are not domain errors: the request could not be read, or the server failed.
 PROTOCOL_ERRORS = (MALFORMED, UNKNOWN_OP, INTERNAL)

@@ -20,6 +20,13 @@ Theory of operation (section numbers refer to CONTRACT.md)
     per message), the client is too slow: its session ends (its messages stay pending) and
     the connection is dropped. The service also ends a session whose queue of undelivered
     pushes overflows (the SLOW_CONSUMER notice, then close 4003).
+  * Bounds (section 2.1): the handshake counts the client's IP against the server's Guard
+    (connections in all and per address, shared with every transport) and refuses with HTTP
+    503 and the Guard's sentence when a cap is hit; the admission is given back when the TCP
+    connection ends (``_StallWatch.connection_lost``), however it ends. A connection with no
+    logged-in session for the idle timeout (from the handshake or its logout) is closed with
+    1008. The kernel's send buffer is set to ``socket_send_buffer`` so a reader that stopped is
+    seen by the stall timer instead of hiding megabytes in the kernel.
   * However a session ends, ``_end`` decides the rest in one place (section 9): the notice
     (``session_ended``) if the client did not cause the end itself, then a close frame with
     the code of ``SESSION_ENDS``. Nothing a client sends reaches beyond its own connection:
@@ -32,6 +39,7 @@ import asyncio
 import contextlib
 import http
 import logging
+import socket
 from collections.abc import AsyncGenerator, Callable
 from typing import Any, cast
 
@@ -45,7 +53,8 @@ from core.errors import ChatError
 from core.service import ChatService
 from core.session import Session
 from core.types import CloseReason, Delivery, SessionEvent
-from transports._guard import Guard
+from transports._guard import Guard, peer_host
+from transports._tls import ServerTls
 from transports.websocket._messages import (
     INTERNAL,
     MAX_MESSAGE_BYTES,
@@ -88,19 +97,42 @@ PING_TIMEOUT = 20.0
 #: Seconds for the opening handshake (slowloris) and for the closing handshake.
 OPEN_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 5.0
+#: The Retry-After (seconds) of a 503 refusal when a connection cap is hit: connections come
+#: and go by the second, and an idle one is closed within the idle timeout.
+RETRY_AFTER = 5
 
 
 class WebSocketServer:
     """What start_server returns: ``address`` is (host, port); ``await close()`` stops it."""
 
-    def __init__(self, service: ChatService) -> None:
+    def __init__(self, service: ChatService, guard: Guard | None = None) -> None:
         self.service = service
+        self.guard = guard or Guard()
         self.address: tuple[str, int] = ("", 0)
         self._server: Server | None = None
         self._connections: set[_Connection] = set()
 
+    def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        """The handshake's checks (section 2), then admission by the Guard (section 2.1)."""
+        refused = _check_handshake(ws, request)
+        if refused is not None:
+            return refused
+        watch = cast(_StallWatch, ws)
+        limits = self.guard.limits
+        watch.stall_timeout = limits.stall_timeout
+        ip = peer_host(ws.remote_address)
+        refusal = self.guard.admit(ip)
+        if refusal is not None:
+            response = ws.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, f"{refusal}\n")
+            response.headers["Retry-After"] = str(RETRY_AFTER)
+            return response
+        watch.admitted = (self.guard, ip)  # given back in connection_lost
+        return None
+
     async def _handle(self, ws: ServerConnection) -> None:
-        connection = _Connection(self.service, cast(_StallWatch, ws))
+        connection = _Connection(
+            self.service, cast(_StallWatch, ws), idle_timeout=self.guard.limits.idle_timeout
+        )
         self._connections.add(connection)
         try:
             await connection.run()
@@ -144,16 +176,25 @@ def _check_handshake(ws: ServerConnection, request: Request) -> Response | None:
 
 
 async def start_server(
-    service: ChatService, host: str = "127.0.0.1", port: int = 0, *, guard: Guard | None = None
+    service: ChatService,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    guard: Guard | None = None,
+    tls: ServerTls | None = None,
 ) -> WebSocketServer:
-    """Listen on (host, port) (port 0: any) and serve ``service`` over WebSocket + JSON."""
-    server = WebSocketServer(service)
+    """Listen on (host, port) (port 0: any) and serve ``service`` over WebSocket + JSON.
+    ``guard`` (one per server process) counts connections against the caps and supplies the
+    idle, stall and send-buffer bounds; without one this listener makes its own.
+    ``tls``: serve ``wss://`` (the TLS handshake is bounded by OPEN_TIMEOUT too)."""
+    server = WebSocketServer(service, guard)
+    limits = server.guard.limits
     server._server = await serve(
         server._handle,
         host,
         port,
         subprotocols=[Subprotocol(p) for p in SUBPROTOCOLS],  # (in order of preference)
-        process_request=_check_handshake,
+        process_request=server._process_request,
         compression=None,  # no permessage-deflate: section 3
         max_size=MAX_MESSAGE_BYTES,
         max_queue=MAX_QUEUE,
@@ -165,22 +206,31 @@ async def start_server(
         server_header=None,
         logger=_library_log,
         create_connection=_StallWatch,
+        backlog=limits.backlog,
+        ssl=tls.context() if tls is not None else None,
+        ssl_handshake_timeout=OPEN_TIMEOUT if tls is not None else None,
     )
+    for sock in server._server.sockets:  # inherited by accepted sockets (Linux)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limits.socket_send_buffer)
     bound = server._server.sockets[0].getsockname()
     server.address = (bound[0], bound[1])
     return server
 
 
 class _StallWatch(ServerConnection):
-    """The library's connection, plus a timer while its writers are paused (flow control)."""
+    """The library's connection, plus a timer while its writers are paused (flow control), and
+    the Guard admission it holds until the TCP connection is lost."""
 
-    on_stall: Callable[[], None] | None = None  # the output stayed paused for STALL_TIMEOUT
+    on_stall: Callable[[], None] | None = None  # the output stayed paused for stall_timeout
+    stall_timeout: float = STALL_TIMEOUT
+    admitted: tuple[Guard, str | None] | None = None
     _stall_timer: asyncio.TimerHandle | None = None
 
     def pause_writing(self) -> None:
         super().pause_writing()
         if self._stall_timer is None:
-            self._stall_timer = self.loop.call_later(STALL_TIMEOUT, self._stalled)
+            self._stall_timer = self.loop.call_later(self.stall_timeout, self._stalled)
 
     def resume_writing(self) -> None:
         super().resume_writing()
@@ -192,6 +242,10 @@ class _StallWatch(ServerConnection):
         if self._stall_timer is not None:
             self._stall_timer.cancel()
             self._stall_timer = None
+        if self.admitted is not None:
+            guard, ip = self.admitted
+            self.admitted = None
+            guard.release(ip)
         super().connection_lost(exc)
 
     def _stalled(self) -> None:
@@ -203,11 +257,14 @@ class _StallWatch(ServerConnection):
 class _Connection:
     """One client: its session, the request loop and the delivery pump."""
 
-    def __init__(self, service: ChatService, ws: _StallWatch) -> None:
+    def __init__(self, service: ChatService, ws: _StallWatch, *, idle_timeout: float) -> None:
         self._service = service
         self._ws = ws
         ws.on_stall = self._stalled
-        self._session: Session = service.open_session()
+        self._session: Session = service.open_session(peer_host(ws.remote_address))
+        self._idle_timeout = idle_timeout
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_close: asyncio.Task[None] | None = None
         self._version = VERSIONS.get(ws.subprotocol or "", 1)  # (the handshake selected one)
         self._pump: asyncio.Task[None] | None = None
         self._epoch = 0  # bumps at each login/logout: a pump of an older one sends nothing
@@ -217,6 +274,7 @@ class _Connection:
     async def run(self) -> None:
         """Serve requests in order until the connection closes; then end the session."""
         ws = self._ws
+        self._watch_idle()
         try:
             async for message in ws:
                 if self._ending:
@@ -234,8 +292,27 @@ class _Connection:
             log.exception("connection %s failed", ws.remote_address)
             await self._close(Close.INTERNAL, "internal server error")
         finally:
+            self._unwatch_idle()
             self._stop_pump()
             self._service.close_session(self._session)
+
+    # -- no login, no connection (section 2.1) ----------------------------------------------
+    def _watch_idle(self) -> None:
+        """Start the no-login timer (at the handshake and at each logout)."""
+        if self._idle_timer is None and not self._ending:
+            self._idle_timer = self._ws.loop.call_later(self._idle_timeout, self._idled)
+
+    def _unwatch_idle(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _idled(self) -> None:
+        self._idle_timer = None
+        if self._session.active or self._ending:
+            return
+        why = f"no login within {self._idle_timeout:g} s"
+        self._idle_close = asyncio.create_task(self._close(Close.IDLE, why), name="websocket-idle")
 
     async def shutdown(self) -> None:
         """The server is stopping: the SHUTDOWN notice, then close 1001."""
@@ -286,15 +363,18 @@ class _Connection:
                 return await service.ack(session, ids)
             case rq.Signup(username, password):
                 result = await service.signup(session, username, password)
+                self._unwatch_idle()
                 self._start_pump()
                 return result
             case rq.Login(username, password):
                 result = await service.login(session, username, password)
+                self._unwatch_idle()
                 self._start_pump()
                 return result
             case rq.Logout():
                 await service.logout(session)
                 self._epoch += 1  # no deliver of the ended login may follow the reply
+                self._watch_idle()
                 return None
             case rq.ListAccounts(pattern, after, limit):
                 return await service.list_accounts(session, pattern, after, limit)

@@ -13,11 +13,10 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
-import json
 import logging
 import re
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,6 +34,7 @@ from flask import (
     session,
     url_for,
 )
+from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.wrappers import Response as BaseResponse
 
 from core import limits
@@ -42,7 +42,9 @@ from core.errors import ChatError
 from core.types import ConversationPage
 from ui import timefmt
 from ui.web import history
-from ui.web.gateway import ChatSession, Gateway, GatewayError, Stream
+from ui.web.events import sse
+from ui.web.gateway import ChatSession, Gateway, GatewayError, GatewayFull
+from ui.web.links import linkify
 from ui.web.security import (
     add_security_headers,
     csrf_failure,
@@ -55,13 +57,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: Accounts per page of the people search.
 PEOPLE_PAGE_SIZE = 20
-#: An open page's stream writes a comment this often, so a closed tab is noticed (the write
-#: fails) and proxies do not time the stream out.
-HEARTBEAT_SECONDS = 15.0
 #: Request bodies: one maximal message plus form overhead (URL-encoding can triple UTF-8).
 MAX_REQUEST_BYTES = 3 * limits.MAX_BODY_BYTES + 16 * 1024
 #: Seconds a browser may keep static files without asking again (their URLs change with them).
 STATIC_MAX_AGE = 24 * 3600
+#: Seconds a browser (or a script) is told to wait when the gateway is full.
+FULL_RETRY_AFTER = 60
 _RECIPIENT_SPLIT = re.compile(r"[\s,;]+")
 
 
@@ -81,6 +82,7 @@ def create_app(gateway: Gateway, *, secret_key: bytes | None = None) -> Flask:
     app.extensions["wirechat_gateway"] = gateway
     app.jinja_env.globals["csrf_token"] = csrf_token
     app.jinja_env.globals["static_url"] = _static_urls(app)
+    app.jinja_env.filters["linkify"] = linkify
     app.after_request(add_security_headers)
 
     @app.before_request
@@ -91,12 +93,57 @@ def create_app(gateway: Gateway, *, secret_key: bytes | None = None) -> Flask:
         log.warning("refused %s %s: %s", request.method, request.path, reason)
         if _wants_json():
             return _json_error(f"refused: {reason}; reload the page", 400)
-        body = render_template("error.html", title="Request refused", message=reason)
+        hint = "Go back, reload the page and try again."
+        body = render_template("error.html", title="Request refused", message=reason, hint=hint)
         return Response(body, status=400, mimetype="text/html")
 
+    _add_error_pages(app)
     _add_account_routes(app, gateway)
     _add_chat_routes(app, gateway)
     return app
+
+
+# -- error pages -----------------------------------------------------------------------------
+#: What each HTTP error means to the person who met it (title, sentence, what to do).
+_ERRORS: dict[int, tuple[str, str, str]] = {
+    400: ("Bad request", "the page sent something the web UI cannot read", "Reload the page."),
+    404: ("Not found", "there is no such page here", "Go back to your chats."),
+    405: ("Not allowed", "this page cannot be used that way", "Go back to your chats."),
+    413: (
+        "Too large",
+        f"that was more than this web UI accepts at once ({MAX_REQUEST_BYTES // 1024} KiB; "
+        f"one message holds up to {limits.MAX_BODY_BYTES // 1024} KiB of text)",
+        "Go back, shorten it (or split it into several messages) and send again.",
+    ),
+    500: (
+        "Something went wrong",
+        "the web UI hit an error of its own; it has been logged",
+        "Go back and try again; if it happens again, tell whoever runs this server.",
+    ),
+}
+
+
+def _add_error_pages(app: Flask) -> None:
+    """A page in the site's own look (or JSON for scripts) for every HTTP error."""
+
+    def page(error: HTTPException) -> BaseResponse:
+        status = error.code or 500
+        title, message, hint = _ERRORS.get(
+            status, (error.name, (error.description or error.name).rstrip("."), "")
+        )
+        if _wants_json():
+            return _json_error(message, status)
+        body = render_template("error.html", title=title, message=message, hint=hint)
+        return Response(body, status=status, mimetype="text/html")
+
+    app.register_error_handler(HTTPException, page)
+
+    @app.errorhandler(Exception)
+    def crashed(error: Exception) -> BaseResponse:
+        if isinstance(error, HTTPException):
+            return page(error)
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return page(InternalServerError())
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -243,10 +290,15 @@ def _sign_in_page(gateway: Gateway, *, create: bool) -> Any:
         error = "the two passwords differ"
     else:
         try:
+            peer = request.remote_addr or ""
             if create:
-                chat, result = gateway.signup(username, password)
+                chat, result = gateway.signup(username, password, peer)
             else:
-                chat, result = gateway.login(username, password)
+                chat, result = gateway.login(username, password, peer)
+        except GatewayFull as exc:
+            log.warning("refused a sign-in from %s: %s", request.remote_addr, exc)
+            page = render_template(template, username=username, error=str(exc), full=True)
+            return Response(page, status=503, headers={"Retry-After": str(FULL_RETRY_AFTER)})
         except (ChatError, GatewayError) as exc:
             error = str(exc)
     if error is not None:
@@ -501,18 +553,11 @@ def _add_chat_routes(app: Flask, gateway: Gateway) -> None:
 
     @app.get("/events")
     def events() -> Response:
-        chat = gateway.get(session.get("key"))
-        if chat is None:
-            reason = gateway.signed_out_reason(session.get("key")) or "you are signed out"
-            return _event_stream(iter([_sse("end", {"reason": reason})]))
-        # A reconnecting EventSource says what it saw last; a fresh page says what it rendered.
-        after = max(
-            _int_arg(request.args.get("after")), _int_arg(request.headers.get("Last-Event-ID"))
-        )
-        stream = gateway.open_stream(chat)
-        response = _event_stream(_changes(chat, stream, after, _tz()))
-        response.call_on_close(lambda: gateway.close_stream(chat, stream))
-        return response
+        """Served by ui.web.events on the ASGI server (ui.web.serve) before Flask sees it;
+        this rule only names the URL for url_for. Reached directly (Flask's test client, a
+        WSGI server), it ends the stream at once, which a page shows as signed-out/reload."""
+        body = sse("end", {"reason": "live updates need `wirechat web` (ui.web.serve)"})
+        return Response(body, mimetype="text/event-stream")
 
 
 def _int_arg(text: str | None) -> int:
@@ -520,57 +565,6 @@ def _int_arg(text: str | None) -> int:
         return max(0, int(text or 0))
     except ValueError:
         return 0
-
-
-def _sse(event: str, data: object, event_id: int | None = None) -> str:
-    lines = [f"event: {event}"]
-    if event_id is not None:
-        lines.append(f"id: {event_id}")
-    lines.append("data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")))
-    return "\n".join(lines) + "\n\n"
-
-
-def _event_stream(chunks: Iterator[str]) -> Response:
-    return Response(
-        chunks,
-        mimetype="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
-
-
-def _changes(chat: ChatSession, stream: Stream, after_seq: int, tz: dt.tzinfo) -> Iterator[str]:
-    """The page's live feed: messages, deleted ids, the conversation list with its unread
-    counts (the server's), and the end of the session."""
-    yield "retry: 3000\n\n"
-    snapshot_version = 0  # send the current conversation list at once
-    while True:
-        changes = chat.feed.wait(
-            after_seq, snapshot_version, HEARTBEAT_SECONDS, stop=lambda: stream.replaced
-        )
-        if stream.replaced:  # a newer page took this one's place (Limits.max_streams)
-            yield _sse("replaced", {})
-            return
-        if changes is None:
-            yield ": keep-alive\n\n"
-            continue
-        if changes.gap:  # the page missed events the feed no longer holds: read afresh
-            yield _sse("reload", {})
-            return
-        for event in changes.events:
-            if event.kind == "message" and event.message is not None:
-                row = history.message_row(event.message, chat.username, tz, mine=event.mine)
-                yield _sse("message", row.to_json(), event.seq)
-            elif event.kind == "deleted":
-                yield _sse("deleted", {"ids": list(event.deleted)}, event.seq)
-            after_seq = event.seq
-        if changes.snapshot is not None:
-            rows = history.sidebar(changes.snapshot, chat.username, tz)
-            total = history.unread_total(changes.snapshot)
-            yield _sse("conversations", {"rows": [r.to_json() for r in rows], "total": total})
-        snapshot_version = changes.snapshot_version
-        if changes.ended is not None:
-            yield _sse("end", {"reason": changes.ended})
-            return
 
 
 __all__ = ["create_app"]

@@ -1,6 +1,7 @@
 """``wirechat web``: the browser UI, a Flask gateway that is a chat *client* of the server.
 
-Kept light to import (``wirechat --help`` loads it): Flask and the transports load in ``run``.
+Served by Hypercorn on the gateway's event loop (why: ui/web/serve.py). Kept light to import
+(``wirechat --help`` loads it): Flask, Hypercorn and the transports load in ``run``.
 On start it logs ``listening: web <host>:<port>`` (the bound port, so ``--port 0`` works)
 and then ``ready: http://...``.
 """
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 
 DEFAULT_PORT = 8080
 SECRET_KEY_ENV = "WIRECHAT_WEB_SECRET_KEY"
+#: Mirrors ui.web.gateway.Limits (not imported here: this module must stay light).
+DEFAULT_SESSIONS_PER_ADDRESS = 20
 
 
 def default_server(transport: str) -> str:
@@ -32,6 +35,7 @@ def default_server(transport: str) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `wirechat web`."""
     from transports import registry
+    from wirechat.cli import add_client_tls
 
     wire = ", ".join(registry.WIRE_TRANSPORTS)
     defaults = ", ".join(
@@ -52,12 +56,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the chat server's listener for --transport "
         f"(default 127.0.0.1 and the port `make server` uses: {defaults})",
     )
+    add_client_tls(parser)  # --tls, --ca: the gateway's connection to the chat server
     parser.add_argument("--host", default="127.0.0.1", help="address to serve the web UI on")
     parser.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help=f"web port (default {DEFAULT_PORT}; 0 = any)"
     )
     parser.add_argument(
         "--max-sessions", type=int, default=100, help="signed-in browser sessions (default 100)"
+    )
+    parser.add_argument(
+        "--max-sessions-per-address",
+        type=int,
+        default=DEFAULT_SESSIONS_PER_ADDRESS,
+        metavar="N",
+        help="signed-in browser sessions from one client address "
+        f"(default {DEFAULT_SESSIONS_PER_ADDRESS}), so one visitor cannot fill the gateway",
     )
     parser.add_argument(
         "--idle-timeout",
@@ -94,19 +107,16 @@ def run(args: argparse.Namespace) -> int:
     import sys
     import threading
 
-    from werkzeug.serving import make_server
-
     from ui.web.app import create_app
     from ui.web.gateway import Gateway, Limits
     from ui.web.loop import LoopThread
+    from ui.web.serve import WebServer, asgi_app
 
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if args.log_level.upper() != "DEBUG":
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
     log = logging.getLogger("wirechat.web")
 
     loop = LoopThread().start()
@@ -119,12 +129,16 @@ def run(args: argparse.Namespace) -> int:
     gateway = Gateway(
         open_client,
         loop,
-        Limits(max_sessions=args.max_sessions, idle_timeout=args.idle_timeout),
+        Limits(
+            max_sessions=args.max_sessions,
+            max_sessions_per_address=args.max_sessions_per_address,
+            idle_timeout=args.idle_timeout,
+        ),
     ).start()
     secret = os.environ.get(SECRET_KEY_ENV)
     app = create_app(gateway, secret_key=secret.encode() if secret else secrets.token_bytes(32))
     try:
-        server = make_server(args.host, args.port, app, threaded=True)
+        server = WebServer(asgi_app(app, gateway), args.host, args.port, loop)
     except OSError as exc:
         log.error("cannot serve on %s:%d: %s", args.host, args.port, exc)
         gateway.close()
@@ -132,21 +146,27 @@ def run(args: argparse.Namespace) -> int:
         loop.stop()
         return 1
 
+    def shut_down() -> None:
+        gateway.close()  # every open page's stream ends first, saying why...
+        server.stop()  # ...so the server's graceful stop need not wait for them
+
     def stop(signum: int, frame: object) -> None:
-        # shutdown() waits for serve_forever() to return, so it cannot run on this thread
-        threading.Thread(target=server.shutdown, name="web-shutdown", daemon=True).start()
+        # gateway.close() waits on the loop: not in a signal handler, which may interrupt it
+        threading.Thread(target=shut_down, name="web-shutdown", daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    host, port = server.server_address[:2]
+    host, port = server.address
+    server.start()
     log.info("listening: web %s:%d", host, port)
     log.info("ready: http://%s:%d/ (chat server: %s)", host, port, target)
     try:
-        server.serve_forever()
+        server.wait()
     finally:
         log.info("stopping")
-        server.server_close()
-        gateway.close()
+        gateway.close()  # a no-op after shut_down()
+        server.stop()
+        server.wait()
         cleanup()
         loop.stop()
     return 0
@@ -160,11 +180,14 @@ def _client_factory(
 
     module = registry.get(args.transport)  # ValueError names the known transports
     if args.transport != "loopback":
+        from wirechat.cli import client_tls
+
         address = parse_address(args.server or default_server(args.transport))
+        tls = client_tls(args)
         return (
-            lambda: module.open_client(address, auto_ack=True),
+            lambda: module.open_client(address, auto_ack=True, tls=tls),
             lambda: None,
-            f"{args.transport} {address[0]}:{address[1]}",
+            f"{args.transport} {address[0]}:{address[1]}" + (" over TLS" if tls else ""),
         )
 
     # An in-process chat server, for a demo without `wirechat server`.

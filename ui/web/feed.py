@@ -12,8 +12,11 @@ session that sent them):
   counts, last message); a newer snapshot replaces the older one, it is not queued;
 * the end: why the session ended.
 
-Threads. The gateway's asyncio thread writes; Flask's request threads (one per open page's
-event stream) wait. One ``threading.Condition`` guards everything. Events carry an increasing
+Threads. The gateway's asyncio loop writes (``end()`` may come from any thread). Open pages'
+event streams are coroutines on that same loop (:mod:`ui.web.events`) and wait with
+:meth:`Feed.wait_async`; :meth:`Feed.wait` blocks a thread instead (tests, tools). One
+``threading.Condition`` guards everything; an async waiter is a future woken through its loop's
+``call_soon_threadsafe``, so a writer on any thread wakes it safely. Events carry an increasing
 ``seq``; a page rendered at ``last_seq`` streams everything after it. At most ``max_events``
 are kept: a stream that fell further behind is told to reload (``gap``), which is correct
 because a reload reads the server's history.
@@ -21,6 +24,7 @@ because a reload reads the server's history.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -63,6 +67,7 @@ class Feed:
         self._snapshot: ConversationPage | None = None
         self._snapshot_version = 0
         self.ended: str | None = None
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     # -- writers (the gateway's loop thread; end() from any thread) -------------------------
     def message(self, delivery: Delivery, *, mine: bool) -> None:
@@ -77,18 +82,18 @@ class Feed:
         with self._cond:
             self._snapshot = page
             self._snapshot_version += 1
-            self._cond.notify_all()
+            self._notify()
 
     def end(self, reason: str) -> None:
         with self._cond:
             if self.ended is None:
                 self.ended = reason
-                self._cond.notify_all()
+                self._notify()
 
     def wake(self) -> None:
         """Wake every waiter without a change (so it can check its ``stop``)."""
         with self._cond:
-            self._cond.notify_all()
+            self._notify()
 
     # -- readers ---------------------------------------------------------------------------
     @property
@@ -110,31 +115,77 @@ class Feed:
     ) -> Changes | None:
         """Block until there is something after ``after_seq`` / ``after_snapshot`` (or the
         end); None on timeout or when ``stop()`` turns true (checked at every wake)."""
-
-        def ready() -> bool:
-            return (
-                self._seq > after_seq
-                or self._snapshot_version > after_snapshot
-                or self.ended is not None
-                or stop()
-            )
-
         with self._cond:
-            if not self._cond.wait_for(ready, timeout) or stop():
+            if (
+                not self._cond.wait_for(
+                    lambda: self._ready(after_seq, after_snapshot) or stop(), timeout
+                )
+                or stop()
+            ):
                 return None
-            events = tuple(e for e in self._events if e.seq > after_seq)
-            oldest = self._events[0].seq if self._events else self._seq + 1
-            gap = after_seq < self._seq and oldest > after_seq + 1
-            snapshot = self._snapshot if self._snapshot_version > after_snapshot else None
-            return Changes(events, snapshot, self._snapshot_version, self.ended, gap)
+            return self._collect(after_seq, after_snapshot)
+
+    async def wait_async(
+        self,
+        after_seq: int,
+        after_snapshot: int,
+        timeout: float,
+        stop: Callable[[], bool] = lambda: False,
+    ) -> Changes | None:
+        """:meth:`wait` for a coroutine: the same answer, without blocking the loop."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            with self._cond:
+                if stop():
+                    return None
+                if self._ready(after_seq, after_snapshot):
+                    return self._collect(after_seq, after_snapshot)
+                waiter = (loop, loop.create_future())
+                self._waiters.append(waiter)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await waiter[1]
+            except TimeoutError:
+                return None
+            finally:  # timed out or cancelled (the page went away): forget the waiter
+                with self._cond:
+                    if waiter in self._waiters:
+                        self._waiters.remove(waiter)
 
     # -- internals -------------------------------------------------------------------------
+    def _ready(self, after_seq: int, after_snapshot: int) -> bool:
+        return (
+            self._seq > after_seq
+            or self._snapshot_version > after_snapshot
+            or self.ended is not None
+        )
+
+    def _collect(self, after_seq: int, after_snapshot: int) -> Changes:
+        events = tuple(e for e in self._events if e.seq > after_seq)
+        oldest = self._events[0].seq if self._events else self._seq + 1
+        gap = after_seq < self._seq and oldest > after_seq + 1
+        snapshot = self._snapshot if self._snapshot_version > after_snapshot else None
+        return Changes(events, snapshot, self._snapshot_version, self.ended, gap)
+
+    def _notify(self) -> None:
+        """Wake every waiter, thread or coroutine (the caller holds the condition)."""
+        self._cond.notify_all()
+        waiters, self._waiters = self._waiters, []
+        for loop, future in waiters:
+            loop.call_soon_threadsafe(_resolve, future)
+
     def _append(self, event: Event) -> None:
         self._seq = event.seq
         self._events.append(event)
         while len(self._events) > self.max_events:
             self._events.popleft()
-        self._cond.notify_all()
+        self._notify()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 __all__ = ["MAX_EVENTS", "Changes", "Event", "Feed"]

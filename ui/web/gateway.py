@@ -25,8 +25,13 @@ Theory of operation
   * A message sent from one tab is put in the feed at once, so the browser's other tabs show
     it (the server sends "sent by you" copies only to the user's *other* sessions).
   * The gateway never keeps a password: it is passed to login and dropped.
-  * Bounds: at most ``max_sessions`` signed-in browser sessions; a session with no request and
-    no open page for ``idle_timeout`` seconds is signed out and its connection closed.
+  * Bounds: at most ``max_sessions`` signed-in browser sessions, and at most
+    ``max_sessions_per_address`` of them from one client address (signup is open, so without it
+    one visitor could fill the gateway by signing up accounts in a loop). A sign-in past either
+    bound is refused with :class:`GatewayFull`, which says which one and what to do; sessions
+    already signed in are never evicted for a newcomer. A session with no request and no open
+    page for ``idle_timeout`` seconds is signed out and its connection closed, which frees its
+    place.
 """
 
 from __future__ import annotations
@@ -78,11 +83,18 @@ class GatewayError(Exception):
         self.signed_out = signed_out
 
 
+class GatewayFull(GatewayError):
+    """A sign-in refused because the gateway (or this address's share of it) is full."""
+
+
 @dataclass(frozen=True)
 class Limits:
     """Every bound of the gateway, with defaults suitable for a small team."""
 
     max_sessions: int = 100  # signed-in browser sessions (each holds a chat connection)
+    # ... of them from one client address: a household or office behind one NAT address fits,
+    # one visitor signing up accounts in a loop takes a fifth of the gateway at most.
+    max_sessions_per_address: int = 20
     idle_timeout: float = 30 * 60.0  # seconds without a request or an open page
     # Open pages (event streams) per browser session. A browser opens at most 6 connections
     # to one host over HTTP/1.1 and each open page holds one, so 4 leaves room for requests.
@@ -106,8 +118,11 @@ class Stream:
 class ChatSession:
     """One signed-in browser session: its chat client, its live feed, its open pages."""
 
-    def __init__(self, key: str, username: str, client: ChatClient, feed: Feed) -> None:
+    def __init__(
+        self, key: str, username: str, client: ChatClient, feed: Feed, peer: str = ""
+    ) -> None:
         self.key = key
+        self.peer = peer  # the browser's address, for Limits.max_sessions_per_address
         self.username = username
         self.client = client
         self.feed = feed
@@ -138,7 +153,7 @@ class Gateway:
         self._clock = clock
         self._lock = threading.Lock()
         self._sessions: dict[str, ChatSession] = {}
-        self._opening = 0  # logins in flight, counted against max_sessions
+        self._opening: dict[str, int] = {}  # logins in flight per address, counted as sessions
         self._tombstones: OrderedDict[str, str] = OrderedDict()
         self._reaper: concurrent.futures.Future[None] | None = None
 
@@ -166,13 +181,18 @@ class Gateway:
             return len(self._sessions)
 
     # -- signing in and out ----------------------------------------------------------------
-    def signup(self, username: str, password: str) -> tuple[ChatSession, LoginResult]:
-        """Create the account and sign in on a fresh chat connection."""
-        return self._sign_in(username, password, create=True)
+    def signup(
+        self, username: str, password: str, peer: str = ""
+    ) -> tuple[ChatSession, LoginResult]:
+        """Create the account and sign in on a fresh chat connection; ``peer``: the
+        browser's address (GatewayFull past the limits)."""
+        return self._sign_in(username, password, create=True, peer=peer)
 
-    def login(self, username: str, password: str) -> tuple[ChatSession, LoginResult]:
+    def login(
+        self, username: str, password: str, peer: str = ""
+    ) -> tuple[ChatSession, LoginResult]:
         """Sign in on a fresh chat connection (a failed attempt closes it, Rule 4)."""
-        return self._sign_in(username, password, create=False)
+        return self._sign_in(username, password, create=False, peer=peer)
 
     def get(self, key: str | None) -> ChatSession | None:
         """The live session for a browser's key, marked as just seen; None if there is none."""
@@ -365,26 +385,46 @@ class Gateway:
 
     # -- internals: sessions ---------------------------------------------------------------
     def _sign_in(
-        self, username: str, password: str, *, create: bool
+        self, username: str, password: str, *, create: bool, peer: str
     ) -> tuple[ChatSession, LoginResult]:
         with self._lock:
-            if len(self._sessions) + self._opening >= self.limits.max_sessions:
-                raise GatewayError(
-                    "too many people are signed in to this web gateway; try again later"
-                )
-            self._opening += 1
+            self._check_room(peer)
+            self._opening[peer] = self._opening.get(peer, 0) + 1
         try:
-            return self._loop.run(self._open(username, password, create), self.limits.login_timeout)
+            return self._loop.run(
+                self._open(username, password, create, peer), self.limits.login_timeout
+            )
         except TimeoutError as exc:
             raise GatewayError("the chat server did not answer in time; try again") from exc
         except (ConnectionError, OSError) as exc:
-            raise GatewayError(f"cannot reach the chat server ({exc})") from exc
+            raise GatewayError(unreachable(exc)) from exc
         finally:
             with self._lock:
-                self._opening -= 1
+                self._opening[peer] -= 1
+                if not self._opening[peer]:
+                    del self._opening[peer]
+
+    def _check_room(self, peer: str) -> None:
+        """GatewayFull if one more session does not fit (the caller holds the lock)."""
+        minutes = max(1, round(self.limits.idle_timeout / 60))
+        total = len(self._sessions) + sum(self._opening.values())
+        if total >= self.limits.max_sessions:
+            raise GatewayFull(
+                "this web gateway is full: it holds its limit of "
+                f"{self.limits.max_sessions} signed-in sessions. Nobody is signed out to make "
+                "room; a place frees up when someone logs out or after "
+                f"{minutes} min without activity. Try again later"
+            )
+        mine = sum(1 for chat in self._sessions.values() if chat.peer == peer)
+        if mine + self._opening.get(peer, 0) >= self.limits.max_sessions_per_address:
+            raise GatewayFull(
+                f"your address already has {self.limits.max_sessions_per_address} signed-in "
+                "sessions on this web gateway, its limit per address. Log out of one "
+                f"(or wait {minutes} min for an idle one to be signed out) and try again"
+            )
 
     async def _open(
-        self, username: str, password: str, create: bool
+        self, username: str, password: str, create: bool, peer: str = ""
     ) -> tuple[ChatSession, LoginResult]:
         client = self._open_client()
         try:
@@ -398,7 +438,7 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await client.close()
             raise
-        chat = ChatSession(secrets.token_urlsafe(32), result.username, client, Feed())
+        chat = ChatSession(secrets.token_urlsafe(32), result.username, client, Feed(), peer)
         chat.last_seen = self._clock()
         with self._lock:
             self._sessions[chat.key] = chat
@@ -508,4 +548,31 @@ class Gateway:
                 log.debug("pump of %s ended with an error", chat.username, exc_info=True)
 
 
-__all__ = ["ChatSession", "Gateway", "GatewayError", "Limits", "Stream"]
+def unreachable(exc: BaseException) -> str:
+    """What a failed connection to the chat server means, for a person. A transport's client
+    raises ConnectionError with a sentence of its own when it recognised the problem (for
+    example another protocol on that port); an OS error is put in plain words here."""
+    import errno
+
+    code = getattr(exc, "errno", None)
+    if code == errno.ECONNREFUSED:
+        return (
+            "cannot reach the chat server: nothing is listening at its address. "
+            "Is it running (`make server`), and is the web gateway's --server right?"
+        )
+    if code in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT):
+        return "cannot reach the chat server: its host does not answer. Check --server"
+    if isinstance(exc, ConnectionError) and code is None and str(exc):
+        return f"cannot reach the chat server: {exc}"
+    return f"cannot reach the chat server ({exc})"
+
+
+__all__ = [
+    "ChatSession",
+    "Gateway",
+    "GatewayError",
+    "GatewayFull",
+    "Limits",
+    "Stream",
+    "unreachable",
+]

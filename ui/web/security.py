@@ -1,11 +1,25 @@
 """CSRF protection and the security headers of every response.
 
-CSRF: a random token per browser session lives in the signed session cookie (HttpOnly, so a
-page's scripts cannot read the cookie, and signed, so it cannot be forged). Every form carries
-it in a hidden ``csrf`` field and scripts send it in an ``X-CSRF-Token`` header, taken from
-the page. Another site can make the browser *send* our cookie but cannot *read* the token, so a
-POST without the matching token is refused. A browser's ``Origin`` header, when present, must
-also be our own. The token is replaced at sign-in, so a token planted before login is useless.
+CSRF, two independent checks on every POST (login and signup included: a forged login signs
+the victim in as the attacker, replacing their session):
+
+1. *Where the request came from*, as the browser itself says. ``Sec-Fetch-Site`` (sent by every
+   current browser, and not settable by a page) must be ``same-origin`` (or ``none``: typed by
+   the person); otherwise ``Origin``, when sent, must be exactly ours (scheme, host and port:
+   another port of the same host is another origin, and ``Origin: null``, what a
+   ``no-referrer`` page or a sandboxed frame sends, is refused); otherwise ``Referer``, when
+   sent, must be ours. A request with none of the three comes from no browser (curl, tests)
+   and is judged by the token alone.
+2. *The token*: a random value in the signed session cookie (HttpOnly, so a page's scripts
+   cannot read the cookie; signed, so it cannot be forged), created with the first page, so the
+   login form is bound to a pre-session cookie too. Every form carries it in a hidden ``csrf``
+   field and scripts send it in an ``X-CSRF-Token`` header. Another site can make the browser
+   *send* our cookie but cannot *read* the token. It is replaced at sign-in and sign-out.
+
+Why both: cookies are not isolated by port, so a page on another port of our host can set
+("toss") a session cookie of its own, token included, into the victim's browser; check 1 is
+what refuses its forged form. The cookie is SameSite=Lax, so another *site* never sends it on
+a POST at all. (Over HTTPS a ``__Host-`` cookie name would stop the tossing itself.)
 
 Headers: a Content-Security-Policy that allows only our own scripts, styles and connections
 (the pages have no inline script or style), no framing, no MIME sniffing, no referrer leaks.
@@ -54,15 +68,36 @@ def csrf_failure(request: Request) -> str | None:
     """Why this request fails the CSRF check, or None if it passes (or needs none)."""
     if request.method in _SAFE_METHODS:
         return None
-    origin = request.headers.get("Origin")
-    if origin and origin != "null" and _origin_of(origin) != _origin_of(request.host_url):
-        return "the request came from another site"
+    foreign = _foreign_source(request)
+    if foreign is not None:
+        return foreign
     expected = session.get(CSRF_FIELD)
     sent = request.form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER) or ""
     if not isinstance(expected, str) or not expected:
         return "the form has no session behind it"
     if not hmac.compare_digest(sent.encode(), expected.encode()):
         return "the form's security token is missing or out of date"
+    return None
+
+
+def _foreign_source(request: Request) -> str | None:
+    """Check 1 of the module docstring: None if the browser says the POST is our own."""
+    ours = _origin_of(request.host_url)
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site is not None:
+        if fetch_site in ("same-origin", "none"):
+            return None
+        return f"the form was sent from another site ({fetch_site})"
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        if origin == "null":
+            return "the form was sent from a page that hides its origin"
+        if _origin_of(origin) != ours:
+            return f"the form was sent from another site ({origin})"
+        return None
+    referer = request.headers.get("Referer")
+    if referer and _origin_of(referer) != ours:
+        return "the form was sent from another site"
     return None
 
 

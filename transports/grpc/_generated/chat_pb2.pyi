@@ -24,6 +24,8 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SLOW_CONSUMER: _ClassVar[ErrorReason]
     SHUTDOWN: _ClassVar[ErrorReason]
     DISCONNECTED: _ClassVar[ErrorReason]
+    OVERLOADED: _ClassVar[ErrorReason]
+    TOO_MANY_ATTEMPTS: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 USERNAME_TAKEN: ErrorReason
 AUTH_FAILED: ErrorReason
@@ -39,6 +41,8 @@ ACCOUNT_DELETED: ErrorReason
 SLOW_CONSUMER: ErrorReason
 SHUTDOWN: ErrorReason
 DISCONNECTED: ErrorReason
+OVERLOADED: ErrorReason
+TOO_MANY_ATTEMPTS: ErrorReason
 
 class SignupRequest(_message.Message):
     __slots__ = ("username", "password", "notices")

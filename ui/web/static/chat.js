@@ -56,8 +56,35 @@
     meta.appendChild(time);
     meta.appendChild(renderActions(m));
     li.appendChild(meta);
-    li.appendChild(el("div", "body", m.body));
+    li.appendChild(linkify(el("div", "body"), m.body));
     return li;
+  }
+
+  // Text with its http(s) URLs as links (mirrors ui/web/links.py): every piece is a text
+  // node, a link's text is its URL, and no scheme but http and https is ever linked.
+  const URL_RE = /\bhttps?:\/\/[^\s<>"'`]+/gi;
+  const TRAILING = ".,;:!?)]}";
+  function linkify(node, text) {
+    let last = 0;
+    for (const match of text.matchAll(URL_RE)) {
+      let url = match[0];
+      while (url && TRAILING.includes(url[url.length - 1]) &&
+             !(url.endsWith(")") && url.split("(").length >= url.split(")").length)) {
+        url = url.slice(0, -1);
+      }
+      let parsed = null;
+      try { parsed = new URL(url); } catch (e) { parsed = null; }
+      if (!parsed || (parsed.protocol !== "http:" && parsed.protocol !== "https:")) continue;
+      node.appendChild(document.createTextNode(text.slice(last, match.index)));
+      const a = el("a", "", url);
+      a.href = parsed.href;
+      a.rel = "noopener noreferrer nofollow";
+      a.target = "_blank";
+      node.appendChild(a);
+      last = match.index + url.length;
+    }
+    node.appendChild(document.createTextNode(text.slice(last)));
+    return node;
   }
 
   function renderActions(m) {
@@ -289,6 +316,8 @@
   if (reply) {
     const box = reply.querySelector("textarea");
     const error = reply.querySelector(".form-error");
+    const hint = document.getElementById("reply-hint");
+    if (hint) hint.hidden = false; // only with this script does Enter send
     box.focus();
     box.addEventListener("keydown", function (event) {
       if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {

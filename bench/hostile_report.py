@@ -1,0 +1,230 @@
+"""The verdicts and the report of the hostile scene (``bench.hostile``).
+
+``checks(results)`` turns the raw figures into rows of name / target / actual / verdict
+(PASS, MISS, or INFO for a figure without a target); ``write_report`` writes ``results.json``
+(everything, for tools) and ``REPORT.md`` (the verdicts, then what each attack did and saw).
+The targets are issue 14's: canary push p50 and p99 under 50 ms, the real user's correct login
+answered within 2 s under 20 guessers, server RSS under 512 MB, 0 crashes, 0 acknowledged
+messages lost; plus the defects' own symptoms (connects never accepted, bare gRPC failures).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+CANARY_TARGET_MS = 50.0
+LOGIN_TARGET_S = 2.0
+RSS_TARGET_MB = 512.0
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in 0..100) of ``values``; inf for an empty list."""
+    if not values:
+        return math.inf
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+def _ms(value: float) -> str:
+    return "never" if math.isinf(value) else f"{value * 1000:.1f} ms"
+
+
+def canary_latency(results: dict[str, Any], start: float, end: float) -> dict[str, Any]:
+    """Push latencies of the canary messages meant to be sent in [start, end) (wall time); a
+    message never delivered counts as infinitely late."""
+    canary = results.get("canary", {})
+    latency = canary.get("latency", {})
+    values = [
+        latency.get(str(seq), math.inf)
+        for seq, wall in canary.get("scheduled", [])
+        if start <= wall < end
+    ]
+    return {
+        "messages": len(values),
+        "undelivered": sum(1 for v in values if math.isinf(v)),
+        "p50": percentile(values, 50),
+        "p99": percentile(values, 99),
+        "max": max(values, default=math.inf),
+    }
+
+
+def _row(name: str, target: str, actual: str, ok: bool | None) -> dict[str, str]:
+    verdict = "INFO" if ok is None else ("PASS" if ok else "MISS")
+    return {"name": name, "target": target, "actual": actual, "verdict": verdict}
+
+
+def checks(results: dict[str, Any]) -> list[dict[str, str]]:
+    """The verdict rows (module docstring)."""
+    rows = []
+    t_go, t_end = results.get("t_go", 0.0), results.get("t_end", 0.0)
+    window = canary_latency(results, t_go, t_end)
+    base = canary_latency(results, results.get("t_ready", 0.0), t_go)
+    for q in ("p50", "p99"):
+        rows.append(_row(
+            f"canary push {q} under attack", f"< {CANARY_TARGET_MS:.0f} ms",
+            f"{_ms(window[q])} ({window['messages']} messages, {window['undelivered']} "
+            f"undelivered; quiet baseline {_ms(base[q])})",
+            window[q] * 1000 < CANARY_TARGET_MS,
+        ))  # fmt: skip
+    canary = results.get("canary", {})
+    rows.append(_row("canary answered after the attacks", "yes",
+                     "yes" if canary.get("answered_after") else "no",
+                     bool(canary.get("answered_after"))))  # fmt: skip
+    logins = [entry for entry in canary.get("logins", []) if t_go <= entry[0] < t_end]
+    times = [entry[1] for entry in logins if entry[1] is not None]
+    refused = [entry[2] for entry in logins if entry[1] is None]
+    worst = max(times, default=math.inf) if not refused else math.inf
+    detail = f"worst {worst:.2f} s" if not math.isinf(worst) else "not always answered"
+    detail += f" over {len(logins)} logins"
+    if refused:
+        detail += f"; failed: {', '.join(sorted(set(refused)))} ({len(refused)})"
+    quiet = [e[1] for e in canary.get("logins", []) if e[0] < t_go and e[1] is not None]
+    if quiet:
+        detail += f"; quiet baseline {min(quiet):.2f} s"
+    rows.append(_row("real user's correct login under guessing", f"< {LOGIN_TARGET_S:.0f} s",
+                     detail, bool(logins) and worst < LOGIN_TARGET_S))  # fmt: skip
+    samples = results.get("samples", [])
+    peak_rss = max((max(s[1], s[2]) for s in samples), default=0) / 1024
+    last_rss = samples[-1][1] / 1024 if samples else 0.0
+    rows.append(_row("server peak RSS", f"< {RSS_TARGET_MB:.0f} MB",
+                     f"{peak_rss:.0f} MB (at the end: {last_rss:.0f} MB)",
+                     peak_rss < RSS_TARGET_MB))  # fmt: skip
+    peak_fds = max((s[3] for s in samples), default=0)
+    limit = results.get("fd_limit")
+    rows.append(_row("server peak descriptors", f"< its limit ({limit})",
+                     f"{peak_fds} (at the end: {samples[-1][3] if samples else 0})",
+                     limit is None or peak_fds < limit))  # fmt: skip
+    errors = results.get("server_log_errors", [])
+    crashed = bool(results.get("crashed"))
+    rows.append(_row("server crashes", "0",
+                     f"{int(crashed)} (exit code {results.get('exit_code')}, "
+                     f"{len(errors)} errors logged)",
+                     not crashed and not errors))  # fmt: skip
+    verified = results.get("verify")
+    if verified is None:
+        rows.append(_row("acknowledged messages lost", "0", "not checked (server down)", False))
+    else:
+        unchecked = len(verified["could_not_check"])
+        rows.append(_row(
+            "acknowledged messages lost", "0",
+            f"{verified['lost_count']} of {verified['acknowledged']} acknowledged deliveries to "
+            f"{verified['recipients']} recipients ({verified['pending_after']} pending after; "
+            f"{unchecked} recipients could not log in to check)",
+            verified["lost_count"] == 0 and unchecked == 0,
+        ))  # fmt: skip
+    attacks = results.get("attacks", {})
+    storm = attacks.get("connect_storm", {}).get("outcomes", {})
+    if storm:
+        silent = sum(v for k, v in storm.items() if k.startswith("never accepted"))
+        rows.append(_row("connect storm: never accepted", "0",
+                         f"{silent} of {sum(storm.values())} ({_counts(storm)})",
+                         silent == 0))  # fmt: skip
+    grpc = results.get("grpc")
+    if grpc:
+        bare = sum(v for k, v in grpc["failures"].items() if "CANCELLED" in k or "UNKNOWN" in k)
+        rows.append(_row("gRPC sends failed without a reason", "0",
+                         f"{bare} of {grpc['sent_ok'] + sum(grpc['failures'].values())} "
+                         f"({_counts(grpc['failures']) or 'no failures'})", bare == 0))  # fmt: skip
+    flood = attacks.get("ack_flood", {})
+    if flood.get("rounds"):
+        took = ", ".join("cut off" if t is None else f"{t:.2f} s" for t in flood["rounds"])
+        rows.append(_row("ACK flood: time for the server to get through a round", "-",
+                         f"{took} ({flood['frames_per_round']} ACKs, "
+                         f"{flood['bytes_per_round'] / 1e6:.1f} MB each)", None))  # fmt: skip
+    if results.get("failed_workers"):
+        rows.append(_row("scene workers that failed", "0",
+                         ", ".join(sorted(results["failed_workers"])), False))  # fmt: skip
+    return rows
+
+
+def _counts(counter: dict[str, int]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in sorted(counter.items(), key=lambda kv: -kv[1]))
+
+
+def _attack_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = []
+    plan = results["plan"]
+    floods = {k: v for k, v in results.items() if k.startswith("flood-")}
+    if floods:
+        total: dict[str, float] = {}
+        for part in floods.values():
+            for key, value in part.items():
+                if isinstance(value, int | float):
+                    total[key] = total.get(key, 0) + value
+        rows.append(("idle connections / partial frames", (
+            f"{len(floods)} processes held up to {int(total['peak_open'])} of "
+            f"{int(total['target'])} (share with a partial frame {plan['partial_share']:.2f}); "
+            f"{int(total['connects'])} connects, {int(total['welcomed'])} welcomed, "
+            f"{int(total['closed_before_welcome'])} closed before WELCOME, "
+            f"{int(total['closed_after_welcome'])} closed by the server after it, "
+            f"{int(total['connect_failed'])} connects failed; "
+            f"{total['partial_bytes_sent'] / 1e6:.0f} MB of partial frames taken by the server"
+        )))  # fmt: skip
+    attacks = results.get("attacks", {})
+    for name, part in attacks.items():
+        if isinstance(part, dict):
+            shown = {k: v for k, v in part.items() if k not in ("acked", "seen")}
+            rows.append((name.replace("_", " "), json.dumps(shown)))
+        else:
+            rows.append((name.replace("_", " "), str(part)))
+    if "grpc" in results:
+        shown = {k: v for k, v in results["grpc"].items() if k not in ("acked", "seen")}
+        rows.append(("gRPC load", json.dumps(shown)))
+    canary = results.get("canary", {})
+    if canary.get("failures"):
+        rows.append(("canary send failures", _counts(canary["failures"])))
+    for name, trace in results.get("failed_workers", {}).items():
+        rows.append((f"worker {name} failed", "`" + trace.strip().splitlines()[-1] + "`"))
+    return rows
+
+
+def write_report(results: dict[str, Any], out: Path) -> None:
+    """``results.json`` and ``REPORT.md`` under ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    plan = results["plan"]
+    lines = [
+        "# Hostile scene (issue 14)",
+        "",
+        f"Started {results['started']}; scale {plan['scale']}, attack window "
+        f"{plan['seconds']:.0f} s, every attack at once against a canary pair on `custom` "
+        f"(a message every {plan['canary_interval'] * 1000:.0f} ms). Server descriptor limit "
+        f"{results.get('fd_limit')}; accounts seeded in {results.get('seed_seconds', 0):.1f} s; "
+        f"the guessed account's password hash has the {plan['login_cost']} cost. "
+        f"Command: `{results.get('command', 'python -m bench.hostile')}`.",
+        "",
+        "| check | target | actual | verdict |",
+        "|---|---|---|---|",
+    ]
+    for row in results["checks"]:
+        actual = row["actual"].replace("|", "\\|")
+        lines.append(f"| {row['name']} | {row['target']} | {actual} | {row['verdict']} |")
+    cpu = {
+        name: part["cpu_seconds"]
+        for name, part in results.items()
+        if isinstance(part, dict) and isinstance(part.get("cpu_seconds"), float)
+    }
+    server_cpu = results.get("server_cpu_seconds") or 0.0
+    life = results.get("t_done", 0.0) - results.get("t_server", 0.0)
+    lines += [
+        "",
+        f"CPU seconds used (the machine's {os.cpu_count()} vCPUs are shared by all of these and "
+        f"by other work): server {server_cpu:.0f} in its {life:.0f} s of life "
+        f"({server_cpu / life if life > 0 else 0:.2f} CPU on average); "
+        + ", ".join(f"{name} {value:.0f}" for name, value in sorted(cpu.items()))
+        + ".",
+    ]
+    lines += ["", "## What each attack did and saw", "", "| attack | figures |", "|---|---|"]
+    for name, text in _attack_rows(results):
+        lines.append(f"| {name} | {text.replace('|', '/')} |")
+    errors = results.get("server_log_errors", [])
+    if errors:
+        lines += ["", "## Errors in the server's log", "", "```", *errors[:20], "```"]
+    (out / "REPORT.md").write_text("\n".join(lines) + "\n")
+
+
+__all__ = ["canary_latency", "checks", "percentile", "write_report"]

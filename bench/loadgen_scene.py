@@ -1,0 +1,373 @@
+"""The load generator judged: its own ceiling against a null server, which load rows it limited,
+and each transport's saturation by a latency bound (issue 10 item 3, issue 12 item 3).
+
+* **Ceiling.** The lean generator (bench/loadgen.py) drives ``null_echo`` (a responder that
+  writes back whatever arrives) in a closed loop, then at open-loop rates stepped up to that
+  figure. The ceiling is the highest offered rate it still sent on schedule (>= 99 % of the
+  schedule, queueing p99 <= ``ON_TIME_US``). The product's clients (every chat row) are
+  generators too: their ceiling is estimated from their own CPU per request in the closed-loop
+  step (one vCPU / client CPU per op), since a null *chat* server would test nothing real.
+* **Limited by.** An open-loop row is the generator's when the generator fell behind its
+  schedule while the server's vCPU still had room (< ``SERVER_BUSY``); the server's when the
+  server's vCPU was full.
+* **Saturation by a bound.** For each transport and store: the highest offered rate at which
+  the generator sent >= 99 % of its schedule, nothing timed out, and p99 (from the intended
+  send time) stayed under each of ``BOUNDS_US``. Queueing delay (intended -> sent) and
+  service time (sent -> reply) are reported apart, as Nighthawk does.
+
+The generator and the server share this 2-vCPU machine: the server is pinned to one vCPU, the
+generator (one worker process) to the other, as everywhere in the bench.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench.markdown import fmt_rate, fmt_us, table
+
+if TYPE_CHECKING:
+    from bench.runner import BenchRun, Step
+
+log = logging.getLogger(__name__)
+
+Row = dict[str, Any]
+
+#: The two p99 bounds saturation is read at (µs): interactive, and merely usable.
+BOUNDS_US = (10_000.0, 100_000.0)
+#: Share of the schedule the generator must have sent for a step to count.
+MIN_SENT = 0.99
+#: Queueing p99 (µs) under which the generator counts as on schedule.
+ON_TIME_US = 1_000.0
+#: Server vCPU utilisation from which a step is the server's limit, not the generator's.
+SERVER_BUSY = 0.9
+#: Other processes' work (vCPUs) from which a step's limit is the crowded machine, not either
+#: side: on 2 vCPUs, half of one taken by others starves whichever side it lands on.
+CROWDED_VCPUS = 0.5
+#: The null responder the generator's ceiling is measured against (bench/refs/null_echo.py).
+NULL = "null_echo"
+
+
+@dataclass(frozen=True)
+class CeilingPlan:
+    connections: int
+    depth: int
+    closed_s: float
+    open_s: float
+    fractions: tuple[float, ...]  # open-loop rates as fractions of the closed-loop figure
+
+
+CEILING_PLANS = {
+    "full": CeilingPlan(4, 64, 2.0, 2.0, (0.1, 0.2, 0.35, 0.5, 0.7)),
+    "quick": CeilingPlan(4, 64, 0.5, 0.5, (0.2,)),
+    "tiny": CeilingPlan(2, 8, 0.2, 0.2, (0.5,)),
+}
+
+
+# -- measuring -------------------------------------------------------------------------------
+def steps(run: BenchRun) -> list[Step]:
+    """The ceiling scene's steps: one, which starts and stops its own null server."""
+    from bench.runner import Step
+
+    def step() -> None:
+        measure_ceiling(run)
+
+    return [Step("generator ceiling (null_echo)", step, "generator")]
+
+
+def measure_ceiling(run: BenchRun) -> None:
+    """Closed loop, then open-loop steps, of the lean generator against null_echo."""
+    from bench.procs import RefServer, Worker
+
+    plan = CEILING_PLANS.get(run.plan.mode, CEILING_PLANS["quick"])
+    rows: list[Row] = run.results.setdefault("generator", [])
+    server = RefServer(NULL, cpu=run.main.server_cpu)
+    server.start()
+    try:
+        with Worker(cpu=run.main.client_cpu) as worker:
+            assert server.address is not None
+            base = {
+                "kind": "load",
+                "target": {
+                    "kind": "echo",
+                    "ref": NULL,
+                    "address": server.address,
+                    "server_pid": server.pid,
+                },
+                "connections": plan.connections,
+                "body": run.body,
+                "prefix": "g",
+            }
+            closed = worker.run(
+                {**base, "mode": "closed", "depth": plan.depth, "duration_s": plan.closed_s},
+                timeout=plan.closed_s * 3 + 60,
+            )[0]
+            rows.append({"transport": NULL, "store": "none", "fraction": None, **closed})
+            top = closed["achieved_per_s"]
+            for fraction in plan.fractions:
+                job = {
+                    **base,
+                    "mode": "open",
+                    "rate": round(top * fraction, 1),
+                    "duration_s": plan.open_s,
+                    "max_inflight": run.plan.max_inflight,
+                    "drain_s": 2.0,
+                }
+                row = worker.run(job, timeout=plan.open_s * 3 + 60)[0]
+                rows.append({"transport": NULL, "store": "none", "fraction": fraction, **row})
+    finally:
+        server.stop()
+
+
+# -- reading ---------------------------------------------------------------------------------
+def kept_schedule(row: Row) -> bool:
+    """The generator sent >= MIN_SENT of the schedule and nothing timed out or overflowed."""
+    sent = row.get("sent_fraction")
+    if sent is None:  # a row from before the field: the schedule was rate x duration
+        scheduled = (row.get("offered_per_s") or 0) * (row.get("duration_s") or 0)
+        sent = row["sent"] / scheduled if scheduled else 0.0
+    return sent >= MIN_SENT and not row.get("timeouts") and not row.get("overloaded")
+
+
+def ceiling(results: dict[str, Any]) -> Row | None:
+    """The open-loop step against the null server with the highest offered rate the generator
+    kept to (on schedule); None if it never did."""
+    rows = [
+        r
+        for r in results.get("generator", [])
+        if r["mode"] == "open" and kept_schedule(r) and (r.get("queue_p99_us") or 0) <= ON_TIME_US
+    ]
+    return max(rows, key=lambda r: r["offered_per_s"], default=None)
+
+
+def generator_closed(results: dict[str, Any]) -> Row | None:
+    return next((r for r in results.get("generator", []) if r["mode"] == "closed"), None)
+
+
+def saturation_by_bound(
+    results: dict[str, Any], transport: str, store: str, bound_us: float
+) -> Row | None:
+    """The open-loop step with the highest offered rate that kept to its schedule with p99
+    under ``bound_us``; None if no step did."""
+    rows = [
+        r
+        for r in results.get("load", [])
+        if (r["transport"], r["store"], r["mode"]) == (transport, store, "open")
+        and kept_schedule(r)
+        and r.get("p99_us") is not None
+        and r["p99_us"] <= bound_us
+    ]
+    return max(rows, key=lambda r: r["offered_per_s"], default=None)
+
+
+def limited_by(row: Row) -> str:
+    """Whose limit an open-loop step shows: "server", "generator", "machine" (other processes
+    took the vCPUs: neither side had them) or "" (no limit reached)."""
+    util = row.get("server_cpu_util")
+    if util is not None and util >= SERVER_BUSY:
+        return "server"
+    if (row.get("other_vcpus") or 0) >= CROWDED_VCPUS:
+        return "machine"
+    late = (row.get("queue_p99_us") or 0) > ON_TIME_US or not kept_schedule(row)
+    if late and (util is None or util < SERVER_BUSY):
+        # In-process (loopback) rows have one process: the generator *is* the server.
+        return "generator" if row.get("client_cpu_util") is not None else "the process"
+    return ""
+
+
+def _groups(results: dict[str, Any]) -> list[tuple[str, str]]:
+    from bench.targets import order
+
+    seen = {(r["transport"], r["store"]) for r in results.get("load", []) if r["mode"] == "open"}
+    rank = {name: i for i, name in enumerate(order(results))}
+    return sorted(seen, key=lambda g: (rank.get(g[0], 99), g[1]))
+
+
+def _closed(results: dict[str, Any], transport: str, store: str) -> Row | None:
+    return next(
+        (
+            r
+            for r in results.get("load", [])
+            if (r["transport"], r["store"], r["mode"]) == (transport, store, "closed")
+        ),
+        None,
+    )
+
+
+def section(results: dict[str, Any], images: Sequence[str]) -> str:
+    """REPORT.md: the generator's ceiling, saturation by a bound, which rows it limited."""
+    if not results.get("load") and not results.get("generator"):
+        return ""
+    parts = ["## The load generator, and saturation by a latency bound\n"]
+    parts.append(
+        "Server and generator share this 2-vCPU machine: the server under test is pinned to one "
+        "vCPU, the generator (one worker process) to the other, so a second generator process "
+        "would only share the same vCPU; the generator stays out of the way by costing less "
+        "per request than the server. The reference echo rows (`tcp_echo`, `tcp_floor`) are "
+        "driven by the *lean* generator (bench/loadgen.py: raw frames, one write per "
+        "connection per loop turn, no task per request); the chat rows by the product's own "
+        "client (engine *client*).\n"
+    )
+    closed, top = generator_closed(results), ceiling(results)
+    if closed is not None:
+        parts.append(
+            f"**Generator ceiling** against `{NULL}` (writes back whatever arrives): closed loop "
+            f"{fmt_rate(closed['achieved_per_s'])} requests/s at "
+            f"{fmt_us(closed.get('client_cpu_us_per_op'))} µs of generator CPU per request "
+            f"(generator vCPU {_pct(closed.get('client_cpu_util'))} busy, other work on the "
+            f"machine {closed.get('other_vcpus', '—')} vCPUs); open loop, the highest offered "
+            f"rate kept on schedule (≥ {MIN_SENT:.0%} sent, queueing p99 ≤ "
+            f"{ON_TIME_US / 1000:g} ms): "
+            + (
+                f"**{fmt_rate(top['offered_per_s'])}/s** (p99 {fmt_us(top['p99_us'])} µs)."
+                if top
+                else "**none of the steps** (the generator fell behind at every rate tried)."
+            )
+            + "\n"
+        )
+    rows = []
+    for transport, store in _groups(results):
+        mine = [
+            r
+            for r in results["load"]
+            if (r["transport"], r["store"], r["mode"]) == (transport, store, "open")
+        ]
+        closed_row = _closed(results, transport, store)
+        client_us = None if closed_row is None else closed_row.get("client_cpu_us_per_op")
+        if top and mine and mine[0].get("engine") == "lean":
+            estimate = fmt_rate(top["offered_per_s"])
+        else:  # one vCPU over the generator's CPU per request, where it does not spin
+            estimate = "≈ " + fmt_rate(1e6 / client_us) if client_us else "—"
+        sats = [saturation_by_bound(results, transport, store, b) for b in BOUNDS_US]
+        limited = [r for r in mine if limited_by(r) == "generator"]
+        crowded = [r for r in mine if limited_by(r) == "machine"]
+        rows.append(
+            [
+                transport,
+                store,
+                mine[0].get("engine", "client") if mine else "—",
+                estimate,
+                fmt_rate(None if closed_row is None else closed_row["achieved_per_s"]),
+                *[fmt_rate(None if s is None else s["offered_per_s"]) for s in sats],
+                *[_split(s) for s in sats[:1]],
+                ", ".join(fmt_rate(r["offered_per_s"]) for r in limited) or "none",
+                ", ".join(fmt_rate(r["offered_per_s"]) for r in crowded) or "none",
+            ]
+        )
+    head = ["transport", "store", "generator", "generator ceiling /s", "closed-loop /s"]
+    head += [f"saturation p99 ≤ {b / 1000:g} ms /s" for b in BOUNDS_US]
+    head += ["at the 10 ms point: queueing p99 / service p99 µs"]
+    head += ["generator-limited steps (offered /s)", "crowded-machine steps (offered /s)"]
+    parts.append(
+        ""
+        if not rows
+        else "\n*Saturation by a bound*: the highest offered rate (of the open-loop steps) at "
+        "which "
+        f"the generator sent ≥ {MIN_SENT:.0%} of its schedule, nothing timed out and p99 from "
+        "the intended send time stayed under the bound (— : no step did). *Generator ceiling*: "
+        "for the lean generator the null-server figure above; for the product's client one "
+        "vCPU ÷ its CPU per request in the closed loop. *Generator-limited steps*: open-loop "
+        f"steps where the generator fell behind (queueing p99 > {ON_TIME_US / 1000:g} ms or "
+        f"< {MIN_SENT:.0%} sent) while the server's vCPU was under {SERVER_BUSY:.0%} busy: "
+        "those rows show the generator, not the server. *Crowded-machine steps*: other "
+        f"processes used ≥ {CROWDED_VCPUS} vCPUs meanwhile, so neither side had its vCPU: "
+        "distrust them.\n"
+    )
+    if rows:
+        parts.append(table(head, rows))
+    if "saturation.png" in images:
+        parts.append("\n![p99 vs offered rate with the saturation points](saturation.png)\n")
+    return "\n".join(parts)
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0%}"
+
+
+def _split(row: Row | None) -> str:
+    if row is None:
+        return "—"
+    return f"{fmt_us(row.get('queue_p99_us'))} / {fmt_us(row.get('service_p99_us'))}"
+
+
+def plot(results: dict[str, Any], path: Path) -> Path | None:
+    """p99 (from the intended time) vs offered rate per transport, memory/none store, with the
+    bounds drawn and each transport's saturation point at each bound marked."""
+    from bench.plots import _save, _styler, plt
+
+    groups = [g for g in _groups(results) if g[1] != "sqlite"]
+    if not groups:
+        return None
+    style = _styler(results)
+    fig, (lat, split) = plt.subplots(1, 2, figsize=(13, 5.2))
+    for transport, store in groups:
+        mine = sorted(
+            (
+                r
+                for r in results["load"]
+                if (r["transport"], r["store"], r["mode"]) == (transport, store, "open")
+                and r.get("p99_us")
+            ),
+            key=lambda r: r["offered_per_s"],
+        )
+        if not mine:
+            continue
+        s = style(transport)
+        xs = [r["offered_per_s"] for r in mine]
+        lat.plot(xs, [r["p99_us"] / 1000 for r in mine], marker="o", markersize=3, **s)
+        for bound, marker in zip(BOUNDS_US, ("*", "D"), strict=True):
+            sat = saturation_by_bound(results, transport, store, bound)
+            if sat is not None:
+                lat.plot(
+                    sat["offered_per_s"],
+                    sat["p99_us"] / 1000,
+                    marker=marker,
+                    markersize=12 if marker == "*" else 8,
+                    color=s["color"],
+                    markeredgecolor="black",
+                    linestyle="none",
+                )
+        if any(r.get("service_p99_us") for r in mine):
+            service = {**s, "linestyle": "-"}
+            split.plot(xs, [(r.get("service_p99_us") or 0) / 1000 for r in mine], **service)
+            q = {**s, "linestyle": ":", "label": None}
+            split.plot(xs, [max(r.get("queue_p99_us") or 0, 1) / 1000 for r in mine], **q)
+    for bound in BOUNDS_US:
+        lat.axhline(bound / 1000, color="grey", linewidth=0.8, linestyle="--")
+        lat.text(
+            0.01,
+            bound / 1000,
+            f"{bound / 1000:g} ms",
+            va="bottom",
+            fontsize=8,
+            transform=lat.get_yaxis_transform(),
+        )
+    for ax in (lat, split):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("offered rate (requests/s, log)")
+        ax.grid(True, which="both", alpha=0.3)
+    lat.set_ylabel("p99 from the intended send time (ms, log)")
+    lat.set_title("p99 vs offered load; ★ saturation at p99 ≤ 10 ms, ◆ at ≤ 100 ms")
+    lat.legend(fontsize=7, ncol=2)
+    split.set_ylabel("p99 (ms, log)")
+    split.set_title("Service time (sent → reply, solid) vs queueing (intended → sent, dotted)")
+    return _save(fig, path)
+
+
+__all__ = [
+    "BOUNDS_US",
+    "CEILING_PLANS",
+    "CROWDED_VCPUS",
+    "ceiling",
+    "kept_schedule",
+    "limited_by",
+    "measure_ceiling",
+    "plot",
+    "saturation_by_bound",
+    "section",
+    "steps",
+]

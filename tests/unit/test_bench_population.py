@@ -1,0 +1,87 @@
+"""The population scene: its seeded workload, its verdicts, its report, and one small real run
+(loopback: the population and the service in this process)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench import population
+from bench.population import PopulationPlan, _workload, overloaded
+
+PLAN = PopulationPlan(sessions=50, rates=(100.0,), step_s=0.5, transports=None)
+
+
+def test_sends_go_to_one_to_ten_distinct_other_users() -> None:
+    names = [f"u{i}" for i in range(50)]
+    ops = _workload(7, 2000, names, PLAN)
+    sends = [op for op in ops if op.recipients]
+    assert sends and len(sends) < len(ops)  # list_accounts are mixed in
+    for op in sends:
+        assert 1 <= len(op.recipients) <= 10
+        assert len(set(op.recipients)) == len(op.recipients)
+        assert names[op.sender] not in op.recipients
+    assert {len(op.recipients) for op in sends} == set(range(1, 11))
+    share = (len(ops) - len(sends)) / len(sends)
+    assert 0.05 < share < 0.15  # list_accounts at a tenth of the send rate
+    assert _workload(7, 2000, names, PLAN) == ops  # seeded: the same mix every run
+
+
+def test_a_step_is_overloaded_when_pushes_go_missing_or_the_tail_explodes() -> None:
+    fine = {"pushes_expected": 1000, "pushes_missing": 0, "push_p99_us": 20_000.0}
+    assert not overloaded(fine)
+    assert overloaded({**fine, "pushes_missing": 50})
+    assert overloaded({**fine, "push_p99_us": 2_000_000.0})
+    assert overloaded({**fine, "overloaded": True})
+
+
+def _row(transport: str, rate: float, p99: float) -> dict[str, object]:
+    return {
+        "transport": transport,
+        "sessions": 1000,
+        "offered_sends_per_s": rate,
+        "achieved_ops_per_s": rate * 1.1,
+        "push_p50_us": p99 / 3,
+        "push_p99_us": p99,
+        "push_p999_us": p99 * 2,
+        "pushes": 100,
+        "pushes_missing": 0,
+        "errors": 0,
+        "op_p99_us": 900.0,
+        "server_cpu_util": 0.5,
+        "client_cpu_util": 0.6,
+        "rss_per_session_kib": 12.5,
+        "other_vcpus": 0.01,
+    }
+
+
+def test_the_report_gives_the_target_its_verdict(tmp_path: Path) -> None:
+    results = {"population": [_row("custom", 250, 9_000), _row("custom", 1000, 40_000)]}
+    text = population.section(results, ["population.png"])
+    assert "**PASS**" in text and "40,000" in text
+    assert "population.png" in text
+    results["population"][1]["push_p99_us"] = 60_000.0
+    assert "**MISS**" in population.section(results, [])
+    assert population.plot(results, tmp_path / "population.png") is not None
+    assert (tmp_path / "population.png").stat().st_size > 0
+
+
+def test_without_the_target_row_the_report_says_so() -> None:
+    text = population.section({"population": [_row("grpc", 250, 9_000)]}, [])
+    assert "not measured in this run" in text
+
+
+async def test_a_small_population_gets_every_push() -> None:
+    """20 in-process sessions at 50 sends/s: every push arrives and is timed, no errors."""
+    plan = PopulationPlan(sessions=20, rates=(50.0,), step_s=0.4, transports=None, drain_s=5.0)
+    job = {
+        "target": {"kind": "chat", "transport": "loopback", "db": ":memory:"},
+        "plan": {**plan.__dict__},
+        "prefix": "t",
+        "seed": 3,
+    }
+    (row,) = await population.run_population(job)
+    assert row["errors"] == 0 and row["pushes_missing"] == 0
+    assert row["pushes"] == row["pushes_expected"] > 0
+    assert row["sends"] + row["list_accounts"] == round(50 * 1.1 * 0.4)
+    assert row["push_p50_us"] is not None and row["push_p99_us"] >= row["push_p50_us"]
+    assert row["in_process"] and row["sessions"] == 20

@@ -1,0 +1,287 @@
+"""The bounds of issue 14 on one custom-protocol server connection (and its server).
+
+Theory of operation (``transports._guard.ServerLimits`` holds the numbers and their reasons;
+docs/LIMITS.md "Connections and bytes" and PROTOCOL.md section 9.7 say what a client sees)
+  * Admission (``_admit``): the process-wide ``Guard`` counts connections in all and per client
+    address; a refused connection is answered with ERROR SERVER_BUSY and closed. An admitted
+    socket gets a small ``SO_SNDBUF``, so the kernel cannot hide megabytes of unread output.
+  * Fair turns: the driver handles at most ``requests_per_turn`` requests, or TURN_SECONDS of
+    them, per turn; then ``_yield_turn`` stops reading and the next turn runs at the next loop
+    iteration (``call_soon``), after every other ready connection. An ACK has no reply, so
+    backpressure alone never stopped a client pipelining ACKs: it froze the loop for seconds.
+  * Reading is paused for two reasons, either of them: a request in progress (the driver's
+    blocker), a yielded turn; ``_update_reading`` is the one place that pauses or resumes the
+    transport, so one reason ending never undoes the other.
+  * Inbound bytes (``_count_inbound``): after each turn, what the codec still holds (an
+    incomplete frame, or frames a blocker left) is counted against the guard's inbound
+    budget. A connection whose bytes take the server past the budget is closed with ERROR
+    SERVER_BUSY, which frees them at once. (Pausing it instead would keep them: 20,000
+    connections that each sent most of a maximal frame pinned 2 GB.)
+  * Outbound bytes: while a connection's output is paused (its own budget spent), what the
+    transport holds counts against the guard's outbound budget. A connection that finds that
+    budget spent is a slow consumer at once: ERROR SLOW_CONSUMER with the reason.
+  * Time, with no timer per request or per frame: one ``Sweeper`` per server looks at every
+    connection each period (``police``), comparing timestamps that only state changes set:
+    no session ``idle_timeout`` after WELCOME or LOGGED_OUT, a frame incomplete for
+    ``partial_frame_timeout`` (both ERROR TIMED_OUT), and output waiting in the kernel with
+    no byte acknowledged for ``stall_timeout`` (``KernelWatch``; a slow consumer), the latter
+    only for connections that wrote since the last look or are being timed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from core.service import ChatService
+from core.session import Session
+from core.types import CloseReason
+from transports._guard import Guard, Refusal, ServerLimits, peer_host
+from transports._outbox import KernelWatch, Outbox
+from transports.custom._codec import Codec
+from transports.custom._wire import ErrorCode
+
+log = logging.getLogger(__name__)
+
+#: Seconds of requests one turn may handle (besides ``requests_per_turn``) before the
+#: connection yields the loop: a store call can take milliseconds (an ACK of 1,024 ids on
+#: SQLite ~2-4 ms here), so a count alone would let 64 of them hold the loop a quarter second.
+TURN_SECONDS = 0.002
+#: The longest pause between two looks at every connection (idle, partial frames, kernel
+#: stalls); shorter when a timeout is shorter, so each fires within a quarter of itself.
+SWEEP_PERIOD = 1.0
+
+
+#: Seconds between two log lines about refused connections (a flood of connects must not
+#: become a flood of log lines): each says how many were refused since the last.
+REFUSAL_LOG_EVERY = 10.0
+_refusals = {"since": 0, "logged_at": float("-inf")}
+
+
+def _log_refusal(now: float, refusal: Refusal) -> None:
+    _refusals["since"] += 1
+    if now - _refusals["logged_at"] >= REFUSAL_LOG_EVERY:
+        log.warning(
+            "refusing connections (%d since the last report): %s", _refusals["since"], refusal
+        )
+        _refusals["since"], _refusals["logged_at"] = 0, now
+
+
+class Sweeper:
+    """One periodic look at every connection of a server (``Bounded.police``)."""
+
+    def __init__(self, connections: Iterable[Bounded], limits: ServerLimits) -> None:
+        self._connections = connections
+        self._timer: asyncio.TimerHandle | None = None
+        self.period = max(
+            0.02,
+            min(
+                SWEEP_PERIOD,
+                limits.idle_timeout / 4,
+                limits.partial_frame_timeout / 4,
+                limits.stall_timeout / 4,
+            ),
+        )
+
+    def start(self) -> None:
+        self._timer = asyncio.get_running_loop().call_later(self.period, self._sweep)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for connection in list(self._connections):
+            try:
+                connection.police(now)
+            except Exception:  # a bug of ours: never let it stop the sweeps
+                log.exception("checking connection %s failed", connection._peer)
+        self._timer = loop.call_later(self.period, self._sweep)
+
+
+class Bounded:
+    """The bounds half of ``_server._ServerConnection`` (a mixin: it shares the connection's
+    state; see the module docstring)."""
+
+    if TYPE_CHECKING:  # what the connection provides
+        _loop: asyncio.AbstractEventLoop
+        _transport: asyncio.Transport | None
+        _peer: Any
+        _codec: Codec
+        _outbox: Outbox
+        _service: ChatService
+        _session: Session
+        _blocker: asyncio.Task[None] | None
+        _closing: bool
+        _eof: bool
+
+        def _handle_buffered(self, data: bytes | None = None) -> None: ...
+        def _end_with(self, code: ErrorCode, message: str) -> None: ...
+        def _slow_consumer(self) -> None: ...
+
+    def _init_bounds(self, guard: Guard, stall_timeout: float) -> None:
+        self._guard = guard
+        self._limits = guard.limits
+        self._host: str | None = None  # the client's IP, once admitted (release() takes it)
+        self._admitted = False
+        self._reading = True  # the transport reads (we paused it: False)
+        self._yielded = False  # the turn ended early; the next one is scheduled
+        self._held_in = 0  # bytes counted against the guard's inbound budget
+        self._held_out = 0  # bytes counted against the guard's outbound budget
+        self._idle_since: float | None = None  # no logged-in session since (after WELCOME)
+        self._partial_since: float | None = None  # an incomplete frame waits since
+        self._kernel = KernelWatch(None, stall_timeout)
+        self._seen_batches = 0  # the outbox's batches at the last look
+
+    def _admit(self, transport: asyncio.Transport) -> Refusal | None:
+        """Count this connection against the caps (or say why not); size its send buffer."""
+        host = peer_host(self._peer)
+        refusal = self._guard.admit(host)
+        if refusal is not None:
+            _log_refusal(self._loop.time(), refusal)
+            return refusal
+        self._admitted, self._host = True, host
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:  # the kernel holds at most this much unread output (see ServerLimits)
+                sock.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_SNDBUF, self._limits.socket_send_buffer
+                )
+            except OSError:
+                pass
+            self._kernel = KernelWatch(sock, self._kernel.timeout)
+        return None
+
+    def _release(self) -> None:
+        """The connection is gone: give back everything it counted."""
+        self._give_back()
+        if self._admitted:
+            self._admitted = False
+            self._guard.release(self._host)
+
+    def pause_writing(self) -> None:
+        self._outbox.pause()
+        # The output is paused: what it holds counts against the server-wide budget. A slow
+        # reader that finds that budget spent is a slow consumer now (not in stall_timeout).
+        transport = self._transport
+        held = transport.get_write_buffer_size() if transport is not None else 0
+        if self._guard.reserve_outbound(held):
+            self._held_out = held
+        elif not self._closing:
+            self._loop.call_soon(self._out_of_budget)  # (not inside the transport's write)
+
+    def resume_writing(self) -> None:
+        if self._held_out:
+            self._guard.give_back_outbound(self._held_out)
+            self._held_out = 0
+        self._outbox.resume()
+
+    def _yield_turn(self) -> None:
+        """This turn has done its share: stop reading, go on at the next loop iteration."""
+        self._yielded = True
+        self._update_reading()
+        self._loop.call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._yielded = False
+        if self._closing or self._transport is None:
+            return
+        self._update_reading()
+        if self._blocker is None:
+            self._handle_buffered()
+
+    def _count_inbound(self) -> None:
+        """After a turn: count what the codec still holds against the inbound budget (stop
+        reading when it is spent), and time an incomplete frame."""
+        held = self._codec.buffered
+        if held and self._blocker is None and not self._yielded:  # an incomplete frame
+            if self._partial_since is None:
+                self._partial_since = self._loop.time()
+        else:
+            self._partial_since = None
+        more = held - self._held_in
+        if more > 0:
+            self._held_in = held
+            if not self._guard.hold_inbound(more):  # (closing gives them back)
+                log.warning("%s: the server's inbound budget is spent; closing", self._peer)
+                self._end_with(
+                    ErrorCode.SERVER_BUSY,
+                    "the server is holding too many incomplete frames; try again later",
+                )
+        elif more < 0:
+            self._held_in = held
+            self._guard.give_back_inbound(-more)
+
+    def _update_reading(self) -> None:
+        """Read from the socket unless a request is in progress or the turn yielded; while
+        closing, read (and discard) whatever comes."""
+        transport = self._transport
+        if transport is None or self._eof or transport.is_closing():
+            return
+        want = self._closing or not (self._blocker or self._yielded)
+        if want is not self._reading:
+            self._reading = want
+            if want:
+                transport.resume_reading()
+            else:
+                transport.pause_reading()
+
+    def _out_of_budget(self) -> None:
+        """Our paused output found the server-wide outbound budget spent: rather than hold
+        more for a reader this slow, end its session now (its messages stay pending)."""
+        if self._closing:
+            return
+        log.warning("%s: the server's output budget is spent; ending its session", self._peer)
+        if not self._session.closed:
+            self._service.close_session(self._session, CloseReason.SLOW_CONSUMER)
+        self._end_with(
+            ErrorCode.SLOW_CONSUMER,
+            "the server is holding too much unread output; your unacknowledged messages "
+            "stay pending for your next login",
+        )
+
+    def police(self, now: float) -> None:
+        """The server's periodic look (``Sweeper``): end this connection if it broke a time
+        bound (see the module docstring)."""
+        if self._closing or self._blocker is not None:
+            return
+        limits_ = self._limits
+        since = self._partial_since
+        if since is not None and now - since >= limits_.partial_frame_timeout:
+            log.debug("%s: a frame stayed incomplete; closing", self._peer)
+            self._end_with(
+                ErrorCode.TIMED_OUT,
+                f"a frame stayed incomplete for {limits_.partial_frame_timeout:g} s",
+            )
+            return
+        since = self._idle_since
+        if since is not None and now - since >= limits_.idle_timeout:
+            log.debug("%s: no session within the idle timeout; closing", self._peer)
+            self._end_with(
+                ErrorCode.TIMED_OUT, f"no login within {limits_.idle_timeout:g} s; reconnect"
+            )
+            return
+        batches = self._outbox.batches
+        if batches != self._seen_batches or self._kernel.watching:
+            self._seen_batches = batches
+            if self._kernel.stalled(now):
+                log.warning("%s reads nothing (its kernel buffers are full)", self._peer)
+                self._slow_consumer()
+
+    def _give_back(self) -> None:
+        """Return this connection's share of the byte budgets (it reads and queues no more)."""
+        if self._held_in:
+            self._guard.give_back_inbound(self._held_in)
+            self._held_in = 0
+        if self._held_out:
+            self._guard.give_back_outbound(self._held_out)
+            self._held_out = 0
+
+
+__all__ = ["SWEEP_PERIOD", "TURN_SECONDS", "Bounded", "Sweeper"]

@@ -1,0 +1,189 @@
+"""Throwaway instances of the services wirechat can run on, for tests, the bench and a local
+cluster: each starts in a temp dir on a free 127.0.0.1 port and is stopped by the pid it
+started, never by name.
+
+:class:`PostgresService` runs Debian's PostgreSQL (package ``postgresql``, binaries under
+``/usr/lib/postgresql/<major>/bin``): ``initdb`` into a temp dir (trust auth, UTF-8, C
+locale so names sort by code point as SQLite's binary collation does), ``pg_ctl start``
+with the Unix socket in that dir and TCP on 127.0.0.1 only, one database. PostgreSQL
+refuses to run as root, so as root it runs as the ``postgres`` user the Debian package
+creates (``runuser``), in a temp dir handed to that user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+#: How long initdb + start may take on a loaded 2-vCPU machine (measured ~1.3 s idle).
+START_TIMEOUT_S = 60
+#: The OS user PostgreSQL runs as when we are root (created by Debian's package).
+SERVICE_USER = "postgres"
+
+
+class ServiceMissing(RuntimeError):
+    """The service's binaries are not installed (``make postgres-tools`` installs them)."""
+
+
+def postgres_bin_dir() -> Path | None:
+    """The newest ``/usr/lib/postgresql/<major>/bin`` that has initdb, else the dir of an
+    ``initdb`` on PATH, else None."""
+
+    def major(initdb: str) -> int:
+        name = Path(initdb).parent.parent.name
+        return int(name) if name.isdigit() else 0
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=major)
+    if found:
+        return Path(found[-1]).parent
+    on_path = shutil.which("initdb")
+    return Path(on_path).resolve().parent if on_path else None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free right now (another process could take it before we bind: callers retry)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class PostgresService:
+    """One PostgreSQL cluster in a temp dir: ``start()``, ``url``, ``stop()``.
+
+    ``durable=False`` turns off fsync (tests and benches that kill wirechat, never PostgreSQL:
+    a commit is still written to the kernel before it returns, so it survives the death of
+    any process, just not of the machine).
+    """
+
+    def __init__(
+        self, *, database: str = "wirechat", user: str = "wirechat", durable: bool = True
+    ) -> None:
+        self.database = database
+        self.user = user
+        self.durable = durable
+        self.host = "127.0.0.1"
+        self.port = 0
+        self.dir: Path | None = None
+        self._bin: Path | None = None
+        self._as_root = os.geteuid() == 0
+
+    @property
+    def url(self) -> str:
+        """The ``postgresql://`` URL of the database (trust auth: no password)."""
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
+
+    @property
+    def data_dir(self) -> Path:
+        assert self.dir is not None
+        return self.dir / "data"
+
+    def _run(self, *args: str, timeout: float = START_TIMEOUT_S) -> str:
+        assert self._bin is not None
+        argv = [str(self._bin / args[0]), *args[1:]]
+        if self._as_root:
+            argv = ["runuser", "-u", SERVICE_USER, "--", *argv]
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"{args[0]} failed (exit {done.returncode}): {done.stderr.strip() or done.stdout}"
+            )
+        return done.stdout
+
+    def start(self) -> PostgresService:
+        """initdb, start on a free port, create the database. Raises ServiceMissing when
+        PostgreSQL is not installed."""
+        self._bin = postgres_bin_dir()
+        if self._bin is None:
+            raise ServiceMissing(
+                "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb): "
+                "run `make postgres-tools` (Debian package postgresql)"
+            )
+        self.dir = Path(tempfile.mkdtemp(prefix="wirechat-pg-"))
+        if self._as_root:
+            shutil.chown(self.dir, SERVICE_USER, SERVICE_USER)
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data_dir),
+            "-U",
+            self.user,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-sync",
+        )
+        settings = [
+            "listen_addresses=127.0.0.1",
+            f"unix_socket_directories={self.dir}",
+            "max_connections=100",
+            "shared_buffers=32MB",
+        ]
+        if not self.durable:
+            settings += ["fsync=off", "full_page_writes=off"]
+        options = " ".join(f"-c {s}" for s in settings)
+        for attempt in range(5):  # a free port can be taken before postgres binds it
+            self.port = free_port(self.host)
+            try:
+                self._run(
+                    "pg_ctl",
+                    "start",
+                    "-w",
+                    "-t",
+                    str(START_TIMEOUT_S),
+                    "-D",
+                    str(self.data_dir),
+                    "-l",
+                    str(self.dir / "postgres.log"),
+                    "-o",
+                    f"-p {self.port} {options}",
+                )
+                break
+            except RuntimeError:
+                if attempt == 4:
+                    self.stop()
+                    raise
+        self._run("createdb", "-h", self.host, "-p", str(self.port), "-U", self.user, self.database)
+        return self
+
+    def pid(self) -> int | None:
+        """The postmaster's pid (first line of postmaster.pid), if it runs."""
+        if self.dir is None:
+            return None
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            return int((self.data_dir / "postmaster.pid").read_text().split()[0])
+        return None
+
+    def stop(self) -> None:
+        """Stop the cluster we started (pg_ctl stop, then SIGKILL of its postmaster pid if
+        that fails) and remove its temp dir."""
+        if self.dir is None:
+            return
+        pid = self.pid()
+        if pid is not None:
+            try:
+                self._run("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data_dir))
+            except (RuntimeError, subprocess.TimeoutExpired):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                time.sleep(0.5)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir = None
+
+    def __enter__(self) -> PostgresService:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+__all__ = ["PostgresService", "ServiceMissing", "free_port", "postgres_bin_dir"]
