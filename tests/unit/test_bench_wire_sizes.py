@@ -96,10 +96,13 @@ def test_steady_figures_are_deterministic_and_say_which_ids_they_hold_for(
         assert row["samples"] >= 1, row  # undisturbed calls were found for every steady row
         for d in ("c2s", "s2c"):
             lo, hi = row[f"{d}_range"]
-            if row["op"] == "delete_messages" and d == "c2s" and flow:
-                # grpc-core sometimes leaves out the stream WINDOW_UPDATE (13 bytes) crediting
-                # the MESSAGES_GONE push on the long-lived push stream: at most that spread.
-                assert hi - lo in (0, WINDOW_UPDATE_BYTES), row
+            if flow:
+                # grpc-core decides by its own flow-control estimate whether a call's data is
+                # credited at once (a stream and a connection WINDOW_UPDATE, 13 bytes each) or
+                # later: seen on delete_messages (the MESSAGES_GONE push on the long-lived push
+                # stream) and, in one CI run of two, on grpc-stream's steady send (30 vs 56 B).
+                # So a spread may only be made of whole WINDOW_UPDATEs, at most one of each.
+                assert hi - lo in (0, WINDOW_UPDATE_BYTES, 2 * WINDOW_UPDATE_BYTES), row
                 continue
             assert lo == hi, row  # one figure, no spread
     send = find(rows, "send", "steady", 32, 1, "ascii")
