@@ -180,6 +180,11 @@ class Store(abc.ABC):
         copies of messages sent before older_than_ms, except copies still pending.
         Returns how many copies went."""
 
+    async def open(self) -> Store:
+        """Connect now, so a store that cannot be reached fails at start-up, not on the first
+        request (a networked store overrides it; a file or memory store is open already)."""
+        return self
+
     @abc.abstractmethod
     async def close(self) -> None: ...
 

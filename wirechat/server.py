@@ -86,8 +86,7 @@ async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
     store = open_store(config.db, synchronous=config.synchronous)
-    if hasattr(store, "open"):  # a networked store (PostgreSQL): connect now, fail fast
-        await store.open()
+    await store.open()  # a networked store connects now: an unreachable one fails at start
     service = ChatService(
         store,
         deleted_sender=config.deleted_sender,
