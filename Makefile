@@ -12,9 +12,17 @@ TRANSPORT ?= custom
 PORT ?=
 LISTEN ?= all
 WEB_PORT ?= 8080
+# TLS (issue 13): TLS_CERT/TLS_KEY serve `make server`'s listeners and `make web` over TLS/HTTPS;
+# TLS=1 (and CA=ca.pem for a private CA) make `make client` and `make web` speak TLS to the server
+TLS_CERT ?=
+TLS_KEY ?=
+TLS ?=
+CA ?=
+SERVE_TLS = $(if $(TLS_CERT),--tls-cert $(TLS_CERT)) $(if $(TLS_KEY),--tls-key $(TLS_KEY))
+DIAL_TLS = $(if $(filter 1 yes true,$(TLS)),--tls) $(if $(CA),--ca $(CA))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv gen browser capture-tools postgres-tools transports server client web test test-postgres test-tls check fmt clean bench bench-quick bench-reference bench-compare bench-profile bench-micro screenshot soak fuzz
+.PHONY: help venv gen browser capture-tools postgres-tools transports server client web certs nats-tools cluster test test-postgres test-cluster test-tls bench-cluster check fmt clean bench bench-quick bench-reference bench-compare bench-profile bench-micro screenshot soak fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -36,10 +44,10 @@ transports: $(STAMP) ## list the transports (the registry), their default ports 
 	@$(VENV)/bin/wirechat transports
 
 server: $(STAMP) gen ## run the chat server: every transport on its default port (LISTEN="custom=7000 ..."), DB=wirechat.db
-	$(VENV)/bin/wirechat server --host $(HOST) $(foreach l,$(LISTEN),--listen $(l)) --db $(DB)
+	$(VENV)/bin/wirechat server --host $(HOST) $(foreach l,$(LISTEN),--listen $(l)) --db $(DB) $(SERVE_TLS)
 
 client: $(STAMP) gen ## run the console client (TRANSPORT=name from `make transports`, HOST, PORT)
-	$(VENV)/bin/wirechat client --transport $(TRANSPORT) --host $(HOST) $(if $(PORT),--port $(PORT))
+	$(VENV)/bin/wirechat client --transport $(TRANSPORT) --host $(HOST) $(if $(PORT),--port $(PORT)) $(DIAL_TLS)
 
 capture-tools: ## install Debian's tcpdump and iproute2 (ss) for the bench's capture check, unless present
 	@command -v tcpdump >/dev/null 2>&1 && command -v ss >/dev/null 2>&1 || { apt-get update -qq && \
@@ -49,13 +57,25 @@ postgres-tools: ## install Debian's postgresql (the tests start their own throwa
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
-browser: ## install Debian's chromium for the web UI tests (root, apt) unless present
-	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+nats-tools: ## install Debian's nats-server (the cluster's bus; tests start their own) unless present
+	@command -v nats-server >/dev/null 2>&1 || test -x /usr/sbin/nats-server || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null; }
+
+NODES ?= 3
+cluster: $(STAMP) gen postgres-tools nats-tools ## try a cluster: PostgreSQL, nats-server and NODES=3 nodes (node k on default ports + 100k) until Ctrl-C
+	$(PY) -m wirechat.services cluster $(NODES)
+
+browser: ## install Debian's chromium and NSS's certutil (the HTTPS tests' CA) for the web UI tests, unless present
+	@command -v chromium >/dev/null 2>&1 && command -v certutil >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium libnss3-tools >/dev/null; }
 
 web: $(STAMP) gen ## run the web UI on WEB_PORT against the server (TRANSPORT, PORT of the server)
 	$(VENV)/bin/wirechat web --transport $(TRANSPORT) --host $(HOST) --port $(WEB_PORT) \
-	  $(if $(PORT),--server $(HOST):$(PORT))
+	  $(if $(PORT),--server $(HOST):$(PORT)) $(SERVE_TLS) $(DIAL_TLS)
+
+certs: $(STAMP) ## a throwaway CA and a certificate for 127.0.0.1/localhost in certs/ (trustme; for trying TLS)
+	mkdir -p certs && $(PY) -m trustme -q -d certs -i 127.0.0.1 localhost ::1
+	@echo "certs/server.pem + certs/server.key: TLS_CERT=certs/server.pem TLS_KEY=certs/server.key; the CA: CA=certs/client.pem"
 
 screenshot: $(STAMP) gen browser ## retake docs/screenshot.png from the browser tests
 	WIRECHAT_SCREENSHOT=1 $(PY) -m pytest tests/web -k "three_person and custom" -p no:cacheprovider
@@ -72,6 +92,9 @@ bench-reference: $(STAMP) gen ## a full bench, promoted to reports/reference/ an
 
 bench-compare: $(STAMP) ## compare reports/latest with the reference (OLD=, NEW= to choose); exit 1 on a regression
 	$(VENV)/bin/wirechat bench compare $(or $(OLD),reports/reference) $(or $(NEW),reports/latest)
+
+bench-cluster: $(STAMP) gen postgres-tools nats-tools ## cluster scene: cross-node push latency p50/p99 and send throughput with 1, 2, 3 nodes: reports/cluster/<run>/
+	$(PY) -m bench.cluster_scene --out reports/cluster
 
 bench-profile: $(STAMP) gen ## py-spy flame graphs of every transport's server under a send load: reports/profile/<run>/
 	$(PY) -m bench.flame --out reports/profile
@@ -92,6 +115,9 @@ test: $(STAMP) gen browser capture-tools postgres-tools ## run the whole test su
 
 test-postgres: $(STAMP) gen postgres-tools ## the conformance suite against a server on the PostgreSQL store
 	WIRECHAT_TEST_STORE=postgres $(PY) -m pytest tests/conformance -q
+
+test-cluster: $(STAMP) gen postgres-tools nats-tools ## three nodes on PostgreSQL + NATS: fan-out, order, kill -9 of a node and of nats-server
+	$(PY) -m pytest tests/cluster -q
 
 test-tls: $(STAMP) gen ## the conformance suite with every listener over TLS (a throwaway CA, trustme)
 	WIRECHAT_TEST_TLS=1 $(PY) -m pytest tests/conformance -q

@@ -91,25 +91,23 @@ RECIPIENT_COUNTS = (1, 10, 100)
 
 @dataclass(frozen=True)
 class WirePlan:
-    """How much of the bytes on the wire to measure (bench/wire.py). Steady rows: at least
-    ``repeats`` calls (``sweep_repeats`` per sweep point), and on until ``clean`` of them are
-    undisturbed by timer-driven frames, at most ``max_attempts``."""
+    """How much of the bytes on the wire to measure (bench/wire.py). Steady rows: ``repeats``
+    calls (``sweep_repeats`` per sweep point), every one counted (the connection's own frames
+    are never in a headline, so no call is left out)."""
 
     first_passes: int  # fresh-connection passes: samples of each ``first`` row
     repeats: int
     sweep_repeats: int
     body_sizes: tuple[int, ...]
     recipient_counts: tuple[int, ...]
-    clean: int = 3
-    max_attempts: int = 40
     amortized_calls: int = 1000  # the window over which timer-driven control bytes are spread
 
 
-WIRE_FULL = WirePlan(5, 15, 5, SIZES, RECIPIENT_COUNTS, clean=5)
-WIRE_QUICK = WirePlan(2, 3, 2, QUICK_SIZES, (1, 10), clean=2)
+WIRE_FULL = WirePlan(5, 15, 5, SIZES, RECIPIENT_COUNTS)
+WIRE_QUICK = WirePlan(2, 3, 2, QUICK_SIZES, (1, 10))
 #: What a round measures again to confirm the byte figures agree: one pass of every op at
 #: the 32 B body, a short amortized window (its figures are not compared).
-WIRE_CHECK = WirePlan(1, 2, 1, (32,), (1,), clean=2, max_attempts=12, amortized_calls=20)
+WIRE_CHECK = WirePlan(1, 2, 1, (32,), (1,), amortized_calls=20)
 
 
 @dataclass(frozen=True)

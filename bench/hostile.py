@@ -8,17 +8,21 @@ directory, free ports, stopped by its pid), seeds the accounts the attacks need 
 its database (through the ``core`` Store interface), then runs in separate processes:
 
   canary    two users on ``custom`` exchanging a message every ~20 ms (push latency, timed
-            from the intended send time) and the real user logging in again every few
-            seconds from 127.0.0.1 while others guess its password;
+            from the intended send time);
+  relogin   the real user logging in again every few seconds from 127.0.0.1 while others
+            guess its password (its own process, so no other worker's loop is in its time);
   flood     ~20,000 connections idle after HELLO, a share of them holding most of a
             maximum-size frame, from 127.0.0.2-254, in as many processes as descriptors need;
   attacks   an ACK flood (3,000 ACKs of 1,024 ids per round), 8 slow consumers sent 64 KiB
             bodies they never read, a 64 KiB message fanned out to 256 readers that never read,
-            20 login guessers on the canary's account, list_accounts scans over many accounts,
-            a storm of 1,000 simultaneous connects;
+            20 login guessers on the canary's account, list_accounts scans over many accounts;
+  storm     a storm of 1,000 simultaneous connects, a third into the window (its own process);
   grpc      sessions on gRPC sending to each other.
 
-Every count scales with ``--scale`` and every attack stops at the end of the window. A thread
+Every count scales with ``--scale``, the server's connection cap too (``--max-connections``
+FULL_CAP x scale, so a scaled flood still fills it), and every attack stops at the end of the
+window. The load average at the start and the end of the attacks is reported: the machine may
+be shared, and above its CPU count the figures measure the sharing. A thread
 samples the server's /proc status (RSS, its kernel-kept peak VmHWM, descriptors). Afterwards
 every recipient logs in again: each message the server acknowledged must have been seen live
 or be pending. The report (``REPORT.md`` + ``results.json`` under ``reports/soak/<run>/``) gives
@@ -51,6 +55,10 @@ ATTACKS = ("idle", "partial", "ack", "slow", "fanout", "guess", "scan", "storm",
 #: Connections one flood process holds at most (the hard descriptor limit here is 20,000 per
 #: process; the rest is headroom for its own files).
 FLOOD_PER_PROCESS = 9000
+#: The server's connection cap the full-scale flood is sized against: this machine's
+#: descriptor limit (20,000) minus the Guard's FD_RESERVE. A scaled scene scales the cap too
+#: (``--max-connections``), so its flood still fills the cap, as the full one does.
+FULL_CAP = 20_000 - 64
 
 
 def make_plan(
@@ -92,6 +100,8 @@ def make_plan(
         "storm": n(1000, 20) if on("storm") else 0,
         "grpc_sessions": n(200, 4) if on("grpc") else 0,
         "grpc_rate": n(400, 10),
+        # None: the server's own cap (its descriptor limit); scaled: FULL_CAP x scale
+        "server_cap": None if scale >= 1 else n(FULL_CAP, 16),
     }
     if not plan["fan_recipients"]:
         plan["fan_sends"] = 0
@@ -256,14 +266,17 @@ def run(plan: dict[str, Any], out: Path, baseline: float = 3.0, cooldown: float 
     with tempfile.TemporaryDirectory(prefix="wirechat-soak-") as tmp:
         db = Path(tmp) / "soak.db"
         results["seed_seconds"] = asyncio.run(seed(db, plan))
-        server = ServerProcess(transports, db).start()
+        cap = plan.get("server_cap")
+        extra = ["--max-connections", str(cap)] if cap else []
+        server = ServerProcess(transports, db, extra_args=extra).start()
         results["t_server"] = time.time()
         sampler = Sampler(server.pid)
         sampler.start()
         q, go, stop = ctx.Queue(), ctx.Event(), ctx.Event()
         kinds = [("canary", 0)]
         kinds += [("flood", i) for i in range(len(plan["flood_per_process"]))]
-        kinds += [("attacks", 0)]
+        kinds += [("attacks", 0), ("relogin", 0)]
+        kinds += [("storm", 0)] if plan["storm"] else []
         kinds += [("grpc", 0)] if plan["grpc_sessions"] else []
         procs = [
             ctx.Process(target=run_worker, args=(k, plan, server.addresses, q, go, stop, i))
@@ -278,14 +291,18 @@ def run(plan: dict[str, Any], out: Path, baseline: float = 3.0, cooldown: float 
             results["t_ready"] = time.time()
             time.sleep(baseline)  # the canary's quiet baseline
             results["t_go"] = time.time()
+            results["load_at_go"] = os.getloadavg()  # (the machine is shared: say how busy)
             go.set()
-            attackers = names - {"canary"} - set(failed)
+            attackers = names - {"canary", "relogin"} - set(failed)
             deadline = time.monotonic() + plan["seconds"] + 180
             _collect(q, attackers, deadline, results, failed)
             results["t_end"] = time.time()
+            results["load_at_end"] = os.getloadavg()
             time.sleep(cooldown)
             stop.set()
-            _collect(q, {"canary"} - set(failed), time.monotonic() + 120, results, failed)
+            _collect(
+                q, {"canary", "relogin"} - set(failed), time.monotonic() + 120, results, failed
+            )
             results["t_done"] = time.time()
             results["crashed"] = server.proc is not None and server.proc.poll() is not None
             if not results["crashed"]:

@@ -77,6 +77,15 @@ def partial_frame(fraction: float = 0.92) -> bytes:
 
 
 # -- one asyncio connection -----------------------------------------------------------------
+def _fail(future: asyncio.Future[Any], exc: Exception) -> None:
+    """Fail ``future`` (unless it is done) and mark its exception retrieved: a connection
+    closed before anyone awaited its WELCOME is an outcome the caller reads elsewhere
+    (``closed``), not "Future exception was never retrieved" on stderr."""
+    if not future.done():
+        future.set_exception(exc)
+        future.exception()  # (retrieved: asyncio logs nothing when it is collected)
+
+
 class RawClient(asyncio.Protocol):
     """A custom-protocol connection driven frame by frame (module docstring)."""
 
@@ -127,8 +136,7 @@ class RawClient(asyncio.Protocol):
             self._finish("the server closed the connection")
         elif isinstance(event, Error) and event.request_id == 0:
             self.errors.append(event)
-            if not self.welcome.done():
-                self.welcome.set_exception(ConnectionError(f"refused: {event.message}"))
+            _fail(self.welcome, ConnectionError(f"refused: {event.message}"))
         else:
             waiter = self.waiters.pop(getattr(event, "request_id", 0), None)
             if waiter is not None and not waiter.done():
@@ -138,8 +146,7 @@ class RawClient(asyncio.Protocol):
         if not self.closed.done():
             self.closed.set_result(reason)
         for future in [self.welcome, *self.waiters.values()]:
-            if not future.done():
-                future.set_exception(ConnectionError(reason))
+            _fail(future, ConnectionError(reason))
         self.waiters.clear()
 
     # requests

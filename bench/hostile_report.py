@@ -74,7 +74,8 @@ def checks(results: dict[str, Any]) -> list[dict[str, str]]:
     rows.append(_row("canary answered after the attacks", "yes",
                      "yes" if canary.get("answered_after") else "no",
                      bool(canary.get("answered_after"))))  # fmt: skip
-    logins = [entry for entry in canary.get("logins", []) if t_go <= entry[0] < t_end]
+    every_login = results.get("relogin", canary).get("logins", [])  # (its own worker now)
+    logins = [entry for entry in every_login if t_go <= entry[0] < t_end]
     times = [entry[1] for entry in logins if entry[1] is not None]
     refused = [entry[2] for entry in logins if entry[1] is None]
     worst = max(times, default=math.inf) if not refused else math.inf
@@ -82,7 +83,12 @@ def checks(results: dict[str, Any]) -> list[dict[str, str]]:
     detail += f" over {len(logins)} logins"
     if refused:
         detail += f"; failed: {', '.join(sorted(set(refused)))} ({len(refused)})"
-    quiet = [e[1] for e in canary.get("logins", []) if e[0] < t_go and e[1] is not None]
+    if times:
+        detail += f"; answered in {', '.join(f'{t:.1f}' for t in times)} s"
+    welcomed = sorted(e[3] for e in logins if len(e) > 3 and e[3] is not None)
+    if welcomed:  # (where the time went: the connection itself, or the login)
+        detail += f"; WELCOME after {welcomed[len(welcomed) // 2]:.1f} s (median)"
+    quiet = [e[1] for e in every_login if e[0] < t_go and e[1] is not None]
     if quiet:
         detail += f"; quiet baseline {min(quiet):.2f} s"
     rows.append(_row("real user's correct login under guessing", f"< {LOGIN_TARGET_S:.0f} s",
@@ -117,7 +123,7 @@ def checks(results: dict[str, Any]) -> list[dict[str, str]]:
             verified["lost_count"] == 0 and unchecked == 0,
         ))  # fmt: skip
     attacks = results.get("attacks", {})
-    storm = attacks.get("connect_storm", {}).get("outcomes", {})
+    storm = results.get("storm", attacks).get("connect_storm", {}).get("outcomes", {})
     if storm:
         silent = sum(v for k, v in storm.items() if k.startswith("never accepted"))
         rows.append(_row("connect storm: never accepted", "0",
@@ -182,6 +188,10 @@ def _attack_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def _load(load: Any) -> str:
+    return ", ".join(f"{x:.1f}" for x in load) if load else "unknown"
+
+
 def write_report(results: dict[str, Any], out: Path) -> None:
     """``results.json`` and ``REPORT.md`` under ``out``."""
     out.mkdir(parents=True, exist_ok=True)
@@ -194,7 +204,10 @@ def write_report(results: dict[str, Any], out: Path) -> None:
         f"{plan['seconds']:.0f} s, every attack at once against a canary pair on `custom` "
         f"(a message every {plan['canary_interval'] * 1000:.0f} ms). Server descriptor limit "
         f"{results.get('fd_limit')}; accounts seeded in {results.get('seed_seconds', 0):.1f} s; "
-        f"the guessed account's password hash has the {plan['login_cost']} cost. "
+        f"the guessed account's password hash has the {plan['login_cost']} cost; connection "
+        f"cap {plan.get('server_cap') or 'the descriptor limit minus 64'}. Load average (1, 5, "
+        f"15 min) at the start of the attacks {_load(results.get('load_at_go'))}, at their end "
+        f"{_load(results.get('load_at_end'))} (2 vCPUs: above ~2 the server waits for a CPU). "
         f"Command: `{results.get('command', 'python -m bench.hostile')}`.",
         "",
         "| check | target | actual | verdict |",

@@ -212,7 +212,7 @@ async def _deletes(target: ChatTarget, prefix: str, warm: int, n: int) -> dict[s
     for i in range(warm + n):
         name = f"{prefix}d{i:04d}"
         doomed = await target.user(name)
-        await meter.timed("delete_account", doomed.delete_account(name), record=i >= warm)
+        await meter.timed("delete_account", doomed.delete_account(name, PASSWORD), record=i >= warm)
         await target.discard(doomed)
     return meter.row("delete_account")
 

@@ -38,7 +38,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram  # type: ignore[import-untyped]
 
-from bench.endpoints import CpuMeter, chat_target, cpu_fields
+from bench.endpoints import PASSWORD, CpuMeter, chat_target, cpu_fields
 from bench.refs.clients import echo_client
 from bench.stats import new_histogram, record_ns, summarize
 
@@ -225,7 +225,7 @@ async def _setup_chat(job: dict[str, Any]) -> tuple[Issue, Callable[[], Awaitabl
     async def cleanup() -> None:
         try:
             owner = await target.user(recipient[0], signup=False)
-            await owner.delete_account(recipient[0])
+            await owner.delete_account(recipient[0], PASSWORD)
         finally:
             await target.aclose()
 

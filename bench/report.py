@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bench import flame, loadgen_scene, population
+from bench import flame, loadgen_scene, population, tls_report
 from bench.config import FLOOR, NOISY_VCPUS
 from bench.ladder import ladder_section
 from bench.markdown import TIMES, _fmt, _fmt_x, fmt_x_ci, table, with_ci
@@ -521,7 +521,9 @@ def _sizes_section(results: dict[str, Any], images: Sequence[str]) -> str:
         "## Bytes on the wire\n",
         "Counted at the TCP level through a counting relay (so HTTP/2 frames and HPACK headers "
         "are included), per operation and direction, split into payload / framing / headers / "
-        "control.\n",
+        "control: each call's own frames, the same in every call; the connection's own frames "
+        "(HTTP/2 WINDOW_UPDATE, PING, SETTINGS; WebSocket keepalive) are reported apart, "
+        "below. *holds for*: the message and request ids for which a size holds.\n",
     ]
     if not sizes:
         parts.append("_(not measured in this run)_\n")
@@ -532,7 +534,7 @@ def _sizes_section(results: dict[str, Any], images: Sequence[str]) -> str:
         parts.append("![bytes vs body size](bytes_vs_body.png)\n")
     per_op = standard_size_rows(sizes, results)
     head = ["op", "phase", "transport", "body B", "c2s B", "s2c B", "total B", f"{TIMES} {BASE}"]
-    head += [f"{k} c2s+s2c" for k in SIZE_KINDS]
+    head += [f"{k} c2s+s2c" for k in SIZE_KINDS] + ["holds for"]
     rows = []
     for r in per_op:
         twin = next(
@@ -556,6 +558,7 @@ def _sizes_section(results: dict[str, Any], images: Sequence[str]) -> str:
                 _fmt_x(ratio(total_bytes(r), total_bytes(twin))),
             ]
             + [int(r.get(f"c2s_{k}", 0)) + int(r.get(f"s2c_{k}", 0)) for k in SIZE_KINDS]
+            + [r.get("holds_for") or "—"]
         )
     parts.append(table(head, rows))
     parts.append(_rounds_of_bytes(results))
@@ -684,6 +687,7 @@ def render(results: dict[str, Any], images: Sequence[str] = ()) -> str:
         lambda: loadgen_scene.section(results, images),  # issue 10's scenes: their own modules
         lambda: population.section(results, images),
         lambda: flame.section(results, images),
+        lambda: tls_report.section(results, images),  # issue 13: TLS beside the plain rows
         lambda: _sizes_section(results, images),
         lambda: _payload_section(results),
         lambda: _trend_section(results, images),

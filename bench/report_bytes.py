@@ -1,8 +1,8 @@
-"""The bytes-on-the-wire definitions and the timer-driven control table, for REPORT.md.
+"""The bytes-on-the-wire definitions and the table of the connection's own frames, for REPORT.md.
 
 ``bench/report.py`` calls :func:`bytes_section` (after its own per-op table) so that the report
 states how each byte figure is defined (issue 8: "REPORT.md states each definition") and shows
-the steady ``send`` with the ids it holds for, and the amortized timer-driven control traffic.
+the steady ``send`` with the ids it holds for, and the connection's own frames, amortized.
 Rows are those of ``bench/wire.py`` (``results["sizes"]``); see its module docstring.
 """
 
@@ -16,20 +16,36 @@ from bench.markdown import table
 DEFINITIONS = """\
 How each byte figure is defined:
 
+- **steady** (the headline): the *deterministic steady call*: the whole frames of one call on \
+a warm connection (a method's first call on it made, unmeasured), and only the call's own \
+frames: for HTTP/2 its HEADERS (request, response headers, trailers), CONTINUATION, DATA and \
+RST_STREAM; for custom, protobuf-tcp and WebSocket every frame of the call. The criterion is \
+determinism: a frame is in a headline only if the call alone decides whether it is written \
+and how long it is. So the figure is the same in every call and every run, whatever the call \
+spacing or run length.
+- **the connection's own frames** are never in a headline: gRPC's PINGs and PING ACKs (BDP \
+estimator, keepalive: on a timer), its WINDOW_UPDATEs on stream 0 and on the call's stream \
+(grpc-core returns credit by its own estimate: with this call, with the next one, merged, \
+split or not at all; even the stream credit seen with almost every call is missing from some, \
+so it is not the call's by the criterion above), SETTINGS and their ACKs after the handshake, \
+GOAWAY; WebSocket keepalive PING/PONG. They are reported in the last table below: over a \
+fixed window of back-to-back send round trips (send, push, ack; at least 1,000), per call \
+and per second of connection. A call's cost over a long run is its headline plus that share.
 - **first**: the first call of an op on a fresh connection, after only the calls needed to \
-reach it (the median of several passes).
-- **steady** (the headline): the *deterministic steady call*: whole frames attributed to the \
-call that caused them (flow-control credit goes to the call whose DATA it credits), on a warm \
-connection, taken only from calls that no timer-driven frame came near (gRPC's BDP and \
-keepalive PINGs and their ACKs, WebSocket keepalive pings). Such a call's size does not depend \
-on call spacing or run length; *holds for* names the message and request ids for which it \
-holds (ids are varints, or decimal digits in JSON, so the size grows by a byte at 128, \
-16384, ... or at 10, 100, ...).
-- **amortized**: timer-driven control traffic, reported apart from the headline: the PINGs, \
-PING ACKs and extra WINDOW_UPDATEs over a fixed window of back-to-back send round trips \
-(send, push, ack), per call and per second of connection.
-- Every steady figure is checked against a packet capture of a client talking to the server \
-directly (`python -m bench.capture`), within 1 %.
+reach it (the median of several passes). HPACK's first literals make gRPC's dearer, and on \
+gRPC (unary) they may differ between passes by 3 B or about 20 B c2s: grpc-core writes a \
+10 s deadline as `10S` or `10100m` by its own clock, and a new value costs a literal; in \
+the steady rows, after 128 warm-up round trips, the values it writes are indexed (one byte).
+- **connect**: the connection's set-up, every frame (gRPC: preface, SETTINGS, their ACKs and \
+the initial WINDOW_UPDATE).
+- **holds for**: sizes that carry an id hold for the ids named: ids are varints in custom, \
+protobuf-tcp and gRPC (one byte up to 127, two bytes for 128..16383, three beyond), decimal \
+digits in WebSocket's JSON (a byte more at 10, 100, 1000, ...). The steady rows are measured \
+after 128 warm-up round trips, so their message and request ids are past 127.
+- Every steady send, deliver and ack figure is checked against a packet capture of clients \
+talking to the server directly (`python -m bench.capture`): each captured call's bytes less \
+the connection's frames (found by a walk of the captured bytes) must equal the headline \
+within 1 % (they are equal to the byte).
 """
 
 
@@ -37,8 +53,28 @@ def _find(rows: Iterable[dict[str, Any]], **want: Any) -> dict[str, Any] | None:
     return next((r for r in rows if all(r.get(k) == v for k, v in want.items())), None)
 
 
+def _calls(row: dict[str, Any]) -> str:
+    """'12, all identical', or the spread each way (a headline should never have one)."""
+    ranges = [row.get(f"{d}_range") or [0, 0] for d in ("c2s", "s2c")]
+    if all(lo == hi for lo, hi in ranges):
+        return f"{row['samples']}, all identical"
+    spread = " / ".join(f"{lo}..{hi}" for lo, hi in ranges)
+    return f"{row['samples']}, spread {spread}"
+
+
+def _kinds(row: dict[str, Any]) -> str:
+    """'WINDOW_UPDATE 26,000, PING 170' over both directions, largest first."""
+    kinds: dict[str, int] = {}
+    for d in ("c2s", "s2c"):
+        for kind, size in (row.get(f"{d}_detail") or {}).items():
+            kinds[kind] = kinds.get(kind, 0) + int(size)
+    ordered = sorted(kinds.items(), key=lambda item: -item[1])
+    return ", ".join(f"{kind} {size:,}" for kind, size in ordered) or "—"
+
+
 def bytes_section(results: dict[str, Any], order: Iterable[str] | None = None) -> str:
-    """Definitions, the steady send per transport with its ids, and the amortized table."""
+    """Definitions, the steady send per transport with its ids, and the amortized table of
+    the connection's own frames."""
     sizes = results.get("sizes", [])
     if not sizes:
         return ""
@@ -47,14 +83,17 @@ def bytes_section(results: dict[str, Any], order: Iterable[str] | None = None) -
     steady_rows, timer_rows = [], []
     for name in names:
         send = _find(sizes, transport=name, op="send", phase="steady", **base)
+        window = _find(sizes, transport=name, op="send", phase="amortized")
         if send is not None:
+            long_run = "—" if window is None else f"{window['c2s_bytes'] + window['s2c_bytes']:.1f}"
             steady_rows.append(
                 [
                     name,
                     send["c2s_bytes"],
                     send["s2c_bytes"],
                     send["c2s_bytes"] + send["s2c_bytes"],
-                    f"{send['samples']} of {send['samples'] + send['disturbed']}",
+                    _calls(send),
+                    long_run,
                     send.get("holds_for") or "—",
                 ]
             )
@@ -71,14 +110,20 @@ def bytes_section(results: dict[str, Any], order: Iterable[str] | None = None) -
                     row["control_bytes"],
                     f"{row['control_bytes_per_call']:.2f}",
                     f"{row['control_bytes_per_s']:.1f}",
+                    _kinds(row),
                 ]
             )
     parts = ["### How the byte figures are defined\n", DEFINITIONS]
-    parts.append("### Steady send (32 B body, one 12-character recipient)\n")
-    head = ["transport", "c2s B", "s2c B", "total B", "undisturbed calls", "holds for"]
+    parts.append(
+        "### Steady send (32 B body, one 12-character recipient)\n\n"
+        "*over the window*: the sender's bytes per call over the long window of the last "
+        "table, the connection's own frames included.\n"
+    )
+    head = ["transport", "c2s B", "s2c B", "total B", "calls", "over the window B / call"]
+    head.append("holds for")
     parts.append(table(head, steady_rows))
-    parts.append("### Timer-driven control traffic (amortized, not in any headline)\n")
-    head = ["transport", "connection", "calls", "seconds", "control B", "B / call", "B / s"]
+    parts.append("### The connection's own frames (amortized, not in any headline)\n")
+    head = ["transport", "connection", "calls", "seconds", "B", "B / call", "B / s", "by kind"]
     parts.append(table(head, timer_rows))
     return "\n".join(parts)
 

@@ -164,9 +164,10 @@ class BenchRun:
         steps: list[Step] = []
         for round_ in range(self.plan.rounds):
             steps += self._round_steps(round_)
-        from bench import flame, loadgen_scene, population  # issue 10's scenes (each its servers)
+        # issue 10's scenes, and issue 13's TLS rows: each module starts its own servers
+        from bench import flame, loadgen_scene, population, tls_rows
 
-        for scene in (loadgen_scene, population, flame):
+        for scene in (loadgen_scene, population, flame, tls_rows):
             steps += scene.steps(self)
         steps.append(Step("payload sizes", self._payload_sizes, "payload_sizes"))
         return steps

@@ -178,17 +178,6 @@ def total_bytes(row: Row | None) -> int | None:
     return int(row.get("c2s_bytes", 0)) + int(row.get("s2c_bytes", 0))
 
 
-def amortized_bytes(row: Row | None) -> float | None:
-    """Both directions, mean over the steady calls where measured: gRPC's flow-control and
-    PING frames land on some calls and not others, so the median call can hide them (or catch
-    them); the mean charges each call its share. Falls back to the median row."""
-    if row is None:
-        return None
-    if row.get("c2s_mean") is None or row.get("s2c_mean") is None:
-        return total_bytes(row)
-    return round(float(row["c2s_mean"]) + float(row["s2c_mean"]), 1)
-
-
 # -- targets -----------------------------------------------------------------------------------
 def disturbed(*rows: Row | None) -> float | None:
     """The most other-process work (vCPUs) seen by any of these timing rows, if above
@@ -362,7 +351,6 @@ __all__ = [
     "OPS",
     "SIZE_KINDS",
     "UNSETTLED",
-    "amortized_bytes",
     "disturbed",
     "evaluate_targets",
     "find_latency",

@@ -3,7 +3,7 @@
 ``bench/wire.py`` runs :func:`history_calls` with its run (``_Run``), after the messaging
 rows (so message ids are past 127); its module docstring defines the method, attribution,
 phases and row keys, which hold here unchanged: every call is measured with ``_Run.measured``
-(snapshots, settle, the kernel cross-check, credit moved to the call whose DATA it credits).
+(snapshots, settle, the kernel cross-check).
 
 The scenario
     Two accounts of the run: the caller ``wc<tag>h000`` and its peer ``wc<tag>h001``.
@@ -21,13 +21,14 @@ The scenario
 
     ``first``: on each of ``WirePlan.first_passes`` fresh connections, after connect and login,
     the four calls in that order. ``steady``: one connection warmed by WARM_UP_REQUESTS
-    unmeasured requests (request ids past 127), then cycles until every row has its
-    undisturbed calls, as for the other steady rows.
+    unmeasured requests (request ids past 127), then ``WirePlan.repeats`` cycles, as for the
+    other steady rows.
 
-Known spread
+No spread
     On gRPC (unary), grpc-core sometimes leaves out the 13-byte stream WINDOW_UPDATE that
-    credits the MESSAGES_GONE push on the long-lived push stream, so ``delete_messages``'s
-    undisturbed c2s calls may differ by those 13 bytes (``c2s_range`` shows it).
+    credits the MESSAGES_GONE push on the long-lived push stream; WINDOW_UPDATEs are the
+    connection's frames (``CONNECTION_KINDS``), never in a headline, so ``delete_messages`` is
+    the same in every call all the same.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class _History:
     async def prepare(self) -> None:
         """Accounts and the conversation, over direct (unmeasured) connections."""
         run, plan = self.run, self.run.plan
-        count = HISTORY_PAGE + plan.first_passes + plan.max_attempts + 2 + 4  # + warm-up, spare
+        count = HISTORY_PAGE + plan.first_passes + plan.repeats + 2 + 4  # + warm-up, spare
         body = make_body(32, "ascii")
         async with run.module.open_client(run.address, auto_ack=False) as client:
             await client.signup(self.peer, PASSWORD)

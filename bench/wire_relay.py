@@ -15,7 +15,7 @@ import struct
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from transports._bytes import CATEGORIES
 
@@ -27,8 +27,9 @@ DIRECTIONS = (C2S, S2C)
 #: A relay is quiet once no byte has crossed it for this long (seconds). A peer's immediate
 #: reaction to a frame (a PING ACK, a WINDOW_UPDATE, a trailer after a push) comes within
 #: microseconds on a loopback where a round trip takes ~0.1 ms; 30 ms is hundreds of times
-#: that. Frames sent on a timer (grpc's BDP pings) can come later: bench/wire.py keeps calls
-#: near them out of its headline figures and reports them apart (the "amortized" rows).
+#: that. Frames a runtime sends on a timer or by its own estimate (grpc's BDP pings, its
+#: WINDOW_UPDATEs) can come later: they are the connection's frames, never in a call's headline
+#: (bench/wire.py reports them apart, the "amortized" rows).
 QUIET = 0.030
 #: Give up waiting for quiet after this long: a transport that chatters on its own (say a
 #: keepalive every few ms) cannot be measured by quiescence, and we say so instead of guessing.
@@ -47,7 +48,6 @@ class WireAccount(Protocol):
     totals: Counter[str]  # category -> bytes of whole frames so far
     by_kind: Counter[str]  # frame kind -> bytes so far (diagnostics)
     epoch: int  # the operation in progress, set through CountingRelay.begin()
-    moved: list[Any]  # Reattributed records of frames an earlier epoch caused; caller empties
 
     last_ids: dict[str, int]  # the latest request id the counter saw ("request")
 
@@ -59,8 +59,7 @@ class WireAccount(Protocol):
     def receive_data(self, data: bytes) -> None: ...
 
 
-#: Makes the (client-to-server, server-to-client) accounts of one new connection; they may
-#: share state (gRPC's flow-control attribution needs both directions).
+#: Makes the (client-to-server, server-to-client) accounts of one new connection.
 AccountFactory = Callable[[], tuple[WireAccount, WireAccount]]
 
 
@@ -235,16 +234,6 @@ class CountingRelay:
         for conn in self.connections:
             for account in conn.accounts.values():
                 account.epoch = epoch
-
-    def take_moved(self) -> dict[str, list[Any]]:
-        """Per direction, the late frames the parsers attributed to earlier epochs since the
-        last call (``Reattributed`` records); the lists are emptied."""
-        moved: dict[str, list[Any]] = {d: [] for d in DIRECTIONS}
-        for conn in self.connections:
-            for d, account in conn.accounts.items():
-                moved[d] += account.moved
-                account.moved.clear()
-        return moved
 
     def total(self, direction: str) -> Count:
         """Everything counted so far in one direction, over all connections."""

@@ -22,7 +22,7 @@ log = logging.getLogger("bench.worker")
 Handler = Callable[[dict[str, Any]], Awaitable[list[dict[str, Any]]]]
 
 #: Jobs whose rows are timings, and so carry how busy the rest of the machine was.
-TIMED = frozenset({"ops", "deliver", "echo", "lean", "load", "population"})
+TIMED = frozenset({"ops", "deliver", "echo", "lean", "load", "population", "tls"})
 
 
 async def run_sizes(job: dict[str, Any]) -> list[dict[str, Any]]:
@@ -44,7 +44,7 @@ async def run_payload_sizes(job: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _handlers() -> dict[str, Handler]:  # imported late: `python -m bench.worker` starts fast
-    from bench import latency, load, population
+    from bench import latency, load, population, tls_rows
 
     return {
         "ops": latency.run_ops,
@@ -53,6 +53,7 @@ def _handlers() -> dict[str, Handler]:  # imported late: `python -m bench.worker
         "lean": latency.run_lean,
         "load": load.run_load,
         "population": population.run_population,
+        "tls": tls_rows.run_tls,  # issue 13: each wire transport in clear and over TLS
         "sizes": run_sizes,
         "payload_sizes": run_payload_sizes,
     }

@@ -9,8 +9,10 @@ from core.errors import (
     InvalidArgument,
     LimitExceeded,
     NotLoggedIn,
+    ResumeRefused,
     SessionClosed,
     UsernameTaken,
+    WeakPassword,
 )
 from core.memory_store import MemoryStore
 from core.passwords import HashCost
@@ -23,6 +25,7 @@ from core.types import (
     DeletedSenderPolicy,
     Delivery,
     LoginResult,
+    PasswordChanged,
     SendResult,
 )
 
@@ -43,6 +46,8 @@ __all__ = [
     "LoginResult",
     "MemoryStore",
     "NotLoggedIn",
+    "PasswordChanged",
+    "ResumeRefused",
     "SendResult",
     "Session",
     "SessionClosed",
@@ -50,5 +55,6 @@ __all__ = [
     "State",
     "Store",
     "UsernameTaken",
+    "WeakPassword",
     "open_store",
 ]

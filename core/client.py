@@ -15,8 +15,9 @@ The rules, in the order ``ChatClient`` applies them
      the argument checks the wire cannot even carry (no recipients, too many recipients, too
      many ack ids, a negative page size). Ack ids out of the unsigned 64-bit range cannot name
      a message and are dropped; an ack with no ids left sends nothing.
-  3. What a reply does to the client: a successful signup/login logs it in, a logout logs it
-     out; a failed signup/login (any domain error but ``AlreadyLoggedIn``) ends the session
+  3. What a reply does to the client: a successful signup/login/resume logs it in (and keeps
+     the reply's resume token, as does a password change), a logout logs it out; a failed
+     signup/login/resume (any domain error but ``AlreadyLoggedIn``) ends the session
      (Rule 4: reconnect to try again); a successful ``delete_account`` ends it (Rule 14); a
      ``SessionClosed`` reply ends it. A call that gets no reply (the connection broke, a
      deadline) changes nothing. A session-changing call cancelled while in flight leaves the
@@ -34,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
@@ -56,6 +57,7 @@ from core.types import (
     HistoryPage,
     LoginResult,
     Notice,
+    PasswordChanged,
     ReadMarker,
     SendResult,
     SessionEvent,
@@ -115,6 +117,7 @@ class ChatClient:
         self._session_end: str | None = None  # set: new calls raise SessionClosed
         self._lost: str | None = None  # set: new calls raise ConnectionError
         self._ended = False  # messages() has been told
+        self._resume_token = ""  # the latest one the server gave (signup/login/resume/change)
 
     # -- lifecycle -------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -147,6 +150,12 @@ class ChatClient:
     def logged_in(self) -> bool:
         return self._logged_in
 
+    @property
+    def resume_token(self) -> str:
+        """The latest resume token the server issued to this client ("" if none): pass it to
+        :meth:`resume` on a new client to log in again without the password. A secret."""
+        return self._resume_token
+
     # -- commands (each raises a core.errors.ChatError subclass on a domain error) ----------
     async def signup(self, username: str, password: str) -> LoginResult:
         return await self._call(rq.Signup(username, password))
@@ -166,17 +175,22 @@ class ChatClient:
             raise InvalidArgument("the page size must not be negative")
         return await self._call(rq.ListAccounts(pattern, after, limit))
 
-    async def send(self, recipients: Sequence[str], body: str) -> SendResult:
+    def send(self, recipients: Sequence[str], body: str) -> Coroutine[Any, Any, SendResult]:
+        """Send ``body`` to ``recipients``; await it for the SendResult.
+
+        Not itself a coroutine function, for speed (the hottest call): it returns ``_call``'s
+        coroutine, or one that raises the pre-check's error, so nothing happens before it is
+        awaited, as with an ``async def``."""
         names = tuple(recipients)
+        if 0 < len(names) <= MAX_RECIPIENTS:
+            return self._call(rq.Send(names, body))
+        return self._send_refused(names)
+
+    async def _send_refused(self, names: tuple[str, ...]) -> SendResult:
+        self._require_session()
         if not names:
-            self._require_session()
             raise InvalidArgument("name at least one recipient")
-        if len(names) > MAX_RECIPIENTS:
-            self._require_session()
-            raise LimitExceeded(
-                f"at most {MAX_RECIPIENTS} recipients per message (got {len(names)})"
-            )
-        return await self._call(rq.Send(names, body))
+        raise LimitExceeded(f"at most {MAX_RECIPIENTS} recipients per message (got {len(names)})")
 
     async def ack(self, message_ids: Sequence[int]) -> None:
         """Tell the server these messages reached the application (Rule 11)."""
@@ -187,9 +201,26 @@ class ChatClient:
         if ids:
             await self._call(rq.Ack(ids))
 
-    async def delete_account(self, username: str) -> None:
-        """Delete the logged-in account; ``username`` must be its own name (Rule 14)."""
-        await self._call(rq.DeleteAccount(username))
+    async def delete_account(self, username: str, password: str = "") -> None:
+        """Delete the logged-in account; ``username`` must be its own name (Rule 14) and
+        ``password`` its password (issue 13: without it the server refuses, AuthFailed)."""
+        await self._call(rq.DeleteAccount(username, password))
+
+    # -- account security (issue 13) -------------------------------------------------------
+    async def resume(self, token: str) -> LoginResult:
+        """Log in with the resume token of an earlier login (``resume_token``), without the
+        password; pending messages follow as after a login. A refused token (ResumeRefused)
+        ends the session like a failed login: connect a new client and log in."""
+        return await self._call(rq.Resume(token))
+
+    async def change_password(
+        self, old_password: str, new_password: str, end_other_sessions: bool = True
+    ) -> PasswordChanged:
+        """Change this account's password. With ``end_other_sessions`` the account's other
+        sessions end and every resume token is revoked; this session stays, with a new
+        token either way (``resume_token``). A wrong old password raises AuthFailed and
+        changes nothing; a weak new one raises WeakPassword."""
+        return await self._call(rq.ChangePassword(old_password, new_password, end_other_sessions))
 
     # -- history (Rules 19-25) -------------------------------------------------------------
     async def list_conversations(self, before_id: int = 0, limit: int = 0) -> ConversationPage:
@@ -307,21 +338,30 @@ class ChatClient:
                 await asyncio.shield(self.close())  # its outcome is unknowable: start afresh
             raise
         if request.changes_session:  # (most requests change nothing: skip the checks)
-            self._answered(request)
+            self._answered(request, result)
         return result
 
-    def _answered(self, request: rq.Request[Any]) -> None:
-        if isinstance(request, rq.Signup | rq.Login):
+    def _answered(self, request: rq.Request[Any], result: object) -> None:
+        if isinstance(request, rq.Signup | rq.Login | rq.Resume):
             self._logged_in = True
+            if isinstance(result, LoginResult) and result.resume_token:
+                self._resume_token = result.resume_token
+        elif isinstance(request, rq.ChangePassword):
+            if isinstance(result, PasswordChanged) and result.resume_token:
+                self._resume_token = result.resume_token
         elif isinstance(request, rq.Logout):
             self._logged_in = False
+            self._resume_token = ""  # revoked by the server
         elif isinstance(request, rq.DeleteAccount):
+            self._resume_token = ""
             self.session_ended(CloseReason.ACCOUNT_DELETED.value)
 
     def _refused(self, request: rq.Request[Any], exc: ChatError) -> None:
         if isinstance(exc, SessionClosed):
             self.session_ended(str(exc).removeprefix("session ended: "))
-        elif isinstance(request, rq.Signup | rq.Login) and not isinstance(exc, AlreadyLoggedIn):
+        elif isinstance(request, rq.Signup | rq.Login | rq.Resume) and not isinstance(
+            exc, AlreadyLoggedIn
+        ):
             self.session_ended(CloseReason.AUTH_FAILED.value)
 
     def _require_connection(self) -> None:

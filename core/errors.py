@@ -30,6 +30,23 @@ class AuthFailed(ChatError):
         super().__init__(message)
 
 
+class ResumeRefused(AuthFailed):
+    """Resume with a token that is unknown, expired or revoked (logout, deletion, password
+    change). Like a failed login it ends the session (Rule 4)."""
+
+    def __init__(
+        self,
+        message: str = "that session can no longer be resumed (expired, logged out or the"
+        " password changed); log in with your password",
+    ) -> None:
+        super().__init__(message)
+
+
+class WeakPassword(InvalidArgument):
+    """A new password (signup, change password) that is too short or too common
+    (core.password_policy). Existing passwords still log in."""
+
+
 class NotLoggedIn(ChatError):
     """A request that needs a session came from an anonymous or ended one."""
 
@@ -74,7 +91,9 @@ __all__ = [
     "InvalidArgument",
     "LimitExceeded",
     "NotLoggedIn",
+    "ResumeRefused",
     "SessionClosed",
     "TooManyAttempts",
     "UsernameTaken",
+    "WeakPassword",
 ]

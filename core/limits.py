@@ -52,3 +52,23 @@ BACKLOG_PAGE = 256
 
 # Rule 23. Ids in one delete_messages request: a screenful of selected messages, many times over.
 MAX_DELETE_IDS = 1024
+
+# Issue 13. A resume token logs a client in again after a dropped connection or a server
+# restart without asking for the password. A week covers a laptop closed over a weekend and
+# a long trip; beyond that, typing the password again is a fair price for a stolen token's
+# bounded life. Logout, account deletion and a password change revoke tokens at once.
+RESUME_TOKEN_LIFETIME_S = 7 * 24 * 3600
+# 256 bits from the OS's CSPRNG (secrets.token_urlsafe: 43 characters): unguessable, so the
+# server keeps only a fast SHA-256 of it (a slow hash protects low-entropy passwords only).
+RESUME_TOKEN_BYTES = 32
+# The text form's longest length (base64url of RESUME_TOKEN_BYTES, no padding), and what a
+# request may carry: anything longer cannot be a token and is refused without a lookup.
+MAX_RESUME_TOKEN_CHARS = 64
+# Tokens one account may hold at once (each login adds one; the oldest go first). A person's
+# devices and browsers, logging in again and again within a token's week, stay far below;
+# a script that logs in a million times cannot grow the table past this per account.
+MAX_RESUME_TOKENS_PER_ACCOUNT = 256
+
+# Issue 13, NIST SP 800-63B 5.1.1.2: a memorized secret chosen by the user is at least 8
+# characters; longer passphrases are welcome up to MAX_PASSWORD_BYTES.
+MIN_PASSWORD_CHARS = 8

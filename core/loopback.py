@@ -83,9 +83,16 @@ class LoopbackTransport:
                 case rq.Login(username, password):
                     result = await service.login(session, username, password)
                     self._start_pump(session)
+                case rq.Resume(token):
+                    result = await service.resume(session, token)
+                    self._start_pump(session)
                 case rq.Logout():
                     await service.logout(session)
                     result = None
+                case rq.ChangePassword(old_password, new_password, end_others):
+                    result = await service.change_password(
+                        session, old_password, new_password, end_others
+                    )
                 case rq.ListAccounts(pattern, after, limit):
                     result = await service.list_accounts(session, pattern, after, limit)
                 case rq.Send(recipients, body):
@@ -93,8 +100,8 @@ class LoopbackTransport:
                 case rq.Ack(ids):
                     await service.ack(session, ids)
                     result = None
-                case rq.DeleteAccount(username):
-                    await service.delete_account(session, username)
+                case rq.DeleteAccount(username, password):
+                    await service.delete_account(session, username, password)
                     result = None
                 case rq.ListConversations(before_id, limit):
                     result = await service.list_conversations(session, before_id, limit)

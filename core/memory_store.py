@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from core import limits
 from core.store import Account, DuplicateAccount, Member, NotSender, Removed, Store, StoredMessage
 from core.types import Conversation, Delivery
 
@@ -113,6 +114,8 @@ class MemoryStore(Store):
         self._read: dict[int, dict[int, int]] = {}  # owner -> conversation -> read mark
         self._last_account = 0
         self._last_id = 0
+        self._tokens: dict[bytes, tuple[int, int]] = {}  # token hash -> (account, expiry)
+        self._tokens_of: dict[int, set[bytes]] = {}  # account -> its token hashes
 
     # -- accounts ----------------------------------------------------------------------------
     async def create_account(self, username: str, password_hash: str, now_ms: int) -> int:
@@ -164,6 +167,7 @@ class MemoryStore(Store):
         # can be stored for it or from it (add_message). What it leaves behind is then removed
         # in slices, each one consistent, with the loop free for others in between.
         account = self._accounts.get(account_id)
+        await self.revoke_resume_tokens(account_id)
         if account is not None and not account.deleted:
             account.deleted = True
             account.password_hash = ""
@@ -350,6 +354,47 @@ class MemoryStore(Store):
                     self._remove_copy(owner, mid)
                     pruned += 1
         return pruned
+
+    # -- account security (issue 13) ---------------------------------------------------------
+    async def set_password_hash(self, account_id: int, password_hash: str) -> None:
+        account = self._accounts.get(account_id)
+        if account is not None and not account.deleted:
+            account.password_hash = password_hash
+
+    async def add_resume_token(
+        self, account_id: int, token_hash: bytes, expires_at_ms: int
+    ) -> None:
+        mine = self._tokens_of.setdefault(account_id, set())
+        self._tokens[token_hash] = (account_id, expires_at_ms)
+        mine.add(token_hash)
+        if len(mine) > limits.MAX_RESUME_TOKENS_PER_ACCOUNT:
+            by_expiry = sorted(mine, key=lambda h: (self._tokens[h][1], h))
+            for old in by_expiry[: len(mine) - limits.MAX_RESUME_TOKENS_PER_ACCOUNT]:
+                await self.revoke_resume_token(old)
+
+    async def resume_account(self, token_hash: bytes, now_ms: int) -> tuple[int, str] | None:
+        found = self._tokens.get(token_hash)
+        if found is None:
+            return None
+        account_id, expires_at_ms = found
+        account = self._accounts.get(account_id)
+        if expires_at_ms <= now_ms or account is None or account.deleted:
+            await self.revoke_resume_token(token_hash)
+            return None
+        return account_id, account.username
+
+    async def revoke_resume_token(self, token_hash: bytes) -> None:
+        found = self._tokens.pop(token_hash, None)
+        if found is not None:
+            mine = self._tokens_of.get(found[0])
+            if mine is not None:
+                mine.discard(token_hash)
+                if not mine:
+                    del self._tokens_of[found[0]]
+
+    async def revoke_resume_tokens(self, account_id: int) -> None:
+        for token_hash in self._tokens_of.pop(account_id, set()):
+            self._tokens.pop(token_hash, None)
 
     async def close(self) -> None:
         self._messages.clear()

@@ -29,6 +29,11 @@ Send is the hot path, so history and pending have no index but their keys and no
 keys (each would be one more b-tree write or lookup per copy, and v2 writes a history copy
 per participant): the copies of a message are found through its conversation's members,
 by the full key. The code keeps the references whole (the store-contract tests check it).
+
+Version 3 (issue 13): resume tokens. A login gets a token that logs the account in again
+without the password until it expires or is revoked; the table keeps only each token's
+SHA-256 (never the token), so a copy of the file logs nobody in.
+  resume_tokens(token_hash BLOB PK, account_id, expires_at_ms)   index (account_id, expires_at_ms)
 """
 
 from __future__ import annotations
@@ -200,8 +205,23 @@ def _v2(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
+_TABLES_V3 = """
+CREATE TABLE resume_tokens (
+    token_hash    BLOB PRIMARY KEY,  -- SHA-256 of the token the client holds
+    account_id    INTEGER NOT NULL REFERENCES accounts(id),
+    expires_at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX resume_tokens_by_account ON resume_tokens(account_id, expires_at_ms)
+"""
+
+
+def _v3(db: sqlite3.Connection) -> None:
+    for statement in _statements(_TABLES_V3):
+        db.execute(statement)
+
+
 #: Migration n brings a database from version n-1 to n.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3)
 LATEST = len(MIGRATIONS)
 
 

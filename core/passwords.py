@@ -7,14 +7,21 @@ The pool is the hasher's own and small (HASH_WORKERS): each check at the default
 64 MiB while it runs, so the number of checks in progress, not the number of clients, bounds
 that memory. Login guessers from many addresses once took the server to 417 MB on the shared
 default executor (six threads here); two threads keep it near 128 MiB and hash as fast on two
-vCPUs. Checks beyond that wait in the pool's queue, which the login throttle keeps short.
+vCPUs. Checks beyond that wait their turn, which the login throttle keeps short, in the order
+of their ``priority`` (then of arrival): the login throttle gives 0 to an address that logged
+in to the name before and has not failed since (the owner, as a rule), so guesses from many
+fresh addresses cannot queue up in front of the owner's check (docs/LIMITS.md, "Login").
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import heapq
+import itertools
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import cast
 
 import argon2
 
@@ -39,21 +46,61 @@ class Passwords:
     def __init__(self, cost: HashCost = HashCost.DEFAULT) -> None:
         self._hasher = make_hasher(cost)
         self._pool = ThreadPoolExecutor(HASH_WORKERS, thread_name_prefix="wirechat-argon2")
+        self._free = HASH_WORKERS  # turns not taken
+        self._queue: list[tuple[int, int, asyncio.Future[None]]] = []  # (priority, seq, waiter)
+        self._seq = itertools.count()
         # Verified against when the user does not exist, so that an unknown name costs the
         # same time as a wrong password (Rule 3: no user enumeration, not even by timing).
         self._dummy = self._hasher.hash("wirechat-dummy-password")
 
     async def hash(self, password: str) -> str:
-        return await asyncio.get_running_loop().run_in_executor(
-            self._pool, self._hasher.hash, password
-        )
+        return cast(str, await self._run(1, self._hasher.hash, password))
 
-    async def verify(self, stored_hash: str | None, password: str) -> bool:
-        loop = asyncio.get_running_loop()
+    async def verify(self, stored_hash: str | None, password: str, priority: int = 1) -> bool:
+        """Whether ``password`` matches ``stored_hash`` (None: check against a dummy hash, and
+        False). Checks wait for a free worker in ``priority`` order (lower first)."""
         try:
-            await loop.run_in_executor(
-                self._pool, self._hasher.verify, stored_hash or self._dummy, password
-            )
+            await self._run(priority, self._hasher.verify, stored_hash or self._dummy, password)
         except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
             return False
         return stored_hash is not None
+
+    async def _run(self, priority: int, work: Callable[..., object], *args: object) -> object:
+        """``work(*args)`` on a worker, when a turn comes (``_turn``). The turn is given back
+        when the worker is done, not when the caller stops waiting: a caller that hangs up
+        (a guesser's connection closed) leaves its check running, and a turn given back then
+        would queue the next check in the pool behind it, first come first served, where
+        priority means nothing (the owner's login waited there behind abandoned guesses)."""
+        await self._turn(priority)
+        done = asyncio.get_running_loop().run_in_executor(self._pool, work, *args)
+        done.add_done_callback(self._turn_over)
+        return await asyncio.shield(done)
+
+    def _turn_over(self, done: asyncio.Future[object]) -> None:
+        if not done.cancelled():
+            done.exception()  # (retrieved: an abandoned check's failure is nobody's error)
+        self._next_turn()
+
+    async def _turn(self, priority: int) -> None:
+        """Take one of HASH_WORKERS turns, given lowest ``priority`` first, then first come;
+        ``_next_turn`` gives it back."""
+        if self._free > 0 and not self._queue:
+            self._free -= 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._queue, (priority, next(self._seq), waiter))
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # given, then cancelled
+                self._next_turn()
+            raise
+
+    def _next_turn(self) -> None:
+        """A turn is over: give it to the first live waiter, or keep it free."""
+        while self._queue:
+            waiter = heapq.heappop(self._queue)[2]
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1

@@ -23,6 +23,13 @@ recipient's messages commit in seq order, which global ids cannot promise across
 (DESIGN.md "Scale-out"): the bus will carry (seq, previous seq) so a node can see a gap and
 read what it missed from ``pending``. Usernames are ``COLLATE "C"``: byte order, which for
 UTF-8 is code point order, as SQLite's binary collation sorts them.
+
+Schema v2 (issue 13; the SQLite schema v3): resume tokens, only each token's SHA-256.
+  resume_tokens(token_hash bytea PK, account_id, expires_at_ms)  index (account_id, expires_at_ms)
+
+Schema v3 (issue 11, the cluster's bus): index history(owner_id, message_id), so a node reads a
+user's newest received message (where its feed starts) and what a gap missed by id range
+without walking the user's whole history (core.nats_bus).
 """
 
 from __future__ import annotations
@@ -77,11 +84,30 @@ _V1 = (
     )""",
 )
 
+_V2 = (
+    """CREATE TABLE resume_tokens (
+        token_hash    bytea PRIMARY KEY,  -- SHA-256 of the token the client holds
+        account_id    bigint NOT NULL REFERENCES accounts(id),
+        expires_at_ms bigint NOT NULL
+    )""",
+    "CREATE INDEX resume_tokens_by_account ON resume_tokens(account_id, expires_at_ms)",
+)
+
+_V3 = ("CREATE INDEX history_by_owner_message ON history(owner_id, message_id)",)
+
 #: Migration n brings a database from version n-1 to n (each a list of statements).
-MIGRATIONS: tuple[Sequence[str], ...] = (_V1,)
+MIGRATIONS: tuple[Sequence[str], ...] = (_V1, _V2, _V3)
 LATEST = len(MIGRATIONS)
 #: The tables a test may empty between tests (everything but the version).
-TABLES = ("accounts", "conversations", "messages", "history", "pending", "read_state")
+TABLES = (
+    "accounts",
+    "conversations",
+    "messages",
+    "history",
+    "pending",
+    "read_state",
+    "resume_tokens",
+)
 
 
 class SchemaTooNew(RuntimeError):

@@ -36,7 +36,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]  # (no stubs shipped)
 
-from core import postgres_migrations
+from core import limits, postgres_migrations
 from core.sqlite_store import _prefix_range
 from core.store import Account, DuplicateAccount, Member, NotSender, Removed, Store, StoredMessage
 from core.types import Conversation, Delivery
@@ -145,7 +145,7 @@ p AS (
 h AS (
     INSERT INTO history(owner_id, conversation_id, message_id)
     SELECT o, $4, m.id FROM unnest($3::bigint[]) AS o, m)
-SELECT id FROM m
+SELECT id, ARRAY(SELECT ARRAY[s.id, s.last_seq] FROM s) FROM m
 """
 
 
@@ -283,12 +283,71 @@ class PostgresStore(Store):
                     removed.setdefault(owner, []).append(message_id)
                     doomed.add(message_id)
             await conn.execute(_COLLECT, sorted(doomed))
+            await conn.execute("DELETE FROM resume_tokens WHERE account_id = $1", account_id)
             await conn.execute(
                 "UPDATE accounts SET password_hash = '', deleted_at_ms = $2 WHERE id = $1",
                 account_id,
                 now_ms,
             )
         return {owner: sorted(ids) for owner, ids in removed.items()}
+
+    # -- account security (issue 13) ---------------------------------------------------------
+    @_write
+    async def set_password_hash(self, account_id: int, password_hash: str) -> None:
+        await (await self._db()).execute(
+            "UPDATE accounts SET password_hash = $2 WHERE id = $1 AND deleted_at_ms IS NULL",
+            account_id,
+            password_hash,
+        )
+
+    @_write
+    async def add_resume_token(
+        self, account_id: int, token_hash: bytes, expires_at_ms: int
+    ) -> None:
+        async with (await self._db()).acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO resume_tokens(token_hash, account_id, expires_at_ms)"
+                " VALUES ($1, $2, $3) ON CONFLICT (token_hash) DO UPDATE"
+                " SET account_id = $2, expires_at_ms = $3",
+                token_hash,
+                account_id,
+                expires_at_ms,
+            )
+            # Past the cap, the tokens that expire first make room (an indexed range).
+            await conn.execute(
+                "DELETE FROM resume_tokens WHERE token_hash IN (SELECT token_hash"
+                " FROM resume_tokens WHERE account_id = $1 ORDER BY expires_at_ms DESC,"
+                " token_hash DESC OFFSET $2)",
+                account_id,
+                limits.MAX_RESUME_TOKENS_PER_ACCOUNT,
+            )
+
+    @_in_task
+    async def resume_account(self, token_hash: bytes, now_ms: int) -> tuple[int, str] | None:
+        row = await (await self._db()).fetchrow(
+            "SELECT t.account_id, t.expires_at_ms, a.username, a.deleted_at_ms"
+            " FROM resume_tokens t JOIN accounts a ON a.id = t.account_id"
+            " WHERE t.token_hash = $1",
+            token_hash,
+        )
+        if row is None:
+            return None
+        if row[1] <= now_ms or row[3] is not None:
+            await self.revoke_resume_token(token_hash)
+            return None
+        return int(row[0]), str(row[2])
+
+    @_write
+    async def revoke_resume_token(self, token_hash: bytes) -> None:
+        await (await self._db()).execute(
+            "DELETE FROM resume_tokens WHERE token_hash = $1", token_hash
+        )
+
+    @_write
+    async def revoke_resume_tokens(self, account_id: int) -> None:
+        await (await self._db()).execute(
+            "DELETE FROM resume_tokens WHERE account_id = $1", account_id
+        )
 
     # -- messages ----------------------------------------------------------------------------
     @_write
@@ -314,7 +373,7 @@ class PostgresStore(Store):
             # One statement, one round trip, its own transaction: the row locks are held
             # only while PostgreSQL runs it, not across client round trips.
             members, conversation_id, found = known
-            message_id = await pool.fetchval(
+            row = await pool.fetchrow(
                 _SEND_KNOWN,
                 list(key[1]),
                 sender_id,
@@ -324,8 +383,8 @@ class PostgresStore(Store):
                 now_ms,
                 sorted(set(found.values())),
             )
-            if message_id is not None:
-                return StoredMessage(int(message_id), conversation_id, dict(found))
+            if row is not None:
+                return StoredMessage(int(row[0]), conversation_id, dict(found), _seqs(row[1]))
             del self._sends[key]  # someone came or went: decide afresh, below
         async with pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
@@ -343,7 +402,7 @@ class PostgresStore(Store):
                 conn, members
             )
             targets = sorted(set(found.values()))
-            message_id = await conn.fetchval(
+            row = await conn.fetchrow(
                 """
                 WITH m AS (
                     INSERT INTO messages(sender_id, conversation_id, body, sent_at_ms)
@@ -357,7 +416,7 @@ class PostgresStore(Store):
                 h AS (
                     INSERT INTO history(owner_id, conversation_id, message_id)
                     SELECT o, $2, m.id FROM unnest($6::bigint[]) AS o, m)
-                SELECT id FROM m
+                SELECT id, ARRAY(SELECT ARRAY[s.id, s.last_seq] FROM s) FROM m
                 """,
                 sender_id,
                 conversation_id,
@@ -369,7 +428,7 @@ class PostgresStore(Store):
         if len(self._sends) >= _CACHE_LIMIT:
             self._sends.clear()
         self._sends[key] = (members, conversation_id, found)  # (committed)
-        return StoredMessage(int(message_id), conversation_id, found)
+        return StoredMessage(int(row[0]), conversation_id, found, _seqs(row[1]))
 
     async def _conversation(self, conn: asyncpg.Connection, members: tuple[int, ...]) -> int:
         """The conversation of these members, created if new (inside the send's transaction;
@@ -444,6 +503,68 @@ class PostgresStore(Store):
                 )
 
         task.add_done_callback(done)
+
+    # -- the cluster's bus (core.nats_bus): sequences, and what a gap missed ----------------
+    @_in_task
+    async def last_seqs(self, account_ids: Sequence[int]) -> dict[int, tuple[int, bool]]:
+        """Account id -> (its last_seq, whether the account is deleted), for these ids."""
+        rows = await (await self._db()).fetch(
+            "SELECT id, last_seq, deleted_at_ms IS NOT NULL FROM accounts"
+            " WHERE id = ANY($1::bigint[])",
+            list(account_ids),
+        )
+        return {row[0]: (row[1], row[2]) for row in rows}
+
+    @_in_task
+    async def bus_baseline(self, account_id: int) -> tuple[int, int]:
+        """(last_seq, the id of the newest message in the account's history that someone
+        else sent it), read in one snapshot: every message to the account with seq <=
+        last_seq has an id <= that one, every later one a greater id (see the top)."""
+        row = await (await self._db()).fetchrow(
+            # (history_by_owner_message, walked from the newest: stops at the first found)
+            "SELECT a.last_seq, coalesce((SELECT h.message_id FROM history h"
+            " JOIN messages m ON m.id = h.message_id WHERE h.owner_id = a.id"
+            " AND m.sender_id <> a.id ORDER BY h.message_id DESC LIMIT 1), 0)"
+            " FROM accounts a WHERE a.id = $1",
+            account_id,
+        )
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    @_in_task
+    async def received_between(
+        self, recipient_id: int, after_id: int, below_id: int, limit: int
+    ) -> list[Delivery]:
+        """Messages others sent the recipient, still in its history, with after_id < id <
+        below_id (0: no bound), oldest first: what a gap missed, acked or not."""
+        rows = await (await self._db()).fetch(
+            _DELIVERY + "JOIN history h ON h.message_id = m.id AND h.owner_id = $1"
+            " AND h.conversation_id = m.conversation_id"
+            " AND h.message_id > $2 AND h.message_id < $3"  # (history_by_owner_message's range)
+            " WHERE m.sender_id <> $1 ORDER BY h.message_id LIMIT $4",
+            recipient_id,
+            after_id,
+            below_id or _NO_BOUND,
+            limit,
+        )
+        return _deliveries(rows)
+
+    @_in_task
+    async def pending_by_seq(
+        self, recipient_id: int, after_seq: int, up_to_seq: int, limit: int
+    ) -> list[tuple[int, Delivery]]:
+        """The recipient's pending copies with after_seq < seq <= up_to_seq, as (seq,
+        delivery), oldest first (a recipient's seqs and ids rise together: see the top)."""
+        await self._acked(recipient_id)
+        rows = await (await self._db()).fetch(
+            _DELIVERY.replace("SELECT m.id,", "SELECT p.seq, m.id,", 1)
+            + "JOIN pending p ON p.message_id = m.id AND p.recipient_id = $1"
+            " WHERE p.seq > $2 AND p.seq <= $3 ORDER BY p.seq LIMIT $4",
+            recipient_id,
+            after_seq,
+            up_to_seq,
+            limit,
+        )
+        return list(zip((row[0] for row in rows), _deliveries(r[1:] for r in rows), strict=True))
 
     async def _mark_delivered(self, recipient_id: int, message_ids: list[int]) -> None:
         await (await self._db()).execute(
@@ -679,7 +800,12 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     advisory locks, CLOSE ALL) is a round trip per use, for session state we never set."""
 
 
-def _deliveries(rows: Iterable[asyncpg.Record]) -> list[Delivery]:
+def _seqs(pairs: Sequence[Sequence[int]]) -> dict[int, int]:
+    """[[recipient id, seq], ...] as a dict."""
+    return {int(pair[0]): int(pair[1]) for pair in pairs}
+
+
+def _deliveries(rows: Iterable[Sequence[Any]]) -> list[Delivery]:
     return [
         Delivery(
             row[0],

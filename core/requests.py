@@ -17,6 +17,7 @@ from core.types import (
     ConversationPage,
     HistoryPage,
     LoginResult,
+    PasswordChanged,
     ReadMarker,
     SendResult,
 )
@@ -81,8 +82,34 @@ class Ack(Request[None]):
 
 @dataclass(slots=True)
 class DeleteAccount(Request[None]):
+    """Delete the logged-in account: its own name, and its password again (issue 13)."""
+
     username: str
+    password: str = ""  # "": refused (AuthFailed), as an old client that sends none
     changes_session: ClassVar[bool] = True
+
+
+# -- account security (issue 13) ------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Resume(Request[LoginResult]):
+    """Log in again with the resume token of an earlier login, without the password."""
+
+    token: str
+    needs_session: ClassVar[bool] = False
+    changes_session: ClassVar[bool] = True
+
+
+@dataclass(slots=True)
+class ChangePassword(Request[PasswordChanged]):
+    """Change the logged-in account's password; by default end its other sessions and
+    revoke every resume token. This session stays, with a new token."""
+
+    old_password: str
+    new_password: str
+    end_other_sessions: bool = True
+    changes_session: ClassVar[bool] = True  # the reply replaces the client's resume token
 
 
 # -- history and identity (Rules 19-25) -----------------------------------------------------
@@ -121,6 +148,7 @@ class DeleteMessages(Request[None]):
 
 __all__ = [
     "Ack",
+    "ChangePassword",
     "DeleteAccount",
     "DeleteMessages",
     "ListAccounts",
@@ -130,6 +158,7 @@ __all__ = [
     "MarkRead",
     "ReadHistory",
     "Request",
+    "Resume",
     "Send",
     "Signup",
 ]

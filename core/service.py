@@ -24,16 +24,29 @@ Theory of operation
     whose history lost them (MessagesDeleted). Notices go through the same per-session queue
     as deliveries, so each session sees them in commit order.
   * Retention (optional): at most one prune runs per PRUNE_INTERVAL, started by a send.
+  * Pushes go through the bus (core.bus): in one process a call back into ``deliver``; in a
+    cluster (core.nats_bus) also a publish to the nodes holding the user's other sessions,
+    with the recipient's sequence number so a node can repair a gap from the database.
+  * Account security (issue 13). Signup, login and resume give the session a resume token:
+    32 random bytes, text for the client, only its SHA-256 in the store (a high-entropy
+    secret needs no slow hash: nobody can guess 2**256 inputs, so a fast hash of a leaked
+    table reveals nothing), with an expiry. Resume is a login by token (the same token comes
+    back, its lifetime unchanged). Logout revokes the session's token, a password change
+    (with end_other_sessions) or a deletion every token of the account. A new password
+    meets core.password_policy; deletion and a password change ask for the password again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import secrets
 import time
 from collections.abc import Sequence
 
 from core import limits
+from core.bus import Bus, LocalBus
 from core.errors import (
     AlreadyLoggedIn,
     AuthFailed,
@@ -42,9 +55,11 @@ from core.errors import (
     InvalidArgument,
     LimitExceeded,
     NotLoggedIn,
+    ResumeRefused,
     SessionClosed,
     UsernameTaken,
 )
+from core.password_policy import check_new_password
 from core.passwords import HashCost, Passwords
 from core.session import Session, State
 from core.store import DuplicateAccount, NotSender, Removed, Store
@@ -59,6 +74,7 @@ from core.types import (
     LoginResult,
     MessagesDeleted,
     Notice,
+    PasswordChanged,
     ReadMarker,
     Retention,
     SendResult,
@@ -81,6 +97,11 @@ def now_ms() -> int:
 def validate_username(username: str) -> None:
     if not limits.USERNAME_RE.fullmatch(username):
         raise InvalidArgument("a username is 1-32 characters of letters, digits, '_', '.' or '-'")
+
+
+def token_hash(token: str) -> bytes:
+    """What the store keeps of a resume token: its SHA-256 (see the theory above)."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
 def validate_password(password: str) -> None:
@@ -129,8 +150,12 @@ class ChatService:
         hash_cost: HashCost = HashCost.DEFAULT,
         throttle: LoginThrottle | None = None,
         retention: Retention | None = None,
+        bus: Bus | None = None,
     ) -> None:
         self.store = store
+        #: How pushes reach live sessions: this process only (LocalBus) or every node.
+        self.bus = bus or LocalBus()
+        self.bus.attach(self)
         self.deleted_sender = deleted_sender
         self.retention = retention or Retention()
         self._passwords = Passwords(hash_cost)
@@ -167,7 +192,7 @@ class ChatService:
         self._require_anonymous(session)
         try:
             validate_username(username)
-            validate_password(password)
+            check_new_password(password)
             if await self.store.password_hash(username) is not None:
                 raise UsernameTaken(f"the username {username!r} is taken")
             password_hash = await self._passwords.hash(password)
@@ -194,7 +219,8 @@ class ChatService:
                 stored = account.password_hash if account else None
                 # Always a full check, against a dummy hash when there is no account, so an
                 # unknown name costs the same time as a wrong password (Rule 3).
-                verified = await self._passwords.verify(stored, password)
+                turn = self._throttle.priority(username, session.peer)  # (the owner first)
+                verified = await self._passwords.verify(stored, password, turn)
                 if account is None or not verified:
                     raise AuthFailed()
             self._require_anonymous(session)
@@ -203,10 +229,70 @@ class ChatService:
             raise
         return await self._start(session, username, account.id)
 
+    async def resume(self, session: Session, token: str) -> LoginResult:
+        """Log the session in with the resume token of an earlier login, without the
+        password; the same token comes back. Unknown, expired or revoked: ResumeRefused,
+        and the session ends as after a failed login (Rule 4). Not throttled: a guess has a
+        2**-256 chance and costs the guesser a connection each."""
+        self._require_anonymous(session)
+        try:
+            if not token or len(token) > limits.MAX_RESUME_TOKEN_CHARS:
+                raise ResumeRefused()
+            digest = token_hash(token)
+            found = await self.store.resume_account(digest, now_ms())
+            if found is None:
+                raise ResumeRefused()
+            self._require_anonymous(session)
+        except ChatError:
+            self._end(session, CloseReason.AUTH_FAILED)
+            raise
+        account_id, username = found
+        log.info("resume %s (session %d)", username, session.id)
+        return await self._start(session, username, account_id, (token, digest))
+
     async def logout(self, session: Session) -> None:
         username = self._require_active(session)
+        digest = session.resume_token_hash
         self._unregister(session, username)
-        session._logged_out()
+        session._logged_out()  # (at once, before any await: nothing can end it half-way)
+        if digest is not None:  # revoked before the reply, so "logged out" means revoked
+            await self.store.revoke_resume_token(digest)
+
+    async def change_password(
+        self,
+        session: Session,
+        old_password: str,
+        new_password: str,
+        end_other_sessions: bool = True,
+    ) -> PasswordChanged:
+        """Replace the account's password (issue 13). ``old_password`` is checked first
+        (AuthFailed, nothing changes, the session stays); the new one meets the policy
+        (WeakPassword). With ``end_other_sessions`` every other live session of the user
+        ends (PASSWORD_CHANGED) and every resume token is revoked; this session gets a new
+        token either way (its old one is revoked)."""
+        username = self._require_active(session)
+        account_id = self._account_id(session)
+        check_new_password(new_password)
+        await self._verify_again(session, username, old_password, "the password was not changed")
+        new_hash = await self._passwords.hash(new_password)
+        self._require_active(session)  # the session may have ended while we hashed
+        # Tokens go first: a crash between the two writes leaves the old password working
+        # and no token, never a stolen token working with the new password.
+        if end_other_sessions:
+            await self.store.revoke_resume_tokens(account_id)
+        elif session.resume_token_hash is not None:
+            await self.store.revoke_resume_token(session.resume_token_hash)
+        await self.store.set_password_hash(account_id, new_hash)
+        ended = 0
+        if end_other_sessions:
+            for other in list(self._live.get(account_id, ())):
+                if other is not session:
+                    self._end(other, CloseReason.PASSWORD_CHANGED)
+                    ended += 1
+            self.bus.end_sessions(account_id, CloseReason.PASSWORD_CHANGED)  # (other nodes')
+        token = await self._issue_token(session, account_id)
+        log.info("password changed for %s (%d other sessions ended)", username, ended)
+        return PasswordChanged(token, ended)
 
     async def list_accounts(
         self, session: Session, pattern: str = "*", after: str = "", limit: int = 0
@@ -224,11 +310,18 @@ class ChatService:
         names = await self.store.list_accounts(glob_to_sqlite(pattern or "*"), after, page_size + 1)
         return AccountPage(tuple(names[:page_size]), more=len(names) > page_size)
 
-    async def delete_account(self, session: Session, username: str) -> None:
+    async def delete_account(self, session: Session, username: str, password: str = "") -> None:
+        """Delete the caller's own account (Rules 14-15); ``password`` is asked again (issue
+        13): missing or wrong raises AuthFailed, nothing is deleted, the session stays."""
         own = self._require_active(session)
         account_id = self._account_id(session)
         if username != own:
             raise Forbidden("you can delete only your own account")
+        if not password:
+            # (what a client from before issue 13 sends on gRPC and websocket: no password)
+            raise AuthFailed("deleting an account now needs your password; update your client")
+        await self._verify_again(session, own, password, "the account was not deleted")
+        self._require_active(session)
         removed = await self.store.delete_account(
             account_id,
             purge_sent=self.deleted_sender is DeletedSenderPolicy.PURGE,
@@ -238,6 +331,7 @@ class ChatService:
         for other in list(self._live.get(account_id, ())):
             self._end(other, CloseReason.ACCOUNT_DELETED)
         self._end(session, CloseReason.ACCOUNT_DELETED)
+        self.bus.end_sessions(account_id, CloseReason.ACCOUNT_DELETED)  # (other nodes')
         self._tell_removed(removed)  # purged copies others may have on screen (unacked)
 
     # -- messages (Rules 8-13) ---------------------------------------------------------------
@@ -259,17 +353,20 @@ class ChatService:
         if delivered_to:
             message_id, conversation_id = stored.message_id, stored.conversation_id
             live = self._live
+            anywhere = not self.bus.local  # other nodes may hold anyone's sessions
+            seqs = stored.seqs
             everyone: list[str] | None = None  # built only if someone is there to see it
             for name, account_id in delivered_to.items():
-                if account_id in live:
+                if anywhere or account_id in live:
                     everyone = everyone or sorted({sender, *delivered_to})
                     others = tuple(n for n in everyone if n != name)  # Rule 21: who else
                     self._push(
                         account_id,
                         Delivery(message_id, sender, body, sent_at, others, False, conversation_id),
+                        seq=seqs.get(account_id, 0),
                     )
             # Rule 24, to the sender's other sessions (a note to self was delivered to all).
-            if len(live.get(sender_id, ())) > 1 and sender not in delivered_to:
+            if (anywhere or len(live.get(sender_id, ())) > 1) and sender not in delivered_to:
                 everyone = everyone or sorted({sender, *delivered_to})
                 mine = tuple(n for n in everyone if n != sender)
                 copy = SentCopy(
@@ -444,7 +541,20 @@ class ChatService:
             raise LimitExceeded("a recipient name is longer than any username")
         return names
 
-    def _push(self, account_id: int, event: Delivery | Notice, skip: Session | None = None) -> None:
+    def _push(
+        self,
+        account_id: int,
+        event: Delivery | Notice,
+        skip: Session | None = None,
+        seq: int = 0,
+    ) -> None:
+        """Push to every live session of the account, on every node (through the bus)."""
+        self.bus.publish(account_id, event, skip, seq)
+
+    def deliver(
+        self, account_id: int, event: Delivery | Notice, skip: Session | None = None
+    ) -> None:
+        """Queue on this process's live sessions of the account (the bus calls this)."""
         for session in list(self._live.get(account_id, ())):
             if session is skip:
                 continue
@@ -454,16 +564,58 @@ class ChatService:
                 )
                 self._end(session, CloseReason.SLOW_CONSUMER)
 
+    def end_local_sessions(self, account_id: int, reason: CloseReason) -> None:
+        """End this process's live sessions of the account (another node deleted it)."""
+        for session in list(self._live.get(account_id, ())):
+            self._end(session, reason)
+
     def _tell_removed(self, removed: Removed) -> None:
         for account_id, ids in removed.items():
             if ids:
                 self._push(account_id, MessagesDeleted(tuple(sorted(ids))))
 
-    async def _start(self, session: Session, username: str, account_id: int) -> LoginResult:
+    async def _start(
+        self,
+        session: Session,
+        username: str,
+        account_id: int,
+        resumed: tuple[str, bytes] | None = None,
+    ) -> LoginResult:
+        """Log the session in; a new resume token unless ``resumed`` (token, hash) is given."""
+        if resumed is None:
+            token = await self._issue_token(None, account_id)
+            digest = token_hash(token)
+        else:
+            token, digest = resumed
         pending = await self.store.pending_count(account_id)
         session._logged_in(username, self.store, account_id)
+        session.resume_token_hash = digest
         self._live.setdefault(account_id, set()).add(session)
-        return LoginResult(username, pending)
+        await self.bus.watch(account_id)  # (a cluster: this node now hears of the account)
+        return LoginResult(username, pending, token)
+
+    async def _issue_token(self, session: Session | None, account_id: int) -> str:
+        """A new resume token for the account, stored hashed; the session's if given."""
+        token = secrets.token_urlsafe(limits.RESUME_TOKEN_BYTES)
+        digest = token_hash(token)
+        expires = now_ms() + limits.RESUME_TOKEN_LIFETIME_S * 1000
+        await self.store.add_resume_token(account_id, digest, expires)
+        if session is not None:
+            session.resume_token_hash = digest
+        return token
+
+    async def _verify_again(
+        self, session: Session, username: str, password: str, unchanged: str
+    ) -> None:
+        """Check a logged-in user's password once more (change password, deletion), under
+        the login throttle (Rule 3): AuthFailed saying ``unchanged`` when it is wrong."""
+        if len(password) > 4096:
+            raise AuthFailed(f"wrong password; {unchanged}")
+        async with self._throttle.attempt(username, session.peer):
+            account = await self.store.find_account(username)
+            stored = account.password_hash if account and account.id == session.account_id else None
+            if not await self._passwords.verify(stored, password):
+                raise AuthFailed(f"wrong password; {unchanged}")
 
     @staticmethod
     def _account_id(session: Session) -> int:
@@ -510,6 +662,7 @@ class ChatService:
             peers.discard(session)
             if not peers:
                 del self._live[session.account_id]
+                self.bus.unwatch(session.account_id)
 
     def _end(self, session: Session, reason: CloseReason) -> None:
         if session.closed:

@@ -83,6 +83,9 @@ class Session:
         self.username: str | None = None
         self.account_id: int | None = None  # the account's stable id (Rule 19) while logged in
         self.close_reason: CloseReason | None = None
+        #: SHA-256 of the resume token this login was given or resumed with (issue 13), so
+        #: logout revokes it and a password change replaces it; None before a login.
+        self.resume_token_hash: bytes | None = None
         self._store: Store | None = None
         self._live: deque[SessionEvent] = deque()
         self._live_bytes = 0  # what _live holds, as _queued_bytes counts it
@@ -121,6 +124,7 @@ class Session:
         self.fire(Event.LOGGED_OUT)
         self.username = None
         self.account_id = None
+        self.resume_token_hash = None
         self._clear_live()
         self._generation += 1
         self._wakeup.set()

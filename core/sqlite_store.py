@@ -38,7 +38,7 @@ from collections.abc import Generator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from core import migrations
+from core import limits, migrations
 from core.sqlite_writer import GroupWriter
 from core.store import Account, DuplicateAccount, Member, NotSender, Removed, Store, StoredMessage
 from core.types import Conversation, Delivery
@@ -247,12 +247,69 @@ class SqliteStore(Store):
                         removed.setdefault(owner, []).append(message_id)
                     self._collect(db, (message_id for _, _, message_id in copies))
                 yield
+        db.execute("DELETE FROM resume_tokens WHERE account_id = ?", (account_id,))
         db.execute(
             "UPDATE accounts SET password_hash = '', deleted_at_ms = ? WHERE id = ?",
             (now_ms, account_id),
         )
         self._people.pop(account_id, None)
         return removed
+
+    # -- account security (issue 13) ---------------------------------------------------------
+    async def set_password_hash(self, account_id: int, password_hash: str) -> None:
+        def job(db: _Db) -> None:
+            db.execute(
+                "UPDATE accounts SET password_hash = ? WHERE id = ? AND deleted_at_ms IS NULL",
+                (password_hash, account_id),
+            )
+
+        await self._writer.run(job)
+
+    async def add_resume_token(
+        self, account_id: int, token_hash: bytes, expires_at_ms: int
+    ) -> None:
+        def job(db: _Db) -> None:
+            db.execute(
+                "INSERT OR REPLACE INTO resume_tokens(token_hash, account_id, expires_at_ms)"
+                " VALUES (?, ?, ?)",
+                (token_hash, account_id, expires_at_ms),
+            )
+            # Past the cap, the tokens that expire first make room (an indexed range).
+            db.execute(
+                "DELETE FROM resume_tokens WHERE token_hash IN (SELECT token_hash"
+                " FROM resume_tokens WHERE account_id = ? ORDER BY expires_at_ms DESC,"
+                " token_hash DESC LIMIT -1 OFFSET ?)",
+                (account_id, limits.MAX_RESUME_TOKENS_PER_ACCOUNT),
+            )
+
+        await self._writer.run(job)
+
+    async def resume_account(self, token_hash: bytes, now_ms: int) -> tuple[int, str] | None:
+        row = self._read.execute(
+            "SELECT t.account_id, t.expires_at_ms, a.username, a.deleted_at_ms"
+            " FROM resume_tokens t JOIN accounts a ON a.id = t.account_id"
+            " WHERE t.token_hash = ?",
+            (token_hash,),
+        ).fetchone()
+        if row is None:
+            return None
+        account_id, expires_at_ms, username, deleted_at_ms = row
+        if expires_at_ms <= now_ms or deleted_at_ms is not None:
+            await self.revoke_resume_token(token_hash)
+            return None
+        return account_id, username
+
+    async def revoke_resume_token(self, token_hash: bytes) -> None:
+        def job(db: _Db) -> None:
+            db.execute("DELETE FROM resume_tokens WHERE token_hash = ?", (token_hash,))
+
+        await self._writer.run(job)
+
+    async def revoke_resume_tokens(self, account_id: int) -> None:
+        def job(db: _Db) -> None:
+            db.execute("DELETE FROM resume_tokens WHERE account_id = ?", (account_id,))
+
+        await self._writer.run(job)
 
     # -- messages ----------------------------------------------------------------------------
     async def add_message(

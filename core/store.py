@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -76,6 +76,9 @@ class StoredMessage:
     message_id: int
     conversation_id: int
     recipients: dict[str, int]
+    #: Recipient id -> its sequence number for this message (a store that keeps per-recipient
+    #: sequences for a cluster's bus, core.bus; empty for the others).
+    seqs: dict[int, int] = field(default_factory=dict)
 
 
 #: Affected users -> the ids that left their history (for "these ids are gone" pushes).
@@ -179,6 +182,33 @@ class Store(abc.ABC):
         """Retention: drop history copies beyond the newest max_per_user of each user and
         copies of messages sent before older_than_ms, except copies still pending.
         Returns how many copies went."""
+
+    # -- account security (issue 13) ---------------------------------------------------------
+    @abc.abstractmethod
+    async def set_password_hash(self, account_id: int, password_hash: str) -> None:
+        """Replace a live account's password hash (a deleted account is left alone)."""
+
+    @abc.abstractmethod
+    async def add_resume_token(
+        self, account_id: int, token_hash: bytes, expires_at_ms: int
+    ) -> None:
+        """Keep a resume token's hash for the account until ``expires_at_ms``. An account
+        holds at most ``limits.MAX_RESUME_TOKENS_PER_ACCOUNT``: the ones that expire first
+        make room. Tokens survive a restart (except in the MemoryStore)."""
+
+    @abc.abstractmethod
+    async def resume_account(self, token_hash: bytes, now_ms: int) -> tuple[int, str] | None:
+        """(id, name) of the live account holding this token, if it is known and expires
+        after ``now_ms``; else None (an expired token found is forgotten)."""
+
+    @abc.abstractmethod
+    async def revoke_resume_token(self, token_hash: bytes) -> None:
+        """Forget one token (unknown ones are ignored)."""
+
+    @abc.abstractmethod
+    async def revoke_resume_tokens(self, account_id: int) -> None:
+        """Forget every token of the account. delete_account does this too, in its
+        transaction."""
 
     async def open(self) -> Store:
         """Connect now, so a store that cannot be reached fails at start-up, not on the first

@@ -21,6 +21,10 @@ Theory of operation (docs/LIMITS.md, section "Login", gives the numbers to users
      what other addresses did, and its one attempt makes it unclean if it fails.
   Rule 5. All of it is keyed on the name as typed, whether an account has it or not, so the
      throttle's answers and timing reveal nothing about which names exist.
+  Rule 6. Password checks take turns (``core.passwords``) by ``priority``: first an address
+     that has logged in to the name before (in this server's life) and has not failed on it
+     since (the owner, as a rule), then clean addresses, then the rest. So guesses from many
+     fresh addresses, each checked at once by Rule 4, queue behind the owner, not before.
 
 IPv6 addresses are grouped by /64 (one subscriber's usual allocation), IPv4 addresses count
 one by one; ``None`` (an in-process client) is one address. Memory is bounded: at most
@@ -102,6 +106,8 @@ class LoginThrottle:
         self._pairs: OrderedDict[tuple[str, str | None], _Pair] = OrderedDict()
         # name -> start times (ascending) of its attempts that have not succeeded, for Rule 4
         self._names: OrderedDict[str, list[float]] = OrderedDict()
+        # (name, address) pairs that have logged in, least recently first (Rule 6)
+        self._trusted: OrderedDict[tuple[str, str | None], None] = OrderedDict()
 
     # -- the schedule ------------------------------------------------------------------------
     def backoff(self, failures: int) -> float:
@@ -114,6 +120,16 @@ class LoginThrottle:
         """The backoff the next attempt on ``username`` from ``peer`` is subject to."""
         pair = self._pairs.get((username, address_key(peer)))
         return self.backoff(pair.count) if pair else 0.0
+
+    def priority(self, username: str, peer: str | None = None) -> int:
+        """The turn of a password check on ``username`` from ``peer`` (Rule 6): 0 for an
+        address that logged in to it before and has not failed since, 1 for one with no
+        failure on it, 2 for the others."""
+        key = (username, address_key(peer))
+        pair = self._pairs.get(key)
+        if pair is not None and pair.failures:
+            return 2
+        return 0 if key in self._trusted else 1
 
     # -- one attempt -------------------------------------------------------------------------
     @asynccontextmanager
@@ -151,6 +167,10 @@ class LoginThrottle:
             pair.in_flight -= 1
             if succeeded:
                 pair.failures = 0
+                self._trusted[key] = None
+                self._trusted.move_to_end(key)
+                while len(self._trusted) > MAX_TRACKED_NAMES:
+                    self._trusted.popitem(last=False)
                 if pair.in_flight == 0 and self._pairs.get(key) is pair:
                     del self._pairs[key]
                 with contextlib.suppress(ValueError):  # (unless it aged out already)

@@ -31,6 +31,19 @@ class Delivery:
 class LoginResult:
     username: str
     pending: int  # messages waiting at login; they are pushed to the session next (Rule 12)
+    #: A secret that logs this session's account in again without the password (Resume),
+    #: until it expires or is revoked (logout, deletion, password change). "": none issued
+    #: (a transport or protocol version that does not carry it).
+    resume_token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordChanged:
+    """The reply to ChangePassword: this session's new resume token, and how many of the
+    user's other live sessions were ended (0 when they were asked to stay)."""
+
+    resume_token: str
+    sessions_ended: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +69,7 @@ class CloseReason(enum.Enum):
     SLOW_CONSUMER = "the client read too slowly; pending messages are kept"
     SHUTDOWN = "the server is shutting down"
     DISCONNECTED = "the connection closed"
+    PASSWORD_CHANGED = "the password was changed in another session"
 
 
 class DeletedSenderPolicy(enum.Enum):

@@ -13,16 +13,20 @@ many bytes were
 Counters classify whole frames only: ``pending`` is the bytes of a frame not yet complete, so
 a quiet connection with ``pending == 0`` can be cut between two operations honestly.
 
-``TIMER_KINDS`` names the frame kinds a transport's runtime writes on a timer rather than
-because of a call (gRPC's BDP and keepalive PINGs and their ACKs, WebSocket keepalive
-pings): the bench keeps calls disturbed by them out of its headline figures and reports
-them per second and amortized per call instead (bench/wire.py).
+``CONNECTION_KINDS`` names the frame kinds that belong to the connection, not to any call:
+frames a runtime writes on a timer or by its own estimate, whose presence, timing and size
+are not a function of the call (gRPC's PINGs, PING ACKs, WINDOW_UPDATEs and SETTINGS after
+the handshake; WebSocket keepalive PING/PONG). They are never part of a call's headline
+figure; the bench reports them in rows of their own, per second of connection and amortized
+per call over a long window (bench/wire.py). ``TIMER_KINDS`` and ``FLOW_KINDS`` name the two
+subsets (written on a timer; flow-control credit written by the runtime's estimate), for the
+breakdown of those rows.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, ClassVar
+from typing import ClassVar
 
 PAYLOAD, FRAMING, HEADERS, CONTROL = "payload", "framing", "headers", "control"
 CATEGORIES = (PAYLOAD, FRAMING, HEADERS, CONTROL)
@@ -44,17 +48,18 @@ class ByteAccount:
     """Totals by category and by frame kind for one direction of one connection.
 
     Subclasses implement ``receive_data`` and ``pending`` and call ``count``. ``epoch`` is
-    the number of the operation in progress (set by the bench); ``moved`` lists frames counted
-    now that an earlier operation caused (gRPC flow control; the bench empties it).
-    ``last_ids`` holds the latest request id / message id the counter saw on the wire, for
-    the bench's "figure holds for ids ..." note; ``id_class`` says which ids encode in as many
-    bytes (varints by default).
+    the number of the operation in progress (set by the bench). ``last_ids`` holds the latest
+    request id / message id the counter saw on the wire, for the bench's "figure holds for
+    ids ..." note; ``id_class`` says which ids encode in as many bytes (varints by default).
     """
 
+    #: Frame kinds written on a timer (keepalive and BDP pings and their answers).
     TIMER_KINDS: ClassVar[frozenset[str]] = frozenset()
-    #: Flow-control frame kinds: each call carries a fixed number of them, and any beyond that
-    #: over a long window is timer-driven too (gRPC's WINDOW_UPDATEs; see bench/wire.py).
+    #: Flow-control frame kinds (gRPC's WINDOW_UPDATEs, written by grpc-core's estimate).
     FLOW_KINDS: ClassVar[frozenset[str]] = frozenset()
+    #: Every frame kind that is the connection's, never a call's (see the module docstring):
+    #: TIMER_KINDS, FLOW_KINDS and any other such kind (gRPC's SETTINGS and SETTINGS ACK).
+    CONNECTION_KINDS: ClassVar[frozenset[str]] = frozenset()
     id_class = staticmethod(varint_class)
 
     def __init__(self) -> None:
@@ -62,7 +67,6 @@ class ByteAccount:
         self.by_kind: Counter[str] = Counter()
         self.frames: Counter[str] = Counter()
         self.epoch = 0
-        self.moved: list[Any] = []
         self.last_ids: dict[str, int] = {}
 
     @property

@@ -14,6 +14,16 @@ Theory of operation
   * Every admission returns a ``Refusal`` (a reason in a person's words) or ``None``; every
     successful ``admit`` is paired with exactly one ``release``. Byte budgets work the same
     way (``reserve``/``give_back``), so the server-wide totals are exact, not estimates.
+  * Under pressure, waiting gives way (docs/LIMITS.md, "When the server is full"): a
+    connection without a logged-in session is *waiting* (``waiting``, from its admission or
+    its logout, until ``settled`` at its login). When the cap is full, ``admit`` makes room by
+    evicting the connection that has waited longest, if it has waited at least
+    ``eviction_grace`` (``Waiting.evict``: the transport says why in its protocol and gives
+    its place back at once). Connections with a session are never evicted, so idle sockets
+    from any number of addresses cannot starve logged-in users or keep new clients out; an
+    attacker can only push its own oldest sockets (and honest clients slower than the grace
+    to log in) out. The waiting connections are an ``OrderedDict`` in the order they started
+    waiting: finding the oldest is O(1), nothing is scanned.
 
 Nothing here does IO or imports a transport: it is arithmetic on counters, one event loop.
 """
@@ -21,12 +31,17 @@ Nothing here does IO or imports a transport: it is arithmetic on counters, one e
 from __future__ import annotations
 
 import resource
-from collections import Counter
+import time
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
+from typing import Protocol
 
 #: File descriptors kept out of the connection cap for the store, logs, the listeners
 #: themselves and the executor's threads.
 FD_RESERVE = 64
+#: Waiting connections looked at, at most, to make room for one new connection: one whose
+#: request is in progress (a login being checked) is skipped and counts as waiting anew.
+EVICT_TRIES = 8
 
 
 def _fd_ceiling() -> int:
@@ -83,6 +98,13 @@ class ServerLimits:
     #: The listen backlog: connections the kernel queues before we accept them. It must not
     #: be far below the connection cap, or a burst of connects overflows it silently.
     backlog: int = 4096
+    #: Seconds a connection without a session is safe from eviction when the server is full
+    #: (a new connection then replaces the one that has waited longest, if it waited this
+    #: long). A client that logs in at once needs two round trips before its LOGIN is read (a
+    #: login being checked is never evicted): 5 s covers a bad mobile link. An attacker must
+    #: cycle its whole share of the cap within this time to refuse anyone: 20,000 sockets in
+    #: 5 s is 4,000 new connections a second.
+    eviction_grace: float = 5.0
 
     def connection_cap(self) -> int:
         """``max_connections`` or, when unset, what the descriptor limit allows."""
@@ -101,6 +123,16 @@ class Refusal:
         return self.reason
 
 
+class Waiting(Protocol):
+    """A connection without a session, as the Guard sees it (each transport's connection)."""
+
+    def evict(self, waited: float) -> bool:
+        """The server is full and this connection has waited ``waited`` seconds without a
+        session: tell the client why (in its protocol), close, and ``release`` its place now.
+        False (nothing done) if it cannot go now: a request of it is in progress."""
+        ...
+
+
 @dataclass
 class Guard:
     """The counters behind ``ServerLimits`` for one server process (see the module docstring)."""
@@ -109,8 +141,11 @@ class Guard:
     connections: int = 0
     inbound: int = 0  # bytes of incomplete inbound frames, every connection
     outbound: int = 0  # bytes of output waiting in user space, every connection
+    evicted: int = 0  # connections evicted to make room, since the start
     _per_address: Counter[str] = field(default_factory=Counter)
     _cap: int = 0
+    #: Connections without a session -> since when (time.monotonic()), oldest first.
+    _waiting: OrderedDict[Waiting, float] = field(default_factory=OrderedDict)
 
     def __post_init__(self) -> None:
         self._cap = self.limits.connection_cap()
@@ -120,20 +155,64 @@ class Guard:
         """The connection cap in force."""
         return self._cap
 
+    def set_aside(self, descriptors: int) -> None:
+        """A listener will hold up to ``descriptors`` connections this Guard cannot count
+        (grpc-core's raw connections): when the cap comes from the descriptor limit, it
+        shrinks by as many, so that all of them together still fit in the limit (a full
+        server refuses instead of failing ``accept()`` with EMFILE). A cap set by hand
+        (``max_connections``) is the operator's: it stays."""
+        if self.limits.max_connections is None:
+            self._cap = max(16, self._cap - descriptors)
+
     # -- connections ----------------------------------------------------------------------
     def admit(self, address: str | None) -> Refusal | None:
-        """Count a new connection from ``address`` (an IP), or say why it may not stay."""
-        if self.connections >= self._cap:
+        """Count a new connection from ``address`` (an IP), or say why it may not stay. When
+        the cap is full, the connection that has waited longest without a session makes room
+        (see the module docstring)."""
+        per = self.limits.max_connections_per_address
+        if address is not None and self._per_address[address] >= per:
+            return Refusal(f"too many connections from {address} ({per} at most); close some first")
+        if self.connections >= self._cap and not self._make_room():
             return Refusal(f"the server is full ({self._cap} connections); try again later")
         if address is not None:
-            per = self.limits.max_connections_per_address
-            if self._per_address[address] >= per:
-                return Refusal(
-                    f"too many connections from {address} ({per} at most); close some first"
-                )
             self._per_address[address] += 1
         self.connections += 1
         return None
+
+    def _make_room(self) -> bool:
+        """Evict the connection that has waited longest without a session, if it has waited
+        ``eviction_grace``; True when a place was given back."""
+        waiting = self._waiting
+        now = time.monotonic()
+        for _ in range(EVICT_TRIES):
+            if not waiting:
+                return False
+            oldest, since = next(iter(waiting.items()))
+            if now - since < self.limits.eviction_grace:
+                return False
+            del waiting[oldest]
+            before = self.connections
+            if oldest.evict(now - since):
+                self.evicted += 1
+                if self.connections < before:
+                    return True
+            else:  # busy (a login being checked): it waits anew, at the end
+                waiting[oldest] = now
+        return False
+
+    def waiting(self, connection: Waiting) -> None:
+        """``connection`` (admitted) has no session from now on: it may be evicted."""
+        self._waiting.pop(connection, None)
+        self._waiting[connection] = time.monotonic()
+
+    def settled(self, connection: Waiting) -> None:
+        """``connection`` has a session now, or is gone: it is never evicted."""
+        self._waiting.pop(connection, None)
+
+    @property
+    def waiting_count(self) -> int:
+        """Admitted connections without a session right now."""
+        return len(self._waiting)
 
     def release(self, address: str | None) -> None:
         """The connection admitted from ``address`` has ended."""

@@ -25,6 +25,13 @@ Theory of operation
     /conversations lists them with unread counts. Ids are printed as ``#12``: /delete takes
     message ids, /history takes ``#ID`` for a conversation (the only way to reach one whose
     member's account was deleted: the name may belong to someone else now, Rule 19).
+  * A lost connection is not the end of a session (issue 13): the client comes from
+    ``core.reconnect.reconnecting``, which reconnects with backoff and resumes the session
+    with its resume token. The console prints each attempt ("Reconnecting... (attempt 2, next
+    in 0.4 s)") and "Reconnected; N pending", and the chat carries on; the messages that
+    waited arrive as usual, none twice. A command typed meanwhile fails with a sentence.
+    If the server refuses to resume (or stays away too long) the console says so and goes
+    back to the login prompt. /passwd and /delete-account live in ``ui.console_account``.
   * Ctrl-D or Ctrl-C at any prompt, or /quit, close the connection and return 0. Ctrl-C while
     a request is in flight (no prompt reading keys) reaches asyncio.run, which cancels the
     main task; run_console tells that cancellation apart (``_noting_sigint``) and exits the
@@ -53,12 +60,15 @@ from prompt_toolkit.patch_stdout import patch_stdout
 from core import limits
 from core.client import ChatClient
 from core.errors import ChatError, SessionClosed
+from core.reconnect import Backoff, ConnectionChange, GaveUp, Reconnecting, reconnecting
 from core.types import Delivery, HistoryPage, LoginResult
 from transports import registry
 from transports._tls import ClientTls
+from ui.console_account import change_password, delete_account
 from ui.console_commands import (
     COMMAND_WORDS,
     HISTORY_DEFAULT,
+    ChangePassword,
     Command,
     CommandError,
     Conversations,
@@ -85,10 +95,13 @@ from ui.console_format import (
     format_conversation,
     format_conversations,
     format_delivery,
+    format_gave_up,
     format_history,
     format_login,
     format_notice,
     format_prompt,
+    format_reconnecting,
+    format_resumed,
     format_send_result,
     format_session_end,
 )
@@ -154,6 +167,7 @@ class Chat:
     leaving: bool = False  # the person asked to end the session (logout, delete, quit)
     ended: asyncio.Event = field(default_factory=asyncio.Event)  # the message stream is over
     end_reason: str | None = None
+    gave_up: str | None = None  # why reconnecting gave up, said as the chat ends
 
 
 class Console:
@@ -171,8 +185,11 @@ class Console:
         server: str = "the server",
         write: Callable[[str], None] | None = None,
         page_size: int = LIST_PAGE_SIZE,
+        backoff: Backoff | None = None,
     ) -> None:
         self._open_client = open_client
+        self._backoff = backoff  # None: core.reconnect's defaults
+        self._current: Chat | None = None  # the session being chatted in, for _reconnection
         self._server = server
         self._write = write or _print
         self._page_size = page_size
@@ -195,7 +212,9 @@ class Console:
         return 0
 
     async def _one_connection(self) -> _Next:
-        client = self._open_client()
+        client = reconnecting(
+            self._open_client, backoff=self._backoff, on_change=self._reconnection
+        )
         try:
             try:
                 await client.connect()
@@ -288,6 +307,7 @@ class Console:
             complete_while_typing=False,
         )
         self._write(format_login(result, signed_up=signed_up))
+        self._current = chat
         receiver = asyncio.create_task(self._receive(client, chat), name="console-receiver")
         try:
             while True:
@@ -305,9 +325,23 @@ class Console:
                 if outcome is not None:
                     return outcome
         finally:
+            self._current = None
             receiver.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await receiver
+
+    def _reconnection(self, change: ConnectionChange) -> None:
+        """What the client says while it restores a lost connection (core.reconnect)."""
+        chat = self._current
+        if isinstance(change, Reconnecting):
+            self._write(format_reconnecting(change))
+        elif isinstance(change, GaveUp):
+            if chat is None:
+                self._write(format_gave_up(change))
+            else:  # said as the chat ends, which it does next
+                chat.gave_up = format_gave_up(change)
+        else:
+            self._write(format_resumed(change))
 
     async def _receive(self, client: ChatClient, chat: Chat) -> None:
         """Print each incoming message and notice until the stream ends, then set
@@ -363,7 +397,9 @@ class Console:
             raise KeyboardInterrupt from None
 
     def _ended_by_server(self, chat: Chat) -> _Next:
-        if not chat.leaving:
+        if chat.gave_up is not None:
+            self._write(chat.gave_up)
+        elif not chat.leaving:
             self._write(format_session_end(chat.end_reason))
         return _Next.LOGIN_AGAIN
 
@@ -440,7 +476,13 @@ class Console:
                 self._write(f"Logged out {clean(chat.username)}.")
                 return _Next.LOGIN_AGAIN
             case Delete():
-                return await self._delete(client, chat)
+                deleted = await delete_account(self, client, chat)
+                if deleted is None:
+                    return self._ended_by_server(chat)
+                return _Next.LOGIN_AGAIN if deleted else None
+            case ChangePassword():
+                if not await change_password(self, client, chat):
+                    return self._ended_by_server(chat)
             case Quit():
                 chat.leaving = True
                 return _Next.QUIT
@@ -520,20 +562,17 @@ class Console:
             chat.listing_after = page.usernames[-1]
             chat.listing_next += len(page.usernames)
 
-    async def _delete(self, client: ChatClient, chat: Chat) -> _Next | None:
-        name = clean(chat.username)
-        answer = await self._ask_in_chat(
-            chat, f"Delete the account {name} and its pending messages? Type {name} to confirm: "
-        )
-        if answer is None:
-            return self._ended_by_server(chat)
-        if answer.strip() != chat.username:
-            self._write("Not deleted.")
-            return None
-        chat.leaving = True
-        await client.delete_account(chat.username)
-        self._write(f"The account {name} is deleted.")
-        return _Next.LOGIN_AGAIN
+    # -- for ui.console_account ------------------------------------------------------------
+    def write(self, text: str) -> None:
+        """Print one block of text for the person."""
+        self._write(text)
+
+    async def ask_in_chat(
+        self, chat: Chat, message: PromptText, *, password: bool = False
+    ) -> str | None:
+        """A question during a chat (no history; no echo with ``password``); None if the
+        session ended while it waited."""
+        return await self._ask_in_chat(chat, message, password=password)
 
     # -- the one place that reads the keyboard ----------------------------------------------
     async def ask(
@@ -590,11 +629,13 @@ async def run_console(
     *,
     client_factory: ClientFactory | None = None,
     tls: ClientTls | None = None,
+    reconnect_for: float | None = None,
 ) -> int:
     """The ``wirechat client`` entry point: run the console, return the process exit code.
 
     ``client_factory`` replaces the registry lookup (tests use the in-process loopback);
-    ``tls``: speak TLS to the server, trusting what it names.
+    ``tls``: speak TLS to the server, trusting what it names. ``reconnect_for``: seconds to
+    keep reconnecting after a lost connection (None: core.reconnect's default).
     Exit codes: 0 when the person quits, 1 if the server cannot be reached, 2 for an unknown
     or unavailable transport.
     """
@@ -605,7 +646,10 @@ async def run_console(
             print(f"wirechat client: {exc}", file=sys.stderr)
             return 2
         client_factory = lambda: module.open_client((host, port), tls=tls)  # noqa: E731
-    console = Console(client_factory, server=f"the {transport} server at {host}:{port}")
+    backoff = None if reconnect_for is None else Backoff(give_up_after=reconnect_for)
+    console = Console(
+        client_factory, server=f"the {transport} server at {host}:{port}", backoff=backoff
+    )
     with _noting_sigint() as interrupted:
         try:
             with patch_stdout():

@@ -99,7 +99,14 @@ class Logout:
 
 @dataclass(frozen=True, slots=True)
 class Delete:
-    """``/delete-account``: delete the account (the console asks to confirm)."""
+    """``/delete-account``: delete the account (the console asks to confirm, and for the
+    password)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChangePassword:
+    """``/passwd``: change the password (the console asks for the old and the new one, and
+    whether to sign out the account's other sessions)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +128,7 @@ Command = (
     | Help
     | Logout
     | Delete
+    | ChangePassword
     | Quit
 )
 
@@ -164,7 +172,15 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("more", "/more", "the next page of the last /list, /conversations or /history"),
     CommandSpec("logout", "/logout", "log out and go back to the login prompt"),
     CommandSpec(
-        "delete-account", "/delete-account", "delete your account for good (asks you to confirm)"
+        "passwd",
+        "/passwd",
+        "change your password (asks for the old and the new one); can sign out your other devices",
+        ("password",),
+    ),
+    CommandSpec(
+        "delete-account",
+        "/delete-account",
+        "delete your account for good (asks you to confirm, with your password)",
     ),
     CommandSpec("help", "/help", "this list", ("h", "?")),
     CommandSpec("quit", "/quit", "leave (Ctrl-D and Ctrl-C too)", ("exit", "q")),
@@ -316,6 +332,7 @@ _PARSERS: dict[str, _Parser] = {
     "more": _no_arguments(MoreAccounts),
     "logout": _no_arguments(Logout),
     "delete-account": _no_arguments(Delete),
+    "passwd": _no_arguments(ChangePassword),
     "help": _no_arguments(Help),
     "quit": _no_arguments(Quit),
 }
@@ -336,6 +353,7 @@ __all__ = [
     "COMMAND_WORDS",
     "HISTORY_DEFAULT",
     "HISTORY_MAX",
+    "ChangePassword",
     "Command",
     "CommandError",
     "CommandSpec",

@@ -12,6 +12,7 @@ import textwrap
 from collections.abc import Sequence
 from datetime import tzinfo
 
+from core.reconnect import GaveUp, Reconnecting, Resumed
 from core.types import (
     AccountPage,
     ConversationPage,
@@ -217,6 +218,33 @@ def format_session_end(reason: str | None) -> str:
     return f"The server ended your session: {clean(reason or 'the connection was lost')}."
 
 
+def format_reconnecting(change: Reconnecting) -> str:
+    """One line per attempt while the connection is being restored."""
+    delay = f"{change.delay:.1f} s"
+    if change.attempt == 1:
+        return (
+            f"The connection to the server was lost ({clean(change.reason)}). "
+            f"Reconnecting\u2026 (attempt 1, next in {delay})"
+        )
+    return f"Reconnecting\u2026 (attempt {change.attempt}, next in {delay}; {clean(change.reason)})"
+
+
+def format_resumed(change: Resumed) -> str:
+    """The session is back; the messages that waited follow this line."""
+    if change.pending == 0:
+        return "Reconnected; nothing is pending."
+    return f"Reconnected; {change.pending} pending (shown below unless you saw them already)."
+
+
+def format_gave_up(change: GaveUp) -> str:
+    """The reconnection is over without the session."""
+    if change.login_needed:
+        return (
+            f"Could not resume your session after the connection was lost: {clean(change.reason)}."
+        )
+    return f"Could not reconnect: {clean(change.reason)}."
+
+
 __all__ = [
     "LIST_WIDTH",
     "clean",
@@ -226,10 +254,13 @@ __all__ = [
     "format_conversation",
     "format_conversations",
     "format_delivery",
+    "format_gave_up",
     "format_history",
     "format_login",
     "format_notice",
     "format_prompt",
+    "format_reconnecting",
+    "format_resumed",
     "format_send_result",
     "format_session_end",
 ]

@@ -45,6 +45,8 @@ def _add_server(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         )
     p.add_argument(
         "--db",
+        "--store",
+        dest="db",
         default="wirechat.db",
         help="SQLite file (default wirechat.db), :memory: for a store that keeps nothing, or"
         " postgresql://user@host:port/dbname for PostgreSQL (several nodes may share it)",
@@ -114,6 +116,21 @@ def _add_server(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help="allow serving in clear on an address other than the loopback (without it, "
         "such a server refuses to start without --tls-cert)",
     )
+    p.add_argument(
+        "--bus",
+        default="",
+        metavar="nats://HOST:PORT",
+        help="run as a node of a cluster: a NATS server carries pushes to the nodes that hold "
+        "the recipients' sessions (needs --db postgresql://..., shared by every node)",
+    )
+    p.add_argument("--node-name", default="", help="this node's name on the bus (default host-pid)")
+    p.add_argument(
+        "--sweep-interval",
+        type=float,
+        metavar="SECONDS",
+        help="with --bus: how often a node checks the database for pushes the bus lost "
+        "(default 1.0)",
+    )
     p.add_argument("--log-level", default="INFO")
 
 
@@ -164,6 +181,14 @@ def _add_client(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "--port",
         type=int,
         help="the server's port for --transport (default: the port `make server` uses for it)",
+    )
+    p.add_argument(
+        "--reconnect-for",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="after a lost connection, keep trying to reconnect and resume the session for "
+        "this long before going back to the login prompt (default 300; 0: do not retry)",
     )
     add_client_tls(p)
 
@@ -235,7 +260,16 @@ def run_server(args: argparse.Namespace) -> int:
         ),
         tls=tls,
         insecure=args.insecure,
+        bus=args.bus,
+        node_name=args.node_name,
+        sweep_interval=args.sweep_interval,
     )
+    if args.bus and not args.db.startswith(("postgresql://", "postgres://")):
+        print(
+            "wirechat server: --bus needs --db postgresql://... (every node shares one database)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         check_exposure(config)
     except InsecureBind as exc:
@@ -286,7 +320,15 @@ def run_client(args: argparse.Namespace) -> int:
 
         port = args.port if args.port is not None else registry.entry(args.transport).default_port
         assert port is not None  # every wire transport has a default port
-        return asyncio.run(run_console(args.transport, args.host, port, tls=client_tls(args)))
+        return asyncio.run(
+            run_console(
+                args.transport,
+                args.host,
+                port,
+                tls=client_tls(args),
+                reconnect_for=args.reconnect_for,
+            )
+        )
     except KeyboardInterrupt:  # a second Ctrl-C while a request is in flight
         return 130
 

@@ -15,10 +15,13 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import signal
+import socket
 from dataclasses import dataclass, field
 
 from core import ChatService, DeletedSenderPolicy, HashCost
+from core.bus import Bus, open_bus
 from core.store import open_store
 from core.types import Retention
 from transports import registry
@@ -40,6 +43,9 @@ class ServerConfig:
     limits: ServerLimits = field(default_factory=ServerLimits)
     tls: ServerTls | None = None  # every listener over TLS
     insecure: bool = False  # allow serving in clear on an address other than the loopback
+    bus: str = ""  # "" = this process only; nats://host:port = a node of a cluster (core.bus)
+    node_name: str = ""  # this node's name on the bus ("" = host-pid)
+    sweep_interval: float | None = None  # seconds between bus sweeps (None: the default)
 
 
 class InsecureBind(ValueError):
@@ -87,12 +93,23 @@ async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None
             loop.add_signal_handler(signum, stop.set)
     store = open_store(config.db, synchronous=config.synchronous)
     await store.open()  # a networked store connects now: an unreachable one fails at start
+    bus: Bus | None = None
+    if config.bus:
+        node = config.node_name or f"{socket.gethostname()}-{os.getpid()}"
+        bus = open_bus(config.bus, store, node=node, sweep_interval=config.sweep_interval)
     service = ChatService(
         store,
         deleted_sender=config.deleted_sender,
         hash_cost=config.hash_cost,
         retention=config.retention,
+        bus=bus,
     )
+    if bus is not None:
+        try:
+            await bus.start()  # an unreachable bus fails at start, like the store
+        except BaseException:
+            await store.close()
+            raise
     guard = Guard(config.limits)  # one for every listener: the caps are server-wide
     servers = []
     try:
@@ -103,11 +120,18 @@ async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None
             servers.append(server)
             host, bound = server.address
             log.info("listening: %s %s:%d%s", name, host, bound, " (TLS)" if config.tls else "")
-        log.info("ready: db=%s deleted-sender=%s", config.db, config.deleted_sender.value)
+        log.info(
+            "ready: db=%s deleted-sender=%s%s",
+            config.db,
+            config.deleted_sender.value,
+            f" bus={config.bus}" if config.bus else "",
+        )
         await stop.wait()
         log.info("stopping")
     finally:
         await service.shutdown()
         for server in servers:
             await server.close()
+        if bus is not None:
+            await bus.close()
         await store.close()

@@ -8,6 +8,11 @@ locale so names sort by code point as SQLite's binary collation does), ``pg_ctl 
 with the Unix socket in that dir and TCP on 127.0.0.1 only, one database. PostgreSQL
 refuses to run as root, so as root it runs as the ``postgres`` user the Debian package
 creates (``runuser``), in a temp dir handed to that user.
+
+:class:`NatsService` runs Debian's ``nats-server`` (package ``nats-server``; core pub/sub, no
+JetStream) on 127.0.0.1 and a free port, logging into its temp dir. ``kill9()`` and
+``start()`` again on the same port let a test kill the bus under load and bring it back
+where the nodes are reconnecting to.
 """
 
 from __future__ import annotations
@@ -186,4 +191,151 @@ class PostgresService:
         self.stop()
 
 
-__all__ = ["PostgresService", "ServiceMissing", "free_port", "postgres_bin_dir"]
+class NatsService:
+    """One nats-server in a temp dir: ``start()``, ``url``, ``kill9()``, ``stop()``."""
+
+    def __init__(self, *, port: int = 0) -> None:
+        self.host = "127.0.0.1"
+        self.port = port  # 0: a free one at the first start, kept for restarts
+        self.dir: Path | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
+
+    def start(self) -> NatsService:
+        """Start nats-server (again, on the same port, after ``kill9``). Raises ServiceMissing
+        when it is not installed."""
+        binary = shutil.which("nats-server") or (
+            "/usr/sbin/nats-server" if os.path.exists("/usr/sbin/nats-server") else None
+        )
+        if binary is None:
+            raise ServiceMissing(
+                "nats-server is not installed: run `make nats-tools` (Debian package nats-server)"
+            )
+        if self.dir is None:
+            self.dir = Path(tempfile.mkdtemp(prefix="wirechat-nats-"))
+        for attempt in range(5):  # a free port can be taken before nats-server binds it
+            port = self.port or free_port(self.host)
+            self.proc = subprocess.Popen(
+                [binary, "-a", self.host, "-p", str(port), "-l", str(self.dir / "nats.log")],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            if self._wait_listening(port):
+                self.port = port
+                return self
+            self._kill()
+            if self.port and attempt >= 2:  # a fixed port that stays taken
+                break
+        self.stop()
+        raise RuntimeError(f"nats-server did not start (log: {self.dir})")
+
+    def _wait_listening(self, port: int) -> bool:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                return False
+            with contextlib.suppress(OSError), socket.create_connection((self.host, port), 0.5):
+                return True
+            time.sleep(0.02)
+        return False
+
+    def _kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def kill9(self) -> None:
+        """Kill nats-server abruptly (the port is kept for ``start()``)."""
+        self._kill()
+
+    def stop(self) -> None:
+        """Stop the nats-server we started (SIGTERM, then SIGKILL) and remove its temp dir."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._kill()
+        self.proc = None
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+    def __enter__(self) -> NatsService:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def run_cluster(nodes: int = 3, hash_cost: str = "default") -> int:
+    """``make cluster``: PostgreSQL, nats-server and ``nodes`` wirechat nodes on this machine,
+    node k serving every wire transport on its default port + 100*k, until Ctrl-C. Everything
+    lives in temp dirs and goes when it stops (a place to try a cluster, not to keep data)."""
+    from transports import registry
+    from wirechat.launch import ServerProcess
+
+    ports = {
+        e.name: e.default_port
+        for e in registry.ENTRIES
+        if e.name in registry.WIRE_TRANSPORTS and e.default_port is not None
+    }
+    started: list[ServerProcess] = []
+    with PostgresService() as postgres, NatsService() as nats:
+        print(f"PostgreSQL  {postgres.url}  (pid {postgres.pid()})")
+        print(f"nats-server {nats.url}  (pid {nats.pid})")
+        try:
+            for k in range(1, nodes + 1):
+                node = ServerProcess(
+                    [],
+                    postgres.url,
+                    hash_cost=hash_cost,
+                    extra_args=[
+                        *(f"--listen={name}={port + 100 * k}" for name, port in ports.items()),
+                        *("--bus", nats.url, "--node-name", f"node{k}"),
+                    ],
+                ).start()
+                started.append(node)
+                bound = "  ".join(f"{n}={p}" for n, (_, p) in sorted(node.addresses.items()))
+                print(f"node{k} (pid {node.pid}): {bound}")
+            print(
+                f"\nTry: wirechat client --transport custom --port {ports['custom'] + 100} "
+                f"(node1), and --port {ports['custom'] + 200} (node2) in another terminal.\n"
+                "kill -9 a node's pid and log in again on another node: nothing acknowledged "
+                "is lost. Ctrl-C stops everything."
+            )
+            while True:  # until Ctrl-C (a node killed to try it stays dead)
+                time.sleep(1)
+        except KeyboardInterrupt:
+            print("\nstopping")
+        finally:
+            for node in started:
+                node.stop()
+    return 0
+
+
+__all__ = [
+    "NatsService",
+    "PostgresService",
+    "ServiceMissing",
+    "free_port",
+    "postgres_bin_dir",
+    "run_cluster",
+]
+
+
+if __name__ == "__main__":  # python -m wirechat.services cluster [NODES]
+    import sys
+
+    if sys.argv[1:2] != ["cluster"]:
+        sys.exit("usage: python -m wirechat.services cluster [NODES]")
+    sys.exit(run_cluster(int(sys.argv[2]) if len(sys.argv) > 2 else 3))

@@ -39,13 +39,13 @@ class Chat:
         self._clients.append(client)
         return client
 
-    async def user(self, name: str, password: str = "pw-123", **kw: Any) -> ChatClient:
+    async def user(self, name: str, password: str = "pw-secret-123", **kw: Any) -> ChatClient:
         """A client signed up as ``name``."""
         client = await self.client(**kw)
         await client.signup(name, password)
         return client
 
-    async def login(self, name: str, password: str = "pw-123", **kw: Any) -> ChatClient:
+    async def login(self, name: str, password: str = "pw-secret-123", **kw: Any) -> ChatClient:
         client = await self.client(**kw)
         await client.login(name, password)
         return client

@@ -58,5 +58,5 @@ async def test_delete_over_one_transport_ends_sessions_on_the_other(pair, names)
     here, there = pair
     await here.user(names("bob"))
     bob_here, bob_there = await here.login(names("bob")), await there.login(names("bob"))
-    await bob_here.delete_account(names("bob"))
+    await bob_here.delete_account(names("bob"), "pw-secret-123")
     assert await closed_within(bob_there)

@@ -15,11 +15,11 @@ ENDED = (ConnectionError, SessionClosed)
 async def test_rule14_delete_needs_a_session_and_only_deletes_yourself(chat, names):
     anonymous = await chat.client()
     with pytest.raises(NotLoggedIn):
-        await anonymous.delete_account(names("bob"))
+        await anonymous.delete_account(names("bob"), "pw-secret-123")
     await chat.user(names("bob"))
     alice = await chat.user(names("alice"))
     with pytest.raises(Forbidden):
-        await alice.delete_account(names("bob"))
+        await alice.delete_account(names("bob"), "pw-secret-123")
     viewer = await chat.user(names("viewer"))
     page = await viewer.list_accounts(f"*_{names.tag}")
     assert names("bob") in page.usernames and names("alice") in page.usernames
@@ -28,22 +28,22 @@ async def test_rule14_delete_needs_a_session_and_only_deletes_yourself(chat, nam
 async def test_rule14_delete_ends_every_session_of_the_user(chat, names):
     await chat.user(names("bob"))
     laptop, phone = await chat.login(names("bob")), await chat.login(names("bob"))
-    await laptop.delete_account(names("bob"))
+    await laptop.delete_account(names("bob"), "pw-secret-123")
     assert await closed_within(phone)
     assert await closed_within(laptop)
     with pytest.raises(ENDED):
         await phone.send([names("bob")], "am I still here?")
     with pytest.raises(AuthFailed):
-        await (await chat.client()).login(names("bob"), "pw-123")
+        await (await chat.client()).login(names("bob"), "pw-secret-123")
 
 
 async def test_rule15_a_deleted_senders_undelivered_messages_are_purged(chat, names):
     alice = await chat.user(names("alice"))
     await chat.user(names("bob"))
     await alice.send([names("bob")], "you will never see this")
-    await alice.delete_account(names("alice"))
+    await alice.delete_account(names("alice"), "pw-secret-123")
     bob = await chat.client()
-    assert (await bob.login(names("bob"), "pw-123")).pending == 0
+    assert (await bob.login(names("bob"), "pw-secret-123")).pending == 0
     carol = await chat.user(names("carol"))
     await carol.send([names("bob")], "marker")
     assert await receive_bodies(bob) == ["marker"]
@@ -55,7 +55,7 @@ async def test_rule15_the_name_is_free_again_and_the_new_account_gets_nothing_ol
     await alice.send([names("bob")], "to the old bob")
     old_bob = await chat.login(names("bob"), auto_ack=False)
     assert await receive_bodies(old_bob) == ["to the old bob"]  # pushed, never acked
-    await old_bob.delete_account(names("bob"))
+    await old_bob.delete_account(names("bob"), "pw-secret-123")
     new_bob = await chat.client()
     assert (await new_bob.signup(names("bob"), "new-password")).pending == 0
     await alice.send([names("bob")], "welcome, new bob")
@@ -89,7 +89,7 @@ async def test_rule15_keep_policy_delivers_a_deleted_senders_messages(keep_chat,
     alice = await keep_chat.user(names("alice"))
     await keep_chat.user(names("bob"))
     await alice.send([names("bob")], "sent before I left")
-    await alice.delete_account(names("alice"))
+    await alice.delete_account(names("alice"), "pw-secret-123")
     bob = await keep_chat.client()
-    assert (await bob.login(names("bob"), "pw-123")).pending == 1
+    assert (await bob.login(names("bob"), "pw-secret-123")).pending == 1
     assert await receive_bodies(bob) == ["sent before I left"]

@@ -26,7 +26,7 @@ async def test_rule16_acknowledged_messages_and_accounts_survive_kill_9(
         for body in sent:
             await alice.send(["bob"], body)  # each returned: acknowledged as stored
         gone = await chat.login("gone")
-        await gone.delete_account("gone")
+        await gone.delete_account("gone", "pw-secret-123")
         await chat.aclose()
 
         server.kill9()
@@ -34,10 +34,10 @@ async def test_rule16_acknowledged_messages_and_accounts_survive_kill_9(
 
         chat = Chat(transport, server.addresses[transport], test_tls)
         bob = await chat.client()
-        assert (await bob.login("bob", "pw-123")).pending == len(sent)
+        assert (await bob.login("bob", "pw-secret-123")).pending == len(sent)
         assert await receive_bodies(bob, len(sent)) == sent
         with pytest.raises(AuthFailed):  # the deletion was acknowledged too
-            await (await chat.client()).login("gone", "pw-123")
+            await (await chat.client()).login("gone", "pw-secret-123")
         await chat.aclose()
     finally:
         server.stop()

@@ -57,7 +57,7 @@ async def test_rule19_a_re_registered_name_inherits_nothing_and_is_never_the_old
     await alice.send([names("bob")], "to the old bob")
     await alice.close()
     await old_bob.send([names("alice")], "pending from the old bob")
-    await old_bob.delete_account(names("bob"))
+    await old_bob.delete_account(names("bob"), "pw-secret-123")
 
     new_bob = await chat.user(names("bob"))
     assert (await new_bob.list_conversations()).conversations == ()
@@ -94,7 +94,7 @@ async def test_rule20_history_keeps_what_you_sent_and_received_across_logins(cha
     await alice.send([names("bob")], "three")
     assert await receive_bodies(bob, 2) == ["one", "three"]
     await alice.logout()
-    await alice.login(names("alice"), "pw-123")
+    await alice.login(names("alice"), "pw-secret-123")
     for client, other in ((alice, "bob"), (bob, "alice")):
         page = await client.read_history([names(other)])
         assert [m.body for m in page.messages] == ["three", "two", "one"]
@@ -192,7 +192,7 @@ async def test_rule22_read_is_not_delivered(chat, names):
     await reader.mark_read(message.conversation_id, message.message_id)
     await reader.close()
     again = await chat.client()
-    assert (await again.login(names("bob"), "pw-123")).pending == 1  # Rules 11-12 unchanged
+    assert (await again.login(names("bob"), "pw-secret-123")).pending == 1  # Rules 11-12 unchanged
 
 
 async def test_rule23_the_sender_deletes_for_everyone_and_every_live_session_is_told(chat, names):
@@ -218,7 +218,7 @@ async def test_rule23_a_pending_message_deleted_for_everyone_is_never_delivered(
     sent = await alice.send([names("bob")], "never mind")
     await alice.delete_messages([sent.message_id], for_everyone=True)
     bob = await chat.client()
-    assert (await bob.login(names("bob"), "pw-123")).pending == 0
+    assert (await bob.login(names("bob"), "pw-secret-123")).pending == 0
     await alice.send([names("bob")], "marker")
     assert await receive_bodies(bob) == ["marker"]
 
@@ -270,7 +270,7 @@ async def test_rule25_a_deleted_accounts_history_goes_and_what_it_delivered_stay
     assert await receive_bodies(bob) == ["delivered before I left"]
     await bob.send([names("alice")], "to alice")
     await receive(alice)
-    await alice.delete_account(names("alice"))
+    await alice.delete_account(names("alice"), "pw-secret-123")
 
     page = await bob.read_history([names("alice")])
     assert page.messages == ()  # the name no longer names anyone bob talks to

@@ -104,11 +104,11 @@ async def test_rule11_a_pushed_but_unacked_message_stays_pending(chat, names):
     assert await receive_bodies(careless) == ["did you get it?"]  # shown, never acked
     await careless.close()
     again = await chat.client()
-    assert (await again.login(names("bob"), "pw-123")).pending == 1
+    assert (await again.login(names("bob"), "pw-secret-123")).pending == 1
     assert await receive_bodies(again) == ["did you get it?"]  # and acked this time
     await again.close()
     third = await chat.client()
-    assert (await third.login(names("bob"), "pw-123")).pending == 0
+    assert (await third.login(names("bob"), "pw-secret-123")).pending == 0
 
 
 async def test_rule11_an_ack_from_any_session_delivers_for_the_user(chat, names):
@@ -122,7 +122,7 @@ async def test_rule11_an_ack_from_any_session_delivers_for_the_user(chat, names)
     await alice.send([names("bob")], "marker")  # acks travel in order with later traffic
     assert await receive_bodies(acking) == ["marker"]
     later = await chat.client()
-    assert (await later.login(names("bob"), "pw-123")).pending == 0
+    assert (await later.login(names("bob"), "pw-secret-123")).pending == 0
 
 
 async def test_rule11_explicit_ack_with_auto_ack_off(chat, names):
@@ -137,7 +137,7 @@ async def test_rule11_explicit_ack_with_auto_ack_off(chat, names):
     assert await receive_bodies(bob) == ["marker"]
     await bob.close()
     again = await chat.client(auto_ack=False)
-    assert (await again.login(names("bob"), "pw-123")).pending == 2  # "second" and "marker"
+    assert (await again.login(names("bob"), "pw-secret-123")).pending == 2  # "second" and "marker"
     assert await receive_bodies(again, 2) == ["second", "marker"]
 
 
@@ -149,7 +149,7 @@ async def test_rule12_pending_messages_arrive_at_login_oldest_first_with_the_cou
         await alice.send([names("bob")], f"alice {i}")
         await carol.send([names("bob")], f"carol {i}")
     bob = await chat.client()
-    result = await bob.login(names("bob"), "pw-123")
+    result = await bob.login(names("bob"), "pw-secret-123")
     assert result.pending == 6
     await alice.send([names("bob")], "newer")
     assert await receive_bodies(bob, 7) == [
@@ -170,7 +170,7 @@ async def test_rule12_a_large_backlog_arrives_whole_and_in_order(chat, names):
     for i in range(count):
         await alice.send([names("bob")], str(i))
     bob = await chat.client()
-    assert (await bob.login(names("bob"), "pw-123")).pending == count
+    assert (await bob.login(names("bob"), "pw-secret-123")).pending == count
     assert await receive_bodies(bob, count) == [str(i) for i in range(count)]
 
 

@@ -25,13 +25,13 @@ async def test_rule06_after_logout_the_same_client_logs_in_again(chat, names):
     assert client.closed_reason is None
 
     for_alice = await sender.send([alice], "for alice, while she is away")
-    await client.signup(bob, "pw-123")  # another account, on the same client
+    await client.signup(bob, "pw-secret-123")  # another account, on the same client
     for_bob = await sender.send([bob], "for bob")
     # Nothing of alice's reaches the client while it is bob's: bob's message comes first.
     assert [m.message_id for m in await receive(client)] == [for_bob.message_id]
     await client.logout()
 
-    assert (await client.login(alice, "pw-123")).pending == 1
+    assert (await client.login(alice, "pw-secret-123")).pending == 1
     assert [m.message_id for m in await receive(client)] == [for_alice.message_id]
     await client.send([peer], "back again")
     assert await receive_bodies(sender) == ["back again"]
@@ -44,11 +44,11 @@ async def test_rule06_many_logout_login_cycles_on_one_client(chat, names):
     client = await chat.client()
     for i in range(ROUNDS):
         me = names(f"cycle{i}")
-        await client.signup(me, "pw-123")
+        await client.signup(me, "pw-secret-123")
         await client.send([peer], f"hello {i}")
         await client.logout()
         pending = await sender.send([me], f"while away {i}")
-        assert (await client.login(me, "pw-123")).pending == 1
+        assert (await client.login(me, "pw-secret-123")).pending == 1
         assert [m.message_id for m in await receive(client)] == [pending.message_id]
         await client.logout()
     assert client.closed_reason is None

@@ -60,7 +60,7 @@ class Flood(threading.Thread):
         try:
             with socket.create_connection(self.address, timeout=WAIT) as sock:
                 codec = Connection(Role.CLIENT)
-                sock.sendall(codec.send(Hello()) + codec.send(Signup(1, "flooder", "pw-123")))
+                sock.sendall(codec.send(Hello()) + codec.send(Signup(1, "flooder", "pw-12345678")))
                 ids = tuple(range(1_000_000, 1_001_024))  # never pending: pure cost
                 frame = codec.send(Ack(ids))
                 burst = frame * 100

@@ -155,7 +155,7 @@ async def test_a_logged_in_connection_is_not_idle_and_logout_restarts_the_clock(
 ) -> None:
     async with serving(service, idle_timeout=0.3) as server:
         user = await Peer().greeted(server.address)
-        user.send(Signup(1, "idler", "pw-123"))
+        user.send(Signup(1, "idler", "pw-12345678"))
         assert await user.events(1) == [SignedUp(1, 0)]
         await asyncio.sleep(1.0)  # three idle timeouts, logged in
         user.send(Ping(2, b"still here"))
@@ -247,10 +247,10 @@ async def test_a_slow_consumer_of_large_messages_is_ended_by_bytes(service: Chat
     queue is bounded in bytes too. Nothing is lost: every message stays pending."""
     async with serving(service) as server:
         slow = await Peer().greeted(server.address, rcvbuf=4096)
-        slow.send(Signup(1, "hoarder", "pw-123"))
+        slow.send(Signup(1, "hoarder", "pw-12345678"))
         assert await slow.events(1) == [SignedUp(1, 0)]  # from here on it reads nothing
         sender = service.open_session()
-        await service.signup(sender, "sender", "pw-123")
+        await service.signup(sender, "sender", "pw-12345678")
         body = "m" * 65536
         sent = 0
         async with asyncio.timeout(WAIT * 2):
@@ -263,7 +263,7 @@ async def test_a_slow_consumer_of_large_messages_is_ended_by_bytes(service: Chat
         events = await slow.until_closed()
         assert refusal(events) == (0, ErrorCode.SLOW_CONSUMER)
         again = service.open_session()
-        assert (await service.login(again, "hoarder", "pw-123")).pending == sent
+        assert (await service.login(again, "hoarder", "pw-12345678")).pending == sent
 
 
 async def test_a_slow_reader_finding_the_outbound_budget_spent_is_told_at_once(
@@ -296,7 +296,7 @@ async def deaf(address: tuple[str, int], name: str) -> socket.socket:
     sock.setblocking(False)
     await loop.sock_connect(sock, address)
     codec = Connection(Role.CLIENT)
-    await loop.sock_sendall(sock, codec.send(Hello()) + codec.send(Signup(1, name, "pw-123")))
+    await loop.sock_sendall(sock, codec.send(Hello()) + codec.send(Signup(1, name, "pw-12345678")))
     events: list[object] = []
     async with asyncio.timeout(WAIT):
         while len(events) < 2:  # WELCOME, SIGNED_UP
@@ -318,7 +318,7 @@ async def test_fan_out_to_readers_that_never_read_is_seen_in_the_kernel(
         socks = [await deaf(server.address, name) for name in readers]
         try:
             sender = service.open_session()
-            await service.signup(sender, "loud", "pw-123")
+            await service.signup(sender, "loud", "pw-12345678")
             for _ in range(8):  # 8 x 16 KiB to each: past their receive windows, not our buffers
                 await service.send(sender, readers, "f" * 16_384)
             async with asyncio.timeout(WAIT * 2):
@@ -328,7 +328,7 @@ async def test_fan_out_to_readers_that_never_read_is_seen_in_the_kernel(
             for sock in socks:
                 sock.close()
         again = service.open_session()
-        assert (await service.login(again, readers[0], "pw-123")).pending == 8
+        assert (await service.login(again, readers[0], "pw-12345678")).pending == 8
 
 
 # -- defect 9: the listen backlog ---------------------------------------------------------

@@ -90,9 +90,13 @@ async def test_grpc_sessions_past_the_per_address_cap_are_refused_in_words(
         async with channel_to(server.address) as channel:
             stub = chat_pb2_grpc.ChatStub(channel)
             for _ in range(2):
-                await stub.Signup(pb.SignupRequest(username=name(), password="pw"), timeout=WAIT)
+                await stub.Signup(
+                    pb.SignupRequest(username=name(), password="pw-12345678"), timeout=WAIT
+                )
             with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await stub.Signup(pb.SignupRequest(username=name(), password="pw"), timeout=WAIT)
+                await stub.Signup(
+                    pb.SignupRequest(username=name(), password="pw-12345678"), timeout=WAIT
+                )
             assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
             assert reason(refused.value) == "OVERLOADED"
             assert "too many connections from 127.0.0.1" in (refused.value.details() or "")
@@ -100,7 +104,7 @@ async def test_grpc_sessions_past_the_per_address_cap_are_refused_in_words(
             async with relay_from(OTHER_ADDRESS, server.address) as relay:
                 async with channel_to(relay) as other:
                     reply = await chat_pb2_grpc.ChatStub(other).Signup(
-                        pb.SignupRequest(username=name(), password="pw"), timeout=WAIT
+                        pb.SignupRequest(username=name(), password="pw-12345678"), timeout=WAIT
                     )
                     assert reply.session_token  # another address still gets in
             assert guard.from_address("127.0.0.1") == 2
@@ -116,10 +120,14 @@ async def test_a_grpc_session_that_ends_frees_its_place(service: ChatService) ->
         async with channel_to(server.address) as channel:
             stub = chat_pb2_grpc.ChatStub(channel)
             user = name()
-            reply = await stub.Signup(pb.SignupRequest(username=user, password="pw"))
+            reply = await stub.Signup(pb.SignupRequest(username=user, password="pw-12345678"))
             token = ((SESSION_KEY, reply.session_token),)
-            await stub.DeleteAccount(pb.DeleteAccountRequest(username=user), metadata=token)
-            await stub.Signup(pb.SignupRequest(username=name(), password="pw"), timeout=WAIT)
+            await stub.DeleteAccount(
+                pb.DeleteAccountRequest(username=user, password="pw-12345678"), metadata=token
+            )
+            await stub.Signup(
+                pb.SignupRequest(username=name(), password="pw-12345678"), timeout=WAIT
+            )
     finally:
         await server.close()
 
@@ -153,7 +161,8 @@ async def test_grpc_stream_connects_past_the_per_address_cap_are_refused_in_word
                     )()
                     await third.write(
                         pb.ClientMessage(
-                            request_id=1, signup=pb.SignupRequest(username=name(), password="p")
+                            request_id=1,
+                            signup=pb.SignupRequest(username=name(), password="pw-12345678"),
                         )
                     )
                     reply = await asyncio.wait_for(third.read(), WAIT)
@@ -246,7 +255,7 @@ async def test_an_oversized_grpc_request_is_refused_before_it_reaches_the_core(
     try:
         async with grpc.aio.insecure_channel("{}:{}".format(*server.address)) as channel:
             stub = chat_pb2_grpc.ChatStub(channel)
-            reply = await stub.Signup(pb.SignupRequest(username=name(), password="pw"))
+            reply = await stub.Signup(pb.SignupRequest(username=name(), password="pw-12345678"))
             token = ((SESSION_KEY, reply.session_token),)
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await stub.Send(
@@ -311,9 +320,9 @@ async def test_overload_is_answered_with_resource_exhausted_and_nothing_acknowle
     try:
         async with channel_to(server.address) as channel:
             stub = chat_pb2_grpc.ChatStub(channel)
-            sender = await stub.Signup(pb.SignupRequest(username=name(), password="pw"))
+            sender = await stub.Signup(pb.SignupRequest(username=name(), password="pw-12345678"))
             recipient = name()
-            await stub.Signup(pb.SignupRequest(username=recipient, password="pw"))
+            await stub.Signup(pb.SignupRequest(username=recipient, password="pw-12345678"))
         started = threading.Event()
         burst = asyncio.create_task(
             asyncio.to_thread(fire_sends, server.address, sender.session_token, recipient, started)
@@ -330,7 +339,7 @@ async def test_overload_is_answered_with_resource_exhausted_and_nothing_acknowle
     assert all(why == "OVERLOADED" and "overloaded" in text for _, text, why, _ in refused)
     acknowledged = {message_id for code, _, _, message_id in outcomes if code == "OK"}
     again = service.open_session()
-    result = await service.login(again, recipient, "pw")
+    result = await service.login(again, recipient, "pw-12345678")
     assert result.pending == len(acknowledged)  # each acknowledged send is stored, none lost
 
 
@@ -342,7 +351,7 @@ FEW = 200  # 1 kB messages: far below the core's queue bounds, far above an HTTP
 
 async def send_few(service: ChatService, victim: str) -> None:
     sender = service.open_session()
-    await service.signup(sender, name(), "pw")
+    await service.signup(sender, name(), "pw-12345678")
     for _ in range(FEW):
         await service.send(sender, [victim], "x" * 1000)
         await asyncio.sleep(0)
@@ -367,7 +376,7 @@ async def test_a_grpc_subscriber_that_stops_reading_is_cut_off_after_the_stall_t
             "{}:{}".format(*server.address), options=STINGY_CLIENT
         ) as channel:
             stub = chat_pb2_grpc.ChatStub(channel)
-            reply = await stub.Signup(pb.SignupRequest(username=victim, password="pw"))
+            reply = await stub.Signup(pb.SignupRequest(username=victim, password="pw-12345678"))
             token = ((SESSION_KEY, reply.session_token),)
             stream = stub.SubscribeEvents(pb.SubscribeRequest(), metadata=token)
             await stream.wait_for_connection()  # and never read it
@@ -381,7 +390,7 @@ async def test_a_grpc_subscriber_that_stops_reading_is_cut_off_after_the_stall_t
     finally:
         await server.close()
     again = service.open_session()
-    assert (await service.login(again, victim, "pw")).pending == FEW  # nothing lost
+    assert (await service.login(again, victim, "pw-12345678")).pending == FEW  # nothing lost
     assert guard.connections == 0
 
 
@@ -400,7 +409,7 @@ async def test_a_grpc_stream_that_stops_reading_is_cut_off_after_the_stall_timeo
                 request_serializer=pb.ClientMessage.SerializeToString,
                 response_deserializer=pb.ServerMessage.FromString,
             )()
-            signup = pb.SignupRequest(username=victim, password="pw")
+            signup = pb.SignupRequest(username=victim, password="pw-12345678")
             await call.write(pb.ClientMessage(request_id=1, signup=signup))
             assert (await asyncio.wait_for(call.read(), WAIT)).WhichOneof("message") == "logged_in"
             await send_few(service, victim)  # and never read again
@@ -410,5 +419,5 @@ async def test_a_grpc_stream_that_stops_reading_is_cut_off_after_the_stall_timeo
     finally:
         await server.close()
     again = service.open_session()
-    assert (await service.login(again, victim, "pw")).pending == FEW  # nothing lost
+    assert (await service.login(again, victim, "pw-12345678")).pending == FEW  # nothing lost
     assert guard.connections == 0

@@ -30,7 +30,7 @@ def store() -> MemoryStore:
         store = MemoryStore()
         for i in range(ACCOUNTS - 1):  # straight into the store: no hashing needed
             await store.create_account(f"user{i:06d}", "not-a-hash", 0)
-        await ChatService(store, hash_cost=HashCost.LOW).signup(Session(), "viewer", "pw-123")
+        await ChatService(store, hash_cost=HashCost.LOW).signup(Session(), "viewer", "pw-12345678")
         return store
 
     return asyncio.run(fill())
@@ -40,7 +40,7 @@ def store() -> MemoryStore:
 async def crowded(store: MemoryStore) -> AsyncIterator[tuple[ChatService, Session]]:
     service = ChatService(store, hash_cost=HashCost.LOW)
     viewer = service.open_session("127.0.0.1")
-    await service.login(viewer, "viewer", "pw-123")
+    await service.login(viewer, "viewer", "pw-12345678")
     yield service, viewer
     await service.shutdown()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
@@ -16,6 +17,7 @@ import pytest
 import pytest_asyncio
 
 from core import ChatService, HashCost, MemoryStore
+from core.passwords import HASH_WORKERS, Passwords
 from core.throttle import LoginThrottle
 from transports.custom import (
     NEED_DATA,
@@ -115,14 +117,16 @@ async def within(seconds: float, answer: Awaitable[T]) -> T:
 async def test_the_owner_logs_in_while_twenty_connections_guess_the_password(
     address: tuple[str, int],
 ) -> None:
-    assert await within(WAIT, exchange(address, Signup(1, "victim", "right-pw"), "127.0.0.2"))
+    assert await within(WAIT, exchange(address, Signup(1, "victim", "right-pw-1234"), "127.0.0.2"))
     answers: list[object] = []
     enough = asyncio.Event()
     async with guessing(address, "victim", answers, enough):
         await within(2 * WAIT, enough.wait())  # the guessers are well into the backoff
         # Before the fix, this waited behind every queued guess (> 150 s at the server's
         # numbers, ~40 s at these). Now it is not queued at all.
-        reply = await within(WAIT, exchange(address, Login(1, "victim", "right-pw"), "127.0.0.2"))
+        reply = await within(
+            WAIT, exchange(address, Login(1, "victim", "right-pw-1234"), "127.0.0.2")
+        )
         assert isinstance(reply, LoggedIn), reply
     codes = {a.code for a in answers if isinstance(a, Error)}
     assert codes <= {ErrorCode.AUTH_FAILED, ErrorCode.TOO_MANY_ATTEMPTS}
@@ -163,16 +167,16 @@ async def fifty_guesses(address: tuple[str, int], name: str, gate: asyncio.Event
 async def test_fifty_parallel_guesses_get_two_password_checks_the_rest_refused_at_once(
     service: ChatService, address: tuple[str, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert await within(WAIT, exchange(address, Signup(1, "target", "right-pw"), "127.0.0.2"))
+    assert await within(WAIT, exchange(address, Signup(1, "target", "right-pw-1234"), "127.0.0.2"))
     checked = 0
     gate = asyncio.Event()
-    verify: Callable[[str | None, str], Awaitable[bool]] = service._passwords.verify
+    verify: Callable[[str | None, str, int], Awaitable[bool]] = service._passwords.verify
 
-    async def held_verify(stored: str | None, password: str) -> bool:
+    async def held_verify(stored: str | None, password: str, priority: int = 1) -> bool:
         nonlocal checked
         checked += 1
         await gate.wait()
-        return await verify(stored, password)
+        return await verify(stored, password, priority)
 
     monkeypatch.setattr(service._passwords, "verify", held_verify)
     codes = await fifty_guesses(address, "target", gate)
@@ -192,16 +196,79 @@ async def test_an_unknown_name_costs_the_same_password_check_as_a_wrong_password
 ) -> None:
     # Before the fix an unknown name was answered without any hash (0.06 ms against ~570 ms
     # for a wrong password at the default cost, on this machine): a timing oracle (Rule 3).
-    assert await within(WAIT, exchange(address, Signup(1, "known", "right-pw"), "127.0.0.2"))
+    assert await within(WAIT, exchange(address, Signup(1, "known", "right-pw-1234"), "127.0.0.2"))
     hashes: list[str | None] = []
-    verify: Callable[[str | None, str], Awaitable[bool]] = service._passwords.verify
+    verify: Callable[[str | None, str, int], Awaitable[bool]] = service._passwords.verify
 
-    async def recording_verify(stored: str | None, password: str) -> bool:
+    async def recording_verify(stored: str | None, password: str, priority: int = 1) -> bool:
         hashes.append(stored)
-        return await verify(stored, password)
+        return await verify(stored, password, priority)
 
     monkeypatch.setattr(service._passwords, "verify", recording_verify)
     for name in ("known", "unknown"):
         reply = await within(WAIT, exchange(address, Login(1, name, "wrong"), "127.0.0.3"))
         assert isinstance(reply, Error) and reply.code == ErrorCode.AUTH_FAILED
     assert len(hashes) == 2 and hashes[0] is not None and hashes[1] is None  # the dummy hash
+
+
+# -- the owner's password check goes first ---------------------------------------------------
+
+
+async def test_the_owners_password_check_is_not_queued_behind_guesses_from_many_addresses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Guesses from many fresh addresses are each checked (none has failed on the name yet),
+    # so before the fix they queued in the hash pool in arrival order and the owner's login
+    # waited behind all of them (6-13 s in the hostile scene). Now the owner's check, from an
+    # address that logged in before, takes the first free worker.
+    throttle = LoginThrottle()
+    passwords = Passwords(HashCost.LOW)
+    order: list[str] = []
+    gate = threading.Event()
+    hasher = passwords._hasher
+    stored = hasher.hash("right-pw-1234")
+
+    class Held:
+        """The hasher, with every check held until the gate opens (the workers stay busy)."""
+
+        def verify(self, stored: str, password: str) -> bool:
+            order.append(password)
+            gate.wait(WAIT)
+            return hasher.verify(stored, password)
+
+    monkeypatch.setattr(passwords, "_hasher", Held())
+    async with throttle.attempt("owner", "127.0.0.2"):
+        pass  # the owner logged in from 127.0.0.2 before
+    assert throttle.priority("owner", "127.0.0.2") == 0
+
+    async def login(peer: str, password: str) -> bool:
+        """As ChatService.login does it: a wrong password raises inside the attempt."""
+        try:
+            async with throttle.attempt("owner", peer):
+                turn = throttle.priority("owner", peer)
+                if not await passwords.verify(stored, password, turn):
+                    raise PermissionError(password)
+        except PermissionError:
+            return False
+        return True
+
+    guesses = [
+        asyncio.create_task(login(f"127.0.1.{i}", f"guess-{i}")) for i in range(HASH_WORKERS + 10)
+    ]
+    await asyncio.sleep(0.2)  # every guess is in: two are being checked, ten wait
+    for hung_up in guesses[:HASH_WORKERS]:  # the two being checked hang up (their checks go on)
+        hung_up.cancel()
+    await asyncio.sleep(0.1)
+    owner = asyncio.create_task(login("127.0.0.2", "right-pw-1234"))
+    await asyncio.sleep(0.1)
+    gate.set()
+    assert await within(WAIT, owner)
+    outcomes = await asyncio.gather(*guesses, return_exceptions=True)
+    assert all(o is False for o in outcomes[HASH_WORKERS:])
+    # Right after the checks that were under way (abandoned, they still held the workers):
+    # before the fix their turns went to the next guesses at once, which queued in the pool
+    # ahead of the owner's check.
+    assert order.index("right-pw-1234") == HASH_WORKERS
+    # A guessing address that failed waits behind clean ones; the owner's typo costs it its turn.
+    assert throttle.priority("owner", "127.0.1.9") == 2
+    assert throttle.priority("owner", "127.0.9.9") == 1

@@ -23,10 +23,10 @@ async def test_deleting_an_account_with_30k_undelivered_messages_leaves_the_loop
     service = ChatService(store, hash_cost=HashCost.LOW)
     names = [f"u{i:04d}" for i in range(USERS)]
     watcher = service.open_session("127.0.0.2")  # u0000, online: told what vanished
-    await service.signup(watcher, names[0], "pw-123")
+    await service.signup(watcher, names[0], "pw-12345678")
     ids = [store._live[names[0]]] + [await store.create_account(n, "h", 0) for n in names[1:]]
     leaver = service.open_session("127.0.0.1")
-    await service.signup(leaver, "leaver", "pw-123")
+    await service.signup(leaver, "leaver", "pw-12345678")
     sender = store._live["leaver"]
     for i in range(MESSAGES):
         await store.add_message(sender, f"m{i}", 0, [names[i % USERS]])
@@ -48,7 +48,7 @@ async def test_deleting_an_account_with_30k_undelivered_messages_leaves_the_loop
     await asyncio.sleep(0)
     turns = 0
     try:
-        await service.delete_account(leaver, "leaver")
+        await service.delete_account(leaver, "leaver", "pw-12345678")
     finally:
         done = True
         await task

@@ -36,7 +36,7 @@ async def _make_accounts(path: str) -> None:
 async def _client(address: tuple[str, int], name: str) -> ChatClient:
     client = registry.get(TRANSPORT).open_client(address)
     await client.connect()
-    await client.signup(name, "pw-123")
+    await client.signup(name, "pw-12345678")
     return client
 
 

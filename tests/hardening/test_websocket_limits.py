@@ -55,7 +55,9 @@ async def test_connections_past_the_per_address_cap_are_refused_with_503_and_a_r
         assert "too many connections from 127.0.0.1" in response.body.decode()
         assert int(response.headers["Retry-After"]) > 0
         other = await dial(server.address, source="127.0.0.2")  # another address gets in
-        await other.send(json.dumps({"id": 1, "op": "signup", "username": "o", "password": "p"}))
+        await other.send(
+            json.dumps({"id": 1, "op": "signup", "username": "o", "password": "pw-12345678"})
+        )
         assert "ok" in json.loads(await asyncio.wait_for(other.recv(), WAIT))
         await other.close()
         await held.pop().close()  # a place frees when a connection ends...
@@ -97,7 +99,9 @@ async def test_a_logged_in_connection_is_not_closed_for_idling(service: ChatServ
     )
     try:
         async with dial(server.address) as ws:
-            await ws.send(json.dumps({"id": 1, "op": "signup", "username": "u", "password": "p"}))
+            await ws.send(
+                json.dumps({"id": 1, "op": "signup", "username": "u", "password": "pw-12345678"})
+            )
             assert "ok" in json.loads(await asyncio.wait_for(ws.recv(), WAIT))
             await asyncio.sleep(1.0)  # three idle timeouts
             await ws.send(json.dumps({"id": 2, "op": "list_accounts"}))

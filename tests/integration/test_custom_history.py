@@ -47,7 +47,7 @@ async def test_a_page_too_big_for_one_frame_is_cut_and_paging_still_reaches_ever
     server: CustomServer,
 ) -> None:
     async with open_client(server.address) as me:
-        await me.signup("big", "pw-123")
+        await me.signup("big", "pw-secret-123")
         bodies = [str(i) * 60_000 for i in range(3)]  # three messages of 60 KB: 180 KB
         for body in bodies:
             await me.send(["big"], body)
@@ -70,14 +70,15 @@ async def test_a_long_list_of_gone_ids_arrives_whole_in_several_frames(
     server: CustomServer, service: ChatService
 ) -> None:
     sender = service.open_session()
-    await service.signup(sender, "leaver", "pw-123")
+    await service.signup(sender, "leaver", "pw-secret-123")
     reader = open_client(server.address, auto_ack=False)
     await reader.connect()
     try:
-        await reader.signup("stayer", "pw-123")
+        await reader.signup("stayer", "pw-secret-123")
         count = MAX_DELETE_IDS + 7
         sent = [(await service.send(sender, ["stayer"], f"m{i}")).message_id for i in range(count)]
-        await service.delete_account(sender, "leaver")  # purges the unacked messages
+        # purges the unacked messages
+        await service.delete_account(sender, "leaver", "pw-secret-123")
         gone: list[int] = []
         frames = 0
         for _ in range(2 * count + 10):  # bounded: the deliveries, then the notices
@@ -100,9 +101,9 @@ async def test_a_version_1_client_gets_deliveries_and_no_notices(server: CustomS
         await old.connect()
         try:
             assert old.transport.welcome.version == 1  # type: ignore[attr-defined]
-            await alice.signup("alice1", "pw-123")
-            await phone.login("alice1", "pw-123")
-            await old.login("alice1", "pw-123")
+            await alice.signup("alice1", "pw-secret-123")
+            await phone.login("alice1", "pw-secret-123")
+            await old.login("alice1", "pw-secret-123")
             sent = await alice.send(["alice1", "bob1"], "to myself")  # bob1 does not exist
             assert sent.conversation_id != 0
             copy = await phone.next_event(WAIT)
@@ -127,4 +128,4 @@ def _transport_v1(address: tuple[str, int]) -> CustomTransport:
 
 async def test_the_client_offers_every_version_its_codec_speaks(server: CustomServer) -> None:
     async with open_client(server.address) as client:
-        assert client.transport.welcome.version == 2  # type: ignore[attr-defined]
+        assert client.transport.welcome.version == 3  # type: ignore[attr-defined]

@@ -144,7 +144,7 @@ class Witnesses:
     async def start(self) -> None:
         for client, name in zip((self.alice, self.bob), self.names, strict=True):
             await client.connect()
-            await client.signup(name, "pw-123")
+            await client.signup(name, "pw-secret-123")
 
     async def chat(self) -> None:
         """One message each way on the same long-lived sessions."""
@@ -194,7 +194,7 @@ CASES: dict[str, tuple[bytes, int, bool]] = {
     "oversized length before HELLO": (varint(2**31), FRAME_TOO_LARGE, False),
     "unknown opcode": (frame(0x42, 1), UNKNOWN_OPCODE, True),
     "server opcode from a client": (frame(0x83, 1, b"\x00"), UNKNOWN_OPCODE, True),
-    "only later versions": (frame(0x01, 0, b"WC\x03\x07"), UNSUPPORTED_VERSION, False),
+    "only later versions": (frame(0x01, 0, b"WC\x04\x07"), UNSUPPORTED_VERSION, False),
     "version range reversed": (frame(0x01, 0, b"WC\x01\x00"), BAD_HANDSHAKE, False),
     "bad magic": (frame(0x01, 0, b"HI\x01\x01"), BAD_HANDSHAKE, False),
     "HELLO with a request id": (frame(0x01, 5, b"WC\x01\x01"), BAD_HANDSHAKE, False),
@@ -255,7 +255,7 @@ async def test_abrupt_disconnect_mid_frame(
     a message to it waits for its next login."""
     carol = f"carol_{secrets.token_hex(3)}"
     reader, writer = await asyncio.open_connection(*address)
-    writer.write(HELLO + frame(0x02, 1, string(carol) + string("pw-123")))
+    writer.write(HELLO + frame(0x02, 1, string(carol) + string("pw-secret-123")))
     received = b""
     async with asyncio.timeout(WAIT):
         while len(parse(received)[0]) < 2:
@@ -271,7 +271,7 @@ async def test_abrupt_disconnect_mid_frame(
     result = await witnesses.alice.send([carol], "are you there?")
     assert result.unknown_recipients == ()
     async with open_client(address) as again:
-        assert (await again.login(carol, "pw-123")).pending == 1
+        assert (await again.login(carol, "pw-secret-123")).pending == 1
         assert (await again.next_message(WAIT)).body == "are you there?"
     assert_server_healthy(server)
 
@@ -284,7 +284,7 @@ async def test_pipelined_requests_then_garbage(
     dave, bob = f"dave_{secrets.token_hex(3)}", witnesses.names[1]
     batch = (
         HELLO
-        + frame(0x02, 1, string(dave) + string("pw-123"))
+        + frame(0x02, 1, string(dave) + string("pw-secret-123"))
         + frame(0x09, 2, b"are you there")
         + frame(0x05, 3, string(dave) + string("") + varint(0))
         + frame(0x06, 4, b"\x01" + string(bob) + "pipelined ✓".encode())

@@ -96,7 +96,7 @@ async def test_slow_consumer_is_disconnected_and_keeps_its_messages(
     await asyncio.get_running_loop().sock_connect(sock, server.address)
     reader, writer = await asyncio.open_connection(sock=sock)
     codec = Connection(Role.CLIENT)
-    writer.write(codec.send(Hello()) + codec.send(Signup(1, "slow", "pw-123")))
+    writer.write(codec.send(Hello()) + codec.send(Signup(1, "slow", "pw-secret-123")))
     greeting: list[object] = []
     async with asyncio.timeout(WAIT):
         while len(greeting) < 2:  # WELCOME, SIGNED_UP; from here on it reads nothing
@@ -104,7 +104,7 @@ async def test_slow_consumer_is_disconnected_and_keeps_its_messages(
             while (event := codec.next_event()) is not NEED_DATA:
                 greeting.append(event)
     async with open_client(server.address) as fast:
-        await fast.signup("fast", "pw-123")
+        await fast.signup("fast", "pw-secret-123")
         sent = 0
         body = "x" * 60_000
         async with asyncio.timeout(WAIT * 4):
@@ -120,7 +120,7 @@ async def test_slow_consumer_is_disconnected_and_keeps_its_messages(
         assert len(delivered) < sent
         # Nothing was acked, so everything is still pending (Rule 17).
         async with open_client(server.address) as again:
-            assert (await again.login("slow", "pw-123")).pending == sent
+            assert (await again.login("slow", "pw-secret-123")).pending == sent
         await fast.send(["fast"], "still fine")
         assert (await fast.next_message(WAIT)).body == "still fine"
 
@@ -129,7 +129,7 @@ async def test_shutdown_tells_every_client(service: ChatService) -> None:
     server = await start_server(service, "127.0.0.1", 0)
     client = open_client(server.address)
     await client.connect()
-    await client.signup("alice", "pw-123")
+    await client.signup("alice", "pw-secret-123")
     reader, writer = await asyncio.open_connection(*server.address)
     writer.write(Connection(Role.CLIENT).send(Hello()))  # anonymous, past the handshake
     await reader.read(100)  # WELCOME
@@ -162,7 +162,7 @@ async def test_garbage_leaves_no_task_behind(service: ChatService, server: Custo
         else:
             await read_until_closed(reader, writer)
     async with open_client(server.address) as client:  # a logged-in client, then gone
-        await client.signup("carol", "pw-123")
+        await client.signup("carol", "pw-secret-123")
     async with asyncio.timeout(WAIT):
         while asyncio.all_tasks() - baseline:  # noqa: ASYNC110 - tasks have no "all done" event
             await asyncio.sleep(0.02)
@@ -199,16 +199,16 @@ async def test_requests_behind_a_login_that_waits_keep_their_order(
     """LOGIN waits for the password hasher (it runs in a thread); the requests pipelined
     behind it are answered after it, in order, and the backlog follows LOGGED_IN."""
     async with open_client(server.address) as alice:
-        await alice.signup("alice", "pw-123")
+        await alice.signup("alice", "pw-secret-123")
         async with open_client(server.address) as bob:
-            await bob.signup("bob", "pw-123")
+            await bob.signup("bob", "pw-secret-123")
         for text in ("one", "two"):
             await alice.send(["bob"], text)
     reader, writer = await asyncio.open_connection(*server.address)
     codec = Connection(Role.CLIENT)
     writer.write(
         codec.send(Hello())
-        + codec.send(Login(1, "bob", "pw-123"))
+        + codec.send(Login(1, "bob", "pw-secret-123"))
         + codec.send(Ping(2, b"a"))
         + codec.send(Send(3, ("nobody",), "hi"))
         + codec.send(Ping(4, b"b"))
@@ -277,7 +277,7 @@ async def test_the_drivers_take_any_codec_factory(service: ChatService) -> None:
     server = await start_server(service, "127.0.0.1", 0, codec=codec)
     try:
         async with open_client(server.address, codec=codec) as alice:
-            await alice.signup("alice", "pw-123")
+            await alice.signup("alice", "pw-secret-123")
             await alice.send(["alice"], "through the factory")
             assert (await alice.next_message(WAIT)).body == "through the factory"
             assert alice.transport.welcome is not None

@@ -160,8 +160,40 @@ def users() -> tuple[str, str]:
     return f"alice_{tag}", f"bob_{tag}"
 
 
-def credentials(name: str, password: str = "pw-123") -> bytes:
+def credentials(name: str, password: str = "pw-secret-123") -> bytes:
     return string(name) + string(password)
+
+
+# Version 3 (sections 6.8, 6.14, 6.15, 7.2, 7.3, 7.18): what a client needs to delete an
+# account now, and the resume token.
+RESUME, CHANGE_PASSWORD, PASSWORD_CHANGED = 0x0E, 0x0F, 0x8F
+RESUME_REFUSED, WEAK_PASSWORD, PASSWORD_CHANGED_END = 0x19, 0x1A, 0x25
+
+
+def version_3(address: tuple[str, int], opcode: int, body: bytes) -> tuple[SpecClient, Body]:
+    """A new connection that offers versions 1..3 and gets 3, then SIGNUP, LOGIN or RESUME:
+    its SIGNED_UP / LOGGED_IN, read up to the resume token (LOGGED_IN's name is left)."""
+    client = SpecClient(address)
+    client.write(HELLO, 0, b"WC" + bytes([1, 3]))
+    reply, request_id, welcome = client.read()
+    assert (reply, request_id, welcome.u8()) == (WELCOME, 0, 3)
+    reply, answer = client.call(opcode, body)
+    assert reply == (SIGNED_UP if opcode == SIGNUP else LOGGED_IN), (reply, answer.rest())
+    answer.varint()  # pending
+    return client, answer
+
+
+def delete_with_password(address: tuple[str, int], name: str) -> None:
+    """Delete the account over version 3 (section 6.8): DELETED, then the server closes."""
+    client, answer = version_3(address, LOGIN, credentials(name))
+    assert len(answer.string()) == 43 and answer.string() == name
+    try:
+        opcode, body = client.call(DELETE_ACCOUNT, credentials(name))
+        assert opcode == DELETED
+        body.done()
+        client.expect_close()
+    finally:
+        client.close()
 
 
 def test_a_whole_session(address: tuple[str, int], users: tuple[str, str]) -> None:
@@ -226,10 +258,14 @@ def test_a_whole_session(address: tuple[str, int], users: tuple[str, str]) -> No
         assert bob.call(LOGOUT)[0] == LOGGED_OUT
         assert bob.call(LOGIN, credentials(bob_name))[1].varint() == 0
 
-        # DELETE_ACCOUNT: DELETED, then the server closes (section 9).
+        # DELETE_ACCOUNT of version 1 carries no password: refused, the session stays
+        # (section 6.8); deleting over version 3 ends this session too (section 9.2).
         opcode, body = bob.call(DELETE_ACCOUNT, string(bob_name))
-        assert opcode == DELETED
-        body.done()
+        assert (opcode, bob.error(body)) == (ERROR, AUTH_FAILED)
+        assert bob.call(LIST_ACCOUNTS, string(bob_name) + string("") + b"\0")[0] == ACCOUNTS
+        delete_with_password(address, bob_name)
+        opcode, request_id, body = bob.read()
+        assert (opcode, request_id, bob.error(body)) == (ERROR, 0, ACCOUNT_DELETED)
         bob.expect_close()
         opcode, body = alice.call(LIST_ACCOUNTS, string(f"*_{tag}") + string("") + b"\0")
         assert (body.u8(), body.strings()) == (0, [alice_name])
@@ -281,10 +317,53 @@ def test_session_rules_on_the_wire(address: tuple[str, int], users: tuple[str, s
     phone = SpecClient(address)
     phone.hello()
     assert phone.call(LOGIN, credentials(alice_name))[0] == LOGGED_IN
-    assert alice.call(DELETE_ACCOUNT, string(alice_name))[0] == DELETED
+    delete_with_password(address, alice_name)
+    for device in (alice, phone):
+        opcode, request_id, body = device.read()
+        assert (opcode, request_id, device.error(body)) == (ERROR, 0, ACCOUNT_DELETED)
     alice.expect_close()
-    opcode, request_id, body = phone.read()
-    assert (opcode, request_id, phone.error(body)) == (ERROR, 0, ACCOUNT_DELETED)
     phone.expect_close()
     alice.close()
     phone.close()
+
+
+def test_version_3_resume_and_change_password_from_the_document(
+    address: tuple[str, int], users: tuple[str, str]
+) -> None:
+    alice_name, _ = users
+    first, signed_up = version_3(address, SIGNUP, credentials(alice_name))
+    token = signed_up.string()
+    signed_up.done()
+    first.close()  # the connection drops; the token resumes the account (section 6.14)
+    again, logged_in = version_3(address, RESUME, string(token))
+    assert (logged_in.string(), logged_in.string()) == (token, alice_name)
+    logged_in.done()
+    refused, _ = version_3(address, LOGIN, credentials(alice_name))
+    # CHANGE_PASSWORD (section 6.15): a weak new one is refused and the session stays; a good
+    # one ends the other sessions (ERROR PASSWORD_CHANGED on request id 0) with a new token.
+    weak = string("pw-secret-123") + string("short") + b"\x01"
+    opcode, body = again.call(CHANGE_PASSWORD, weak)
+    assert (opcode, again.error(body)) == (ERROR, WEAK_PASSWORD)
+    opcode, body = again.call(
+        CHANGE_PASSWORD, string("pw-secret-123") + string("a-new-one-9") + b"\x01"
+    )
+    assert opcode == PASSWORD_CHANGED
+    new_token = body.string()
+    assert (len(new_token), body.varint()) == (43, 1)
+    body.done()
+    opcode, request_id, body = refused.read()
+    assert (opcode, request_id, refused.error(body)) == (ERROR, 0, PASSWORD_CHANGED_END)
+    refused.expect_close()
+    refused.close()
+    # The old token is refused (then the server closes); the new one resumes.
+    stale = SpecClient(address)
+    stale.write(HELLO, 0, b"WC" + bytes([1, 3]))
+    stale.read()
+    opcode, body = stale.call(RESUME, string(token))
+    assert (opcode, stale.error(body)) == (ERROR, RESUME_REFUSED)
+    stale.expect_close()
+    stale.close()
+    fresh, logged_in = version_3(address, RESUME, string(new_token))
+    assert logged_in.string() == new_token
+    fresh.close()
+    again.close()

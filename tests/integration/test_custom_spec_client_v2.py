@@ -35,8 +35,10 @@ from tests.integration.test_custom_spec_client import (
     Body,
     SpecClient,
     credentials,
+    delete_with_password,
     string,
     varint,
+    version_3,
 )
 from wirechat.launch import ServerProcess
 
@@ -314,11 +316,9 @@ def test_requests_pipelined_behind_delete_account_are_discarded(
     address: tuple[str, int], users: tuple[str, str]
 ) -> None:
     name, _ = users
-    client = SpecClient(address)
+    client, _answer = version_3(address, SIGNUP, credentials(name))  # (deletion needs 3)
     try:
-        client.hello()
-        assert client.call(SIGNUP, credentials(name))[0] == SIGNED_UP
-        inner = bytes([DELETE_ACCOUNT]) + varint(1) + string(name)
+        inner = bytes([DELETE_ACCOUNT]) + varint(1) + credentials(name)
         ping = bytes([PING]) + varint(2) + b"after"
         client.sock.sendall(varint(len(inner)) + inner + varint(len(ping)) + ping)
         opcode, request_id, _body = client.read()
@@ -359,11 +359,12 @@ def test_account_deleted_elsewhere_reaches_a_version_2_device(
         assert first.call(SIGNUP, credentials(name))[0] == SIGNED_UP
         second.hello()
         assert second.call(LOGIN, credentials(name))[0] == 0x83
-        assert first.call(DELETE_ACCOUNT, string(name))[0] == DELETED
-        opcode, request_id, body = second.read()
-        assert (opcode, request_id, body.u8()) == (ERROR, 0, ACCOUNT_DELETED)
-        body.rest()
-        second.expect_close()
+        delete_with_password(address, name)  # (from a version 3 connection, section 6.8)
+        for device in (first, second):
+            opcode, request_id, body = device.read()
+            assert (opcode, request_id, body.u8()) == (ERROR, 0, ACCOUNT_DELETED)
+            body.rest()
+            device.expect_close()
     finally:
         first.close()
         second.close()

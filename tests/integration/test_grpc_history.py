@@ -56,8 +56,8 @@ async def test_a_page_of_big_messages_is_cut_to_fit_and_paging_on_loses_nothing(
     alice, bob = name(), name()
     total = PER_PAGE + 5
     async with module.open_client(address) as sender, module.open_client(address) as reader:
-        await sender.signup(alice, "pw")
-        await reader.signup(bob, "pw")
+        await sender.signup(alice, "pw-secret-1")
+        await reader.signup(bob, "pw-secret-1")
         sent = [(await sender.send([bob], f"{i:03d}{BIG[3:]}")).message_id for i in range(total)]
         pages = []
         before = 0
@@ -84,8 +84,8 @@ async def test_a_page_of_conversations_with_big_last_messages_is_cut_too(
     async with module.open_client(address) as client:
         for other in others:
             async with module.open_client(address) as friend:
-                await friend.signup(other, "pw")
-        await client.signup(me, "pw")
+                await friend.signup(other, "pw-secret-1")
+        await client.signup(me, "pw-secret-1")
         for other in others:
             await client.send([other], BIG)
         first = await client.list_conversations(0, limits.MAX_PAGE_SIZE)

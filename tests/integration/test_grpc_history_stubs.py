@@ -52,9 +52,9 @@ async def test_every_history_rpc_on_chat(targets: dict[str, str]) -> None:
         stub = chat_pb2_grpc.ChatStub(channel)
         tokens = {}
         for user in (alice, bob, carol):
-            reply = await stub.Signup(pb.SignupRequest(username=user, password="pw"))
+            reply = await stub.Signup(pb.SignupRequest(username=user, password="pw-secret-1"))
             tokens[user] = session(reply.session_token)
-        laptop = session((await stub.Login(pb.LoginRequest(username=alice, password="pw")))
+        laptop = session((await stub.Login(pb.LoginRequest(username=alice, password="pw-secret-1")))
                          .session_token)  # fmt: skip
         bob_events = stub.SubscribeEvents(pb.SubscribeRequest(), metadata=tokens[bob])
         laptop_events = stub.SubscribeEvents(pb.SubscribeRequest(), metadata=laptop)
@@ -110,7 +110,7 @@ async def test_every_history_rpc_on_chat(targets: dict[str, str]) -> None:
 
         # Read state: the reply, then a notice on the user's other session.
         bob_phone = session(
-            (await stub.Login(pb.LoginRequest(username=bob, password="pw"))).session_token
+            (await stub.Login(pb.LoginRequest(username=bob, password="pw-secret-1"))).session_token
         )
         phone_events = stub.SubscribeEvents(pb.SubscribeRequest(), metadata=bob_phone)
         await phone_events.wait_for_connection()
@@ -165,7 +165,7 @@ async def test_history_rpcs_name_their_errors(targets: dict[str, str]) -> None:
     async with grpc.aio.insecure_channel(targets["grpc"]) as channel, asyncio.timeout(WAIT):
         stub = chat_pb2_grpc.ChatStub(channel)
         token = session(
-            (await stub.Signup(pb.SignupRequest(username=me, password="pw"))).session_token
+            (await stub.Signup(pb.SignupRequest(username=me, password="pw-secret-1"))).session_token
         )
         cases: list[tuple[Any, Any, tuple[tuple[str, str], ...], grpc.StatusCode, str]] = [
             (stub.ListConversations, pb.ListConversationsRequest(), (), grpc.StatusCode.UNAUTHENTICATED, "NOT_LOGGED_IN"),  # noqa: E501
@@ -208,9 +208,9 @@ async def test_every_history_request_on_chat_stream(targets: dict[str, str]) -> 
 
         a, b, a2 = open_stream(), open_stream(), open_stream()
         pushes: dict[Any, list[pb.ServerMessage]] = {a: [], b: [], a2: []}
-        await ask(a, signup=pb.SignupRequest(username=alice, password="pw", notices=True))
-        await ask(b, signup=pb.SignupRequest(username=bob, password="pw", notices=True))
-        await ask(a2, login=pb.LoginRequest(username=alice, password="pw", notices=True))
+        await ask(a, signup=pb.SignupRequest(username=alice, password="pw-secret-1", notices=True))
+        await ask(b, signup=pb.SignupRequest(username=bob, password="pw-secret-1", notices=True))
+        await ask(a2, login=pb.LoginRequest(username=alice, password="pw-secret-1", notices=True))
 
         sent = (await ask(a, send=pb.SendRequest(recipients=[bob], body="hello"))).sent
         push = await b.read()

@@ -63,7 +63,7 @@ async def stub(server: GrpcServer) -> AsyncIterator[chat_pb2_grpc.ChatStub]:
 
 
 async def signup(stub: chat_pb2_grpc.ChatStub, username: str) -> tuple[tuple[str, str], ...]:
-    reply = await stub.Signup(pb.SignupRequest(username=username, password="pw"))
+    reply = await stub.Signup(pb.SignupRequest(username=username, password="pw-secret-1"))
     return ((SESSION_KEY, reply.session_token),)
 
 
@@ -94,12 +94,12 @@ async def test_a_subscribed_session_outlives_the_idle_timeout(
 ) -> None:
     bob = name()
     async with open_client(server.address) as client:
-        await client.signup(bob, "pw")
+        await client.signup(bob, "pw-secret-1")
         for _ in range(3):  # several sweeps, no rpc from bob
             await asyncio.sleep(IDLE)
         assert service.live_sessions(bob) == 1
         async with open_client(server.address) as alice:
-            await alice.signup(name(), "pw")
+            await alice.signup(name(), "pw-secret-1")
             sent = await alice.send([bob], "still there?")
         assert (await client.next_message(WAIT)).message_id == sent.message_id
 
@@ -113,7 +113,7 @@ async def flood_until_cut_off(service: ChatService, victim: str) -> int:
     """Send 1 kB messages to ``victim``, letting the server write between sends, until the
     core cuts it off as too slow; returns how many were sent."""
     sender = service.open_session()
-    await service.signup(sender, name(), "pw")
+    await service.signup(sender, name(), "pw-secret-1")
     for sent in range(1, limits.MAX_SESSION_QUEUE * 2):
         await service.send(sender, [victim], "x" * 1000)
         if service.live_sessions(victim) == 0:
@@ -154,7 +154,9 @@ async def test_a_slow_consumer_is_cut_off_and_loses_nothing(service: ChatService
     finally:
         await server.close()
     again = service.open_session()
-    assert (await service.login(again, slow, "pw")).pending == sent  # nothing acked, all kept
+    assert (
+        await service.login(again, slow, "pw-secret-1")
+    ).pending == sent  # nothing acked, all kept
 
 
 async def test_closing_the_server_tells_subscribers_it_is_shutting_down(
@@ -164,7 +166,7 @@ async def test_closing_the_server_tells_subscribers_it_is_shutting_down(
     client = open_client(server.address)
     try:
         await client.connect()
-        await client.signup(name(), "pw")
+        await client.signup(name(), "pw-secret-1")
         await server.close()
         with pytest.raises(ConnectionError):
             await client.next_message(WAIT)
@@ -217,10 +219,10 @@ async def test_only_the_current_logins_stream_can_end_the_client(server: GrpcSer
     async with open_client(server.address) as client:
         transport = client.transport
         assert isinstance(transport, GrpcTransport)
-        await client.signup(me, "pw")
+        await client.signup(me, "pw-secret-1")
         first = transport._generation
         await client.logout()
-        await client.login(me, "pw")
+        await client.login(me, "pw-secret-1")
         for late in (
             FailedStream(grpc.StatusCode.UNAVAILABLE, None),  # looks like the server went away
             FailedStream(grpc.StatusCode.UNAUTHENTICATED, "NOT_LOGGED_IN"),  # a late refusal

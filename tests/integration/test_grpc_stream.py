@@ -85,7 +85,8 @@ def connect(channel: grpc.aio.Channel) -> Any:
 async def signed_up(call: Any, username: str, request_id: int = 1) -> pb.ServerMessage:
     await call.write(
         pb.ClientMessage(
-            request_id=request_id, signup=pb.SignupRequest(username=username, password="pw")
+            request_id=request_id,
+            signup=pb.SignupRequest(username=username, password="pw-secret-1"),
         )
     )
     reply = await call.read()
@@ -167,8 +168,8 @@ async def test_a_client_pipelining_many_sends_gets_each_its_own_reply(
 ) -> None:
     alice, bob = name(), name()
     async with open_client(server.address) as a, open_client(server.address) as b:
-        await a.signup(alice, "pw")
-        await b.signup(bob, "pw")
+        await a.signup(alice, "pw-secret-1")
+        await b.signup(bob, "pw-secret-1")
         results = await asyncio.gather(*(a.send([bob], f"#{i}") for i in range(100)))
         # Requests went out in call order; each reply reached its own caller.
         assert [r.message_id for r in results] == sorted(r.message_id for r in results)
@@ -222,15 +223,15 @@ async def test_closing_the_client_acks_first_then_ends_the_session(
 ) -> None:
     alice, bob = name(), name()
     async with open_client(server.address) as a:
-        await a.signup(alice, "pw")
+        await a.signup(alice, "pw-secret-1")
         async with open_client(server.address) as b:
-            await b.signup(bob, "pw")
+            await b.signup(bob, "pw-secret-1")
             await a.send([bob], "hello")
             await b.next_message(WAIT)  # auto-acked: queued, not answered
         # b's close() half-closed after its ack: the server handled it, then ended the session
         assert service.live_sessions(bob) == 0
         again = service.open_session()
-        assert (await service.login(again, bob, "pw")).pending == 0
+        assert (await service.login(again, bob, "pw-secret-1")).pending == 0
 
 
 async def test_half_closing_ends_the_call_with_ok_after_every_reply(
@@ -252,12 +253,12 @@ async def test_a_second_device_gets_every_message_and_outlives_the_first(
 ) -> None:
     me, peer = name(), name()
     async with open_client(server.address) as sender:
-        await sender.signup(peer, "pw")
+        await sender.signup(peer, "pw-secret-1")
         laptop = open_client(server.address)
         phone = open_client(server.address)
         async with laptop, phone:
-            await laptop.signup(me, "pw")
-            await phone.login(me, "pw")
+            await laptop.signup(me, "pw-secret-1")
+            await phone.login(me, "pw-secret-1")
             assert service.live_sessions(me) == 2
             await sender.send([me], "to both")
             assert (await laptop.next_message(WAIT)).body == "to both"
@@ -276,11 +277,16 @@ async def test_a_deleted_account_ends_every_stream_with_account_deleted(
     await signed_up(deleting, me)
     for call in others:
         await call.write(
-            pb.ClientMessage(request_id=1, login=pb.LoginRequest(username=me, password="pw"))
+            pb.ClientMessage(
+                request_id=1, login=pb.LoginRequest(username=me, password="pw-secret-1")
+            )
         )
         assert (await call.read()).WhichOneof("message") == "logged_in"
     await deleting.write(
-        pb.ClientMessage(request_id=8, delete_account=pb.DeleteAccountRequest(username=me))
+        pb.ClientMessage(
+            request_id=8,
+            delete_account=pb.DeleteAccountRequest(username=me, password="pw-secret-1"),
+        )
     )
     code, reason, before = await ended(deleting)
     assert [(m.request_id, m.WhichOneof("message")) for m in before] == [(8, "deleted")]
@@ -295,9 +301,9 @@ async def test_the_client_learns_its_account_was_deleted_elsewhere(
 ) -> None:
     me = name()
     async with open_client(server.address) as here, open_client(server.address) as there:
-        await here.signup(me, "pw")
-        await there.login(me, "pw")
-        await here.delete_account(me)
+        await here.signup(me, "pw-secret-1")
+        await there.login(me, "pw-secret-1")
+        await here.delete_account(me, "pw-secret-1")
         with pytest.raises(ConnectionError):
             await there.next_message(WAIT)  # messages() ends
         assert there.closed_reason == CloseReason.ACCOUNT_DELETED.value
@@ -322,11 +328,11 @@ async def test_a_malformed_message_ends_the_stream_and_harms_no_one(
 ) -> None:
     me = name()
     async with open_client(server.address) as bystander:
-        await bystander.signup(name(), "pw")
+        await bystander.signup(name(), "pw-secret-1")
         raw = channel.stream_stream(METHOD)()  # bytes in, bytes out
         await raw.write(
             pb.ClientMessage(
-                request_id=1, signup=pb.SignupRequest(username=me, password="pw")
+                request_id=1, signup=pb.SignupRequest(username=me, password="pw-secret-1")
             ).SerializeToString()
         )
         await raw.read()
@@ -343,7 +349,7 @@ async def test_a_request_too_big_for_grpc_is_refused_by_the_client_and_the_sessi
 ) -> None:
     me = name()
     async with open_client(server.address) as client:
-        await client.signup(me, "pw")
+        await client.signup(me, "pw-secret-1")
         with pytest.raises(LimitExceeded):
             await client.send([me], "x" * (4 * limits.MAX_BODY_BYTES))
         await client.send([me], "still here")
@@ -355,7 +361,7 @@ async def flood_until_cut_off(service: ChatService, victim: str) -> int:
     """Send 1 kB messages to ``victim``, letting the server write between sends, until the
     core cuts it off as too slow; returns how many were sent."""
     sender = service.open_session()
-    await service.signup(sender, name(), "pw")
+    await service.signup(sender, name(), "pw-secret-1")
     for sent in range(1, limits.MAX_SESSION_QUEUE * 2):
         await service.send(sender, [victim], "x" * 1000)
         if service.live_sessions(victim) == 0:
@@ -382,7 +388,9 @@ async def test_a_slow_consumer_is_cut_off_and_loses_nothing(
         assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "SLOW_CONSUMER")
         assert len(before) < sent - QUEUE_HOLDS  # only what got through
     again = service.open_session()
-    assert (await service.login(again, slow, "pw")).pending == sent  # nothing acked, all kept
+    assert (
+        await service.login(again, slow, "pw-secret-1")
+    ).pending == sent  # nothing acked, all kept
 
 
 async def test_a_stream_stuck_on_a_client_that_never_reads_is_cancelled(
@@ -415,7 +423,7 @@ async def test_closing_the_server_tells_clients_it_is_shutting_down(
     try:
         await logged_in.connect()
         await anonymous.connect()
-        await logged_in.signup(name(), "pw")
+        await logged_in.signup(name(), "pw-secret-1")
         await server.close()
         with pytest.raises(ConnectionError):
             await logged_in.next_message(WAIT)

@@ -31,7 +31,8 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def login(request_id: int, username: str) -> chat_pb2.ClientMessage:
     return chat_pb2.ClientMessage(
-        request_id=request_id, login=chat_pb2.LoginRequest(username=username, password="pw")
+        request_id=request_id,
+        login=chat_pb2.LoginRequest(username=username, password="pw-secret-1"),
     )
 
 
@@ -43,7 +44,7 @@ async def test_sign_up_send_receive_ack_and_leave_on_two_plain_streams(target: s
 
         await as_alice.write(
             chat_pb2.ClientMessage(
-                request_id=1, signup=chat_pb2.SignupRequest(username=alice, password="pw")
+                request_id=1, signup=chat_pb2.SignupRequest(username=alice, password="pw-secret-1")
             )
         )
         signed_up = await as_alice.read()
@@ -52,7 +53,7 @@ async def test_sign_up_send_receive_ack_and_leave_on_two_plain_streams(target: s
 
         await as_bob.write(
             chat_pb2.ClientMessage(
-                request_id=1, signup=chat_pb2.SignupRequest(username=bob, password="pw")
+                request_id=1, signup=chat_pb2.SignupRequest(username=bob, password="pw-secret-1")
             )
         )
         assert (await as_bob.read()).WhichOneof("message") == "logged_in"

@@ -32,16 +32,16 @@ async def test_sign_up_log_in_subscribe_send_receive_ack(target: str) -> None:
         def session(token: str) -> tuple[tuple[str, str], ...]:
             return (("wirechat-session", token),)  # the key documented in chat.proto
 
-        signup = await stub.Signup(chat_pb2.SignupRequest(username=alice, password="pw"))
+        signup = await stub.Signup(chat_pb2.SignupRequest(username=alice, password="pw-secret-1"))
         as_alice = session(signup.session_token)
-        await stub.Signup(chat_pb2.SignupRequest(username=bob, password="pw"))
+        await stub.Signup(chat_pb2.SignupRequest(username=bob, password="pw-secret-1"))
 
         # Alice writes to bob before he has a live session: it waits, pending.
         first = await stub.Send(
             chat_pb2.SendRequest(recipients=[bob], body="are you there?"), metadata=as_alice
         )
 
-        login = await stub.Login(chat_pb2.LoginRequest(username=bob, password="pw"))
+        login = await stub.Login(chat_pb2.LoginRequest(username=bob, password="pw-secret-1"))
         assert login.pending == 1
         as_bob = session(login.session_token)
         stream = stub.Subscribe(chat_pb2.SubscribeRequest(), metadata=as_bob)
@@ -65,7 +65,7 @@ async def test_sign_up_log_in_subscribe_send_receive_ack(target: str) -> None:
         assert await stream.read() is grpc.aio.EOF  # logout ends the stream with OK
         assert (await stream.code()) is grpc.StatusCode.OK
 
-        relog = await stub.Login(chat_pb2.LoginRequest(username=bob, password="pw"))
+        relog = await stub.Login(chat_pb2.LoginRequest(username=bob, password="pw-secret-1"))
         assert relog.pending == 0  # both acked: delivered for good
 
 

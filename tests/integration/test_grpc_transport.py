@@ -72,7 +72,7 @@ def name() -> str:
 async def user(address: Address, username: str | None = None) -> ChatClient:
     client = open_client(address)
     await client.connect()
-    await client.signup(username or name(), "pw")
+    await client.signup(username or name(), "pw-secret-1")
     return client
 
 
@@ -104,8 +104,8 @@ async def test_happy_path_two_users_chat(address: Address) -> None:
     tag = name()
     alice, bob = f"{tag}.alice", f"{tag}.bob"
     async with open_client(address) as a, open_client(address) as b:
-        assert (await a.signup(alice, "pw")).username == alice
-        assert (await b.signup(bob, "pw")).pending == 0
+        assert (await a.signup(alice, "pw-secret-1")).username == alice
+        assert (await b.signup(bob, "pw-secret-1")).pending == 0
 
         sent = await a.send([bob, "nobody-here"], "hello, bob")
         assert sent.message_id > 0 and sent.unknown_recipients == ("nobody-here",)
@@ -127,15 +127,15 @@ async def test_happy_path_two_users_chat(address: Address) -> None:
 
         await b.logout()  # bob away: messages wait for him
         later = [(await a.send([bob], f"later {i}")).message_id for i in range(3)]
-        assert (await b.login(bob, "pw")).pending == 3
+        assert (await b.login(bob, "pw-secret-1")).pending == 3
         got = [await b.next_message(WAIT) for _ in later]  # oldest first (Rule 12)
         assert [(m.message_id, m.body) for m in got] == [
             (mid, f"later {i}") for i, mid in enumerate(later)
         ]
 
     async with open_client(address) as b2:  # everything was acked on the way
-        assert (await b2.login(bob, "pw")).pending == 0
-        await b2.delete_account(bob)
+        assert (await b2.login(bob, "pw-secret-1")).pending == 0
+        await b2.delete_account(bob, "pw-secret-1")
         assert b2.closed_reason == CloseReason.ACCOUNT_DELETED.value
         with pytest.raises(SessionClosed):
             await b2.send([alice], "gone")
@@ -147,7 +147,7 @@ async def test_every_device_of_a_user_gets_the_push(address: Address) -> None:
     phone, laptop = await user(address, bob), open_client(address)
     try:
         await laptop.connect()
-        await laptop.login(bob, "pw")
+        await laptop.login(bob, "pw-secret-1")
         sent = await sender.send([bob], "to both")
         assert (await phone.next_message(WAIT)).message_id == sent.message_id
         assert (await laptop.next_message(WAIT)).message_id == sent.message_id
@@ -162,8 +162,8 @@ async def test_deleting_the_account_ends_the_other_devices_stream(address: Addre
     laptop = open_client(address)
     try:
         await laptop.connect()
-        await laptop.login(bob, "pw")
-        await phone.delete_account(bob)
+        await laptop.login(bob, "pw-secret-1")
+        await phone.delete_account(bob, "pw-secret-1")
         with pytest.raises(ConnectionError, match="deleted"):
             await laptop.next_message(WAIT)
         assert laptop.closed_reason == CloseReason.ACCOUNT_DELETED.value
@@ -193,7 +193,7 @@ async def test_commands_before_login_are_not_logged_in(address: Address) -> None
             await client.list_accounts()
         with pytest.raises(NotLoggedIn):
             await client.ack([1])
-        await client.signup(name(), "pw")  # a rejected command does not spoil the session
+        await client.signup(name(), "pw-secret-1")  # a rejected command does not spoil the session
         await client.list_accounts()
 
 
@@ -206,16 +206,16 @@ async def test_failed_login_issues_no_session_and_spends_the_client(address: Add
         assert transport_of(client).token is None
         assert client.closed_reason == CloseReason.AUTH_FAILED.value
         with pytest.raises(SessionClosed):  # Rule 4: reconnect, as with the custom protocol
-            await client.login(taken, "pw")
+            await client.login(taken, "pw-secret-1")
     async with open_client(address) as client:
         with pytest.raises(UsernameTaken):
-            await client.signup(taken, "pw")
+            await client.signup(taken, "pw-secret-1")
         with pytest.raises(SessionClosed):
-            await client.signup(name(), "pw")
+            await client.signup(name(), "pw-secret-1")
     async with open_client(address) as client:
-        await client.login(taken, "pw")  # a fresh client is fine
+        await client.login(taken, "pw-secret-1")  # a fresh client is fine
         with pytest.raises(AlreadyLoggedIn):
-            await client.login(taken, "pw")
+            await client.login(taken, "pw-secret-1")
         await client.list_accounts()  # ALREADY_LOGGED_IN left the session alone
 
 
@@ -224,16 +224,16 @@ async def test_logout_and_login_again_many_times_on_one_client(address: Address)
     every login gets a stream of its own, and no logout ends the client."""
     tag = name()
     async with open_client(address) as client, open_client(address) as peer:
-        await peer.signup(f"{tag}.peer", "pw")
+        await peer.signup(f"{tag}.peer", "pw-secret-1")
         for i in range(30):
             me = f"{tag}.{i}"
-            await client.signup(me, "pw")
+            await client.signup(me, "pw-secret-1")
             sent = await peer.send([me], f"live {i}")
             assert (await client.next_message(WAIT)).message_id == sent.message_id
             await client.send([f"{tag}.peer"], f"from {i}")
             await client.logout()
             waiting = await peer.send([me], f"pending {i}")
-            assert (await client.login(me, "pw")).pending == 1
+            assert (await client.login(me, "pw-secret-1")).pending == 1
             assert (await client.next_message(WAIT)).message_id == waiting.message_id
             await client.logout()
         assert client.closed_reason is None
@@ -261,14 +261,16 @@ async def test_a_subscribe_that_arrives_after_a_logout_does_not_end_the_client(
             return reply
 
         stub.Signup = signup_then_logged_out  # type: ignore[method-assign]
-        await client.signup(me, "pw")
+        await client.signup(me, "pw-secret-1")
         with pytest.raises(NotLoggedIn):  # the server's view: logged out, not ended
             await client.list_accounts()
-        assert (await client.login(me, "pw")).pending == 0  # the same session logs in again
+        assert (
+            await client.login(me, "pw-secret-1")
+        ).pending == 0  # the same session logs in again
         sent = await client.send([me], "to myself")
         assert (await client.next_message(WAIT)).message_id == sent.message_id
         await client.logout()
-        await client.login(me, "pw")
+        await client.login(me, "pw-secret-1")
         assert client.closed_reason is None
 
 
@@ -276,7 +278,7 @@ async def test_a_command_told_the_session_is_gone_ends_the_client(address: Addre
     """A unary call answered with a status that means "this session has ended" (here
     UNKNOWN_SESSION, as after a server restart) ends the client with that reason."""
     async with open_client(address) as client:
-        await client.signup(name(), "pw")
+        await client.signup(name(), "pw-secret-1")
         transport = transport_of(client)
         transport._metadata = ((SESSION_KEY, "x" * 22),)  # a token the server never issued
         with pytest.raises(SessionClosed):
@@ -322,16 +324,16 @@ async def test_missing_token_is_unauthenticated(stub: chat_pb2_grpc.ChatStub) ->
 async def test_what_chat_proto_says_of_odd_names_and_passwords(
     stub: chat_pb2_grpc.ChatStub,
 ) -> None:
-    """Settled in chat.proto: an empty password is LIMIT_EXCEEDED at Signup (one size check,
-    1-256 bytes) and AUTH_FAILED at Login; a recipient name that cannot be a username is an
+    """Settled in chat.proto: an empty password is WEAK_PASSWORD at Signup (under 8
+    characters, issue 13) and AUTH_FAILED at Login; a recipient name that cannot be a username is an
     unknown recipient, not an error, up to 128 characters; beyond, LIMIT_EXCEEDED."""
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.Signup(pb.SignupRequest(username=name(), password=""))
     assert (caught.value.code(), error_reason(caught.value)) == (
-        grpc.StatusCode.INVALID_ARGUMENT, "LIMIT_EXCEEDED",
+        grpc.StatusCode.INVALID_ARGUMENT, "WEAK_PASSWORD",
     )  # fmt: skip
     me = name()
-    token = (await stub.Signup(pb.SignupRequest(username=me, password="pw"))).session_token
+    token = (await stub.Signup(pb.SignupRequest(username=me, password="pw-secret-1"))).session_token
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.Login(pb.LoginRequest(username=me, password=""))
     assert (caught.value.code(), error_reason(caught.value)) == (
@@ -352,7 +354,7 @@ async def test_what_chat_proto_says_of_odd_names_and_passwords(
 async def test_a_deadline_on_subscribe_ends_the_session(stub: chat_pb2_grpc.ChatStub) -> None:
     """Settled in chat.proto: no deadline on Subscribe/SubscribeEvents; when one expires, the
     server sees the call cancelled, as when a client goes away, and closes the session."""
-    reply = await stub.Signup(pb.SignupRequest(username=name(), password="pw"))
+    reply = await stub.Signup(pb.SignupRequest(username=name(), password="pw-secret-1"))
     metadata = ((SESSION_KEY, reply.session_token),)
     stream = stub.SubscribeEvents(pb.SubscribeRequest(), metadata=metadata, timeout=0.3)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -373,7 +375,9 @@ async def test_a_deadline_on_subscribe_ends_the_session(stub: chat_pb2_grpc.Chat
 async def test_forged_token_is_unauthenticated(
     stub: chat_pb2_grpc.ChatStub, address: Address
 ) -> None:
-    real = (await stub.Signup(pb.SignupRequest(username=name(), password="pw"))).session_token
+    real = (
+        await stub.Signup(pb.SignupRequest(username=name(), password="pw-secret-1"))
+    ).session_token
     forged = real[:-2] + ("AA" if real[-2:] != "AA" else "BB")
     for token in (forged, "x" * 22, ""):
         metadata = ((SESSION_KEY, token),)
@@ -389,7 +393,9 @@ async def test_forged_token_is_unauthenticated(
 async def test_oversized_messages_are_refused(
     stub: chat_pb2_grpc.ChatStub, address: Address
 ) -> None:
-    token = (await stub.Signup(pb.SignupRequest(username=name(), password="pw"))).session_token
+    token = (
+        await stub.Signup(pb.SignupRequest(username=name(), password="pw-secret-1"))
+    ).session_token
     metadata = ((SESSION_KEY, token),)
     with pytest.raises(grpc.aio.AioRpcError) as caught:  # over gRPC's max: gRPC refuses it
         await stub.Send(pb.SendRequest(recipients=["a"], body="x" * 200_000), metadata=metadata)
@@ -422,7 +428,7 @@ async def test_malformed_protobuf_is_invalid_argument(address: Address) -> None:
 
 async def test_a_second_subscribe_is_refused(stub: chat_pb2_grpc.ChatStub) -> None:
     me = name()
-    token = (await stub.Signup(pb.SignupRequest(username=me, password="pw"))).session_token
+    token = (await stub.Signup(pb.SignupRequest(username=me, password="pw-secret-1"))).session_token
     metadata = ((SESSION_KEY, token),)
     first = stub.Subscribe(pb.SubscribeRequest(), metadata=metadata)
     await stub.Send(pb.SendRequest(recipients=[me], body="one"), metadata=metadata)
@@ -453,7 +459,7 @@ async def test_reflection_lists_and_describes_the_service(address: Address) -> N
     assert (proto.name, proto.package) == ("wirechat/v1/chat.proto", "wirechat.v1")
     methods = {m.name: m.server_streaming for m in proto.service[0].method}
     assert methods["Subscribe"] is True and methods["SubscribeEvents"] is True
-    assert methods["Send"] is False and methods["ReadHistory"] is False and len(methods) == 13
+    assert methods["Send"] is False and methods["ReadHistory"] is False and len(methods) == 15
 
 
 async def test_health_is_serving(address: Address) -> None:
@@ -476,7 +482,9 @@ async def test_shutdown_ends_streams_with_unavailable(tmp_path: Path) -> None:
         async with grpc.aio.insecure_channel(target(address)) as channel:
             raw = chat_pb2_grpc.ChatStub(channel)
             me = name()
-            token = (await raw.Signup(pb.SignupRequest(username=me, password="pw"))).session_token
+            token = (
+                await raw.Signup(pb.SignupRequest(username=me, password="pw-secret-1"))
+            ).session_token
             metadata = ((SESSION_KEY, token),)
             stream = raw.Subscribe(pb.SubscribeRequest(), metadata=metadata)
             await raw.Send(pb.SendRequest(recipients=[me], body="open"), metadata=metadata)

@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.unknown_fields import UnknownFieldSet
 from grpc_tools import protoc
 
 from transports.grpc._generated import chat_pb2
@@ -158,7 +159,7 @@ async def test_a_v1_subscriber_gets_plain_deliveries_and_no_notices(
     bob, alice = "b" + uuid.uuid4().hex[:10], "a" + uuid.uuid4().hex[:10]
     async with grpc.aio.insecure_channel(f"{host}:{port}") as channel, asyncio.timeout(WAIT):
         signup = _unary(channel, v1, "Signup", "LoginReply")
-        reply = await signup(v1.SignupRequest(username=bob, password="pw"))
+        reply = await signup(v1.SignupRequest(username=bob, password="pw-secret-1"))
         as_bob = (("wirechat-session", reply.session_token),)
         subscribe = channel.unary_stream(
             "/wirechat.v1.Chat/Subscribe",
@@ -170,8 +171,8 @@ async def test_a_v1_subscriber_gets_plain_deliveries_and_no_notices(
 
         # Today's clients around bob: alice on two devices, bob on a second, newer one.
         async with open_client(target["grpc"]) as laptop, open_client(target["grpc"]) as phone:
-            await laptop.signup(alice, "pw")
-            await phone.login(bob, "pw")
+            await laptop.signup(alice, "pw-secret-1")
+            await phone.login(bob, "pw-secret-1")
             first = await laptop.send([bob], "one")
             await laptop.send([bob], "two")
             await phone.mark_read(first.conversation_id, first.message_id)  # a read_marker
@@ -206,12 +207,12 @@ async def test_a_v1_chat_stream_login_gets_deliveries_only(
             request_serializer=lambda m: m.SerializeToString(),
             response_deserializer=v1.ServerMessage.FromString,
         )()
-        signup = v1.SignupRequest(username=bob, password="pw")
+        signup = v1.SignupRequest(username=bob, password="pw-secret-1")
         await call.write(v1.ClientMessage(request_id=1, signup=signup))
         assert (await call.read()).WhichOneof("message") == "logged_in"
         async with open_client(target["grpc"]) as laptop, open_client(target["grpc"]) as phone:
-            await laptop.signup(alice, "pw")
-            await phone.login(bob, "pw")
+            await laptop.signup(alice, "pw-secret-1")
+            await phone.login(bob, "pw-secret-1")
             first = await laptop.send([bob], "one")
             await phone.mark_read(first.conversation_id, first.message_id)
             await laptop.delete_messages([first.message_id], for_everyone=True)
@@ -225,5 +226,57 @@ async def test_a_v1_chat_stream_login_gets_deliveries_only(
             seen.append((message.WhichOneof("message"), message.request_id))
         # Three deliveries and the reply to the send, in some order; no arm it cannot parse.
         assert sorted(seen) == [("delivery", 0)] * 3 + [("sent", 2)]
+        await call.done_writing()
+        assert await call.read() is grpc.aio.EOF
+
+
+async def test_a_v1_client_logs_in_as_before_and_cannot_delete_without_a_password(
+    v1: SimpleNamespace, target: dict[str, tuple[str, int]]
+) -> None:
+    """Issue 13 from an old client's side: LoginReply.resume_token is a field it skips, and
+    its DeleteAccount (no password field) is refused with AUTH_FAILED and a sentence saying
+    to update the client; the account stays, the session stays logged in. The same on
+    ChatStream."""
+    host, port = target["grpc"]
+    me = "o" + uuid.uuid4().hex[:10]
+    async with grpc.aio.insecure_channel(f"{host}:{port}") as channel, asyncio.timeout(WAIT):
+        signup = _unary(channel, v1, "Signup", "LoginReply")
+        reply = await signup(v1.SignupRequest(username=me, password="pw-secret-1"))
+        assert (reply.username, reply.pending) == (me, 0)
+        # The resume token is a field it does not know: kept aside, never in its way.
+        assert [f.field_number for f in UnknownFieldSet(reply)] == [4]  # type: ignore[attr-defined]
+        as_me = (("wirechat-session", reply.session_token),)
+        delete = _unary(channel, v1, "DeleteAccount", "DeleteAccountReply")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await delete(v1.DeleteAccountRequest(username=me), metadata=as_me)
+        assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        assert dict(caught.value.trailing_metadata())["wirechat-error"] == "AUTH_FAILED"
+        assert caught.value.details() == (
+            "deleting an account now needs your password; update your client"
+        )
+        listed = _unary(channel, v1, "ListAccounts", "ListAccountsReply")
+        page = await listed(v1.ListAccountsRequest(pattern=me), metadata=as_me)
+        assert list(page.usernames) == [me]  # still there, and still logged in
+
+    host, port = target["grpc-stream"]
+    async with grpc.aio.insecure_channel(f"{host}:{port}") as channel, asyncio.timeout(WAIT):
+        call = channel.stream_stream(
+            "/wirechat.v1.ChatStream/Connect",
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=v1.ServerMessage.FromString,
+        )()
+        login = v1.LoginRequest(username=me, password="pw-secret-1")
+        await call.write(v1.ClientMessage(request_id=1, login=login))
+        assert (await call.read()).logged_in.username == me
+        delete_request = v1.DeleteAccountRequest(username=me)
+        await call.write(v1.ClientMessage(request_id=2, delete_account=delete_request))
+        answer = await call.read()
+        assert answer.WhichOneof("message") == "error" and answer.request_id == 2
+        assert (
+            answer.error.reason
+            == v1.ServerMessage.DESCRIPTOR.file.enum_types_by_name["ErrorReason"]
+            .values_by_name["AUTH_FAILED"]
+            .number
+        )
         await call.done_writing()
         assert await call.read() is grpc.aio.EOF

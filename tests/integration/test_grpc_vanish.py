@@ -26,7 +26,7 @@ import sys, time, grpc
 from transports.grpc._generated import chat_pb2 as pb, chat_pb2_grpc
 target, me = sys.argv[1], sys.argv[2]
 stub = chat_pb2_grpc.ChatStub(grpc.insecure_channel(target))
-token = stub.Signup(pb.SignupRequest(username=me, password="pw"), timeout=30).session_token
+token = stub.Signup(pb.SignupRequest(username=me, password="pw-secret-1"), timeout=30).session_token
 metadata = (("wirechat-session", token),)
 stream = stub.Subscribe(pb.SubscribeRequest(), metadata=metadata)
 stub.Send(pb.SendRequest(recipients=[me], body="to myself"), metadata=metadata, timeout=30)
@@ -83,8 +83,8 @@ async def pair(address: tuple[str, int]) -> tuple[ChatClient, ChatClient, str, s
     a, b = open_client(address), open_client(address)
     await a.connect()
     await b.connect()
-    await a.signup(alice, "pw")
-    await b.signup(bob, "pw")
+    await a.signup(alice, "pw-secret-1")
+    await b.signup(bob, "pw-secret-1")
     return a, b, alice, bob
 
 
@@ -116,7 +116,7 @@ async def test_vanished_client_keeps_its_messages_and_others_chat_on(
         await chat_round(b, a, alice, "still going")
 
         async with open_client(address) as back:  # Rule 11: unacked means pending
-            assert (await back.login(ghost, "pw")).pending == 3
+            assert (await back.login(ghost, "pw-secret-1")).pending == 3
             got = [(await back.next_message(WAIT)).message_id for _ in range(3)]
             assert got == [read_id, *missed]
     finally:
@@ -170,5 +170,5 @@ async def test_closing_a_client_closes_its_session(
     await until(lambda: service.live_sessions(bob) == 0, "bob's session to close")
     await a.send([bob], "for later")
     async with open_client(server.address) as again:
-        assert (await again.login(bob, "pw")).pending == 1
+        assert (await again.login(bob, "pw-secret-1")).pending == 1
     await a.close()

@@ -32,12 +32,12 @@ async def test_acknowledged_sends_survive_kill_9_under_concurrent_load(tmp_path)
     try:
         address = server.addresses[TRANSPORT]
         bob = await _client(address)
-        await bob.signup("bob", "pw-123")
+        await bob.signup("bob", "pw-secret-123")
         await bob.close()
         senders = []
         for c in range(CLIENTS):
             sender = await _client(address)
-            await sender.signup(f"s{c}", "pw-123")
+            await sender.signup(f"s{c}", "pw-secret-123")
             senders.append(sender)
 
         acked: dict[str, int] = {}  # body -> message id, for every reply received
@@ -72,7 +72,7 @@ async def test_acknowledged_sends_survive_kill_9_under_concurrent_load(tmp_path)
 
         server.start()  # same file
         bob = await _client(server.addresses[TRANSPORT])
-        pending = (await bob.login("bob", "pw-123")).pending
+        pending = (await bob.login("bob", "pw-secret-123")).pending
         assert pending >= len(acked)  # (sends stored but cut off before their reply count too)
         received = [await bob.next_message(10.0) for _ in range(pending)]
         await bob.close()

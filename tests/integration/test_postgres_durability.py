@@ -34,7 +34,8 @@ async def test_acknowledged_messages_survive_kill_9_of_the_server(postgres: Post
                 sent[who].append(body)
 
         await asyncio.gather(send_all(senders[0], alice), send_all(senders[1], gone))
-        await senders[1].delete_account(gone)  # --deleted-sender purge: its 15 go with it
+        # --deleted-sender purge: its 15 go with it
+        await senders[1].delete_account(gone, "pw-secret-123")
         await chat.aclose()
 
         server.kill9()
@@ -42,10 +43,10 @@ async def test_acknowledged_messages_survive_kill_9_of_the_server(postgres: Post
 
         chat = Chat(TRANSPORT, server.addresses[TRANSPORT])
         reader = await chat.client()
-        assert (await reader.login(bob, "pw-123")).pending == len(sent[alice])
+        assert (await reader.login(bob, "pw-secret-123")).pending == len(sent[alice])
         assert await receive_bodies(reader, len(sent[alice])) == sent[alice]  # in order
         with pytest.raises(AuthFailed):  # the deletion was acknowledged too
-            await (await chat.client()).login(gone, "pw-123")
+            await (await chat.client()).login(gone, "pw-secret-123")
         await chat.aclose()
     finally:
         server.stop()

@@ -31,8 +31,10 @@ DELETED, PONG, DELIVER, ERROR = 0x88, 0x89, 0xA0, 0xFF
 LIST_CONVERSATIONS, READ_HISTORY, MARK_READ, DELETE_MESSAGES = range(0x0A, 0x0E)
 CONVERSATIONS, HISTORY, MARKED_READ, REMOVED = range(0x8A, 0x8E)
 SENT_COPY, READ_MARK, MESSAGES_GONE = 0xA1, 0xA2, 0xA3
+RESUME, CHANGE_PASSWORD, PASSWORD_CHANGED = 0x0E, 0x0F, 0x8F
 MALFORMED, BAD_HANDSHAKE, INVALID_UTF8 = 0x01, 0x05, 0x06
 AUTH_FAILED, NOT_LOGGED_IN, ACCOUNT_DELETED = 0x13, 0x14, 0x20
+RESUME_REFUSED, WEAK_PASSWORD, PASSWORD_CHANGED_END = 0x19, 0x1A, 0x25
 
 
 def varint(value: int) -> bytes:
@@ -138,7 +140,7 @@ def users() -> tuple[str, str]:
     return f"alice_{tag}", f"bob_{tag}"
 
 
-def signup(name: str, password: str = "pw-123") -> chat.SignupRequest:
+def signup(name: str, password: str = "pw-secret-123") -> chat.SignupRequest:
     return chat.SignupRequest(username=name, password=password)
 
 
@@ -194,7 +196,9 @@ def test_a_whole_session(address: tuple[str, int], users: tuple[str, str]) -> No
             reply = chat.SendReply.FromString(body)
             assert list(reply.unknown_recipients) == ["ghost"]
             ids.append(reply.message_id)
-        opcode, body = bob.call(LOGIN, chat.LoginRequest(username=bob_name, password="pw-123"))
+        opcode, body = bob.call(
+            LOGIN, chat.LoginRequest(username=bob_name, password="pw-secret-123")
+        )
         assert (opcode, chat.LoginReply.FromString(body).pending) == (LOGGED_IN, 2)
         for message_id, body_text in zip(ids, ("one", "two"), strict=True):
             opcode, request_id, body = bob.read()
@@ -204,21 +208,13 @@ def test_a_whole_session(address: tuple[str, int], users: tuple[str, str]) -> No
         opcode, body = bob.call(PING, frames.Ping(payload=b"\x00still here"))
         assert (opcode, frames.Pong.FromString(body).payload) == (PONG, b"\x00still here")
 
-        # Deleting an account: DELETED, then close; the other device gets ACCOUNT_DELETED.
-        phone = PbClient(address)
-        phone.hello()
-        assert phone.call(LOGIN, chat.LoginRequest(username=bob_name, password="pw-123"))[0] == (
-            LOGGED_IN
-        )
-        assert bob.call(DELETE_ACCOUNT, chat.DeleteAccountRequest(username=bob_name)) == (
-            DELETED,
-            b"",
-        )
-        bob.expect_close()
-        opcode, request_id, body = phone.read()
-        assert (opcode, request_id, error_of(body)) == (ERROR, 0, ACCOUNT_DELETED)
-        phone.expect_close()
-        phone.close()
+        # Deleting an account needs its password since version 3 (issue 13): a version 1
+        # client, whose DELETE_ACCOUNT has no password field, is refused and nothing is deleted.
+        opcode, body = bob.call(DELETE_ACCOUNT, chat.DeleteAccountRequest(username=bob_name))
+        assert (opcode, error_of(body)) == (ERROR, AUTH_FAILED)
+        assert "update your client" in frames.Error.FromString(body).message
+        opcode, body = bob.call(LIST_ACCOUNTS, chat.ListAccountsRequest(pattern=bob_name))
+        assert list(chat.ListAccountsReply.FromString(body).usernames) == [bob_name]
     finally:
         alice.close()
         bob.close()
@@ -234,7 +230,7 @@ def test_version_2_history_read_marks_and_deletion(
         assert alice.hello(then=(SIGNUP, signup(alice_name)), versions=b"\x01\x02").version == 2
         assert alice.read()[0] == SIGNED_UP
         phone.hello(versions=b"\x01\x02")
-        login = chat.LoginRequest(username=alice_name, password="pw-123")
+        login = chat.LoginRequest(username=alice_name, password="pw-secret-123")
         assert phone.call(LOGIN, login)[0] == LOGGED_IN
         bob.hello(versions=b"\x01\x02")
         assert bob.call(SIGNUP, signup(bob_name))[0] == SIGNED_UP
@@ -285,6 +281,69 @@ def test_version_2_history_read_marks_and_deletion(
             )
     finally:
         for client in (alice, phone, bob):
+            client.close()
+
+
+def test_version_3_resume_change_password_and_deletion(
+    address: tuple[str, int], users: tuple[str, str]
+) -> None:
+    """The version 3 frames, from the contract alone: a LoginReply with the resume token,
+    RESUME, CHANGE_PASSWORD and DELETE_ACCOUNT with the password, and the new error codes."""
+    alice_name, _ = users
+    here, there, back, stranger = (PbClient(address) for _ in range(4))
+    try:
+        assert here.hello(then=(SIGNUP, signup(alice_name)), versions=b"\x01\x03").version == 3
+        opcode, request_id, body = here.read()
+        signed = chat.LoginReply.FromString(body)
+        assert (opcode, signed.pending, len(signed.resume_token)) == (SIGNED_UP, 0, 43)
+        assert signed.username == ""  # (a signup names its account itself)
+
+        there.hello(versions=b"\x01\x03")
+        opcode, body = there.call(RESUME, chat.ResumeRequest(resume_token=signed.resume_token))
+        resumed = chat.LoginReply.FromString(body)
+        assert (opcode, resumed.username, resumed.resume_token) == (
+            LOGGED_IN,
+            alice_name,
+            signed.resume_token,
+        )
+
+        weak = chat.ChangePasswordRequest(old_password="pw-secret-123", new_password="12345")
+        opcode, body = here.call(CHANGE_PASSWORD, weak)
+        assert (opcode, error_of(body)) == (ERROR, WEAK_PASSWORD)
+        change = chat.ChangePasswordRequest(
+            old_password="pw-secret-123", new_password="pw-secret-456", end_other_sessions=True
+        )
+        opcode, body = here.call(CHANGE_PASSWORD, change)
+        changed = chat.ChangePasswordReply.FromString(body)
+        assert (opcode, changed.sessions_ended, len(changed.resume_token)) == (
+            PASSWORD_CHANGED,
+            1,
+            43,
+        )
+        opcode, request_id, body = there.read()  # the other session ends
+        assert (opcode, request_id, error_of(body)) == (ERROR, 0, PASSWORD_CHANGED_END)
+        there.expect_close()
+
+        stranger.hello(versions=b"\x01\x03")
+        old = chat.ResumeRequest(resume_token=signed.resume_token)
+        opcode, body = stranger.call(RESUME, old)
+        assert (opcode, error_of(body)) == (ERROR, RESUME_REFUSED)
+        stranger.expect_close()
+        back.hello(versions=b"\x01\x03")
+        opcode, body = back.call(RESUME, chat.ResumeRequest(resume_token=changed.resume_token))
+        assert (opcode, chat.LoginReply.FromString(body).username) == (LOGGED_IN, alice_name)
+
+        wrong = chat.DeleteAccountRequest(username=alice_name, password="pw-secret-123")
+        opcode, body = here.call(DELETE_ACCOUNT, wrong)
+        assert (opcode, error_of(body)) == (ERROR, AUTH_FAILED)
+        right = chat.DeleteAccountRequest(username=alice_name, password="pw-secret-456")
+        assert here.call(DELETE_ACCOUNT, right) == (DELETED, b"")
+        here.expect_close()
+        opcode, request_id, body = back.read()
+        assert (opcode, request_id, error_of(body)) == (ERROR, 0, ACCOUNT_DELETED)
+        back.expect_close()
+    finally:
+        for client in (here, there, back, stranger):
             client.close()
 
 

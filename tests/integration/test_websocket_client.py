@@ -76,7 +76,7 @@ async def test_an_unreadable_message_ends_the_connection(scripted: Any) -> None:
 
     client = await scripted(script)
     with pytest.raises(ConnectionError, match="broke the contract"):
-        await client.signup("alice", "pw")
+        await client.signup("alice", "pw-secret-1")
     assert client.closed_reason is not None and "contract" in client.closed_reason
 
 
@@ -86,7 +86,7 @@ async def test_a_binary_message_ends_the_connection(scripted: Any) -> None:
 
     client = await scripted(script)
     with pytest.raises(ConnectionError, match="binary"):
-        await client.signup("alice", "pw")
+        await client.signup("alice", "pw-secret-1")
 
 
 async def test_unknown_pushes_and_members_are_ignored(scripted: Any) -> None:
@@ -97,7 +97,7 @@ async def test_unknown_pushes_and_members_are_ignored(scripted: Any) -> None:
         )
 
     client = await scripted(script)
-    assert (await client.signup("a", "pw")).pending == 0
+    assert (await client.signup("a", "pw-secret-1")).pending == 0
 
 
 async def test_an_error_reply_raises_its_domain_error(scripted: Any) -> None:
@@ -108,9 +108,9 @@ async def test_an_error_reply_raises_its_domain_error(scripted: Any) -> None:
 
     client = await scripted(script)
     with pytest.raises(AuthFailed):
-        await client.login("a", "pw")
+        await client.login("a", "pw-secret-1")
     with pytest.raises(SessionClosed):  # (Rule 4: a failed login ends the session)
-        await client.login("a", "pw2")
+        await client.login("a", "pw-secret-2")
 
 
 async def test_an_unknown_error_code_fails_only_that_request(scripted: Any) -> None:
@@ -123,7 +123,7 @@ async def test_an_unknown_error_code_fails_only_that_request(scripted: Any) -> N
         await ws.send(ok(second, usernames=["a"], more=False))
 
     client = await scripted(script)
-    await client.signup("a", "pw")
+    await client.signup("a", "pw-secret-1")
     with pytest.raises(ChatError, match="RATE_LIMITED"):
         await client.list_accounts()
     assert (await client.list_accounts()).usernames == ("a",)
@@ -137,7 +137,7 @@ async def test_an_internal_error_is_a_connection_error(scripted: Any) -> None:
 
     client = await scripted(script)
     with pytest.raises(ConnectionError, match="server failed"):
-        await client.signup("a", "pw")
+        await client.signup("a", "pw-secret-1")
 
 
 async def test_a_notice_fails_waiting_requests_and_ends_the_session(scripted: Any) -> None:
@@ -149,7 +149,7 @@ async def test_a_notice_fails_waiting_requests_and_ends_the_session(scripted: An
         await ws.close(4003, CloseReason.SLOW_CONSUMER.value)
 
     client = await scripted(script)
-    await client.signup("a", "pw")
+    await client.signup("a", "pw-secret-1")
     with pytest.raises(SessionClosed):
         await client.send(["b"], "hello?")
     assert client.closed_reason == CloseReason.SLOW_CONSUMER.value
@@ -163,7 +163,7 @@ async def test_a_close_code_without_a_notice_still_says_why(scripted: Any) -> No
 
     client = await scripted(script)
     with pytest.raises(ConnectionError, match="shutting down"):
-        await client.signup("a", "pw")
+        await client.signup("a", "pw-secret-1")
     assert client.closed_reason == CloseReason.SHUTDOWN.value
 
 
@@ -177,7 +177,7 @@ async def test_a_failed_ack_is_only_logged(scripted: Any) -> None:
         await ws.send(ok(listing, usernames=[], more=False))
 
     client = await scripted(script)
-    await client.signup("a", "pw")
+    await client.signup("a", "pw-secret-1")
     await client.ack([1])  # (fire and forget: returns at once)
     assert (await client.list_accounts()).usernames == ()
 
@@ -197,7 +197,7 @@ async def test_notices_reach_events_in_order_with_deliveries(scripted: Any) -> N
             await ws.send(json.dumps(push))
 
     client = await scripted(script)
-    await client.signup("a", "pw")
+    await client.signup("a", "pw-secret-1")
     got = [await client.next_event(WAIT) for _ in pushes]
     assert got == [
         Delivery(5, "bob", "hi", 1, ("bob",), False, 3),
@@ -220,7 +220,7 @@ async def test_a_history_page_names_its_conversation_in_every_message(scripted: 
         await ws.send(ok(asked, **page, read_up_to=4, messages=messages, more=False))
 
     client = await scripted(script)
-    await client.signup("a", "pw")
+    await client.signup("a", "pw-secret-1")
     assert await client.read_history(conversation_id=3) == HistoryPage(
         3,
         ("bob",),
@@ -240,4 +240,4 @@ async def test_a_notice_that_breaks_the_contract_ends_the_connection(scripted: A
 
     client = await scripted(script)
     with pytest.raises(ConnectionError, match="broke the contract"):
-        await client.signup("a", "pw")
+        await client.signup("a", "pw-secret-1")

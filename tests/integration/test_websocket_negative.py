@@ -61,7 +61,7 @@ class Witnesses:
     async def start(self) -> None:
         for client, name in zip((self.alice, self.bob), self.names, strict=True):
             await client.connect()
-            await client.signup(name, "pw-123")
+            await client.signup(name, "pw-secret-123")
 
     async def still_chat(self) -> None:
         self.count += 1
@@ -183,7 +183,12 @@ async def test_wrong_types_are_malformed_and_end_nothing(
 
 
 async def test_a_lone_surrogate_is_refused(ws: ClientConnection, witnesses: Witnesses) -> None:
-    signup = {"id": 1, "op": "signup", "username": f"s_{secrets.token_hex(4)}", "password": "pw"}
+    signup = {
+        "id": 1,
+        "op": "signup",
+        "username": f"s_{secrets.token_hex(4)}",
+        "password": "pw-secret-1",
+    }
     assert (await ask(ws, signup))["ok"]["pending"] == 0
     name = witnesses.names[0]
     text = f'{{"id":2,"op":"send","to":["{name}"],"body":"\\ud800"}}'
@@ -260,7 +265,12 @@ async def test_a_bad_signup_replies_then_closes_4001(ws: ClientConnection) -> No
 
 
 async def test_a_failed_ack_is_answered_with_its_id(ws: ClientConnection) -> None:
-    signup = {"id": 1, "op": "signup", "username": f"k_{secrets.token_hex(4)}", "password": "pw"}
+    signup = {
+        "id": 1,
+        "op": "signup",
+        "username": f"k_{secrets.token_hex(4)}",
+        "password": "pw-secret-1",
+    }
     assert "ok" in await ask(ws, signup)
     await ws.send(json.dumps({"id": 2, "op": "ack", "ids": [1]}))  # (succeeds: no reply)
     reply = await ask(ws, {"id": 3, "op": "ack", "ids": list(range(1, 1026))})
@@ -271,7 +281,12 @@ async def test_a_failed_ack_is_answered_with_its_id(ws: ClientConnection) -> Non
 async def test_pipelined_requests_are_answered_in_order(
     ws: ClientConnection, witnesses: Witnesses
 ) -> None:
-    signup = {"id": 0, "op": "signup", "username": f"p_{secrets.token_hex(4)}", "password": "pw"}
+    signup = {
+        "id": 0,
+        "op": "signup",
+        "username": f"p_{secrets.token_hex(4)}",
+        "password": "pw-secret-1",
+    }
     await ws.send(json.dumps(signup))
     for rid in range(1, 41):
         body = {"id": rid, "op": "send", "to": [witnesses.names[0]], "body": f"n{rid}"}

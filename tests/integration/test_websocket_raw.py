@@ -104,11 +104,13 @@ async def test_signup_send_receive_ack(url: str) -> None:
     alice_name, bob_name = f"alice_{tag}", f"bob_{tag}"
     alice, bob = await RawClient.open(url), await RawClient.open(url)
 
-    assert await alice.call("signup", username=alice_name, password="pw 1") == {
+    assert await alice.call("signup", username=alice_name, password="pw-secret 1") == {
         "id": 1,
         "ok": {"username": alice_name, "pending": 0},
     }
-    assert (await bob.call("signup", username=bob_name, password="pw 2"))["ok"]["pending"] == 0
+    assert (await bob.call("signup", username=bob_name, password="pw-secret 2"))["ok"][
+        "pending"
+    ] == 0
 
     sent = await alice.call("send", to=[bob_name, f"nobody_{tag}"], body="hello, Bob ✓")
     assert sent["ok"]["unknown"] == [f"nobody_{tag}"]
@@ -132,7 +134,7 @@ async def test_signup_send_receive_ack(url: str) -> None:
     # Acked: nothing is pending at the next login. A message sent meanwhile is.
     later = await alice.call("send", to=[bob_name], body="while you were away")
     bob = await RawClient.open(url)
-    login = await bob.call("login", username=bob_name, password="pw 2")
+    login = await bob.call("login", username=bob_name, password="pw-secret 2")
     assert login["ok"] == {"username": bob_name, "pending": 1}
     deliver = await bob.push()  # (after the login's reply, section 7)
     assert (deliver["message_id"], deliver["body"]) == (
@@ -143,8 +145,11 @@ async def test_signup_send_receive_ack(url: str) -> None:
 
     # Deletion: the reply, then close 4002 here and the ACCOUNT_DELETED notice elsewhere.
     laptop = await RawClient.open(url)
-    await laptop.call("login", username=alice_name, password="pw 1")
-    assert await alice.call("delete_account", username=alice_name) == {"id": 4, "ok": {}}
+    await laptop.call("login", username=alice_name, password="pw-secret 1")
+    assert await alice.call("delete_account", username=alice_name, password="pw-secret 1") == {
+        "id": 4,
+        "ok": {},
+    }
     with pytest.raises(ConnectionClosed):
         await alice.receive()
     assert alice.ws.close_code == 4002
@@ -164,11 +169,11 @@ async def test_a_v1_connection_beside_a_v2_one_gets_only_v1_messages(url: str) -
     tag = secrets.token_hex(3)
     alice_name, bob_name = f"alice_{tag}", f"bob_{tag}"
     alice = await RawClient.open(url, "wirechat.v2.json")
-    await alice.call("signup", username=alice_name, password="pw 1")
+    await alice.call("signup", username=alice_name, password="pw-secret 1")
     old = await RawClient.open(url)  # a v1 client, from before history existed
-    await old.call("signup", username=bob_name, password="pw 2")
+    await old.call("signup", username=bob_name, password="pw-secret 2")
     new = await RawClient.open(url, "wirechat.v2.json")
-    await new.call("login", username=bob_name, password="pw 2")
+    await new.call("login", username=bob_name, password="pw-secret 2")
 
     sent = await alice.call("send", to=[bob_name], body="hi")
     assert set(sent["ok"]) == {"message_id", "sent_at", "unknown", "conversation_id"}
@@ -196,15 +201,15 @@ async def test_every_history_operation_and_push_of_version_2(url: str) -> None:
     tag = secrets.token_hex(3)
     alice_name, bob_name, carol_name = f"alice_{tag}", f"bob_{tag}", f"carol_{tag}"
     laptop = await RawClient.open(url, "wirechat.v2.json")
-    await laptop.call("signup", username=alice_name, password="pw 1")
+    await laptop.call("signup", username=alice_name, password="pw-secret 1")
     phone = await RawClient.open(url, "wirechat.v2.json")
-    await phone.call("login", username=alice_name, password="pw 1")
+    await phone.call("login", username=alice_name, password="pw-secret 1")
     bob = await RawClient.open(url, "wirechat.v2.json")
-    await bob.call("signup", username=bob_name, password="pw 2")
+    await bob.call("signup", username=bob_name, password="pw-secret 2")
     bob_phone = await RawClient.open(url, "wirechat.v2.json")
-    await bob_phone.call("login", username=bob_name, password="pw 2")
+    await bob_phone.call("login", username=bob_name, password="pw-secret 2")
     carol = await RawClient.open(url, "wirechat.v2.json")
-    await carol.call("signup", username=carol_name, password="pw 3")
+    await carol.call("signup", username=carol_name, password="pw-secret 3")
 
     # send to a group: the reply names the conversation; the phone gets "sent by you" (6.15).
     sent = (await laptop.call("send", to=[bob_name, carol_name], body="lunch at 12?"))["ok"]

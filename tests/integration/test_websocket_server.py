@@ -53,7 +53,7 @@ async def until(condition: Callable[[], object], timeout: float = WAIT) -> None:
 async def test_shutdown_tells_every_client(server: WebSocketServer) -> None:
     alice = open_client(server.address)
     await alice.connect()
-    await alice.signup("alice", "pw")
+    await alice.signup("alice", "pw-secret-1")
     anonymous = open_client(server.address)
     await anonymous.connect()
     await server.service.shutdown()
@@ -73,9 +73,9 @@ async def test_deletion_elsewhere_fails_a_waiting_request_and_ends_messages(
     phone, laptop = open_client(server.address), open_client(server.address)
     await phone.connect()
     await laptop.connect()
-    await phone.signup("carol", "pw")
-    await laptop.login("carol", "pw")
-    await phone.delete_account("carol")
+    await phone.signup("carol", "pw-secret-1")
+    await laptop.login("carol", "pw-secret-1")
+    await phone.delete_account("carol", "pw-secret-1")
     await until(lambda: laptop.closed_reason is not None)
     assert laptop.closed_reason == CloseReason.ACCOUNT_DELETED.value
     with pytest.raises(SessionClosed, match="deleted"):
@@ -92,7 +92,7 @@ async def test_a_client_that_stops_reading_is_dropped_and_loses_nothing(
     monkeypatch.setattr(_server, "STALL_TIMEOUT", 1.0)
     sender = open_client(server.address)
     await sender.connect()
-    await sender.signup("sender", "pw")
+    await sender.signup("sender", "pw-secret-1")
     # A raw client with a small receive buffer that never reads after its signup.
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -106,7 +106,9 @@ async def test_a_client_that_stops_reading_is_dropped_and_loses_nothing(
         compression=None,
         max_queue=1,
     )
-    await slow.send(json.dumps({"id": 1, "op": "signup", "username": "slow", "password": "pw"}))
+    await slow.send(
+        json.dumps({"id": 1, "op": "signup", "username": "slow", "password": "pw-secret-1"})
+    )
     await until(lambda: server.service.live_sessions("slow") == 1)
     sent = 0
     body = "z" * 60_000
@@ -121,7 +123,7 @@ async def test_a_client_that_stops_reading_is_dropped_and_loses_nothing(
     # Nothing was acknowledged, so everything is still pending, in order.
     again = open_client(server.address)
     await again.connect()
-    assert (await again.login("slow", "pw")).pending == sent
+    assert (await again.login("slow", "pw-secret-1")).pending == sent
     got = [(await again.next_message(WAIT)).body[:4] for _ in range(sent)]
     assert got == [f"{i:04d}" for i in range(sent)]
     assert (await sender.send(["slow"], "still fine")).message_id > 0
@@ -134,10 +136,10 @@ async def test_clients_that_vanish_leave_nothing_behind(server: WebSocketServer)
     url = f"ws://{host}:{port}/chat"
     witness = open_client(server.address)
     await witness.connect()
-    await witness.signup("witness", "pw")
+    await witness.signup("witness", "pw-secret-1")
     for i in range(10):
         ws = await connect(url, subprotocols=OFFER, compression=None)
-        signup = {"id": 1, "op": "signup", "username": f"ghost{i}", "password": "pw"}
+        signup = {"id": 1, "op": "signup", "username": f"ghost{i}", "password": "pw-secret-1"}
         await ws.send(json.dumps(signup))
         if i % 2:
             await ws.send(json.dumps({"id": 2, "op": "send", "to": ["witness"], "body": "boo"}))
@@ -159,12 +161,12 @@ async def test_clients_that_vanish_leave_nothing_behind(server: WebSocketServer)
 async def test_logout_keeps_the_connection_for_another_login(server: WebSocketServer) -> None:
     client = open_client(server.address)
     await client.connect()
-    await client.signup("dora", "pw")
+    await client.signup("dora", "pw-secret-1")
     await client.logout()
-    await client.signup("erin", "pw")
+    await client.signup("erin", "pw-secret-1")
     friend = open_client(server.address)
     await friend.connect()
-    await friend.signup("fred", "pw")
+    await friend.signup("fred", "pw-secret-1")
     await friend.send(["dora", "erin"], "hi both")
     message = await client.next_message(WAIT)
     assert (message.sender, message.body) == ("fred", "hi both")
@@ -181,9 +183,9 @@ async def test_a_v1_client_gets_messages_but_no_notices_and_no_history_ops(
     alice = open_client(server.address)
     for client in (old, new, alice):
         await client.connect()
-    await alice.signup("alice", "pw")
-    await old.signup("bob", "pw")
-    await new.login("bob", "pw")
+    await alice.signup("alice", "pw-secret-1")
+    await old.signup("bob", "pw-secret-1")
+    await new.login("bob", "pw-secret-1")
 
     sent = await alice.send(["bob"], "one")
     mine = await old.send(["alice"], "from the old device")

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from bench.wire_relay import Count
-from bench.wire_rows import Call, Conn, disturbed, make_row, median_call
+from bench.wire_rows import Call, Conn, make_row, median_call
 from transports.custom import (
     Ack,
     Connection,
@@ -175,7 +175,7 @@ def test_median_call_is_a_real_call_per_direction() -> None:
     row = make_row("grpc", "send", "steady", calls, body_bytes=32, recipients=1, text="ascii")
     assert row["c2s_bytes"] == 147 and row["c2s_control"] == 13 and row["c2s_payload"] == 134
     assert row["s2c_bytes"] == 45 and row["s2c_control"] == 0
-    assert row["samples"] == 3 and row["disturbed"] == 0
+    assert row["samples"] == 3 and row["with_connection_frames"] == 0
     assert row["c2s_range"] == [100, 200] and row["c2s_mean"] == 149.0
     for d in ("c2s", "s2c"):
         parts = sum(row[f"{d}_{c}"] for c in ("payload", "framing", "headers", "control"))
@@ -184,35 +184,37 @@ def test_median_call_is_a_real_call_per_direction() -> None:
     assert row["holds_for"] == "message ids 0..127; request ids 0..127"
 
 
-def test_calls_near_a_timer_driven_frame_are_left_out_of_the_headline() -> None:
-    ping = {"PING": 17, "X": 100}
+WINDOW = {"WINDOW_UPDATE": 13, "WINDOW_UPDATE_STREAM": 13}
+CONNECTION_KINDS = frozenset({"PING", "PING_ACK", "WINDOW_UPDATE", "WINDOW_UPDATE_STREAM"})
+
+
+def test_the_connections_frames_are_never_in_a_headline() -> None:
+    # grpc-core writes a call's credit with it, with the next call, or not at all, and pings
+    # on a timer: the headline is the call's own frames, the same in every call.
     plain = {"c2s": count(100), "s2c": count(50)}
     calls = calls_on_one_connection(
-        plain,  # 1: clean
-        plain,  # 2: the next call's PING may have flushed its credit: disturbed
-        {"c2s": count(117, control=17, kinds=ping), "s2c": count(50)},  # 3: disturbed
-        plain,  # 4: the PING was in the gap before it: disturbed
-        plain,  # 5: clean
+        plain,
+        {"c2s": count(126, control=26, kinds={"X": 100, **WINDOW}), "s2c": count(50)},
+        {"c2s": count(117, control=17, kinds={"X": 100, "PING": 17}), "s2c": count(50)},
+        plain,
     )
-    timer = frozenset({"PING", "PING_ACK"})
-    assert [disturbed(call, timer) for call in calls] == [False, False, True, True, False]
-    row = make_row("grpc", "send", "steady", calls, timer_kinds=timer)
-    assert row["samples"] == 3 and row["disturbed"] == 2
+    row = make_row("grpc", "send", "steady", calls, connection_kinds=CONNECTION_KINDS)
+    assert row["samples"] == 4 and row["with_connection_frames"] == 2
     assert row["c2s_bytes"] == 100 and row["c2s_range"] == [100, 100]
-    assert row["c2s_mean_all"] == pytest.approx((4 * 100 + 117) / 5)
+    assert row["c2s_control"] == 0 and set(row["c2s_detail"]) == {"X"}
+    assert row["c2s_connection_mean"] == pytest.approx((26 + 17) / 4, abs=0.06)
+    assert row["c2s_mean_all"] == pytest.approx((2 * 100 + 126 + 117) / 4, abs=0.06)
 
 
-def test_a_row_with_no_undisturbed_call_takes_the_timer_frames_out() -> None:
-    ping = {"PING": 17, "X": 100}
-    calls = calls_on_one_connection({"c2s": count(117, control=17, kinds=ping), "s2c": count(9)})
-    row = make_row("grpc", "connect", "first", calls, timer_kinds=frozenset({"PING"}))
-    assert row["samples"] == 0 and row["disturbed"] == 1
-    assert row["c2s_bytes"] == 100 and row["c2s_control"] == 0
-    assert "PING" not in row["c2s_detail"]
-
-
-def test_a_call_is_undecided_until_two_more_operations_completed() -> None:
-    plain = {"c2s": count(10), "s2c": count(10)}
-    calls = calls_on_one_connection(plain, plain, plain)
-    calls[0].conn.closed = False
-    assert [disturbed(c, frozenset({"PING"})) for c in calls] == [False, None, None]
+def test_connect_keeps_the_handshakes_control_frames() -> None:
+    # SETTINGS, their ACKs and the initial WINDOW_UPDATE are what connect() causes.
+    handshake = {"PREFACE": 24, "SETTINGS": 45, "SETTINGS_ACK": 9, "WINDOW_UPDATE": 13}
+    calls = calls_on_one_connection(
+        {"c2s": count(91, control=91, kinds=handshake), "s2c": count(9)}
+    )
+    kinds = CONNECTION_KINDS | {"SETTINGS", "SETTINGS_ACK"}
+    row = make_row("grpc", "connect", "first", calls, connection_kinds=kinds)
+    assert row["c2s_bytes"] == row["c2s_control"] == 91
+    assert row["with_connection_frames"] == 0
+    close = make_row("grpc", "close", "first", calls, connection_kinds=kinds)
+    assert close["c2s_bytes"] == 24 and close["c2s_connection_mean"] == 91 - 24

@@ -15,8 +15,9 @@ def steady(transport: str, c2s: int, s2c: int, holds_for: str | None) -> dict:
         "text": "ascii",
         "c2s_bytes": c2s,
         "s2c_bytes": s2c,
-        "samples": 3,
-        "disturbed": 7,
+        "samples": 12,
+        "c2s_range": [c2s, c2s],
+        "s2c_range": [s2c, s2c],
         "holds_for": holds_for,
     }
 
@@ -31,10 +32,14 @@ def amortized(transport: str, op: str, control: int) -> dict:
         "control_bytes": control,
         "control_bytes_per_call": control / 1000,
         "control_bytes_per_s": control / 5.0,
+        "c2s_bytes": 160.0,
+        "s2c_bytes": 90.5,
+        "c2s_detail": {"WINDOW_UPDATE": control - 100, "PING": 50},
+        "s2c_detail": {"PING_ACK": 50},
     }
 
 
-def test_the_section_defines_each_figure_and_shows_ids_and_timer_traffic() -> None:
+def test_the_section_defines_each_figure_and_shows_ids_and_the_connections_frames() -> None:
     sizes = [
         steady("custom", 49, 12, "message ids 128..16383; request ids 0..127"),
         steady("grpc", 147, 74, "message ids 128..16383"),
@@ -43,8 +48,14 @@ def test_the_section_defines_each_figure_and_shows_ids_and_timer_traffic() -> No
     ]
     text = bytes_section({"sizes": sizes}, order=["custom", "grpc"])
     assert "deterministic steady call" in text and "amortized" in text
+    assert "WINDOW_UPDATE" in text and "determinism" in text and "128..16383" in text
     assert (
-        "| custom | 49 | 12 | 61 | 3 of 10 | message ids 128..16383; request ids 0..127 |" in text
+        "| custom | 49 | 12 | 61 | 12, all identical | — "
+        "| message ids 128..16383; request ids 0..127 |" in text
     )
-    assert "| grpc | receiver (push + ack) | 1,000 | 5.0 | 340 | 0.34 | 68.0 |" in text
+    assert "| grpc | 147 | 74 | 221 | 12, all identical | 250.5 |" in text
+    assert (
+        "| grpc | receiver (push + ack) | 1,000 | 5.0 | 340 | 0.34 | 68.0 "
+        "| WINDOW_UPDATE 240, PING 50, PING_ACK 50 |" in text
+    )
     assert bytes_section({"sizes": []}) == ""

@@ -37,9 +37,9 @@ async def service(request, tmp_path) -> AsyncIterator[ChatService]:
 async def user(service: ChatService, name: str, signup: bool = True) -> Session:
     session = service.open_session()
     if signup:
-        await service.signup(session, name, "pw")
+        await service.signup(session, name, "pw-secret-1")
     else:
-        await service.login(session, name, "pw")
+        await service.login(session, name, "pw-secret-1")
     return session
 
 
@@ -168,7 +168,7 @@ async def test_keep_policy_marks_the_deleted_sender_on_the_pushed_backlog(tmp_pa
     alice, bob = await user(service, "alice"), await user(service, "bob")
     service.close_session(bob)
     await service.send(alice, ["bob"], "kept")
-    await service.delete_account(alice, "alice")
+    await service.delete_account(alice, "alice", "pw-secret-1")
     await user(service, "alice")  # the name is someone else's now
     bob = await user(service, "bob", signup=False)
     [kept] = await (await pump(bob)).take(1)
@@ -181,7 +181,7 @@ async def test_purged_copies_are_announced_to_recipients_on_screen(service):
     alice, bob = await user(service, "alice"), await user(service, "bob")
     stream = await pump(bob)
     sent = await service.send(alice, ["bob"], "pushed, not yet acked")
-    await service.delete_account(alice, "alice")
+    await service.delete_account(alice, "alice", "pw-secret-1")
     delivered, gone = await stream.take(2)
     assert isinstance(delivered, Delivery)
     assert gone == MessagesDeleted((sent.message_id,))

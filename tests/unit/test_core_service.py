@@ -32,9 +32,9 @@ async def test_passwords_are_stored_only_as_argon2id_hashes(service, tmp_path):
 async def test_a_slow_consumer_is_disconnected_and_its_messages_stay_pending(service):
     sender, reader = open_client(service), open_client(service)
     await sender.connect()
-    await sender.signup("alice", "pw")
+    await sender.signup("alice", "pw-secret-1")
     await reader.connect()
-    await reader.signup("bob", "pw")
+    await reader.signup("bob", "pw-secret-1")
     transport = reader.transport
     assert isinstance(transport, LoopbackTransport)
     session = transport._session
@@ -47,7 +47,7 @@ async def test_a_slow_consumer_is_disconnected_and_its_messages_stay_pending(ser
     assert session.closed and session.close_reason is CloseReason.SLOW_CONSUMER
     again = open_client(service)
     await again.connect()
-    assert (await again.login("bob", "pw")).pending == total
+    assert (await again.login("bob", "pw-secret-1")).pending == total
 
 
 async def test_throttle_delays_grow_and_are_capped():
@@ -70,7 +70,7 @@ async def test_concurrent_signups_of_one_name_give_one_account(service):
     for client in clients:
         await client.connect()
     results = await asyncio.gather(
-        *(client.signup("dup", "pw") for client in clients), return_exceptions=True
+        *(client.signup("dup", "pw-secret-1") for client in clients), return_exceptions=True
     )
     assert sum(not isinstance(r, Exception) for r in results) == 1
 
@@ -78,7 +78,7 @@ async def test_concurrent_signups_of_one_name_give_one_account(service):
 async def test_acks_of_ids_that_cannot_exist_are_ignored(service):
     client = open_client(service)
     await client.connect()
-    await client.signup("alice", "pw")
+    await client.signup("alice", "pw-secret-1")
     await client.ack([0, 2**63, 2**64 - 1])  # no error, nothing to mark
     await client.send(["alice"], "still fine")
     assert (await client.next_message(5)).body == "still fine"

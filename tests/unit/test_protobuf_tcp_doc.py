@@ -50,7 +50,8 @@ from transports.custom._wire import (
 )
 from transports.protobuf_tcp._bodies import MAGIC
 from transports.protobuf_tcp._bodies import MESSAGE_OF as MESSAGE_OF_V1
-from transports.protobuf_tcp._bodies_v2 import CLIENT_MESSAGES_V2, MESSAGE_OF_V2, SERVER_MESSAGES_V2
+from transports.protobuf_tcp._bodies_v2 import MESSAGE_OF_V2
+from transports.protobuf_tcp._bodies_v3 import CLIENT_MESSAGES_V3, MESSAGE_OF_V3, SERVER_MESSAGES_V3
 from transports.protobuf_tcp._codec import Connection, Role
 
 DOC = Path(__file__).resolve().parents[2].joinpath("transports/protobuf_tcp/PROTOCOL.md")
@@ -60,9 +61,11 @@ _ANNOTATION = re.compile(r"(?P<name>[a-z_]+(?:\[\d+\])?)\s*=\s*(?P<value>.+)")
 _IDENTIFIER = re.compile(r"(?P<value>[A-Z][A-Z0-9_]*)(?P<rest>.*)")
 WELCOME = Welcome(PROTOCOL_VERSION, MAX_FRAME, MAX_BODY, MAX_RECIPIENTS)
 HEADER = {"length", "opcode", "request_id"}
-#: The opcodes protobuf-tcp carries (custom protocol versions 1 and 2's).
-CARRIED = [Opcode(op) for op, *_ in CLIENT_MESSAGES_V2 + SERVER_MESSAGES_V2]
-MESSAGE_OF = MESSAGE_OF_V1 | MESSAGE_OF_V2
+#: The opcodes protobuf-tcp carries (custom protocol versions 1, 2 and 3's).
+CARRIED = [Opcode(op) for op, *_ in CLIENT_MESSAGES_V3 + SERVER_MESSAGES_V3]
+MESSAGE_OF = MESSAGE_OF_V1 | MESSAGE_OF_V2 | MESSAGE_OF_V3
+#: Event fields whose protobuf field has another name (PROTOCOL.md section 2, version 3).
+PROTO_NAME = {"token": "resume_token"}
 #: Messages whose size section 6 gives in prose, not as one formula (nested repeated messages).
 PROSE_COSTS = {"CONVERSATIONS", "HISTORY"}
 
@@ -118,7 +121,7 @@ def _parse(match: re.Match[str]) -> Example:
         invalid,
         "first" in words[2:],
         "before-welcome" in words[2:],
-        2 if "v2" in words[2:] else 1,
+        next((int(w[1:]) for w in words[2:] if re.fullmatch(r"v\d", w)), 1),
     )
     data = bytearray()
     for text in match["body"].splitlines():
@@ -217,6 +220,8 @@ def test_the_examples_the_brief_asks_for_are_there() -> None:
     assert {"DELIVER", "SENT_COPY", "READ_MARK", "MESSAGES_GONE", "SENT"} <= v2  # every push
     assert v2 & {"LIST_CONVERSATIONS", "READ_HISTORY", "MARK_READ", "DELETE_MESSAGES"}
     assert v2 & {"CONVERSATIONS", "HISTORY", "MARKED_READ", "REMOVED"}
+    v3 = {e.message for e in VALID if e.version == 3}
+    assert {"RESUME", "CHANGE_PASSWORD", "PASSWORD_CHANGED", "LOGGED_IN", "DELETE_ACCOUNT"} <= v3
 
 
 @pytest.mark.parametrize("example", VALID, ids=str)
@@ -286,7 +291,7 @@ def _actual(example: Example, event: Any, f: Field) -> tuple[Any, bytes]:
         value = getattr(event, item[1])[int(item[2])]
         return value, message(**{item[1]: [value]}).SerializeToString()
     value = getattr(event, f.name)
-    encoding = message(**{f.name: value}).SerializeToString()
+    encoding = message(**{PROTO_NAME.get(f.name, f.name): value}).SerializeToString()
     if isinstance(value, ErrorCode) and f.symbolic:
         return value.name, encoding
     if isinstance(value, tuple):

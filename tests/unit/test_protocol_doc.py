@@ -5,7 +5,8 @@
   fields equal the block's annotations, line by line (the bytes on a line must be exactly that
   field's encoding), and must re-encode to the identical bytes.
 * Each ```` ```hex c2s invalid <CODE> ```` block must be refused with that error code.
-* A block whose info string ends in ``v2`` travels on a connection that negotiated version 2.
+* A block whose info string ends in ``v2`` (``v3``) travels on a connection that negotiated
+  version 2 (3).
   Fields of nested values are annotated by path (``messages[1].body``); a few wire-only names
   (``flags``, DELIVER's ``others``, HISTORY's ``senders``) must at least be encodings of their
   annotated values.
@@ -47,13 +48,14 @@ from transports.custom._events import NEED_DATA
 from transports.custom._messages import (
     CLIENT_MESSAGES,
     CLIENT_MESSAGES_V2,
+    CLIENT_MESSAGES_V3,
     SERVER_MESSAGES,
     SERVER_MESSAGES_V2,
+    SERVER_MESSAGES_V3,
     read_varint,
 )
 from transports.custom._wire import (
     HANDSHAKE_TIMEOUT,
-    LATEST_VERSION,
     MAX_BODY,
     MAX_FRAME,
     MAX_RECIPIENTS,
@@ -72,8 +74,8 @@ _ANNOTATION = re.compile(
 )
 _IDENTIFIER = re.compile(r"(?P<value>[A-Z][A-Z0-9_]*)(?P<rest>.*)")
 WELCOME = Welcome(PROTOCOL_VERSION, MAX_FRAME, MAX_BODY, MAX_RECIPIENTS)
-WELCOME_V2 = Welcome(LATEST_VERSION, MAX_FRAME, MAX_BODY, MAX_RECIPIENTS)
-HELLO_V2 = Hello(1, LATEST_VERSION)
+WELCOME_V2 = Welcome(2, MAX_FRAME, MAX_BODY, MAX_RECIPIENTS)
+HELLO_V2 = Hello(1, 2)
 
 
 @dataclass
@@ -91,14 +93,19 @@ class Example:
     message: str  # the message name, or the error code for an invalid example
     invalid: bool
     first: bool  # invalid bytes that open the connection
-    v2: bool = False  # on a connection that negotiated version 2
+    version: int = 1  # the version the connection negotiated
     data: bytes = b""
     fields: list[Field] = field(default_factory=list)
 
     def __str__(self) -> str:
         kind = "invalid " if self.invalid else ""
-        version = " v2" if self.v2 else ""
+        version = f" v{self.version}" if self.version > 1 else ""
         return f"PROTOCOL.md:{self.line} {self.direction} {kind}{self.message}{version}"
+
+    @property
+    def v2(self) -> bool:
+        """On a connection of version 2 or later (the version 2 layouts apply)."""
+        return self.version >= 2
 
 
 def _parse_value(text: str) -> tuple[Any, bool]:
@@ -126,7 +133,7 @@ def _parse(match: re.Match[str]) -> Example:
         words[2] if invalid else words[1],
         invalid,
         "first" in words[2:],
-        "v2" in words[2:],
+        3 if "v3" in words[2:] else 2 if "v2" in words[2:] else 1,
     )
     data = bytearray()
     for text in match["body"].splitlines():
@@ -154,13 +161,15 @@ INVALID = [e for e in EXAMPLES if e.invalid]
 
 
 # -- codec states the examples need ----------------------------------------------------------
-def _greeting(v2: bool) -> tuple[Hello, Welcome]:
-    return (HELLO_V2, WELCOME_V2) if v2 else (Hello(), WELCOME)
+def _greeting(version: int) -> tuple[Hello, Welcome]:
+    if version == 1:
+        return Hello(), WELCOME
+    return Hello(1, version), Welcome(version, MAX_FRAME, MAX_BODY, MAX_RECIPIENTS)
 
 
 def receiver(example: Example) -> Connection:
     """A connection in the state where ``example`` is the next frame to arrive."""
-    hello, welcome = _greeting(example.v2)
+    hello, welcome = _greeting(example.version)
     if example.direction == "c2s":
         conn = Connection(Role.SERVER)
         if example.message != "HELLO" and not example.first:
@@ -171,19 +180,19 @@ def receiver(example: Example) -> Connection:
     conn = Connection(Role.CLIENT)
     conn.send(hello)
     if example.message != "WELCOME":
-        conn.receive_data(_welcome_bytes(example.v2))
+        conn.receive_data(_welcome_bytes(example.version))
         conn.next_event()
     return conn
 
 
 def sender_of(example: Example) -> Connection:
     """A connection in the state where it may send ``example``."""
-    hello, welcome = _greeting(example.v2)
+    hello, welcome = _greeting(example.version)
     if example.direction == "c2s":
         conn = Connection(Role.CLIENT)
         if example.message != "HELLO":
             conn.send(hello)
-            conn.receive_data(_welcome_bytes(example.v2))
+            conn.receive_data(_welcome_bytes(example.version))
             conn.next_event()
         return conn
     conn = Connection(Role.SERVER)
@@ -194,8 +203,8 @@ def sender_of(example: Example) -> Connection:
     return conn
 
 
-def _welcome_bytes(v2: bool = False) -> bytes:
-    hello, welcome = _greeting(v2)
+def _welcome_bytes(version: int = 1) -> bytes:
+    hello, welcome = _greeting(version)
     conn = Connection(Role.SERVER)
     conn.receive_data(Connection(Role.CLIENT).send(hello))
     conn.next_event()
@@ -227,6 +236,12 @@ def test_example_decodes_to_its_message(example: Example) -> None:
 DERIVED = {"participants": "others.count", "sender_deleted": "flags"}
 #: Event fields that only the version 2 layouts of SENT and DELIVER carry.
 V2_ONLY = {"conversation_id", "participants", "sender_deleted"}
+#: Event fields that only the version 3 layouts of these messages carry.
+V3_ONLY = {
+    "SIGNED_UP": {"resume_token"},
+    "LOGGED_IN": {"resume_token", "username"},
+    "DELETE_ACCOUNT": {"password"},
+}
 
 
 @pytest.mark.parametrize("example", VALID, ids=str)
@@ -241,6 +256,7 @@ def test_example_annotations_are_the_decoded_fields(example: Example) -> None:
             or any(n.startswith((f"{name}.", f"{name}[")) for n in names)
             or (example.v2 and DERIVED.get(name) in names)
             or (not example.v2 and example.message in ("SENT", "DELIVER") and name in V2_ONLY)
+            or (example.version < 3 and name in V3_ONLY.get(example.message, ()))
         )
         assert covered, f"{example}: {name} not annotated"
     for f in example.fields:
@@ -385,9 +401,15 @@ def test_opcode_tables_match_the_code() -> None:
         "MESSAGES_GONE",
     }
     versions = {r[1]: r[-1] for r in rows}
-    assert {name for name, v in versions.items() if v == "2"} == {
-        OPCODE_OF[cls].name for _, cls, *_ in CLIENT_MESSAGES_V2 + SERVER_MESSAGES_V2
-    } - {OPCODE_OF[cls].name for _, cls, *_ in CLIENT_MESSAGES + SERVER_MESSAGES}
+    tables = [
+        CLIENT_MESSAGES + SERVER_MESSAGES,
+        CLIENT_MESSAGES_V2 + SERVER_MESSAGES_V2,
+        CLIENT_MESSAGES_V3 + SERVER_MESSAGES_V3,
+    ]
+    names = [{OPCODE_OF[cls].name for _, cls, *_ in table} for table in tables]
+    for version in (2, 3):
+        new = {name for name, v in versions.items() if v == str(version)}
+        assert new == names[version - 1] - names[version - 2], version
 
 
 def test_error_code_table_matches_the_code() -> None:
@@ -416,7 +438,12 @@ LIMIT_ROWS = {
         f"0 means {limits.DEFAULT_PAGE_SIZE}; at most {limits.MAX_PAGE_SIZE}"
     ),
     "Username at SIGNUP": f"1..{limits.MAX_USERNAME_CHARS} of `A-Z a-z 0-9 _ . -`",
-    "Password at SIGNUP": f"1..{limits.MAX_PASSWORD_BYTES} bytes of UTF-8",
+    "Password at SIGNUP": (
+        f"at least {limits.MIN_PASSWORD_CHARS} characters, at most {limits.MAX_PASSWORD_BYTES}"
+        " bytes of UTF-8, not a common password"
+    ),
+    "New password at CHANGE_PASSWORD": "as at SIGNUP",
+    "Resume token": f"at most {limits.MAX_RESUME_TOKEN_CHARS} characters (a token is 43)",
     "LIST_ACCOUNTS pattern": f"at most {limits.MAX_PATTERN_CHARS} characters",
     "LIST_ACCOUNTS after": f"at most {limits.MAX_USERNAME_CHARS * 4} characters",
     "LIST_ACCOUNTS page size": (
@@ -439,9 +466,9 @@ def test_limits_table_matches_the_code() -> None:
 
 def test_welcome_examples_announce_the_real_limits() -> None:
     examples = [e for e in VALID if e.message == "WELCOME"]
-    assert [e.v2 for e in examples] == [False, True]
+    assert [e.version for e in examples] == [1, 2, 3]
     for example in examples:
-        expected = WELCOME_V2 if example.v2 else WELCOME
+        expected = _greeting(example.version)[1]
         assert decode(receiver(example), example.data) == [expected]
 
 
@@ -530,24 +557,31 @@ def frame_cost(event: Any, version: int = 1) -> int:
         "len": _blen,
     }
     name = OPCODE_OF[type(event)].name
-    if version == 2 and f"{name} (version 2)" in FORMULAS:
-        name = f"{name} (version 2)"
+    for grown in range(version, 1, -1):  # the latest layout up to this version
+        if f"{name} (version {grown})" in FORMULAS:
+            name = f"{name} (version {grown})"
+            break
     payload = eval(FORMULAS[name], {"__builtins__": {}}, namespace)
     return varint_size(payload) + payload
 
 
 def test_every_message_has_a_cost_formula() -> None:
-    grown = {"SENT (version 2)", "DELIVER (version 2)"}
+    grown = {
+        "SENT (version 2)",
+        "DELIVER (version 2)",
+        "SIGNED_UP (version 3)",
+        "LOGGED_IN (version 3)",
+        "DELETE_ACCOUNT (version 3)",
+    }
     assert set(FORMULAS) == {op.name for op in Opcode} | grown
 
 
 @pytest.mark.parametrize("example", VALID, ids=str)
 def test_cost_formula_of_each_example(example: Example) -> None:
     (event,) = decode(receiver(example), example.data)
-    version = 2 if example.v2 else 1
-    assert frame_cost(event, version) == len(example.data)
+    assert frame_cost(event, example.version) == len(example.data)
     bigger = dataclasses.replace(event, **_scaled(event))  # multi-byte lengths too
-    assert frame_cost(bigger, version) == len(sender_of(example).send(bigger))
+    assert frame_cost(bigger, example.version) == len(sender_of(example).send(bigger))
 
 
 def _scaled(event: Any) -> dict[str, Any]:
@@ -563,7 +597,7 @@ def _scaled(event: Any) -> dict[str, Any]:
 
 def test_the_history_and_mark_read_figures_of_section_11() -> None:
     """The worked figures: a 50-message page and a MARK_READ (section 11, "History")."""
-    v2 = Example(0, "s2c", "HISTORY", False, False, v2=True)
+    v2 = Example(0, "s2c", "HISTORY", False, False, version=2)
     t0 = 1_767_225_600_000
     messages = tuple(
         Delivery(

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from core import postgres_migrations
+from core import limits, postgres_migrations
 from core.memory_store import MemoryStore
 from core.postgres_store import PostgresStore
 from core.store import DuplicateAccount, NotSender, SqliteStore, Store
@@ -239,3 +239,94 @@ async def test_retention_prunes_old_and_excess_history_but_never_a_pending_copy(
     assert [d.body for d in await store.read_history(bob, conversation, 0, 10)] == ["m5", "m4"]
     assert pruned == 3 + 2
     assert await store.pending_count(bob) == 2
+
+
+# -- resume tokens and password changes (issue 13) ----------------------------------------------
+
+
+def token(n: int) -> bytes:
+    """A stand-in for a token's SHA-256 (the store sees only the hash)."""
+    return n.to_bytes(32, "big")
+
+
+async def test_a_resume_token_names_its_live_account_until_it_expires(store):
+    al, bob = await accounts(store, "al", "bob")
+    await store.add_resume_token(al, token(1), 1_000)
+    await store.add_resume_token(bob, token(2), 2_000)
+    assert await store.resume_account(token(1), 999) == (al, "al")
+    assert await store.resume_account(token(2), 999) == (bob, "bob")
+    assert await store.resume_account(token(3), 0) is None  # never issued
+    assert await store.resume_account(token(1), 1_000) is None  # expired at its time
+    assert await store.resume_account(token(1), 0) is None  # and forgotten since
+
+
+async def test_revoking_one_token_or_all_of_an_account(store):
+    al, bob = await accounts(store, "al", "bob")
+    for n, owner in [(1, al), (2, al), (3, al), (4, bob)]:
+        await store.add_resume_token(owner, token(n), 10_000)
+    await store.revoke_resume_token(token(1))
+    await store.revoke_resume_token(token(99))  # unknown: ignored
+    assert await store.resume_account(token(1), 0) is None
+    assert await store.resume_account(token(2), 0) == (al, "al")
+    await store.revoke_resume_tokens(al)
+    assert [await store.resume_account(token(n), 0) for n in (2, 3)] == [None, None]
+    assert await store.resume_account(token(4), 0) == (bob, "bob")  # another account's stays
+
+
+async def test_deleting_an_account_deletes_its_tokens(store):
+    al, bob = await accounts(store, "al", "bob")
+    await store.add_resume_token(al, token(1), 10_000)
+    await store.add_resume_token(bob, token(2), 10_000)
+    await store.delete_account(al, purge_sent=True, now_ms=5)
+    assert await store.resume_account(token(1), 0) is None
+    again = await store.create_account("al", "hash-new", 6)  # the name's next owner
+    assert again != al and await store.resume_account(token(1), 0) is None
+    assert await store.resume_account(token(2), 0) == (bob, "bob")
+
+
+async def test_an_account_holds_a_bounded_number_of_tokens_the_oldest_go_first(store, monkeypatch):
+    monkeypatch.setattr(limits, "MAX_RESUME_TOKENS_PER_ACCOUNT", 3)
+    (al,) = await accounts(store, "al")
+    for n in range(1, 6):
+        await store.add_resume_token(al, token(n), 1_000 + n)
+    alive = [n for n in range(1, 6) if await store.resume_account(token(n), 0)]
+    assert alive == [3, 4, 5]
+
+
+async def test_set_password_hash_replaces_a_live_accounts_hash_only(store):
+    al, bob = await accounts(store, "al", "bob")
+    await store.set_password_hash(al, "hash-changed")
+    assert await store.password_hash("al") == "hash-changed"
+    assert await store.password_hash("bob") == "hash-bob"
+    await store.delete_account(bob, purge_sent=True, now_ms=1)
+    await store.set_password_hash(bob, "hash-revived")  # a tombstone stays without one
+    assert await store.password_hash("bob") is None
+    assert await store.find_account("bob") is None
+
+
+async def test_tokens_survive_reopening_a_file_store(tmp_path):
+    path = tmp_path / "tokens.db"
+    first = SqliteStore(path)
+    al = await first.create_account("al", "hash-al", 0)
+    await first.add_resume_token(al, token(7), 10_000)
+    await first.close()
+    second = SqliteStore(path)
+    try:
+        assert await second.resume_account(token(7), 0) == (al, "al")
+    finally:
+        await second.close()
+
+
+async def test_tokens_survive_reopening_a_postgres_store(postgres):
+    first = await PostgresStore(postgres.url, pool_size=1).open()
+    try:
+        al = await first.create_account("token-keeper", "hash", 0)
+        await first.add_resume_token(al, token(8), 10_000)
+    finally:
+        await first.close()
+    second = await PostgresStore(postgres.url, pool_size=1).open()
+    try:
+        assert await second.resume_account(token(8), 0) == (al, "token-keeper")
+        await second.delete_account(al, purge_sent=True, now_ms=1)  # leave the name free
+    finally:
+        await second.close()

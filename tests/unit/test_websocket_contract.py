@@ -56,6 +56,8 @@ SAMPLE = {
     "read_history": rq.ReadHistory(),
     "mark_read": rq.MarkRead(1, 1),
     "delete_messages": rq.DeleteMessages((1,)),
+    "resume": rq.Resume("t"),
+    "change_password": rq.ChangePassword("a", "b"),
 }
 PUSHES = {"deliver", "session_ended", "sent", "read", "deleted"}
 TIMES = "\N{MULTIPLICATION SIGN}"
@@ -170,7 +172,10 @@ def test_limits_table_matches_the_code() -> None:
         "Ids per delete_messages": [limits.MAX_DELETE_IDS],
         "Ids per `deleted` push": [m.MAX_IDS_PER_DELETED_PUSH],
         "Username at signup": [1, limits.MAX_USERNAME_CHARS],
-        "Password at signup": [1, limits.MAX_PASSWORD_BYTES],
+        "Password at signup and change_password": [
+            limits.MIN_PASSWORD_CHARS,
+            limits.MAX_PASSWORD_BYTES,
+        ],
         "list_accounts pattern": [limits.MAX_PATTERN_CHARS],
         "list_accounts page size": [0, limits.DEFAULT_PAGE_SIZE, limits.MAX_PAGE_SIZE],
         "list_conversations and read_history page size": [

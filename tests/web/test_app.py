@@ -4,6 +4,7 @@ flags, CSRF on every POST, escaping, security headers. The browser tests cover t
 from __future__ import annotations
 
 import re
+import time
 from typing import TYPE_CHECKING
 
 import pytest
@@ -15,7 +16,7 @@ from ui.web.app import create_app
 if TYPE_CHECKING:
     from tests.web.conftest import LocalGateway
 
-PASSWORD = "pw-123"
+PASSWORD = "pw-secret-1"
 
 
 @pytest.fixture
@@ -60,7 +61,7 @@ def test_every_post_needs_the_token(app: Flask, local_gateway: LocalGateway) -> 
     signup(client, "zed")
     page = client.get("/chat").get_data(as_text=True)
     token = csrf_of(page)
-    for path in ("/send", "/read", "/logout", "/account/delete"):
+    for path in ("/send", "/read", "/logout", "/account/delete", "/account/password"):
         assert client.post(path, data={"to": "zed", "body": "x"}).status_code == 400, path
     # Scripts send the token in a header; the wrong one is refused like a missing one.
     assert client.post("/read", headers={"X-CSRF-Token": "nope"}).status_code == 400
@@ -235,3 +236,33 @@ def test_only_http_and_https_urls_become_links_and_the_rest_stays_text() -> None
     assert 'href="http://b.example/wiki/A_(b)"' in html and "A_(b)</a>)." in html
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert 'href="javascript' not in html.lower() and 'href="data' not in html
+
+
+def test_change_password_needs_the_old_one_and_signs_out_the_other_sessions(
+    app: Flask, local_gateway: LocalGateway
+) -> None:
+    phone, laptop = app.test_client(), app.test_client()
+    signup(phone, "una")
+    token = csrf_of(laptop.get("/login").get_data(as_text=True))
+    form = {"csrf": token, "username": "una", "password": PASSWORD}
+    assert laptop.post("/login", data=form).status_code == 302
+    token = csrf_of(phone.get("/account").get_data(as_text=True))
+    change = {"csrf": token, "new_password": "pw-secret-2", "new_password2": "pw-secret-2"}
+
+    wrong = phone.post("/account/password", data={**change, "old_password": "nope-nope"})
+    assert wrong.status_code == 302
+    assert "The password is not changed: wrong" in phone.get("/account").get_data(as_text=True)
+    assert local_gateway.gateway.live_sessions == 2
+
+    right = phone.post(
+        "/account/password", data={**change, "old_password": PASSWORD, "end_others": "on"}
+    )
+    assert right.status_code == 302
+    page = phone.get("/account").get_data(as_text=True)
+    assert "Your password is changed; 1 other session signed out." in page
+    for _ in range(200):  # the laptop's session ends as the server's notice arrives
+        if local_gateway.gateway.live_sessions == 1:
+            break
+        time.sleep(0.02)
+    assert local_gateway.gateway.live_sessions == 1
+    assert laptop.get("/chat").status_code == 302  # back to the login page

@@ -24,7 +24,7 @@ from wirechat.launch import ServerProcess
 if TYPE_CHECKING:
     from tests.web.conftest import LocalGateway
 
-PASSWORD = "pw-123"
+PASSWORD = "pw-secret-1"
 
 
 def wait_for_messages(chat: ChatSession, count: int, timeout: float = 10.0) -> list[str]:
@@ -186,7 +186,7 @@ def test_deleting_the_account_signs_out_its_other_sessions(local_gateway: LocalG
     gateway = local_gateway.gateway
     phone, _ = gateway.signup("ivy", PASSWORD)
     laptop, _ = gateway.login("ivy", PASSWORD)
-    gateway.delete_account(phone)
+    gateway.delete_account(phone, PASSWORD)
     assert gateway.get(phone.key) is None
     # The laptop's connection is ended by the server; the pump notices and signs it out.
     assert wait_until_ended(laptop) == "the account was deleted"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.web.helpers import GatewayProcess, Web
+from tests.web.helpers import PASSWORD, GatewayProcess, Web
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -208,6 +208,7 @@ def test_a_deleted_accounts_messages_are_marked_and_a_new_owner_is_someone_else(
     max_page.click("nav >> text=Account")
     max_page.click("text=Delete this account")
     max_page.fill("input[name=confirm]", max_)
+    max_page.fill("#delete-account input[name=password]", PASSWORD)
     max_page.click("button.danger")
     expect(max_page).to_have_url(re.compile(r"/login$"))
 

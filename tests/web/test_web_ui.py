@@ -207,12 +207,21 @@ def test_delete_account_signs_out_everywhere_and_frees_the_name(web: Web, names:
     page.click("nav >> text=Account")
     page.click("text=Delete this account")
     page.fill("input[name=confirm]", "not my name")
+    page.fill("#delete-account input[name=password]", PASSWORD)
     page.click("button.danger")
     expect(page.locator(".flash.error")).to_have_text("Type your username exactly to confirm.")
     expect(page.locator(".me")).to_have_text(gus)  # still signed in
 
     page.click("text=Delete this account")
     page.fill("input[name=confirm]", gus)
+    page.fill("#delete-account input[name=password]", "not my password")
+    page.click("button.danger")
+    expect(page.locator(".flash.error")).to_contain_text("The account is not deleted: wrong")
+    expect(page.locator(".me")).to_have_text(gus)  # still signed in
+
+    page.click("text=Delete this account")
+    page.fill("input[name=confirm]", gus)
+    page.fill("#delete-account input[name=password]", PASSWORD)
     page.click("button.danger")
     expect(page).to_have_url(re.compile(r"/login$"))
     expect(page.locator(".flash")).to_contain_text(f"The account {gus} was deleted")

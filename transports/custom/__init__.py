@@ -52,6 +52,7 @@ from transports.custom._events import (
     Signup,
     Welcome,
 )
+from transports.custom._security import ChangePassword, PasswordChanged, Resume
 from transports.custom._server import CustomServer, start_server
 from transports.custom._wire import ErrorCode, LocalProtocolError, Opcode, ProtocolError
 
@@ -61,6 +62,7 @@ __all__ = [
     "OPCODE_OF",
     "Accounts",
     "Ack",
+    "ChangePassword",
     "Codec",
     "CodecFactory",
     "Connection",
@@ -88,6 +90,7 @@ __all__ = [
     "MarkedRead",
     "MessagesGone",
     "Opcode",
+    "PasswordChanged",
     "Phase",
     "Ping",
     "PingRequest",
@@ -96,6 +99,7 @@ __all__ = [
     "ReadHistory",
     "ReadMark",
     "Removed",
+    "Resume",
     "Role",
     "Send",
     "Sent",

@@ -17,9 +17,11 @@ from core.errors import (
     InvalidArgument,
     LimitExceeded,
     NotLoggedIn,
+    ResumeRefused,
     SessionClosed,
     TooManyAttempts,
     UsernameTaken,
+    WeakPassword,
 )
 from core.types import CloseReason
 from transports.custom._wire import ErrorCode, LocalProtocolError
@@ -35,11 +37,18 @@ WIRE_ERRORS: tuple[tuple[ErrorCode, type[ChatError] | CloseReason], ...] = (
     (ErrorCode.FORBIDDEN, Forbidden),
     (ErrorCode.SESSION_CLOSED, SessionClosed),
     (ErrorCode.TOO_MANY_ATTEMPTS, TooManyAttempts),
+    (ErrorCode.RESUME_REFUSED, ResumeRefused),  # version 3
+    (ErrorCode.WEAK_PASSWORD, WeakPassword),  # version 3
     # session end: pushed with request id 0, then the server closes
     (ErrorCode.ACCOUNT_DELETED, CloseReason.ACCOUNT_DELETED),
     (ErrorCode.SLOW_CONSUMER, CloseReason.SLOW_CONSUMER),
     (ErrorCode.SHUTDOWN, CloseReason.SHUTDOWN),
+    (ErrorCode.PASSWORD_CHANGED, CloseReason.PASSWORD_CHANGED),  # sent to every version
 )
+#: Request-level codes a connection of an older version does not know: it gets the code of
+#: the error's base class instead (WeakPassword -> INVALID_ARGUMENT), so an old client sees
+#: exactly the codes of its version (PROTOCOL.md section 5).
+SINCE_VERSION = {ErrorCode.RESUME_REFUSED: 3, ErrorCode.WEAK_PASSWORD: 3}
 
 _CODE_OF_ERROR = {e: code for code, e in WIRE_ERRORS if isinstance(e, type)}
 _ERROR_OF_CODE = {code: e for code, e in WIRE_ERRORS if isinstance(e, type)}
@@ -47,12 +56,13 @@ _CODE_OF_REASON = {r: code for code, r in WIRE_ERRORS if isinstance(r, CloseReas
 _REASON_OF_CODE = {code: r for code, r in WIRE_ERRORS if isinstance(r, CloseReason)}
 
 
-def code_for_error(exc: BaseException) -> ErrorCode:
+def code_for_error(exc: BaseException, version: int | None = None) -> ErrorCode:
     """The code of a domain error; the most specific class wins (LimitExceeded before
-    InvalidArgument). Anything that is not a ChatError is a bug of ours: INTERNAL."""
+    InvalidArgument) among the codes of ``version`` (None: the latest). Anything that is not
+    a ChatError is a bug of ours: INTERNAL."""
     for cls in type(exc).__mro__:
         code = _CODE_OF_ERROR.get(cls)
-        if code is not None:
+        if code is not None and (version is None or SINCE_VERSION.get(code, 1) <= version):
             return code
     return ErrorCode.INTERNAL
 
@@ -100,6 +110,7 @@ def describe(code: int) -> str:
 
 
 __all__ = [
+    "SINCE_VERSION",
     "WIRE_ERRORS",
     "code_for_close",
     "code_for_error",

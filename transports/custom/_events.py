@@ -85,6 +85,7 @@ class Ack:
 class DeleteAccount:
     request_id: int
     username: str
+    password: str = ""  # version 3 only (an older connection carries none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,12 +107,15 @@ class Welcome:
 class SignedUp:
     request_id: int
     pending: int = 0
+    resume_token: str = ""  # version 3 only
 
 
 @dataclass(frozen=True, slots=True)
 class LoggedIn:
     request_id: int
     pending: int
+    resume_token: str = ""  # version 3 only
+    username: str = ""  # version 3 only: the account logged in (RESUME names no account)
 
 
 @dataclass(frozen=True, slots=True)

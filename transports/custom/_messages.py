@@ -5,8 +5,9 @@ a ``FrameReader`` and returns an event; an encoder appends the request id and th
 event to a bytearray. The tables tie each opcode to its event class, its kind (what the
 handshake table needs to know) and its two coders, one pair of tables per protocol version
 (``MESSAGES``): version 2 (its coders are in ``_history``) adds eleven messages and grows the
-layouts of SENT and DELIVER. Layouts are PROTOCOL.md sections 6-7; the field readers and
-writers are ``_fields``.
+layouts of SENT and DELIVER; version 3 (``_security``) adds RESUME, CHANGE_PASSWORD and
+PASSWORD_CHANGED and grows SIGNED_UP, LOGGED_IN and DELETE_ACCOUNT. Layouts are PROTOCOL.md
+sections 6-7; the field readers and writers are ``_fields``.
 """
 
 from __future__ import annotations
@@ -91,6 +92,23 @@ from transports.custom._history import (
     _enc_read_mark,
     _enc_sent_copy,
     _enc_sent_v2,
+)
+from transports.custom._security import (
+    ChangePassword,
+    PasswordChanged,
+    Resume,
+    _dec_change_password,
+    _dec_delete_account_v3,
+    _dec_logged_in_v3,
+    _dec_password_changed,
+    _dec_resume,
+    _dec_signed_up_v3,
+    _enc_change_password,
+    _enc_delete_account_v3,
+    _enc_logged_in_v3,
+    _enc_password_changed,
+    _enc_resume,
+    _enc_signed_up_v3,
 )
 from transports.custom._wire import (
     MAGIC,
@@ -381,19 +399,42 @@ SERVER_MESSAGES_V2: tuple[Spec, ...] = (
     *(_V2_LAYOUTS.get(spec[0], spec) for spec in SERVER_MESSAGES),
     *_V2_REPLIES,
 )
+# Version 3: every version 2 message, SIGNED_UP and LOGGED_IN with the resume token and
+# DELETE_ACCOUNT with the password, plus RESUME, CHANGE_PASSWORD and PASSWORD_CHANGED.
+_V3_LAYOUTS: dict[Opcode, Spec] = {
+    Opcode.DELETE_ACCOUNT: (Opcode.DELETE_ACCOUNT, DeleteAccount, Kind.REQUEST,
+                            _dec_delete_account_v3, _enc_delete_account_v3),
+    Opcode.SIGNED_UP: (Opcode.SIGNED_UP, SignedUp, Kind.RESPONSE, _dec_signed_up_v3,
+                       _enc_signed_up_v3),
+    Opcode.LOGGED_IN: (Opcode.LOGGED_IN, LoggedIn, Kind.RESPONSE, _dec_logged_in_v3,
+                       _enc_logged_in_v3),
+}  # fmt: skip
+CLIENT_MESSAGES_V3: tuple[Spec, ...] = (
+    *(_V3_LAYOUTS.get(spec[0], spec) for spec in CLIENT_MESSAGES_V2),
+    (Opcode.RESUME, Resume, Kind.REQUEST, _dec_resume, _enc_resume),
+    (Opcode.CHANGE_PASSWORD, ChangePassword, Kind.REQUEST, _dec_change_password,
+     _enc_change_password),
+)  # fmt: skip
+SERVER_MESSAGES_V3: tuple[Spec, ...] = (
+    *(_V3_LAYOUTS.get(spec[0], spec) for spec in SERVER_MESSAGES_V2),
+    (Opcode.PASSWORD_CHANGED, PasswordChanged, Kind.RESPONSE, _dec_password_changed,
+     _enc_password_changed),
+)  # fmt: skip
 #: version -> (client-to-server table, server-to-client table).
 MESSAGES: dict[int, tuple[tuple[Spec, ...], tuple[Spec, ...]]] = {
     1: (CLIENT_MESSAGES, SERVER_MESSAGES),
     2: (CLIENT_MESSAGES_V2, SERVER_MESSAGES_V2),
+    3: (CLIENT_MESSAGES_V3, SERVER_MESSAGES_V3),
 }
 #: Event class -> opcode, for tools and tests (the bench, the PROTOCOL.md example checker).
-_ALL = CLIENT_MESSAGES_V2 + SERVER_MESSAGES_V2
+_ALL = CLIENT_MESSAGES_V3 + SERVER_MESSAGES_V3
 OPCODE_OF: dict[type, Opcode] = {cls: opcode for opcode, cls, *_ in _ALL}
 KIND_OF_OPCODE: dict[int, Kind] = {opcode: kind for opcode, _, kind, *_ in _ALL}
 
 __all__ = [
     "CLIENT_MESSAGES",
     "CLIENT_MESSAGES_V2",
+    "CLIENT_MESSAGES_V3",
     "KIND_OF_OPCODE",
     "MESSAGES",
     "OPCODE_OF",
@@ -401,6 +442,7 @@ __all__ = [
     "SENDER_IS_PARTICIPANT",
     "SERVER_MESSAGES",
     "SERVER_MESSAGES_V2",
+    "SERVER_MESSAGES_V3",
     "FrameReader",
     "Kind",
     "read_varint",

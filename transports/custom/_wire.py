@@ -14,8 +14,10 @@ MAGIC = b"WC"  # 0x57 0x43, the first two body bytes of HELLO
 PROTOCOL_VERSION = 1  # the base version: what HELLO, WELCOME and ERROR look like in every one
 #: Versions this implementation speaks, lowest to highest (PROTOCOL.md section 5). Version 2
 #: adds history, read state, message deletion and their pushes (sections 6.10-6.13, 7.11-7.17)
-#: and a longer DELIVER; a connection that negotiated 1 sees exactly version 1.
-SUPPORTED_VERSIONS = (1, 2)
+#: and a longer DELIVER; a connection that negotiated 1 sees exactly version 1. Version 3 adds
+#: account security (sections 6.14-6.15, 7.18): resume tokens in SIGNED_UP/LOGGED_IN, RESUME,
+#: CHANGE_PASSWORD, and the password in DELETE_ACCOUNT.
+SUPPORTED_VERSIONS = (1, 2, 3)
 LATEST_VERSION = SUPPORTED_VERSIONS[-1]
 
 # -- limits -------------------------------------------------------------------------------
@@ -64,6 +66,9 @@ class Opcode(enum.IntEnum):
     READ_HISTORY = 0x0B
     MARK_READ = 0x0C
     DELETE_MESSAGES = 0x0D
+    # version 3
+    RESUME = 0x0E
+    CHANGE_PASSWORD = 0x0F
 
     WELCOME = 0x81
     SIGNED_UP = 0x82
@@ -78,6 +83,8 @@ class Opcode(enum.IntEnum):
     HISTORY = 0x8B
     MARKED_READ = 0x8C
     REMOVED = 0x8D
+    # version 3
+    PASSWORD_CHANGED = 0x8F
 
     DELIVER = 0xA0  # (its version 2 layout carries conversation, participants, a flags byte)
     # version 2 pushes
@@ -108,6 +115,8 @@ class ErrorCode(enum.IntEnum):
     FORBIDDEN = 0x16
     SESSION_CLOSED = 0x17
     TOO_MANY_ATTEMPTS = 0x18  # LOGIN refused at once: too many attempts on the account
+    RESUME_REFUSED = 0x19  # version 3: RESUME with a token unknown, expired or revoked
+    WEAK_PASSWORD = 0x1A  # version 3: a new password too short or too common
     # 0x20-0xFF session end: pushed with request id 0, then the server closes.
     ACCOUNT_DELETED = 0x20
     SLOW_CONSUMER = 0x21
@@ -115,6 +124,7 @@ class ErrorCode(enum.IntEnum):
     # Server limits (docs/LIMITS.md): in the session-end range, so every client closes.
     SERVER_BUSY = 0x23  # no room for this connection (connection caps, byte budgets)
     TIMED_OUT = 0x24  # no login within the idle timeout; a frame left incomplete too long
+    PASSWORD_CHANGED = 0x25  # the password was changed in another session (version 3)
     INTERNAL = 0x7F
 
 

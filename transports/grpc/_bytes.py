@@ -1,7 +1,7 @@
 """The bench's byte counter for gRPC over HTTP/2 (registry entries ``grpc`` and ``grpc-stream``).
 
 Frames are split and parsed by ``hyperframe`` (the framing layer of the ``h2`` library); this
-module only decides what each byte is and which operation caused it.
+module only decides what each byte is and whether its frame is a call's or the connection's.
 
 HTTP/2 on the wire (RFC 9113): client -> server starts with the 24-byte preface
 ``PRI * HTTP/2.0...``; then both directions are frames of a 9-byte header (24-bit length, type,
@@ -21,36 +21,47 @@ Breakdown (every byte lands in exactly one category)
              PRIORITY frames and frames of other types (counted under ``TYPE_0x..`` so none
              can hide).
 
-Which frames a call causes (grpc-core 1.8x, chttp2 transport, as observed frame by frame on
+Which frames are a call's (grpc-core 1.8x, chttp2 transport, observed frame by frame on
 loopback for the unary and the bidi-stream transports)
-    * Deterministic, per call: the call's HEADERS, DATA and trailers, and flow-control credit
-      for the DATA it carried. grpc-core returns credit when it writes anyway
-      (``TransportFlowControl::DesiredAnnounceSize(writing_anyway)``): the server credits a
-      request's DATA (connection and, on a long-lived stream, stream) in the same write as its
-      reply; a client credits a reply's or a push's DATA in its *next* write, i.e. with its
-      next call. Such a WINDOW_UPDATE belongs to the operation whose DATA it credits: one
-      written in an operation in which its writer has received no DATA yet (on that stream,
-      for a stream update) is moved, through ``moved``, to the latest operation in which it
-      did. So each call carries exactly the credit for its own DATA, one 13-byte frame per
-      window, whenever it is written.
-    * Timer-driven (``TIMER_KINDS``): every PING and PING ACK. grpc-core's BDP estimator pings
-      when DATA arrives once its timer (100 ms at first, growing) has run out, and at once on
-      a new connection's first DATA; its keepalive pings an idle connection (once a minute for
-      wirechat's server). The write that carries a PING or its ACK also flushes whatever
-      credit is owed at that moment, often split (e.g. 9 + 5 bytes of credit in two frames
-      where one would have carried 14), and any window growth the new BDP estimate allows, so
-      the calls either side of such a write show extra, missing or split WINDOW_UPDATEs
-      (``FLOW_KINDS``). The bench therefore takes its headline figures only from calls on
-      whose connection no PING or PING ACK was written during the call, the quiet gaps either
-      side of it, or the operation before it, and reports the PINGs, their ACKs and the
-      WINDOW_UPDATE bytes beyond the deterministic count over a long window separately
-      (bench/wire.py, the ``amortized`` rows).
+    * A call's own frames: its HEADERS (request, response, trailers), CONTINUATION, DATA and
+      RST_STREAM. Given the call and the HPACK state of a warm connection they are the same
+      bytes every time: the bench's headline figure is exactly these.
+    * The connection's frames (``CONNECTION_KINDS``), never in a call's headline:
+      - PING and PING ACK (``TIMER_KINDS``): grpc-core's BDP estimator pings when DATA arrives
+        once its timer (100 ms at first, growing) has run out, and at once on a new
+        connection's first DATA; its keepalive pings an idle connection.
+      - WINDOW_UPDATE on stream 0 and on a stream (``FLOW_KINDS``): grpc-core returns credit
+        when its announce threshold or its BDP estimate says so
+        (``TransportFlowControl::DesiredAnnounceSize(writing_anyway)``), often with the writer's
+        next call rather than this one, merged with or split from other credit, and left out
+        altogether when the window is still large. Even the stream credit that appears with
+        almost every call is not written with every one (a steady grpc-stream ``send`` read
+        30 B back in one run and 56 B in another: two 13-byte WINDOW_UPDATEs), so none of it
+        is deterministic, and the criterion for a headline byte is determinism.
+      - SETTINGS and SETTINGS ACK: after the handshake, grpc-core sends SETTINGS when its BDP
+        estimate widens the initial window.
+      - GOAWAY: the connection's end (a server's idle or age limit).
+      The bench reports these bytes in rows of their own (bench/wire.py: per call over a long
+      window of back-to-back calls, and per second). The ``connect`` operation is the
+      connection's own set-up: its figure keeps every frame (preface, SETTINGS and their ACKs,
+      the initial WINDOW_UPDATE).
+    * HPACK makes a method's first call on a connection dearer (its ``:path`` and metadata go
+      as literals once, then are indexed). The ``grpc-timeout`` header carries the deadline's
+      remaining time as grpc-core computes it with its cached clock: a 10 s deadline goes out
+      as ``10S`` or as ``10100m`` (3 bytes more), seen to change from call to call, and a value
+      not yet in the HPACK table costs a literal of about 20 bytes. So the gRPC (unary)
+      ``first`` rows may spread by 3 or about 20 bytes c2s (``*_range`` shows it). Steady
+      calls come after 128 warm-up round trips, in which the values grpc-core writes have
+      been indexed (one byte each, whichever it picks: seen with login's ``30S`` and
+      ``30100m``, both 59-byte HEADERS); every steady row was the same in every call of
+      every run measured. A value never written in the warm-up would still cost its literal
+      once: the tests would then see a spread.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import ClassVar, NamedTuple
+from typing import ClassVar
 
 from hyperframe.exceptions import HyperframeError
 from hyperframe.frame import (
@@ -192,55 +203,21 @@ class _GrpcMessageReader:
         return prefix, message, begun
 
 
-class Reattributed(NamedTuple):
-    """A frame counted in epoch ``counted_in`` that epoch ``epoch`` caused."""
-
-    counted_in: int
-    epoch: int
-    category: str
-    kind: str
-    size: int
-
-
-class GrpcConnectionState:
-    """Shared by the two directions of one connection: which operation a WINDOW_UPDATE
-    credits (see the module docstring). ``epoch`` is set by the bench."""
-
-    def __init__(self) -> None:
-        self.epoch = 0
-        self._data_epoch: dict[bool, int] = {}  # receiver is the client? -> latest epoch
-        self._stream_data_epoch: dict[tuple[bool, int], int] = {}
-
-    def data_received(self, by_client: bool, stream_id: int) -> None:
-        self._data_epoch[by_client] = self.epoch
-        self._stream_data_epoch[(by_client, stream_id)] = self.epoch
-
-    def stream_ended(self, stream_id: int) -> None:
-        for side in (True, False):
-            self._stream_data_epoch.pop((side, stream_id), None)
-
-    def cause(self, frame: WindowUpdateFrame, by_client: bool) -> int:
-        """The epoch whose DATA a WINDOW_UPDATE written by the client (``by_client``) credits."""
-        if frame.stream_id == 0:
-            epoch = self._data_epoch.get(by_client)
-        else:
-            epoch = self._stream_data_epoch.get((by_client, frame.stream_id))
-        return self.epoch if epoch is None else epoch
-
-
 class GrpcWireAccount(ByteAccount):
     """Counts one direction of a gRPC connection by category (see the module docstring).
 
     ``by_kind`` and ``frames`` map a frame kind (``DATA``, ``HEADERS``, ``WINDOW_UPDATE``,
     ``PING_ACK``, ``PREFACE``...) to bytes and to frames so far; ``messages`` counts gRPC
-    messages begun. ``moved`` lists WINDOW_UPDATEs that an earlier epoch caused.
+    messages begun.
     """
 
     TIMER_KINDS: ClassVar[frozenset[str]] = frozenset({"PING", "PING_ACK"})
     FLOW_KINDS: ClassVar[frozenset[str]] = frozenset({"WINDOW_UPDATE", "WINDOW_UPDATE_STREAM"})
+    CONNECTION_KINDS: ClassVar[frozenset[str]] = (
+        TIMER_KINDS | FLOW_KINDS | frozenset({"SETTINGS", "SETTINGS_ACK", "GOAWAY"})
+    )
 
-    def __init__(self, *, client_to_server: bool, state: GrpcConnectionState | None = None) -> None:
-        self.state = state if state is not None else GrpcConnectionState()
+    def __init__(self, *, client_to_server: bool) -> None:
         super().__init__()
         self.client_to_server = client_to_server
         self._splitter = FrameSplitter(expect_preface=client_to_server)
@@ -260,15 +237,6 @@ class GrpcWireAccount(ByteAccount):
             if reader.message_left or reader.prefix_left != GRPC_PREFIX_LEN
         )
 
-    @property
-    def epoch(self) -> int:
-        """The operation in progress, shared with the other direction of the connection."""
-        return self.state.epoch
-
-    @epoch.setter
-    def epoch(self, value: int) -> None:
-        self.state.epoch = value
-
     def receive_data(self, data: bytes) -> None:
         for frame, size in self._splitter.receive_data(data):
             if frame is None:
@@ -280,21 +248,14 @@ class GrpcWireAccount(ByteAccount):
         kind = frame_kind(frame)
         if isinstance(frame, DataFrame):
             self._data(frame, size)
-            self.state.data_received(not self.client_to_server, frame.stream_id)
         elif isinstance(frame, _HEADER_FRAMES):
             self.count(kind, {HEADERS: size})
         else:
             self.count(kind, {CONTROL: size})
-            if isinstance(frame, WindowUpdateFrame):
-                cause = self.state.cause(frame, self.client_to_server)
-                if cause != self.state.epoch:
-                    self.moved.append(Reattributed(self.state.epoch, cause, CONTROL, kind, size))
         if isinstance(frame, RstStreamFrame) or (
             isinstance(frame, DataFrame | HeadersFrame) and "END_STREAM" in frame.flags
         ):
             self._streams.pop(frame.stream_id, None)
-            if isinstance(frame, RstStreamFrame) or not self.client_to_server:
-                self.state.stream_ended(frame.stream_id)  # gRPC: the server's end is the end
 
     def _data(self, frame: DataFrame, size: int) -> None:
         reader = self._streams.get(frame.stream_id)
@@ -308,11 +269,7 @@ class GrpcWireAccount(ByteAccount):
 
 def accounts() -> tuple[GrpcWireAccount, GrpcWireAccount]:
     """The (client-to-server, server-to-client) counters of one gRPC connection."""
-    state = GrpcConnectionState()
-    return (
-        GrpcWireAccount(client_to_server=True, state=state),
-        GrpcWireAccount(client_to_server=False, state=state),
-    )
+    return GrpcWireAccount(client_to_server=True), GrpcWireAccount(client_to_server=False)
 
 
 __all__ = [
@@ -321,10 +278,8 @@ __all__ = [
     "FRAME_NAMES",
     "GRPC_PREFIX_LEN",
     "FrameSplitter",
-    "GrpcConnectionState",
     "GrpcWireAccount",
     "ProtocolViolation",
-    "Reattributed",
     "accounts",
     "frame_kind",
 ]

@@ -1,4 +1,4 @@
-"""core values <-> chat.proto messages for history, conversations and notices (Rules 19-25).
+"""core values <-> chat.proto messages for logins, history, conversations and notices.
 
 Shared by both gRPC transports (``grpc``: servicer and client; ``grpc-stream``: server and
 client), so that a field means the same on both and the page rules are written once:
@@ -22,7 +22,9 @@ from core.types import (
     ConversationPage,
     Delivery,
     HistoryPage,
+    LoginResult,
     MessagesDeleted,
+    PasswordChanged,
     ReadMarker,
     SendResult,
     SentCopy,
@@ -77,6 +79,23 @@ def _fits(entries: Sequence[Any]) -> int:
         if total > PAGE_BUDGET_BYTES and count > 0:
             return count
     return len(entries)
+
+
+def login_reply(result: LoginResult, session_token: str = "") -> pb.LoginReply:
+    """Signup's, Login's and Resume's reply; ``session_token`` empty on grpc-stream (the stream
+    is the session). The resume token is the core's (issue 13)."""
+    return pb.LoginReply(
+        session_token=session_token,
+        username=result.username,
+        pending=result.pending,
+        resume_token=result.resume_token,
+    )
+
+
+def password_changed_reply(changed: PasswordChanged) -> pb.ChangePasswordReply:
+    return pb.ChangePasswordReply(
+        resume_token=changed.resume_token, sessions_ended=changed.sessions_ended
+    )
 
 
 def send_reply(result: SendResult) -> pb.SendReply:
@@ -162,6 +181,15 @@ def delivery_of(
         m.sender_deleted,
         conversation_id,
     )
+
+
+def login_of(m: pb.LoginReply) -> LoginResult:
+    """A LoginReply's result (a server from before issue 13 sends no resume token: "")."""
+    return LoginResult(m.username, m.pending, m.resume_token)
+
+
+def password_changed_of(m: pb.ChangePasswordReply) -> PasswordChanged:
+    return PasswordChanged(m.resume_token, m.sessions_ended)
 
 
 def sent_of(m: pb.SendReply) -> SendResult:
@@ -253,9 +281,13 @@ __all__ = [
     "history_of",
     "history_reply",
     "list_conversations_pb",
+    "login_of",
+    "login_reply",
     "mark_read_pb",
     "marker_of",
     "marker_pb",
+    "password_changed_of",
+    "password_changed_reply",
     "push_arm",
     "push_of",
     "read_history_pb",

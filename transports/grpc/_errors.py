@@ -27,9 +27,11 @@ from core.errors import (
     InvalidArgument,
     LimitExceeded,
     NotLoggedIn,
+    ResumeRefused,
     SessionClosed,
     TooManyAttempts,
     UsernameTaken,
+    WeakPassword,
 )
 from core.types import CloseReason
 from transports.grpc._wire import ERROR_KEY
@@ -87,6 +89,11 @@ REASONS: tuple[Reason, ...] = (
     # RESOURCE_EXHAUSTED for these two alone: they invite a retry, and a later one may pass.
     Reason("OVERLOADED", Code.RESOURCE_EXHAUSTED, Overloaded),
     Reason("TOO_MANY_ATTEMPTS", Code.RESOURCE_EXHAUSTED, TooManyAttempts),
+    # Issue 13. A refused Resume ends the session as a failed Login does (its later calls get
+    # LOGIN_FAILED); the reason itself says "log in with the password", not "wrong password".
+    Reason("RESUME_REFUSED", Code.UNAUTHENTICATED, ResumeRefused),
+    Reason("WEAK_PASSWORD", Code.INVALID_ARGUMENT, WeakPassword),
+    Reason("PASSWORD_CHANGED", Code.UNAUTHENTICATED, SessionClosed, CloseReason.PASSWORD_CHANGED),
 )
 
 BY_NAME: dict[str, Reason] = {reason.name: reason for reason in REASONS}

@@ -94,12 +94,28 @@ PROBE_BUSY = 10
 PROBE_TIMEOUT = 60.0
 
 
+#: The share of the descriptor-derived connection cap one gRPC listener's raw connections may
+#: take (grpc-core's own quota; the Guard cannot see them, so ``Guard.set_aside`` takes them off
+#: its cap): with 20,000 descriptors, 1,993 gRPC connections, and an idle flood of the other
+#: transports can no longer push the process into EMFILE (it reached 20,000 of 20,000).
+#: A cap set by hand (``--max-connections``) is used whole, as before.
+RAW_CONNECTION_SHARE = 0.1
+
+
+def raw_connections(limits: ServerLimits, cap: int) -> int:
+    """How many TCP connections grpc-core may hold for one listener, given the Guard's cap."""
+    if limits.max_connections is not None:
+        return cap
+    return max(64, int(cap * RAW_CONNECTION_SHARE))
+
+
 def server_options(limits: ServerLimits, cap: int) -> tuple[tuple[str, int], ...]:
-    """The grpc.aio server options: _wire's, plus the bounds above and the Guard's cap."""
+    """The grpc.aio server options: _wire's, plus the bounds above and the raw connection
+    quota (``raw_connections``)."""
     idle_ms = max(1, round(limits.idle_timeout * 1000))
     return (
         *SERVER_OPTIONS,
-        ("grpc.max_allowed_incoming_connections", cap),
+        ("grpc.max_allowed_incoming_connections", raw_connections(limits, cap)),
         ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),
         ("grpc.max_connection_idle_ms", idle_ms),
         ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
@@ -227,6 +243,9 @@ class Admission:
     def __init__(self, guard: Guard, meter: LoadMeter) -> None:
         self.guard = guard
         self.meter = meter
+        # grpc-core holds this listener's raw connections outside the Guard's count (the same
+        # quota ``server_options`` gave it, computed from the same cap)
+        guard.set_aside(raw_connections(guard.limits, guard.cap))
         self.in_flight = 0  # requests being served (the caller counts them)
 
     def busy(self, time_left: float | None = None) -> Refusal | None:
@@ -258,8 +277,10 @@ __all__ = [
     "MAX_STREAMS_PER_CONNECTION",
     "OVERLOAD_LAG",
     "PENDING_CALLS",
+    "RAW_CONNECTION_SHARE",
     "Admission",
     "LoadMeter",
     "peer_ip",
+    "raw_connections",
     "server_options",
 ]

@@ -8,13 +8,13 @@ pushes, following chat.proto's session rules:
 Theory of operation
   * One dispatch table (``_RPCS``) maps each ``core.requests`` type to its rpc, how the request
     becomes a protobuf message and how the reply becomes the core result. Every call has a
-    deadline (``LOGIN_TIMEOUT`` for Signup/Login, ``CALL_TIMEOUT`` for the rest). A failed call
-    becomes a ``core.errors`` error through ``_errors`` only (the ``wirechat-error`` trailing
-    metadata names the reason; the status code is the fallback); a status that says the
-    session has ended is also reported as ``events.session_ended(reason)``.
+    deadline (``LOGIN_TIMEOUT`` for what logs in or checks a password, ``CALL_TIMEOUT`` for
+    the rest). A failed call becomes a ``core.errors`` error through ``_errors`` only (the
+    ``wirechat-error`` trailing metadata names the reason; the status code is the fallback);
+    a status that says the session has ended is also reported as ``events.session_ended``.
   * Before a login there is no token; commands then get NOT_LOGGED_IN from the server.
-  * A successful Signup/Login stores the token (sent as ``wirechat-session`` metadata from
-    then on) and opens the SubscribeEvents stream, read by a background task into
+  * A successful Signup/Login/Resume stores the token (sent as ``wirechat-session`` metadata
+    from then on) and opens the SubscribeEvents stream, read by a background task into
     ``events.delivered`` (deliveries) and ``events.notified`` (the notices of Rules 22-24).
     The request returns once the server has attached that stream to the session (its
     response headers came back), and a Logout is never sent before then, so a
@@ -53,7 +53,7 @@ import grpc
 from core import requests as rq
 from core.client import ChatClient, ClientEvents
 from core.errors import InvalidArgument
-from core.types import AccountPage, CloseReason, Delivery, LoginResult
+from core.types import AccountPage, CloseReason, Delivery
 from transports import _wrong_port
 from transports._tls import ClientTls, grpc_channel
 from transports.grpc import _convert as cv
@@ -93,11 +93,8 @@ class _Rpc:
     method: str  # the rpc's name on chat_pb2_grpc.ChatStub
     encode: Callable[[Any], Any]  # core request -> protobuf request message
     decode: Callable[[Any], Any]  # protobuf reply -> core result
-    logs_in: bool = False  # Signup/Login: the login deadline, then open the push stream
-
-
-def _login_result(reply: pb.LoginReply) -> LoginResult:
-    return LoginResult(reply.username, reply.pending)
+    logs_in: bool = False  # Signup/Login/Resume: the login deadline, then open the push stream
+    slow: bool = False  # checks a password (argon2 off the loop): the login deadline too
 
 
 def _nothing(reply: Any) -> None:
@@ -108,13 +105,13 @@ _RPCS: dict[type[rq.Request[Any]], _Rpc] = {
     rq.Signup: _Rpc(
         "Signup",
         lambda r: pb.SignupRequest(username=r.username, password=r.password),
-        _login_result,
+        cv.login_of,
         logs_in=True,
     ),
     rq.Login: _Rpc(
         "Login",
         lambda r: pb.LoginRequest(username=r.username, password=r.password),
-        _login_result,
+        cv.login_of,
         logs_in=True,
     ),
     rq.Logout: _Rpc("Logout", lambda r: pb.LogoutRequest(), _nothing),
@@ -131,7 +128,24 @@ _RPCS: dict[type[rq.Request[Any]], _Rpc] = {
     ),
     rq.Ack: _Rpc("Ack", lambda r: pb.AckRequest(message_ids=r.message_ids), _nothing),
     rq.DeleteAccount: _Rpc(
-        "DeleteAccount", lambda r: pb.DeleteAccountRequest(username=r.username), _nothing
+        "DeleteAccount",
+        lambda r: pb.DeleteAccountRequest(username=r.username, password=r.password),
+        _nothing,
+        slow=True,
+    ),
+    # issue 13: Resume logs in as Login does (the login deadline, then the push stream)
+    rq.Resume: _Rpc(
+        "Resume", lambda r: pb.ResumeRequest(resume_token=r.token), cv.login_of, logs_in=True
+    ),
+    rq.ChangePassword: _Rpc(
+        "ChangePassword",
+        lambda r: pb.ChangePasswordRequest(
+            old_password=r.old_password,
+            new_password=r.new_password,
+            end_other_sessions=r.end_other_sessions,
+        ),
+        cv.password_changed_of,
+        slow=True,
     ),
     rq.ListConversations: _Rpc("ListConversations", cv.list_conversations_pb, cv.conversations_of),
     rq.ReadHistory: _Rpc("ReadHistory", cv.read_history_pb, cv.history_of),
@@ -224,7 +238,8 @@ class GrpcTransport:
 
     # -- requests --------------------------------------------------------------------------
     async def request(self, request: rq.Request[R]) -> R:
-        """Carry ``request`` as its unary rpc; Signup/Login also open the SubscribeEvents stream."""
+        """Carry ``request`` as its unary rpc; Signup/Login/Resume also open the SubscribeEvents
+        stream."""
         stub = self._stub
         if stub is None:
             raise ConnectionError("not connected")
@@ -241,7 +256,7 @@ class GrpcTransport:
             reply = await getattr(stub, rpc.method)(
                 message,
                 metadata=self._metadata,
-                timeout=self.login_timeout if rpc.logs_in else self.call_timeout,
+                timeout=self.login_timeout if rpc.logs_in or rpc.slow else self.call_timeout,
             )
         except grpc.aio.AioRpcError as err:
             raise self._failed(err) from None

@@ -7,8 +7,9 @@ Theory of operation
     session comes from the ``wirechat-session`` token (_sessions); domain errors become
     statuses in one place (_errors.abort), reached from the ``_command`` wrapper, from
     ``_log_in`` and from Subscribe.
-  * Signup/Login without a token open a session and issue a token only on success; on failure
-    the core has already closed the session (Rule 4) and no token exists.
+  * Signup/Login/Resume without a token open a session and issue a token only on success; on
+    failure the core has already closed the session (Rule 4) and no token exists. (The
+    session token is the transport's; the resume token in LoginReply is the core's, issue 13.)
   * Subscribe drains ``session.deliveries()`` (deliveries only: the stream of clients from
     before history), SubscribeEvents ``session.events()`` (deliveries and the notices of Rules
     22-24); both are ``_push``. If it ends because the session logged out, the stream ends
@@ -162,15 +163,32 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
 
     # -- sessions ------------------------------------------------------------------------
     async def Signup(self, request: pb.SignupRequest, context: Context) -> pb.LoginReply:
-        return await self._log_in(self.service.signup, request, context)
+        return await self._log_in(
+            lambda session: self.service.signup(session, request.username, request.password),
+            request,
+            context,
+        )
 
     async def Login(self, request: pb.LoginRequest, context: Context) -> pb.LoginReply:
-        return await self._log_in(self.service.login, request, context)
+        return await self._log_in(
+            lambda session: self.service.login(session, request.username, request.password),
+            request,
+            context,
+        )
+
+    async def Resume(self, request: pb.ResumeRequest, context: Context) -> pb.LoginReply:
+        """A login with a resume token instead of the password (issue 13): a session like
+        Login's, and the same resume token back."""
+        return await self._log_in(
+            lambda session: self.service.resume(session, request.resume_token),
+            request,
+            context,
+        )
 
     async def _log_in(
         self,
-        method: Callable[[Session, str, str], Awaitable[LoginResult]],
-        request: pb.SignupRequest | pb.LoginRequest,
+        log_in: Callable[[Session], Awaitable[LoginResult]],
+        request: pb.SignupRequest | pb.LoginRequest | pb.ResumeRequest,
         context: Context,
     ) -> pb.LoginReply:
         token = _token(context)
@@ -188,12 +206,10 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
                 if (refusal := self.admission.busy(context.time_remaining())) is not None:
                     raise Overloaded(str(refusal))
                 session = self.sessions.entry(token).session
-            result = await method(session, request.username, request.password)
+            result = await log_in(session)
             if token is None:
                 token = self.sessions.issue(session, ip, admitted=True)
-            return pb.LoginReply(
-                session_token=token, username=result.username, pending=result.pending
-            )
+            return cv.login_reply(result, token)
         except ChatError as exc:
             await abort(context, exc, session)
         finally:
@@ -211,8 +227,19 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
     async def DeleteAccount(
         self, request: pb.DeleteAccountRequest, session: Session
     ) -> pb.DeleteAccountReply:
-        await self.service.delete_account(session, request.username)
+        # An old client sends no password (""): the core refuses with AUTH_FAILED and a
+        # sentence that says to update the client; nothing is deleted.
+        await self.service.delete_account(session, request.username, request.password)
         return pb.DeleteAccountReply()
+
+    @_command
+    async def ChangePassword(
+        self, request: pb.ChangePasswordRequest, session: Session
+    ) -> pb.ChangePasswordReply:
+        changed = await self.service.change_password(
+            session, request.old_password, request.new_password, request.end_other_sessions
+        )
+        return cv.password_changed_reply(changed)
 
     # -- accounts and messages -----------------------------------------------------------
     @_command

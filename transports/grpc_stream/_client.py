@@ -13,7 +13,7 @@ Theory of operation (chat.proto, "The stream service", is the contract)
   * One *writer* task writes the queued messages. grpc.aio allows one write in flight per call,
     and a write cancelled half-way cancels the whole call (grpc.aio's ``_write``): a caller
     cancelled while waiting must never end the session, so callers only queue.
-  * Signup/Login set ``notices``: the server then pushes the notices of Rules 22-24 too.
+  * Signup/Login/Resume set ``notices``: the server then pushes the notices of Rules 22-24 too.
   * One *reader* task reads the call: a Delivery goes to ``events.delivered``, a notice
     (sent_copy, read_marker, gone) to ``events.notified``; a reply resolves
     its request's future, and the waiting request turns it into the core result or error (the
@@ -40,7 +40,7 @@ import grpc
 from core import requests as rq
 from core.client import ChatClient, ClientEvents
 from core.errors import ChatError, InvalidArgument, LimitExceeded, SessionClosed
-from core.types import AccountPage, Delivery, LoginResult
+from core.types import AccountPage, Delivery
 from transports import _wrong_port
 from transports._tls import ClientTls, grpc_channel
 from transports.grpc import _convert as cv
@@ -73,10 +73,6 @@ def open_client(
 
 
 # -- core requests <-> chat.proto: (build the ClientMessage, the reply's field, its result) ----
-def _login_result(reply: pb.LoginReply) -> LoginResult:
-    return LoginResult(reply.username, reply.pending)
-
-
 def _accounts(reply: pb.ListAccountsReply) -> AccountPage:
     return AccountPage(tuple(reply.usernames), reply.more)
 
@@ -101,7 +97,7 @@ CODEC: dict[type, tuple[Encoder, str, Callable[[Any], Any]]] = {
             signup=pb.SignupRequest(username=r.username, password=r.password, notices=True),
         ),
         "logged_in",
-        _login_result,
+        cv.login_of,
     ),
     rq.Login: (
         lambda r, rid: ClientMessage(
@@ -109,7 +105,7 @@ CODEC: dict[type, tuple[Encoder, str, Callable[[Any], Any]]] = {
             login=pb.LoginRequest(username=r.username, password=r.password, notices=True),
         ),
         "logged_in",
-        _login_result,
+        cv.login_of,
     ),
     rq.Logout: (
         lambda r, rid: ClientMessage(request_id=rid, logout=pb.LogoutRequest()),
@@ -128,10 +124,31 @@ CODEC: dict[type, tuple[Encoder, str, Callable[[Any], Any]]] = {
     ),
     rq.DeleteAccount: (
         lambda r, rid: ClientMessage(
-            request_id=rid, delete_account=pb.DeleteAccountRequest(username=r.username)
+            request_id=rid,
+            delete_account=pb.DeleteAccountRequest(username=r.username, password=r.password),
         ),
         "deleted",
         _nothing,
+    ),
+    # issue 13
+    rq.Resume: (
+        lambda r, rid: ClientMessage(
+            request_id=rid, resume=pb.ResumeRequest(resume_token=r.token, notices=True)
+        ),
+        "logged_in",
+        cv.login_of,
+    ),
+    rq.ChangePassword: (
+        lambda r, rid: ClientMessage(
+            request_id=rid,
+            change_password=pb.ChangePasswordRequest(
+                old_password=r.old_password,
+                new_password=r.new_password,
+                end_other_sessions=r.end_other_sessions,
+            ),
+        ),
+        "password_changed",
+        cv.password_changed_of,
     ),
     rq.ListConversations: (
         lambda r, rid: ClientMessage(

@@ -6,14 +6,14 @@ Theory of operation (chat.proto, "The stream service", is the contract)
     so replies leave in request order and a request never overtakes the one before it.
   * While the session is logged in, a *pusher* task drains ``session.deliveries()`` onto the
     same call, or ``session.events()`` (deliveries and the notices of Rules 22-24) if the
-    Signup/Login set ``notices`` (clients from before history did not, and get deliveries
+    Signup/Login/Resume set ``notices`` (clients from before history did not, and get deliveries
     only). History messages <-> core values live in transports/grpc/_convert.py.
     grpc-core allows one outstanding write per call, so both writers take ``_Stream.lock``;
     the pusher of a login starts after its reply is written, so the LoginReply precedes the
     pending messages.
   * Errors become replies in one place (``_Stream.handle``): the ErrorReason of the shared
     table (transports/grpc/_errors.py) and the sentence of the core error. When the session has
-    ended (a failed Signup/Login, a deletion here or elsewhere, too slow, shutdown), the call
+    ended (a failed Signup/Login/Resume, a deletion here or elsewhere, too slow, shutdown), the call
     ends with that table's status and ``wirechat-error`` trailer (``_Stream.end``), from
     whichever task notices first; the other one sees the call aborted and stops.
   * Backpressure: writes wait for HTTP/2 flow control. A client that stops reading stalls the
@@ -51,7 +51,7 @@ from grpc_reflection.v1alpha import reflection
 from core.errors import ChatError, SessionClosed
 from core.service import ChatService
 from core.session import Session
-from core.types import CloseReason
+from core.types import CloseReason, LoginResult
 from transports._guard import Guard
 from transports._tls import ServerTls
 from transports.grpc import _convert as cv
@@ -109,20 +109,27 @@ def _error(request_id: int, reason: Reason, text: str) -> pb.ServerMessage:
 Handler = Callable[["_Stream", Any, int], Awaitable[pb.ServerMessage | None]]
 
 
+def _logged_in(rid: int, result: LoginResult) -> pb.ServerMessage:
+    # (session_token stays empty: the stream is the session)
+    return ServerMessage(request_id=rid, logged_in=cv.login_reply(result))
+
+
 async def _signup(stream: _Stream, request: pb.SignupRequest, rid: int) -> pb.ServerMessage:
     result = await stream.service.signup(stream.session, request.username, request.password)
     stream.notices = request.notices
-    return ServerMessage(
-        request_id=rid, logged_in=pb.LoginReply(username=result.username, pending=result.pending)
-    )
+    return _logged_in(rid, result)
 
 
 async def _login(stream: _Stream, request: pb.LoginRequest, rid: int) -> pb.ServerMessage:
     result = await stream.service.login(stream.session, request.username, request.password)
     stream.notices = request.notices
-    return ServerMessage(
-        request_id=rid, logged_in=pb.LoginReply(username=result.username, pending=result.pending)
-    )
+    return _logged_in(rid, result)
+
+
+async def _resume(stream: _Stream, request: pb.ResumeRequest, rid: int) -> pb.ServerMessage:
+    result = await stream.service.resume(stream.session, request.resume_token)
+    stream.notices = request.notices
+    return _logged_in(rid, result)
 
 
 async def _logout(stream: _Stream, request: pb.LogoutRequest, rid: int) -> pb.ServerMessage:
@@ -155,8 +162,18 @@ async def _ack(stream: _Stream, request: pb.AckRequest, rid: int) -> None:
 async def _delete_account(
     stream: _Stream, request: pb.DeleteAccountRequest, rid: int
 ) -> pb.ServerMessage:
-    await stream.service.delete_account(stream.session, request.username)
+    # An old client sends no password (""): AUTH_FAILED from the core, nothing deleted.
+    await stream.service.delete_account(stream.session, request.username, request.password)
     return ServerMessage(request_id=rid, deleted=pb.DeleteAccountReply())
+
+
+async def _change_password(
+    stream: _Stream, request: pb.ChangePasswordRequest, rid: int
+) -> pb.ServerMessage:
+    changed = await stream.service.change_password(
+        stream.session, request.old_password, request.new_password, request.end_other_sessions
+    )
+    return ServerMessage(request_id=rid, password_changed=cv.password_changed_reply(changed))
 
 
 async def _list_conversations(
@@ -203,6 +220,8 @@ HANDLERS: dict[str, Handler] = {
     "read_history": _read_history,
     "mark_read": _mark_read,
     "delete_messages": _delete_messages,
+    "resume": _resume,
+    "change_password": _change_password,
 }
 
 

@@ -18,6 +18,7 @@ from transports._guard import Guard
 from transports._tls import ClientTls, ServerTls
 from transports.protobuf_tcp._bodies import MAGIC, MESSAGE_OF
 from transports.protobuf_tcp._bodies_v2 import MESSAGE_OF_V2
+from transports.protobuf_tcp._bodies_v3 import MESSAGE_OF_V3
 from transports.protobuf_tcp._codec import Connection, Phase, Role
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ __all__ = [
     "MAGIC",
     "MESSAGE_OF",
     "MESSAGE_OF_V2",
+    "MESSAGE_OF_V3",
     "Connection",
     "Phase",
     "Role",

@@ -6,11 +6,12 @@ Theory of operation (PROTOCOL.md beside this file is the authority)
     sticky ProtocolError, the events) running this transport's message table (``_bodies``)
     instead of the positional one. Same opcodes, same kinds, so the custom handshake table and
     its checks apply as they are.
-  * Versions (custom PROTOCOL.md section 5): protobuf-tcp speaks 1 and 2, each with its own
-    message tables (``_bodies_v2.MESSAGES``). The custom ``Connection._use_version`` would install
-    the custom protocol's positional tables of the negotiated version, so ``_use_version`` is
-    overridden to install ours; the phase tables (which opcode is allowed when) stay the custom
-    protocol's of that version, since the opcodes and kinds are the same.
+  * Versions (custom PROTOCOL.md section 5): protobuf-tcp speaks 1, 2 and 3, each with its
+    own message tables (``_bodies_v3.MESSAGES``; 3 adds account security, issue 13). The
+    custom ``Connection._use_version`` would install the custom protocol's positional tables
+    of the negotiated version, so ``_use_version`` is overridden to install ours; the phase
+    tables (which opcode is allowed when) stay the custom protocol's of that version, since
+    the opcodes and kinds are the same.
   * Two frames keep the custom layout, so that a peer of the other protocol is refused in words
     it can read (section 3 of PROTOCOL.md): HELLO (with the magic "WP" instead of "WC"), and an
     ERROR that comes before WELCOME on the server's stream (the refusal of a HELLO). Which
@@ -28,7 +29,7 @@ from transports.custom._messages import SERVER_MESSAGES as _CUSTOM_SERVER
 from transports.custom._messages import FrameReader
 from transports.custom._wire import MAX_FRAME, Opcode
 from transports.protobuf_tcp._bodies import MAGIC
-from transports.protobuf_tcp._bodies_v2 import MESSAGES
+from transports.protobuf_tcp._bodies_v3 import MESSAGES
 
 _ERROR = int(Opcode.ERROR)
 # The custom protocol's positional ERROR coders, for the refusal of a HELLO.
@@ -60,8 +61,9 @@ class Connection(_CustomConnection):
     ``ConnectionClosed``; raises ``ProtocolError``); give it events, take bytes (``send``).
     """
 
-    #: Version 1 (the first edition's messages) and 2 (history, read marks, deletion).
-    versions: tuple[int, ...] = (1, 2)
+    #: Version 1 (the first edition's messages), 2 (history, read marks, deletion) and 3
+    #: (resume tokens, change password, deletion with the password).
+    versions: tuple[int, ...] = (1, 2, 3)
 
     def __init__(self, role: Role, *, max_frame: int = MAX_FRAME) -> None:
         super().__init__(role, max_frame=max_frame)

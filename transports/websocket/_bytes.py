@@ -20,10 +20,12 @@ Details (``by_kind``): ``TEXT`` is a text frame's bytes except the JSON object k
 are counted under ``TEXT_FIELD_NAMES`` (each key with its two quotes, as JSON spells it; the
 colons, commas and braces stay under ``TEXT``): what positional or tagged encodings avoid.
 
-``TIMER_KINDS``: PING and PONG, which ``websockets`` sends on its keepalive timer (every 20 s
-by default), never because of a call. Numbers in JSON are decimal text, so a figure that
-carries a message or request id holds for ids of the same number of digits
-(``id_class = decimal_class``).
+``TIMER_KINDS`` and ``CONNECTION_KINDS``: PING and PONG, which ``websockets`` sends on its
+keepalive timer (every 20 s by default), never because of a call: the connection's frames,
+never in a call's headline (the bench reports them per second and amortized per call).
+
+Numbers in JSON are decimal text, so a figure that carries a message or request id holds for
+ids of the same number of digits (``id_class = decimal_class``).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class WebSocketWireAccount(ByteAccount):
     """Counts one direction of a WebSocket connection (see the module docstring)."""
 
     TIMER_KINDS: ClassVar[frozenset[str]] = frozenset({"PING", "PONG"})
+    CONNECTION_KINDS: ClassVar[frozenset[str]] = TIMER_KINDS
     id_class = staticmethod(decimal_class)
 
     def __init__(self, *, client_to_server: bool) -> None:

@@ -20,6 +20,7 @@ from core.types import (
     HistoryPage,
     LoginResult,
     MessagesDeleted,
+    PasswordChanged,
     ReadMarker,
     SendResult,
     SentCopy,
@@ -46,8 +47,8 @@ def encode_request(request_id: int, request: rq.Request[Any]) -> str:
             members = {"op": "send", "to": list(recipients), "body": body}
         case rq.Ack(ids):
             members = {"op": "ack", "ids": list(ids)}
-        case rq.DeleteAccount(username):
-            members = {"op": "delete_account", "username": username}
+        case rq.DeleteAccount(username, password):
+            members = {"op": "delete_account", "username": username, "password": password}
         # version 2: members at their default (0, empty, false) are left out (section 6)
         case rq.ListConversations(before_id, limit):
             members = _non_default(op="list_conversations", before_id=before_id, limit=limit)
@@ -62,6 +63,16 @@ def encode_request(request_id: int, request: rq.Request[Any]) -> str:
             members = {"op": "mark_read", "conversation_id": conversation_id, "up_to_id": up_to_id}
         case rq.DeleteMessages(ids, for_everyone):
             members = _non_default(op="delete_messages", ids=list(ids), for_everyone=for_everyone)
+        # version 2.1 (issue 13)
+        case rq.Resume(token):
+            members = {"op": "resume", "token": token}
+        case rq.ChangePassword(old_password, new_password, end_other_sessions):
+            members = {
+                "op": "change_password",
+                "old_password": old_password,
+                "new_password": new_password,
+                "end_other_sessions": end_other_sessions,
+            }
         case _:
             raise TypeError(f"the websocket transport cannot carry {request!r}")
     return _encode({"id": request_id, **members})
@@ -204,8 +215,12 @@ def _boolean(value: Any) -> bool:
 def decode_result(request: rq.Request[Any], ok: dict[str, Any]) -> Any:
     """The core result an ``ok`` reply to ``request`` carries. Raises :class:`BadServerMessage`."""
     try:
-        if isinstance(request, rq.Signup | rq.Login):
-            return LoginResult(str(ok["username"]), int(ok["pending"]))
+        if isinstance(request, rq.Signup | rq.Login | rq.Resume):
+            # (no resume_token from a version-1 connection or a server before 2.1)
+            token = _str(ok.get("resume_token", ""))
+            return LoginResult(str(ok["username"]), int(ok["pending"]), token)
+        if isinstance(request, rq.ChangePassword):
+            return PasswordChanged(_str(ok["resume_token"]), _int(ok["sessions_ended"]))
         if isinstance(request, rq.Send):
             return SendResult(
                 int(ok["message_id"]),

@@ -10,7 +10,10 @@ wire codes, read in both directions.
 Two versions (section 2): ``wirechat.v2.json`` (history, conversations, read state, message
 deletion and their pushes, Rules 19-25) and ``wirechat.v1.json``, which is v2 without any of
 that. A v1 connection gets exactly v1's messages, byte for byte: the encoders take the
-connection's ``version``.
+connection's ``version``. Version 2.1 (issue 13: resume tokens, change_password, the password
+of delete_account) adds ops and optional members to ``wirechat.v2.json`` without a new
+subprotocol (section 3 lets a minor version do that); a v1 connection sees none of it but may
+send delete_account's ``password``.
 
 Decoding is strict where a lenient parser would let garbage reach the service: the top level is
 an object, ``id`` an integer in JavaScript's safe range, every field has its JSON type (``true``
@@ -36,9 +39,11 @@ from core.errors import (
     InvalidArgument,
     LimitExceeded,
     NotLoggedIn,
+    ResumeRefused,
     SessionClosed,
     TooManyAttempts,
     UsernameTaken,
+    WeakPassword,
 )
 from core.types import (
     AccountPage,
@@ -49,6 +54,7 @@ from core.types import (
     HistoryPage,
     LoginResult,
     MessagesDeleted,
+    PasswordChanged,
     ReadMarker,
     SendResult,
     SentCopy,
@@ -112,6 +118,7 @@ class Close(enum.IntEnum):
     AUTH_FAILED = 4001  # after the error reply to a failed signup or login
     ACCOUNT_DELETED = 4002  # after delete_account's reply, or an ACCOUNT_DELETED notice
     SLOW_CONSUMER = 4003  # after a SLOW_CONSUMER notice (if the client still reads)
+    PASSWORD_CHANGED = 4004  # after a PASSWORD_CHANGED notice (changed in another session)
 
 
 # -- errors (section 8): the one table, read both ways ------------------------------------------
@@ -129,6 +136,8 @@ WIRE_ERRORS: tuple[tuple[str, type[ChatError]], ...] = (
     ("FORBIDDEN", Forbidden),
     ("SESSION_CLOSED", SessionClosed),
     ("TOO_MANY_ATTEMPTS", TooManyAttempts),
+    ("RESUME_REFUSED", ResumeRefused),
+    ("WEAK_PASSWORD", WeakPassword),
 )
 #: Codes that are not domain errors: the request could not be read, or the server failed.
 PROTOCOL_ERRORS = (MALFORMED, UNKNOWN_OP, INTERNAL)
@@ -140,6 +149,7 @@ SESSION_ENDS: dict[CloseReason, tuple[str | None, Close]] = {
     CloseReason.ACCOUNT_DELETED: ("ACCOUNT_DELETED", Close.ACCOUNT_DELETED),
     CloseReason.SLOW_CONSUMER: ("SLOW_CONSUMER", Close.SLOW_CONSUMER),
     CloseReason.SHUTDOWN: ("SHUTDOWN", Close.GOING_AWAY),
+    CloseReason.PASSWORD_CHANGED: ("PASSWORD_CHANGED", Close.PASSWORD_CHANGED),
 }
 
 _CODE_OF_ERROR = {cls: code for code, cls in WIRE_ERRORS}
@@ -307,7 +317,9 @@ _REQUEST_DECODERS: dict[str, Callable[[_Fields], rq.Request[Any]]] = {
     ),
     "send": _decode_send,
     "ack": lambda f: rq.Ack(f.integers("ids")),
-    "delete_account": lambda f: rq.DeleteAccount(f.text("username")),
+    # "password" since version 2.1 (issue 13), on both versions: the server refuses a
+    # deletion without it (AUTH_FAILED), so an old client must be able to add it.
+    "delete_account": lambda f: rq.DeleteAccount(f.text("username"), f.text("password", "")),
     # version 2 (Rules 19-25)
     "list_conversations": lambda f: rq.ListConversations(
         f.integer("before_id", 0), f.integer("limit", 0)
@@ -322,11 +334,23 @@ _REQUEST_DECODERS: dict[str, Callable[[_Fields], rq.Request[Any]]] = {
     "delete_messages": lambda f: rq.DeleteMessages(
         f.integers("ids"), f.boolean("for_everyone", False)
     ),
+    # version 2.1 (issue 13): account security
+    "resume": lambda f: rq.Resume(f.text("token")),
+    "change_password": lambda f: rq.ChangePassword(
+        f.text("old_password"), f.text("new_password"), f.boolean("end_other_sessions", True)
+    ),
 }
 #: The ops a client may send, in CONTRACT.md's order.
 OPS: tuple[str, ...] = tuple(_REQUEST_DECODERS)
 #: The ops of version 2 only; on a v1 connection they are UNKNOWN_OP.
-V2_OPS: tuple[str, ...] = ("list_conversations", "read_history", "mark_read", "delete_messages")
+V2_OPS: tuple[str, ...] = (
+    "list_conversations",
+    "read_history",
+    "mark_read",
+    "delete_messages",
+    "resume",
+    "change_password",
+)
 V1_OPS: tuple[str, ...] = tuple(op for op in OPS if op not in V2_OPS)
 
 
@@ -431,8 +455,10 @@ def _result_members(result: Any) -> dict[str, Any]:
     match result:
         case None:
             return {}
-        case LoginResult(username, pending):
+        case LoginResult(username, pending):  # (version 1: see encode_reply)
             return {"username": username, "pending": pending}
+        case PasswordChanged(resume_token, sessions_ended):
+            return {"resume_token": resume_token, "sessions_ended": sessions_ended}
         case AccountPage(usernames, more):
             return {"usernames": list(usernames), "more": more}
         case ReadMarker(conversation_id, up_to_id, unread):
@@ -454,6 +480,18 @@ def encode_reply(
         )
     if isinstance(request, rq.Ack):
         return None
+    if type(result) is LoginResult and version >= 2 and result.resume_token:
+        # version 2.1 (issue 13): the resume token; a version-1 reply stays as it was
+        return _encode(
+            {
+                "id": request_id,
+                "ok": {
+                    "username": result.username,
+                    "pending": result.pending,
+                    "resume_token": result.resume_token,
+                },
+            }
+        )
     if type(result) is HistoryPage:
         return _history_reply(request_id, result)
     if type(result) is ConversationPage:

@@ -127,6 +127,7 @@ class WebSocketServer:
             response.headers["Retry-After"] = str(RETRY_AFTER)
             return response
         watch.admitted = (self.guard, ip)  # given back in connection_lost
+        self.guard.waiting(watch)  # (no session yet: may be evicted when the server is full)
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
@@ -223,6 +224,9 @@ class _StallWatch(ServerConnection):
     the Guard admission it holds until the TCP connection is lost."""
 
     on_stall: Callable[[], None] | None = None  # the output stayed paused for stall_timeout
+    #: The Guard evicts this connection (no session, the server is full): the handler closes
+    #: it with the reason, or says it cannot go now (a request in progress: False).
+    on_evict: Callable[[float], bool] | None = None
     stall_timeout: float = STALL_TIMEOUT
     admitted: tuple[Guard, str | None] | None = None
     _stall_timer: asyncio.TimerHandle | None = None
@@ -242,11 +246,35 @@ class _StallWatch(ServerConnection):
         if self._stall_timer is not None:
             self._stall_timer.cancel()
             self._stall_timer = None
+        self._give_place_back()
+        super().connection_lost(exc)
+
+    def _give_place_back(self) -> None:
         if self.admitted is not None:
             guard, ip = self.admitted
             self.admitted = None
+            guard.settled(self)
             guard.release(ip)
-        super().connection_lost(exc)
+
+    def evict(self, waited: float) -> bool:
+        """``Guard.admit`` found the server full and this connection has waited longest
+        without a session (``transports._guard.Waiting``): close it with the reason (before
+        the handler runs: drop it) and give its place back now."""
+        if self.on_evict is None:
+            self.transport.abort()
+        elif not self.on_evict(waited):
+            return False
+        self._give_place_back()
+        return True
+
+    def settled(self, waiting: bool) -> None:
+        """The handler's session is (False) or is no longer (True) logged in."""
+        if self.admitted is not None:
+            guard = self.admitted[0]
+            if waiting:
+                guard.waiting(self)
+            else:
+                guard.settled(self)
 
     def _stalled(self) -> None:
         self._stall_timer = None
@@ -261,6 +289,8 @@ class _Connection:
         self._service = service
         self._ws = ws
         ws.on_stall = self._stalled
+        ws.on_evict = self._evicted
+        self._serving = False  # a request is in progress (not evicted meanwhile)
         self._session: Session = service.open_session(peer_host(ws.remote_address))
         self._idle_timeout = idle_timeout
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -280,7 +310,11 @@ class _Connection:
                 if self._ending:
                     continue  # (the close is under way: read on until the library ends it)
                 if isinstance(message, str):
-                    await self._serve(message)
+                    self._serving = True
+                    try:
+                        await self._serve(message)
+                    finally:
+                        self._serving = False
                 else:
                     await self._close(
                         Close.UNSUPPORTED_DATA,
@@ -298,14 +332,30 @@ class _Connection:
 
     # -- no login, no connection (section 2.1) ----------------------------------------------
     def _watch_idle(self) -> None:
-        """Start the no-login timer (at the handshake and at each logout)."""
+        """Start the no-login timer (at the handshake and at each logout); the Guard may
+        evict the connection from now on."""
         if self._idle_timer is None and not self._ending:
             self._idle_timer = self._ws.loop.call_later(self._idle_timeout, self._idled)
+            self._ws.settled(waiting=True)
 
     def _unwatch_idle(self) -> None:
+        self._ws.settled(waiting=False)  # (logged in, or ending: never evicted)
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
+
+    def _evicted(self, waited: float) -> bool:
+        """The server is full and this connection has waited longest without a session:
+        close 1008 with the reason, at most CLOSE_TIMEOUT later dropped (``_close``)."""
+        if self._serving and not self._ending:
+            return False
+        self._unwatch_idle()
+        if not self._ending:
+            why = f"no login within {waited:.0f} s while the server is full; reconnect"
+            self._idle_close = asyncio.create_task(
+                self._close(Close.IDLE, why), name="websocket-evicted"
+            )
+        return True
 
     def _idled(self) -> None:
         self._idle_timer = None
@@ -351,7 +401,7 @@ class _Connection:
         if self._session.closed:
             # After a failed signup/login or the client's own deletion the reply said why;
             # any other end (deleted elsewhere, shutdown) is told by the notice.
-            caused = isinstance(request, rq.Signup | rq.Login | rq.DeleteAccount)
+            caused = isinstance(request, rq.Signup | rq.Login | rq.Resume | rq.DeleteAccount)
             await self._end(notice=not caused)
 
     async def _call(self, request: rq.Request[Any]) -> Any:
@@ -371,6 +421,15 @@ class _Connection:
                 self._unwatch_idle()
                 self._start_pump()
                 return result
+            case rq.Resume(token):
+                result = await service.resume(session, token)
+                self._unwatch_idle()
+                self._start_pump()
+                return result
+            case rq.ChangePassword(old_password, new_password, end_other_sessions):
+                return await service.change_password(
+                    session, old_password, new_password, end_other_sessions
+                )
             case rq.Logout():
                 await service.logout(session)
                 self._epoch += 1  # no deliver of the ended login may follow the reply
@@ -378,8 +437,9 @@ class _Connection:
                 return None
             case rq.ListAccounts(pattern, after, limit):
                 return await service.list_accounts(session, pattern, after, limit)
-            case rq.DeleteAccount(username):
-                return await service.delete_account(session, username)
+            case rq.DeleteAccount(username, password):
+                # no password (a client from before 2.1): AUTH_FAILED, nothing deleted
+                return await service.delete_account(session, username, password)
             case rq.ListConversations(before_id, limit):
                 return await service.list_conversations(session, before_id, limit)
             case rq.ReadHistory(participants, before_id, limit, conversation_id):

@@ -42,6 +42,7 @@ from core.errors import ChatError
 from core.types import ConversationPage
 from ui import timefmt
 from ui.web import history
+from ui.web.account import add_account_routes
 from ui.web.events import sse
 from ui.web.gateway import ChatSession, Gateway, GatewayError, GatewayFull
 from ui.web.links import linkify
@@ -64,15 +65,35 @@ STATIC_MAX_AGE = 24 * 3600
 #: Seconds a browser (or a script) is told to wait when the gateway is full.
 FULL_RETRY_AFTER = 60
 _RECIPIENT_SPLIT = re.compile(r"[\s,;]+")
+#: The session cookie's name over plain (loopback) HTTP, and over HTTPS: a ``__Host-`` cookie
+#: must be Secure, Path=/ and without Domain, or the browser drops it (RFC 6265bis 4.1.3.2).
+COOKIE_NAME = "wirechat_session"
+SECURE_COOKIE_NAME = "__Host-wirechat_session"
+#: HSTS: browsers that saw the header use only https:// for this host for a year.
+HSTS = "max-age=31536000"
 
 
-def create_app(gateway: Gateway, *, secret_key: bytes | None = None) -> Flask:
+def add_hsts(response: Response) -> Response:
+    """``Strict-Transport-Security`` on every page served over HTTPS, except to the name
+    ``localhost``: HSTS binds a host name on every port, and would turn the plain
+    ``http://localhost:8080`` of a developer's other servers into https:// for a year.
+    (Browsers ignore it on IP addresses, RFC 6797 8.1, so sending it there is harmless.)"""
+    if request.host.rsplit(":", 1)[0].lower() != "localhost":
+        response.headers.setdefault("Strict-Transport-Security", HSTS)
+    return response
+
+
+def create_app(gateway: Gateway, *, secret_key: bytes | None = None, https: bool = False) -> Flask:
     """The web UI around ``gateway``; the session cookie is signed with ``secret_key``
-    (random per process if not given, so restarting the gateway signs everyone out)."""
+    (random per process if not given, so restarting the gateway signs everyone out).
+    ``https``: served over HTTPS (ui/web/https.py): the cookie is ``Secure`` and named
+    ``__Host-...`` (a browser then refuses it from plain HTTP, from another port's page and
+    from a sibling domain: no cookie tossing), and responses carry HSTS."""
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=secret_key or secrets.token_bytes(32),
-        SESSION_COOKIE_NAME="wirechat_session",
+        SESSION_COOKIE_NAME=SECURE_COOKIE_NAME if https else COOKIE_NAME,
+        SESSION_COOKIE_SECURE=https,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
@@ -84,6 +105,8 @@ def create_app(gateway: Gateway, *, secret_key: bytes | None = None) -> Flask:
     app.jinja_env.globals["static_url"] = _static_urls(app)
     app.jinja_env.filters["linkify"] = linkify
     app.after_request(add_security_headers)
+    if https:
+        app.after_request(add_hsts)
 
     @app.before_request
     def check_csrf() -> Response | None:
@@ -211,7 +234,7 @@ def _parse_recipients(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _after_sign_out(error: GatewayError) -> BaseResponse:
+def after_sign_out(error: GatewayError) -> BaseResponse:
     """The chat session ended under a command: sign the browser out and say why."""
     _sign_out_cookie(None)
     flash(str(error), "error")
@@ -251,24 +274,7 @@ def _add_account_routes(app: Flask, gateway: Gateway) -> None:
     def account() -> str:
         return _render_page("account.html", g.chat, title="Account")
 
-    @app.post("/account/delete")
-    @signed_in
-    def delete_account() -> Any:
-        chat: ChatSession = g.chat
-        if request.form.get("confirm", "") != chat.username:
-            flash("Type your username exactly to confirm.", "error")
-            return redirect(url_for("account"))
-        try:
-            gateway.delete_account(chat)
-        except GatewayError as exc:
-            if exc.signed_out:
-                return _after_sign_out(exc)
-            flash(str(exc), "error")
-            return redirect(url_for("account"))
-        session.pop("key", None)
-        rotate_csrf_token()
-        flash(f"The account {chat.username} was deleted. You are signed out.", "info")
-        return redirect(url_for("login"))
+    add_account_routes(app, gateway)  # change password, delete account (ui/web/account.py)
 
 
 def _sign_in_page(gateway: Gateway, *, create: bool) -> Any:
@@ -383,7 +389,7 @@ def _add_chat_routes(app: Flask, gateway: Gateway) -> None:
                 )
         except GatewayError as exc:
             if exc.signed_out:
-                return _after_sign_out(exc)
+                return after_sign_out(exc)
             flash(str(exc), "error")
             return _render_page(
                 "chat.html",
@@ -425,7 +431,7 @@ def _add_chat_routes(app: Flask, gateway: Gateway) -> None:
             page = gateway.history(chat, conversation_id=cid, before_id=before)
         except GatewayError as exc:
             if exc.signed_out:
-                return _after_sign_out(exc)
+                return after_sign_out(exc)
             return _json_error(str(exc), 400)
         tz = _tz()
         rows = [history.message_row(d, chat.username, tz) for d in reversed(page.messages)]
@@ -441,7 +447,7 @@ def _add_chat_routes(app: Flask, gateway: Gateway) -> None:
                 gateway.mark_read(g.chat, cid, up_to)
             except GatewayError as exc:
                 if exc.signed_out:
-                    return _after_sign_out(exc)
+                    return after_sign_out(exc)
                 return _json_error(str(exc), 400)
         return Response(status=204)
 
@@ -459,7 +465,7 @@ def _add_chat_routes(app: Flask, gateway: Gateway) -> None:
             gateway.delete_messages(chat, ids, everyone)
         except GatewayError as exc:
             if exc.signed_out:
-                return _after_sign_out(exc)
+                return after_sign_out(exc)
             if _wants_json():
                 return _json_error(str(exc), 400)
             flash(str(exc), "error")
@@ -490,7 +496,7 @@ def _add_chat_routes(app: Flask, gateway: Gateway) -> None:
             result = gateway.send(chat, recipients, body)
         except GatewayError as exc:
             if exc.signed_out:
-                return _after_sign_out(exc)
+                return after_sign_out(exc)
             error = str(exc)
         else:
             unknown = list(result.unknown_recipients)
@@ -538,7 +544,7 @@ def _add_chat_routes(app: Flask, gateway: Gateway) -> None:
             names, more = page.usernames, page.more
         except GatewayError as exc:
             if exc.signed_out:
-                return _after_sign_out(exc)
+                return after_sign_out(exc)
             error = str(exc)
         return _render_page(
             "people.html",

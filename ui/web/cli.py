@@ -3,7 +3,9 @@
 Served by Hypercorn on the gateway's event loop (why: ui/web/serve.py). Kept light to import
 (``wirechat --help`` loads it): Flask, Hypercorn and the transports load in ``run``.
 On start it logs ``listening: web <host>:<port>`` (the bound port, so ``--port 0`` works)
-and then ``ready: http://...``.
+and then ``ready: http://...`` (``https://`` with ``--tls-cert``/``--tls-key``). Served in
+clear on an address other than the loopback it refuses to start unless ``--insecure``, as the
+chat server does (DESIGN.md, "Security at the edge").
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ SUMMARY = "run the web UI (a Flask gateway that is a chat client of the server)"
 
 if TYPE_CHECKING:
     from core.client import ChatClient
+    from transports._tls import ServerTls
     from ui.web.loop import LoopThread
 
 DEFAULT_PORT = 8080
@@ -58,6 +61,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_client_tls(parser)  # --tls, --ca: the gateway's connection to the chat server
     parser.add_argument("--host", default="127.0.0.1", help="address to serve the web UI on")
+    parser.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="serve the web UI over HTTPS with this certificate chain (PEM); needs --tls-key",
+    )
+    parser.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM)")
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow serving the web UI over plain HTTP on an address other than the loopback "
+        "(without it, such a web UI refuses to start without --tls-cert)",
+    )
     parser.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help=f"web port (default {DEFAULT_PORT}; 0 = any)"
     )
@@ -119,6 +134,11 @@ def run(args: argparse.Namespace) -> int:
     )
     log = logging.getLogger("wirechat.web")
 
+    try:
+        https = _https(args)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
     loop = LoopThread().start()
     try:
         open_client, cleanup, target = _client_factory(args, loop)
@@ -136,9 +156,13 @@ def run(args: argparse.Namespace) -> int:
         ),
     ).start()
     secret = os.environ.get(SECRET_KEY_ENV)
-    app = create_app(gateway, secret_key=secret.encode() if secret else secrets.token_bytes(32))
+    app = create_app(
+        gateway,
+        secret_key=secret.encode() if secret else secrets.token_bytes(32),
+        https=https is not None,
+    )
     try:
-        server = WebServer(asgi_app(app, gateway), args.host, args.port, loop)
+        server = WebServer(asgi_app(app, gateway), args.host, args.port, loop, tls=https)
     except OSError as exc:
         log.error("cannot serve on %s:%d: %s", args.host, args.port, exc)
         gateway.close()
@@ -158,8 +182,9 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, stop)
     host, port = server.address
     server.start()
-    log.info("listening: web %s:%d", host, port)
-    log.info("ready: http://%s:%d/ (chat server: %s)", host, port, target)
+    scheme = "https" if https else "http"
+    log.info("listening: web %s:%d%s", host, port, " (HTTPS)" if https else "")
+    log.info("ready: %s://%s:%d/ (chat server: %s)", scheme, _url_host(host), port, target)
     try:
         server.wait()
     finally:
@@ -170,6 +195,29 @@ def run(args: argparse.Namespace) -> int:
         cleanup()
         loop.stop()
     return 0
+
+
+def _https(args: argparse.Namespace) -> ServerTls | None:
+    """The web UI's certificate from ``--tls-cert``/``--tls-key`` (None: plain HTTP); a
+    ValueError with a sentence when half given, unusable, or plain HTTP would be exposed."""
+    from wirechat.cli import server_tls
+    from wirechat.server import is_loopback
+
+    tls = server_tls(args)  # both files or neither, and usable (the chat server's checks)
+    if tls is None and not args.insecure and not is_loopback(args.host):
+        where = args.host or "every address"
+        raise ValueError(
+            f"refusing to serve the web UI over plain HTTP on {where}: passwords, session "
+            "cookies and messages would cross the network unencrypted. Give a certificate "
+            "(--tls-cert FILE --tls-key FILE), serve on 127.0.0.1, or pass --insecure if "
+            "this network is trusted"
+        )
+    return tls
+
+
+def _url_host(host: str) -> str:
+    """``host`` as it goes in a URL (an IPv6 address in brackets)."""
+    return f"[{host}]" if ":" in host else host
 
 
 def _client_factory(

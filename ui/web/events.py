@@ -10,7 +10,9 @@ What a stream says, in order: ``retry``, then ``message`` / ``deleted`` events w
 feed's ``seq``, so a reconnecting EventSource resumes with ``Last-Event-ID``), the
 ``conversations`` list with unread counts whenever it changes, ``: keep-alive`` comments while
 nothing happens (so a closed tab is noticed and proxies keep the stream), and last ``end`` with
-the reason, ``replaced`` (a newer page took its place, Limits.max_streams) or ``reload`` (the
+the reason, ``status`` whenever the gateway's connection to the chat server changes
+("reconnecting...", "reconnected": issue 13; a page opened meanwhile gets the current one
+first), ``replaced`` (a newer page took its place, Limits.max_streams) or ``reload`` (the
 page fell further behind than the feed remembers).
 """
 
@@ -128,9 +130,14 @@ async def changes(
     counts (the server's), and the end of the session."""
     yield f"retry: {RETRY_MS}\n\n"
     snapshot_version = 0  # send the current conversation list at once
+    status_version = 0  # and the connection's status, if it ever changed
     while True:
         found = await chat.feed.wait_async(
-            after_seq, snapshot_version, heartbeat, stop=lambda: stream.replaced
+            after_seq,
+            snapshot_version,
+            heartbeat,
+            stop=lambda: stream.replaced,
+            after_status=status_version,
         )
         if stream.replaced:  # a newer page took this one's place (Limits.max_streams)
             yield sse("replaced", {})
@@ -153,6 +160,11 @@ async def changes(
             total = history.unread_total(found.snapshot)
             yield sse("conversations", {"rows": [r.to_json() for r in rows], "total": total})
         snapshot_version = found.snapshot_version
+        if found.status is not None:
+            state, text = found.status
+            if status_version or state != "resumed":  # (old news for a page opened after it)
+                yield sse("status", {"state": state, "text": text})
+        status_version = found.status_version
         if found.ended is not None:
             yield sse("end", {"reason": found.ended})
             return

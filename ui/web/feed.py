@@ -10,6 +10,9 @@ session that sent them):
 * ``deleted``: message ids gone from the history (Rule 23), for every page to remove;
 * the sidebar snapshot: the first page of conversations as the server counts them (unread
   counts, last message); a newer snapshot replaces the older one, it is not queued;
+* the connection status: while the gateway restores its connection to the chat server
+  ("reconnecting...", then "reconnected"), a line for every page to show; the latest
+  replaces the older one, like the snapshot;
 * the end: why the session ended.
 
 Threads. The gateway's asyncio loop writes (``end()`` may come from any thread). Open pages'
@@ -54,6 +57,10 @@ class Changes:
     snapshot_version: int
     ended: str | None
     gap: bool  # events the stream has not seen were dropped: the page must reload
+    #: (state, sentence) of the connection, when it changed since the stream's last
+    #: (``after_status``); None: unchanged, or not asked for.
+    status: tuple[str, str] | None = None
+    status_version: int = 0
 
 
 class Feed:
@@ -67,6 +74,8 @@ class Feed:
         self._snapshot: ConversationPage | None = None
         self._snapshot_version = 0
         self.ended: str | None = None
+        self._status: tuple[str, str] | None = None
+        self._status_version = 0
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     # -- writers (the gateway's loop thread; end() from any thread) -------------------------
@@ -82,6 +91,13 @@ class Feed:
         with self._cond:
             self._snapshot = page
             self._snapshot_version += 1
+            self._notify()
+
+    def set_status(self, state: str, text: str) -> None:
+        """The connection's state ("reconnecting", "resumed", "gave-up") and a sentence."""
+        with self._cond:
+            self._status = (state, text)
+            self._status_version += 1
             self._notify()
 
     def end(self, reason: str) -> None:
@@ -106,24 +122,32 @@ class Feed:
         with self._cond:
             return self._snapshot
 
+    @property
+    def status(self) -> tuple[str, str] | None:
+        with self._cond:
+            return self._status
+
     def wait(
         self,
         after_seq: int,
         after_snapshot: int,
         timeout: float,
         stop: Callable[[], bool] = lambda: False,
+        after_status: int | None = None,
     ) -> Changes | None:
-        """Block until there is something after ``after_seq`` / ``after_snapshot`` (or the
-        end); None on timeout or when ``stop()`` turns true (checked at every wake)."""
+        """Block until there is something after ``after_seq`` / ``after_snapshot`` (and
+        ``after_status``, if given), or the end; None on timeout or when ``stop()`` turns
+        true (checked at every wake)."""
         with self._cond:
             if (
                 not self._cond.wait_for(
-                    lambda: self._ready(after_seq, after_snapshot) or stop(), timeout
+                    lambda: self._ready(after_seq, after_snapshot, after_status) or stop(),
+                    timeout,
                 )
                 or stop()
             ):
                 return None
-            return self._collect(after_seq, after_snapshot)
+            return self._collect(after_seq, after_snapshot, after_status)
 
     async def wait_async(
         self,
@@ -131,6 +155,7 @@ class Feed:
         after_snapshot: int,
         timeout: float,
         stop: Callable[[], bool] = lambda: False,
+        after_status: int | None = None,
     ) -> Changes | None:
         """:meth:`wait` for a coroutine: the same answer, without blocking the loop."""
         loop = asyncio.get_running_loop()
@@ -139,8 +164,8 @@ class Feed:
             with self._cond:
                 if stop():
                     return None
-                if self._ready(after_seq, after_snapshot):
-                    return self._collect(after_seq, after_snapshot)
+                if self._ready(after_seq, after_snapshot, after_status):
+                    return self._collect(after_seq, after_snapshot, after_status)
                 waiter = (loop, loop.create_future())
                 self._waiters.append(waiter)
             try:
@@ -154,19 +179,24 @@ class Feed:
                         self._waiters.remove(waiter)
 
     # -- internals -------------------------------------------------------------------------
-    def _ready(self, after_seq: int, after_snapshot: int) -> bool:
+    def _ready(self, after_seq: int, after_snapshot: int, after_status: int | None) -> bool:
         return (
             self._seq > after_seq
             or self._snapshot_version > after_snapshot
             or self.ended is not None
+            or (after_status is not None and self._status_version > after_status)
         )
 
-    def _collect(self, after_seq: int, after_snapshot: int) -> Changes:
+    def _collect(self, after_seq: int, after_snapshot: int, after_status: int | None) -> Changes:
         events = tuple(e for e in self._events if e.seq > after_seq)
         oldest = self._events[0].seq if self._events else self._seq + 1
         gap = after_seq < self._seq and oldest > after_seq + 1
         snapshot = self._snapshot if self._snapshot_version > after_snapshot else None
-        return Changes(events, snapshot, self._snapshot_version, self.ended, gap)
+        fresh = after_status is not None and self._status_version > after_status
+        status = self._status if fresh else None
+        return Changes(
+            events, snapshot, self._snapshot_version, self.ended, gap, status, self._status_version
+        )
 
     def _notify(self) -> None:
         """Wake every waiter, thread or coroutine (the caller holds the condition)."""

@@ -24,7 +24,16 @@ Theory of operation
     signed out with that reason.
   * A message sent from one tab is put in the feed at once, so the browser's other tabs show
     it (the server sends "sent by you" copies only to the user's *other* sessions).
-  * The gateway never keeps a password: it is passed to login and dropped.
+  * A lost connection to the chat server (a restart, even kill -9) does not sign anyone out
+    (issue 13): each client comes from ``core.reconnect.reconnecting``, which reconnects with
+    backoff and resumes the session with its resume token. The feed's status tells the open
+    pages ("reconnecting...", then "reconnected"); they keep what they show, and the messages
+    that waited arrive through the pump as usual, none twice (the client drops ids it has
+    handed over). A command meanwhile fails with a sentence and the session stays. Only when
+    the server refuses to resume (or stays away too long) does the pump end: signed out, with
+    that reason.
+  * The gateway never keeps a password: it is passed to login (or to change password and
+    delete account) and dropped.
   * Bounds: at most ``max_sessions`` signed-in browser sessions, and at most
     ``max_sessions_per_address`` of them from one client address (signup is open, so without it
     one visitor could fill the gateway by signing up accounts in a loop). A sign-in past either
@@ -50,6 +59,14 @@ from typing import TypeVar
 
 from core.client import ChatClient
 from core.errors import ChatError, SessionClosed
+from core.reconnect import (
+    Backoff,
+    ConnectionChange,
+    GaveUp,
+    Reconnecting,
+    Resumed,
+    reconnecting,
+)
 from core.types import (
     AccountPage,
     ConversationPage,
@@ -57,6 +74,7 @@ from core.types import (
     HistoryPage,
     LoginResult,
     MessagesDeleted,
+    PasswordChanged,
     ReadMarker,
     SendResult,
     SentCopy,
@@ -146,8 +164,10 @@ class Gateway:
         limits: Limits | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        backoff: Backoff | None = None,
     ) -> None:
         self._open_client = open_client  # called on the loop thread
+        self._backoff = backoff  # reconnecting to the chat server (None: core.reconnect's)
         self._loop = loop
         self.limits = limits or Limits()
         self._clock = clock
@@ -343,9 +363,17 @@ class Gateway:
     ) -> AccountPage:
         return self._call(chat, chat.client.list_accounts, pattern, after, limit)
 
-    def delete_account(self, chat: ChatSession) -> None:
-        """Delete the signed-in account; the server ends every session of it (Rule 14)."""
-        self._call(chat, chat.client.delete_account, chat.username)
+    def change_password(
+        self, chat: ChatSession, old: str, new: str, *, end_other_sessions: bool
+    ) -> PasswordChanged:
+        """Change the password (a wrong old one or a weak new one: GatewayError); with
+        ``end_other_sessions`` the account's other sessions are signed out, this one stays."""
+        return self._call(chat, chat.client.change_password, old, new, end_other_sessions)
+
+    def delete_account(self, chat: ChatSession, password: str) -> None:
+        """Delete the signed-in account (its password again: a wrong one is a GatewayError
+        and nothing is deleted); the server ends every session of it (Rule 14)."""
+        self._call(chat, chat.client.delete_account, chat.username, password)
         if self._forget(chat, "your account was deleted"):
             self._run(self._close_client(chat, logout=False), self.limits.command_timeout)
 
@@ -426,7 +454,15 @@ class Gateway:
     async def _open(
         self, username: str, password: str, create: bool, peer: str = ""
     ) -> tuple[ChatSession, LoginResult]:
-        client = self._open_client()
+        feed = Feed()
+        opened: list[ChatSession] = []
+
+        def changed(change: ConnectionChange) -> None:
+            feed.set_status(*connection_status(change))
+            if isinstance(change, Resumed) and opened:
+                opened[0].dirty.set()  # notices may have been missed: ask for the list again
+
+        client = reconnecting(self._open_client, backoff=self._backoff, on_change=changed)
         try:
             await client.connect()
             if create:
@@ -438,7 +474,8 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await client.close()
             raise
-        chat = ChatSession(secrets.token_urlsafe(32), result.username, client, Feed(), peer)
+        chat = ChatSession(secrets.token_urlsafe(32), result.username, client, feed, peer)
+        opened.append(chat)
         chat.last_seen = self._clock()
         with self._lock:
             self._sessions[chat.key] = chat
@@ -548,6 +585,21 @@ class Gateway:
                 log.debug("pump of %s ended with an error", chat.username, exc_info=True)
 
 
+def connection_status(change: ConnectionChange) -> tuple[str, str]:
+    """The open pages' status line while the gateway restores its connection to the chat
+    server: (state, sentence); state is "reconnecting", "resumed" or "gave-up"."""
+    if isinstance(change, Reconnecting):
+        return (
+            "reconnecting",
+            "The connection to the chat server was lost; reconnecting\u2026 "
+            f"(attempt {change.attempt}, next in {change.delay:.1f} s)",
+        )
+    if isinstance(change, GaveUp):
+        return "gave-up", f"Could not reconnect to the chat server: {change.reason}"
+    waiting = "nothing was pending" if not change.pending else f"{change.pending} pending"
+    return "resumed", f"Reconnected; {waiting}."
+
+
 def unreachable(exc: BaseException) -> str:
     """What a failed connection to the chat server means, for a person. A transport's client
     raises ConnectionError with a sentence of its own when it recognised the problem (for
@@ -574,5 +626,6 @@ __all__ = [
     "GatewayFull",
     "Limits",
     "Stream",
+    "connection_status",
     "unreachable",
 ]

@@ -19,7 +19,8 @@ the victim in as the attacker, replacing their session):
 Why both: cookies are not isolated by port, so a page on another port of our host can set
 ("toss") a session cookie of its own, token included, into the victim's browser; check 1 is
 what refuses its forged form. The cookie is SameSite=Lax, so another *site* never sends it on
-a POST at all. (Over HTTPS a ``__Host-`` cookie name would stop the tossing itself.)
+a POST at all. (Over HTTPS the cookie is ``__Host-`` named and Secure, ui/web/app.py: a
+browser then refuses one set by another port's plain-HTTP page, which stops the tossing itself.)
 
 Headers: a Content-Security-Policy that allows only our own scripts, styles and connections
 (the pages have no inline script or style), no framing, no MIME sniffing, no referrer leaks.

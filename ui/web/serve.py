@@ -22,7 +22,9 @@ loop we own.
   about 23 KiB of RSS per open stream (77 MiB in all); Werkzeug held 508 threads for the same.
 
 The listening socket is bound here (before the loop starts) so ``--port 0`` can report the port
-it got, and handed to Hypercorn by file descriptor.
+it got, and handed to Hypercorn by file descriptor. Over HTTPS (``tls``) the connections are
+accepted by ui/web/https.py instead, which answers a plain ``http://`` request on the HTTPS port
+with a redirect rather than a dropped connection, and runs Hypercorn's HTTP stack on the rest.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from flask import Flask
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
+from transports._tls import ServerTls
 from ui.web.events import EventStreams, Receive, Scope, Send
 from ui.web.gateway import Gateway
 from ui.web.loop import LoopThread
@@ -85,9 +88,12 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 
 
 class WebServer:
-    """Hypercorn serving ``asgi`` on ``loop``: :meth:`start`, :meth:`wait`, :meth:`stop`."""
+    """Hypercorn serving ``asgi`` on ``loop``: :meth:`start`, :meth:`wait`, :meth:`stop`;
+    over HTTPS with ``tls`` (its files already checked: ``ServerTls.context()``)."""
 
-    def __init__(self, asgi: Any, host: str, port: int, loop: LoopThread) -> None:
+    def __init__(
+        self, asgi: Any, host: str, port: int, loop: LoopThread, *, tls: ServerTls | None = None
+    ) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -101,6 +107,7 @@ class WebServer:
         self._fd = sock.detach()  # Hypercorn owns the socket from here on
         self._asgi = asgi
         self._loop = loop
+        self.tls = tls
         self._stopping: asyncio.Event | None = None
         self._stop_requested = False
         self._done: concurrent.futures.Future[None] | None = None
@@ -121,6 +128,13 @@ class WebServer:
         config.accesslog = None  # no line per request (as before)
         config.errorlog = logging.getLogger("hypercorn.error")
         config.include_server_header = False  # say nothing about the software
+        if self.tls is not None:
+            from ui.web.https import HttpsServer, tls_context
+
+            sock = socket.socket(fileno=self._fd)
+            https = HttpsServer(self._asgi, config, sock, tls_context(self.tls, config))
+            await https.serve(self._stopping)
+            return
         await serve(self._asgi, config, shutdown_trigger=self._stopping.wait, mode="asgi")
 
     def wait(self, poll: float = 0.5) -> None:

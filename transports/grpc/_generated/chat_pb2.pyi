@@ -26,6 +26,9 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DISCONNECTED: _ClassVar[ErrorReason]
     OVERLOADED: _ClassVar[ErrorReason]
     TOO_MANY_ATTEMPTS: _ClassVar[ErrorReason]
+    RESUME_REFUSED: _ClassVar[ErrorReason]
+    WEAK_PASSWORD: _ClassVar[ErrorReason]
+    PASSWORD_CHANGED: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 USERNAME_TAKEN: ErrorReason
 AUTH_FAILED: ErrorReason
@@ -43,6 +46,9 @@ SHUTDOWN: ErrorReason
 DISCONNECTED: ErrorReason
 OVERLOADED: ErrorReason
 TOO_MANY_ATTEMPTS: ErrorReason
+RESUME_REFUSED: ErrorReason
+WEAK_PASSWORD: ErrorReason
+PASSWORD_CHANGED: ErrorReason
 
 class SignupRequest(_message.Message):
     __slots__ = ("username", "password", "notices")
@@ -65,14 +71,42 @@ class LoginRequest(_message.Message):
     def __init__(self, username: _Optional[str] = ..., password: _Optional[str] = ..., notices: _Optional[bool] = ...) -> None: ...
 
 class LoginReply(_message.Message):
-    __slots__ = ("session_token", "username", "pending")
+    __slots__ = ("session_token", "username", "pending", "resume_token")
     SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
     USERNAME_FIELD_NUMBER: _ClassVar[int]
     PENDING_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
     session_token: str
     username: str
     pending: int
-    def __init__(self, session_token: _Optional[str] = ..., username: _Optional[str] = ..., pending: _Optional[int] = ...) -> None: ...
+    resume_token: str
+    def __init__(self, session_token: _Optional[str] = ..., username: _Optional[str] = ..., pending: _Optional[int] = ..., resume_token: _Optional[str] = ...) -> None: ...
+
+class ResumeRequest(_message.Message):
+    __slots__ = ("resume_token", "notices")
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    NOTICES_FIELD_NUMBER: _ClassVar[int]
+    resume_token: str
+    notices: bool
+    def __init__(self, resume_token: _Optional[str] = ..., notices: _Optional[bool] = ...) -> None: ...
+
+class ChangePasswordRequest(_message.Message):
+    __slots__ = ("old_password", "new_password", "end_other_sessions")
+    OLD_PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    NEW_PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    END_OTHER_SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    old_password: str
+    new_password: str
+    end_other_sessions: bool
+    def __init__(self, old_password: _Optional[str] = ..., new_password: _Optional[str] = ..., end_other_sessions: _Optional[bool] = ...) -> None: ...
+
+class ChangePasswordReply(_message.Message):
+    __slots__ = ("resume_token", "sessions_ended")
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SESSIONS_ENDED_FIELD_NUMBER: _ClassVar[int]
+    resume_token: str
+    sessions_ended: int
+    def __init__(self, resume_token: _Optional[str] = ..., sessions_ended: _Optional[int] = ...) -> None: ...
 
 class LogoutRequest(_message.Message):
     __slots__ = ()
@@ -131,10 +165,12 @@ class AckReply(_message.Message):
     def __init__(self) -> None: ...
 
 class DeleteAccountRequest(_message.Message):
-    __slots__ = ("username",)
+    __slots__ = ("username", "password")
     USERNAME_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
     username: str
-    def __init__(self, username: _Optional[str] = ...) -> None: ...
+    password: str
+    def __init__(self, username: _Optional[str] = ..., password: _Optional[str] = ...) -> None: ...
 
 class DeleteAccountReply(_message.Message):
     __slots__ = ()
@@ -271,7 +307,7 @@ class MessagesDeleted(_message.Message):
     def __init__(self, message_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ClientMessage(_message.Message):
-    __slots__ = ("request_id", "signup", "login", "logout", "list_accounts", "send", "ack", "delete_account", "list_conversations", "read_history", "mark_read", "delete_messages")
+    __slots__ = ("request_id", "signup", "login", "logout", "list_accounts", "send", "ack", "delete_account", "list_conversations", "read_history", "mark_read", "delete_messages", "resume", "change_password")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SIGNUP_FIELD_NUMBER: _ClassVar[int]
     LOGIN_FIELD_NUMBER: _ClassVar[int]
@@ -284,6 +320,8 @@ class ClientMessage(_message.Message):
     READ_HISTORY_FIELD_NUMBER: _ClassVar[int]
     MARK_READ_FIELD_NUMBER: _ClassVar[int]
     DELETE_MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_PASSWORD_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     signup: SignupRequest
     login: LoginRequest
@@ -296,10 +334,12 @@ class ClientMessage(_message.Message):
     read_history: ReadHistoryRequest
     mark_read: MarkReadRequest
     delete_messages: DeleteMessagesRequest
-    def __init__(self, request_id: _Optional[int] = ..., signup: _Optional[_Union[SignupRequest, _Mapping]] = ..., login: _Optional[_Union[LoginRequest, _Mapping]] = ..., logout: _Optional[_Union[LogoutRequest, _Mapping]] = ..., list_accounts: _Optional[_Union[ListAccountsRequest, _Mapping]] = ..., send: _Optional[_Union[SendRequest, _Mapping]] = ..., ack: _Optional[_Union[AckRequest, _Mapping]] = ..., delete_account: _Optional[_Union[DeleteAccountRequest, _Mapping]] = ..., list_conversations: _Optional[_Union[ListConversationsRequest, _Mapping]] = ..., read_history: _Optional[_Union[ReadHistoryRequest, _Mapping]] = ..., mark_read: _Optional[_Union[MarkReadRequest, _Mapping]] = ..., delete_messages: _Optional[_Union[DeleteMessagesRequest, _Mapping]] = ...) -> None: ...
+    resume: ResumeRequest
+    change_password: ChangePasswordRequest
+    def __init__(self, request_id: _Optional[int] = ..., signup: _Optional[_Union[SignupRequest, _Mapping]] = ..., login: _Optional[_Union[LoginRequest, _Mapping]] = ..., logout: _Optional[_Union[LogoutRequest, _Mapping]] = ..., list_accounts: _Optional[_Union[ListAccountsRequest, _Mapping]] = ..., send: _Optional[_Union[SendRequest, _Mapping]] = ..., ack: _Optional[_Union[AckRequest, _Mapping]] = ..., delete_account: _Optional[_Union[DeleteAccountRequest, _Mapping]] = ..., list_conversations: _Optional[_Union[ListConversationsRequest, _Mapping]] = ..., read_history: _Optional[_Union[ReadHistoryRequest, _Mapping]] = ..., mark_read: _Optional[_Union[MarkReadRequest, _Mapping]] = ..., delete_messages: _Optional[_Union[DeleteMessagesRequest, _Mapping]] = ..., resume: _Optional[_Union[ResumeRequest, _Mapping]] = ..., change_password: _Optional[_Union[ChangePasswordRequest, _Mapping]] = ...) -> None: ...
 
 class ServerMessage(_message.Message):
-    __slots__ = ("request_id", "logged_in", "logged_out", "accounts", "sent", "deleted", "error", "delivery", "conversations", "history", "marked_read", "messages_deleted", "sent_copy", "read_marker", "gone")
+    __slots__ = ("request_id", "logged_in", "logged_out", "accounts", "sent", "deleted", "error", "delivery", "conversations", "history", "marked_read", "messages_deleted", "sent_copy", "read_marker", "gone", "password_changed")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     LOGGED_IN_FIELD_NUMBER: _ClassVar[int]
     LOGGED_OUT_FIELD_NUMBER: _ClassVar[int]
@@ -315,6 +355,7 @@ class ServerMessage(_message.Message):
     SENT_COPY_FIELD_NUMBER: _ClassVar[int]
     READ_MARKER_FIELD_NUMBER: _ClassVar[int]
     GONE_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_CHANGED_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     logged_in: LoginReply
     logged_out: LogoutReply
@@ -330,7 +371,8 @@ class ServerMessage(_message.Message):
     sent_copy: Delivery
     read_marker: ReadMarker
     gone: MessagesDeleted
-    def __init__(self, request_id: _Optional[int] = ..., logged_in: _Optional[_Union[LoginReply, _Mapping]] = ..., logged_out: _Optional[_Union[LogoutReply, _Mapping]] = ..., accounts: _Optional[_Union[ListAccountsReply, _Mapping]] = ..., sent: _Optional[_Union[SendReply, _Mapping]] = ..., deleted: _Optional[_Union[DeleteAccountReply, _Mapping]] = ..., error: _Optional[_Union[StreamError, _Mapping]] = ..., delivery: _Optional[_Union[Delivery, _Mapping]] = ..., conversations: _Optional[_Union[ListConversationsReply, _Mapping]] = ..., history: _Optional[_Union[ReadHistoryReply, _Mapping]] = ..., marked_read: _Optional[_Union[ReadMarker, _Mapping]] = ..., messages_deleted: _Optional[_Union[DeleteMessagesReply, _Mapping]] = ..., sent_copy: _Optional[_Union[Delivery, _Mapping]] = ..., read_marker: _Optional[_Union[ReadMarker, _Mapping]] = ..., gone: _Optional[_Union[MessagesDeleted, _Mapping]] = ...) -> None: ...
+    password_changed: ChangePasswordReply
+    def __init__(self, request_id: _Optional[int] = ..., logged_in: _Optional[_Union[LoginReply, _Mapping]] = ..., logged_out: _Optional[_Union[LogoutReply, _Mapping]] = ..., accounts: _Optional[_Union[ListAccountsReply, _Mapping]] = ..., sent: _Optional[_Union[SendReply, _Mapping]] = ..., deleted: _Optional[_Union[DeleteAccountReply, _Mapping]] = ..., error: _Optional[_Union[StreamError, _Mapping]] = ..., delivery: _Optional[_Union[Delivery, _Mapping]] = ..., conversations: _Optional[_Union[ListConversationsReply, _Mapping]] = ..., history: _Optional[_Union[ReadHistoryReply, _Mapping]] = ..., marked_read: _Optional[_Union[ReadMarker, _Mapping]] = ..., messages_deleted: _Optional[_Union[DeleteMessagesReply, _Mapping]] = ..., sent_copy: _Optional[_Union[Delivery, _Mapping]] = ..., read_marker: _Optional[_Union[ReadMarker, _Mapping]] = ..., gone: _Optional[_Union[MessagesDeleted, _Mapping]] = ..., password_changed: _Optional[_Union[ChangePasswordReply, _Mapping]] = ...) -> None: ...
 
 class StreamError(_message.Message):
     __slots__ = ("reason", "message")

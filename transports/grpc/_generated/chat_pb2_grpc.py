@@ -99,16 +99,28 @@ class ChatStub:
                 request_serializer=wirechat_dot_v1_dot_chat__pb2.DeleteMessagesRequest.SerializeToString,
                 response_deserializer=wirechat_dot_v1_dot_chat__pb2.DeleteMessagesReply.FromString,
                 _registered_method=True)
+        self.Resume = channel.unary_unary(
+                '/wirechat.v1.Chat/Resume',
+                request_serializer=wirechat_dot_v1_dot_chat__pb2.ResumeRequest.SerializeToString,
+                response_deserializer=wirechat_dot_v1_dot_chat__pb2.LoginReply.FromString,
+                _registered_method=True)
+        self.ChangePassword = channel.unary_unary(
+                '/wirechat.v1.Chat/ChangePassword',
+                request_serializer=wirechat_dot_v1_dot_chat__pb2.ChangePasswordRequest.SerializeToString,
+                response_deserializer=wirechat_dot_v1_dot_chat__pb2.ChangePasswordReply.FromString,
+                _registered_method=True)
 
 
 class ChatServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Signup(self, request, context):
-        """Create an account and log this session in (Rules 1-2). No token needed; returns one.
+        """Create an account and log this session in (Rules 1-2). No token needed; returns one,
+        and a resume token (issue 13).
         Errors: INVALID_ARGUMENT (INVALID_ARGUMENT: a username that is not [A-Za-z0-9_.-]{1,32};
-        LIMIT_EXCEEDED: a password outside 1-256 bytes, the empty password included, as on every
-        wirechat transport: one size check covers both ends), ALREADY_EXISTS (USERNAME_TAKEN),
+        WEAK_PASSWORD: a password under 8 characters, the empty one included, or on the server's
+        list of common passwords; LIMIT_EXCEEDED: a password over 256 bytes of UTF-8; the same
+        rules on every wirechat transport), ALREADY_EXISTS (USERNAME_TAKEN),
         FAILED_PRECONDITION (ALREADY_LOGGED_IN: the token sent is logged in), UNAUTHENTICATED
         (the token sent names an ended or unknown session).
         """
@@ -130,7 +142,8 @@ class ChatServicer:
 
     def Logout(self, request, context):
         """Log this session out (Rule 6); other sessions of the user are untouched. The Subscribe
-        stream ends with OK. The token stays valid for a later Login.
+        stream ends with OK. The token stays valid for a later Login; the login's resume token
+        is revoked.
         Errors: UNAUTHENTICATED (NOT_LOGGED_IN, or the session has ended).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -171,12 +184,16 @@ class ChatServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteAccount(self, request, context):
-        """Delete the caller's own account (Rules 14-15, 25). Every session of the user ends, this
-        one included: their streams end with UNAUTHENTICATED (ACCOUNT_DELETED). The account's
-        history goes with it; what it sent stays in its recipients' histories, marked
-        Delivery.sender_deleted.
-        Errors: UNAUTHENTICATED (not logged in, session ended), PERMISSION_DENIED (FORBIDDEN:
-        the name is not the caller's).
+        """Delete the caller's own account (Rules 14-15, 25). The request names the account and,
+        since issue 13, carries its password again. Every session of the user ends, this
+        one included: their streams end with UNAUTHENTICATED (ACCOUNT_DELETED), and every resume
+        token of the account is revoked. The account's history goes with it; what it sent stays
+        in its recipients' histories, marked Delivery.sender_deleted.
+        Errors: UNAUTHENTICATED (not logged in, session ended; AUTH_FAILED: the password is wrong
+        or missing, nothing is deleted and the session stays logged in. A client built before
+        the password field sends none and gets this, with the status message "deleting an account
+        now needs your password; update your client"), PERMISSION_DENIED (FORBIDDEN: the name is
+        not the caller's).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -199,7 +216,9 @@ class ChatServicer:
         OK                   the session logged out.
         UNAUTHENTICATED      ACCOUNT_DELETED, or DISCONNECTED (the session was closed), or
         SLOW_CONSUMER: the client fell core.limits.MAX_SESSION_QUEUE = 4096
-        pushes behind; its messages stay pending (nothing is lost).
+        pushes behind; its messages stay pending (nothing is lost), or
+        PASSWORD_CHANGED: the user changed the password in another session
+        and ended the others (ChangePassword); log in with the new one.
         UNAVAILABLE          SHUTDOWN: the server is stopping.
         CANCELLED / DEADLINE_EXCEEDED (from the client's own gRPC): the client cancelled it
         or its deadline expired; the session has ended.
@@ -265,6 +284,37 @@ class ChatServicer:
         Errors: UNAUTHENTICATED (not logged in, session ended), PERMISSION_DENIED (FORBIDDEN:
         for_everyone on a message the caller did not send; nothing is deleted then),
         INVALID_ARGUMENT (LIMIT_EXCEEDED: more than core.limits.MAX_DELETE_IDS = 1024 ids).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Resume(self, request, context):
+        """Log in again without the password, with the resume token of an earlier Signup, Login,
+        Resume or ChangePassword of the same account (issue 13: a client that lost its connection,
+        or a server that restarted). Like Login otherwise: no session token needed, one is
+        returned (a new one: session tokens do not survive a restart, resume tokens do), with the
+        same resume token (it keeps its lifetime, core.limits.RESUME_TOKEN_LIFETIME_S = 604800
+        seconds from the login that issued it). Pending messages follow on the Subscribe stream as
+        after a Login. A token is refused once it expired, or was revoked by a Logout of the
+        session it came from, by the account's deletion or by a password change that ended the
+        other sessions. The server keeps only a SHA-256 of each token.
+        Errors: UNAUTHENTICATED (RESUME_REFUSED: unknown, expired or revoked token; log in with
+        the password), FAILED_PRECONDITION (ALREADY_LOGGED_IN).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ChangePassword(self, request, context):
+        """Change the caller's password (issue 13). The old password must be given again. With
+        end_other_sessions, every other session of the user ends (its stream or call ends with
+        UNAUTHENTICATED, PASSWORD_CHANGED) and every resume token of the account is revoked.
+        This session stays logged in either way, and the reply carries its new resume token
+        (the one it had is revoked) and how many other sessions ended.
+        Errors: UNAUTHENTICATED (NOT_LOGGED_IN, session ended; AUTH_FAILED: the old password is
+        wrong: the session stays logged in, nothing changes), INVALID_ARGUMENT (WEAK_PASSWORD:
+        under 8 characters or a common password; LIMIT_EXCEEDED: over 256 bytes of UTF-8).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -337,6 +387,16 @@ def add_ChatServicer_to_server(servicer, server):
                     servicer.DeleteMessages,
                     request_deserializer=wirechat_dot_v1_dot_chat__pb2.DeleteMessagesRequest.FromString,
                     response_serializer=wirechat_dot_v1_dot_chat__pb2.DeleteMessagesReply.SerializeToString,
+            ),
+            'Resume': grpc.unary_unary_rpc_method_handler(
+                    servicer.Resume,
+                    request_deserializer=wirechat_dot_v1_dot_chat__pb2.ResumeRequest.FromString,
+                    response_serializer=wirechat_dot_v1_dot_chat__pb2.LoginReply.SerializeToString,
+            ),
+            'ChangePassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangePassword,
+                    request_deserializer=wirechat_dot_v1_dot_chat__pb2.ChangePasswordRequest.FromString,
+                    response_serializer=wirechat_dot_v1_dot_chat__pb2.ChangePasswordReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -690,6 +750,60 @@ class Chat:
             '/wirechat.v1.Chat/DeleteMessages',
             wirechat_dot_v1_dot_chat__pb2.DeleteMessagesRequest.SerializeToString,
             wirechat_dot_v1_dot_chat__pb2.DeleteMessagesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Resume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wirechat.v1.Chat/Resume',
+            wirechat_dot_v1_dot_chat__pb2.ResumeRequest.SerializeToString,
+            wirechat_dot_v1_dot_chat__pb2.LoginReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangePassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wirechat.v1.Chat/ChangePassword',
+            wirechat_dot_v1_dot_chat__pb2.ChangePasswordRequest.SerializeToString,
+            wirechat_dot_v1_dot_chat__pb2.ChangePasswordReply.FromString,
             options,
             channel_credentials,
             insecure,

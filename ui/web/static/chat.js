@@ -18,7 +18,8 @@
   try {
     const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
     if (zone && body.dataset.tz !== zone) {
-      document.cookie = "tz=" + encodeURIComponent(zone) + "; path=/; SameSite=Lax; max-age=31536000";
+      const secure = location.protocol === "https:" ? "; Secure" : "";  // over HTTPS, never sent in clear
+      document.cookie = "tz=" + encodeURIComponent(zone) + "; path=/; SameSite=Lax; max-age=31536000" + secure;
     }
   } catch (e) { /* no Intl: UTC it is */ }
 
@@ -292,6 +293,22 @@
     });
     source.addEventListener("conversations", function (event) {
       showConversations(JSON.parse(event.data));
+    });
+    // The gateway's connection to the chat server (issue 13): "reconnecting..." stays up
+    // while it lasts; "reconnected" shows for a few seconds. The page keeps what it shows;
+    // messages that waited arrive as "message" events (the page drops ids it has already).
+    const connection = document.getElementById("connection");
+    let hideConnection = null;
+    source.addEventListener("status", function (event) {
+      const status = JSON.parse(event.data);
+      if (!connection) return;
+      clearTimeout(hideConnection);
+      connection.textContent = status.text;
+      connection.className = "connection " + status.state;
+      connection.hidden = false;
+      if (status.state === "resumed") {
+        hideConnection = setTimeout(function () { connection.hidden = true; }, 5000);
+      }
     });
     source.addEventListener("reload", function () {
       source.close(); // this page missed more than the gateway keeps: read it afresh
