@@ -104,12 +104,9 @@ def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
-def validate_password(password: str) -> None:
-    size = len(password.encode("utf-8", "surrogatepass"))
-    if not 1 <= size <= limits.MAX_PASSWORD_BYTES:
-        raise LimitExceeded(
-            f"a password is 1-{limits.MAX_PASSWORD_BYTES} bytes of UTF-8 (got {size})"
-        )
+#: A password this long was never accepted (new ones are at most limits.MAX_PASSWORD_BYTES), so
+#: a check against it fails at once, without hashing megabytes (login, change, deletion).
+_NEVER_A_PASSWORD_CHARS = 4096
 
 
 #: Characters a username may hold (Rule 1), and the two wildcards of a pattern (Rule 7).
@@ -210,7 +207,10 @@ class ChatService:
     async def login(self, session: Session, username: str, password: str) -> LoginResult:
         self._require_anonymous(session)
         try:
-            if len(username) > limits.MAX_USERNAME_CHARS * 4 or len(password) > 4096:
+            if (
+                len(username) > limits.MAX_USERNAME_CHARS * 4
+                or len(password) > _NEVER_A_PASSWORD_CHARS
+            ):
                 raise AuthFailed()  # don't let junk into the throttle table or the hasher
             # Refused at once (TooManyAttempts), or waits out this address's own backoff:
             # never behind other addresses' attempts (core.throttle).
@@ -609,7 +609,7 @@ class ChatService:
     ) -> None:
         """Check a logged-in user's password once more (change password, deletion), under
         the login throttle (Rule 3): AuthFailed saying ``unchanged`` when it is wrong."""
-        if len(password) > 4096:
+        if len(password) > _NEVER_A_PASSWORD_CHARS:
             raise AuthFailed(f"wrong password; {unchanged}")
         async with self._throttle.attempt(username, session.peer):
             account = await self.store.find_account(username)
@@ -678,6 +678,5 @@ __all__ = [
     "ChatService",
     "could_match_a_username",
     "now_ms",
-    "validate_password",
     "validate_username",
 ]
