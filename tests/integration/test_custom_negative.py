@@ -135,7 +135,7 @@ def address(server: ServerProcess) -> tuple[str, int]:
 
 class Witnesses:
     def __init__(self, address: tuple[str, int]) -> None:
-        tag = secrets.token_hex(3)
+        tag = secrets.token_hex(4)
         self.names = (f"alice_{tag}", f"bob_{tag}")
         self.alice = open_client(address)
         self.bob = open_client(address)
@@ -253,7 +253,7 @@ async def test_abrupt_disconnect_mid_frame(
 ) -> None:
     """A logged-in client vanishes (RST) halfway through a SEND; its session is cleaned up and
     a message to it waits for its next login."""
-    carol = f"carol_{secrets.token_hex(3)}"
+    carol = f"carol_{secrets.token_hex(4)}"
     reader, writer = await asyncio.open_connection(*address)
     writer.write(HELLO + frame(0x02, 1, string(carol) + string("pw-secret-123")))
     received = b""
@@ -281,7 +281,7 @@ async def test_pipelined_requests_then_garbage(
 ) -> None:
     """Everything in one write: each request is answered in order with its own request id,
     then the garbage gets its ERROR. The message sent in the batch reaches its recipient."""
-    dave, bob = f"dave_{secrets.token_hex(3)}", witnesses.names[1]
+    dave, bob = f"dave_{secrets.token_hex(4)}", witnesses.names[1]
     batch = (
         HELLO
         + frame(0x02, 1, string(dave) + string("pw-secret-123"))

@@ -171,7 +171,7 @@ def address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int
 
 @pytest.fixture
 def users() -> tuple[str, str]:
-    tag = secrets.token_hex(3)
+    tag = secrets.token_hex(4)
     return f"alice_{tag}", f"bob_{tag}"
 
 

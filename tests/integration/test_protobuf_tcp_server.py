@@ -136,7 +136,7 @@ def address(server: ServerProcess) -> tuple[str, int]:
 
 @pytest.fixture
 def users() -> tuple[str, str]:
-    tag = secrets.token_hex(3)
+    tag = secrets.token_hex(4)
     return f"alice_{tag}", f"bob_{tag}"
 
 

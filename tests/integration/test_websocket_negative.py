@@ -52,7 +52,7 @@ class Witnesses:
     """Two users on our own client who exchange a message after every case."""
 
     def __init__(self, address: tuple[str, int]) -> None:
-        tag = secrets.token_hex(3)
+        tag = secrets.token_hex(4)
         self.names = (f"alice_{tag}", f"bob_{tag}")
         self.alice: ChatClient = open_client(address)
         self.bob: ChatClient = open_client(address)

@@ -100,7 +100,7 @@ class RawClient:
 
 
 async def test_signup_send_receive_ack(url: str) -> None:
-    tag = secrets.token_hex(3)
+    tag = secrets.token_hex(4)
     alice_name, bob_name = f"alice_{tag}", f"bob_{tag}"
     alice, bob = await RawClient.open(url), await RawClient.open(url)
 
@@ -166,7 +166,7 @@ async def test_signup_send_receive_ack(url: str) -> None:
 
 
 async def test_a_v1_connection_beside_a_v2_one_gets_only_v1_messages(url: str) -> None:
-    tag = secrets.token_hex(3)
+    tag = secrets.token_hex(4)
     alice_name, bob_name = f"alice_{tag}", f"bob_{tag}"
     alice = await RawClient.open(url, "wirechat.v2.json")
     await alice.call("signup", username=alice_name, password="pw-secret 1")
@@ -198,7 +198,7 @@ async def test_a_v1_connection_beside_a_v2_one_gets_only_v1_messages(url: str) -
 
 
 async def test_every_history_operation_and_push_of_version_2(url: str) -> None:
-    tag = secrets.token_hex(3)
+    tag = secrets.token_hex(4)
     alice_name, bob_name, carol_name = f"alice_{tag}", f"bob_{tag}", f"carol_{tag}"
     laptop = await RawClient.open(url, "wirechat.v2.json")
     await laptop.call("signup", username=alice_name, password="pw-secret 1")
