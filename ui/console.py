@@ -34,7 +34,7 @@ Theory of operation
     back to the login prompt. /passwd and /delete-account live in ``ui.console_account``.
   * Ctrl-D or Ctrl-C at any prompt, or /quit, close the connection and return 0. Ctrl-C while
     a request is in flight (no prompt reading keys) reaches asyncio.run, which cancels the
-    main task; run_console tells that cancellation apart (``_noting_sigint``) and exits the
+    main task; ``ui.console_main.run_console`` tells that cancellation apart and exits the
     same way, without a traceback.
 """
 
@@ -44,30 +44,24 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
-import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from types import FrameType
 from typing import TypeVar
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.completion import WordCompleter
 from prompt_toolkit.history import DummyHistory, InMemoryHistory
-from prompt_toolkit.patch_stdout import patch_stdout
 
 from core import limits
 from core.client import ChatClient
 from core.errors import ChatError, SessionClosed
 from core.reconnect import Backoff, ConnectionChange, GaveUp, Reconnecting, reconnecting
-from core.types import Delivery, HistoryPage, LoginResult
-from transports import registry
-from transports._tls import ClientTls
+from core.types import Delivery, LoginResult
+from ui import console_pages as pages
 from ui.console_account import change_password, delete_account
 from ui.console_commands import (
     COMMAND_WORDS,
-    HISTORY_DEFAULT,
     ChangePassword,
     Command,
     CommandError,
@@ -91,12 +85,9 @@ from ui.console_commands import (
 )
 from ui.console_format import (
     clean,
-    format_accounts,
     format_conversation,
-    format_conversations,
     format_delivery,
     format_gave_up,
-    format_history,
     format_login,
     format_notice,
     format_prompt,
@@ -116,8 +107,6 @@ AUTH_HELP = (
     "an existing one. /quit (or Ctrl-D) leaves. Once you are in, /help lists the chat "
     "commands."
 )
-#: Conversations per /conversations page.
-CONVERSATIONS_PAGE_SIZE = 20
 
 #: Seconds to wait for the server's reason after a command found the session closed.
 END_REASON_GRACE = 1.0
@@ -453,10 +442,10 @@ class Console:
                     chat.peers = chat.reply_to
                     await self._send(client, chat, body)
             case History() as wanted:
-                await self._history(client, chat, wanted)
+                await pages.history(self, client, chat, wanted)
             case Conversations():
                 chat.more, chat.conversations_before = "conversations", 0
-                await self._conversations_page(client, chat)
+                await pages.conversations_page(self, client, chat)
             case DeleteMessages(ids, everyone):
                 await client.delete_messages(ids, for_everyone=everyone)
                 # The server's MessagesDeleted notice (to this session too) says which went.
@@ -467,9 +456,9 @@ class Console:
             case ListAccounts(pattern):
                 chat.listing_pattern, chat.listing_after, chat.listing_next = pattern, "", 1
                 chat.more = "accounts"
-                await self._list_page(client, chat)
+                await pages.list_page(self, client, chat)
             case MoreAccounts():
-                await self._more(client, chat)
+                await pages.more(self, client, chat)
             case Logout():
                 chat.leaving = True
                 await client.logout()
@@ -502,67 +491,12 @@ class Console:
         if known or to is None:
             chat.peers = known
 
-    async def _more(self, client: ChatClient, chat: Chat) -> None:
-        """The next page of the last /list, /conversations or /history."""
-        if chat.more == "conversations" and chat.conversations_before:
-            await self._conversations_page(client, chat)
-        elif chat.more == "history" and chat.history is not None and chat.history_before:
-            await self._history_page(client, chat, chat.history, chat.history_before)
-        elif chat.more == "accounts" and chat.listing_pattern is not None and chat.listing_more:
-            await self._list_page(client, chat)
-        else:
-            self._write("Nothing more to show; /list, /conversations and /history start a listing.")
+    # -- for ui.console_account and ui.console_pages -----------------------------------------
+    @property
+    def page_size(self) -> int:
+        """Accounts per /list page."""
+        return self._page_size
 
-    async def _conversations_page(self, client: ChatClient, chat: Chat) -> None:
-        first = chat.conversations_before == 0
-        page = await client.list_conversations(chat.conversations_before, CONVERSATIONS_PAGE_SIZE)
-        self._write(format_conversations(page, me=chat.username, first=first))
-        chat.conversations_before = (
-            page.conversations[-1].last_message.message_id if page.more else 0
-        )
-
-    async def _history(self, client: ChatClient, chat: Chat, wanted: History) -> None:
-        if not wanted.recipients and not wanted.conversation_id:
-            if not chat.peers:
-                self._write("Which conversation? /history NAMES or /history #ID (/conversations).")
-                return
-            wanted = History(recipients=chat.peers, count=wanted.count)
-        chat.more, chat.history = "history", wanted
-        page = await self._history_page(client, chat, wanted, 0)
-        if page.conversation_id and page.messages:
-            # Reading it here is reading it (Rule 22): other devices' counts follow.
-            await client.mark_read(page.conversation_id, page.messages[0].message_id)
-        # The conversation becomes the current one; a deleted member's name is left out,
-        # since it may belong to someone else now (Rule 19).
-        live = tuple(p for p in page.participants if p not in page.deleted_participants)
-        if live:
-            chat.peers = live
-        elif not page.participants and page.conversation_id:
-            chat.peers = (chat.username,)
-
-    async def _history_page(
-        self, client: ChatClient, chat: Chat, wanted: History, before: int
-    ) -> HistoryPage:
-        page = await client.read_history(
-            wanted.recipients,
-            before,
-            wanted.count or HISTORY_DEFAULT,
-            conversation_id=wanted.conversation_id,
-        )
-        self._write(format_history(page, me=chat.username, older=before != 0))
-        chat.history_before = page.messages[-1].message_id if page.more else 0
-        return page
-
-    async def _list_page(self, client: ChatClient, chat: Chat) -> None:
-        assert chat.listing_pattern is not None
-        page = await client.list_accounts(chat.listing_pattern, chat.listing_after, self._page_size)
-        self._write(format_accounts(chat.listing_pattern, page, chat.listing_next))
-        chat.listing_more = page.more
-        if page.usernames:
-            chat.listing_after = page.usernames[-1]
-            chat.listing_next += len(page.usernames)
-
-    # -- for ui.console_account ------------------------------------------------------------
     def write(self, text: str) -> None:
         """Print one block of text for the person."""
         self._write(text)
@@ -622,78 +556,4 @@ async def _close_quietly(client: ChatClient) -> None:
         log.debug("closing the client failed", exc_info=True)
 
 
-async def run_console(
-    transport: str,
-    host: str,
-    port: int,
-    *,
-    client_factory: ClientFactory | None = None,
-    tls: ClientTls | None = None,
-    reconnect_for: float | None = None,
-) -> int:
-    """The ``wirechat client`` entry point: run the console, return the process exit code.
-
-    ``client_factory`` replaces the registry lookup (tests use the in-process loopback);
-    ``tls``: speak TLS to the server, trusting what it names. ``reconnect_for``: seconds to
-    keep reconnecting after a lost connection (None: core.reconnect's default).
-    Exit codes: 0 when the person quits, 1 if the server cannot be reached, 2 for an unknown
-    or unavailable transport.
-    """
-    if client_factory is None:
-        try:
-            module = registry.get(transport)
-        except (ValueError, ImportError) as exc:
-            print(f"wirechat client: {exc}", file=sys.stderr)
-            return 2
-        client_factory = lambda: module.open_client((host, port), tls=tls)  # noqa: E731
-    backoff = None if reconnect_for is None else Backoff(give_up_after=reconnect_for)
-    console = Console(
-        client_factory, server=f"the {transport} server at {host}:{port}", backoff=backoff
-    )
-    with _noting_sigint() as interrupted:
-        try:
-            with patch_stdout():
-                return await console.run()
-        except ServerUnreachable as exc:
-            # Outside patch_stdout, so the line reaches the real stderr with no prompt shown.
-            print(f"wirechat client: {exc}", file=sys.stderr)
-            return 1
-        except asyncio.CancelledError:
-            # Ctrl-C while no prompt was reading keys (a request in flight): asyncio.run
-            # cancels us. The console's cleanup has run; leave as quietly as /quit does.
-            # Any other cancellation is not ours to swallow.
-            if not interrupted():
-                raise
-            print("Bye.")
-            return 0
-
-
-@contextlib.contextmanager
-def _noting_sigint() -> Iterator[Callable[[], bool]]:
-    """Note whether SIGINT arrived, still calling the handler asyncio.run installed.
-
-    At a prompt, prompt_toolkit turns Ctrl-C into KeyboardInterrupt itself (and restores this
-    handler afterwards); between prompts SIGINT reaches asyncio.run, which cancels the main
-    task. This tells run_console the two cancellations apart.
-    """
-    seen = False
-    previous = signal.getsignal(signal.SIGINT)
-
-    def note(signum: int, frame: FrameType | None) -> None:
-        nonlocal seen
-        seen = True
-        if callable(previous):
-            previous(signum, frame)
-
-    try:
-        signal.signal(signal.SIGINT, note)
-    except ValueError:  # not the main thread: SIGINT is not delivered here
-        yield lambda: False
-        return
-    try:
-        yield lambda: seen
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-__all__ = ["LIST_PAGE_SIZE", "Chat", "ClientFactory", "Console", "ServerUnreachable", "run_console"]
+__all__ = ["LIST_PAGE_SIZE", "Chat", "ClientFactory", "Console", "ServerUnreachable"]

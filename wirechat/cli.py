@@ -313,7 +313,7 @@ def listeners(args: argparse.Namespace) -> dict[str, int]:
 
 
 def run_client(args: argparse.Namespace) -> int:
-    from ui.console import run_console
+    from ui.console_main import run_console
 
     try:
         from transports import registry

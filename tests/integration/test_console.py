@@ -32,8 +32,9 @@ from core import loopback as loopback_transport
 from core.throttle import LoginThrottle
 from transports import registry
 from ui import console as console_module
-from ui.console import LIST_PAGE_SIZE, ClientFactory, Console, PromptText, run_console
+from ui.console import LIST_PAGE_SIZE, ClientFactory, Console, PromptText
 from ui.console_commands import COMMANDS
+from ui.console_main import run_console
 from wirechat.launch import ServerProcess
 
 #: Seconds a test waits for a prompt or a line before failing (never a pass condition).

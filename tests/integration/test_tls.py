@@ -212,7 +212,7 @@ async def test_the_console_signs_up_over_tls_and_a_plain_one_is_told_to_use_tls(
     from prompt_toolkit.input import create_pipe_input
     from prompt_toolkit.output import DummyOutput
 
-    from ui.console import run_console
+    from ui.console_main import run_console
 
     host, port = tls_server.addresses["custom"]
     name, password = names("carol"), "pw-12345678"
