@@ -83,7 +83,7 @@ screenshot: $(STAMP) gen browser ## retake docs/screenshot.png from the browser 
 bench: $(STAMP) gen ## the full benchmark (<= 15 min, 5 rounds): reports/<run>/ and reports/latest/
 	$(VENV)/bin/wirechat bench
 
-bench-quick: $(STAMP) gen ## a short benchmark (about 2 min, 3 rounds), as CI runs it
+bench-quick: $(STAMP) gen ## a short benchmark (<= 2 min, 3 rounds), as CI runs it; both print where their time went
 	$(VENV)/bin/wirechat bench --quick
 
 bench-reference: $(STAMP) gen ## a full bench, promoted to reports/reference/ and added to its trend (history.json)

@@ -31,6 +31,8 @@ call's frames from the connection's (so it checks custom, protobuf-tcp and WebSo
 Debian's ``tcpdump`` package provides the capture (``make capture-tools``).
 
     python -m bench.capture [--transports custom,grpc] [--calls 40]
+
+The steady ``resume`` (issue 13) is checked the same way by ``bench/capture_account.py``.
 """
 
 from __future__ import annotations
@@ -514,31 +516,32 @@ class Comparison:
         return abs(want - sum(self.capture)) / want
 
 
+def comparison(
+    transport: str, op: str, bench: tuple[int, int], calls: Sequence[CallBytes]
+) -> Comparison:
+    """The bench's headline (c2s, s2c) of one op against its captured calls."""
+    own, same = typical(calls)
+    payloads = [c.c2s + c.s2c for c in calls]
+    return Comparison(
+        transport,
+        op,
+        bench,
+        own,
+        same,
+        len(calls),
+        (min(payloads), max(payloads), sum(payloads) / len(payloads)),
+        sum(1 for c in calls if not c.c2s_connection and not c.s2c_connection),
+        sum(c.c2s_connection + c.s2c_connection for c in calls) / len(calls),
+        sum(c.resent for c in calls),
+    )
+
+
 def compare(
     transport: str, rows: Sequence[dict[str, Any]], seen: dict[str, list[CallBytes]]
 ) -> list[Comparison]:
     """The bench's rows against the captured calls, op by op."""
     bench = bench_figures(rows)
-    out = []
-    for op in OPS:
-        calls = seen[op]
-        own, same = typical(calls)
-        payloads = [c.c2s + c.s2c for c in calls]
-        out.append(
-            Comparison(
-                transport,
-                op,
-                bench[op],
-                own,
-                same,
-                len(calls),
-                (min(payloads), max(payloads), sum(payloads) / len(payloads)),
-                sum(1 for c in calls if not c.c2s_connection and not c.s2c_connection),
-                sum(c.c2s_connection + c.s2c_connection for c in calls) / len(calls),
-                sum(c.resent for c in calls),
-            )
-        )
-    return out
+    return [comparison(transport, op, bench[op], seen[op]) for op in OPS]
 
 
 def format_table(comparisons: Sequence[Comparison]) -> str:
@@ -561,6 +564,7 @@ def format_table(comparisons: Sequence[Comparison]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from bench.capture_account import bench_resume, steady_resumes
     from bench.wire import measure_sizes
     from wirechat.launch import ServerProcess
 
@@ -576,7 +580,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows = asyncio.run(measure_sizes(name, address, WIRE_QUICK))
             seen = asyncio.run(steady_round_trips(name, address, args.calls))
             comparisons += compare(name, rows, seen)
-    print(f"instrument: {instrument()}; {args.calls} steady round trips per transport")
+            resumes = asyncio.run(steady_resumes(name, address, args.calls))
+            comparisons.append(comparison(name, "resume", bench_resume(rows), resumes))
+    print(f"instrument: {instrument()}; {args.calls} steady round trips and resumes per transport")
     print(format_table(comparisons))
     worst = max(c.error for c in comparisons)
     return 0 if worst <= 0.01 else 1

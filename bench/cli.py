@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="small counts and short load steps (about 3 minutes; what CI runs)",
+        help="small counts and short load steps (under 2 minutes; what CI runs)",
     )
     parser.add_argument(
         "--plan",
@@ -178,4 +178,7 @@ def summarize(run_dir: Path) -> int:
         print(f"  {target['status']:<11}  {target['name']}: {value}  ({target['detail']})")
     for error in results.get("errors", []):
         print(f"  FAILED {error['step']}: {error['error'].splitlines()[0]}")
+    from bench.run_phases import text_table
+
+    print(text_table(meta), end="")  # the budget: <= 15 min full, <= 2 min quick (issue 10)
     return 1 if results.get("errors") else 0

@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING, Any
 from bench.markdown import fmt_us, table
 
 if TYPE_CHECKING:
-    from bench.runner import BenchRun, Step
+    from bench.run_steps import Step
+    from bench.runner import BenchRun
 
 log = logging.getLogger(__name__)
 
@@ -105,13 +106,19 @@ def record(pid: int, seconds: float, rate_hz: int, out: Path) -> dict[str, int]:
 # -- measuring -------------------------------------------------------------------------------
 def steps(run: BenchRun) -> list[Step]:
     """One step per profiled transport (each starts and stops its own server)."""
-    from bench.runner import Step
+    from bench import run_phases
+    from bench.run_steps import Step
     from transports import registry
 
     plan = PROFILE_PLANS.get(run.plan.mode, PROFILE_PLANS["quick"])
     wanted = plan.transports or tuple(t for t in run.chats if registry.entry(t).wire)
     return [
-        Step(f"{t}: profile (py-spy)", _bind(run, t, plan), f"profile/{t}")
+        Step(
+            f"{t}: profile (py-spy)",
+            _bind(run, t, plan),
+            f"profile/{t}",
+            phase=run_phases.PROFILES,
+        )
         for t in wanted
         if t in run.chats
     ]
@@ -149,7 +156,9 @@ def profile_transport(run: Any, transport: str, plan: ProfilePlan) -> Row:
                 "mode": "closed",
                 "connections": run.plan.connections,
                 "depth": run.plan.depth,
-                "duration_s": MAX_SETUP_S + plan.lead_s + plan.seconds + 1.0,
+                # the load's clock starts after its set-up and warm-up, which _wait_for_load
+                # waits out (the warm-up already loads the server): lead, record, a margin
+                "duration_s": plan.lead_s + plan.seconds + 1.0,
                 "warmup": min(run.plan.load_warmup, 200),
                 "body": run.body,
                 "prefix": f"p{transport[:3]}",

@@ -38,6 +38,7 @@ import math
 import multiprocessing
 import os
 import queue as queue_mod
+import re
 import signal
 import sqlite3
 import sys
@@ -329,9 +330,27 @@ def run(plan: dict[str, Any], out: Path, baseline: float = 3.0, cooldown: float 
         results["server_log_errors"] = [
             line for line in server.log_lines if "Traceback" in line or " ERROR " in line
         ][:50]
+        results["gc"] = gc_pauses(server.log_lines)
     results["checks"] = checks(results)
     write_report(results, out)
     return results
+
+
+_GC_PAUSE = re.compile(r"gc: generation (\d) took ([\d.]+) ms at ([\d.]+) \(cpu ([\d.]+) ms")
+
+
+def gc_pauses(log_lines: list[str]) -> dict[str, Any]:
+    """The server's garbage-collector pauses from its log (``wirechat.gc_policy.GcWatch``):
+    each long one as (wall time, generation, ms, CPU ms), and its closing summary line."""
+    pauses = []
+    summary = ""
+    for line in log_lines:
+        match = _GC_PAUSE.search(line)
+        if match:
+            pauses.append((float(match[3]), int(match[1]), float(match[2]), float(match[4])))
+        elif "gc: summary" in line:
+            summary = line.split("gc: summary", 1)[1].strip()
+    return {"pauses": pauses, "summary": summary}
 
 
 def _merge(results: dict[str, Any]) -> tuple[dict[str, set[int]], dict[str, set[int]]]:

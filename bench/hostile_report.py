@@ -135,6 +135,10 @@ def checks(results: dict[str, Any]) -> list[dict[str, str]]:
         rows.append(_row("gRPC sends failed without a reason", "0",
                          f"{bare} of {grpc['sent_ok'] + sum(grpc['failures'].values())} "
                          f"({_counts(grpc['failures']) or 'no failures'})", bare == 0))  # fmt: skip
+    gc_info = results.get("gc")
+    if gc_info is not None:
+        rows.append(_row("server GC pauses >= 10 ms in the window", "-",
+                         _gc_detail(gc_info, t_go, t_end), None))  # fmt: skip
     flood = attacks.get("ack_flood", {})
     if flood.get("rounds"):
         took = ", ".join("cut off" if t is None else f"{t:.2f} s" for t in flood["rounds"])
@@ -145,6 +149,25 @@ def checks(results: dict[str, Any]) -> list[dict[str, str]]:
         rows.append(_row("scene workers that failed", "0",
                          ", ".join(sorted(results["failed_workers"])), False))  # fmt: skip
     return rows
+
+
+def _gc_detail(gc_info: dict[str, Any], start: float, end: float) -> str:
+    """The collector's long pauses inside [start, end) by generation (wall time, and the
+    CPU time they took: the wall time also counts waiting for a CPU), and the summary."""
+    inside = [p for p in gc_info.get("pauses", []) if start <= p[0] < end]
+    parts = []
+    for gen in (0, 1, 2):
+        wall = sorted(p[2] for p in inside if p[1] == gen)
+        cpu = sorted(p[3] for p in inside if p[1] == gen and len(p) > 3)
+        if wall:
+            parts.append(
+                f"gen {gen}: {len(wall)} (total {sum(wall):.0f} ms, worst {wall[-1]:.0f} ms"
+                + (f"; CPU worst {cpu[-1]:.1f} ms)" if cpu else ")")
+            )
+    text = "; ".join(parts) or "none"
+    if gc_info.get("summary"):
+        text += f". Whole run: {gc_info['summary']}"
+    return text
 
 
 def _counts(counter: dict[str, int]) -> str:

@@ -21,6 +21,15 @@ untimed calls of the same kind. What is timed:
   newest page of 50 of that conversation by its id, marking it read up to its newest id,
   listing its conversations (one page), and deleting one message id per call for itself,
   oldest first (the push telling its own session is not waited for).
+* resume / change_password (issue 13): the sender's connection (last: its sends are done)
+  changes its password (alternating between two, so each call's ``old`` is right; the user
+  has no other live session, so none ends) and so gets a new resume token; a second
+  connection resumes with that token (no password), then logs out (untimed: it revokes it).
+  A change costs the server two password hashes (checking the old password, hashing the
+  new one: argon2 at ``--hash-cost low``, ~0.3 ms CPU each, each handed to a thread off the
+  event loop): that is most of its latency and server CPU, i.e. it is dominated by the KDF.
+  Calls: ``delete_account``'s count (the other account operation), at most ACCOUNT_CALLS
+  per round, after at most ACCOUNT_WARM_UP untimed ones.
 * lean: ``send`` again, by the lean blocking reference client (bench/refs/lean_custom.py)
   against the same server; its rows carry ``client: "lean"``.
 
@@ -51,6 +60,7 @@ from bench.endpoints import (
 )
 from bench.refs.clients import FloorClient, echo_client
 from bench.stats import new_histogram, record_ns, summarize
+from core import ChatClient
 
 ns = time.perf_counter_ns
 
@@ -58,6 +68,16 @@ ns = time.perf_counter_ns
 LIST_PAGE = 10
 #: Messages in the page read_history reads (the conversation holds more).
 HISTORY_PAGE = 50
+#: The issue-13 rows this module adds (bench/report.py shows them with the other ops).
+ACCOUNT_OPS = ("resume", "change_password")
+#: Timed calls of resume and of change_password per round at most (after ACCOUNT_WARM_UP
+#: untimed ones): a cycle costs two password hashes and three round trips (5-20 ms on a
+#: loaded 2-vCPU machine, gRPC's dearest), and runs for every transport, store and round:
+#: 8 keep the full plan's cost near 5 s (40 calls a transport and store over 5 rounds).
+ACCOUNT_CALLS = 8
+ACCOUNT_WARM_UP = 1
+#: The second password of the change_password loop (as long as PASSWORD; not a common one).
+OTHER_PASSWORD = "bench-passw0rd"
 #: Upper bound on any one section, so a stuck server fails the job instead of hanging it.
 SECTION_TIMEOUT = 300.0
 
@@ -157,6 +177,9 @@ async def run_ops(job: dict[str, Any]) -> list[dict[str, Any]]:
                 rows.append(await _deletes(target, prefix, min(warm, 10), counts["delete_account"]))
             if counts.get("history", 0):
                 rows += await _history(target, prefix, body, min(warm, 10), counts["history"])
+            if counts.get("delete_account", 0):
+                n = min(counts["delete_account"], ACCOUNT_CALLS)
+                rows += await _account_security(target, sender, min(warm, ACCOUNT_WARM_UP), n)
     finally:
         await target.aclose()
     return rows
@@ -246,6 +269,31 @@ async def _history(
     rows = [await _timed_loop(op, call, warm, n, pid, **extra) for op, call in loops]
     await target.discard(me)
     return rows
+
+
+async def _account_security(
+    target: ChatTarget, changer: ChatClient, warm: int, n: int
+) -> list[dict[str, Any]]:
+    """change_password on ``changer`` (a warm connection logged in with PASSWORD, the
+    sender's: it is not used after), resume with the token it returns on another connection
+    (which then logs out, untimed): the module docstring says what each costs."""
+    meter = CallMeter(target.server_pid)
+    resumer = await target.client()
+    passwords = (PASSWORD, OTHER_PASSWORD)
+    for i in range(warm + n):
+        timed = i >= warm
+        old, new = passwords[i % 2], passwords[(i + 1) % 2]
+        try:
+            changed = await meter.timed(
+                "change_password", changer.change_password(old, new), record=timed
+            )
+            await meter.timed("resume", resumer.resume(changed.resume_token), record=timed)
+            await resumer.logout()  # revokes the token, so the next change is alone again
+        except Exception as exc:
+            exc.add_note(f"in change_password/resume/logout cycle {i}")
+            raise
+    await target.discard(resumer)
+    return [meter.row(op) for op in ("resume", "change_password")]
 
 
 async def _timed_loop(
@@ -389,6 +437,8 @@ async def run_lean(job: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 __all__ = [
+    "ACCOUNT_CALLS",
+    "ACCOUNT_OPS",
     "HISTORY_PAGE",
     "LIST_PAGE",
     "CallMeter",

@@ -290,6 +290,15 @@ def timing_fields(result: LoadResult) -> dict[str, Any]:
     }
 
 
+async def _warm_up(issue: Issue, calls: int, connections: int) -> None:
+    """``calls`` untimed calls, one in flight per connection (``issue(i)`` goes out on
+    connection ``i % connections``): every connection and the server's paths are warm, in a
+    quarter of the time one call at a time would take on four connections."""
+    width = max(1, connections)
+    for start in range(0, calls, width):
+        await asyncio.gather(*(issue(i) for i in range(start, min(start + width, calls))))
+
+
 async def run_load(job: dict[str, Any]) -> list[dict[str, Any]]:
     """One load step: ``mode`` "open" at ``rate`` or "closed" with ``depth`` per connection."""
     if lean(job):
@@ -300,8 +309,7 @@ async def run_load(job: dict[str, Any]) -> list[dict[str, Any]]:
     setup = _setup_echo if job["target"]["kind"] == "echo" else _setup_chat
     issue, cleanup, server_pid = await setup(job)
     try:
-        for i in range(job.get("warmup", 0)):  # warm the connections and the server's paths
-            await issue(i)
+        await _warm_up(issue, job.get("warmup", 0), job["connections"])
         meter = CpuMeter(server_pid)
         if job["mode"] == "closed":
             workers = job["connections"] * job["depth"]

@@ -29,7 +29,8 @@ estimator, keepalive: on a timer), its WINDOW_UPDATEs on stream 0 and on the cal
 split or not at all; even the stream credit seen with almost every call is missing from some, \
 so it is not the call's by the criterion above), SETTINGS and their ACKs after the handshake, \
 GOAWAY; WebSocket keepalive PING/PONG. They are reported in the last table below: over a \
-fixed window of back-to-back send round trips (send, push, ack; at least 1,000), per call \
+fixed window of back-to-back send round trips (send, push, ack; 1,000 in the full plan, \
+300 in `--quick`: the *calls* column), per call \
 and per second of connection. A call's cost over a long run is its headline plus that share.
 - **first**: the first call of an op on a fresh connection, after only the calls needed to \
 reach it (the median of several passes). HPACK's first literals make gRPC's dearer, and on \
@@ -42,6 +43,17 @@ the initial WINDOW_UPDATE).
 protobuf-tcp and gRPC (one byte up to 127, two bytes for 128..16383, three beyond), decimal \
 digits in WebSocket's JSON (a byte more at 10, 100, 1000, ...). The steady rows are measured \
 after 128 warm-up round trips, so their message and request ids are past 127.
+- **resume, change_password, password_changed** (issue 13; `bench/wire_account.py`): \
+`resume` is a login by resume token instead of the password on an anonymous connection: the \
+token (43 characters: `secrets.token_urlsafe(32)`, always that long) out, the login reply \
+(the same token, the pending count, the name; on gRPC unary also the Subscribe stream its \
+client opens, as for `login`) back; nothing pending. `change_password` is the caller's \
+request (old and new password, 16 bytes each, end the other sessions) and reply (a new \
+token, one session ended). `password_changed` is what the user's one other session's \
+connection carries when that change ends it: the notice, and what the end writes on the \
+connection until it is quiet (WebSocket's close handshake, gRPC's end of the push stream); \
+that session made only its connect and login, so gRPC's HPACK table is a fresh one's. The \
+`first` rows are one call each, on the connections the steady rows then use.
 - Every steady send, deliver and ack figure is checked against a packet capture of clients \
 talking to the server directly (`python -m bench.capture`): each captured call's bytes less \
 the connection's frames (found by a walk of the captured bytes) must equal the headline \
@@ -70,6 +82,34 @@ def _kinds(row: dict[str, Any]) -> str:
             kinds[kind] = kinds.get(kind, 0) + int(size)
     ordered = sorted(kinds.items(), key=lambda item: -item[1])
     return ", ".join(f"{kind} {size:,}" for kind, size in ordered) or "—"
+
+
+#: The issue-13 rows of the account table: (op, its label).
+ACCOUNT_ROWS = (
+    ("resume", "resume"),
+    ("change_password", "change password"),
+    ("password_changed", "the other session's end"),
+)
+
+
+def account_rows(sizes: list[dict[str, Any]], names: Iterable[str]) -> list[list[Any]]:
+    """One line per transport: the steady resume, change_password and password_changed,
+    each as c2s + s2c = total (— where not measured)."""
+    lines = []
+    for name in names:
+        cells: list[Any] = [name]
+        found = False
+        for op, _ in ACCOUNT_ROWS:
+            row = _find(sizes, transport=name, op=op, phase="steady")
+            if row is None:
+                cells.append("—")
+                continue
+            found = True
+            c2s, s2c = row["c2s_bytes"], row["s2c_bytes"]
+            cells.append(f"{c2s} + {s2c} = {c2s + s2c}")
+        if found:
+            lines.append(cells)
+    return lines
 
 
 def bytes_section(results: dict[str, Any], order: Iterable[str] | None = None) -> str:
@@ -122,10 +162,17 @@ def bytes_section(results: dict[str, Any], order: Iterable[str] | None = None) -
     head = ["transport", "c2s B", "s2c B", "total B", "calls", "over the window B / call"]
     head.append("holds for")
     parts.append(table(head, steady_rows))
+    accounts = account_rows(sizes, names)
+    if accounts:
+        parts.append(
+            "### Resume and change password (issue 13), steady, c2s + s2c B\n\n"
+            "Each the same in every call and every run; the definitions above.\n"
+        )
+        parts.append(table(["transport", *(label for _, label in ACCOUNT_ROWS)], accounts))
     parts.append("### The connection's own frames (amortized, not in any headline)\n")
     head = ["transport", "connection", "calls", "seconds", "B", "B / call", "B / s", "by kind"]
     parts.append(table(head, timer_rows))
     return "\n".join(parts)
 
 
-__all__ = ["DEFINITIONS", "bytes_section"]
+__all__ = ["ACCOUNT_ROWS", "DEFINITIONS", "account_rows", "bytes_section"]

@@ -1,18 +1,11 @@
 """The whole bench run: start each server, hand measurement jobs to worker processes, collect
 rows, then write results.json, the plots and REPORT.md under ``<out>/<run-id>/``.
 
-Order of the run (bench/rounds.py says why):
-
-1. ``plan.rounds`` rounds of latency. Each round starts a fresh worker (the client process) and
-   visits every *unit* once, in an order shuffled with ``plan.seed`` (``meta.rounds`` records
-   it): a reference row (its echo), a transport with one store (every op, push delivery, the
-   lean client), the same-vCPU rows. A unit starts its own server and stops it. In
-   ``plan.byte_checks`` rounds the wire transports also measure a few byte figures again.
-2. Once per transport and store: bytes on the wire in full, then the load steps.
-3. The payload sizes (no server).
-
+The order of the steps is bench/run_steps.py's (rounds of latency, in a shuffled order, the
+last round also measuring bytes and load once; then the scenes; bench/rounds.py says why).
 The per-round latency rows are merged into one headline row per figure (median over rounds,
-its interval, each round kept in ``rounds``) before results.json is written.
+its interval, each round kept in ``rounds``) before results.json is written. Every step's wall
+time is recorded (``meta.step_s``) and summed by phase (``meta.phases``, bench/run_phases.py).
 
 Process layout (recorded in ``meta.placement``): servers are pinned to the first usable vCPU,
 the worker (the client side and load generator) and this orchestrating process to the second.
@@ -27,25 +20,22 @@ it, also on Ctrl-C.
 from __future__ import annotations
 
 import contextlib
-import functools
 import itertools
 import json
 import logging
 import os
-import random
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import meta, rounds
+from bench import meta, rounds, run_phases, run_steps
 from bench.config import (
     BODY_BYTES,
-    LEAN_TRANSPORT,
+    NOISY_VCPUS,
     SEED,
     Plan,
     body,
@@ -54,28 +44,37 @@ from bench.config import (
 )
 from bench.noise import RetryBudget, least_disturbed
 from bench.procs import JobFailed, Placement, RefServer, Worker, choose_placement
+from bench.run_steps import SkipGroup, Step
 from transports import registry
 from wirechat.launch import ServerProcess
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
-#: A push fan-out with fewer samples than this per round is measured once, in the last round.
-MIN_ROUND_SAMPLES = 5
+#: An open-loop step that served less than this share of its offered rate, or overloaded,
+#: is past saturation: the steps above it in the same climb are not run (they would only
+#: measure a queue growing for longer; ``meta.skipped_steps`` lists them).
+PAST_SATURATION = 0.9
 
 
-class SkipGroup(RuntimeError):
-    """An earlier step of this group failed (its server did not start)."""
+class StepSkipped(Exception):
+    """The plan's step is not worth running (say, an open-loop step above one already past
+    saturation): recorded in ``meta.skipped_steps``, not an error."""
 
 
-@dataclass
-class Step:
-    label: str
-    fn: Callable[[], None]
-    group: str
-    always: bool = False  # runs even after a failure in its group (stopping the server)
-    critical: bool = False  # its failure skips the rest of the group (starting the server)
-    tag: tuple[int, int] | None = None  # (round, position in the round) of its latency rows
+def past_saturation(row: dict[str, Any]) -> bool:
+    """An open-loop step that could not be served: it overloaded, timed out, or achieved
+    less than PAST_SATURATION of its offered rate."""
+    offered = row.get("offered_per_s") or 0.0
+    achieved = row.get("achieved_per_s") or 0.0
+    return bool(
+        row.get("overloaded") or row.get("timeouts") or achieved < PAST_SATURATION * offered
+    )
+
+
+def disturbed(row: dict[str, Any]) -> bool:
+    """Other processes used more than NOISY_VCPUS while the row was measured."""
+    return (row.get("other_vcpus") or 0.0) > NOISY_VCPUS
 
 
 def registry_meta() -> list[dict[str, Any]]:
@@ -135,6 +134,9 @@ class BenchRun:
         self._workers: dict[Placement, Worker] = {}
         self._servers: dict[str, ServerProcess | RefServer] = {}
         self._capacity: dict[tuple[str, str], float] = {}
+        # (transport, store) -> the fraction of the first open-loop step past saturation
+        self._past_saturation: dict[tuple[str, str], float] = {}
+        self._skipped: list[dict[str, Any]] = []
         self._seq = itertools.count(1)
         self._retry_budget = RetryBudget(plan.retry_budget_s)
         self._tmp = Path(tempfile.mkdtemp(prefix="wirechat-bench-"))
@@ -158,202 +160,26 @@ class BenchRun:
         }
 
     def steps(self) -> list[Step]:
-        """Every step in run order: the rounds (bench/rounds.py; the last one also measures
-        what is measured once: the byte figures in full and the load steps), then the
-        payload sizes."""
-        steps: list[Step] = []
-        for round_ in range(self.plan.rounds):
-            steps += self._round_steps(round_)
-        # issue 10's scenes, and issue 13's TLS rows: each module starts its own servers
-        from bench import flame, loadgen_scene, population, tls_rows
+        """Every step in run order (bench/run_steps.py)."""
+        return run_steps.steps(self)
 
-        for scene in (loadgen_scene, population, flame, tls_rows):
-            steps += scene.steps(self)
-        steps.append(Step("payload sizes", self._payload_sizes, "payload_sizes"))
-        return steps
+    def units(self, round_: int) -> list[run_steps.Unit]:
+        """What a round visits (bench/run_steps.py)."""
+        return run_steps.units(self, round_)
 
-    # -- rounds ------------------------------------------------------------------------------
-    def units(self, round_: int) -> list[tuple[str, str, Placement]]:
-        """What a round visits: (kind, name, placement); kind ``ref`` (``name`` a reference
-        row), ``chat`` (``name`` = transport/store) or ``same`` (the same-vCPU rows). The
-        SQLite rows come in every round, or only in the last where the plan says so."""
-        last = round_ == self.plan.rounds - 1
-        units: list[tuple[str, str, Placement]] = [("ref", ref, self.main) for ref in self.refs]
-        stores = ("memory", "sqlite") if self.plan.sqlite_every_round or last else ("memory",)
-        for transport in self.chats:
-            for store in stores:
-                units.append(("chat", f"{transport}/{store}", self.main))
-        if self.same != self.main and self.plan.same_vcpu:
-            for transport in self.chats:
-                if registry.entry(transport).wire:
-                    units.append(("same", transport, self.same))
-            units += [("same", ref, self.same) for ref in self.refs]
-        return units
+    def round_order(self, round_: int) -> list[run_steps.Unit]:
+        """This round's units in their shuffled order (bench/run_steps.py)."""
+        return run_steps.round_order(self, round_)
 
-    def round_order(self, round_: int) -> list[tuple[str, str, Placement]]:
-        """This round's units, shuffled with a seed of its own (the plan's seed and the round)."""
-        units = self.units(round_)
-        random.Random(self.plan.seed * 1000 + round_).shuffle(units)
-        return units
+    def record_order(self, round_: int, order: list[str]) -> None:
+        """Keep a round's order for results.json ``meta.rounds``."""
+        self._orders.append({"round": round_, "order": order})
 
-    def _round_steps(self, round_: int) -> list[Step]:
-        order = self.round_order(round_)
-        self._orders.append(
-            {"round": round_, "order": [f"{kind}:{name}" for kind, name, _ in order]}
-        )
-        steps = [
-            Step(
-                f"round {round_ + 1}: fresh client process",
-                self._fresh_workers,
-                f"round{round_}",
-                always=True,
-            )
-        ]
-        last = round_ == self.plan.rounds - 1
-        for position, (kind, name, placement) in enumerate(order):
-            if kind == "ref":
-                unit = self._ref_round_steps(name, placement, round_, last)
-            elif kind == "same":
-                unit = self._same_vcpu_steps(name, f"same/{name}#{round_}")
-            else:
-                unit = self._chat_round_steps(name, round_, last)
-            for step in unit:
-                step.label = f"r{round_ + 1} {step.label}"
-                step.tag = (round_, position)
-            steps += unit
-        return steps
-
-    def _fresh_workers(self) -> None:
+    def fresh_workers(self) -> None:
         """Each round in a fresh client process: stop the workers (they start on demand)."""
         for worker in self._workers.values():
             worker.stop()
         self._workers.clear()
-
-    def _chat_round_steps(self, name: str, round_: int, last: bool) -> list[Step]:
-        """One transport and store in one round: latency of every op, the lean client, push
-        delivery, a check of the byte figures; in the last round also what is measured once."""
-        transport, store = name.split("/")
-        group = f"{name}#{round_}"
-        plan = self.plan
-        wire = not self._in_process(transport)
-        in_rounds = plan.rounds if store == "memory" or plan.sqlite_every_round else 1
-        steps: list[Step] = []
-        share = 1.0 if store == "memory" else plan.sqlite_share
-        counts = plan.ops_counts(share, rounds=in_rounds)
-        steps.append(Step(f"{name}: latency", lambda: self._ops(group, counts), group))
-        if transport == LEAN_TRANSPORT and store == "memory" and plan.lean:
-            steps.append(Step(f"{name}: lean reference client", lambda: self._lean(group), group))
-        if store == "memory":
-            fanouts = plan.deliver
-        elif plan.sqlite_extras:  # the first fan-out only
-            fanouts = {
-                f: max(1, round(n * share)) for f, n in itertools.islice(plan.deliver.items(), 1)
-            }
-        else:
-            fanouts = {}
-        for fanout, n in fanouts.items():
-            # A fan-out with too few samples to split over the rounds is measured once.
-            once = n < MIN_ROUND_SAMPLES * in_rounds
-            if once and not last:
-                continue
-            steps.append(
-                Step(
-                    f"{name}: deliver x{fanout}",
-                    functools.partial(
-                        self._deliver, group, fanout, n if once else -(-n // in_rounds)
-                    ),
-                    group,
-                )
-            )
-        if wire and store == "memory" and round_ < plan.byte_checks and not last:
-            steps.append(
-                Step(f"{name}: bytes check", functools.partial(self._sizes, group, round_), group)
-            )
-        if last:
-            steps += self._chat_steps(transport, store, group)
-        if wire:
-            start = Step(
-                f"{name}: start server", lambda: self._start_chat(group), group, critical=True
-            )
-            stop = Step(f"{name}: stop server", lambda: self._stop(group), group, always=True)
-            steps = [start, *steps, stop]
-        return steps
-
-    def _chat_steps(self, transport: str, store: str, group: str) -> list[Step]:
-        """What is measured once per transport and store (in the last round, on that round's
-        server): the byte figures in full (memory store) and the load steps."""
-        name = f"{transport}/{store}"
-        plan = self.plan
-        wire = not self._in_process(transport)
-        steps: list[Step] = []
-        if wire and store == "memory":
-            steps.append(Step(f"{name}: bytes on the wire", lambda: self._sizes(group), group))
-        if store == "memory" or plan.sqlite_extras:
-            steps.append(Step(f"{name}: load closed", lambda: self._load(group, "closed"), group))
-        if wire:
-            fractions = plan.open_fractions if store == "memory" else plan.sqlite_open_fractions
-            for frac in fractions:
-                steps.append(
-                    Step(
-                        f"{name}: load {frac:.0%}",
-                        functools.partial(self._load, group, "open", frac),
-                        group,
-                    )
-                )
-        return steps
-
-    def _ref_round_steps(
-        self, ref: str, placement: Placement, round_: int, last: bool
-    ) -> list[Step]:
-        """A reference row in one round: its echo; in the last round also its load steps."""
-        group = f"{ref}#{round_}"
-        steps = [Step(f"{ref}: latency", lambda: self._echo(group, placement, True), group)]
-        if last:
-            steps += self._ref_steps(ref, group)
-        start = Step(
-            f"{ref}: start", lambda: self._start_ref(group, ref, placement), group, critical=True
-        )
-        stop = Step(f"{ref}: stop", lambda: self._stop(group), group, always=True)
-        return [start, *steps, stop]
-
-    def _ref_steps(self, ref: str, group: str) -> list[Step]:
-        """What is measured once per reference row: its load steps."""
-        steps = [Step(f"{ref}: load closed", lambda: self._load(group, "closed"), group)]
-        for frac in self.plan.ref_open_fractions:
-            steps.append(
-                Step(
-                    f"{ref}: load {frac:.0%}",
-                    functools.partial(self._load, group, "open", frac),
-                    group,
-                )
-            )
-        return steps
-
-    def _same_vcpu_steps(self, name: str, group: str) -> list[Step]:
-        """The 32 B round trip of a wire transport or a reference with client and server on
-        one vCPU."""
-        if name in self.refs:
-            return [
-                Step(
-                    f"{group}: start",
-                    lambda: self._start_ref(group, name, self.same),
-                    group,
-                    critical=True,
-                ),
-                Step(f"{group}: latency", lambda: self._echo(group, self.same, False), group),
-                Step(f"{group}: stop", lambda: self._stop(group), group, always=True),
-            ]
-        counts = {"send": self.plan.per_round(self.plan.same_vcpu)}
-        return [
-            Step(
-                f"{group}: start server",
-                lambda: self._start_chat(group, self.same),
-                group,
-                critical=True,
-            ),
-            Step(f"{group}: send latency", lambda: self._ops(group, counts, self.same), group),
-            Step(f"{group}: stop server", lambda: self._stop(group), group, always=True),
-        ]
 
     # -- steps -------------------------------------------------------------------------------
     @staticmethod
@@ -364,13 +190,13 @@ class BenchRun:
             return parts[1], "memory" if parts[1] in registry.BY_NAME else "none"
         return parts[0], parts[1] if len(parts) > 1 else "none"
 
-    def _start_chat(self, group: str, placement: Placement | None = None) -> None:
+    def start_chat(self, group: str, placement: Placement | None = None) -> None:
         transport, store = self._split(group)
         db = ":memory:" if store == "memory" else self._db_path(group)
         cpu = (placement or self.main).server_cpu
         self._servers[group] = ServerProcess([transport], db, cpu=cpu).start()
 
-    def _start_ref(self, group: str, ref: str, placement: Placement) -> None:
+    def start_ref(self, group: str, ref: str, placement: Placement) -> None:
         server = RefServer(ref, cpu=placement.server_cpu)
         server.start()
         self._servers[group] = server
@@ -379,14 +205,14 @@ class BenchRun:
         """A SQLite file of this group's own (each round starts from an empty store)."""
         return str(self._tmp / (group.replace("/", "_").replace("#", "_r") + ".db"))
 
-    def _stop(self, group: str) -> None:
+    def stop(self, group: str) -> None:
         server = self._servers.pop(group, None)
         if server is not None:
             server.stop()
 
     def _target(self, group: str) -> dict[str, Any]:
         transport, store = self._split(group)
-        if self._in_process(transport):  # served in the worker itself
+        if self.in_process(transport):  # served in the worker itself
             db = ":memory:" if store == "memory" else self._db_path(group)
             return {"kind": "chat", "transport": transport, "db": db}
         server = self._servers.get(group)
@@ -408,13 +234,13 @@ class BenchRun:
         }
 
     @staticmethod
-    def _in_process(transport: str) -> bool:
+    def in_process(transport: str) -> bool:
         """A transport without a wire (loopback): its clients call the core in the worker."""
         entry = registry.BY_NAME.get(transport)
         return entry is not None and not entry.wire
 
     def _placement_key(self, transport: str, placement: Placement) -> str:
-        return "in-process" if self._in_process(transport) else placement.key
+        return "in-process" if self.in_process(transport) else placement.key
 
     def _worker(self, placement: Placement) -> Worker:
         worker = self._workers.get(placement)
@@ -437,7 +263,7 @@ class BenchRun:
             return attempt()
         return least_disturbed(attempt, retries=self.plan.retries, budget=self._retry_budget)
 
-    def _ops(self, group: str, counts: dict[str, int], placement: Placement | None = None) -> None:
+    def ops(self, group: str, counts: dict[str, int], placement: Placement | None = None) -> None:
         placement = placement or self.main
         transport, store = self._split(group)
         job = {
@@ -449,7 +275,7 @@ class BenchRun:
         for row in self._job(placement, job, timeout=900):
             self._latency_row(row, transport, store, self._placement_key(transport, placement))
 
-    def _deliver(self, group: str, fanout: int, n: int) -> None:
+    def deliver(self, group: str, fanout: int, n: int) -> None:
         transport, store = self._split(group)
         job = {
             "kind": "deliver",
@@ -461,7 +287,7 @@ class BenchRun:
         for row in self._job(self.main, job, timeout=600):
             self._latency_row(row, transport, store, self._placement_key(transport, self.main))
 
-    def _lean(self, group: str) -> None:
+    def lean(self, group: str) -> None:
         """The lean blocking client's send against this group's server (bench/refs)."""
         transport, store = self._split(group)
         job = {
@@ -473,7 +299,7 @@ class BenchRun:
         for row in self._job(self.main, job, timeout=600):
             self._latency_row(row, transport, store, self.main.key)
 
-    def _echo(self, group: str, placement: Placement, full: bool) -> None:
+    def echo(self, group: str, placement: Placement, full: bool) -> None:
         transport, _ = self._split(group)
         n = self.plan.per_round(self.plan.echo if full else self.plan.same_vcpu)
         job = {"kind": "echo", "target": self._target(group), "n": n, "warmup": self.plan.warmup}
@@ -498,7 +324,7 @@ class BenchRun:
             }
         )
 
-    def _load(self, group: str, mode: str, fraction: float | None = None) -> None:
+    def load(self, group: str, mode: str, fraction: float | None = None) -> None:
         transport, store = self._split(group)
         plan = self.plan
         job: dict[str, Any] = {
@@ -512,6 +338,9 @@ class BenchRun:
             job.update(depth=plan.depth, duration_s=plan.closed_s)
             timeout = plan.closed_s * 3 + 120
         else:
+            past = self._past_saturation.get((transport, store))
+            if past is not None:
+                raise StepSkipped(f"past saturation: the {past:.0%} step already was")
             capacity = self._capacity.get((transport, store))
             if not capacity:
                 raise SkipGroup(f"{group}: no closed-loop rate to step the offered load from")
@@ -534,8 +363,12 @@ class BenchRun:
             self.results["load"].append(row)
             if mode == "closed" and row["completed"]:
                 self._capacity[(transport, store)] = row["achieved_per_s"]
+            if mode == "open" and past_saturation(row) and not disturbed(row):
+                # (a step other processes disturbed may have missed its rate because of them:
+                # the climb goes on, and the next step tells)
+                self._past_saturation[(transport, store)] = fraction or 1.0
 
-    def _sizes(self, group: str, check_round: int | None = None) -> None:
+    def sizes(self, group: str, check_round: int | None = None) -> None:
         """Bytes on the wire: in full (after the rounds), or a round's check of a few figures."""
         transport, _ = self._split(group)
         server = self._servers.get(group)
@@ -562,7 +395,7 @@ class BenchRun:
         else:
             self._size_checks.setdefault(check_round, []).extend(rows)
 
-    def _payload_sizes(self) -> None:
+    def payload_sizes(self) -> None:
         job = {"kind": "payload_sizes", "plan": self.plan.mode}
         self.results["payload_sizes"] += self._job(self.main, job, timeout=600, timed=False)
 
@@ -575,6 +408,8 @@ class BenchRun:
         started = time.monotonic()
         cpu_start = meta.cpu_snapshot()
         timings: dict[str, float] = {}
+        ran: list[tuple[str, float]] = []  # (phase, seconds) of every step that ran
+        skipped: dict[str, int] = {}  # phase -> steps left out
         failed: set[str] = set()
         own_affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
         if own_affinity is not None and self.main.client_cpu is not None:
@@ -597,17 +432,22 @@ class BenchRun:
                 step_started = time.monotonic()
                 try:
                     step.fn()
+                except StepSkipped as why:
+                    skipped[step.phase] = skipped.get(step.phase, 0) + 1
+                    self._skipped.append({"step": step.label, "why": str(why)})
+                    continue
                 except Exception as exc:
                     self._error(step, exc)
                     if step.critical or isinstance(exc, SkipGroup):
                         failed.add(step.group)
                 finally:
                     timings[step.label] = round(time.monotonic() - step_started, 2)
+                ran.append((step.phase, timings[step.label]))
         finally:
             bar.close()
             for group in list(self._servers):
                 with contextlib.suppress(Exception):
-                    self._stop(group)
+                    self.stop(group)
             for worker in self._workers.values():
                 worker.stop()
             shutil.rmtree(self._tmp, ignore_errors=True)
@@ -628,6 +468,8 @@ class BenchRun:
             background=meta.background_cpu(cpu_start, meta.cpu_snapshot()),
             retry_spent_s=round(self._retry_budget.spent, 1),
             step_s=timings,
+            phases=run_phases.tally(ran, skipped),
+            skipped_steps=self._skipped,
         )
         return self.results
 
@@ -641,19 +483,19 @@ def write_outputs(results: dict[str, Any], run_dir: Path) -> list[Path]:
     """results.json, the plots and REPORT.md in ``run_dir``; returns the files written."""
     from bench import ladder, plots, report, targets
 
+    started = time.monotonic()
     run_dir.mkdir(parents=True, exist_ok=True)
     results["targets"] = targets.evaluate_targets(results)
     results["ladder"] = ladder.ladder(results)
-    written = [run_dir / "results.json"]
-    (run_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     images = plots.draw_all(results, run_dir)
     from bench.flame import draw_flames  # one SVG flame graph per profiled transport
 
     images += draw_flames(results, run_dir)
-    written += images
+    # the plots' time too, so the phase table accounts for the whole run (near enough)
+    results.setdefault("meta", {})["outputs_s"] = round(time.monotonic() - started, 1)
+    (run_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     (run_dir / "REPORT.md").write_text(report.render(results, [p.name for p in images]))
-    written.append(run_dir / "REPORT.md")
-    return written
+    return [run_dir / "results.json", *images, run_dir / "REPORT.md"]
 
 
 def point_latest(run_dir: Path) -> Path:
@@ -692,4 +534,15 @@ def run_bench(
     return run_dir
 
 
-__all__ = ["SCHEMA_VERSION", "BenchRun", "point_latest", "run_bench", "write_outputs"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "BenchRun",
+    "SkipGroup",
+    "Step",
+    "StepSkipped",
+    "disturbed",
+    "past_saturation",
+    "point_latest",
+    "run_bench",
+    "write_outputs",
+]

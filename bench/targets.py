@@ -20,6 +20,7 @@ from bench.config import (
     LEAN_TRANSPORT,
     NOISY_VCPUS,
     P50_LIMITS,
+    P50_LIMITS_SOURCE,
 )
 from bench.ladder import registry_info
 from bench.markdown import fmt_rate, fmt_us
@@ -31,8 +32,11 @@ Row = dict[str, Any]
 LEAN_P50_TOLERANCE = 0.15
 #: The product client's CPU per send against the lean client's: at most this many times.
 LEAN_CPU_LIMIT = 1.3
+#: Where the lean-client limits come from (independent clients reproduce the figures).
+LEAN_SOURCE = "issue 8"
 #: Saturation and bytes targets: the hand-designed protocol against gRPC unary (issue 2).
 BASE, GRPC = "custom", "grpc"
+BASE_SOURCE = "issue 2"
 SIZE_KINDS = ("payload", "framing", "headers", "control")
 OPS = (
     "signup",
@@ -230,10 +234,12 @@ def _target(
     detail: str,
     noise: float | None = None,
     ci: list[float] | None = None,
+    source: str | None = None,
 ) -> Row:
     """``better``: "lower" (value <= limit), "higher" (value >= limit) or "within" (the value
     is a ratio within ``limit`` of 1, either side); ``ci``: the value's 95 % interval
-    (bench.rounds), which decides the status (:func:`judge`)."""
+    (bench.rounds), which decides the status (:func:`judge`); ``source``: the issue that
+    set the limit."""
     status = judge(value, limit, better, ci)
     if noise is not None:
         detail += f"; disturbed: other processes used {noise:.2f} vCPUs meanwhile"
@@ -246,6 +252,7 @@ def _target(
         "status": status,
         "detail": detail,
         "disturbed": noise is not None,
+        "source": source,
     }
 
 
@@ -277,6 +284,7 @@ def _floor_targets(results: dict[str, Any]) -> list[Row]:
                 "(memory store, 32 B, one in flight, different vCPUs)",
                 disturbed(mine, floor),
                 ratio_interval(mine, floor, "p50_us"),
+                P50_LIMITS_SOURCE,
             )
         )
     return out
@@ -297,6 +305,7 @@ def _lean_targets(results: dict[str, Any]) -> list[Row]:
             f"{fmt_us(p50(lean))} µs, same server, same run",
             disturbed(mine, lean),
             ratio_interval(mine, lean, "p50_us"),
+            LEAN_SOURCE,
         ),
         _target(
             f"{LEAN_TRANSPORT} client CPU per send <= {LEAN_CPU_LIMIT}x a lean client's",
@@ -307,6 +316,7 @@ def _lean_targets(results: dict[str, Any]) -> list[Row]:
             f"{fmt_us(_client_cpu(lean))} µs of client CPU per send",
             disturbed(mine, lean),
             ratio_interval(mine, lean, "client_cpu_us_per_op"),
+            LEAN_SOURCE,
         ),
     ]
 
@@ -326,6 +336,7 @@ def evaluate_targets(results: dict[str, Any]) -> list[Row]:
             f"{BASE} {fmt_rate(b_rate)}/s vs {GRPC} {fmt_rate(g_rate)}/s "
             "(highest achieved rate of any load step, memory store)",
             disturbed(base, grpc),
+            source=BASE_SOURCE,
         )
     )
     b_row, g_row = steady_send_bytes(results, BASE), steady_send_bytes(results, GRPC)
@@ -340,6 +351,7 @@ def evaluate_targets(results: dict[str, Any]) -> list[Row]:
             f"{BASE} {b_bytes if b_bytes is not None else '—'} B vs {GRPC} "
             f"{g_bytes if g_bytes is not None else '—'} B per round trip "
             f"(both directions, the steady call, {body if body is not None else '—'} B body)",
+            source=BASE_SOURCE,
         )
     )
     return out

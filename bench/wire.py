@@ -73,6 +73,10 @@ Operations (``op``)
                     messages of 32 bytes by conversation id, the read mark, one page of
                     conversations, one id deleted for me (with the push to my own session);
                     prepared unmeasured and measured by ``bench/wire_history.py``.
+    resume, change_password, password_changed
+                    issue 13: a login by resume token, a password change, the notice that
+                    ends the user's other session; ``bench/wire_account.py`` (its docstring
+                    says what each row holds, and why a resume and a change run together).
     Usernames are 12 characters and passwords 16 bytes; the run creates accounts named
     ``wc<6 hex>...`` and deletes them at the end.
 
@@ -116,11 +120,11 @@ import itertools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from bench.config import WIRE_QUICK, WirePlan
 from bench.payloads import LIST_MATCHES, PASSWORD, make_body, username
+from bench.wire_account import account_calls
 from bench.wire_history import history_calls
 from bench.wire_relay import (
     C2S,
@@ -130,10 +134,18 @@ from bench.wire_relay import (
     MeasurementError,
     settle,
 )
-from bench.wire_rows import Call, Conn, Sample, make_row, median_call
+from bench.wire_rows import (
+    Call,
+    Conn,
+    Sample,
+    Window,
+    amortized_row,
+    make_row,
+    median_call,
+)
 from core.types import Delivery
 from transports import registry
-from transports._bytes import CATEGORIES, varint_class
+from transports._bytes import varint_class
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -166,18 +178,6 @@ def account_traits(factory: AccountFactory) -> tuple[frozenset[str], Any]:
 
 
 # -- the run -----------------------------------------------------------------------------------
-@dataclass
-class _Window:
-    """The raw counts of one connection over the amortized window."""
-
-    op: str
-    conn: Conn
-    counts: Sample
-    calls: int
-    seconds: float
-    message_ids: tuple[int, int]
-
-
 class _Run:
     """One transport's measurement: its clients, relays, accounts and calls."""
 
@@ -191,8 +191,9 @@ class _Run:
         self.tag = secrets.token_hex(3)  # run-unique names, all 12 characters
         self.conns: list[Conn] = []
         self.accounts: list[str] = []  # created by this run, deleted at the end
+        self.passwords: dict[str, str] = {}  # an account's password if not PASSWORD
         self.calls: dict[tuple[Any, ...], list[Call]] = {}
-        self.windows: list[_Window] = []
+        self.windows: list[Window] = []
         self.epochs = itertools.count(1)
         self.kernel_checks = 0  # quiet moments at which TCP_INFO agreed with the relay
 
@@ -219,7 +220,10 @@ class _Run:
             )
             for (op, phase, size, n, text), calls in self.calls.items()
         ]
-        return rows + [self.amortized_row(window) for window in self.windows]
+        return rows + [
+            amortized_row(self.transport, window, self.connection_kinds, BASE_BODY)
+            for window in self.windows
+        ]
 
     # -- measuring ---------------------------------------------------------------------------
     async def measured(
@@ -457,39 +461,8 @@ class _Run:
             (sender, receiver), lambda: self.round_trips(sender, receiver, names, body, calls)
         )
         for op, conn in (("send", sender), ("deliver", receiver)):
-            window = _Window(op, conn, counts[id(conn)], len(ids), seconds, (min(ids), max(ids)))
+            window = Window(op, conn, counts[id(conn)], len(ids), seconds, (min(ids), max(ids)))
             self.windows.append(window)
-
-    def amortized_row(self, window: _Window) -> dict[str, Any]:
-        """The connection's own frames over the window (see the module docstring)."""
-        calls = window.calls
-        row: dict[str, Any] = {
-            "transport": self.transport,
-            "op": window.op,
-            "phase": "amortized",
-            "body_bytes": BASE_BODY,
-            "recipients": 1,
-            "text": "ascii",
-            "calls": calls,
-            "seconds": round(window.seconds, 3),
-        }
-        total = 0
-        for d in DIRECTIONS:
-            count = window.counts[d]
-            row[f"{d}_bytes"] = round(count.bytes / calls, 1)
-            for category in CATEGORIES:
-                row[f"{d}_{category}"] = round(count.categories[category] / calls, 1)
-            detail = {k: v for k, v in count.kinds.items() if k in self.connection_kinds}
-            own = sum(detail.values())
-            row[f"{d}_connection_bytes"] = round(own / calls, 2)
-            row[f"{d}_detail"] = dict(sorted(detail.items()))
-            total += own
-        row["control_bytes"] = total
-        row["control_bytes_per_call"] = round(total / calls, 3)
-        row["control_bytes_per_s"] = round(total / window.seconds, 1)
-        lo, hi = window.message_ids
-        row["holds_for"] = f"message ids {lo}..{hi} ({calls} calls back to back)"
-        return row
 
     async def steady_sessions(self) -> None:
         """login/logout cycles on one connection, then signup/logout cycles on another."""
@@ -541,29 +514,49 @@ class _Run:
             try:
                 async with asyncio.timeout(OP_TIMEOUT):
                     async with self.module.open_client(self.address, auto_ack=False) as client:
-                        await client.login(name, PASSWORD)
-                        await client.delete_account(name, PASSWORD)
+                        password = self.passwords.get(name, PASSWORD)
+                        await client.login(name, password)
+                        await client.delete_account(name, password)
             except Exception as exc:
                 log.warning("%s: could not delete bench account %s: %r", self.transport, name, exc)
 
 
+#: The scenarios of a run, in order; ``measure_sizes(parts=...)`` runs some of them
+#: ("sessions" reuses an account that "messaging" makes: either makes it).
+PARTS = ("messaging", "history", "account", "sessions")
+
+
 async def measure_sizes(
-    transport: str, address: tuple[str, int], plan: WirePlan = WIRE_QUICK
+    transport: str,
+    address: tuple[str, int],
+    plan: WirePlan = WIRE_QUICK,
+    *,
+    parts: Sequence[str] = PARTS,
 ) -> list[dict[str, Any]]:
     """Bytes on the wire per operation of ``transport``, whose server listens at ``address``.
 
     Works for any transport whose registry entry names a byte counter. Returns one row per
     (op, phase, body size, recipients, text); see the module docstring for every key.
-    Creates accounts named ``wc<6 hex>...`` and deletes them before returning.
+    Creates accounts named ``wc<6 hex>...`` and deletes them before returning. ``parts``:
+    which of PARTS to measure (all by default).
     """
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise ValueError(f"unknown part(s) {sorted(unknown)}; choose from {PARTS}")
     run = _Run(transport, address, plan)
     try:
-        await run.setup()
-        for index in range(run.plan.first_passes):
-            await run.first_calls(index)
-        await run.steady_messaging()
-        await history_calls(run)
-        await run.steady_sessions()
+        if "messaging" in parts or "sessions" in parts:
+            await run.setup()
+        if "messaging" in parts:
+            for index in range(run.plan.first_passes):
+                await run.first_calls(index)
+            await run.steady_messaging()
+        if "history" in parts:
+            await history_calls(run)
+        if "account" in parts:
+            await account_calls(run)
+        if "sessions" in parts:
+            await run.steady_sessions()
     finally:
         await run.close()
         await run.cleanup()
@@ -578,6 +571,7 @@ async def measure_sizes(
 
 
 __all__ = [
+    "PARTS",
     "Call",
     "MeasurementError",
     "account_factory",

@@ -3,7 +3,8 @@
 ``bench/wire.py`` measures; this module builds a row from the calls it recorded on each
 connection (``make_row``): the headline is each call's own frames (``call_bytes``: every byte
 the connection carried during the call less the connection's frames, ``CONNECTION_KINDS``),
-which is the same for every call of a steady row. Its module docstring defines the row keys.
+which is the same for every call of a steady row; and the amortized window's row
+(``amortized_row``). Its module docstring defines the row keys.
 """
 
 from __future__ import annotations
@@ -103,6 +104,52 @@ def id_note(label: str, values: Iterable[int | None], id_class: Any) -> str | No
     return f"{label} ids " + ", ".join(f"{lo}..{hi}" for lo, hi in ranges)
 
 
+@dataclass
+class Window:
+    """The raw counts of one connection over the amortized window (``bench/wire.py``)."""
+
+    op: str
+    conn: Conn
+    counts: Sample
+    calls: int
+    seconds: float
+    message_ids: tuple[int, int]
+
+
+def amortized_row(
+    transport: str, window: Window, connection_kinds: frozenset[str], body_bytes: int
+) -> dict[str, Any]:
+    """The connection's own frames over the window (``bench/wire.py``'s docstring)."""
+    calls = window.calls
+    row: dict[str, Any] = {
+        "transport": transport,
+        "op": window.op,
+        "phase": "amortized",
+        "body_bytes": body_bytes,
+        "recipients": 1,
+        "text": "ascii",
+        "calls": calls,
+        "seconds": round(window.seconds, 3),
+    }
+    total = 0
+    for d in DIRECTIONS:
+        count = window.counts[d]
+        row[f"{d}_bytes"] = round(count.bytes / calls, 1)
+        for category in CATEGORIES:
+            row[f"{d}_{category}"] = round(count.categories[category] / calls, 1)
+        detail = {k: v for k, v in count.kinds.items() if k in connection_kinds}
+        own = sum(detail.values())
+        row[f"{d}_connection_bytes"] = round(own / calls, 2)
+        row[f"{d}_detail"] = dict(sorted(detail.items()))
+        total += own
+    row["control_bytes"] = total
+    row["control_bytes_per_call"] = round(total / calls, 3)
+    row["control_bytes_per_s"] = round(total / window.seconds, 1)
+    lo, hi = window.message_ids
+    row["holds_for"] = f"message ids {lo}..{hi} ({calls} calls back to back)"
+    return row
+
+
 def make_row(
     transport: str,
     op: str,
@@ -163,6 +210,8 @@ __all__ = [
     "Call",
     "Conn",
     "Sample",
+    "Window",
+    "amortized_row",
     "call_bytes",
     "connection_frames",
     "id_note",

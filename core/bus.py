@@ -9,8 +9,9 @@ user's subject, so the nodes holding that user's other sessions queue it too.
 The service calls the bus and nothing else for pushes:
   * ``publish(account_id, event, skip, seq)`` for every delivery and notice, after the commit
     that made it true. ``seq`` is the recipient's sequence number for a delivery when the
-    store keeps one (PostgreSQL: ``pending.seq``), 0 otherwise. ``skip`` is the session that
-    caused a notice (it already knows).
+    store keeps one (PostgreSQL: ``pending.seq``), 0 otherwise; a cluster's bus finds a
+    notice's own seq in the store (``core.store.SeqStore.take_notice_seq``). ``skip`` is the
+    session that caused a notice (it already knows).
   * ``end_sessions(account_id, reason)`` when every session of an account must end (Rule 14):
     the service ends this node's; the bus tells the others.
   * ``watch(account_id)`` before a login returns (the first session of that user on this
@@ -27,6 +28,8 @@ service publishes for every recipient, not only those with a session in this pro
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
+
+from core.store import SeqStore
 
 if TYPE_CHECKING:
     from core.session import Session
@@ -121,12 +124,12 @@ class LocalBus:
 
 
 def open_bus(url: str, store: object, *, node: str, sweep_interval: float | None = None) -> Bus:
-    """The bus at ``url``: ``nats://host:port`` -> a NatsBus (it needs the PostgreSQL store,
-    whose per-recipient sequences it repairs gaps with). ValueError in a person's words
-    otherwise."""
+    """The bus at ``url``: ``nats://host:port`` -> a NatsBus (it needs a ``SeqStore``, the
+    PostgreSQL store, whose per-user sequences it repairs gaps with). ValueError in a
+    person's words otherwise."""
     if not url.startswith(("nats://", "tls://")):
         raise ValueError(f"unknown bus {url!r}: give nats://host:port (a NATS server)")
-    if not all(hasattr(store, name) for name in ("bus_baseline", "last_seqs", "pending_by_seq")):
+    if not isinstance(store, SeqStore):
         raise ValueError(
             "a cluster bus needs the PostgreSQL store (--db postgresql://...): several nodes "
             "must share one database, and the bus repairs gaps from it"
@@ -135,7 +138,7 @@ def open_bus(url: str, store: object, *, node: str, sweep_interval: float | None
 
     return NatsBus(
         url,
-        store,  # type: ignore[arg-type]  # (checked above: it has the SeqStore methods)
+        store,
         node=node,
         sweep_interval=SWEEP_INTERVAL if sweep_interval is None else sweep_interval,
     )

@@ -118,6 +118,9 @@ class ChatClient:
         self._lost: str | None = None  # set: new calls raise ConnectionError
         self._ended = False  # messages() has been told
         self._resume_token = ""  # the latest one the server gave (signup/login/resume/change)
+        #: connect() was called and neither _session_end nor _lost is set: the one flag the hot
+        #: path reads (it only ever goes from True to False once connect() set it).
+        self._usable = False
 
     # -- lifecycle -------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -125,12 +128,14 @@ class ChatClient:
         if self._connected:
             raise RuntimeError("connect() was already called; open a new client to reconnect")
         self._connected = True
+        self._usable = self._session_end is None and self._lost is None
         await self.transport.connect(self)
 
     async def close(self) -> None:
         """Close the connection; idempotent. Ends the messages() iterator."""
         if self._lost is None:
             self._lost = "closed by the client"
+        self._usable = False
         await self.transport.close()
         self._end_messages()
 
@@ -182,7 +187,7 @@ class ChatClient:
         coroutine, or one that raises the pre-check's error, so nothing happens before it is
         awaited, as with an ``async def``."""
         names = tuple(recipients)
-        if 0 < len(names) <= MAX_RECIPIENTS:
+        if names and len(names) <= MAX_RECIPIENTS:
             return self._call(rq.Send(names, body))
         return self._send_refused(names)
 
@@ -311,6 +316,7 @@ class ChatClient:
 
     def session_ended(self, reason: str) -> None:
         self._logged_in = False
+        self._usable = False
         if self._session_end is None:
             self._session_end = reason
         if self.closed_reason is None:
@@ -319,6 +325,7 @@ class ChatClient:
 
     def connection_lost(self, reason: str | None) -> None:
         self._logged_in = False
+        self._usable = False
         if self._lost is None:
             self._lost = reason or "closed by the client"
         if reason is not None and self.closed_reason is None:
@@ -327,7 +334,8 @@ class ChatClient:
 
     # -- the rules -------------------------------------------------------------------------
     async def _call(self, request: rq.Request[R]) -> R:
-        self._require_connection()
+        if not self._usable:
+            self._require_connection()  # raises
         try:
             result = await self.transport.request(request)
         except ChatError as exc:

@@ -9,37 +9,57 @@ Theory of operation (DESIGN.md "Scale-out")
     subscribes to ``<prefix>.u.<account id>.*`` (one subscription, so NATS keeps the order
     of one publisher's events across both subjects). ``no_echo``: a node never hears its own
     publishes; it hands its own events to its sessions directly, through the same feed.
+  * A message to ``GROUP_FANOUT`` or more recipients goes out once, on ``<prefix>.g``, which
+    every node hears (the body once, each recipient's id, seq and name): per recipient it
+    would carry the whole body once per recipient. Its recipients' feeds put it in order
+    with what comes on their own subjects (a different subscription, so possibly late:
+    the seqs say where it belongs).
   * Each delivery carries the recipient's sequence number and the one before it (``seq``,
     ``prev``), drawn under the recipient's row lock (core.postgres_store), so for one
     recipient seqs and message ids rise together in commit order. Global ids alone cannot
     detect a loss: commits on different nodes finish out of id order.
-  * Per watched user a :class:`_Feed` hands deliveries to this node's sessions in seq order.
-    A delivery whose ``prev`` is not the last seq handed on is a gap: the feed holds it (and
+  * Notices take the same sequence (core.postgres_base, "the notice log"): a read mark,
+    the ids that left a user's history, and "end every session" after a password change
+    are logged in the user's sequence in the transaction that makes them true, and carry
+    their ``seq`` and ``prev`` on the bus like deliveries. So one user's deliveries and
+    notices reach every node in one order, and a lost notice is a gap like a lost
+    delivery. The service builds the notice it pushes from what the store returned; the
+    bus asks the store for the seq that notice took (``SeqStore.take_notice_seq``).
+  * Per watched user a :class:`Feed` hands events to this node's sessions in seq order.
+    An event whose ``prev`` is not the last seq handed on is a gap: the feed holds it (and
     everything after it) for ``GAP_GRACE`` seconds, as the missing one is usually in flight,
-    then reads what is still missing from PostgreSQL: pending copies by seq, and if some seq
-    is not pending any more (another session acked it meanwhile) the messages others sent
-    the user between the two ids, from the user's history. Sessions drop ids they have
-    already yielded (core.session), so a repair that overlaps the backlog is harmless.
+    then reads what is still missing from PostgreSQL: pending copies and logged notices by
+    seq, and if some seq is in neither (another session acked that message meanwhile) the
+    messages others sent the user between the two ids, from the user's history. Sessions
+    drop ids they have already yielded (core.session), so a repair that overlaps the
+    backlog is harmless.
   * A sweep every ``sweep_interval`` seconds reads every watched user's ``last_seq`` (one
-    query) and repairs any feed behind it: a lost last message, a node that died between its
-    commit and its publish, a bus that was down. It also ends the sessions of accounts that
-    were deleted (a lost "end" event). On reconnecting to NATS the node sweeps at once.
-  * Not repaired: read marks and deleted-message notices lost with the bus (a client sees
-    them at its next history read), and their order relative to deliveries across nodes.
+    query) and repairs any feed behind it: a lost last event, a node that died between its
+    commit and its publish, a bus that was down. So a lost read mark, deletion notice or
+    "end every session" (password changed) arrives within a sweep interval. The sweep also
+    ends the sessions of accounts that were deleted (their "end" is not logged: the
+    account row says it). On reconnecting to NATS the node sweeps at once.
+  * Not in the sequence: "sent by you" copies (Rule 24) to the sender's other sessions; one
+    lost with the bus shows at that device's next history read. A session that logs in on
+    a node after a password change, while that node's feed has not yet handed on the
+    change's lost "end" (at most a sweep interval), is ended with the others: it logs in
+    again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+import time
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from core.types import CloseReason, Delivery, MessagesDeleted, Notice, ReadMarker, SentCopy
+from core.nats_feed import GAP_GRACE, End, Feed
+from core.nats_wire import decode, decode_group, encode, encode_end, encode_group, to_wire
+from core.store import SeqStore
+from core.types import CloseReason, Delivery, MessagesDeleted, Notice, ReadMarker
 
 if TYPE_CHECKING:
     import nats.aio.client
@@ -54,16 +74,18 @@ log = logging.getLogger(__name__)
 #: Seconds between two sweeps: the longest a lost publish stays unrepaired while the bus is
 #: up (and the delivery latency while NATS is down). One indexed query per sweep.
 SWEEP_INTERVAL = 1.0
-#: Seconds a feed waits for a missing delivery before reading it from the database: reordered
-#: publishes from two nodes arrive within a millisecond or two here; a real loss waits this.
-GAP_GRACE = 0.02
-#: Rows one repair query reads (a repair after a long outage pages on).
-REPAIR_PAGE = 500
-#: Pages one repair reads before it leaves the rest to the next sweep (bounds one pass).
-REPAIR_PAGES = 20
-#: Ids of recently deleted messages a feed remembers, so a delivery that arrives after its
-#: deletion notice is not shown (a notice names at most limits.MAX_DELETE_IDS ids).
-RECENTLY_GONE = 4096
+#: Seconds a logged notice is kept for a node that missed it (the store's notice log): a
+#: node repairs a gap within a sweep interval while it reaches PostgreSQL, so an hour
+#: covers any outage its sessions live through. Pruned every NOTICE_PRUNE_INTERVAL seconds
+#: by every node (one indexed DELETE).
+NOTICE_RETENTION = 3600.0
+NOTICE_PRUNE_INTERVAL = 60.0
+#: Recipients from which one message's deliveries go out as one event on a subject every
+#: node hears (``<prefix>.g``) rather than one per recipient, each with the whole body: a
+#: 64 KiB message to 256 people would be 16 MiB through NATS. Below it, per-recipient
+#: subjects reach only the nodes that hold a recipient. At 3, a three-node cluster gets at
+#: most two copies (the other nodes) either way; a larger cluster may want it higher.
+GROUP_FANOUT = 3
 #: Accounts per sweep query (an ``= ANY($1)`` list).
 SWEEP_CHUNK = 5000
 #: Events waiting for the publisher task. Past it events are dropped (the sweep repairs
@@ -75,27 +97,12 @@ START_ATTEMPTS = 3
 PENDING_BYTES = 8 * 1024 * 1024
 
 
-class SeqStore(Protocol):
-    """What the bus reads from the store (core.postgres_store.PostgresStore has it)."""
-
-    async def bus_baseline(self, account_id: int) -> tuple[int, int]: ...
-
-    async def last_seqs(self, account_ids: Sequence[int]) -> dict[int, tuple[int, bool]]: ...
-
-    async def pending_by_seq(
-        self, recipient_id: int, after_seq: int, up_to_seq: int, limit: int
-    ) -> list[tuple[int, Delivery]]: ...
-
-    async def received_between(
-        self, recipient_id: int, after_id: int, below_id: int, limit: int
-    ) -> list[Delivery]: ...
-
-
 @dataclass
 class BusStats:
     """Counters a test or the bench reads (``NatsBus.stats``); logged at close."""
 
     published: int = 0
+    groups: int = 0  # messages sent once for several recipients (GROUP_FANOUT)
     dropped: int = 0  # publishes NATS refused (disconnected, buffer full): the sweep repairs
     received: int = 0
     gaps: int = 0  # deliveries that arrived after a gap
@@ -103,208 +110,6 @@ class BusStats:
     repaired: int = 0  # deliveries those reads found
     sweeps: int = 0
     resyncs: int = 0  # full sweeps after a reconnect
-
-
-# -- the wire format: one JSON object per event --------------------------------------------
-def encode(event: Delivery | Notice, seq: int = 0) -> tuple[str, dict[str, Any]]:
-    """(subject suffix, JSON object) for an event."""
-    if isinstance(event, Delivery):
-        return "msg", {"t": "d", "seq": seq, "prev": seq - 1 if seq else 0, **_message(event)}
-    if isinstance(event, SentCopy):
-        return "msg", {"t": "c", **_message(event.message)}
-    if isinstance(event, ReadMarker):
-        return "ctl", {
-            "t": "r",
-            "conv": event.conversation_id,
-            "up": event.up_to_id,
-            "unread": event.unread,
-        }
-    return "ctl", {"t": "x", "ids": list(event.message_ids)}
-
-
-def _message(d: Delivery) -> dict[str, Any]:
-    return {
-        "id": d.message_id,
-        "from": d.sender,
-        "body": d.body,
-        "at": d.sent_at_ms,
-        "others": list(d.participants),
-        "sd": d.sender_deleted,
-        "conv": d.conversation_id,
-    }
-
-
-def _delivery(o: dict[str, Any]) -> Delivery:
-    return Delivery(o["id"], o["from"], o["body"], o["at"], tuple(o["others"]), o["sd"], o["conv"])
-
-
-def to_wire(obj: dict[str, Any]) -> bytes:
-    """The bytes published: compact JSON in UTF-8 as is (\\u escapes would triple a CJK
-    body), with surrogatepass, as the service measured the body."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode(
-        "utf-8", "surrogatepass"
-    )
-
-
-def decode(data: bytes) -> tuple[str, int, int, Delivery | Notice | CloseReason]:
-    """(kind, seq, prev, event) of a published event; kind "end" carries a CloseReason."""
-    o = json.loads(data.decode("utf-8", "surrogatepass"))
-    kind = o["t"]
-    if kind == "d":
-        return kind, o["seq"], o["prev"], _delivery(o)
-    if kind == "c":
-        return kind, 0, 0, SentCopy(_delivery(o))
-    if kind == "r":
-        return kind, 0, 0, ReadMarker(o["conv"], o["up"], o["unread"])
-    if kind == "x":
-        return kind, 0, 0, MessagesDeleted(tuple(o["ids"]))
-    if kind == "end":
-        return kind, 0, 0, CloseReason[o["reason"]]
-    raise ValueError(f"unknown bus event kind {kind!r}")
-
-
-class _Feed:
-    """One watched user on this node: hands its events to the node's sessions in seq order,
-    repairing gaps from the database (see the theory above)."""
-
-    def __init__(self, bus: NatsBus, account_id: int) -> None:
-        self.bus = bus
-        self.account_id = account_id
-        self.last_seq = 0  # every delivery up to this seq has been handed on (or repaired)
-        self.last_id = 0  # the id of the newest delivery handed on (ids rise with seqs)
-        self.ready = False  # the baseline is read
-        self.closed = False
-        # Events that wait for a repair (or the baseline): (seq, prev, event, skip).
-        self.held: list[tuple[int, int, Delivery | Notice, Session | None]] = []
-        self.want = 0  # a sweep found last_seq this high: repair up to it
-        self.repairing: asyncio.Task[None] | None = None
-        self.opening: asyncio.Task[None] | None = None
-        self.subscription: nats.aio.subscription.Subscription | None = None
-        self.gone: deque[int] = deque(maxlen=RECENTLY_GONE)
-
-    # -- events in --------------------------------------------------------------------------
-    def offer(self, seq: int, prev: int, event: Delivery | Notice, skip: Session | None) -> None:
-        if self.closed:
-            return
-        if isinstance(event, MessagesDeleted):
-            self.gone.extend(event.message_ids)
-        if not self.ready or self.repairing is not None:
-            self.held.append((seq, prev, event, skip))
-            return
-        if seq:
-            if seq <= self.last_seq:
-                return  # repaired already, or a duplicate
-            if prev != self.last_seq:
-                self.bus.stats.gaps += 1
-                self.held.append((seq, prev, event, skip))
-                self.repair(wait=GAP_GRACE)
-                return
-            self.last_seq = seq
-        self._hand(event, skip)
-
-    def repair(self, up_to: int = 0, wait: float = 0.0) -> None:
-        """Fill every gap up to ``up_to`` (and up to what is held), in a task."""
-        self.want = max(self.want, up_to)
-        if self.repairing is None and not self.closed and self.ready:
-            self.repairing = asyncio.get_running_loop().create_task(
-                self._repair(wait), name=f"wirechat-bus-repair-{self.account_id}"
-            )
-
-    def close(self) -> None:
-        self.closed = True
-        self.held.clear()
-        for task in (self.repairing, self.opening):
-            if task is not None and not task.done():
-                task.cancel()
-
-    # -- internals ----------------------------------------------------------------------------
-    def _hand(self, event: Delivery | Notice, skip: Session | None) -> None:
-        if self.closed:
-            return
-        if isinstance(event, Delivery):
-            if event.message_id <= self.last_id or event.message_id in self.gone:
-                return  # handed on by a repair already, or deleted before it arrived
-            self.last_id = event.message_id
-        self.bus.sink.deliver(self.account_id, event, skip)
-
-    async def _repair(self, wait: float) -> None:
-        again = False
-        try:
-            if wait:
-                await asyncio.sleep(wait)
-            for _ in range(REPAIR_PAGES):
-                again = not self.closed and await self._repair_once()
-                if not again:
-                    break
-        except Exception:  # the database is unreachable: the next sweep tries again
-            log.warning("bus: repair of account %d failed", self.account_id, exc_info=True)
-            again = False
-        finally:
-            self.repairing = None
-        if again:
-            self.repair()  # a long gap: the next pages, after the loop has run others
-
-    async def _repair_once(self) -> bool:
-        """One pass: hand on what is held, reading from the database what is missing before
-        it. True if there may be more to do."""
-        held, self.held = self.held, []
-        try:
-            return await self._fill(held)
-        except BaseException:
-            self.held[:0] = held  # (kept for the next try)
-            raise
-
-    async def _fill(self, held: list[tuple[int, int, Delivery | Notice, Session | None]]) -> bool:
-        seqs = {seq: (event, skip) for seq, _, event, skip in held if seq > self.last_seq}
-        target = max([self.want, *seqs])
-        found: dict[int, tuple[Delivery | Notice, Session | None]] = {}  # by message id
-        bound = 0  # hand on ids up to this one only (0: all); then last_seq stays
-        more = False
-        # (Every held seq is in (last_seq, target]: fewer than that many means a gap.)
-        if len(seqs) < target - self.last_seq:
-            store, account = self.bus.store, self.account_id
-            self.bus.stats.repairs += 1
-            rows = await store.pending_by_seq(account, self.last_seq, target, REPAIR_PAGE)
-            if len(rows) == REPAIR_PAGE:  # a long gap: this page now, the rest next pass
-                more = True
-                target = rows[-1][0]
-            have = {seq for seq in seqs if seq <= target} | {seq for seq, _ in rows}
-            if len(have) < target - self.last_seq:
-                # Some seq is no longer pending: acked by another session, or deleted. What
-                # others sent the user since the last id handed on is in its history,
-                # acked or not (ids rise with seqs, so nothing missing is below last_id).
-                known = [d.message_id for seq, d in rows if seq == target] + [
-                    e.message_id
-                    for seq, (e, _) in seqs.items()
-                    if seq == target and isinstance(e, Delivery)
-                ]
-                below = known[0] + 1 if known else 0  # (0: no bound)
-                extra = await store.received_between(account, self.last_id, below, REPAIR_PAGE)
-                if len(extra) == REPAIR_PAGE:  # a long stretch: this page, then again
-                    more = True
-                    bound = extra[-1].message_id
-                for delivery in extra:
-                    found[delivery.message_id] = (delivery, None)
-            for _, delivery in rows:
-                found[delivery.message_id] = (delivery, None)
-            self.bus.stats.repaired += len(found)
-        for seq, (event, skip) in seqs.items():  # the live copies (same ids)
-            if isinstance(event, Delivery) and seq <= target:
-                found[event.message_id] = (event, skip)
-        if self.closed:
-            return False
-        for message_id in sorted(found):
-            if not bound or message_id <= bound:
-                self._hand(*found[message_id])
-        if not bound:
-            self.last_seq = max(self.last_seq, target)
-        for seq, _, event, skip in held:  # notices, in the order they came
-            if not seq:
-                self._hand(event, skip)
-        for seq, prev, event, skip in held:  # deliveries beyond a page: back in line
-            if seq > self.last_seq:
-                self.held.append((seq, prev, event, skip))
-        return more or bool(self.held) or self.want > self.last_seq
 
 
 class NatsBus:
@@ -328,9 +133,12 @@ class NatsBus:
         self.sweep_interval = sweep_interval
         self.prefix = prefix
         self.stats = BusStats()
+        store.keep_notices(node)  # (notices repairable like deliveries: the theory above)
         self._sink: BusSink | None = None
         self._nc: nats.aio.client.Client | None = None
-        self._feeds: dict[int, _Feed] = {}
+        self._feeds: dict[int, Feed] = {}
+        # Message id -> (recipient, seq, delivery) published this turn (see publish).
+        self._copies: dict[int, list[tuple[int, int, Delivery]]] = {}
         self._outbox: deque[tuple[str, bytes]] = deque()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -372,6 +180,7 @@ class NatsBus:
             ) from exc
         # nats-py reads the option at each reconnect: from now on, never give up.
         self._nc.options["max_reconnect_attempts"] = -1
+        await self._nc.subscribe(f"{self.prefix}.g", cb=self._on_group)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._publisher(), name="wirechat-bus-publisher"),
@@ -389,19 +198,32 @@ class NatsBus:
         skip: Session | None = None,
         seq: int = 0,
     ) -> None:
+        if not seq and isinstance(event, (ReadMarker, MessagesDeleted)):
+            seq = self.store.take_notice_seq(account_id, event)  # (its place, if logged)
         feed = self._feeds.get(account_id)
         if feed is not None:  # this node's own sessions, through the same ordering
             feed.offer(seq, seq - 1 if seq else 0, event, skip)
+        if isinstance(event, Delivery) and seq:
+            # The service publishes one message's deliveries in one go: gathered until this
+            # turn of the loop ends, then sent once to every node or once per recipient.
+            if not self._copies:
+                asyncio.get_running_loop().call_soon(self._send_copies)
+            self._copies.setdefault(event.message_id, []).append((account_id, seq, event))
+            return
         suffix, body = encode(event, seq)
         self._send(f"{self.prefix}.u.{account_id}.{suffix}", body)
 
     def end_sessions(self, account_id: int, reason: CloseReason) -> None:
-        self._send(f"{self.prefix}.u.{account_id}.ctl", {"t": "end", "reason": reason.name})
+        seq = self.store.take_notice_seq(account_id, reason)  # (a password change: logged)
+        feed = self._feeds.get(account_id)
+        if feed is not None and seq:  # (only to move the feed past it: see End)
+            feed.offer(seq, seq - 1, End(reason, here=True), None)
+        self._send(f"{self.prefix}.u.{account_id}.ctl", encode_end(reason, seq))
 
     async def watch(self, account_id: int) -> None:
         feed = self._feeds.get(account_id)
         if feed is None:
-            feed = self._feeds[account_id] = _Feed(self, account_id)
+            feed = self._feeds[account_id] = Feed(self, account_id)
             feed.opening = asyncio.get_running_loop().create_task(self._open(feed))
         if feed.opening is not None and not feed.opening.done():
             # Shielded: one login giving up must not cancel the others' wait.
@@ -416,6 +238,7 @@ class NatsBus:
             self._background(feed.subscription.unsubscribe())
 
     async def close(self) -> None:
+        self._send_copies()
         for feed in list(self._feeds.values()):
             feed.close()
         self._feeds.clear()
@@ -452,15 +275,20 @@ class NatsBus:
                     feed.repair(up_to=last_seq)
 
     async def _sweeper(self) -> None:
+        pruned = time.monotonic()
         while True:
             await asyncio.sleep(self.sweep_interval)
             try:
                 await self.sweep()
+                if time.monotonic() - pruned >= NOTICE_PRUNE_INTERVAL:
+                    pruned = time.monotonic()
+                    cut = int(time.time() * 1000 - NOTICE_RETENTION * 1000)
+                    await self.store.prune_notices(cut)
             except Exception:  # the database is away: try again next time
                 log.warning("bus: sweep failed", exc_info=True)
 
     # -- internals ----------------------------------------------------------------------------
-    async def _open(self, feed: _Feed) -> None:
+    async def _open(self, feed: Feed) -> None:
         """Subscribe, make sure NATS has the subscription, then read where the user's
         sequence stands: anything committed after that read reaches this node."""
         assert self._nc is not None
@@ -479,7 +307,20 @@ class NatsBus:
         if feed.held:
             feed.repair()
 
-    def _handler(self, feed: _Feed) -> Any:
+    async def _on_group(self, msg: nats.aio.msg.Msg) -> None:
+        """A message to several recipients: to the feeds of those watched here."""
+        self.stats.received += 1
+        try:
+            copies = decode_group(msg.data)
+        except (ValueError, KeyError, TypeError, IndexError):
+            log.warning("bus: dropped a malformed event on %s", msg.subject)
+            return
+        for account_id, seq, delivery in copies:
+            feed = self._feeds.get(account_id)
+            if feed is not None:
+                feed.offer(seq, seq - 1, delivery, None)
+
+    def _handler(self, feed: Feed) -> Any:
         async def on_message(msg: nats.aio.msg.Msg) -> None:
             self.stats.received += 1
             try:
@@ -488,13 +329,32 @@ class NatsBus:
                 log.warning("bus: dropped a malformed event on %s", msg.subject)
                 return
             if isinstance(event, CloseReason):
-                self.sink.end_local_sessions(feed.account_id, event)
+                if seq:  # in order with the user's other events (and repairable)
+                    feed.offer(seq, prev, End(event, here=False), None)
+                else:  # (an account deletion: the sweep sees the account gone)
+                    self.sink.end_local_sessions(feed.account_id, event)
             else:
                 feed.offer(seq, prev, event, None)
 
         return on_message
 
+    def _send_copies(self) -> None:
+        """Queue the deliveries gathered by ``publish``: a message to GROUP_FANOUT or more
+        recipients once on the subject every node hears, a smaller one on each recipient's
+        subject (only the nodes that hold the recipient hear it)."""
+        copies, self._copies = self._copies, {}
+        for group in copies.values():
+            if len(group) >= GROUP_FANOUT:
+                self.stats.groups += 1
+                self._send(f"{self.prefix}.g", encode_group(group))
+                continue
+            for account_id, seq, delivery in group:
+                _, body = encode(delivery, seq)
+                self._send(f"{self.prefix}.u.{account_id}.msg", body)
+
     def _send(self, subject: str, body: dict[str, Any]) -> None:
+        if self._copies:  # (first the deliveries published before this: commit order)
+            self._send_copies()
         if len(self._outbox) >= MAX_OUTBOX:
             self.stats.dropped += 1
             return
@@ -549,11 +409,15 @@ class NatsBus:
 
 __all__ = [
     "GAP_GRACE",
+    "GROUP_FANOUT",
+    "NOTICE_RETENTION",
     "SWEEP_INTERVAL",
     "BusStats",
     "NatsBus",
-    "SeqStore",
     "decode",
+    "decode_group",
     "encode",
+    "encode_end",
+    "encode_group",
     "to_wire",
 ]

@@ -30,6 +30,14 @@ Schema v2 (issue 13; the SQLite schema v3): resume tokens, only each token's SHA
 Schema v3 (issue 11, the cluster's bus): index history(owner_id, message_id), so a node reads a
 user's newest received message (where its feed starts) and what a gap missed by id range
 without walking the user's whole history (core.nats_bus).
+
+Schema v4 (issue 11: notices repairable like messages): the notice log.
+  notices(owner_id, seq) PK, kind, conversation_id, up_to_id, unread, message_ids, origin, at_ms
+A notice for a user (a read mark, ids gone from its history, "end every session" after a
+password change) takes the user's next ``accounts.last_seq``, as a delivery does, in the
+transaction that makes it true; a node that missed it on the bus sees the gap in the
+sequence and reads it here (core.postgres_base). Kept ``NOTICE_RETENTION`` seconds
+(core.nats_bus), pruned through index notices_by_time.
 """
 
 from __future__ import annotations
@@ -95,8 +103,24 @@ _V2 = (
 
 _V3 = ("CREATE INDEX history_by_owner_message ON history(owner_id, message_id)",)
 
+_V4 = (
+    """CREATE TABLE notices (
+        owner_id        bigint NOT NULL,  -- accounts.id
+        seq             bigint NOT NULL,  -- the owner's accounts.last_seq for this notice
+        kind            text NOT NULL,    -- 'read', 'gone', or a CloseReason name (the end)
+        conversation_id bigint,           -- read: the conversation, the mark, unread count
+        up_to_id        bigint,
+        unread          bigint,
+        message_ids     bigint[],         -- gone: the ids that left the owner's history
+        origin          text NOT NULL,    -- the node that wrote it (--node-name)
+        at_ms           bigint NOT NULL,
+        PRIMARY KEY (owner_id, seq)
+    )""",
+    "CREATE INDEX notices_by_time ON notices(at_ms)",
+)
+
 #: Migration n brings a database from version n-1 to n (each a list of statements).
-MIGRATIONS: tuple[Sequence[str], ...] = (_V1, _V2, _V3)
+MIGRATIONS: tuple[Sequence[str], ...] = (_V1, _V2, _V3, _V4)
 LATEST = len(MIGRATIONS)
 #: The tables a test may empty between tests (everything but the version).
 TABLES = (
@@ -107,6 +131,7 @@ TABLES = (
     "pending",
     "read_state",
     "resume_tokens",
+    "notices",
 )
 
 

@@ -6,9 +6,10 @@ Theory of operation
     (``call_soon``), so every write that arrives in the same turn, and every write that arrives
     while the previous group is being committed, goes into one transaction together.
     One exception keeps one request in flight as fast as it was: a send (a batch job) that
-    finds the writer idle, no other task's write in this loop turn, and the last group no
-    bigger than one, is staged and committed at once, a group of one (``_alone``, no trip
-    around the loop); the writes of other tasks that follow it in the same turn are grouped.
+    finds the writer idle, no other task's write in this loop turn, and none of the last
+    ``LONE_GROUPS_TO_GO_ALONE`` groups bigger than one, is staged and committed at once, a
+    group of one (``_alone``, no trip around the loop); the writes of other tasks that
+    follow it in the same turn are grouped. Under load a send always waits for a group.
   * Staging runs on the event loop (the jobs' statements are tens of microseconds and they
     read the store's caches), and so, by default, does the COMMIT: with synchronous=NORMAL
     it only writes the WAL to the OS (~40-110 us here), while handing it to a thread and
@@ -59,6 +60,13 @@ MAX_GROUP = 256
 #: Groups of one a task may have in a row in one loop turn before its next write waits for a
 #: group (and so lets other tasks in): a lone writer keeps its speed, and cannot hog the loop.
 ALONE_PER_TURN = 3
+#: Groups of at most one in a row before a send that finds the writer idle goes alone again.
+#: Under load a lone group now and then is normal (one connection's request in a loop turn);
+#: going alone after each of them made every tenth send of a 32-deep load a transaction of
+#: its own (measured: 626 lone commits beside 1,327 groups of 4), the costliest way to
+#: store one. One request in flight only ever makes groups of one, so it is back to going
+#: alone after this many sends.
+LONE_GROUPS_TO_GO_ALONE = 4
 #: Staging hands the loop back after this much work (DESIGN: no loop turn much over ~1 ms).
 STEP_BUDGET_S = 0.001
 
@@ -113,9 +121,11 @@ class GroupWriter:
         self._keep_going = keep_going
         self._on_rollback = on_rollback
         self._max_group = max_group
-        # A group of one is for one write in flight; while writes come in groups (the last
-        # group held more than one), each waits for the next group instead.
+        # A group of one is for one write in flight; while writes come in groups (one of the
+        # last LONE_GROUPS_TO_GO_ALONE groups held more than one), each waits for the next
+        # group instead.
         self._grouping = False
+        self._lone_groups = LONE_GROUPS_TO_GO_ALONE  # groups of at most one in a row
         self._executor = (
             ThreadPoolExecutor(1, thread_name_prefix="wirechat-commit") if threaded else None
         )
@@ -312,7 +322,11 @@ class GroupWriter:
 
     def _committed(self) -> None:
         self.commits += 1
-        self._grouping = len(self._group) > 1
+        if len(self._group) > 1:
+            self._lone_groups, self._grouping = 0, True
+        else:
+            self._lone_groups += 1
+            self._grouping = self._lone_groups < LONE_GROUPS_TO_GO_ALONE
         group, self._group = self._group, []
         for pending in group:
             if pending.future.done():
@@ -363,6 +377,7 @@ class GroupWriter:
 
 __all__ = [
     "ALONE_PER_TURN",
+    "LONE_GROUPS_TO_GO_ALONE",
     "MAX_GROUP",
     "STEP_BUDGET_S",
     "Batch",

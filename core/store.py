@@ -30,9 +30,9 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from core.types import Conversation, Delivery
+from core.types import CloseReason, Conversation, Delivery, MessagesDeleted, ReadMarker
 
 if TYPE_CHECKING:
     from core.sqlite_store import SqliteStore as SqliteStore
@@ -219,6 +219,63 @@ class Store(abc.ABC):
     async def close(self) -> None: ...
 
 
+#: A notice a SeqStore logs in a user's sequence; "end every session" is its CloseReason.
+LoggedNotice = ReadMarker | MessagesDeleted | CloseReason
+
+
+@runtime_checkable
+class SeqStore(Protocol):
+    """What a cluster's bus (core.nats_bus) needs besides the Store: a per-user sequence
+    numbering, in commit order, every delivery and notice for that user, and reads of what a
+    node missed of it. The PostgreSQL store has it; one-process stores do not need it.
+
+    A user's sequence rises by one per delivery to the user and per logged notice (a read
+    mark, ids gone from the user's history, "end every session"), each taken under the
+    user's row lock in the transaction that makes it true."""
+
+    async def bus_baseline(self, account_id: int) -> tuple[int, int]:
+        """(the user's last seq, the id of the newest message others sent the user), in one
+        snapshot: where a node's feed of the user starts."""
+        ...
+
+    async def last_seqs(self, account_ids: Sequence[int]) -> dict[int, tuple[int, bool]]:
+        """Account id -> (its last seq, whether the account is deleted)."""
+        ...
+
+    async def pending_by_seq(
+        self, recipient_id: int, after_seq: int, up_to_seq: int, limit: int
+    ) -> list[tuple[int, Delivery]]:
+        """Pending copies with after_seq < seq <= up_to_seq, as (seq, delivery), by seq."""
+        ...
+
+    async def received_between(
+        self, recipient_id: int, after_id: int, below_id: int, limit: int
+    ) -> list[Delivery]:
+        """Messages others sent the recipient, still in its history, with after_id < id <
+        below_id (0: no bound), oldest first (acked or not)."""
+        ...
+
+    async def notices_by_seq(
+        self, owner_id: int, after_seq: int, up_to_seq: int, limit: int
+    ) -> list[tuple[int, LoggedNotice, str]]:
+        """Logged notices with after_seq < seq <= up_to_seq, as (seq, notice, the node
+        that logged it), by seq."""
+        ...
+
+    async def prune_notices(self, older_than_ms: int) -> int:
+        """Forget notices logged before ``older_than_ms``; how many went."""
+        ...
+
+    def keep_notices(self, origin: str) -> None:
+        """Log notices from now on, as written by node ``origin`` (the bus calls it once)."""
+        ...
+
+    def take_notice_seq(self, owner_id: int, notice: LoggedNotice) -> int:
+        """The seq this notice took for the owner when it committed (0: none logged), asked
+        once by the bus as the service pushes the notice."""
+        ...
+
+
 def open_store(db: str | Path, *, synchronous: str = "NORMAL") -> Store:
     """``:memory:`` -> the dict-based MemoryStore (nothing persists: protocol-only benches);
     ``postgresql://...`` or ``postgres://...`` -> a PostgresStore (``synchronous`` is
@@ -249,9 +306,11 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "Account",
     "DuplicateAccount",
+    "LoggedNotice",
     "Member",
     "NotSender",
     "Removed",
+    "SeqStore",
     "SqliteStore",
     "Store",
     "StoredMessage",

@@ -14,16 +14,30 @@ Theory of operation
   * Every admission returns a ``Refusal`` (a reason in a person's words) or ``None``; every
     successful ``admit`` is paired with exactly one ``release``. Byte budgets work the same
     way (``reserve``/``give_back``), so the server-wide totals are exact, not estimates.
+    Connections without a session that hold inbound bytes are listed (``holds_inbound``):
+    when one with a session goes past the inbound budget, they are closed first, oldest
+    first (``shed_inbound``).
   * Under pressure, waiting gives way (docs/LIMITS.md, "When the server is full"): a
     connection without a logged-in session is *waiting* (``waiting``, from its admission or
-    its logout, until ``settled`` at its login). When the cap is full, ``admit`` makes room by
-    evicting the connection that has waited longest, if it has waited at least
-    ``eviction_grace`` (``Waiting.evict``: the transport says why in its protocol and gives
-    its place back at once). Connections with a session are never evicted, so idle sockets
-    from any number of addresses cannot starve logged-in users or keep new clients out; an
-    attacker can only push its own oldest sockets (and honest clients slower than the grace
-    to log in) out. The waiting connections are an ``OrderedDict`` in the order they started
-    waiting: finding the oldest is O(1), nothing is scanned.
+    its logout, until ``settled`` at its login), grouped by its client address. When the cap
+    is full, ``admit`` makes room by evicting a waiting connection (``Waiting.evict``: the
+    transport says why in its protocol and gives its place back at once), chosen so that
+    addresses share the waiting places fairly:
+      1. from the address with the most waiting connections, its oldest, when that address
+         has at least twice what the newcomer's address would have (an address well under
+         its share takes from the one most over it, whatever their age);
+      2. else, when the newcomer's address has none waiting, the oldest waiting connection
+         of any address, if it has waited at least ``eviction_grace``;
+      3. else the newcomer is refused.
+    So 20,000 idle sockets from 253 addresses cannot keep a new client from a fresh address
+    out (1), and their own reconnections cannot churn them: a newcomer from an address that
+    already holds its share is refused at once (3), which costs the server far less than an
+    eviction plus a WELCOME (with the rule "evict the oldest past the grace" alone, the
+    flood replaced its evicted sockets as fast as the server accepted, and an honest
+    connect queued seconds behind ~2,000 of its connects in the listen backlog).
+    Connections with a session are never evicted. The waiting connections are dicts in the
+    order they started waiting, and the addresses are ranked by count in buckets: finding
+    a victim is O(1), nothing is scanned.
 
 Nothing here does IO or imports a transport: it is arithmetic on counters, one event loop.
 """
@@ -32,13 +46,16 @@ from __future__ import annotations
 
 import resource
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
 
 #: File descriptors kept out of the connection cap for the store, logs, the listeners
 #: themselves and the executor's threads.
 FD_RESERVE = 64
+#: Connections without a session closed, at most, to fit one user's inbound bytes in the
+#: budget (each held up to a maximal frame, 64 KiB; a user's frame is at most as large).
+SHED_TRIES = 4
 #: Waiting connections looked at, at most, to make room for one new connection: one whose
 #: request is in progress (a login being checked) is skipped and counts as waiting anew.
 EVICT_TRIES = 8
@@ -98,12 +115,11 @@ class ServerLimits:
     #: The listen backlog: connections the kernel queues before we accept them. It must not
     #: be far below the connection cap, or a burst of connects overflows it silently.
     backlog: int = 4096
-    #: Seconds a connection without a session is safe from eviction when the server is full
-    #: (a new connection then replaces the one that has waited longest, if it waited this
-    #: long). A client that logs in at once needs two round trips before its LOGIN is read (a
-    #: login being checked is never evicted): 5 s covers a bad mobile link. An attacker must
-    #: cycle its whole share of the cap within this time to refuse anyone: 20,000 sockets in
-    #: 5 s is 4,000 new connections a second.
+    #: Seconds a connection without a session is safe from eviction by a newcomer whose
+    #: address has none waiting, when no address holds twice the newcomer's share (rule 2 of
+    #: the module docstring; rule 1 takes from an address far over its share at any age). A
+    #: client that logs in at once needs two round trips before its LOGIN is read (a login
+    #: being checked is never evicted): 5 s covers a bad mobile link.
     eviction_grace: float = 5.0
 
     def connection_cap(self) -> int:
@@ -123,6 +139,14 @@ class Refusal:
         return self.reason
 
 
+class Holding(Protocol):
+    """A connection without a session that holds incomplete inbound bytes."""
+
+    def shed(self) -> None:
+        """Close now, giving its inbound bytes back (``Guard.shed_inbound``)."""
+        ...
+
+
 class Waiting(Protocol):
     """A connection without a session, as the Guard sees it (each transport's connection)."""
 
@@ -131,6 +155,39 @@ class Waiting(Protocol):
         session: tell the client why (in its protocol), close, and ``release`` its place now.
         False (nothing done) if it cannot go now: a request of it is in progress."""
         ...
+
+
+class _Ranking:
+    """Client addresses by their number of waiting connections, in buckets: which has the
+    most is known at once, and a count moving by one moves one entry (O(1))."""
+
+    __slots__ = ("_buckets", "_most")
+
+    def __init__(self) -> None:
+        self._buckets: dict[int, dict[str, None]] = {}  # count -> addresses with that count
+        self._most = 0
+
+    def moved(self, address: str, old: int, new: int) -> None:
+        """``address`` had ``old`` waiting connections and has ``new`` now."""
+        buckets = self._buckets
+        if old:
+            bucket = buckets[old]
+            del bucket[address]
+            if not bucket:
+                del buckets[old]
+        if new:
+            buckets.setdefault(new, {})[address] = None
+        if new > self._most:
+            self._most = new
+        elif old == self._most and old not in buckets:
+            self._most = new  # (counts move by one: the next bucket down is ``new``'s, or none)
+
+    def top(self) -> tuple[str, int] | None:
+        """An address with the most waiting connections, and how many; None when none wait."""
+        bucket = self._buckets.get(self._most)
+        if not bucket:
+            return None
+        return next(iter(bucket)), self._most
 
 
 @dataclass
@@ -144,8 +201,13 @@ class Guard:
     evicted: int = 0  # connections evicted to make room, since the start
     _per_address: Counter[str] = field(default_factory=Counter)
     _cap: int = 0
-    #: Connections without a session -> since when (time.monotonic()), oldest first.
-    _waiting: OrderedDict[Waiting, float] = field(default_factory=OrderedDict)
+    #: Connections without a session -> (since when (time.monotonic()), client address),
+    #: oldest first; and the same per client address (address -> connection -> since).
+    _waiting: dict[Waiting, tuple[float, str | None]] = field(default_factory=dict)
+    _groups: dict[str | None, dict[Waiting, float]] = field(default_factory=dict)
+    _ranking: _Ranking = field(default_factory=lambda: _Ranking())
+    #: Connections without a session holding incomplete inbound bytes, oldest first.
+    _holders: dict[Holding, None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._cap = self.limits.connection_cap()
@@ -172,47 +234,86 @@ class Guard:
         per = self.limits.max_connections_per_address
         if address is not None and self._per_address[address] >= per:
             return Refusal(f"too many connections from {address} ({per} at most); close some first")
-        if self.connections >= self._cap and not self._make_room():
+        if self.connections >= self._cap and not self._make_room(address):
             return Refusal(f"the server is full ({self._cap} connections); try again later")
         if address is not None:
             self._per_address[address] += 1
         self.connections += 1
         return None
 
-    def _make_room(self) -> bool:
-        """Evict the connection that has waited longest without a session, if it has waited
-        ``eviction_grace``; True when a place was given back."""
-        waiting = self._waiting
+    def _make_room(self, address: str | None) -> bool:
+        """Evict a waiting connection for a newcomer from ``address`` (module docstring, rules
+        1-3); True when a place was given back."""
         now = time.monotonic()
         for _ in range(EVICT_TRIES):
-            if not waiting:
+            victim = self._victim(address, now)
+            if victim is None:
                 return False
-            oldest, since = next(iter(waiting.items()))
-            if now - since < self.limits.eviction_grace:
-                return False
-            del waiting[oldest]
+            connection, since = victim
+            held_by = self._forget(connection)
             before = self.connections
-            if oldest.evict(now - since):
+            if connection.evict(now - since):
                 self.evicted += 1
                 if self.connections < before:
                     return True
             else:  # busy (a login being checked): it waits anew, at the end
-                waiting[oldest] = now
+                self.waiting(connection, held_by)
         return False
 
-    def waiting(self, connection: Waiting) -> None:
-        """``connection`` (admitted) has no session from now on: it may be evicted."""
-        self._waiting.pop(connection, None)
-        self._waiting[connection] = time.monotonic()
+    def _victim(self, address: str | None, now: float) -> tuple[Waiting, float] | None:
+        """The waiting connection a newcomer from ``address`` may evict, and since when it
+        waits; None: the newcomer is refused (module docstring)."""
+        mine = len(self._groups.get(address, ()))
+        top = self._ranking.top()
+        if top is not None and top[1] >= 2 * (mine + 1):
+            group = self._groups[top[0]]
+            oldest = next(iter(group))
+            return oldest, group[oldest]
+        if mine == 0 and self._waiting:
+            oldest, (since, _) = next(iter(self._waiting.items()))
+            if now - since >= self.limits.eviction_grace:
+                return oldest, since
+        return None
+
+    def waiting(self, connection: Waiting, address: str | None = None) -> None:
+        """``connection`` (admitted, from ``address``) has no session from now on: it may be
+        evicted. Without an address it takes part in rule 2 only (module docstring)."""
+        self._forget(connection)
+        now = time.monotonic()
+        self._waiting[connection] = (now, address)
+        group = self._groups.get(address)
+        if group is None:
+            group = self._groups[address] = {}
+        group[connection] = now
+        if address is not None:
+            self._ranking.moved(address, len(group) - 1, len(group))
 
     def settled(self, connection: Waiting) -> None:
         """``connection`` has a session now, or is gone: it is never evicted."""
-        self._waiting.pop(connection, None)
+        self._forget(connection)
+
+    def _forget(self, connection: Waiting) -> str | None:
+        """Take ``connection`` off the waiting lists; returns its address."""
+        entry = self._waiting.pop(connection, None)
+        if entry is None:
+            return None
+        address = entry[1]
+        group = self._groups[address]
+        del group[connection]
+        if not group:
+            del self._groups[address]
+        if address is not None:
+            self._ranking.moved(address, len(group) + 1, len(group))
+        return address
 
     @property
     def waiting_count(self) -> int:
         """Admitted connections without a session right now."""
         return len(self._waiting)
+
+    def waiting_from(self, address: str | None) -> int:
+        """Connections from ``address`` waiting without a session right now."""
+        return len(self._groups.get(address, ()))
 
     def release(self, address: str | None) -> None:
         """The connection admitted from ``address`` has ended."""
@@ -246,6 +347,28 @@ class Guard:
 
     def give_back_inbound(self, nbytes: int) -> None:
         self.inbound -= nbytes
+
+    def holds_inbound(self, connection: Holding, holding: bool) -> None:
+        """``connection``, without a session, holds (or no longer holds) inbound bytes."""
+        if holding:
+            self._holders.setdefault(connection, None)  # (keeps its place: oldest first)
+        else:
+            self._holders.pop(connection, None)
+
+    def shed_inbound(self) -> bool:
+        """The inbound total is past its budget because of a connection *with* a session:
+        close connections without one that hold inbound bytes, oldest first, until it fits
+        (at most SHED_TRIES of them). True when it fits. A user's request is not refused for
+        bytes that anonymous connections hold (the hostile scene's half-sent frames spent
+        the budget, and each logged-in sender of a large message was then closed)."""
+        holders = self._holders
+        for _ in range(SHED_TRIES):
+            if self.inbound <= self.limits.inbound_budget or not holders:
+                break
+            oldest = next(iter(holders))
+            del holders[oldest]
+            oldest.shed()
+        return self.inbound <= self.limits.inbound_budget
 
     def reserve_outbound(self, nbytes: int) -> bool:
         """Take ``nbytes`` of the outbound budget; False (nothing taken) when it is spent."""

@@ -27,6 +27,7 @@ from core.types import Retention
 from transports import registry
 from transports._guard import Guard, ServerLimits
 from transports._tls import ServerTls
+from wirechat.gc_policy import GcWatch, policy_from_environment
 
 log = logging.getLogger("wirechat.server")
 
@@ -112,6 +113,7 @@ async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None
             raise
     guard = Guard(config.limits)  # one for every listener: the caps are server-wide
     servers = []
+    gc_watch = GcWatch(policy_from_environment())
     try:
         for name, port in config.ports.items():
             server = await registry.get(name).start_server(
@@ -120,6 +122,10 @@ async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None
             servers.append(server)
             host, bound = server.address
             log.info("listening: %s %s:%d%s", name, host, bound, " (TLS)" if config.tls else "")
+        gc_watch.start()  # (the start-up heap is built: frozen, never walked again)
+        with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+            # `kill -USR1 <pid>`: the collector's figures so far, in the log (tests read it)
+            loop.add_signal_handler(signal.SIGUSR1, lambda: log.info("%s", gc_watch.summary()))
         log.info(
             "ready: db=%s deleted-sender=%s%s",
             config.db,
@@ -128,7 +134,9 @@ async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None
         )
         await stop.wait()
         log.info("stopping")
+        log.info("%s", gc_watch.summary())
     finally:
+        gc_watch.stop()
         await service.shutdown()
         for server in servers:
             await server.close()

@@ -142,3 +142,29 @@ async def test_a_password_change_ends_the_users_other_sessions_on_every_node(
     await changing.change_password(PW, PW + "-new", end_other_sessions=True)
     assert await closed_within(elsewhere)
     assert changing.logged_in  # the session that changed it stays
+
+
+async def test_a_message_to_many_goes_out_once_and_reaches_each_recipient_once(
+    cluster: Cluster, names
+):
+    alice = names("alice")
+    people = [names(f"p{i}") for i in range(4)]
+    for node in "ABC":
+        cluster.node(node)
+    sender = await cluster.chat("A").user(alice, PW)
+    sessions = {p: await cluster.chat("BC"[i % 2]).user(p, PW) for i, p in enumerate(people)}
+    bodies = [f"to all {i}" for i in range(10)]
+    for body in bodies:
+        await sender.send(people, body)
+    await sender.send(people, "marker")
+    for person, session in sessions.items():
+        got = await received_exactly(session, [*bodies, "marker"])  # once each, in order
+        others = tuple(sorted({alice, *people} - {person}))
+        assert all(m.participants == others and m.sender == alice for m in got)
+    cluster.nodes["A"].stop()
+    for _ in range(50):  # (its log is read by a thread: the last line may still come)
+        closed = [line for line in cluster.nodes["A"].log_lines if "bus: closed" in line]
+        if closed:
+            break
+        await asyncio.sleep(0.1)
+    assert closed and "groups=11," in closed[-1]  # one publish per message, not four

@@ -1,6 +1,8 @@
 """The gap repair of core.nats_bus, in one process, against a store made of lists: events
 reordered, lost, acked elsewhere before the repair, lost at the end (the sweep), deleted
-before they arrive. No NATS, no PostgreSQL: these run in milliseconds."""
+before they arrive; notices (read marks, deleted ids, "end every session") in the same
+sequence, lost and read back from the log in order. No NATS, no PostgreSQL: these run in
+milliseconds."""
 
 from __future__ import annotations
 
@@ -8,7 +10,15 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from core.nats_bus import GAP_GRACE, NatsBus, _Feed, decode, encode, to_wire
+import pytest
+
+from core.bus import open_bus
+from core.memory_store import MemoryStore
+from core.nats_bus import NatsBus
+from core.nats_feed import GAP_GRACE, End, Feed
+from core.nats_wire import decode, decode_group, encode, encode_end, encode_group, to_wire
+from core.postgres_store import PostgresStore
+from core.store import LoggedNotice, SeqStore
 from core.types import CloseReason, Delivery, MessagesDeleted, Notice, ReadMarker, SentCopy
 
 BOB = 7
@@ -23,25 +33,52 @@ class Row:
 
 @dataclass
 class FakeStore:
-    """Bob's messages as PostgreSQL would hold them (seqs and ids rise together)."""
+    """Bob's messages and notices as PostgreSQL would hold them: one sequence, message ids
+    rising with it."""
 
     rows: list[Row] = field(default_factory=list)
+    notices: dict[int, tuple[LoggedNotice, str]] = field(default_factory=dict)
     reads: int = 0
+
+    @property
+    def last_seq(self) -> int:
+        return len(self.rows) + len(self.notices)
 
     def add(self, n: int) -> list[tuple[int, Delivery]]:
         out = []
         for _ in range(n):
-            seq = len(self.rows) + 1
+            seq = self.last_seq + 1
             d = Delivery(100 + seq, "alice", f"m{seq}", 0, ("alice",), False, 1)
             self.rows.append(Row(seq, d))
             out.append((seq, d))
         return out
 
+    def log(self, notice: LoggedNotice, origin: str = "elsewhere") -> int:
+        seq = self.last_seq + 1
+        self.notices[seq] = (notice, origin)
+        return seq
+
     async def bus_baseline(self, account_id: int) -> tuple[int, int]:
         return 0, 0
 
     async def last_seqs(self, account_ids: Sequence[int]) -> dict[int, tuple[int, bool]]:
-        return {BOB: (len(self.rows), False)}
+        return {BOB: (self.last_seq, False)}
+
+    async def notices_by_seq(
+        self, owner_id: int, after_seq: int, up_to_seq: int, limit: int
+    ) -> list[tuple[int, LoggedNotice, str]]:
+        self.reads += 1
+        found = [(s, n, origin) for s, (n, origin) in sorted(self.notices.items())]
+        return [row for row in found if after_seq < row[0] <= up_to_seq][:limit]
+
+    async def prune_notices(self, older_than_ms: int) -> int:
+        return 0
+
+    def keep_notices(self, origin: str) -> None:
+        pass
+
+    def take_notice_seq(self, owner_id: int, notice: LoggedNotice) -> int:
+        return 0
 
     async def pending_by_seq(
         self, recipient_id: int, after_seq: int, up_to_seq: int, limit: int
@@ -65,7 +102,7 @@ class FakeStore:
 
 @dataclass
 class Sink:
-    got: list[Delivery | Notice] = field(default_factory=list)
+    got: list[Delivery | Notice | CloseReason] = field(default_factory=list)
     ended: list[CloseReason] = field(default_factory=list)
 
     def deliver(self, account_id: int, event: Delivery | Notice, skip: object = None) -> None:
@@ -73,23 +110,25 @@ class Sink:
 
     def end_local_sessions(self, account_id: int, reason: CloseReason) -> None:
         self.ended.append(reason)
+        self.got.append(reason)
 
     @property
     def bodies(self) -> list[str]:
         return [e.body for e in self.got if isinstance(e, Delivery)]
 
 
-def feed_of(store: FakeStore) -> tuple[NatsBus, _Feed, Sink]:
-    bus = NatsBus("nats://127.0.0.1:1", store, node="test")
+def feed_of(store: FakeStore) -> tuple[NatsBus, Feed, Sink]:
+    assert isinstance(store, SeqStore)  # (what core.bus.open_bus checks)
+    bus = NatsBus("nats://127.0.0.1:1", store, node="here")
     sink = Sink()
     bus.attach(sink)
-    feed = _Feed(bus, BOB)
+    feed = Feed(bus, BOB)
     feed.ready = True
     bus._feeds[BOB] = feed
     return bus, feed, sink
 
 
-async def settle(feed: _Feed) -> None:
+async def settle(feed: Feed) -> None:
     for _ in range(100):
         if feed.repairing is None and not feed.held:
             return
@@ -97,7 +136,7 @@ async def settle(feed: _Feed) -> None:
     raise AssertionError("the feed never settled")
 
 
-def offer(feed: _Feed, seq: int, d: Delivery) -> None:
+def offer(feed: Feed, seq: int, d: Delivery) -> None:
     feed.offer(seq, seq - 1, d, None)
 
 
@@ -122,11 +161,11 @@ async def test_reordered_deliveries_are_put_back_in_order_without_a_read():
 
 async def test_a_lost_delivery_is_read_from_pending():
     store = FakeStore()
-    _, feed, sink = feed_of(store)
+    bus, feed, sink = feed_of(store)
     (_, _), (s2, d2) = store.add(2)
     offer(feed, s2, d2)  # seq 1 never comes
     await settle(feed)
-    assert sink.bodies == ["m1", "m2"] and store.reads == 1
+    assert sink.bodies == ["m1", "m2"] and bus.stats.repairs == 1
 
 
 async def test_a_lost_delivery_acked_by_another_session_comes_from_history():
@@ -180,11 +219,29 @@ def test_the_wire_format_round_trips_every_event():
         (ReadMarker(9, 5, 0), 0),
         (MessagesDeleted((1, 2)), 0),
     ]
+    events += [(ReadMarker(9, 5, 0), 12), (MessagesDeleted((1, 2)), 13)]  # (logged ones)
     for event, seq in events:
         _, body = encode(event, seq)
         _, got_seq, prev, back = decode(to_wire(body))
         assert back == event and got_seq == seq and prev == (seq - 1 if seq else 0)
     assert decode(b'{"t":"end","reason":"ACCOUNT_DELETED"}')[3] is CloseReason.ACCOUNT_DELETED
+    _, seq, prev, reason = decode(to_wire(encode_end(CloseReason.PASSWORD_CHANGED, 7)))
+    assert (seq, prev, reason) == (7, 6, CloseReason.PASSWORD_CHANGED)
+
+
+def test_one_message_to_several_recipients_travels_once_and_unpacks_per_recipient():
+    everyone = ("alice", "bob", "cy", "dee")
+    copies = [
+        (
+            account,
+            seq,
+            Delivery(9, "alice", "hi ✓", 5, tuple(n for n in everyone if n != me), False, 3),
+        )
+        for account, seq, me in ((2, 11, "bob"), (3, 4, "cy"), (4, 1, "dee"), (1, 8, "alice"))
+    ]
+    wire = to_wire(encode_group(copies))
+    assert wire.count("hi ✓".encode()) == 1
+    assert decode_group(wire) == copies
 
 
 async def test_a_long_gap_is_read_page_by_page_in_order():
@@ -196,3 +253,84 @@ async def test_a_long_gap_is_read_page_by_page_in_order():
     offer(feed, *rows[-1])
     await settle(feed)
     assert sink.bodies == [f"m{i}" for i in range(1, 1301)]
+
+
+async def test_lost_notices_are_read_from_the_log_in_order_with_deliveries():
+    store = FakeStore()
+    _, feed, sink = feed_of(store)
+    (s1, d1), (_, d2) = store.add(2)
+    store.log(ReadMarker(1, d2.message_id, 0))  # lost on the bus
+    gone = MessagesDeleted((d1.message_id,))
+    store.log(gone)  # lost too
+    (s5, d5) = store.add(1)[0]
+    offer(feed, s1, d1)
+    offer(feed, s5, d5)  # after a gap of three: m2 and both notices
+    await settle(feed)
+    assert sink.got == [d1, d2, ReadMarker(1, d2.message_id, 0), gone, d5]
+
+
+async def test_a_live_notice_in_sequence_passes_straight_through():
+    store = FakeStore()
+    _, feed, sink = feed_of(store)
+    (s1, d1) = store.add(1)[0]
+    marker = ReadMarker(1, d1.message_id, 0)
+    s2 = store.log(marker)
+    offer(feed, s1, d1)
+    feed.offer(s2, s2 - 1, marker, None)
+    assert sink.got == [d1, marker] and store.reads == 0
+
+
+async def test_the_sweep_finds_a_lost_last_notice():
+    store = FakeStore()
+    bus, feed, sink = feed_of(store)
+    (s1, d1) = store.add(1)[0]
+    offer(feed, s1, d1)
+    store.log(MessagesDeleted((d1.message_id,)))  # its publish was lost; nothing follows
+    await bus.sweep()
+    await settle(feed)
+    assert sink.got == [d1, MessagesDeleted((d1.message_id,))]
+
+
+async def test_a_lost_end_of_every_session_ends_them_unless_this_node_wrote_it():
+    store = FakeStore()
+    bus, feed, sink = feed_of(store)
+    store.log(CloseReason.PASSWORD_CHANGED, origin="here")  # this node's service did it
+    await bus.sweep()
+    await settle(feed)
+    assert sink.ended == []  # (the session that changed the password stays)
+    store.log(CloseReason.PASSWORD_CHANGED)  # another node's, lost on the bus
+    await bus.sweep()
+    await settle(feed)
+    assert sink.ended == [CloseReason.PASSWORD_CHANGED]
+
+
+async def test_an_end_this_node_published_only_moves_the_feed_on():
+    store = FakeStore()
+    _, feed, sink = feed_of(store)
+    seq = store.log(CloseReason.PASSWORD_CHANGED, origin="here")
+    feed.offer(seq, seq - 1, End(CloseReason.PASSWORD_CHANGED, here=True), None)
+    assert sink.ended == [] and feed.last_seq == seq
+
+
+async def test_a_lost_acked_delivery_comes_before_a_later_lost_notice():
+    store = FakeStore()
+    bus, feed, sink = feed_of(store)
+    (s1, d1) = store.add(1)[0]
+    offer(feed, s1, d1)
+    (_, d2) = store.add(1)[0]
+    store.rows[1].pending = False  # acked on another node: its seq is not pending any more
+    marker = ReadMarker(1, d2.message_id, 0)
+    store.log(marker)  # both publishes lost
+    (_, d4) = store.add(1)[0]
+    store.rows[2].pending = False
+    await bus.sweep()
+    await settle(feed)
+    assert sink.got == [d1, d2, marker, d4]
+
+
+def test_a_cluster_bus_needs_a_store_with_sequences():
+    assert isinstance(PostgresStore("postgresql://127.0.0.1:1/x"), SeqStore)
+    assert not isinstance(MemoryStore(), SeqStore)
+    with pytest.raises(ValueError, match="PostgreSQL store"):
+        open_bus("nats://127.0.0.1:1", MemoryStore(), node="n")
+    assert isinstance(open_bus("nats://127.0.0.1:1", FakeStore(), node="n"), NatsBus)

@@ -239,6 +239,29 @@ async def test_partial_frames_beyond_the_inbound_budget_are_refused_clearly(
         assert server.guard.inbound == 0
 
 
+async def test_a_user_is_not_closed_for_bytes_that_connections_without_a_session_hold(
+    service: ChatService,
+) -> None:
+    """Half-sent frames of connections without a session spent the inbound budget: before,
+    the next connection to go past it was closed, whoever it was (in the hostile scene, every
+    logged-in sender of a 64 KiB message, and the ACK flood's logged-in client). Now a
+    connection with a session takes the place of the oldest of them."""
+    async with serving(service, inbound_budget=60_000) as server:
+        user = await Peer().greeted(server.address)
+        user.send(Signup(1, "sender", "pw-12345678"))
+        assert await user.events(1) == [SignedUp(1, 0)]
+        holder = await Peer().greeted(server.address, source="127.0.0.2")
+        holder.writer.write(holder.codec.send(Ping(1, b"h" * 50_000))[:45_000])
+        await asyncio.sleep(0.2)
+        frame = user.codec.send(Ping(2, b"u" * 50_000))
+        user.writer.write(frame[:30_000])  # 75 000 held: past the budget
+        events = await holder.until_closed()
+        assert refusal(events) == (0, ErrorCode.SERVER_BUSY)
+        user.writer.write(frame[30_000:])
+        assert await user.events(1) == [Pong(2, b"u" * 50_000)]
+        assert server.guard.inbound == 0
+
+
 # -- defect 5 and overload: output budgets -----------------------------------------------
 
 

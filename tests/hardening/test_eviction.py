@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from core import ChatService, HashCost, SqliteStore
 from transports import protobuf_tcp
+from transports._guard import Guard, ServerLimits
 from transports.custom import Connection, Error, ErrorCode, Ping, Pong, SignedUp, Signup
 from transports.custom._codec import CodecFactory
 from transports.websocket import start_server as start_websocket
@@ -71,14 +72,14 @@ async def test_logged_in_connections_are_never_evicted(service: ChatService) -> 
         user = await Peer().greeted(server.address)
         user.send(Signup(1, "resident", "pw-12345678"))
         assert await user.events(1) == [SignedUp(1, 0)]
-        idle = await Peer().greeted(server.address)
+        idle = await Peer().greeted(server.address, source="127.0.0.2")
         await asyncio.sleep(GRACE + 0.1)
-        newcomer = await Peer().greeted(server.address)  # takes the idle one's place
+        newcomer = await Peer().greeted(server.address, source="127.0.0.3")  # idle's place
         assert timed_out_while_full(await idle.until_closed())
         await asyncio.sleep(GRACE + 0.1)
         # Full again: the newcomer waits without a session, the user has one. The next
         # connection evicts the newcomer, never the user.
-        last = await Peer().greeted(server.address)
+        last = await Peer().greeted(server.address, source="127.0.0.4")
         assert timed_out_while_full(await newcomer.until_closed())
         user.send(Ping(2, b"here"))
         assert await user.events(1) == [Pong(2, b"here")]
@@ -97,11 +98,93 @@ async def test_connections_within_the_grace_are_not_evicted(service: ChatService
             assert await peer.events(1) == [Pong(1, b"kept")]
 
 
+async def test_a_fresh_address_takes_a_place_from_the_address_holding_most(
+    service: ChatService,
+) -> None:
+    # 20,000 idle sockets from 253 addresses, all younger than the grace because the flood
+    # reconnected as fast as it was evicted: before, the account's owner (from an address
+    # with nothing waiting) was refused "the server is full" or queued for seconds.
+    async with serving(service, max_connections=4, eviction_grace=30.0) as server:
+        flood = [await Peer().greeted(server.address, source="127.0.0.2") for _ in range(3)]
+        other = await Peer().greeted(server.address, source="127.0.0.3")
+        owner = await Peer().greeted(server.address, source="127.0.0.9")  # within the grace
+        assert timed_out_while_full(await flood[0].until_closed())
+        for peer in [owner, other, *flood[1:]]:
+            peer.send(Ping(1, b"in"))
+            assert await peer.events(1) == [Pong(1, b"in")]
+        assert server.guard.evicted == 1 and server.guard.waiting_from("127.0.0.2") == 2
+
+
+async def test_an_address_holding_its_share_cannot_churn_the_others_out(
+    service: ChatService,
+) -> None:
+    # The flood's own reconnections: an address already holding as many waiting connections
+    # as the others is refused at once, even past the grace; before, each evicted the oldest
+    # socket of any address (a WELCOME and an eviction per connect, as fast as the server
+    # accepted), and an honest connect queued behind them.
+    async with serving(service, max_connections=4, eviction_grace=GRACE) as server:
+        held = [
+            await Peer().greeted(server.address, source=source)
+            for source in ("127.0.0.2", "127.0.0.2", "127.0.0.3", "127.0.0.3")
+        ]
+        await asyncio.sleep(GRACE + 0.1)
+        again = await Peer().open(server.address, source="127.0.0.2")
+        assert refusal(await again.until_closed()) == (0, ErrorCode.SERVER_BUSY)
+        for peer in held:
+            peer.send(Ping(1, b"kept"))
+            assert await peer.events(1) == [Pong(1, b"kept")]
+        assert server.guard.evicted == 0
+
+
+class _Waiter:
+    """A waiting connection as the Guard sees it (``transports._guard.Waiting``)."""
+
+    def __init__(self, guard: Guard, address: str, busy: bool = False) -> None:
+        self.guard, self.address, self.busy, self.evicted = guard, address, busy, False
+
+    def evict(self, waited: float) -> bool:
+        if self.busy:
+            return False
+        self.evicted = True
+        self.guard.settled(self)
+        self.guard.release(self.address)
+        return True
+
+
+def _admitted(guard: Guard, address: str, busy: bool = False) -> _Waiter | None:
+    if guard.admit(address) is not None:
+        return None
+    waiter = _Waiter(guard, address, busy)
+    guard.waiting(waiter, address)
+    return waiter
+
+
+def test_the_guard_shares_waiting_places_fairly_between_addresses() -> None:
+    guard = Guard(ServerLimits(max_connections=8, eviction_grace=3600.0))
+    a = [_admitted(guard, "10.0.0.1") for _ in range(5)]
+    b = [_admitted(guard, "10.0.0.2") for _ in range(3)]
+    assert guard.connections == 8 and None not in a + b
+    # b (3, would hold 4) is not under half of a (5): refused, nobody is evicted
+    assert _admitted(guard, "10.0.0.2") is None and guard.evicted == 0
+    # a fresh address takes a's oldest place, and the next (a holds 4, twice .3's 2)...
+    assert _admitted(guard, "10.0.0.3") is not None and _admitted(guard, "10.0.0.3") is not None
+    assert [w.evicted for w in a if w is not None] == [True, True, False, False, False]
+    assert _admitted(guard, "10.0.0.3") is None  # ...not a third: a's 3 is not twice 3
+    # settled (logged in) connections no longer count for their address
+    for waiter in b:
+        guard.settled(waiter)  # type: ignore[arg-type]
+    assert guard.waiting_from("10.0.0.2") == 0
+    # a connection being served (a login being checked) is never evicted: the next is
+    a[2].busy = True  # type: ignore[union-attr]
+    assert _admitted(guard, "10.0.0.4") is not None
+    assert [w.evicted for w in a if w is not None] == [True, True, False, True, False]
+    assert guard.waiting_from("10.0.0.1") == 2 and guard.connections == 8
+    assert guard.waiting_count == 5 and guard.evicted == 3
+
+
 async def test_a_websocket_connection_without_a_session_gives_way_when_the_server_is_full(
     service: ChatService,
 ) -> None:
-    from transports._guard import Guard, ServerLimits
-
     guard = Guard(ServerLimits(max_connections=1, eviction_grace=GRACE))
     server = await start_websocket(service, "127.0.0.1", 0, guard=guard)
     url = f"ws://{server.address[0]}:{server.address[1]}{PATH}"
@@ -109,7 +192,12 @@ async def test_a_websocket_connection_without_a_session_gives_way_when_the_serve
         idle = await connect(url, subprotocols=[SUBPROTOCOL], open_timeout=WAIT)  # type: ignore[list-item]
         await asyncio.sleep(GRACE + 0.1)
         # Before: HTTP 503 "the server is full (1 connections)" for the newcomer.
-        newcomer = await connect(url, subprotocols=[SUBPROTOCOL], open_timeout=WAIT)  # type: ignore[list-item]
+        newcomer = await connect(
+            url,
+            subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+            open_timeout=WAIT,
+            local_addr=("127.0.0.2", 0),  # (another address: rule 2 of transports._guard)
+        )
         with pytest.raises(ConnectionClosed) as closed:
             await asyncio.wait_for(idle.recv(), WAIT)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
@@ -133,7 +221,6 @@ async def test_grpc_raw_connections_are_taken_off_the_descriptor_derived_cap(
     # grpc-core's connections are invisible to the Guard; before, the Guard's cap was the whole
     # descriptor limit (minus 64) and gRPC's quota came on top: an idle flood on the custom port
     # plus the gRPC clients reached 20,000 descriptors of 20,000 (accept() fails with EMFILE).
-    from transports._guard import Guard, ServerLimits
     from transports.grpc import start_server as start_grpc
     from transports.grpc._limits import raw_connections
 

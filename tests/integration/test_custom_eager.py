@@ -1,5 +1,5 @@
-"""run_eagerly, the custom server's way to handle a request without a task per message: it
-must behave exactly like awaiting the coroutine, whether or not the coroutine ever waits."""
+"""run_eagerly and start_eagerly, the custom server's way to handle a request without a task per
+message: they must behave exactly like awaiting the coroutine, whether or not it ever waits."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from transports.custom._eager import Suspended, run_eagerly
+from transports.custom._eager import Suspended, run_eagerly, start_eagerly
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -110,3 +110,38 @@ async def test_a_coroutine_may_catch_a_cancellation_and_return() -> None:
     await asyncio.sleep(0)
     outcome.task.cancel()
     assert await outcome.task == "tidied up"
+
+
+async def test_start_eagerly_runs_a_coroutine_that_never_waits_without_a_task() -> None:
+    ran: list[str] = []
+
+    async def work() -> None:
+        ran.append("work")
+
+    tasks_before = asyncio.all_tasks()
+    assert start_eagerly(work()) is None
+    assert ran == ["work"] and asyncio.all_tasks() == tasks_before
+
+
+async def test_start_eagerly_hands_a_coroutine_that_waits_to_a_task() -> None:
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    ran: list[str] = []
+
+    async def work() -> None:
+        ran.append("before")
+        await gate
+        ran.append("after")
+
+    task = start_eagerly(work(), name="eager-start")
+    assert task is not None and ran == ["before"] and task.get_name() == "eager-start"
+    gate.set_result(None)
+    await task
+    assert ran == ["before", "after"]
+
+
+async def test_start_eagerly_raises_what_the_coroutine_raises_before_waiting() -> None:
+    async def failing() -> None:
+        raise ValueError("no")
+
+    with pytest.raises(ValueError, match="no"):
+        start_eagerly(failing())

@@ -1,12 +1,12 @@
-"""bench/tls_rows.py's readers of a TLS byte stream, on a real handshake made in memory."""
+"""bench/tls_relay.py's readers of a TLS byte stream, on a real handshake made in memory."""
 
 from __future__ import annotations
 
 import ssl
 from pathlib import Path
 
+from bench.tls_relay import Records, server_hello
 from bench.tls_report import section
-from bench.tls_rows import _Records, server_hello
 from tests.conftest import make_tls_files
 
 
@@ -46,16 +46,16 @@ def test_server_hello_names_the_version_and_suite(tmp_path: Path) -> None:
 
 def test_records_are_counted_across_any_split(tmp_path: Path) -> None:
     from_client, from_server, _ = _handshake(tmp_path)
-    whole = _Records()
+    whole = Records()
     whole.feed(from_server)
     assert whole.count >= 3  # ServerHello, then at least the encrypted flight
     for size in (1, 2, 5, 7, 100):
-        split = _Records()
+        split = Records()
         for i in range(0, len(from_server), size):
             split.feed(from_server[i : i + size])
         assert split.count == whole.count and split.head == whole.head
         assert split.skip == 0 and split.header == b""  # ends on a record boundary
-    client = _Records()
+    client = Records()
     client.feed(from_client)
     assert client.count >= 2  # ClientHello, Finished (and maybe a ChangeCipherSpec)
 

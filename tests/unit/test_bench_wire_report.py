@@ -59,3 +59,36 @@ def test_the_section_defines_each_figure_and_shows_ids_and_the_connections_frame
         "| WINDOW_UPDATE 240, PING 50, PING_ACK 50 |" in text
     )
     assert bytes_section({"sizes": []}) == ""
+
+
+def account(transport: str, op: str, c2s: int, s2c: int) -> dict:
+    return {
+        "transport": transport,
+        "op": op,
+        "phase": "steady",
+        "body_bytes": None,
+        "recipients": None,
+        "text": None,
+        "c2s_bytes": c2s,
+        "s2c_bytes": s2c,
+        "samples": 5,
+        "c2s_range": [c2s, c2s],
+        "s2c_range": [s2c, s2c],
+        "holds_for": None,
+    }
+
+
+def test_the_account_table_shows_resume_and_change_password_per_transport() -> None:
+    sizes = [
+        steady("custom", 49, 12, None),
+        account("custom", "resume", 47, 61),
+        account("custom", "change_password", 38, 48),
+        account("custom", "password_changed", 0, 47),
+        account("grpc", "resume", 190, 146),  # a transport without the other two rows
+        steady("websocket", 90, 40, None),  # and one without any
+    ]
+    text = bytes_section({"sizes": sizes}, order=["custom", "grpc", "websocket"])
+    assert "resume token" in text and "43 characters" in text  # the definitions say so
+    assert "| custom | 47 + 61 = 108 | 38 + 48 = 86 | 0 + 47 = 47 |" in text
+    assert "| grpc | 190 + 146 = 336 | — | — |" in text
+    assert "| websocket | —" not in text

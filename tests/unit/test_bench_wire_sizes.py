@@ -15,6 +15,7 @@ from bench import capture
 from bench.config import QUICK_SIZES, WIRE_QUICK
 from bench.payloads import make_body, payload_sizes
 from bench.wire import account_factory, account_traits, measure_sizes
+from bench.wire_account import ACCOUNT_OPS
 from bench.wire_history import HISTORY_PAGE
 from transports import registry
 from wirechat.launch import ServerProcess
@@ -26,7 +27,7 @@ CATEGORIES = ("payload", "framing", "headers", "control")
 ONCE_PER_CONNECTION = {"connect", "delete_account", "close"}
 HISTORY_OPS = {"read_history", "mark_read", "list_conversations", "delete_messages"}
 OPS = {"connect", "signup", "login", "list_accounts", "send", "deliver", "ack", "logout",
-       "delete_account", "close"} | HISTORY_OPS  # fmt: skip
+       "delete_account", "close"} | HISTORY_OPS | set(ACCOUNT_OPS)  # fmt: skip
 #: Transports whose payload is exactly one message of payload_sizes(): which encoding.
 ENCODED_AS = {"custom": "custom_bytes", "protobuf-tcp": "protobuf_bytes", "grpc": "protobuf_bytes"}
 

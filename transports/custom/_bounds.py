@@ -22,7 +22,9 @@ docs/LIMITS.md "Connections and bytes" and PROTOCOL.md section 9.7 say what a cl
     incomplete frame, or frames a blocker left) is counted against the guard's inbound
     budget. A connection whose bytes take the server past the budget is closed with ERROR
     SERVER_BUSY, which frees them at once. (Pausing it instead would keep them: 20,000
-    connections that each sent most of a maximal frame pinned 2 GB.)
+    connections that each sent most of a maximal frame pinned 2 GB.) Unless it has a
+    session: then connections without one that hold bytes are closed first, oldest first
+    (``Guard.shed_inbound``), so anonymous half-sent frames cannot get a user closed.
   * Outbound bytes: while a connection's output is paused (its own budget spent), what the
     transport holds counts against the guard's outbound budget. A connection that finds that
     budget spent is a slow consumer at once: ERROR SLOW_CONSUMER with the reason.
@@ -154,6 +156,7 @@ class Bounded:
         _blocker: asyncio.Task[None] | None
         _closing: bool
         _eof: bool
+        _handlers: dict[type, Any] | None
 
         def _handle_buffered(self, data: bytes | None = None) -> None: ...
         def _end_with(self, code: ErrorCode, message: str) -> None: ...
@@ -171,6 +174,7 @@ class Bounded:
         self._held_in = 0  # bytes counted against the guard's inbound budget
         self._held_out = 0  # bytes counted against the guard's outbound budget
         self._idle_since: float | None = None  # no logged-in session since (after WELCOME)
+        self._anonymous = True  # no logged-in session (its inbound bytes may be shed)
         self._partial_since: float | None = None  # an incomplete frame waits since
         self._kernel = KernelWatch(None, stall_timeout)
         self._seen_batches = 0  # the outbox's batches at the last look
@@ -183,7 +187,7 @@ class Bounded:
             _log_refusal(self._loop.time(), refusal)
             return refusal
         self._admitted, self._host = True, host
-        self._guard.waiting(self)  # (no session yet: may be evicted when the server is full)
+        self._guard.waiting(self, host)  # (no session yet: may be evicted when the server is full)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:  # the kernel holds at most this much unread output (see ServerLimits)
@@ -196,7 +200,10 @@ class Bounded:
         return None
 
     def _release(self) -> None:
-        """The connection is gone: give back everything it counted."""
+        """The connection is gone: give back everything it counted, and drop its table of
+        request handlers (bound methods of this connection: a reference cycle, which only
+        a full collection would free, and not at all once the collector froze it)."""
+        self._handlers = None
         self._give_back()
         if self._admitted:
             self._admitted = False
@@ -225,12 +232,14 @@ class Bounded:
 
     def _waiting(self, waiting: bool) -> None:
         """The connection has (False) or has no (True) logged-in session from now on."""
+        self._anonymous = waiting
         if not self._admitted:
             return
         if waiting:
-            self._guard.waiting(self)
+            self._guard.waiting(self, self._host)
         else:
             self._guard.settled(self)
+            self._guard.holds_inbound(self, False)  # (its bytes are a user's now: kept)
 
     def pause_writing(self) -> None:
         self._outbox.pause()
@@ -275,15 +284,30 @@ class Bounded:
         more = held - self._held_in
         if more > 0:
             self._held_in = held
-            if not self._guard.hold_inbound(more):  # (closing gives them back)
-                _log_inbound(self._loop.time(), self._peer)
-                self._end_with(
-                    ErrorCode.SERVER_BUSY,
-                    "the server is holding too many incomplete frames; try again later",
-                )
+            # Past the budget: a connection with a session first takes the bytes of those
+            # without one (oldest first); else it is the one closed (closing gives back).
+            guard = self._guard
+            if not guard.hold_inbound(more) and (self._anonymous or not guard.shed_inbound()):
+                self._shed()
+                return
         elif more < 0:
             self._held_in = held
             self._guard.give_back_inbound(-more)
+        if self._anonymous and self._admitted:
+            self._guard.holds_inbound(self, self._held_in > 0)
+
+    def shed(self) -> None:
+        """``Guard.shed_inbound``: a connection with a session needs the inbound bytes this
+        one (without a session) holds: ERROR SERVER_BUSY, close, its bytes given back."""
+        if not self._closing:
+            self._shed()
+
+    def _shed(self) -> None:
+        _log_inbound(self._loop.time(), self._peer)
+        self._end_with(
+            ErrorCode.SERVER_BUSY,
+            "the server is holding too many incomplete frames; try again later",
+        )
 
     def _update_reading(self) -> None:
         """Read from the socket unless a request is in progress or the turn yielded; while
@@ -343,6 +367,7 @@ class Bounded:
 
     def _give_back(self) -> None:
         """Return this connection's share of the byte budgets (it reads and queues no more)."""
+        self._guard.holds_inbound(self, False)
         if self._held_in:
             self._guard.give_back_inbound(self._held_in)
             self._held_in = 0

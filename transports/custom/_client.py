@@ -21,8 +21,10 @@ Theory of operation (section numbers refer to PROTOCOL.md)
     are in flight, and ACKs, leave together at the end of the loop iteration. Past the byte
     budget callers wait until the server reads.
   * The hot values (the SEND event, each SendResult, each pushed Delivery) are frozen
-    dataclasses built through ``_frozen.builder``: same values, a third of the cost of their
-    generated ``__init__`` (issue 8: the client must not be the bottleneck of the bench).
+    dataclasses built through ``core.frozen.builder``: same values, a third of the cost of their
+    generated ``__init__``, straight from the request or event in one call (issue 8: the
+    client must not be the bottleneck of the bench; its CPU per send is measured against
+    ``bench/refs/lean_custom.py``'s).
   * The codec is pluggable (``codec=``): any ``Codec`` yielding the events of ``_events`` in
     the same frames, e.g. ``transports.protobuf_tcp``'s. From ``_wire`` the driver takes only
     what every codec on these frames shares: the error codes and U32_MAX (request ids and
@@ -34,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from asyncio import InvalidStateError
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from heapq import heappop, heappush
@@ -42,6 +45,7 @@ from typing import Any, ClassVar, TypeVar, cast
 from core import requests as rq
 from core import types as ct
 from core.client import ChatClient, ClientEvents
+from core.frozen import builder
 from core.types import (
     AccountPage,
     CloseReason,
@@ -89,7 +93,6 @@ from transports.custom._events import (
     Signup,
     Welcome,
 )
-from transports.custom._frozen import builder
 from transports.custom._security import ChangePassword, PasswordChanged, Resume
 from transports.custom._wire import U32_MAX, ErrorCode, LocalProtocolError, ProtocolError, closes
 
@@ -111,10 +114,30 @@ class PingRequest(rq.Request[bytes]):
     needs_session: ClassVar[bool] = False
 
 
-# What is built once per send and per push, at a third of its __init__'s cost (_frozen).
-_send_event: Callable[..., Send] = builder(Send)
-_send_result: Callable[..., SendResult] = builder(SendResult)
-_new_delivery: Callable[..., Delivery] = builder(Delivery)
+# What is built once per send and per push, at a third of its __init__'s cost and in one
+# call each (core.frozen): the SEND event of a request, the SendResult of a SENT reply, and the
+# Delivery of a DELIVER push (also inside a SENT_COPY).
+_send_event: Callable[[int, rq.Send], Send] = builder(
+    Send, "rid, r", ("rid", "r.recipients", "r.body")
+)
+_send_result: Callable[[rq.Send, Sent], SendResult] = builder(
+    SendResult,
+    "r, e",
+    ("e.message_id", "e.sent_at_ms", "e.unknown_recipients", "e.conversation_id"),
+)
+_delivery: Callable[[Deliver], Delivery] = builder(
+    Delivery,
+    "e",
+    (
+        "e.message_id",
+        "e.sender",
+        "e.body",
+        "e.sent_at_ms",
+        "e.participants",
+        "e.sender_deleted",
+        "e.conversation_id",
+    ),
+)
 
 # The one translation between core requests and the wire: request type -> (the request event
 # for a request id, the response that answers it, the result that response makes).
@@ -137,13 +160,7 @@ _REQUESTS: dict[type, _Spec] = {
         Accounts,
         lambda r, e: AccountPage(e.usernames, e.more),
     ),
-    rq.Send: (
-        lambda rid, r: _send_event(rid, r.recipients, r.body),
-        Sent,
-        lambda r, e: _send_result(
-            e.message_id, e.sent_at_ms, e.unknown_recipients, e.conversation_id
-        ),
-    ),
+    rq.Send: (_send_event, Sent, _send_result),
     rq.DeleteAccount: (
         lambda rid, r: DeleteAccount(rid, r.username, r.password),
         Deleted,
@@ -194,18 +211,6 @@ _REQUESTS: dict[type, _Spec] = {
 }
 
 
-def _delivery(e: Deliver) -> Delivery:
-    return _new_delivery(
-        e.message_id,
-        e.sender,
-        e.body,
-        e.sent_at_ms,
-        e.participants,
-        e.sender_deleted,
-        e.conversation_id,
-    )
-
-
 def open_client(
     address: tuple[str, int],
     *,
@@ -241,7 +246,9 @@ class CustomTransport(asyncio.Protocol):
         self._welcome_waiter: asyncio.Future[Welcome] | None = None
         # request id -> (its caller's future, the request, its _REQUESTS entry)
         self._pending: dict[int, tuple[asyncio.Future[Any], Any, _Spec]] = {}
-        self._free_ids: list[int] = []  # a heap of released ids below _next_id
+        # Request ids: a heap of released ids below _next_id, valid while a request is in
+        # flight; with none in flight every id is free and request() resets both.
+        self._free_ids: list[int] = []
         self._next_id = 1
         self._why: str | None = None  # why the session or connection ended (first reason)
         self._ended = False  # the connection is gone (or going): no more requests
@@ -331,19 +338,24 @@ class CustomTransport(asyncio.Protocol):
             if type(request) is rq.Ack:
                 return self._ack(request, outbox)  # type: ignore[return-value]
             raise TypeError(f"the custom protocol cannot carry {request!r}")
-        free = self._free_ids
-        rid = heappop(free) if free else self._new_id()
+        free, pending = self._free_ids, self._pending
+        if pending:
+            rid = heappop(free) if free else self._new_id()
+        else:  # nothing in flight: every id is free, and 1 is the lowest (see data_received)
+            rid, self._next_id = 1, 2
+            if free:
+                free.clear()
         try:
             data = self._codec.send(spec[0](rid, request))
         except LocalProtocolError as exc:
             heappush(free, rid)
             raise error_for_local(exc) from None
         future: asyncio.Future[R] = self._loop.create_future()  # type: ignore[union-attr]
-        if self._pending:
+        if pending:
             outbox.write(data)  # others are in flight: join their batch
         else:
             outbox.write_now(data)
-        self._pending[rid] = (future, request, spec)
+        pending[rid] = (future, request, spec)
         if outbox.paused:
             return self._when_writable(future, outbox)
         return future
@@ -413,10 +425,13 @@ class CustomTransport(asyncio.Protocol):
                     self._unpaired(event)
                     continue
                 future, request, spec = entry
-                heappush(free, rid)
+                if pending:  # (when none is left in flight, request() starts again at 1)
+                    heappush(free, rid)
                 if type(event) is spec[1]:
-                    if not future.done():
+                    try:
                         future.set_result(spec[2](request, event))
+                    except InvalidStateError:
+                        pass  # the caller stopped waiting (cancelled)
                 else:
                     self._refused(future, request, event)
         except ProtocolError as exc:

@@ -107,10 +107,8 @@ class Codec(Protocol):
     #: The versions this codec speaks, lowest to highest (a client offers them in HELLO).
     versions: tuple[int, ...]
 
-    @property
-    def buffered(self) -> int:
-        """Bytes received but not yet returned as events (the server counts them)."""
-        ...
+    #: Bytes received but not yet returned as events (the server counts them).
+    buffered: int
 
     def receive_data(self, data: bytes) -> None:
         """Add bytes from the peer; ``b""`` means the peer closed its side."""
@@ -175,6 +173,7 @@ _SENDABLE = {
     for v, (c2s, s2c) in MESSAGES.items()
 }
 _HELLO, _WELCOME, _ERROR = int(Opcode.HELLO), int(Opcode.WELCOME), int(Opcode.ERROR)
+_HANDSHAKE_OPCODES = frozenset((_HELLO, _WELCOME, _ERROR))  # (sending one may change the phase)
 
 
 class Connection:
@@ -199,6 +198,9 @@ class Connection:
         self._offer: tuple[int, int] | None = None  # the HELLO we sent, to check WELCOME
         self._buf = bytearray()
         self._pos = 0  # the first unconsumed byte of _buf
+        #: Bytes received but not yet returned as events: ``len(_buf) - _pos``, kept as a
+        #: plain attribute (the server reads it for every request; a property cost a call).
+        self.buffered = 0
         self._eof = False
         self._error: ProtocolError | None = None
         self._reader = FrameReader()
@@ -219,11 +221,6 @@ class Connection:
         self._receivable = _RECEIVABLE[self._tables_version][self.role][phase]
         self._sendable = _SENDABLE[self._tables_version][self.role][phase]
 
-    @property
-    def buffered(self) -> int:
-        """Bytes received but not yet returned as events."""
-        return len(self._buf) - self._pos
-
     # -- receiving ---------------------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
         """Add bytes from the peer; ``b""`` means the peer closed its side."""
@@ -234,54 +231,59 @@ class Connection:
             return
         if self._eof:
             raise RuntimeError("receive_data after the end of the stream")
-        buf = self._buf
-        if self._pos:
-            if self._pos == len(buf):
-                buf.clear()
+        buf, pos = self._buf, self._pos
+        if pos:
+            if pos == len(buf):  # (all of it consumed, the usual case: start over)
+                buf[:] = data
                 self._pos = 0
-            elif self._pos >= _COMPACT_AT:
-                del buf[: self._pos]
-                self._pos = 0
+                self.buffered = len(data)
+                return
+            if pos >= _COMPACT_AT:
+                del buf[:pos]
+                self._pos = pos = 0
         buf += data
+        self.buffered = len(buf) - pos
 
     def next_event(self) -> Event | NeedData:
         """The next event, ``NEED_DATA``, or ``ConnectionClosed`` after a clean end of stream.
 
         Raises ProtocolError, and keeps raising it, once the peer broke the protocol.
         """
+        # (One method where there were two: it runs twice per request, and a Python call
+        # costs about as much as the framing work itself.)
         if self._error is not None:
             raise self._error
-        try:
-            return self._next_event()
-        except ProtocolError as exc:
-            self._error = exc
-            raise
-
-    def _next_event(self) -> Event | NeedData:
         buf, pos = self._buf, self._pos
         size = len(buf)
         if pos >= size:
             return ConnectionClosed() if self._eof else NEED_DATA
-        length = buf[pos]
-        start = pos + 1
-        if length >= 0x80:
-            length, start = read_varint(buf, pos, size, VARINT32_BYTES)
-            if start < 0:
+        try:
+            length = buf[pos]
+            start = pos + 1
+            if length >= 0x80:
+                length, start = read_varint(buf, pos, size, VARINT32_BYTES)
+                if start < 0:
+                    return self._incomplete()
+                if length > U32_MAX:
+                    raise ProtocolError(ErrorCode.MALFORMED, "frame length exceeds 2^32-1")
+            if length > self.max_frame:
+                raise ProtocolError(
+                    ErrorCode.FRAME_TOO_LARGE,
+                    f"frame of {length} bytes exceeds the limit of {self.max_frame}",
+                )
+            if length < 2:
+                raise ProtocolError(
+                    ErrorCode.MALFORMED, "a frame holds at least an opcode and an id"
+                )
+            end = start + length
+            if end > size:
                 return self._incomplete()
-            if length > U32_MAX:
-                raise ProtocolError(ErrorCode.MALFORMED, "frame length exceeds 2^32-1")
-        if length > self.max_frame:
-            raise ProtocolError(
-                ErrorCode.FRAME_TOO_LARGE,
-                f"frame of {length} bytes exceeds the limit of {self.max_frame}",
-            )
-        if length < 2:
-            raise ProtocolError(ErrorCode.MALFORMED, "a frame holds at least an opcode and an id")
-        end = start + length
-        if end > size:
-            return self._incomplete()
-        event = self._decode_frame(start, end)
+            event = self._decode_frame(start, end)
+        except ProtocolError as exc:
+            self._error = exc
+            raise
         self._pos = end
+        self.buffered = size - end
         return event
 
     def _incomplete(self) -> NeedData:
@@ -295,22 +297,34 @@ class Connection:
         if next_phase is None:
             raise self._unexpected(opcode)
         reader = self._reader
-        reader.reset(self._buf, start + 1, end)
-        event = self._decoders[opcode](reader, reader.v32())
+        buf = self._buf
+        rid = buf[start + 1]  # (the request id, reader.v32() inlined for ids below 128:
+        if rid < 0x80:  # a frame holds at least an opcode and an id byte, next_event checked)
+            reader.buf, reader.pos, reader.end = buf, start + 2, end  # (reader.reset)
+        else:
+            reader.buf, reader.pos, reader.end = buf, start + 1, end
+            rid = reader.v32()
+        event = self._decoders[opcode](reader, rid)
         if reader.pos != end:
             raise ProtocolError(
                 ErrorCode.MALFORMED, f"{end - reader.pos} unexpected bytes after the last field"
             )
-        if opcode == _ERROR:
-            if closes(event.code):
-                next_phase = Phase.CLOSED
-        elif opcode == _HELLO:
-            self._negotiate(event)
-        elif opcode == _WELCOME:
-            self._welcomed(event)
+        if opcode in _HANDSHAKE_OPCODES:
+            next_phase = self._received_handshake(opcode, event, next_phase)
         if next_phase is not self._phase:
             self.phase = next_phase
         return event
+
+    def _received_handshake(self, opcode: int, event: Any, next_phase: Phase) -> Phase:
+        """After reading a HELLO, WELCOME or ERROR: negotiate, or close (the next phase)."""
+        if opcode == _ERROR:
+            if closes(event.code):
+                return Phase.CLOSED
+        elif opcode == _HELLO:
+            self._negotiate(event)
+        else:
+            self._welcomed(event)
+        return next_phase
 
     def _unexpected(self, opcode: int) -> ProtocolError:
         """Why ``opcode`` may not arrive now (section 3 gives the order of the checks)."""
@@ -373,14 +387,9 @@ class Connection:
         if spec is None:
             raise LocalProtocolError(ErrorCode.UNKNOWN_OPCODE, self._cannot_send(event))
         opcode, encode = spec
-        if self._error is not None and opcode != _ERROR:
-            raise LocalProtocolError(self._error.code, "the peer broke the protocol; send ERROR")
         next_phase = self._sendable.get(opcode)
-        if next_phase is None:
-            raise LocalProtocolError(
-                ErrorCode.BAD_HANDSHAKE,
-                f"cannot send {type(event).__name__} in phase {self.phase.value}",
-            )
+        if next_phase is None or (self._error is not None and opcode != _ERROR):
+            raise self._refused(event, opcode)
         out = bytearray((opcode,))
         encode(event, out)
         size = len(out)
@@ -389,6 +398,27 @@ class Connection:
                 ErrorCode.FRAME_TOO_LARGE,
                 f"a frame of {size} bytes exceeds the peer's limit of {self.peer_max_frame}",
             )
+        if opcode in _HANDSHAKE_OPCODES:
+            self._sent_handshake(opcode, event, next_phase)
+        elif next_phase is not self._phase:
+            self.phase = next_phase
+        if size < 0x80:
+            return _SMALL_VARINTS[size] + out
+        head = bytearray()
+        put_varint(head, size)
+        return bytes(head) + out
+
+    def _refused(self, event: Any, opcode: int) -> LocalProtocolError:
+        """Why ``event`` cannot be sent now (the peer broke the protocol, or the phase)."""
+        if self._error is not None and opcode != _ERROR:
+            return LocalProtocolError(self._error.code, "the peer broke the protocol; send ERROR")
+        return LocalProtocolError(
+            ErrorCode.BAD_HANDSHAKE,
+            f"cannot send {type(event).__name__} in phase {self.phase.value}",
+        )
+
+    def _sent_handshake(self, opcode: int, event: Any, next_phase: Phase) -> None:
+        """The phase (and version) after sending a HELLO, WELCOME or ERROR."""
         if opcode == _ERROR:
             if closes(event.code):
                 next_phase = Phase.CLOSED
@@ -398,11 +428,6 @@ class Connection:
             self.phase = next_phase
         if opcode == _WELCOME and event.version != self.version:
             self._use_version(event.version)
-        if size < 0x80:
-            return _SMALL_VARINTS[size] + out
-        head = bytearray()
-        put_varint(head, size)
-        return bytes(head) + out
 
 
 __all__ = [

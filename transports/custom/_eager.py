@@ -53,6 +53,26 @@ def run_eagerly(coro: Coroutine[Any, Any, T], *, name: str | None = None) -> T |
     return Suspended(asyncio.get_running_loop().create_task(_finish(coro, first), name=name))
 
 
+#: What ``next`` returns for a coroutine that finished (see ``start_eagerly``).
+_DONE = object()
+
+
+def start_eagerly(
+    coro: Coroutine[Any, Any, None], *, name: str | None = None
+) -> asyncio.Task[None] | None:
+    """``run_eagerly`` for a coroutine that returns None: None when it finished, else the
+    task finishing it.
+
+    Cheaper on the path every request takes: it steps the coroutine with ``next`` on its
+    ``__await__`` iterator, and a coroutine that returns None ends that iteration without
+    the StopIteration that ``coro.send`` has to raise (and the caller to catch).
+    """
+    first = next(coro.__await__(), _DONE)
+    if first is _DONE:
+        return None
+    return asyncio.get_running_loop().create_task(_finish(coro, first), name=name)
+
+
 async def _finish(coro: Coroutine[Any, Any, T], first: Any) -> T:
     return await _Continue(coro, first)
 
@@ -88,4 +108,4 @@ class _Continue(Generic[T]):
                     return done.value
 
 
-__all__ = ["Suspended", "run_eagerly"]
+__all__ = ["Suspended", "run_eagerly", "start_eagerly"]

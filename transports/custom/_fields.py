@@ -52,6 +52,11 @@ def _not_utf8(exc: UnicodeDecodeError) -> ProtocolError:
     )
 
 
+#: Up to this many bytes, ``rest_text`` decodes a copy rather than a view of the buffer: for a
+#: 32-byte body ~2,000 instructions against ~4,100 (callgrind); at 64 KiB the copy adds ~12 %.
+_COPY_UP_TO = 4096
+
+
 class FrameReader:
     """Reads the fields of one frame in place; never past ``end``. One per connection,
     re-aimed at each frame with ``reset`` (no object per frame)."""
@@ -101,8 +106,13 @@ class FrameReader:
         return value
 
     def text(self) -> str:
-        size = self.v32()
         pos = self.pos
+        if pos < self.end and self.buf[pos] < 0x80:  # (v32 inlined: a length below 128)
+            size = self.buf[pos]
+            pos += 1
+        else:
+            size = self.v32()
+            pos = self.pos
         if size > self.end - pos:
             raise self._truncated("a string")
         self.pos = pos + size
@@ -122,6 +132,11 @@ class FrameReader:
 
     def rest_text(self) -> str:
         pos, self.pos = self.pos, self.end
+        if self.end - pos <= _COPY_UP_TO:  # (a copy of a short body is cheaper than a view)
+            try:
+                return self.buf[pos : self.end].decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _not_utf8(exc) from None
         # Decode in place (a body can be 64 KiB) and release the view before anything can keep
         # it alive (a traceback would): a live view stops the buffer from resizing.
         view = memoryview(self.buf)[pos : self.end]
@@ -136,8 +151,12 @@ class FrameReader:
 
 def _request_id(rid: int) -> int:
     if rid == 0:
-        raise _malformed("request id 0 is reserved for the server; requests use 1..2^32-1")
+        raise _zero_request_id()
     return rid
+
+
+def _zero_request_id() -> ProtocolError:
+    return _malformed("request id 0 is reserved for the server; requests use 1..2^32-1")
 
 
 def _no_request_id(rid: int, what: str) -> None:
@@ -173,6 +192,38 @@ def _put_rid(out: bytearray, rid: int) -> None:
     put_varint(out, rid)
 
 
+class RisingVarint:
+    """Writes the varints of one field whose values rise slowly (a clock in milliseconds, ids
+    that count up), for the frames every send and push writes.
+
+    Why. A varint is written seven bits at a time, each a few operations on a Python int of
+    up to 64 bits: the six bytes of a millisecond timestamp cost ~6,000 instructions, as much
+    as the rest of a SENT frame. How. Its bytes after the first are those of ``value >> 7``,
+    which changes once every 128 values (128 ms of a clock): those bytes are kept from the
+    last value, and only the first byte is computed. The last (``value >> 7``, bytes) pair is
+    one attribute, replaced whole, so a codec used from several threads never reads half of it.
+    """
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last: tuple[int, bytes] = (-1, b"")
+
+    def put(self, out: bytearray, value: int) -> None:
+        """Append ``value`` (0..2^64-1, checked by the caller) as a varint."""
+        if value < 0x80:
+            out.append(value)
+            return
+        high = value >> 7
+        last = self._last
+        if last[0] != high:
+            rest = bytearray()
+            put_varint(rest, high)
+            last = self._last = (high, bytes(rest))
+        out.append((value & 0x7F) | 0x80)
+        out += last[1]
+
+
 def _utf8(text: str) -> bytes:
     try:
         return text.encode("utf-8")
@@ -196,4 +247,4 @@ def _put_strs(out: bytearray, texts: tuple[str, ...]) -> None:
         _put_str(out, text)
 
 
-__all__ = ["FrameReader", "read_varint"]
+__all__ = ["FrameReader", "RisingVarint", "read_varint"]

@@ -32,6 +32,7 @@ from transports.custom._events import (
 )
 from transports.custom._fields import (
     FrameReader,
+    RisingVarint,
     _malformed,
     _no_request_id,
     _put_rid,
@@ -49,6 +50,8 @@ from transports.custom._wire import MAX_DELETE_IDS, U32_MAX, U64_MAX, put_varint
 SENDER_DELETED = 0x01
 SENDER_IS_PARTICIPANT = 0x02
 _S64_MIN, _S64_MAX = -(2**63), 2**63 - 1
+#: The message ids and timestamps of SENT and DELIVER: values that rise slowly (_fields).
+_MESSAGE_IDS, _CLOCK = RisingVarint(), RisingVarint()
 
 
 def _flag(r: FrameReader, what: str, allowed: int) -> int:
@@ -183,8 +186,12 @@ def _dec_message(r: FrameReader) -> Deliver:
 
 
 def _enc_message(e: Deliver, out: bytearray) -> None:
-    _put_v64(out, e.message_id, "message_id")
-    _put_v64(out, e.sent_at_ms, "sent_at_ms")
+    message_id, sent_at = e.message_id, e.sent_at_ms
+    if not (0 <= message_id <= U64_MAX and 0 <= sent_at <= U64_MAX):
+        _put_v64(out, message_id, "message_id")  # (raises the error of the field)
+        _put_v64(out, sent_at, "sent_at_ms")
+    _MESSAGE_IDS.put(out, message_id)
+    _CLOCK.put(out, sent_at)
     _put_v64(out, e.conversation_id, "conversation_id")
     flags = SENDER_DELETED if e.sender_deleted else 0
     others = e.participants
@@ -205,11 +212,34 @@ def _dec_sent_v2(r: FrameReader, rid: int) -> Sent:
 
 
 def _enc_sent_v2(e: Sent, out: bytearray) -> None:
-    _put_rid(out, e.request_id)
-    _put_v64(out, e.message_id, "message_id")
-    _put_v64(out, e.sent_at_ms, "sent_at_ms")
-    _put_v64(out, e.conversation_id, "conversation_id")
-    _put_strs(out, e.unknown_recipients)
+    # The reply to every SEND, written out: one call where the field writers took eleven.
+    rid, message_id, sent_at, conversation_id = (
+        e.request_id,
+        e.message_id,
+        e.sent_at_ms,
+        e.conversation_id,
+    )
+    if not (
+        1 <= rid <= U32_MAX
+        and 0 <= message_id <= U64_MAX
+        and 0 <= sent_at <= U64_MAX
+        and 0 <= conversation_id <= U64_MAX
+    ):
+        _put_rid(out, rid)  # (each raises the LocalProtocolError of its field)
+        _put_v64(out, message_id, "message_id")
+        _put_v64(out, sent_at, "sent_at_ms")
+        _put_v64(out, conversation_id, "conversation_id")
+    if rid < 0x80:
+        out.append(rid)
+    else:
+        put_varint(out, rid)
+    _MESSAGE_IDS.put(out, message_id)
+    _CLOCK.put(out, sent_at)
+    put_varint(out, conversation_id)
+    if e.unknown_recipients:
+        _put_strs(out, e.unknown_recipients)
+    else:
+        out.append(0)
 
 
 def _dec_deliver_v2(r: FrameReader, rid: int) -> Deliver:

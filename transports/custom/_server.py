@@ -1,9 +1,13 @@
 """The asyncio server of the custom protocol: a thin driver around the codec and ChatService.
 
+Three modules: this one (a connection's life: read, feed, dispatch, reply, close), the
+requests and pushes (``_server_requests``: what each request asks of the service, the pump)
+and the bounds (``_bounds``: caps, budgets, fair turns, the sweeper).
+
 Theory of operation (section numbers refer to PROTOCOL.md)
   * Each connection is an ``asyncio.Protocol``: ``data_received`` feeds the codec and handles
     the requests it decodes, one after the other, in arrival order (section 8). There is no
-    reader task, and no task per request: a request runs *eagerly* (``_eager.run_eagerly``),
+    reader task, and no task per request: a request runs *eagerly* (``_eager.start_eagerly``),
     on the stack of ``data_received``, and almost always finishes there.
   * Only a request that really waits (signup/login hash passwords in an executor; a store may
     do I/O) becomes a task, the connection's *blocker*. While there is a blocker, the
@@ -12,10 +16,11 @@ Theory of operation (section numbers refer to PROTOCOL.md)
   * A request's reply is produced inside the request's own coroutine (``_serve``), so when it
     ran as a task the reply is still written in the same step that finished the service call,
     before the delivery pump can run: LOGGED_IN comes before the login's first DELIVER.
-  * Output goes through an ``Outbox`` (``transports/_outbox.py``): the handling of one
-    ``data_received`` is a burst whose replies leave in one ``write`` (a whole pipelined
-    batch); frames produced elsewhere (the pump, a finished blocker, timers) leave at the end
-    of the loop iteration, so a backlog of deliveries also costs one system call.
+  * Output goes through an ``Outbox`` (``transports/_outbox.py``). A reply leaves at once
+    (``write_now``) unless frames wait before it; when one ``data_received`` brought several
+    requests, their handling is a burst whose replies leave in one ``write`` (a whole
+    pipelined batch). Pushes (the pump) leave at the end of the loop iteration, so a backlog
+    of deliveries also costs one system call.
   * Backpressure: past HIGH_WATER unread bytes the outbox is paused. Then requests stop (a
     blocker waits in ``outbox.writable()``, and reading pauses) and the pump waits there too.
     A client that leaves our output unread for STALL_TIMEOUT with no progress, or whose
@@ -31,6 +36,11 @@ Theory of operation (section numbers refer to PROTOCOL.md)
   * The codec is pluggable (``codec=``): any ``Codec`` yielding the events of ``_events`` in
     the same frames, e.g. ``transports.protobuf_tcp``'s. The driver takes nothing else from
     the codec module: WELCOME's limits are the shared ones (see ``_greeted``).
+  * The path of a request is the server's hot path (issue 10: instructions per send,
+    measured with callgrind): no task, no timer and no object per request beyond the event,
+    the service's result and the reply; each Python call on it is worth counting (one costs
+    ~500 instructions on CPython 3.11, a whole SEND ~74,000). So SEND is served in ``_serve``
+    itself, without a handler coroutine, and ``data_received`` is ``_handle_buffered``.
   * Every way to end a connection goes through ``_begin_close``: the last frame (an ERROR, a
     DELETED, a reply to a failed LOGIN) is written, our side is shut for writing, and input is
     read and discarded for up to LINGER seconds (section 9.5). Closing with unread input would
@@ -47,67 +57,37 @@ Theory of operation (section numbers refer to PROTOCOL.md)
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import logging
 import time
-from collections.abc import AsyncGenerator, Coroutine
+from collections.abc import Coroutine
 from typing import Any, cast
 
 from core import limits
-from core import types as ct
-from core.errors import AuthFailed, ChatError
+from core.errors import ChatError
 from core.service import ChatService
-from core.session import Session
-from core.types import CloseReason, Delivery
+from core.session import Session, State
+from core.types import CloseReason
 from transports._guard import Guard, peer_host
 from transports._outbox import Outbox
 from transports._tls import ServerTls
 from transports.custom._bounds import TURN_SECONDS, Bounded, Sweeper
 from transports.custom._codec import Codec, CodecFactory, Connection, Role
-from transports.custom._eager import Suspended, run_eagerly
+from transports.custom._eager import start_eagerly
 from transports.custom._errors import code_for_close, code_for_error
 from transports.custom._events import (
     NEED_DATA,
-    Accounts,
-    Ack,
     ConnectionClosed,
-    Conversations,
-    DeleteAccount,
     Deleted,
-    DeleteMessages,
-    Deliver,
     Error,
     Hello,
-    History,
-    ListAccounts,
-    ListConversations,
-    LoggedIn,
-    LoggedOut,
-    Login,
-    Logout,
-    MarkedRead,
-    MarkRead,
-    MessagesGone,
-    Ping,
-    Pong,
-    ReadHistory,
-    ReadMark,
-    Removed,
     Send,
-    Sent,
-    SentCopy,
-    SignedUp,
-    Signup,
     Welcome,
 )
-from transports.custom._security import ChangePassword, PasswordChanged, Resume
+from transports.custom._server_requests import OLD_DELETE, Requests, _sent
 from transports.custom._wire import (
     HANDSHAKE_TIMEOUT,
-    MAX_DELETE_IDS,
     MAX_FRAME,
     ErrorCode,
-    LocalProtocolError,
     ProtocolError,
 )
 
@@ -116,10 +96,7 @@ log = logging.getLogger(__name__)
 #: The session of every connection before its first request (``_ServerConnection._session``):
 #: anonymous, never registered with a service, never closed; only read.
 _NO_SESSION = Session()
-
-#: The answer (AUTH_FAILED) to a DELETE_ACCOUNT of a version 1 or 2 connection, which has no
-#: password field: deletion asks for the password since version 3 (PROTOCOL.md section 6.8).
-OLD_DELETE = "deleting an account now needs your password; update your client"
+_CLOSED = State.CLOSED
 
 #: The byte budget of one connection's output (the outbox's list plus the transport's write
 #: buffer) before its writers wait: four maximal DELIVERs or thousands of small ones.
@@ -132,19 +109,6 @@ STALL_CHECK = 0.5  # how often a waiting writer looks at the buffer and the sess
 #: Seconds we keep reading (and discarding) after our last frame, so it is not lost to a RST.
 LINGER = 2.0
 CLOSE_TIMEOUT = 5.0  # then the socket is aborted
-
-
-def _deliver(d: Delivery) -> Deliver:
-    """The DELIVER of a delivery (a version 1 codec writes only its first four fields)."""
-    return Deliver(
-        d.message_id,
-        d.sent_at_ms,
-        d.sender,
-        d.body,
-        d.participants,
-        d.sender_deleted,
-        d.conversation_id,
-    )
 
 
 class CustomServer:
@@ -236,7 +200,7 @@ async def start_server(
     return server
 
 
-class _ServerConnection(Bounded, asyncio.Protocol):
+class _ServerConnection(Requests, Bounded, asyncio.Protocol):
     def __init__(
         self,
         service: ChatService,
@@ -271,27 +235,6 @@ class _ServerConnection(Bounded, asyncio.Protocol):
         self._eof = False  # the client closed its side
         self._handlers: dict[type, Any] | None = None  # (built at the first request)
 
-    def _request_handlers(self) -> dict[type, Any]:
-        """Request type -> handler. Built at a connection's first request, not with the
-        connection: a dozen bound methods were a third of what an idle connection held (objects
-        the collector walks, 20,000 idle connections in the hostile scene)."""
-        return {
-            Signup: self._signup,
-            Login: self._login,
-            Logout: self._logout,
-            ListAccounts: self._list_accounts,
-            Send: self._send,
-            Ack: self._ack,
-            DeleteAccount: self._delete_account,
-            Ping: self._ping,
-            ListConversations: self._list_conversations,
-            ReadHistory: self._read_history,
-            MarkRead: self._mark_read,
-            DeleteMessages: self._delete_messages,
-            Resume: self._resume,
-            ChangePassword: self._change_password,
-        }
-
     def tasks(self) -> list[asyncio.Task[Any]]:
         """The tasks this connection still owns (the pump, a suspended request)."""
         tasks = list(self._pumps)
@@ -311,10 +254,6 @@ class _ServerConnection(Bounded, asyncio.Protocol):
             self._end_with(ErrorCode.SERVER_BUSY, str(refusal))
             return
         self._timer = self._loop.call_later(self._handshake_timeout, self._timed_out)
-
-    def data_received(self, data: bytes) -> None:
-        if not self._closing:  # (else lingering: discard until the client closes)
-            self._handle_buffered(data)
 
     def eof_received(self) -> bool:
         self._eof = True
@@ -342,11 +281,14 @@ class _ServerConnection(Bounded, asyncio.Protocol):
     def _handle_buffered(self, data: bytes | None = None) -> None:
         """Feed ``data`` (if any; ``b""`` is the end of the stream) to the codec, then handle
         the complete requests it holds, unless one is still in progress: one turn's worth
-        (``requests_per_turn`` or TURN_SECONDS), the rest at the next turn (``_bounds``)."""
+        (``requests_per_turn`` or TURN_SECONDS), the rest at the next turn (``_bounds``).
+        Also ``data_received`` (one call less on the path of every request)."""
+        if self._closing:  # (lingering: discard until the client closes)
+            return
         outbox = self._outbox
-        outbox.begin_burst()
+        codec = self._codec
+        burst = False  # begun once a second request waits behind the first
         try:
-            codec = self._codec
             if data is not None:
                 codec.receive_data(data)
             left = self._limits.requests_per_turn
@@ -358,24 +300,31 @@ class _ServerConnection(Bounded, asyncio.Protocol):
                 try:
                     event = codec.next_event()
                 except ProtocolError as exc:  # (at the end of the stream: a truncated frame)
+                    exc.__traceback__ = None  # (the codec keeps exc: its frames hold us, a cycle)
                     log.info("protocol error from %s: %r", self._peer, exc)
                     self._end_with(exc.code, exc.message)
                     break
                 if event is NEED_DATA:
                     break
-                if isinstance(event, ConnectionClosed):
+                if not burst and codec.buffered:  # (pipelined: their replies leave together)
+                    outbox.begin_burst()
+                    burst = True
+                kind = type(event)
+                if kind is ConnectionClosed:
                     self._finish()  # every request was answered; the client is done
                     break
-                if isinstance(event, Hello):
+                if kind is Hello:
                     self._greeted()
                     continue
-                self._block(self._serve(event))
+                blocker = start_eagerly(self._serve(event))
+                if blocker is not None:
+                    self._blocked_by(blocker)
                 left -= 1
-                if (
-                    (left <= 0 or time.perf_counter() > turn_ends)
-                    and self._blocker is None
-                    and codec.buffered  # (else the turn ends here anyway: no need to yield)
-                ):
+                if not codec.buffered:  # (the turn ends here anyway: no need to yield)
+                    if data:  # (bytes came, so no end of stream yet: nothing more to read)
+                        break
+                    continue
+                if (left <= 0 or time.perf_counter() > turn_ends) and self._blocker is None:
                     self._yield_turn()
                     break
             if not self._closing and (
@@ -386,15 +335,21 @@ class _ServerConnection(Bounded, asyncio.Protocol):
             log.exception("connection %s failed", self._peer)
             self._end_with(ErrorCode.INTERNAL, "internal server error")
         finally:
-            outbox.end_burst()
+            if burst:
+                outbox.end_burst()
+
+    data_received = _handle_buffered  # (asyncio.Protocol)
 
     def _block(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` now; if it has to wait, nothing else is handled until it is done."""
-        outcome = run_eagerly(coro)
-        if isinstance(outcome, Suspended):
-            self._blocker = outcome.task
-            outcome.task.add_done_callback(self._unblocked)
-            self._update_reading()
+        blocker = start_eagerly(coro)
+        if blocker is not None:
+            self._blocked_by(blocker)
+
+    def _blocked_by(self, task: asyncio.Task[None]) -> None:
+        self._blocker = task
+        task.add_done_callback(self._unblocked)
+        self._update_reading()
 
     def _unblocked(self, task: asyncio.Task[None]) -> None:
         if task is not self._blocker:
@@ -425,12 +380,23 @@ class _ServerConnection(Bounded, asyncio.Protocol):
 
     async def _serve(self, event: Any) -> None:
         """Handle one request: call the service, write the reply, follow the session's end."""
+        reply: Any
         try:
             handlers = self._handlers
             if handlers is None:  # the first request: now it needs a session and handlers
                 handlers = self._handlers = self._request_handlers()
                 self._session = self._service.open_session(peer_host(self._peer))
-            reply = await handlers[type(event)](event)
+            if type(event) is Send:  # (the hot path: one coroutine less than a handler)
+                result = await self._service.send(self._session, event.recipients, event.body)
+                reply = _sent(
+                    event.request_id,
+                    result.message_id,
+                    result.sent_at_ms,
+                    result.unknown_recipients,
+                    result.conversation_id,
+                )
+            else:
+                reply = await handlers[type(event)](event)
         except ChatError as exc:
             code = code_for_error(exc, self._codec.version)
             reply = Error(getattr(event, "request_id", 0), code, str(exc))
@@ -438,12 +404,10 @@ class _ServerConnection(Bounded, asyncio.Protocol):
             log.exception("request %r from %s failed", type(event).__name__, self._peer)
             self._end_with(ErrorCode.INTERNAL, "internal server error")
             return
-        if type(reply) is bytes:  # (a page, encoded to fit one frame)
-            if not self._closing:
-                self._outbox.write(reply)
-        elif reply is not None:
-            self._reply(reply)
-        if self._session.closed:
+        if reply is not None and not self._closing:
+            # (a page comes encoded already, cut to fit one frame)
+            self._outbox.write_now(reply if type(reply) is bytes else self._codec.send(reply))
+        if self._session.state is _CLOSED:
             self._session_ended(notice=not isinstance(reply, Deleted))
 
     def _greeted(self) -> None:
@@ -457,161 +421,14 @@ class _ServerConnection(Bounded, asyncio.Protocol):
         version = self._codec.version or 1
         self._reply(Welcome(version, MAX_FRAME, limits.MAX_BODY_BYTES, limits.MAX_RECIPIENTS))
 
-    # Each handler calls the service and returns the reply, with no await after the service
-    # call, so the reply is written before the pump can observe what the call changed.
-    async def _signup(self, event: Signup) -> SignedUp:
-        result = await self._service.signup(self._session, event.username, event.password)
-        self._start_pump()
-        return SignedUp(event.request_id, result.pending, result.resume_token)
-
-    async def _login(self, event: Login) -> LoggedIn:
-        result = await self._service.login(self._session, event.username, event.password)
-        self._start_pump()
-        return LoggedIn(event.request_id, result.pending, result.resume_token, result.username)
-
-    async def _logout(self, event: Logout) -> LoggedOut:
-        await self._service.logout(self._session)
-        self._epoch += 1  # no DELIVER of the ended login may follow LOGGED_OUT
-        self._idle_since = self._loop.time()
-        self._waiting(True)
-        return LoggedOut(event.request_id)
-
-    async def _list_accounts(self, event: ListAccounts) -> Accounts:
-        page = await self._service.list_accounts(
-            self._session, event.pattern, event.after, event.limit
-        )
-        return Accounts(event.request_id, page.usernames, page.more)
-
-    async def _send(self, event: Send) -> Sent:
-        result = await self._service.send(self._session, event.recipients, event.body)
-        return Sent(
-            event.request_id,
-            result.message_id,
-            result.sent_at_ms,
-            result.unknown_recipients,
-            result.conversation_id,
-        )
-
-    async def _ack(self, event: Ack) -> None:
-        await self._service.ack(self._session, event.message_ids)
-
-    async def _delete_account(self, event: DeleteAccount) -> Deleted:
-        if (self._codec.version or 1) < 3:  # its DELETE_ACCOUNT has no password field: the
-            try:  # service refuses it (after its other checks: NOT_LOGGED_IN, FORBIDDEN)
-                await self._service.delete_account(self._session, event.username, "")
-            except AuthFailed:
-                raise AuthFailed(OLD_DELETE) from None
-        await self._service.delete_account(self._session, event.username, event.password)
-        return Deleted(event.request_id)
-
-    # version 3 (sections 6.14, 6.15)
-    async def _resume(self, event: Resume) -> LoggedIn:
-        result = await self._service.resume(self._session, event.token)
-        self._start_pump()
-        return LoggedIn(event.request_id, result.pending, result.resume_token, result.username)
-
-    async def _change_password(self, event: ChangePassword) -> PasswordChanged:
-        changed = await self._service.change_password(
-            self._session, event.old_password, event.new_password, event.end_other_sessions
-        )
-        return PasswordChanged(event.request_id, changed.resume_token, changed.sessions_ended)
-
-    async def _ping(self, event: Ping) -> Pong:
-        return Pong(event.request_id, event.payload)
-
-    # version 2 (sections 6.10-6.13)
-    async def _list_conversations(self, event: ListConversations) -> bytes:
-        page = await self._service.list_conversations(self._session, event.before_id, event.limit)
-        return self._fitted(Conversations(event.request_id, page.conversations, page.more))
-
-    async def _read_history(self, event: ReadHistory) -> bytes:
-        page = await self._service.read_history(
-            self._session, event.participants, event.before_id, event.limit, event.conversation_id
-        )
-        return self._fitted(
-            History(
-                event.request_id,
-                page.conversation_id,
-                page.participants,
-                page.messages,
-                page.more,
-                page.deleted_participants,
-                page.read_up_to,
-            )
-        )
-
-    async def _mark_read(self, event: MarkRead) -> MarkedRead:
-        marker = await self._service.mark_read(self._session, event.conversation_id, event.up_to_id)
-        return MarkedRead(event.request_id, marker.conversation_id, marker.up_to_id, marker.unread)
-
-    async def _delete_messages(self, event: DeleteMessages) -> Removed:
-        await self._service.delete_messages(self._session, event.message_ids, event.for_everyone)
-        return Removed(event.request_id)
-
-    def _fitted(self, page: Conversations | History) -> bytes:
-        """The frame of a page, cut short (``more`` set) until it fits in one frame."""
-        items = "conversations" if isinstance(page, Conversations) else "messages"
-        while True:
-            try:
-                return self._codec.send(page)
-            except LocalProtocolError as exc:
-                kept = getattr(page, items)
-                if exc.code is not ErrorCode.FRAME_TOO_LARGE or len(kept) <= 1:
-                    raise
-                page = dataclasses.replace(page, **{items: kept[: len(kept) // 2], "more": True})
-
-    # -- deliveries ----------------------------------------------------------------------------
-    def _start_pump(self) -> None:
-        self._idle_since = None  # logged in
-        self._waiting(False)  # (never evicted from now on)
-        self._epoch += 1
-        for old in self._pumps:
-            old.cancel()
-        pump = self._loop.create_task(self._pump(self._epoch), name=f"custom-pump-{self._peer}")
-        self._pumps.add(pump)
-        pump.add_done_callback(self._pumps.discard)
-
-    async def _pump(self, epoch: int) -> None:
-        session = self._session
-        v2 = (self._codec.version or 1) >= 2
-        try:
-            # (both are async generators: close the stream when the pump stops early)
-            stream = cast(
-                "AsyncGenerator[ct.SessionEvent, None]",
-                session.events() if v2 else session.deliveries(),
-            )
-            async with contextlib.aclosing(stream) as events:
-                async for d in events:
-                    if epoch != self._epoch or self._closing:
-                        return
-                    if type(d) is Delivery:
-                        self._reply(_deliver(d))
-                    else:
-                        self._notice(d)
-                    if self._outbox.paused and not await self._writable():
-                        self._slow_consumer()
-                        return
-            if session.closed and epoch == self._epoch:
-                self._session_ended(notice=True)
-        except ConnectionError:
-            pass
-        except Exception:
-            log.exception("delivery to %s failed", self._peer)
-            self._end_with(ErrorCode.INTERNAL, "internal server error")
-
-    def _notice(self, notice: Any) -> None:
-        """A version 2 push besides DELIVER (section 7.13-7.15)."""
-        if isinstance(notice, ct.SentCopy):
-            self._reply(SentCopy(_deliver(notice.message)))
-        elif isinstance(notice, ct.ReadMarker):
-            self._reply(ReadMark(notice.conversation_id, notice.up_to_id, notice.unread))
-        elif isinstance(notice, ct.MessagesDeleted):
-            ids = tuple(sorted(set(notice.message_ids)))
-            for start in range(0, len(ids), MAX_DELETE_IDS):  # (an account purge: many)
-                self._reply(MessagesGone(ids[start : start + MAX_DELETE_IDS]))
-
     # -- output ------------------------------------------------------------------------------
     def _reply(self, event: Any) -> None:
+        """Write a reply (or a connection-ending ERROR): at once, unless frames wait before it."""
+        if not self._closing:
+            self._outbox.write_now(self._codec.send(event))
+
+    def _push(self, event: Any) -> None:
+        """Write a push: with the others of this loop iteration, in one system call."""
         if not self._closing:
             self._outbox.write(self._codec.send(event))
 
@@ -701,4 +518,4 @@ class _ServerConnection(Bounded, asyncio.Protocol):
         self._timer = self._loop.call_later(delay, callback)
 
 
-__all__ = ["CustomServer", "start_server"]
+__all__ = ["OLD_DELETE", "CustomServer", "start_server"]

@@ -127,7 +127,7 @@ class WebSocketServer:
             response.headers["Retry-After"] = str(RETRY_AFTER)
             return response
         watch.admitted = (self.guard, ip)  # given back in connection_lost
-        self.guard.waiting(watch)  # (no session yet: may be evicted when the server is full)
+        self.guard.waiting(watch, ip)  # (no session yet: may be evicted when the server is full)
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
@@ -270,9 +270,9 @@ class _StallWatch(ServerConnection):
     def settled(self, waiting: bool) -> None:
         """The handler's session is (False) or is no longer (True) logged in."""
         if self.admitted is not None:
-            guard = self.admitted[0]
+            guard, ip = self.admitted
             if waiting:
-                guard.waiting(self)
+                guard.waiting(self, ip)
             else:
                 guard.settled(self)
 

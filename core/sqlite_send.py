@@ -1,0 +1,168 @@
+"""Staging sends: the rows of the SQLite store's hot path (Rules 8, 9, 13, 19-21).
+
+A send is a *batch job* of the store's :class:`~core.sqlite_writer.GroupWriter`: the sends
+queued together are staged together, in call order, inside the group's transaction, in a
+few statements whatever their number:
+
+  * who exists: the writer's live-name cache (``StoreCache.live_ids``; a SELECT on a miss),
+    decided inside the transaction that stores every copy, so an account deleted or created
+    concurrently cannot leave a pending row without an account;
+  * the conversation of the sender and the recipients found (cached; created if new);
+  * one multi-row INSERT each into messages, pending (a row per recipient) and history (a
+    row per participant, the sender's included). A statement per row would cost more than
+    the row: SQLite's per-statement work dwarfs a 4-column row's.
+
+Ids. ``messages.id`` is AUTOINCREMENT, so the rows of one multi-row INSERT get consecutive
+ids in VALUES order (each is one more than the largest so far, and no one else writes inside
+our transaction): the first id follows from the last. Ids increase in call order, so one
+sender's messages to one recipient keep their order (Rule 13).
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from collections.abc import Sequence
+
+from core import migrations
+from core.sqlite_cache import StoreCache
+from core.store import StoredMessage
+
+#: Rows per multi-row INSERT at most (and so distinct statement texts per table).
+ROWS_PER_INSERT = 128
+
+#: add_message's arguments: (sender id, body, now in ms, recipient names).
+Send = tuple[int, str, int, Sequence[str]]
+
+_MESSAGES = "messages(sender_id, conversation_id, body, sent_at_ms)"
+_PENDING = "pending(recipient_id, message_id)"
+_HISTORY = "history(owner_id, conversation_id, message_id)"
+
+
+class SendStager:
+    """The batch job of sends (one instance per store: the writer groups the sends whose
+    batch is the same object)."""
+
+    def __init__(self, cache: StoreCache) -> None:
+        self._cache = cache
+
+    def __call__(self, db: sqlite3.Connection, sends: list[Send]) -> list[StoredMessage]:
+        """Stage ``sends``; one StoredMessage per send, in order (message id 0: nothing was
+        stored, no recipient exists or the sender is being deleted)."""
+        if len(sends) == 1:
+            return [self.one(db, *sends[0])]
+        cache = self._cache
+        first = sends[0][3]
+        if all(send[3] == first for send in sends):
+            live = cache.live_ids(db, first)  # (a common load: everyone writes to the same)
+        else:
+            live = cache.live_ids(db, list({name for send in sends for name in send[3]}))
+        deleted = cache.deleted
+        stored: list[tuple[dict[str, int], int, int]] = []  # (recipients, conversation, sender)
+        rows: list[object] = []  # the message rows, flat, in call order
+        for sender_id, body, now_ms, recipients in sends:
+            found = {name: live[name] for name in recipients if name in live}
+            if not found or sender_id in deleted:
+                stored.append((found, 0, sender_id))
+                continue
+            conversation_id = self._conversation(db, sender_id, found)
+            stored.append((found, conversation_id, sender_id))
+            rows += (sender_id, conversation_id, body, now_ms)
+        count = len(rows) // 4
+        if not count:
+            return [StoredMessage(0, 0, {}) for _ in sends]
+        message_id = insert_rows(db, _MESSAGES, 4, rows) - count
+        out: list[StoredMessage] = []
+        pending: list[int] = []
+        history: list[int] = []
+        for found, conversation_id, sender_id in stored:
+            if not conversation_id:
+                out.append(StoredMessage(0, 0, {}))
+                continue
+            message_id += 1
+            ids = found.values()
+            for recipient in ids:
+                pending += (recipient, message_id)
+                history += (recipient, conversation_id, message_id)
+            if sender_id not in ids:  # (a note to self has its one copy already)
+                history += (sender_id, conversation_id, message_id)
+            out.append(StoredMessage(message_id, conversation_id, found))
+        insert_rows(db, _PENDING, 2, pending)
+        insert_rows(db, _HISTORY, 3, history)
+        return out
+
+    def one(
+        self,
+        db: sqlite3.Connection,
+        sender_id: int,
+        body: str,
+        now_ms: int,
+        recipients: Sequence[str],
+    ) -> StoredMessage:
+        """One send alone (one request in flight): the same rows, fewer steps."""
+        cache = self._cache
+        stored = cache.live_ids(db, recipients)
+        if not stored or sender_id in cache.deleted:
+            return StoredMessage(0, 0, {})
+        conversation_id = self._conversation(db, sender_id, stored)
+        message_id = db.execute(
+            "INSERT INTO messages(sender_id, conversation_id, body, sent_at_ms)"
+            " VALUES (?, ?, ?, ?)",
+            (sender_id, conversation_id, body, now_ms),
+        ).lastrowid
+        assert message_id is not None
+        ids = set(stored.values())
+        pending = [v for recipient in ids for v in (recipient, message_id)]
+        db.execute(values(_PENDING, 2, len(ids)), pending)
+        ids.add(sender_id)
+        history = [v for owner in ids for v in (owner, conversation_id, message_id)]
+        db.execute(values(_HISTORY, 3, len(ids)), history)
+        return StoredMessage(message_id, conversation_id, stored)
+
+    def _conversation(self, db: sqlite3.Connection, sender_id: int, found: dict[str, int]) -> int:
+        """The conversation of the sender and these recipients, created if it is new."""
+        cache = self._cache
+        pair = None
+        if len(found) == 1:  # (the common case: no key to build once it is cached)
+            [recipient] = found.values()
+            pair = (sender_id, recipient)
+            conversation_id = cache.pairs.get(pair)
+            if conversation_id is not None:
+                return conversation_id
+        key = migrations.members_key({sender_id, *found.values()})
+        conversation_id = cache.conversations.get(key) or cache.conversation_id(db, key)
+        if not conversation_id:
+            cursor = db.execute("INSERT INTO conversations(members) VALUES (?)", (key,))
+            assert cursor.lastrowid is not None
+            conversation_id = cursor.lastrowid
+            cache.remember_conversation(key, conversation_id)  # (a rollback forgets it)
+        if pair is not None:
+            cache.pairs[pair] = conversation_id  # (emptied with the conversations)
+        return conversation_id
+
+
+def insert_rows(db: sqlite3.Connection, table: str, width: int, flat: Sequence[object]) -> int:
+    """Multi-row INSERTs of ``flat`` (``width`` values per row), ROWS_PER_INSERT rows at
+    most per statement (so at most that many statement texts are ever built per table).
+    Returns the rowid of the last row (0 if there were none)."""
+    step = width * ROWS_PER_INSERT
+    if len(flat) <= step:
+        if not flat:
+            return 0
+        return db.execute(values(table, width, len(flat) // width), flat).lastrowid or 0
+    last = 0
+    for start in range(0, len(flat), step):
+        chunk = flat[start : start + step]
+        last = db.execute(values(table, width, len(chunk) // width), chunk).lastrowid or 0
+    return last
+
+
+@functools.cache
+def values(table: str, width: int, rows: int) -> str:
+    """``INSERT INTO table VALUES (?, ?), (?, ?)...`` for ``rows`` rows of ``width``
+    (at most ROWS_PER_INSERT rows of 4: far below SQLite's 32766 variables)."""
+    row = "(" + ", ".join("?" * width) + ")"
+    return f"INSERT INTO {table} VALUES " + ", ".join([row] * rows)
+
+
+__all__ = ["ROWS_PER_INSERT", "Send", "SendStager", "insert_rows", "values"]
