@@ -55,8 +55,8 @@ from core.postgres_base import (
 )
 from core.postgres_feed import PostgresFeed
 from core.postgres_history import PostgresHistory
-from core.sqlite_store import _prefix_range
 from core.store import Account, DuplicateAccount, Removed, StoredMessage
+from core.store_glob import prefix_range
 from core.types import CloseReason, Delivery, MessagesDeleted
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ class PostgresStore(PostgresHistory, PostgresFeed):
             return []
         # Names above "ab\x00..." are the names above "ab" (none holds a NUL): same answer.
         after = after.split("\x00", 1)[0]
-        prefix, above = _prefix_range(glob)
+        prefix, above = prefix_range(glob)
         args: list[object] = [glob_to_regex(glob), max(prefix, after), limit]
         op = ">=" if prefix > after else ">"
         bound = ""

@@ -52,6 +52,7 @@ from core.sqlite_deletes import CHUNK
 from core.sqlite_send import SendStager
 from core.sqlite_writer import GroupWriter
 from core.store import Account, DuplicateAccount, Member, NotSender, Removed, Store, StoredMessage
+from core.store_glob import prefix_range
 from core.types import Conversation, Delivery
 
 #: Larger than any SQLite rowid: "no upper bound" for id < ? queries.
@@ -149,7 +150,7 @@ class SqliteStore(Store):
         # The pattern's literal prefix bounds an index range; what matches inside it is
         # GLOB's to say. A query that outruns its loop budget (a leading wildcard over many
         # accounts) is run again on the scan thread: SQLite releases the GIL while it scans.
-        prefix, above = _prefix_range(glob)
+        prefix, above = prefix_range(glob)
         lower = ("username >= ?", prefix) if prefix > after else ("username > ?", after)
         where = ["deleted_at_ms IS NULL", "username GLOB ?", lower[0]]
         args: tuple[object, ...] = (glob, lower[1])
@@ -410,33 +411,6 @@ class SqliteStore(Store):
             (owner_id, conversation_id, read_up_to, owner_id),
         ).fetchone()
         return int(row[0])
-
-
-def _prefix_range(glob: str) -> tuple[str, str | None]:
-    """The literal prefix of a SQLite GLOB and the least string above every string that
-    starts with it (code point order = SQLite's binary order over UTF-8): an index range.
-    ``('', None)`` when the pattern starts with a wildcard. ``[[]`` is a literal '['
-    (core.service.glob_to_sqlite); any other '[' starts a class and ends the prefix."""
-    prefix: list[str] = []
-    i = 0
-    while i < len(glob):
-        char = glob[i]
-        if char in "*?":
-            break
-        if char == "[":
-            if glob.startswith("[[]", i):
-                prefix.append("[")
-                i += 3
-                continue
-            break
-        prefix.append(char)
-        i += 1
-    while prefix and ord(prefix[-1]) >= 0x10FFFF:
-        prefix.pop()
-    if not prefix:
-        return "", None
-    text = "".join(prefix)
-    return text, text[:-1] + chr(ord(text[-1]) + 1)
 
 
 __all__ = ["CHUNK", "LIST_BUDGET_S", "SqliteStore"]

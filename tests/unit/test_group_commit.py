@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from core.sqlite_store import CHUNK, SqliteStore, _prefix_range
+from core.sqlite_store import CHUNK, SqliteStore
 from core.sqlite_writer import WriteFailed
 from core.store import DuplicateAccount
+from core.store_glob import prefix_range
 
 
 async def _store(tmp_path: Path) -> tuple[SqliteStore, int, int, list[str]]:
@@ -152,7 +153,7 @@ async def test_a_send_from_an_account_being_deleted_stores_nothing(tmp_path):
     ],
 )
 def test_a_patterns_literal_prefix_bounds_an_index_range(glob, expected):
-    assert _prefix_range(glob) == expected
+    assert prefix_range(glob) == expected
 
 
 async def test_with_synchronous_full_the_commit_runs_off_the_loop_and_still_groups(tmp_path):
