@@ -9,6 +9,7 @@ palette in registry order, the reference rows the dashed lines and the colours a
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -426,8 +427,15 @@ FIGURES: dict[str, Callable[[dict[str, Any], Path], Path | None]] = {
 #: Processes that draw the figures at once: the measuring is over, so both vCPUs are free,
 #: and the figures take seconds each (matplotlib's text layout), so this halves the wait.
 DRAW_PROCESSES = 2
-#: What a drawing process reads (set before the fork: the children inherit it, unpickled).
+#: The longest the drawing processes may take for every figure together; past it they are
+#: terminated and what is left is drawn here, one after the other.
+DRAW_TIMEOUT_S = 300.0
+#: What a drawing process reads: set once per process by ``_share`` (the pool's initializer).
 _SHARED: dict[str, Any] = {}
+
+
+def _share(results: dict[str, Any], out_dir: str) -> None:
+    _SHARED.update(results=results, out_dir=out_dir)
 
 
 def _draw_one(name: str) -> Path | None:
@@ -440,27 +448,54 @@ def _draw_one(name: str) -> Path | None:
         return None
 
 
+def _draw_in_processes(
+    results: dict[str, Any], out_dir: Path, names: list[str], processes: int
+) -> dict[str, Path | None]:
+    """The figures drawn by ``processes`` spawned processes; those not back within
+    DRAW_TIMEOUT_S are missing from the answer (the processes are terminated).
+
+    Spawned, never forked: the caller (a bench run, a test session) has threads of its own
+    (grpc's, the store's, the password hasher's), and a forked child inherits whatever lock
+    one of them held at that instant, so it can wait forever on a lock no thread will release.
+    """
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    pool = context.Pool(processes, initializer=_share, initargs=(results, str(out_dir)))
+    try:
+        pending = {name: pool.apply_async(_draw_one, (name,)) for name in names}
+        deadline = time.monotonic() + DRAW_TIMEOUT_S
+        drawn: dict[str, Path | None] = {}
+        for name, result in pending.items():
+            try:
+                drawn[name] = result.get(timeout=max(0.0, deadline - time.monotonic()))
+            except multiprocessing.TimeoutError:
+                log.warning("plot %s: the drawing process took over %.0f s", name, DRAW_TIMEOUT_S)
+        pool.close()
+        return drawn
+    finally:
+        pool.terminate()  # ends whatever is still drawing (nothing, when all came back)
+        pool.join()
+
+
 def draw_all(
     results: dict[str, Any], out_dir: Path, *, processes: int = DRAW_PROCESSES
 ) -> list[Path]:
     """Every figure the results have data for, in FIGURES order, drawn by ``processes``
-    forked processes at once (1: here, one after the other); a figure that fails is logged
-    and skipped."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    _SHARED.update(results=results, out_dir=str(out_dir))
+    spawned processes at once (1: here, one after the other); a figure that fails is logged
+    and skipped, and one whose process did not come back in time is drawn here."""
     names = list(FIGURES)
+    drawn: dict[str, Path | None] = {}
+    if processes > 1:
+        drawn = _draw_in_processes(results, out_dir, names, processes)
+    _share(results, str(out_dir))
     try:
-        if processes > 1 and "fork" in multiprocessing.get_all_start_methods():
-            context = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(processes, mp_context=context) as pool:
-                paths = list(pool.map(_draw_one, names))
-        else:
-            paths = [_draw_one(name) for name in names]
+        for name in names:
+            if name not in drawn:
+                drawn[name] = _draw_one(name)
     finally:
         _SHARED.clear()
-    return [path for path in paths if path is not None]
+    return [path for name in names if (path := drawn[name]) is not None]
 
 
 __all__ = [
