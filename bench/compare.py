@@ -27,18 +27,28 @@ standard deviation over the mean) and a multimodal latency distribution (two or 
 the pooled histogram, bench.stats.modes): a median and its test say little about either.
 
 Exit status, for CI: 1 only when some *gate* figure got worse significantly *and* by more
-than GATE_CHANGE: p < GATE_P, worse by more than 5 %; for a byte figure, exact in both runs
+than GATE_CHANGE: p < GATE_P, worse by more than 10 %; for a byte figure, exact in both runs
 *and confirmed by their rounds* (``rounds_agree``: the full bench re-measures bytes in two
 rounds; a quick run does not, so its bytes are shown but never fail it). The confirmation is
 there because a figure can be steady within a run and still differ between runs: grpc-core's
 stream WINDOW_UPDATE lands on a grpc-stream send in one run and not in the next (30 vs 56 B).
-The gate figures are the ones the project is judged by: every latency row's p50 and its
-server and client CPU per operation, each load step's achieved rate, and the bytes of every
-first and steady call.
-The tails (p90 .. p99.9) are tested and printed but do not gate: on a shared machine they
-move with the neighbours. With F gate figures about F x GATE_P of them would pass the test by
-chance if nothing changed (the summary prints that number); the 5 % floor, like gRPC's own
-PR gate ignoring changes under 3 %, keeps a real but negligible shift from failing a build.
+The gate figures are the ones the project is judged by: each transport's ``send`` (p50, and
+server and client CPU per call: the ladder's and the targets table's operation) and the bytes
+of every first and steady call. Every other timed figure (the other operations, the tails
+p90 .. p99.9) is tested and printed, and called significant or ``~``, but does not gate.
+
+Why so few, and why 10 %: rounds interleave within one run, so the U-test sees the noise
+*within* a run; what moves a whole run on a shared machine (a neighbour's disk traffic during
+one run, not the other) it cannot see. Two full runs of one commit on this machine
+(reports/20261129-034115 and -035716, 1,286 tested figures) called 65 significant at p < 0.05
+(about 64 expected by chance: the test's own rate) and, with every operation's p50 and CPU
+gating at 5 %, failed the gate on 10 figures (SQLite deliver and delete_account rows up to
++154 %, whole-run drift); on the ``send`` figures alone at 10 % they fail it on none. With F
+timed gate figures about F x GATE_P of them pass the test by chance (the summary prints that
+number; 5 + 5 rounds reach p < 0.01 only at their smallest p, 2/252); the 10 % floor, like
+gRPC's own PR gate ignoring changes under 3 %, keeps a real but small shift from failing a
+build while a genuine slowdown of the hot path (a sleep of 200 µs per send: every
+transport's send p50 and more) fails it on every transport at once.
 """
 
 from __future__ import annotations
@@ -56,7 +66,9 @@ ALPHA = 0.05
 #: A gate figure fails the comparison only below this p-value ...
 GATE_P = 0.01
 #: ... and only when it got worse by more than this (percent).
-GATE_CHANGE = 5.0
+GATE_CHANGE = 10.0
+#: The operations whose latency figures gate (see the module docstring).
+GATE_OPS = frozenset({"send"})
 
 LATENCY_METRICS = (
     "p50_us",
@@ -178,7 +190,8 @@ def samples(results: dict[str, Any]) -> dict[str, Figure]:
         if r.get("client"):
             ident += f" client={r['client']}"
         for metric in LATENCY_METRICS:
-            put(f"{ident} {metric}", _timed(r, metric, gate=metric in LATENCY_GATE))
+            gate = r["op"] in GATE_OPS and metric in LATENCY_GATE
+            put(f"{ident} {metric}", _timed(r, metric, gate=gate))
     for r in results.get("load", []):
         step = "closed" if r["mode"] == "closed" else f"open@{(r.get('fraction') or 0):.0%}"
         ident = f"load {r['transport']} {r['op']} {r['store']} {step}"
@@ -465,6 +478,7 @@ def exit_status(changes: list[Change]) -> int:
 __all__ = [
     "ALPHA",
     "GATE_CHANGE",
+    "GATE_OPS",
     "GATE_P",
     "Change",
     "Figure",
