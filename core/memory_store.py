@@ -30,6 +30,8 @@ from typing import Final
 from core import limits
 from core.frozen import builder
 from core.store import Account, DuplicateAccount, Member, NotSender, Removed, Store, StoredMessage
+from core.store_conversations import conversation_list
+from core.store_glob import prefix_range
 from core.types import Conversation, Delivery
 
 #: Loop time one slice of a long listing or deletion may take before it yields to other work.
@@ -39,8 +41,6 @@ SLICE_SECONDS = 0.0005
 _LIST_CHUNK = 128
 #: Items handled between two looks at the clock (a look costs about as much as a few items).
 _CHECK_EVERY = 64
-#: Above every code point a name can hold: prefix + this bounds the names with that prefix.
-_TOP = "\U0010ffff"
 
 
 @functools.lru_cache(maxsize=256)
@@ -56,11 +56,6 @@ def _matcher(glob: str) -> Callable[[Iterable[str]], Iterable[str]]:
         return functools.partial(filter, full)
     needle = re.compile(re.escape(literal)).search
     return lambda names: filter(full, filter(needle, names))
-
-
-def _literal_prefix(glob: str) -> str:
-    """The characters every match starts with (up to the first wildcard or class)."""
-    return re.split(r"[*?\[]", glob, maxsplit=1)[0]
 
 
 class _Slicer:
@@ -150,14 +145,14 @@ class MemoryStore(Store):
 
     async def list_accounts(self, glob: str, after: str, limit: int) -> list[str]:
         match = _matcher(glob)
-        prefix = _literal_prefix(glob)
+        prefix, above = prefix_range(glob)  # (as the SQL stores narrow their index)
         found: list[str] = []
         deadline = time.perf_counter() + SLICE_SECONDS
         while True:
             # (Re)locate the range after each pause: signups and deletions move indexes.
             names = self._names
             lo = max(bisect.bisect_right(names, after), bisect.bisect_left(names, prefix))
-            hi = bisect.bisect_left(names, prefix + _TOP, lo) if prefix else len(names)
+            hi = bisect.bisect_left(names, above, lo) if above is not None else len(names)
             while lo < hi:
                 chunk = names[lo : min(hi, lo + _LIST_CHUNK)]
                 found.extend(match(chunk))  # (loops in C)
@@ -300,28 +295,14 @@ class MemoryStore(Store):
         bound = before_id or 2**63
         lasts = sorted(
             (
-                (ids[-1], conversation_id)
+                (conversation_id, ids[-1])
                 for conversation_id, ids in self._history.get(owner_id, {}).items()
                 if ids and ids[-1] < bound
             ),
+            key=lambda found: found[1],  # (a message is in one conversation: no ties)
             reverse=True,
         )[:limit]
-        conversations = []
-        marks = self._read.get(owner_id, {})
-        for last_id, conversation_id in lasts:
-            read_up_to = marks.get(conversation_id, 0)
-            others = [m for m in await self.members(conversation_id) if m.id != owner_id]
-            conversations.append(
-                Conversation(
-                    conversation_id,
-                    tuple(sorted(m.username for m in others)),
-                    self._delivery(owner_id, last_id),
-                    self._unread(owner_id, conversation_id, read_up_to),
-                    read_up_to,
-                    tuple(sorted(m.username for m in others if m.deleted)),
-                )
-            )
-        return conversations
+        return await conversation_list(self, owner_id, lasts, self._last_delivery, self._unread)
 
     async def read_history(
         self, owner_id: int, conversation_id: int, before_id: int, limit: int
@@ -342,7 +323,7 @@ class MemoryStore(Store):
             marks = self._read.setdefault(owner_id, {})
             marks[conversation_id] = max(marks.get(conversation_id, 0), mark)
         read_up_to = self._read.get(owner_id, {}).get(conversation_id, 0)
-        return read_up_to, self._unread(owner_id, conversation_id, read_up_to)
+        return read_up_to, await self._unread(owner_id, conversation_id, read_up_to)
 
     async def delete_messages(
         self, owner_id: int, message_ids: Sequence[int], for_everyone: bool
@@ -455,7 +436,10 @@ class MemoryStore(Store):
             message[_CONVERSATION],
         )
 
-    def _unread(self, owner_id: int, conversation_id: int, read_up_to: int) -> int:
+    async def _last_delivery(self, owner_id: int, message_id: int) -> Delivery:
+        return self._delivery(owner_id, message_id)
+
+    async def _unread(self, owner_id: int, conversation_id: int, read_up_to: int) -> int:
         ids = self._history.get(owner_id, {}).get(conversation_id, [])
         return sum(
             1

@@ -9,6 +9,7 @@ in id order before anything is deleted, as a send takes them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +27,7 @@ from core.postgres_base import (
     write,
 )
 from core.store import Member, NotSender, Removed
+from core.store_conversations import conversation_list
 from core.types import Conversation, Delivery, MessagesDeleted, ReadMarker
 
 # A message's copies: history rows of its conversation's members (history has no index on
@@ -78,25 +80,9 @@ class PostgresHistory(PostgresBase):
             before_id or NO_BOUND,
             limit,
         )
-        conversations = []
-        for conversation_id, last_id in found:
-            rows = await pool.fetch(DELIVERY + "WHERE m.id = $2", owner_id, last_id)
-            if not rows:  # (deleted since the first query ran)
-                continue
-            [last] = deliveries(rows)
-            read_up_to = await self.read_up_to(owner_id, conversation_id)
-            others = [m for m in await self.members(conversation_id) if m.id != owner_id]
-            conversations.append(
-                Conversation(
-                    conversation_id,
-                    tuple(sorted(m.username for m in others)),
-                    last,
-                    await self._unread(pool, owner_id, conversation_id, read_up_to),
-                    read_up_to,
-                    tuple(sorted(m.username for m in others if m.deleted)),
-                )
-            )
-        return conversations
+        return await conversation_list(
+            self, owner_id, found, self._last_delivery, functools.partial(self._unread, pool)
+        )
 
     @in_task
     async def read_history(
@@ -174,6 +160,11 @@ class PostgresHistory(PostgresBase):
                 removed, logged = await self._delete_for_me(conn, owner_id, held)
         self._claimable(logged)
         return removed
+
+    async def _last_delivery(self, owner_id: int, message_id: int) -> Delivery | None:
+        """A message as its owner sees it; None if it is gone."""
+        rows = await (await self._db()).fetch(DELIVERY + "WHERE m.id = $2", owner_id, message_id)
+        return deliveries(rows)[0] if rows else None
 
     async def _delete_for_me(
         self, conn: asyncpg.Connection, owner_id: int, held: list[int]

@@ -52,6 +52,7 @@ from core.sqlite_deletes import CHUNK
 from core.sqlite_send import SendStager
 from core.sqlite_writer import GroupWriter
 from core.store import Account, DuplicateAccount, Member, NotSender, Removed, Store, StoredMessage
+from core.store_conversations import conversation_list
 from core.store_glob import prefix_range
 from core.types import Conversation, Delivery
 
@@ -290,33 +291,12 @@ class SqliteStore(Store):
     async def list_conversations(
         self, owner_id: int, before_id: int, limit: int
     ) -> list[Conversation]:
-        db = self._read
-        found = db.execute(
+        found = self._read.execute(
             "SELECT conversation_id, max(message_id) AS last FROM history WHERE owner_id = ?"
             " GROUP BY conversation_id HAVING last < ? ORDER BY last DESC LIMIT ?",
             (owner_id, before_id or _NO_BOUND, limit),
         ).fetchall()
-        conversations = []
-        for conversation_id, last_id in found:
-            row = db.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.id = ?", (last_id,)
-            ).fetchone()
-            if row is None:  # (deleted since the first query ran)
-                continue
-            [last] = self._deliveries(owner_id, [row])
-            read_up_to = await self.read_up_to(owner_id, conversation_id)
-            others = [m for m in await self.members(conversation_id) if m.id != owner_id]
-            conversations.append(
-                Conversation(
-                    conversation_id,
-                    tuple(sorted(m.username for m in others)),
-                    last,
-                    self._unread(owner_id, conversation_id, read_up_to),
-                    read_up_to,
-                    tuple(sorted(m.username for m in others if m.deleted)),
-                )
-            )
-        return conversations
+        return await conversation_list(self, owner_id, found, self._last_delivery, self._unread)
 
     async def read_history(
         self, owner_id: int, conversation_id: int, before_id: int, limit: int
@@ -356,7 +336,7 @@ class SqliteStore(Store):
 
         await self._writer.run(job)
         read_up_to = await self.read_up_to(owner_id, conversation_id)
-        return read_up_to, self._unread(owner_id, conversation_id, read_up_to)
+        return read_up_to, await self._unread(owner_id, conversation_id, read_up_to)
 
     async def delete_messages(
         self, owner_id: int, message_ids: Sequence[int], for_everyone: bool
@@ -403,7 +383,14 @@ class SqliteStore(Store):
             )
         return out
 
-    def _unread(self, owner_id: int, conversation_id: int, read_up_to: int) -> int:
+    async def _last_delivery(self, owner_id: int, message_id: int) -> Delivery | None:
+        """A message as its owner sees it; None if it is gone."""
+        row = self._read.execute(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.id = ?", (message_id,)
+        ).fetchone()
+        return None if row is None else self._deliveries(owner_id, [row])[0]
+
+    async def _unread(self, owner_id: int, conversation_id: int, read_up_to: int) -> int:
         row = self._read.execute(
             "SELECT count(*) FROM history h JOIN messages m ON m.id = h.message_id"
             " WHERE h.owner_id = ? AND h.conversation_id = ? AND h.message_id > ?"

@@ -1,7 +1,12 @@
-"""core values <-> chat.proto messages for logins, history, conversations and notices.
+"""core values <-> chat.proto messages: requests, replies, pages and pushes.
 
-Shared by both gRPC transports (``grpc``: servicer and client; ``grpc-stream``: server and
-client), so that a field means the same on both and the page rules are written once:
+The one place the protobuf transports convert: both gRPC transports (``grpc``: servicer and
+client; ``grpc-stream``: server and client) use it for every message, and protobuf-tcp
+(``transports.protobuf_tcp._bodies_v2``/``_v3``) for the chat.proto messages whose mapping is
+the same there (pages, deliveries, read markers, send and login replies), so that a field
+means the same on every protobuf transport and the page rules are written once. The server
+side reads values by field name, so protobuf-tcp's events (``Deliver``, ``MarkedRead``,
+``Sent``, ...: the same names as the core's types) convert through the same functions.
 
 * A history page's messages and a conversation's last message leave their ``participants``
   and ``conversation_id`` out: they are the page's (or the conversation's), and repeating them
@@ -18,6 +23,7 @@ from typing import Any
 
 from core import requests as rq
 from core.types import (
+    AccountPage,
     Conversation,
     ConversationPage,
     Delivery,
@@ -96,6 +102,10 @@ def password_changed_reply(changed: PasswordChanged) -> pb.ChangePasswordReply:
     return pb.ChangePasswordReply(
         resume_token=changed.resume_token, sessions_ended=changed.sessions_ended
     )
+
+
+def accounts_reply(page: AccountPage) -> pb.ListAccountsReply:
+    return pb.ListAccountsReply(usernames=page.usernames, more=page.more)
 
 
 def send_reply(result: SendResult) -> pb.SendReply:
@@ -192,6 +202,10 @@ def password_changed_of(m: pb.ChangePasswordReply) -> PasswordChanged:
     return PasswordChanged(m.resume_token, m.sessions_ended)
 
 
+def accounts_of(m: pb.ListAccountsReply) -> AccountPage:
+    return AccountPage(tuple(m.usernames), m.more)
+
+
 def sent_of(m: pb.SendReply) -> SendResult:
     return SendResult(m.message_id, m.sent_at_ms, tuple(m.unknown_recipients), m.conversation_id)
 
@@ -244,9 +258,47 @@ def push_of(arm: str | None, m: Any) -> SessionEvent | None:
 
 
 # -- client side: requests -> protobuf ------------------------------------------------------
+# ``notices``: grpc-stream's logins ask for notices too (LoginRequest.notices); the unary
+# transport gets them from SubscribeEvents instead.
+def signup_pb(r: rq.Signup, *, notices: bool = False) -> pb.SignupRequest:
+    return pb.SignupRequest(username=r.username, password=r.password, notices=notices)
+
+
+def login_pb(r: rq.Login, *, notices: bool = False) -> pb.LoginRequest:
+    return pb.LoginRequest(username=r.username, password=r.password, notices=notices)
+
+
+def resume_pb(r: rq.Resume, *, notices: bool = False) -> pb.ResumeRequest:
+    return pb.ResumeRequest(resume_token=r.token, notices=notices)
+
+
+def send_pb(r: rq.Send) -> pb.SendRequest:
+    return pb.SendRequest(recipients=r.recipients, body=r.body)
+
+
+def ack_pb(r: rq.Ack) -> pb.AckRequest:
+    return pb.AckRequest(message_ids=r.message_ids)
+
+
+def delete_account_pb(r: rq.DeleteAccount) -> pb.DeleteAccountRequest:
+    return pb.DeleteAccountRequest(username=r.username, password=r.password)
+
+
+def change_password_pb(r: rq.ChangePassword) -> pb.ChangePasswordRequest:
+    return pb.ChangePasswordRequest(
+        old_password=r.old_password,
+        new_password=r.new_password,
+        end_other_sessions=r.end_other_sessions,
+    )
+
+
 # Cursors beyond uint64 mean "from the newest" to the core, as 0 does; page sizes beyond
 # uint32 "as many as you give" (the server's cap decides). Ids that do not fit raise
 # ValueError, which each transport reports as InvalidArgument.
+def list_accounts_pb(r: rq.ListAccounts) -> pb.ListAccountsRequest:
+    return pb.ListAccountsRequest(pattern=r.pattern, after=r.after, limit=min(r.limit, U32_MAX))
+
+
 def list_conversations_pb(r: rq.ListConversations) -> pb.ListConversationsRequest:
     return pb.ListConversationsRequest(
         before_id=r.before_id if r.before_id <= U64_MAX else 0, limit=min(r.limit, U32_MAX)
@@ -273,15 +325,22 @@ def delete_messages_pb(r: rq.DeleteMessages) -> pb.DeleteMessagesRequest:
 __all__ = [
     "U32_MAX",
     "U64_MAX",
+    "accounts_of",
+    "accounts_reply",
+    "ack_pb",
+    "change_password_pb",
     "conversations_of",
     "conversations_reply",
+    "delete_account_pb",
     "delete_messages_pb",
     "delivery_of",
     "delivery_pb",
     "history_of",
     "history_reply",
+    "list_accounts_pb",
     "list_conversations_pb",
     "login_of",
+    "login_pb",
     "login_reply",
     "mark_read_pb",
     "marker_of",
@@ -291,7 +350,10 @@ __all__ = [
     "push_arm",
     "push_of",
     "read_history_pb",
+    "resume_pb",
+    "send_pb",
     "send_reply",
     "sent_of",
     "session_event_pb",
+    "signup_pb",
 ]

@@ -53,10 +53,11 @@ import grpc
 from core import requests as rq
 from core.client import ChatClient, ClientEvents
 from core.errors import InvalidArgument
-from core.types import AccountPage, CloseReason, Delivery
+from core.types import CloseReason, Delivery
 from transports import _wrong_port
 from transports._tls import ClientTls, grpc_channel
 from transports.grpc import _convert as cv
+from transports.grpc._channel import target, wait_ready
 from transports.grpc._errors import error_from, reason_of
 from transports.grpc._generated import chat_pb2 as pb
 from transports.grpc._generated import chat_pb2_grpc
@@ -75,8 +76,6 @@ LOGIN_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 10.0
 #: How long logout/close wait for the Subscribe stream to wind down.
 STREAM_STOP_TIMEOUT = 5.0
-
-_UINT32_MAX = cv.U32_MAX
 
 
 def open_client(
@@ -102,60 +101,23 @@ def _nothing(reply: Any) -> None:
 
 
 _RPCS: dict[type[rq.Request[Any]], _Rpc] = {
-    rq.Signup: _Rpc(
-        "Signup",
-        lambda r: pb.SignupRequest(username=r.username, password=r.password),
-        cv.login_of,
-        logs_in=True,
-    ),
-    rq.Login: _Rpc(
-        "Login",
-        lambda r: pb.LoginRequest(username=r.username, password=r.password),
-        cv.login_of,
-        logs_in=True,
-    ),
+    rq.Signup: _Rpc("Signup", cv.signup_pb, cv.login_of, logs_in=True),
+    rq.Login: _Rpc("Login", cv.login_pb, cv.login_of, logs_in=True),
     rq.Logout: _Rpc("Logout", lambda r: pb.LogoutRequest(), _nothing),
-    rq.ListAccounts: _Rpc(
-        "ListAccounts",
-        # A page size beyond uint32 asks for "as many as you give": the server's cap decides.
-        lambda r: pb.ListAccountsRequest(
-            pattern=r.pattern, after=r.after, limit=min(r.limit, _UINT32_MAX)
-        ),
-        lambda m: AccountPage(tuple(m.usernames), m.more),
-    ),
-    rq.Send: _Rpc(
-        "Send", lambda r: pb.SendRequest(recipients=r.recipients, body=r.body), cv.sent_of
-    ),
-    rq.Ack: _Rpc("Ack", lambda r: pb.AckRequest(message_ids=r.message_ids), _nothing),
-    rq.DeleteAccount: _Rpc(
-        "DeleteAccount",
-        lambda r: pb.DeleteAccountRequest(username=r.username, password=r.password),
-        _nothing,
-        slow=True,
-    ),
+    rq.ListAccounts: _Rpc("ListAccounts", cv.list_accounts_pb, cv.accounts_of),
+    rq.Send: _Rpc("Send", cv.send_pb, cv.sent_of),
+    rq.Ack: _Rpc("Ack", cv.ack_pb, _nothing),
+    rq.DeleteAccount: _Rpc("DeleteAccount", cv.delete_account_pb, _nothing, slow=True),
     # issue 13: Resume logs in as Login does (the login deadline, then the push stream)
-    rq.Resume: _Rpc(
-        "Resume", lambda r: pb.ResumeRequest(resume_token=r.token), cv.login_of, logs_in=True
-    ),
+    rq.Resume: _Rpc("Resume", cv.resume_pb, cv.login_of, logs_in=True),
     rq.ChangePassword: _Rpc(
-        "ChangePassword",
-        lambda r: pb.ChangePasswordRequest(
-            old_password=r.old_password,
-            new_password=r.new_password,
-            end_other_sessions=r.end_other_sessions,
-        ),
-        cv.password_changed_of,
-        slow=True,
+        "ChangePassword", cv.change_password_pb, cv.password_changed_of, slow=True
     ),
     rq.ListConversations: _Rpc("ListConversations", cv.list_conversations_pb, cv.conversations_of),
     rq.ReadHistory: _Rpc("ReadHistory", cv.read_history_pb, cv.history_of),
     rq.MarkRead: _Rpc("MarkRead", cv.mark_read_pb, cv.marker_of),
     rq.DeleteMessages: _Rpc("DeleteMessages", cv.delete_messages_pb, _nothing),
 }
-
-
-def _target(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class GrpcTransport:
@@ -171,7 +133,7 @@ class GrpcTransport:
     ) -> None:
         self.address = address
         self.tls = tls
-        self.target = _target(*address)
+        self.target = target(*address)
         self.call_timeout = call_timeout
         self.login_timeout = login_timeout
         self._events: ClientEvents | None = None
@@ -196,7 +158,7 @@ class GrpcTransport:
         channel = grpc_channel(self.target, CHANNEL_OPTIONS, self.tls)
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
-                await self._wait_ready(channel)
+                await wait_ready(channel, self.address, self.tls, "the gRPC (unary) protocol")
         except BaseException as exc:
             await channel.close()
             if isinstance(exc, TimeoutError):
@@ -205,23 +167,6 @@ class GrpcTransport:
         self._events = events
         self._channel = channel
         self._stub = chat_pb2_grpc.ChatStub(channel)
-
-    async def _wait_ready(self, channel: grpc.aio.Channel) -> None:
-        state = channel.get_state(try_to_connect=True)
-        while state is not grpc.ChannelConnectivity.READY:
-            if state is grpc.ChannelConnectivity.TRANSIENT_FAILURE:
-                # refused, or the port speaks something else than HTTP/2: say which
-                found = await _wrong_port.probe(*self.address, tls=self.tls)
-                message = _wrong_port.explain(
-                    self.address, "the gRPC (unary) protocol", found, tls=self.tls is not None
-                )
-                if found == "refused":
-                    raise ConnectionRefusedError(message)
-                raise _wrong_port.WrongPort(message)
-            if state is grpc.ChannelConnectivity.SHUTDOWN:
-                raise ConnectionError("channel closed while connecting")
-            await channel.wait_for_state_change(state)
-            state = channel.get_state(try_to_connect=True)
 
     async def close(self) -> None:
         """Cancel the stream (the server then closes the session) and close the channel."""

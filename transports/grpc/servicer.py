@@ -249,7 +249,7 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
         page = await self.service.list_accounts(
             session, request.pattern, request.after, request.limit
         )
-        return pb.ListAccountsReply(usernames=page.usernames, more=page.more)
+        return cv.accounts_reply(page)
 
     @_command
     async def Send(self, request: pb.SendRequest, session: Session) -> pb.SendReply:

@@ -40,10 +40,11 @@ import grpc
 from core import requests as rq
 from core.client import ChatClient, ClientEvents
 from core.errors import ChatError, InvalidArgument, LimitExceeded, SessionClosed
-from core.types import AccountPage, Delivery
+from core.types import Delivery
 from transports import _wrong_port
 from transports._tls import ClientTls, grpc_channel
 from transports.grpc import _convert as cv
+from transports.grpc._channel import target, wait_ready
 from transports.grpc._errors import BY_NAME, reason_of
 from transports.grpc._generated import chat_pb2 as pb
 from transports.grpc._wire import CHANNEL_OPTIONS, MAX_MESSAGE_BYTES
@@ -73,10 +74,6 @@ def open_client(
 
 
 # -- core requests <-> chat.proto: (build the ClientMessage, the reply's field, its result) ----
-def _accounts(reply: pb.ListAccountsReply) -> AccountPage:
-    return AccountPage(tuple(reply.usernames), reply.more)
-
-
 def _nothing(reply: Any) -> None:
     return None
 
@@ -84,26 +81,14 @@ def _nothing(reply: Any) -> None:
 Encoder = Callable[[Any, int], pb.ClientMessage]
 #: request type -> (its ClientMessage, the ServerMessage field of its reply, the core result)
 CODEC: dict[type, tuple[Encoder, str, Callable[[Any], Any]]] = {
-    rq.Send: (
-        lambda r, rid: ClientMessage(
-            request_id=rid, send=pb.SendRequest(recipients=r.recipients, body=r.body)
-        ),
-        "sent",
-        cv.sent_of,
-    ),
+    rq.Send: (lambda r, rid: ClientMessage(request_id=rid, send=cv.send_pb(r)), "sent", cv.sent_of),
     rq.Signup: (
-        lambda r, rid: ClientMessage(
-            request_id=rid,
-            signup=pb.SignupRequest(username=r.username, password=r.password, notices=True),
-        ),
+        lambda r, rid: ClientMessage(request_id=rid, signup=cv.signup_pb(r, notices=True)),
         "logged_in",
         cv.login_of,
     ),
     rq.Login: (
-        lambda r, rid: ClientMessage(
-            request_id=rid,
-            login=pb.LoginRequest(username=r.username, password=r.password, notices=True),
-        ),
+        lambda r, rid: ClientMessage(request_id=rid, login=cv.login_pb(r, notices=True)),
         "logged_in",
         cv.login_of,
     ),
@@ -113,40 +98,23 @@ CODEC: dict[type, tuple[Encoder, str, Callable[[Any], Any]]] = {
         _nothing,
     ),
     rq.ListAccounts: (
-        lambda r, rid: ClientMessage(
-            request_id=rid,
-            list_accounts=pb.ListAccountsRequest(
-                pattern=r.pattern, after=r.after, limit=min(r.limit, _U32_MAX)
-            ),
-        ),
+        lambda r, rid: ClientMessage(request_id=rid, list_accounts=cv.list_accounts_pb(r)),
         "accounts",
-        _accounts,
+        cv.accounts_of,
     ),
     rq.DeleteAccount: (
-        lambda r, rid: ClientMessage(
-            request_id=rid,
-            delete_account=pb.DeleteAccountRequest(username=r.username, password=r.password),
-        ),
+        lambda r, rid: ClientMessage(request_id=rid, delete_account=cv.delete_account_pb(r)),
         "deleted",
         _nothing,
     ),
     # issue 13
     rq.Resume: (
-        lambda r, rid: ClientMessage(
-            request_id=rid, resume=pb.ResumeRequest(resume_token=r.token, notices=True)
-        ),
+        lambda r, rid: ClientMessage(request_id=rid, resume=cv.resume_pb(r, notices=True)),
         "logged_in",
         cv.login_of,
     ),
     rq.ChangePassword: (
-        lambda r, rid: ClientMessage(
-            request_id=rid,
-            change_password=pb.ChangePasswordRequest(
-                old_password=r.old_password,
-                new_password=r.new_password,
-                end_other_sessions=r.end_other_sessions,
-            ),
-        ),
+        lambda r, rid: ClientMessage(request_id=rid, change_password=cv.change_password_pb(r)),
         "password_changed",
         cv.password_changed_of,
     ),
@@ -186,7 +154,7 @@ def error_of(error: pb.StreamError) -> ChatError:
 
 
 def _ack(request: rq.Ack, rid: int) -> pb.ClientMessage:
-    return ClientMessage(ack=pb.AckRequest(message_ids=request.message_ids))  # always id 0
+    return ClientMessage(ack=cv.ack_pb(request))  # always id 0
 
 
 def _encode(build: Encoder, request: Any, rid: int) -> bytes:
@@ -207,10 +175,9 @@ class GrpcStreamTransport:
     """core.client.ClientTransport over one ChatStream.Connect call (see the module docstring)."""
 
     def __init__(self, address: tuple[str, int], *, tls: ClientTls | None = None) -> None:
-        host, port = address
         self.address = address
         self.tls = tls
-        self.target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.target = target(*address)
         self._events: ClientEvents | None = None
         self._channel: grpc.aio.Channel | None = None
         self._call: Any = None  # grpc.aio.StreamStreamCall
@@ -232,7 +199,7 @@ class GrpcStreamTransport:
         channel = grpc_channel(self.target, CHANNEL_OPTIONS, self.tls)
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
-                await self._wait_ready(channel)
+                await wait_ready(channel, self.address, self.tls, "the grpc-stream protocol")
                 call = channel.stream_stream(
                     METHOD,
                     request_serializer=None,  # we send bytes, serialized and size-checked
@@ -256,23 +223,6 @@ class GrpcStreamTransport:
         self._channel, self._call = channel, call
         self._reader = asyncio.create_task(self._read(call), name="grpc-stream-reader")
         self._writer = asyncio.create_task(self._write(call), name="grpc-stream-writer")
-
-    async def _wait_ready(self, channel: grpc.aio.Channel) -> None:
-        state = channel.get_state(try_to_connect=True)
-        while state is not grpc.ChannelConnectivity.READY:
-            if state is grpc.ChannelConnectivity.TRANSIENT_FAILURE:
-                # refused, or the port speaks something else than HTTP/2: say which
-                found = await _wrong_port.probe(*self.address, tls=self.tls)
-                message = _wrong_port.explain(
-                    self.address, "the grpc-stream protocol", found, tls=self.tls is not None
-                )
-                if found == "refused":
-                    raise ConnectionRefusedError(message)
-                raise _wrong_port.WrongPort(message)
-            if state is grpc.ChannelConnectivity.SHUTDOWN:
-                raise ConnectionError("channel closed while connecting")
-            await channel.wait_for_state_change(state)
-            state = channel.get_state(try_to_connect=True)
 
     async def close(self) -> None:
         """Half-close after what is queued (the server handles it, then ends with OK), then

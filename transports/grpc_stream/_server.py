@@ -144,9 +144,7 @@ async def _list_accounts(
     page = await stream.service.list_accounts(
         stream.session, request.pattern, request.after, request.limit
     )
-    return ServerMessage(
-        request_id=rid, accounts=pb.ListAccountsReply(usernames=page.usernames, more=page.more)
-    )
+    return ServerMessage(request_id=rid, accounts=cv.accounts_reply(page))
 
 
 async def _send(stream: _Stream, request: pb.SendRequest, rid: int) -> pb.ServerMessage:

@@ -2,8 +2,11 @@
 
 Custom protocol version 2's opcodes (custom PROTOCOL.md sections 6.10-6.13, 7.6, 7.9,
 7.11-7.17), each carrying the chat.proto message the gRPC transports use for the same thing,
-converted by ``transports.grpc._convert`` so that a field means the same on every protobuf
-transport (and a page's messages leave out the conversation and participants the page names).
+converted by ``transports.grpc._convert`` (pages, deliveries, read markers, SENT) so that a
+field means the same on every protobuf transport (and a page's messages leave out the
+conversation and participants the page names). The request encoders stay this module's: they
+refuse (LocalProtocolError) a value out of range in an event the custom client has already
+bounded, where the gRPC conversions clamp it.
 Every push has a chat.proto message, so frames.proto gains nothing.
 
 ``CLIENT_MESSAGES_V2`` and ``SERVER_MESSAGES_V2`` have the shape of ``_bodies``' tables: version
@@ -100,18 +103,6 @@ def _deliver(m: chat.Delivery) -> Deliver:
     )
 
 
-def _delivery_pb(e: Deliver) -> chat.Delivery:
-    return chat.Delivery(
-        message_id=e.message_id,
-        sent_at_ms=e.sent_at_ms,
-        sender=e.sender,
-        body=e.body,
-        participants=e.participants,
-        sender_deleted=e.sender_deleted,
-        conversation_id=e.conversation_id,
-    )
-
-
 def _history(m: chat.ReadHistoryReply, rid: int) -> History:
     page = convert.history_of(m)
     return History(
@@ -144,10 +135,6 @@ def _conversations(m: chat.ListConversationsReply, rid: int) -> Conversations:
 
 def _conversations_pb(e: Conversations) -> chat.ListConversationsReply:
     return convert.conversations_reply(ConversationPage(e.conversations, e.more))
-
-
-def _marker_pb(e: MarkedRead | ReadMark) -> chat.ReadMarker:
-    return chat.ReadMarker(conversation_id=e.conversation_id, up_to_id=e.up_to_id, unread=e.unread)
 
 
 _REQUEST, _NO_ID = _request_id, _zero_id
@@ -247,7 +234,7 @@ _V2_REPLIES: tuple[Spec, ...] = (
             _REQUEST,
             lambda m, i: MarkedRead(i, m.conversation_id, m.up_to_id, m.unread),
         ),
-        _encoder(_rid, 1, _marker_pb),
+        _encoder(_rid, 1, convert.marker_pb),
     ),
     (
         Opcode.REMOVED,
@@ -261,7 +248,7 @@ _V2_REPLIES: tuple[Spec, ...] = (
         SentCopy,
         Kind.RESPONSE,
         _decoder(_M[Opcode.SENT_COPY], _NO_ID("SENT_COPY"), lambda m, i: SentCopy(_deliver(m))),
-        _encoder(_zero, 0, lambda e: _delivery_pb(e.message)),
+        _encoder(_zero, 0, lambda e: convert.delivery_pb(e.message)),
     ),
     (
         Opcode.READ_MARK,
@@ -272,7 +259,7 @@ _V2_REPLIES: tuple[Spec, ...] = (
             _NO_ID("READ_MARK"),
             lambda m, i: ReadMark(m.conversation_id, m.up_to_id, m.unread),
         ),
-        _encoder(_zero, 0, _marker_pb),
+        _encoder(_zero, 0, convert.marker_pb),
     ),
     (
         Opcode.MESSAGES_GONE,
@@ -303,23 +290,14 @@ _V2_LAYOUTS: dict[Opcode, Spec] = {
                 i, m.message_id, m.sent_at_ms, tuple(m.unknown_recipients), m.conversation_id
             ),
         ),
-        _encoder(
-            _rid,
-            1,
-            lambda e: chat.SendReply(
-                message_id=e.message_id,
-                sent_at_ms=e.sent_at_ms,
-                unknown_recipients=e.unknown_recipients,
-                conversation_id=e.conversation_id,
-            ),
-        ),
+        _encoder(_rid, 1, convert.send_reply),
     ),
     Opcode.DELIVER: (
         Opcode.DELIVER,
         Deliver,
         Kind.RESPONSE,
         _decoder(_M[Opcode.DELIVER], _NO_ID("DELIVER"), lambda m, i: _deliver(m)),
-        _encoder(_zero, 0, _delivery_pb),
+        _encoder(_zero, 0, convert.delivery_pb),
     ),
 }
 

@@ -16,6 +16,7 @@ from transports.custom._events import DeleteAccount, LoggedIn, SignedUp
 from transports.custom._messages import Kind
 from transports.custom._security import ChangePassword, PasswordChanged, Resume
 from transports.custom._wire import Opcode
+from transports.grpc import _convert as convert
 from transports.grpc._generated import chat_pb2 as chat
 from transports.protobuf_tcp._bodies import Spec, _decoder, _encoder, _request_id, _rid
 from transports.protobuf_tcp._bodies_v2 import CLIENT_MESSAGES_V2, SERVER_MESSAGES_V2
@@ -70,13 +71,7 @@ _V3_NEW: tuple[tuple[Spec, ...], tuple[Spec, ...]] = (
                 _REQUEST,
                 lambda m, i: PasswordChanged(i, m.resume_token, m.sessions_ended),
             ),
-            _encoder(
-                _rid,
-                1,
-                lambda e: chat.ChangePasswordReply(
-                    resume_token=e.resume_token, sessions_ended=e.sessions_ended
-                ),
-            ),
+            _encoder(_rid, 1, convert.password_changed_reply),
         ),
     ),
 )
@@ -115,13 +110,7 @@ _V3_LAYOUTS: dict[Opcode, Spec] = {
             _REQUEST,
             lambda m, i: LoggedIn(i, m.pending, m.resume_token, m.username),
         ),
-        _encoder(
-            _rid,
-            1,
-            lambda e: chat.LoginReply(
-                pending=e.pending, resume_token=e.resume_token, username=e.username
-            ),
-        ),
+        _encoder(_rid, 1, convert.login_reply),  # (its session_token stays empty)
     ),
 }
 

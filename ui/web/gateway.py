@@ -41,6 +41,11 @@ Theory of operation
     already signed in are never evicted for a newcomer. A session with no request and no open
     page for ``idle_timeout`` seconds is signed out and its connection closed, which frees its
     place.
+
+Where the rest lives: :mod:`ui.web.chat_session` (a session, its pages, the limits, the
+errors), :mod:`ui.web.commands` (the chat commands and their error seam),
+:mod:`ui.web.session_tasks` (a session's pump, refresher and closing, on the loop),
+:mod:`ui.web.connection_text` (the connection to the chat server in a person's words).
 """
 
 from __future__ import annotations
@@ -54,33 +59,16 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 
 from core.client import ChatClient
-from core.errors import ChatError, SessionClosed
-from core.reconnect import (
-    Backoff,
-    ConnectionChange,
-    GaveUp,
-    Reconnecting,
-    Resumed,
-    reconnecting,
-)
-from core.types import (
-    AccountPage,
-    ConversationPage,
-    Delivery,
-    HistoryPage,
-    LoginResult,
-    MessagesDeleted,
-    PasswordChanged,
-    ReadMarker,
-    SendResult,
-    SentCopy,
-)
+from core.reconnect import Backoff, ConnectionChange, Resumed, reconnecting
+from core.types import LoginResult
+from ui.web import session_tasks
+from ui.web.chat_session import ChatSession, GatewayError, GatewayFull, Limits, Stream
+from ui.web.commands import Commands
+from ui.web.connection_text import connection_status, unreachable
 from ui.web.feed import Feed
-from ui.web.history import HISTORY_PAGE, SIDEBAR_PAGE
 from ui.web.loop import LoopThread
 
 T = TypeVar("T")
@@ -88,74 +76,11 @@ log = logging.getLogger(__name__)
 
 #: Why-you-were-signed-out notes kept for browsers that come back with a dead session key.
 MAX_TOMBSTONES = 1024
-#: Seconds the refresher waits after a change before asking for the conversation list, so a
-#: burst of messages costs one round trip.
-REFRESH_DELAY = 0.05
 
 
-class GatewayError(Exception):
-    """A failure to show to the person, as a sentence. ``signed_out``: the session is gone."""
-
-    def __init__(self, message: str, *, signed_out: bool = False) -> None:
-        super().__init__(message)
-        self.signed_out = signed_out
-
-
-class GatewayFull(GatewayError):
-    """A sign-in refused because the gateway (or this address's share of it) is full."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Every bound of the gateway, with defaults suitable for a small team."""
-
-    max_sessions: int = 100  # signed-in browser sessions (each holds a chat connection)
-    # ... of them from one client address: a household or office behind one NAT address fits,
-    # one visitor signing up accounts in a loop takes a fifth of the gateway at most.
-    max_sessions_per_address: int = 20
-    idle_timeout: float = 30 * 60.0  # seconds without a request or an open page
-    # Open pages (event streams) per browser session. A browser opens at most 6 connections
-    # to one host over HTTP/1.1 and each open page holds one, so 4 leaves room for requests.
-    # A new page replaces the oldest stream: most often its tab is gone already (a closed
-    # tab's stream is noticed only when its next heartbeat fails to write).
-    max_streams: int = 4
-    command_timeout: float = 10.0  # send, search, delete, logout
-    # login waits for argon2 and, after repeated failures, the server's backoff (cap 8 s)
-    login_timeout: float = 30.0
-
-
-class Stream:
-    """One open page's event stream; ``replaced`` tells it to end (see Limits.max_streams)."""
-
-    __slots__ = ("replaced",)
-
-    def __init__(self) -> None:
-        self.replaced = False
-
-
-class ChatSession:
-    """One signed-in browser session: its chat client, its live feed, its open pages."""
-
-    def __init__(
-        self, key: str, username: str, client: ChatClient, feed: Feed, peer: str = ""
-    ) -> None:
-        self.key = key
-        self.peer = peer  # the browser's address, for Limits.max_sessions_per_address
-        self.username = username
-        self.client = client
-        self.feed = feed
-        self.last_seen = time.monotonic()
-        self.streams: list[Stream] = []  # open pages, oldest first; guarded by the gateway lock
-        self.pump: asyncio.Task[None] | None = None
-        self.refresher: asyncio.Task[None] | None = None
-        self.dirty = asyncio.Event()  # set on the loop thread only: refresh the sidebar
-
-    def __repr__(self) -> str:
-        return f"<ChatSession {self.username!r} streams={len(self.streams)}>"
-
-
-class Gateway:
-    """Signed-in browser sessions and their chat clients (see the module docstring)."""
+class Gateway(Commands):
+    """Signed-in browser sessions and their chat clients (see the module docstring); the
+    chat commands are :class:`ui.web.commands.Commands`'."""
 
     def __init__(
         self,
@@ -264,112 +189,7 @@ class Gateway:
                 chat.streams.remove(stream)
             chat.last_seen = self._clock()
 
-    # -- commands --------------------------------------------------------------------------
-    def send(self, chat: ChatSession, recipients: Sequence[str], body: str) -> SendResult:
-        """Send; every open page of this browser session shows the message (the server
-        copies it to the user's other devices itself, Rule 24)."""
-        names = tuple(recipients)
-
-        async def send() -> SendResult:
-            result = await chat.client.send(names, body)
-            unknown = set(result.unknown_recipients)
-            known = [n for n in names if n not in unknown]
-            if known:
-                others = tuple(sorted({n for n in known if n != chat.username}))
-                mine = Delivery(
-                    result.message_id,
-                    chat.username,
-                    body,
-                    result.sent_at_ms,
-                    participants=others,
-                    conversation_id=result.conversation_id,
-                )
-                chat.feed.message(mine, mine=True)
-                chat.dirty.set()
-            return result
-
-        return self._call(chat, send)
-
-    def conversations(self, chat: ChatSession, before_id: int = 0) -> ConversationPage:
-        """A page of conversations (most recent first) with the server's unread counts."""
-
-        async def list_page() -> ConversationPage:
-            page = await chat.client.list_conversations(before_id, SIDEBAR_PAGE)
-            if not before_id:  # the freshest list: every open page of this session shows it
-                chat.feed.set_snapshot(page)
-            return page
-
-        return self._call(chat, list_page)
-
-    def history(
-        self,
-        chat: ChatSession,
-        *,
-        conversation_id: int = 0,
-        participants: Sequence[str] = (),
-        before_id: int = 0,
-    ) -> HistoryPage:
-        """One page of a conversation's history, newest first."""
-
-        async def read() -> HistoryPage:
-            return await chat.client.read_history(
-                tuple(participants), before_id, HISTORY_PAGE, conversation_id=conversation_id
-            )
-
-        return self._call(chat, read)
-
-    def open_thread(
-        self, chat: ChatSession, *, conversation_id: int = 0, participants: Sequence[str] = ()
-    ) -> tuple[HistoryPage, ConversationPage]:
-        """What a conversation's page needs, in one trip to the loop: its newest history,
-        marked read up to its newest message (Rule 22), then the conversation list, so
-        the sidebar already counts it read."""
-
-        async def load() -> tuple[HistoryPage, ConversationPage]:
-            page = await chat.client.read_history(
-                tuple(participants), 0, HISTORY_PAGE, conversation_id=conversation_id
-            )
-            if page.conversation_id and page.messages:
-                newest = page.messages[0].message_id
-                if newest > page.read_up_to:
-                    await chat.client.mark_read(page.conversation_id, newest)
-                    chat.dirty.set()  # the browser's other tabs
-            conversations = await chat.client.list_conversations(0, SIDEBAR_PAGE)
-            chat.feed.set_snapshot(conversations)  # the freshest: every open page shows it
-            return page, conversations
-
-        return self._call(chat, load)
-
-    def mark_read(self, chat: ChatSession, conversation_id: int, up_to_id: int) -> ReadMarker:
-        """Mark read (Rule 22); the user's other devices are told by the server, this
-        browser's other tabs by the refreshed sidebar."""
-
-        async def mark() -> ReadMarker:
-            marker = await chat.client.mark_read(conversation_id, up_to_id)
-            chat.dirty.set()
-            return marker
-
-        return self._call(chat, mark)
-
-    def delete_messages(
-        self, chat: ChatSession, message_ids: Sequence[int], for_everyone: bool
-    ) -> None:
-        """Delete messages (Rule 23); the server tells every live session which ids went,
-        this one included, and the pump passes that to every open page."""
-        self._call(chat, chat.client.delete_messages, tuple(message_ids), for_everyone)
-
-    def list_accounts(
-        self, chat: ChatSession, pattern: str, after: str = "", limit: int = 0
-    ) -> AccountPage:
-        return self._call(chat, chat.client.list_accounts, pattern, after, limit)
-
-    def change_password(
-        self, chat: ChatSession, old: str, new: str, *, end_other_sessions: bool
-    ) -> PasswordChanged:
-        """Change the password (a wrong old one or a weak new one: GatewayError); with
-        ``end_other_sessions`` the account's other sessions are signed out, this one stays."""
-        return self._call(chat, chat.client.change_password, old, new, end_other_sessions)
-
+    # -- ending a session ------------------------------------------------------------------
     def delete_account(self, chat: ChatSession, password: str) -> None:
         """Delete the signed-in account (its password again: a wrong one is a GatewayError
         and nothing is deleted); the server ends every session of it (Rule 14)."""
@@ -377,28 +197,7 @@ class Gateway:
         if self._forget(chat, "your account was deleted"):
             self._run(self._close_client(chat, logout=False), self.limits.command_timeout)
 
-    # -- internals: the error seam ---------------------------------------------------------
-    def _call(self, chat: ChatSession, method: Callable[..., Awaitable[T]], *args: object) -> T:
-        """Run one client command on the loop; map transport failures for the pages."""
-
-        async def command() -> T:
-            return await method(*args)
-
-        try:
-            return self._loop.run(command(), self.limits.command_timeout)
-        except SessionClosed as exc:
-            self._end(chat, str(exc))
-            raise GatewayError(f"You were signed out: {exc}", signed_out=True) from exc
-        except ChatError as exc:  # the server refused the command; its text is for a person
-            raise GatewayError(str(exc)) from exc
-        except TimeoutError as exc:
-            raise GatewayError("the chat server did not answer in time; try again") from exc
-        except (ConnectionError, OSError) as exc:
-            self._end(chat, "the connection to the chat server was lost")
-            raise GatewayError(
-                "the connection to the chat server was lost; log in again", signed_out=True
-            ) from exc
-
+    # -- internals: housekeeping -----------------------------------------------------------
     def _run(self, coro: Awaitable[T], timeout: float) -> T | None:
         """Run housekeeping on the loop; a failure is logged, never shown."""
 
@@ -479,49 +278,15 @@ class Gateway:
         chat.last_seen = self._clock()
         with self._lock:
             self._sessions[chat.key] = chat
-        chat.pump = asyncio.create_task(self._pump(chat), name=f"web-pump-{result.username}")
+        chat.pump = asyncio.create_task(
+            session_tasks.pump(chat, self._forget), name=f"web-pump-{result.username}"
+        )
         chat.refresher = asyncio.create_task(
-            self._refresh(chat), name=f"web-refresh-{result.username}"
+            session_tasks.refresh(chat), name=f"web-refresh-{result.username}"
         )
         chat.dirty.set()  # the first snapshot of the conversation list
         log.info("signed in %s (%d pending)", result.username, result.pending)
         return chat, result
-
-    async def _pump(self, chat: ChatSession) -> None:
-        """Hand every incoming event to the feed until the connection ends."""
-        try:
-            async for event in chat.client.events():
-                if isinstance(event, Delivery):
-                    chat.feed.message(event, mine=event.sender == chat.username)
-                elif isinstance(event, SentCopy):
-                    chat.feed.message(event.message, mine=True)
-                elif isinstance(event, MessagesDeleted):
-                    chat.feed.deleted(event.message_ids)
-                chat.dirty.set()  # ReadMarker too: only the counts change
-        except Exception as exc:  # an ack failed: the connection broke under us
-            log.info("chat connection of %s failed: %s", chat.username, exc)
-        reason = chat.client.closed_reason or "the connection to the chat server closed"
-        if chat.refresher is not None:
-            chat.refresher.cancel()
-        if self._forget(chat, reason):
-            log.info("chat session of %s ended by the server: %s", chat.username, reason)
-            with contextlib.suppress(Exception):
-                await chat.client.close()
-
-    async def _refresh(self, chat: ChatSession) -> None:
-        """Keep the feed's conversation list (unread counts) the server's, one call per burst."""
-        while True:
-            await chat.dirty.wait()
-            await asyncio.sleep(REFRESH_DELAY)
-            chat.dirty.clear()
-            try:
-                page = await chat.client.list_conversations(0, SIDEBAR_PAGE)
-            except ChatError as exc:  # e.g. a transport that cannot list yet: keep the last
-                log.info("conversation list of %s failed: %s", chat.username, exc)
-                continue
-            except (ConnectionError, OSError):
-                return  # the pump notices the end and signs the session out
-            chat.feed.set_snapshot(page)
 
     def _forget(self, chat: ChatSession, reason: str) -> bool:
         """Unregister a session and tell its pages; False if it was already gone."""
@@ -566,57 +331,7 @@ class Gateway:
         await asyncio.gather(*(self._close_client(chat, logout=logout) for chat in chats))
 
     async def _close_client(self, chat: ChatSession, *, logout: bool) -> None:
-        """Log out (best effort) and close the connection; the pump then ends."""
-        if logout:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(self.limits.command_timeout / 2):
-                    await chat.client.logout()
-        with contextlib.suppress(Exception):
-            await chat.client.close()
-        if chat.refresher is not None:
-            chat.refresher.cancel()
-        if chat.pump is not None and not chat.pump.done():
-            try:
-                async with asyncio.timeout(2.0):
-                    await asyncio.shield(chat.pump)
-            except TimeoutError:
-                chat.pump.cancel()
-            except Exception:
-                log.debug("pump of %s ended with an error", chat.username, exc_info=True)
-
-
-def connection_status(change: ConnectionChange) -> tuple[str, str]:
-    """The open pages' status line while the gateway restores its connection to the chat
-    server: (state, sentence); state is "reconnecting", "resumed" or "gave-up"."""
-    if isinstance(change, Reconnecting):
-        return (
-            "reconnecting",
-            "The connection to the chat server was lost; reconnecting\u2026 "
-            f"(attempt {change.attempt}, next in {change.delay:.1f} s)",
-        )
-    if isinstance(change, GaveUp):
-        return "gave-up", f"Could not reconnect to the chat server: {change.reason}"
-    waiting = "nothing was pending" if not change.pending else f"{change.pending} pending"
-    return "resumed", f"Reconnected; {waiting}."
-
-
-def unreachable(exc: BaseException) -> str:
-    """What a failed connection to the chat server means, for a person. A transport's client
-    raises ConnectionError with a sentence of its own when it recognised the problem (for
-    example another protocol on that port); an OS error is put in plain words here."""
-    import errno
-
-    code = getattr(exc, "errno", None)
-    if code == errno.ECONNREFUSED:
-        return (
-            "cannot reach the chat server: nothing is listening at its address. "
-            "Is it running (`make server`), and is the web gateway's --server right?"
-        )
-    if code in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT):
-        return "cannot reach the chat server: its host does not answer. Check --server"
-    if isinstance(exc, ConnectionError) and code is None and str(exc):
-        return f"cannot reach the chat server: {exc}"
-    return f"cannot reach the chat server ({exc})"
+        await session_tasks.close_client(chat, logout=logout, timeout=self.limits.command_timeout)
 
 
 __all__ = [
