@@ -9,7 +9,8 @@ How a change is judged (the way Go's benchstat does it):
 
 * a timed figure of a run with rounds (schema 2, bench/rounds.py) is a *sample*: one value
   per round. It is printed as the median with its 95 % interval, and the two samples are
-  compared with the Mann-Whitney U test (``scipy.stats.mannwhitneyu``, two-sided): no
+  compared with the Mann-Whitney U test (``scipy.stats.mannwhitneyu``, two-sided; exact for
+  small samples, ties included: ``u_test``): no
   assumption about the shape of the noise, and one wild round cannot swing it. Where
   p >= ALPHA the change column says ``~``: no difference this test can see. Note what small
   samples allow: with 3 rounds a side the smallest possible p is 0.10 (so a quick run can
@@ -43,7 +44,11 @@ one run, not the other) it cannot see. Two full runs of one commit on this machi
 (reports/20261129-034115 and -035716, 1,286 tested figures) called 65 significant at p < 0.05
 (about 64 expected by chance: the test's own rate) and, with every operation's p50 and CPU
 gating at 5 %, failed the gate on 10 figures (SQLite deliver and delete_account rows up to
-+154 %, whole-run drift); on the ``send`` figures alone at 10 % they fail it on none. With F
++154 %, whole-run drift); on the ``send`` figures alone at 10 % they fail it on none. Runs
+hours apart are another matter here: one build measured at 03:57 and again at 06:55 (its
+custom send p50 162 then 94 µs, tcp_echo's 53 then 50) fails it on 15 figures. Compare runs
+made back to back (``make bench-compare`` right after a run of the old build), or on a
+machine of your own. With F
 timed gate figures about F x GATE_P of them pass the test by chance (the summary prints that
 number; 5 + 5 rounds reach p < 0.01 only at their smallest p, 2/252); the 10 % floor, like
 gRPC's own PR gate ignoring changes under 3 %, keeps a real but small shift from failing a
@@ -246,6 +251,28 @@ def figures(results: dict[str, Any]) -> dict[str, float]:
     return {name: figure.value for name, figure in samples(results).items()}
 
 
+#: Up to this many ways to split two samples, a U-test with ties is an exact permutation test.
+EXACT_SPLITS = 20_000
+
+
+def u_test(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Mann-Whitney U, two-sided: its p-value, exact for small samples *with ties too*.
+
+    scipy is exact for small samples only without ties; with one tie anywhere (two rounds
+    with the same p50: HdrHistogram's buckets make that common) it falls back to the normal
+    approximation, which for 5 + 5 rounds that do not overlap at all says p = 0.012 instead of
+    2/252 = 0.008, so a build slower in every round slipped under GATE_P. Then every split of
+    the pooled rounds is enumerated instead (252 for 5 + 5): exact, ties and all.
+    """
+    from scipy.stats import PermutationMethod, mannwhitneyu  # type: ignore[import-untyped]
+
+    pooled = a + b
+    method: Any = "auto"
+    if len(set(pooled)) < len(pooled) and math.comb(len(pooled), len(a)) <= EXACT_SPLITS:
+        method = PermutationMethod(n_resamples=EXACT_SPLITS)
+    return float(mannwhitneyu(a, b, alternative="two-sided", method=method).pvalue)
+
+
 @dataclass(frozen=True)
 class Change:
     """One figure in both runs (either may be missing) and the verdict on its change."""
@@ -266,11 +293,9 @@ class Change:
         a, b = self.old_fig, self.new_fig
         if a is None or b is None or a.kind != "timed" or b.kind != "timed":
             return None
-        from scipy.stats import mannwhitneyu  # type: ignore[import-untyped]
-
         if set(a.samples) == set(b.samples) and len(set(a.samples)) == 1:
             return 1.0
-        return float(mannwhitneyu(a.samples, b.samples, alternative="two-sided").pvalue)
+        return u_test(a.samples, b.samples)
 
     def chance(self, alpha: float = ALPHA) -> float:
         """The chance this figure passes a test at ``alpha`` when nothing changed: about
@@ -491,4 +516,5 @@ __all__ = [
     "load_results",
     "samples",
     "summary",
+    "u_test",
 ]
