@@ -15,7 +15,9 @@ its database (through the ``core`` Store interface), then runs in separate proce
             maximum-size frame, from 127.0.0.2-254, in as many processes as descriptors need;
   attacks   an ACK flood (3,000 ACKs of 1,024 ids per round), 8 slow consumers sent 64 KiB
             bodies they never read, a 64 KiB message fanned out to 256 readers that never read,
-            20 login guessers on the canary's account, list_accounts scans over many accounts;
+            20 login guessers on the canary's account, list_accounts scans over many accounts
+            (the server paces ACK ids and scans per connection, docs/LIMITS.md: a round of the
+            ACK flood needs ~5 minutes and is reported cut off);
   storm     a storm of 1,000 simultaneous connects, a third into the window (its own process);
   grpc      sessions on gRPC sending to each other.
 

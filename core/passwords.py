@@ -11,6 +11,10 @@ vCPUs. Checks beyond that wait their turn, which the login throttle keeps short,
 of their ``priority`` (then of arrival): the login throttle gives 0 to an address that logged
 in to the name before and has not failed since (the owner, as a rule), so guesses from many
 fresh addresses cannot queue up in front of the owner's check (docs/LIMITS.md, "Login").
+And one worker is kept for priority 0: other checks hold at most HASH_WORKERS - 1 turns, so
+the owner's check never waits for guesses already being checked (20 guessers from fresh
+addresses kept both workers busy: the owner waited for two checks, then its own, 1-7 s at a
+load of 13), and guessers get one vCPU of argon2, not two.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class Passwords:
         self._hasher = make_hasher(cost)
         self._pool = ThreadPoolExecutor(HASH_WORKERS, thread_name_prefix="wirechat-argon2")
         self._free = HASH_WORKERS  # turns not taken
+        self._others = 0  # turns taken by checks of priority > 0 (at most HASH_WORKERS - 1)
         self._queue: list[tuple[int, int, asyncio.Future[None]]] = []  # (priority, seq, waiter)
         self._seq = itertools.count()
         # Verified against when the user does not exist, so that an unknown name costs the
@@ -73,34 +78,48 @@ class Passwords:
         priority means nothing (the owner's login waited there behind abandoned guesses)."""
         await self._turn(priority)
         done = asyncio.get_running_loop().run_in_executor(self._pool, work, *args)
-        done.add_done_callback(self._turn_over)
+        done.add_done_callback(lambda done: self._turn_over(done, priority))
         return await asyncio.shield(done)
 
-    def _turn_over(self, done: asyncio.Future[object]) -> None:
+    def _turn_over(self, done: asyncio.Future[object], priority: int) -> None:
         if not done.cancelled():
             done.exception()  # (retrieved: an abandoned check's failure is nobody's error)
-        self._next_turn()
+        self._next_turn(priority)
+
+    def _may_take(self, priority: int) -> bool:
+        """A free turn may go to a check of ``priority`` (one is kept for priority 0)."""
+        return self._free > 0 and (priority == 0 or self._others < max(1, HASH_WORKERS - 1))
 
     async def _turn(self, priority: int) -> None:
         """Take one of HASH_WORKERS turns, given lowest ``priority`` first, then first come;
         ``_next_turn`` gives it back."""
-        if self._free > 0 and not self._queue:
-            self._free -= 1
+        queue = self._queue
+        if self._may_take(priority) and (not queue or queue[0][0] > priority):
+            self._take(priority)  # (the waiters, if any, may not take it: none goes before)
             return
         waiter = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._queue, (priority, next(self._seq), waiter))
+        heapq.heappush(queue, (priority, next(self._seq), waiter))
         try:
             await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():  # given, then cancelled
-                self._next_turn()
+                self._next_turn(priority)
             raise
 
-    def _next_turn(self) -> None:
-        """A turn is over: give it to the first live waiter, or keep it free."""
-        while self._queue:
-            waiter = heapq.heappop(self._queue)[2]
-            if not waiter.done():
-                waiter.set_result(None)
-                return
+    def _take(self, priority: int) -> None:
+        self._free -= 1
+        if priority:
+            self._others += 1
+
+    def _next_turn(self, priority: int) -> None:
+        """A turn of ``priority`` is over: give free turns to the first live waiters that
+        may take them (lowest priority first), or keep them free."""
         self._free += 1
+        if priority:
+            self._others -= 1
+        queue = self._queue
+        while queue and self._may_take(queue[0][0]):
+            first, _, waiter = heapq.heappop(queue)
+            if not waiter.done():
+                self._take(first)
+                waiter.set_result(None)

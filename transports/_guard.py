@@ -53,6 +53,13 @@ from typing import Protocol
 #: File descriptors kept out of the connection cap for the store, logs, the listeners
 #: themselves and the executor's threads.
 FD_RESERVE = 64
+#: Connections refused at admission (not counted: they never had a place) that may linger
+#: at once, each holding its descriptor for up to 2 s so that its ERROR is read before the
+#: close (PROTOCOL.md section 9.5). Past this, a refused connection is closed at once after
+#: its ERROR: 1,000 storm connects refused while the cap was full lingered with 1,000
+#: descriptors beyond it, accept() failed with EMFILE, and libuv then closed every
+#: connection waiting in the listen backlog without a word.
+REFUSED_LINGERING = 256
 #: Connections without a session closed, at most, to fit one user's inbound bytes in the
 #: budget (each held up to a maximal frame, 64 KiB; a user's frame is at most as large).
 SHED_TRIES = 4
@@ -112,9 +119,33 @@ class ServerLimits:
     #: Requests handled from one read before the connection yields the loop to others. A
     #: request costs ~10-100 µs, so 64 keep one turn near a millisecond.
     requests_per_turn: int = 64
-    #: The listen backlog: connections the kernel queues before we accept them. It must not
-    #: be far below the connection cap, or a burst of connects overflows it silently.
-    backlog: int = 4096
+    #: The listen backlog: connections the kernel queues before we accept them. A burst of
+    #: connects past it is dropped (SYNs retried by the client after 1, 3, 7 s): with 100,
+    #: 1,000 simultaneous connects left 51 never accepted. 2,048 holds a 1,000-connect storm
+    #: plus a flood's ~770 connects in flight. It is also headroom the connection cap leaves
+    #: in the descriptor limit (``connection_cap``): the event loop accepts every queued
+    #: connection in one go, each a descriptor, before it can refuse any.
+    backlog: int = 2048
+    #: Bytes of one frame a connection without a logged-in session may send (FRAME_TOO_LARGE
+    #: at its header, before its body is read). The largest request before a login is a
+    #: SIGNUP or LOGIN with a 128-character name of 4-byte characters and a 256-byte
+    #: password, ~780 bytes; a full-size frame (96 KiB) before a login only served the
+    #: hostile scene's half-sent frames (20,000 x 60 KB held, 905 MB read and dropped per
+    #: run). 20,000 connections at this bound hold 20 MB, a third of ``inbound_budget``.
+    max_frame_before_login: int = 1024
+    #: ACK ids one connection may acknowledge per second (a second's worth saved up); more
+    #: wait, unread. An ACK of 1,024 ids costs the store 2-4 ms: an ACK flood of 3,000 of
+    #: them a round took a sixth of the server's CPU in the hostile scene. 10,000 ids a
+    #: second is a client receiving 10,000 messages a second, far beyond a person's.
+    ack_ids_per_second: float = 10_000.0
+    #: Seconds of LIST_ACCOUNTS work (from the request to its page, a scan's helper thread
+    #: included) one connection may use per second, a second's worth saved up; a search
+    #: that finds the allowance spent waits, unread, until it is paid off. Charged by time,
+    #: not by call: a search of a few matching names (~0.2 ms) is never slowed at a person's
+    #: pace, nor the bench's 400 back-to-back calls a round, while a non-matching pattern
+    #: over 200,000 accounts is a scan (18-25 ms) and gets ~10 a second: 4 calls kept in
+    #: flight made 81,675 in 90 s, an eighth of the server's CPU, before this.
+    list_accounts_share: float = 0.25
     #: Seconds a connection without a session is safe from eviction by a newcomer whose
     #: address has none waiting, when no address holds twice the newcomer's share (rule 2 of
     #: the module docstring; rule 1 takes from an address far over its share at any age). A
@@ -123,10 +154,14 @@ class ServerLimits:
     eviction_grace: float = 5.0
 
     def connection_cap(self) -> int:
-        """``max_connections`` or, when unset, what the descriptor limit allows."""
+        """``max_connections`` or, when unset, what the descriptor limit allows: the limit
+        minus FD_RESERVE, minus room for REFUSED_LINGERING and one listen backlog (accepted
+        in one go before any is counted; see ``backlog``), that room at most a fifth of the
+        descriptors (17,632 of 20,000 here; 768 of 1,024)."""
         if self.max_connections is not None:
             return self.max_connections
-        return max(16, _fd_ceiling() - FD_RESERVE)
+        usable = _fd_ceiling() - FD_RESERVE
+        return max(16, usable - min(REFUSED_LINGERING + self.backlog, usable // 5))
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +234,7 @@ class Guard:
     inbound: int = 0  # bytes of incomplete inbound frames, every connection
     outbound: int = 0  # bytes of output waiting in user space, every connection
     evicted: int = 0  # connections evicted to make room, since the start
+    lingering_refused: int = 0  # refused connections still open (see REFUSED_LINGERING)
     _per_address: Counter[str] = field(default_factory=Counter)
     _cap: int = 0
     #: Connections without a session -> (since when (time.monotonic()), client address),
@@ -324,6 +360,19 @@ class Guard:
                 self._per_address[address] = left
             else:
                 del self._per_address[address]
+
+    def linger_refused(self) -> bool:
+        """A refused connection asks to linger until its client has read the ERROR: True
+        (counted; ``refused_gone`` when it closes) while fewer than REFUSED_LINGERING do,
+        else False: close it at once, its descriptor is needed more."""
+        if self.lingering_refused >= REFUSED_LINGERING:
+            return False
+        self.lingering_refused += 1
+        return True
+
+    def refused_gone(self) -> None:
+        """A refused connection that ``linger_refused`` counted has closed."""
+        self.lingering_refused -= 1
 
     def from_address(self, address: str) -> int:
         """Open connections from ``address`` right now."""

@@ -105,6 +105,22 @@ def _add_server(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help="close a connection that has no logged-in session for this long (default %(default)s)",
     )
     p.add_argument(
+        "--ack-ids-per-second",
+        type=float,
+        metavar="N",
+        default=limits.ack_ids_per_second,
+        help="message ids one connection may acknowledge per second; more wait (default "
+        "%(default)g)",
+    )
+    p.add_argument(
+        "--list-accounts-share",
+        type=float,
+        metavar="SECONDS",
+        default=limits.list_accounts_share,
+        help="seconds of account-search work one connection may use per second; a search "
+        "past it waits (default %(default)g)",
+    )
+    p.add_argument(
         "--tls-cert",
         metavar="FILE",
         help="serve every listener over TLS with this certificate chain (PEM); needs --tls-key",
@@ -257,6 +273,8 @@ def run_server(args: argparse.Namespace) -> int:
             max_connections=args.max_connections,
             max_connections_per_address=args.max_connections_per_address,
             idle_timeout=args.idle_timeout,
+            ack_ids_per_second=args.ack_ids_per_second,
+            list_accounts_share=args.list_accounts_share,
         ),
         tls=tls,
         insecure=args.insecure,

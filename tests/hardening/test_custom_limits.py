@@ -39,6 +39,7 @@ from transports.custom import (
 from transports.custom._codec import CodecFactory
 from transports.custom._events import Event
 from transports.custom._server import CustomServer
+from transports.custom._wire import MAX_FRAME
 
 pytestmark = pytest.mark.timeout(60)
 WAIT = 5.0  # the most any single step may take before the test gives up
@@ -169,8 +170,8 @@ async def test_a_logged_in_connection_is_not_idle_and_logout_restarts_the_clock(
 async def test_a_frame_left_incomplete_is_closed_after_its_timeout(service: ChatService) -> None:
     async with serving(service, partial_frame_timeout=0.3, idle_timeout=60) as server:
         slow = await Peer().greeted(server.address)
-        frame = slow.codec.send(Ping(1, b"x" * 50_000))
-        slow.writer.write(frame[: len(frame) // 2])  # most of a frame, then nothing
+        frame = slow.codec.send(Ping(1, b"x" * 1000))  # (at most 1 KiB before a login)
+        slow.writer.write(frame[: len(frame) // 2])  # half a frame, then nothing
         events = await slow.until_closed()
         assert refusal(events) == (0, ErrorCode.TIMED_OUT)
         assert "incomplete" in events[-1].message  # type: ignore[attr-defined]
@@ -224,7 +225,8 @@ async def test_partial_frames_beyond_the_inbound_budget_are_refused_clearly(
     """The server-wide budget for incomplete frames is a bound on memory: the connection whose
     half frame goes past it is closed with SERVER_BUSY (its bytes freed at once), and the one
     within the budget is served as usual."""
-    async with serving(service, inbound_budget=60_000) as server:
+    # (frames this large come only after a login now; the budget is what is tried here)
+    async with serving(service, inbound_budget=60_000, max_frame_before_login=MAX_FRAME) as server:
         a, b = await Peer().greeted(server.address), await Peer().greeted(server.address)
         frame_a = a.codec.send(Ping(1, b"a" * 50_000))
         frame_b = b.codec.send(Ping(1, b"b" * 50_000))
@@ -246,7 +248,8 @@ async def test_a_user_is_not_closed_for_bytes_that_connections_without_a_session
     the next connection to go past it was closed, whoever it was (in the hostile scene, every
     logged-in sender of a 64 KiB message, and the ACK flood's logged-in client). Now a
     connection with a session takes the place of the oldest of them."""
-    async with serving(service, inbound_budget=60_000) as server:
+    # (frames this large come only after a login now; the budget is what is tried here)
+    async with serving(service, inbound_budget=60_000, max_frame_before_login=MAX_FRAME) as server:
         user = await Peer().greeted(server.address)
         user.send(Signup(1, "sender", "pw-12345678"))
         assert await user.events(1) == [SignedUp(1, 0)]
@@ -296,7 +299,11 @@ async def test_a_slow_reader_finding_the_outbound_budget_spent_is_told_at_once(
     connection whose output fills up is ended with SLOW_CONSUMER and the reason, at once (not
     after the stall timeout)."""
     async with serving(
-        service, outbound_budget=100_000, outbound_per_connection=64 * 1024, stall_timeout=60
+        service,
+        outbound_budget=100_000,
+        outbound_per_connection=64 * 1024,
+        stall_timeout=60,
+        max_frame_before_login=MAX_FRAME,  # (50 KB PINGs without a login)
     ) as server:
         hog = await Peer().greeted(server.address, rcvbuf=4096)
         for i in range(200):  # 10 MB of PONGs it never reads

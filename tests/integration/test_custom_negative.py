@@ -192,6 +192,7 @@ CASES: dict[str, tuple[bytes, int, bool]] = {
     "ack ids not increasing": (frame(0x07, 0, b"\x02\x05\x00"), MALFORMED, True),
     "oversized length, no body sent": (varint(MAX_FRAME + 1), FRAME_TOO_LARGE, True),
     "oversized length before HELLO": (varint(2**31), FRAME_TOO_LARGE, False),
+    "over 1 KiB before a login": (varint(1025) + b"\x09\x01", FRAME_TOO_LARGE, True),
     "unknown opcode": (frame(0x42, 1), UNKNOWN_OPCODE, True),
     "server opcode from a client": (frame(0x83, 1, b"\x00"), UNKNOWN_OPCODE, True),
     "only later versions": (frame(0x01, 0, b"WC\x04\x07"), UNSUPPORTED_VERSION, False),
@@ -313,14 +314,17 @@ async def test_pipelined_requests_then_garbage(
 async def test_largest_frame_is_accepted(address: tuple[str, int], witnesses: Witnesses) -> None:
     payload = b"p" * (MAX_FRAME - 2)  # opcode + 1-byte request id + payload = the limit
     reader, writer = await asyncio.open_connection(*address)
+    # (after a signup: before a login a frame is at most 1 KiB, PROTOCOL.md section 4)
+    signup = frame(0x02, 1, string("largest") + string("pw-secret-123"))
     try:
-        writer.write(HELLO + frame(0x09, 1, payload))
+        writer.write(HELLO + signup + frame(0x09, 2, payload))
         received = b""
         async with asyncio.timeout(WAIT):
-            while len(parse(received)[0]) < 2:
+            while len(parse(received)[0]) < 3:
                 received += await reader.read(65536)
     finally:
         writer.close()
     frames, _ = parse(received)
-    assert frames[1] == (PONG, 1, payload)
+    assert frames[1][:2] == (0x82, 1)  # SIGNED_UP
+    assert frames[2] == (PONG, 2, payload)
     await witnesses.chat()

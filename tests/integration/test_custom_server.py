@@ -26,6 +26,7 @@ from transports.custom import (
     Role,
     Send,
     Sent,
+    SignedUp,
     Signup,
     Welcome,
     _server,
@@ -231,13 +232,15 @@ async def test_a_client_that_pipelines_without_reading_is_paused_not_dropped(
     codec = Connection(Role.CLIENT)
     payload = b"p" * 60_000
     count = 150  # 9 MB of PONGs: past HIGH_WATER plus the 4 MB a socket may buffer
-    writer.write(codec.send(Hello()))
+    # (signed up first: before a login a frame is at most 1 KiB, ServerLimits)
+    writer.write(codec.send(Hello()) + codec.send(Signup(1, "piper", "pw-secret-123")))
     for i in range(count):
         writer.write(codec.send(Ping(i + 1, payload)))
     await asyncio.sleep(0.3)  # the server fills its buffers and stops reading
-    events = await read_events(reader, codec, count + 1)
+    events = await read_events(reader, codec, count + 2)
     assert isinstance(events[0], Welcome)
-    assert [(e.request_id, e.payload == payload) for e in events[1:]] == [
+    assert isinstance(events[1], SignedUp)
+    assert [(e.request_id, e.payload == payload) for e in events[2:]] == [
         (i + 1, True) for i in range(count)
     ]
     writer.write(codec.send(Ping(1, b"still open")))
@@ -252,15 +255,17 @@ async def test_a_client_that_never_reads_its_replies_is_a_slow_consumer(
     monkeypatch.setattr(_server, "STALL_CHECK", 0.05)
     reader, writer = await small_window_connection(server.address)
     codec = Connection(Role.CLIENT)
-    writer.write(codec.send(Hello()))
+    # (signed up first: before a login a frame is at most 1 KiB, ServerLimits)
+    writer.write(codec.send(Hello()) + codec.send(Signup(1, "never", "pw-secret-123")))
     count = 300  # 18 MB of PONGs: more than any socket buffer holds
     for i in range(count):
-        writer.write(codec.send(Ping(i + 1, b"p" * 60_000)))
+        writer.write(codec.send(Ping(i + 2, b"p" * 60_000)))
     await asyncio.sleep(1.0)  # reads nothing for more than STALL_TIMEOUT
     events = await read_until_closed(reader, writer, codec)
     assert isinstance(events[0], Welcome)
-    assert all(isinstance(e, Pong) for e in events[1:-1])
-    assert len(events) - 2 < count  # not every request was answered
+    assert isinstance(events[1], SignedUp)
+    assert all(isinstance(e, Pong) for e in events[2:-1])
+    assert len(events) - 3 < count  # not every request was answered
     assert isinstance(events[-1], Error)
     assert (events[-1].request_id, events[-1].code) == (0, ErrorCode.SLOW_CONSUMER)
 

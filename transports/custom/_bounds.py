@@ -28,6 +28,16 @@ docs/LIMITS.md "Connections and bytes" and PROTOCOL.md section 9.7 say what a cl
   * Outbound bytes: while a connection's output is paused (its own budget spent), what the
     transport holds counts against the guard's outbound budget. A connection that finds that
     budget spent is a slow consumer at once: ERROR SLOW_CONSUMER with the reason.
+  * Refused at admission (``_refuse``): ERROR SERVER_BUSY, then a linger (the client reads
+    the ERROR before the close) while the Guard allows (REFUSED_LINGERING of them), else
+    closed at once: a refused connection holds a descriptor beyond the cap.
+  * Frames before a login: at most ``max_frame_before_login`` bytes (``_limit_frames``, the
+    codec refuses a longer one at its header with FRAME_TOO_LARGE); the protocol's
+    MAX_FRAME from the login on, the small limit again from a logout.
+  * Paced requests (``_pace``): ACK ids and the time LIST_ACCOUNTS calls take, per
+    connection, come out of token buckets (``ack_ids_per_second``, ``list_accounts_share``);
+    a request the bucket cannot pay for waits (the connection is not read meanwhile), it is
+    not refused.
   * Time, with no timer per request or per frame: one ``Sweeper`` per server looks at every
     connection each period (``police``), SWEEP_SLICE of them per loop iteration, comparing
     timestamps that only state changes set:
@@ -77,19 +87,39 @@ REFUSAL_LOG_EVERY = 10.0
 class _Quiet:
     """One kind of warning, logged at most once per REFUSAL_LOG_EVERY with a count."""
 
-    def __init__(self, text: str) -> None:
-        self.text, self.since, self.logged_at = text, 0, float("-inf")
+    def __init__(self, text: str, level: int = logging.WARNING) -> None:
+        self.text, self.level, self.since, self.logged_at = text, level, 0, float("-inf")
 
     def __call__(self, now: float, detail: object) -> None:
         self.since += 1
         if now - self.logged_at >= REFUSAL_LOG_EVERY:
-            log.warning("%s (%d since the last report): %s", self.text, self.since, detail)
+            log.log(self.level, "%s (%d since the last report): %s", self.text, self.since, detail)
             self.since, self.logged_at = 0, now
 
 
+#: A client that broke the protocol (its connection gets the ERROR and closes). One line per
+#: connection cost the server 6 % of its CPU in the hostile scene (its half-sent frames).
+log_protocol_error = _Quiet("protocol errors from clients", logging.INFO)
 _log_refusal = _Quiet("refusing connections")
 _log_inbound = _Quiet("closing connections past the server's inbound budget")
 _log_evicted = _Quiet("the server is full: evicting connections without a session")
+
+
+class _Bucket:
+    """A token bucket: ``rate`` tokens a second, at most a second's worth saved up. A take
+    larger than what is left runs into debt and says how long to wait it off, so a paced
+    client is slowed to ``rate``, never refused."""
+
+    __slots__ = ("last", "rate", "tokens")
+
+    def __init__(self, rate: float, now: float) -> None:
+        self.rate, self.tokens, self.last = rate, rate, now
+
+    def take(self, cost: float, now: float) -> float:
+        rate = self.rate
+        tokens = min(rate, self.tokens + (now - self.last) * rate) - cost
+        self.tokens, self.last = tokens, now
+        return 0.0 if tokens >= 0 else -tokens / rate
 
 
 class Sweeper:
@@ -160,6 +190,7 @@ class Bounded:
 
         def _handle_buffered(self, data: bytes | None = None) -> None: ...
         def _end_with(self, code: ErrorCode, message: str) -> None: ...
+        def _begin_close(self) -> None: ...
         def _slow_consumer(self) -> None: ...
         def _reply(self, event: Any) -> None: ...
         def _finish(self) -> None: ...
@@ -178,6 +209,9 @@ class Bounded:
         self._partial_since: float | None = None  # an incomplete frame waits since
         self._kernel = KernelWatch(None, stall_timeout)
         self._seen_batches = 0  # the outbox's batches at the last look
+        self._lingering_refused = False  # refused, lingering, counted by the guard
+        self._buckets: dict[str, _Bucket] | None = None  # (made at the first paced request)
+        self._limit_frames(True)
 
     def _admit(self, transport: asyncio.Transport) -> Refusal | None:
         """Count this connection against the caps (or say why not); size its send buffer."""
@@ -199,12 +233,25 @@ class Bounded:
             self._kernel = KernelWatch(sock, self._kernel.timeout)
         return None
 
+    def _refuse(self, refusal: Refusal) -> None:
+        """``_admit`` refused this connection: ERROR SERVER_BUSY with the reason, then close,
+        lingering while the guard allows (see the module docstring)."""
+        self._reply(Error(0, ErrorCode.SERVER_BUSY, str(refusal)))
+        if self._guard.linger_refused():
+            self._lingering_refused = True
+            self._begin_close()
+        else:
+            self._finish()  # (at once: its descriptor is not counted by the cap)
+
     def _release(self) -> None:
         """The connection is gone: give back everything it counted, and drop its table of
         request handlers (bound methods of this connection: a reference cycle, which only
         a full collection would free, and not at all once the collector froze it)."""
         self._handlers = None
         self._give_back()
+        if self._lingering_refused:
+            self._lingering_refused = False
+            self._guard.refused_gone()
         if self._admitted:
             self._admitted = False
             self._guard.settled(self)
@@ -233,6 +280,7 @@ class Bounded:
     def _waiting(self, waiting: bool) -> None:
         """The connection has (False) or has no (True) logged-in session from now on."""
         self._anonymous = waiting
+        self._limit_frames(waiting)
         if not self._admitted:
             return
         if waiting:
@@ -240,6 +288,24 @@ class Bounded:
         else:
             self._guard.settled(self)
             self._guard.holds_inbound(self, False)  # (its bytes are a user's now: kept)
+
+    def _limit_frames(self, anonymous: bool) -> None:
+        """Frames of a connection without a session are small (``max_frame_before_login``)."""
+        self._codec.limit_frames(self._limits.max_frame_before_login if anonymous else None)
+
+    def _pace(self, kind: str, cost: float) -> float:
+        """Take ``cost`` from this connection's bucket of ``kind`` (``ack_ids``: ids, or
+        ``list_accounts``: seconds of work); the seconds the request must wait first (0.0:
+        none)."""
+        buckets = self._buckets
+        if buckets is None:
+            buckets = self._buckets = {}
+        bucket = buckets.get(kind)
+        if bucket is None:
+            limits_ = self._limits
+            rate = limits_.ack_ids_per_second if kind == "ack_ids" else limits_.list_accounts_share
+            bucket = buckets[kind] = _Bucket(rate, self._loop.time())
+        return bucket.take(cost, self._loop.time())
 
     def pause_writing(self) -> None:
         self._outbox.pause()
@@ -376,4 +442,11 @@ class Bounded:
             self._held_out = 0
 
 
-__all__ = ["SWEEP_PERIOD", "SWEEP_SLICE", "TURN_SECONDS", "Bounded", "Sweeper"]
+__all__ = [
+    "SWEEP_PERIOD",
+    "SWEEP_SLICE",
+    "TURN_SECONDS",
+    "Bounded",
+    "Sweeper",
+    "log_protocol_error",
+]

@@ -122,6 +122,11 @@ class Codec(Protocol):
         """The bytes of one frame carrying ``event``."""
         ...
 
+    def limit_frames(self, max_frame: int | None) -> None:
+        """(Server) accept frames of at most ``max_frame`` bytes from now on, refusing a
+        longer one at its header (None: the limit given at creation again)."""
+        ...
+
 
 #: Makes the codec of one side of one connection: ``Connection`` is one.
 CodecFactory = Callable[[Role], Codec]
@@ -194,6 +199,7 @@ class Connection:
         self.version: int | None = None
         #: Largest frame we accept, and largest we may send.
         self.max_frame = max_frame if role is Role.SERVER else max_frame + S2C_SLACK
+        self._full_max_frame = self.max_frame  # (``limit_frames(None)`` restores it)
         self.peer_max_frame = MAX_FRAME if role is Role.CLIENT else MAX_FRAME + S2C_SLACK
         self._offer: tuple[int, int] | None = None  # the HELLO we sent, to check WELCOME
         self._buf = bytearray()
@@ -267,10 +273,7 @@ class Connection:
                 if length > U32_MAX:
                     raise ProtocolError(ErrorCode.MALFORMED, "frame length exceeds 2^32-1")
             if length > self.max_frame:
-                raise ProtocolError(
-                    ErrorCode.FRAME_TOO_LARGE,
-                    f"frame of {length} bytes exceeds the limit of {self.max_frame}",
-                )
+                raise ProtocolError(ErrorCode.FRAME_TOO_LARGE, self._too_large(length))
             if length < 2:
                 raise ProtocolError(
                     ErrorCode.MALFORMED, "a frame holds at least an opcode and an id"
@@ -285,6 +288,21 @@ class Connection:
         self._pos = end
         self.buffered = size - end
         return event
+
+    def _too_large(self, length: int) -> str:
+        if self.max_frame < self._full_max_frame:  # (``limit_frames``: before a login)
+            return (
+                f"frame of {length} bytes exceeds the limit of {self.max_frame} before a "
+                f"login ({self._full_max_frame} after)"
+            )
+        return f"frame of {length} bytes exceeds the limit of {self.max_frame}"
+
+    def limit_frames(self, max_frame: int | None) -> None:
+        """(Server) accept frames of at most ``max_frame`` bytes from now on, refusing a
+        longer one at its header (None: the limit given at creation again). The server
+        keeps frames small until a login (``ServerLimits.max_frame_before_login``)."""
+        full = self._full_max_frame
+        self.max_frame = full if max_frame is None else min(max_frame, full)
 
     def _incomplete(self) -> NeedData:
         if self._eof:

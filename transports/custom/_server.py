@@ -70,7 +70,7 @@ from core.types import CloseReason
 from transports._guard import Guard, peer_host
 from transports._outbox import Outbox
 from transports._tls import ServerTls
-from transports.custom._bounds import TURN_SECONDS, Bounded, Sweeper
+from transports.custom._bounds import TURN_SECONDS, Bounded, Sweeper, log_protocol_error
 from transports.custom._codec import Codec, CodecFactory, Connection, Role
 from transports.custom._eager import start_eagerly
 from transports.custom._errors import code_for_close, code_for_error
@@ -251,7 +251,7 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
         self._registry.add(self)
         refusal = self._admit(transport)
         if refusal is not None:
-            self._end_with(ErrorCode.SERVER_BUSY, str(refusal))
+            self._refuse(refusal)  # (ERROR SERVER_BUSY, then close: _bounds)
             return
         self._timer = self._loop.call_later(self._handshake_timeout, self._timed_out)
 
@@ -301,7 +301,7 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
                     event = codec.next_event()
                 except ProtocolError as exc:  # (at the end of the stream: a truncated frame)
                     exc.__traceback__ = None  # (the codec keeps exc: its frames hold us, a cycle)
-                    log.info("protocol error from %s: %r", self._peer, exc)
+                    log_protocol_error(self._loop.time(), f"{self._peer}: {exc!r}")
                     self._end_with(exc.code, exc.message)
                     break
                 if event is NEED_DATA:
