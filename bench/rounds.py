@@ -137,6 +137,10 @@ def merge_rounds(group: Sequence[Row]) -> Row:
         }
         for r in group
     ]
+    # The lean step's paired blocks (bench/latency.py run_lean): every round's, tagged.
+    pairs = [{**p, "round": r.get("round", 0)} for r in group for p in r.get("pairs") or ()]
+    if pairs:
+        out["pairs"] = pairs
     # Anything else the rows carry (a future field) rides along from the first round.
     for key, value in first.items():
         if key not in out and key not in ("round", "position"):

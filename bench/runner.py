@@ -288,7 +288,8 @@ class BenchRun:
             self._latency_row(row, transport, store, self._placement_key(transport, self.main))
 
     def lean(self, group: str) -> None:
-        """The lean blocking client's send against this group's server (bench/refs)."""
+        """The lean blocking client's send against this group's server (bench/refs), in
+        blocks paired with ChatClient's in the same worker (bench/latency.py run_lean)."""
         transport, store = self._split(group)
         job = {
             "kind": "lean",

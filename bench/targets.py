@@ -25,7 +25,7 @@ from bench.config import (
 from bench.ladder import registry_info
 from bench.markdown import fmt_rate, fmt_us
 from bench.rounds import ratio_interval
-from bench.stats import ratio
+from bench.stats import CONFIDENCE, median, median_interval, ratio
 
 Row = dict[str, Any]
 #: The bench's p50 for send against the lean independent client's: within this fraction.
@@ -34,6 +34,8 @@ LEAN_P50_TOLERANCE = 0.15
 LEAN_CPU_LIMIT = 1.3
 #: Where the lean-client limits come from (independent clients reproduce the figures).
 LEAN_SOURCE = "issue 8"
+LEAN_P50_NAME = f"{LEAN_TRANSPORT} send p50 within {LEAN_P50_TOLERANCE:.0%} of a lean client's"
+LEAN_CPU_NAME = f"{LEAN_TRANSPORT} client CPU per send <= {LEAN_CPU_LIMIT}x a lean client's"
 #: Saturation and bytes targets: the hand-designed protocol against gRPC unary (issue 2).
 BASE, GRPC = "custom", "grpc"
 BASE_SOURCE = "issue 2"
@@ -290,14 +292,51 @@ def _floor_targets(results: dict[str, Any]) -> list[Row]:
     return out
 
 
+def pair_ratios(pairs: list[Row], figure: str) -> list[float]:
+    """ChatClient ÷ lean client of one figure (``p50_us`` or ``cpu_us``) in each block pair
+    that has both (bench/latency.py run_lean: the lean row's ``pairs``)."""
+    out = []
+    for pair in pairs:
+        chat, lean = pair.get(f"chat_{figure}"), pair.get(f"lean_{figure}")
+        value = ratio(chat, lean)
+        if value is not None and chat is not None and chat > 0:
+            out.append(value)
+    return out
+
+
+def paired_ratio(pairs: list[Row], figure: str) -> tuple[float | None, list[float] | None, str]:
+    """(median of the per-pair ratios, its 95 % interval, a note on the interval) of one
+    figure over every block pair of every round.
+
+    The interval is bench.stats ``median_interval`` over the per-pair ratios: between two
+    order statistics chosen with the binomial distribution, distribution-free (what a
+    percentile bootstrap of a median approximates); with fewer than 6 pairs it is their
+    whole range and the note says its real coverage."""
+    ratios = pair_ratios(pairs, figure)
+    interval = median_interval(ratios)
+    if interval is None:
+        return median(ratios), None, ""
+    low, high, coverage = interval
+    note = f", interval covers {coverage:.1%}" if coverage < CONFIDENCE else ""
+    return median(ratios), [round(low, 4), round(high, 4)], note
+
+
 def _lean_targets(results: dict[str, Any]) -> list[Row]:
-    """The product's client against the lean independent one, on the same server."""
-    mine, lean = round_trip_row(results, LEAN_TRANSPORT), lean_row(results)
+    """The product's client against the lean independent one, on the same server.
+
+    From the lean row's ``pairs`` when it has them (blocks of the two clients alternating in
+    one process: the figure is the median of the per-pair ratios), else (a results.json from
+    before pairs) the send row of the latency step against the lean step's row."""
+    lean = lean_row(results)
+    pairs: list[Row] = (lean or {}).get("pairs") or []
+    if pairs:
+        return _lean_targets_paired(lean, pairs)
+    mine = round_trip_row(results, LEAN_TRANSPORT)
     if mine is None and lean is None:
         return []
     return [
         _target(
-            f"{LEAN_TRANSPORT} send p50 within {LEAN_P50_TOLERANCE:.0%} of a lean client's",
+            LEAN_P50_NAME,
             ratio(p50(mine), p50(lean)),
             LEAN_P50_TOLERANCE,
             "within",
@@ -308,7 +347,7 @@ def _lean_targets(results: dict[str, Any]) -> list[Row]:
             LEAN_SOURCE,
         ),
         _target(
-            f"{LEAN_TRANSPORT} client CPU per send <= {LEAN_CPU_LIMIT}x a lean client's",
+            LEAN_CPU_NAME,
             ratio(_client_cpu(mine), _client_cpu(lean)),
             LEAN_CPU_LIMIT,
             "lower",
@@ -319,6 +358,38 @@ def _lean_targets(results: dict[str, Any]) -> list[Row]:
             LEAN_SOURCE,
         ),
     ]
+
+
+def _lean_targets_paired(lean: Row | None, pairs: list[Row]) -> list[Row]:
+    """The two lean-client targets from the block pairs of the lean step (every round's)."""
+    rounds = len({p.get("round", 0) for p in pairs})
+    where = (
+        f"paired blocks in one process, {len(pairs)} pairs "
+        f"({rounds} round{'s' if rounds != 1 else ''}), same server"
+    )
+    out = []
+    for name, figure, limit, better, what in (
+        (LEAN_P50_NAME, "p50_us", LEAN_P50_TOLERANCE, "within", "send p50"),
+        (LEAN_CPU_NAME, "cpu_us", LEAN_CPU_LIMIT, "lower", "client CPU per send"),
+    ):
+        value, ci, note = paired_ratio(pairs, figure)
+        chat = median(p.get(f"chat_{figure}") for p in pairs)
+        mine = median(p.get(f"lean_{figure}") for p in pairs)
+        out.append(
+            _target(
+                name,
+                value,
+                limit,
+                better,
+                f"ChatClient {fmt_us(chat)} µs vs lean blocking client {fmt_us(mine)} µs "
+                f"of {what} (medians over blocks); median of the per-pair ratios, "
+                f"{where}{note}",
+                disturbed(lean),
+                ci,
+                LEAN_SOURCE,
+            )
+        )
+    return out
 
 
 def evaluate_targets(results: dict[str, Any]) -> list[Row]:
@@ -374,6 +445,8 @@ __all__ = [
     "lean_row",
     "order",
     "p50",
+    "pair_ratios",
+    "paired_ratio",
     "references",
     "round_trip_row",
     "saturation",

@@ -175,9 +175,13 @@ def test_the_lean_client_measured_the_same_server(results: dict[str, Any]) -> No
     assert lean["op"] == "send" and lean["store"] == "memory"
     assert lean["n"] == TINY.per_round(TINY.lean) * TINY.rounds
     assert lean["client_cpu_us_per_op"] > 0 and lean["server_cpu_us_per_op"] > 0
-    names = [t["name"] for t in results["targets"]]
-    assert any("lean client" in name and "p50" in name for name in names)
-    assert any("lean client" in name and "CPU" in name for name in names)
+    # ChatClient measured in blocks paired with the lean client's, in one process, each round
+    assert {p["round"] for p in lean["pairs"]} == set(range(TINY.rounds))
+    assert all(p["chat_cpu_us"] > 0 and p["lean_cpu_us"] > 0 for p in lean["pairs"])
+    lean_targets = [t for t in results["targets"] if "lean client" in t["name"]]
+    assert any("p50" in t["name"] for t in lean_targets)
+    assert any("CPU" in t["name"] for t in lean_targets)
+    assert all("paired blocks in one process" in t["detail"] for t in lean_targets)
 
 
 def test_targets_are_evaluated(results: dict[str, Any]) -> None:
