@@ -295,13 +295,8 @@ def _floor_targets(results: dict[str, Any]) -> list[Row]:
 def pair_ratios(pairs: list[Row], figure: str) -> list[float]:
     """ChatClient ÷ lean client of one figure (``p50_us`` or ``cpu_us``) in each block pair
     that has both (bench/latency.py run_lean: the lean row's ``pairs``)."""
-    out = []
-    for pair in pairs:
-        chat, lean = pair.get(f"chat_{figure}"), pair.get(f"lean_{figure}")
-        value = ratio(chat, lean)
-        if value is not None and chat is not None and chat > 0:
-            out.append(value)
-    return out
+    values = (ratio(p.get(f"chat_{figure}"), p.get(f"lean_{figure}")) for p in pairs)
+    return [value for value in values if value is not None and value > 0]
 
 
 def paired_ratio(pairs: list[Row], figure: str) -> tuple[float | None, list[float] | None, str]:

@@ -293,18 +293,17 @@ class Bounded:
         """Frames of a connection without a session are small (``max_frame_before_login``)."""
         self._codec.limit_frames(self._limits.max_frame_before_login if anonymous else None)
 
-    def _pace(self, kind: str, cost: float) -> float:
-        """Take ``cost`` from this connection's bucket of ``kind`` (``ack_ids``: ids, or
-        ``list_accounts``: seconds of work); the seconds the request must wait first (0.0:
-        none)."""
+    def _pace(self, limit: str, cost: float) -> float:
+        """Take ``cost`` from this connection's bucket for the ServerLimits field ``limit``
+        (``ack_ids_per_second``: ids, ``list_accounts_share``: seconds of work), which gives
+        its rate; the seconds the request must wait first (0.0: none)."""
         buckets = self._buckets
         if buckets is None:
             buckets = self._buckets = {}
-        bucket = buckets.get(kind)
+        bucket = buckets.get(limit)
         if bucket is None:
-            limits_ = self._limits
-            rate = limits_.ack_ids_per_second if kind == "ack_ids" else limits_.list_accounts_share
-            bucket = buckets[kind] = _Bucket(rate, self._loop.time())
+            rate = getattr(self._limits, limit)
+            bucket = buckets[limit] = _Bucket(rate, self._loop.time())
         return bucket.take(cost, self._loop.time())
 
     def pause_writing(self) -> None:

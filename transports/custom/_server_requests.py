@@ -100,7 +100,7 @@ class Requests:
         def _reply(self, event: Any) -> None: ...
         def _push(self, event: Any) -> None: ...
         def _waiting(self, waiting: bool) -> None: ...
-        def _pace(self, kind: str, cost: float) -> float: ...
+        def _pace(self, limit: str, cost: float) -> float: ...
         async def _writable(self) -> bool: ...
         def _slow_consumer(self) -> None: ...
         def _session_ended(self, *, notice: bool) -> None: ...
@@ -148,17 +148,18 @@ class Requests:
     async def _list_accounts(self, event: ListAccounts) -> Accounts:
         # Paced by the time searches take (a scan: tens of ms), not by their count: wait off
         # what earlier ones overspent, then charge this one's time.
-        if wait := self._pace("list_accounts", 0.0):
+        if wait := self._pace("list_accounts_share", 0.0):
             await asyncio.sleep(wait)
         started = time.monotonic()
         page = await self._service.list_accounts(
             self._session, event.pattern, event.after, event.limit
         )
-        self._pace("list_accounts", time.monotonic() - started)
+        self._pace("list_accounts_share", time.monotonic() - started)
         return Accounts(event.request_id, page.usernames, page.more)
 
     async def _ack(self, event: Ack) -> None:
-        if wait := self._pace("ack_ids", len(event.message_ids)):  # (an ACK flood: paced)
+        # (an ACK flood: paced by the ids it acknowledges)
+        if wait := self._pace("ack_ids_per_second", len(event.message_ids)):
             await asyncio.sleep(wait)
         await self._service.ack(self._session, event.message_ids)
 
