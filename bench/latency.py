@@ -32,7 +32,8 @@ untimed calls of the same kind. What is timed:
   per round, after at most ACCOUNT_WARM_UP untimed ones.
 * lean: ``send`` again, by the lean blocking reference client (bench/refs/lean_custom.py)
   against the same server, in blocks alternating with blocks of ChatClient's in the same
-  process (``run_lean``: the pairs the issue-8 targets are read from); its rows carry
+  process (``run_lean``: the pairs the issue-8 targets are read from), each pair beside a
+  block of the bare asyncio reference client (the event loop's share); its rows carry
   ``client: "lean"``.
 
 CPU. Every row carries the CPU time per call of the server process and of this (client)
@@ -472,7 +473,8 @@ def _block_figures(hist: HdrHistogram, cpu: dict[str, float | None], n: int) -> 
 
 async def run_lean(job: dict[str, Any]) -> list[dict[str, Any]]:
     """``send`` by the lean blocking reference client and by ChatClient, in alternating
-    blocks in this one process, against one custom server (issue 8 read as issue 12 asks).
+    blocks in this one process, against one custom server (issue 8 read as issue 12 asks),
+    with a block of the bare asyncio reference client beside each pair.
 
     The round's ``n`` timed sends of each client are split into ``pairs`` blocks
     (:func:`lean_blocks`); pair i is a block of the lean client and a block of ChatClient of
@@ -480,9 +482,14 @@ async def run_lean(job: dict[str, Any]) -> list[dict[str, Any]]:
     each way). Both clients send the same body to the same offline recipient (so the store
     grows alike under both), each from an account of its own (``<prefix>s``: the lean one, as
     before; ``<prefix>c``: ChatClient, opened with the transport's client as ``run_ops``
-    opens it). A disturbance, a slower server or a bigger store lands on both members of a
-    pair, so the per-pair ratio cancels what the two unpaired rows (different steps,
-    processes and moments) cannot.
+    opens it), with the same arguments (the recipients as one tuple). A disturbance, a
+    slower server or a bigger store lands on both members of a pair, so the per-pair ratio
+    cancels what the two unpaired rows (different steps, processes and moments) cannot.
+
+    Each pair also has a block of as many sends by ``BareAsyncClient`` (``<prefix>b``: the
+    same codec under a bare asyncio Protocol, a future per call), just before or just after
+    the pair (drawn at random, balanced): the event loop's share of ChatClient's extra cost,
+    read apart from ChatClient's own (``bare_*`` in ``pairs``; no target of its own).
 
     The lean client's calls are blocking on purpose (a client with no event loop in its
     way): while they run this worker's loop is idle, and ChatClient has nothing in flight
@@ -491,7 +498,7 @@ async def run_lean(job: dict[str, Any]) -> list[dict[str, Any]]:
     """
     import random
 
-    from bench.refs.lean_custom import LeanCustomClient
+    from bench.refs.lean_custom import BareAsyncClient, LeanCustomClient
 
     spec = job["target"]
     server_pid = int(spec["server_pid"])
@@ -499,8 +506,11 @@ async def run_lean(job: dict[str, Any]) -> list[dict[str, Any]]:
     prefix, body = job["prefix"], job["body"]
     recipient = (f"{prefix}r",)
     sizes = lean_blocks(int(job["n"]), job.get("pairs"))
+    rng = random.Random(f"lean-pairs-{prefix}")
     firsts = (["lean", "chat"] * len(sizes))[: len(sizes)]
-    random.Random(f"lean-pairs-{prefix}").shuffle(firsts)
+    rng.shuffle(firsts)
+    bare_after = ([False, True] * len(sizes))[: len(sizes)]
+    rng.shuffle(bare_after)
     lead_in = min(int(job["warmup"]), LEAN_LEAD_IN)
 
     target = chat_target(spec)
@@ -510,6 +520,7 @@ async def run_lean(job: dict[str, Any]) -> list[dict[str, Any]]:
     owner.close()
     lean = LeanCustomClient(address)
     lean.connect()
+    bare = BareAsyncClient(address)
     pooled = new_histogram()
     lean_cpu: list[dict[str, float | None]] = []
     pairs: list[dict[str, Any]] = []
@@ -517,6 +528,8 @@ async def run_lean(job: dict[str, Any]) -> list[dict[str, Any]]:
         async with asyncio.timeout(SECTION_TIMEOUT):
             lean.signup(f"{prefix}s", PASSWORD)
             chat = await target.user(f"{prefix}c")
+            await bare.connect()
+            await bare.signup(f"{prefix}b", PASSWORD)
 
             def lean_send() -> None:
                 lean.send(recipient, body)
@@ -537,15 +550,16 @@ async def run_lean(job: dict[str, Any]) -> list[dict[str, Any]]:
                 lean_cpu.append(cpu)
                 return _block_figures(hist, cpu, size)
 
-            async def chat_block(size: int) -> dict[str, Any]:
+            async def async_block(send: Any, size: int) -> dict[str, Any]:
+                """A block of ``await send(recipient, body)``: ChatClient's or the bare one's."""
                 for _ in range(lead_in):
-                    await chat.send(list(recipient), body)
+                    await send(recipient, body)
                 hist = new_histogram()
                 meter = CpuMeter(server_pid)
                 c0 = time.process_time()
                 for _ in range(size):
                     t0 = ns()
-                    await chat.send(list(recipient), body)
+                    await send(recipient, body)
                     t1 = ns()
                     record_ns(hist, t1 - t0)
                 return _block_figures(hist, _own_cpu(meter, c0), size)
@@ -553,20 +567,27 @@ async def run_lean(job: dict[str, Any]) -> list[dict[str, Any]]:
             for _ in range(job["warmup"]):  # each client warms up once, before any block
                 lean_send()
             for _ in range(job["warmup"]):
-                await chat.send(list(recipient), body)
+                await chat.send(recipient, body)
+            for _ in range(job["warmup"]):
+                await bare.send(recipient, body)
             deadline = time.monotonic() + LEAN_BUDGET_S
-            for size, first in zip(sizes, firsts, strict=True):
-                if first == "lean":
-                    mine_lean = lean_block(size)
-                    mine_chat = await chat_block(size)
-                else:
-                    mine_chat = await chat_block(size)
-                    mine_lean = lean_block(size)
-                pairs.append(_pair(first, size, mine_lean, mine_chat))
+            for size, first, after in zip(sizes, firsts, bare_after, strict=True):
+                order = ["lean", "chat"] if first == "lean" else ["chat", "lean"]
+                order = [*order, "bare"] if after else ["bare", *order]
+                mine: dict[str, dict[str, Any]] = {}
+                for who in order:
+                    if who == "lean":
+                        mine[who] = lean_block(size)
+                    else:
+                        mine[who] = await async_block(
+                            chat.send if who == "chat" else bare.send, size
+                        )
+                pairs.append(_pair(first, size, mine["lean"], mine["chat"], mine["bare"], order))
                 if time.monotonic() > deadline:
                     break
     finally:
         lean.close()
+        bare.close()
         await target.aclose()
     n = sum(p["n"] for p in pairs)
     cpu = cpu_fields(_sum_cpu(lean_cpu), n)
@@ -574,18 +595,29 @@ async def run_lean(job: dict[str, Any]) -> list[dict[str, Any]]:
     return [_row("send", pooled, **extra, **cpu)]
 
 
-def _pair(first: str, n: int, lean: dict[str, Any], chat: dict[str, Any]) -> dict[str, Any]:
+def _pair(
+    first: str,
+    n: int,
+    lean: dict[str, Any],
+    chat: dict[str, Any],
+    bare: dict[str, Any],
+    order: list[str],
+) -> dict[str, Any]:
     """One entry of the lean row's ``pairs`` (bench/SCHEMA.md)."""
-    others = [v for v in (lean["other_vcpus"], chat["other_vcpus"]) if v is not None]
+    others = [b["other_vcpus"] for b in (lean, chat, bare) if b["other_vcpus"] is not None]
     return {
         "first": first,
         "n": n,
+        "order": order,
         "lean_p50_us": lean["p50_us"],
         "chat_p50_us": chat["p50_us"],
+        "bare_p50_us": bare["p50_us"],
         "lean_cpu_us": lean["cpu_us"],
         "chat_cpu_us": chat["cpu_us"],
+        "bare_cpu_us": bare["cpu_us"],
         "lean_server_cpu_us": lean["server_cpu_us"],
         "chat_server_cpu_us": chat["server_cpu_us"],
+        "bare_server_cpu_us": bare["server_cpu_us"],
         "other_vcpus": max(others) if others else None,
     }
 

@@ -292,14 +292,17 @@ def _floor_targets(results: dict[str, Any]) -> list[Row]:
     return out
 
 
-def pair_ratios(pairs: list[Row], figure: str) -> list[float]:
-    """ChatClient ÷ lean client of one figure (``p50_us`` or ``cpu_us``) in each block pair
-    that has both (bench/latency.py run_lean: the lean row's ``pairs``)."""
-    values = (ratio(p.get(f"chat_{figure}"), p.get(f"lean_{figure}")) for p in pairs)
+def pair_ratios(pairs: list[Row], figure: str, of: str = "chat", to: str = "lean") -> list[float]:
+    """Client ``of`` ÷ client ``to`` (``chat``: ChatClient, ``lean``, ``bare``: the bare
+    asyncio one) of one figure (``p50_us`` or ``cpu_us``) in each block pair that has both
+    (bench/latency.py run_lean: the lean row's ``pairs``)."""
+    values = (ratio(p.get(f"{of}_{figure}"), p.get(f"{to}_{figure}")) for p in pairs)
     return [value for value in values if value is not None and value > 0]
 
 
-def paired_ratio(pairs: list[Row], figure: str) -> tuple[float | None, list[float] | None, str]:
+def paired_ratio(
+    pairs: list[Row], figure: str, of: str = "chat", to: str = "lean"
+) -> tuple[float | None, list[float] | None, str]:
     """(median of the per-pair ratios, its 95 % interval, a note on the interval) of one
     figure over every block pair of every round.
 
@@ -307,7 +310,7 @@ def paired_ratio(pairs: list[Row], figure: str) -> tuple[float | None, list[floa
     order statistics chosen with the binomial distribution, distribution-free (what a
     percentile bootstrap of a median approximates); with fewer than 6 pairs it is their
     whole range and the note says its real coverage."""
-    ratios = pair_ratios(pairs, figure)
+    ratios = pair_ratios(pairs, figure, of, to)
     interval = median_interval(ratios)
     if interval is None:
         return median(ratios), None, ""
@@ -378,13 +381,28 @@ def _lean_targets_paired(lean: Row | None, pairs: list[Row]) -> list[Row]:
                 better,
                 f"ChatClient {fmt_us(chat)} µs vs lean blocking client {fmt_us(mine)} µs "
                 f"of {what} (medians over blocks); median of the per-pair ratios, "
-                f"{where}{note}",
+                f"{where}{note}{_bare_share(pairs, figure)}",
                 disturbed(lean),
                 ci,
                 LEAN_SOURCE,
             )
         )
     return out
+
+
+def _bare_share(pairs: list[Row], figure: str) -> str:
+    """The bare asyncio client's reading beside the pair's (when the pairs have it): how much
+    of ChatClient's ratio any ``await``-per-call client pays to the event loop, and how much
+    is ChatClient's own."""
+    bare, _, _ = paired_ratio(pairs, figure, "bare", "lean")
+    ours, _, _ = paired_ratio(pairs, figure, "chat", "bare")
+    if bare is None or ours is None:
+        return ""
+    return (
+        f"; the bare asyncio client (the same codec, a future per call, no ChatClient) reads "
+        f"{bare:.2f}x the lean one (the event loop's share), ChatClient {ours:.2f}x the bare "
+        "one (its own)"
+    )
 
 
 def evaluate_targets(results: dict[str, Any]) -> list[Row]:

@@ -11,21 +11,31 @@ measured against, in the same run, so two things can be read off the pair of row
 
 Request ids follow the ChatClient's rule (the lowest free id, so 1 with one call in flight),
 so the frames on the wire are byte for byte the bench client's.
+
+``BareAsyncClient`` is the same codec under an ``asyncio.Protocol`` with one future per call,
+and nothing else: what any ``await``-per-call client pays for the event loop (the future,
+the task's wake-up, the coroutine's resumption) before a line of ChatClient runs. Beside the
+lean client it splits ChatClient's extra cost into the event loop's share and ours.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from typing import Any
 
 from transports.custom import (
     NEED_DATA,
     Connection,
+    Deliver,
     Error,
     Hello,
+    MessagesGone,
+    ReadMark,
     Role,
     Send,
     Sent,
+    SentCopy,
     SignedUp,
     Signup,
     Welcome,
@@ -35,6 +45,10 @@ from transports.custom import (
 RECV_BYTES = 64 * 1024
 #: A reply that takes longer than this is a hung server, not a slow one.
 TIMEOUT_S = 10.0
+
+
+#: What the server pushes unasked (no call waits for it).
+_PUSHES = (Deliver, SentCopy, ReadMark, MessagesGone)
 
 
 class LeanError(RuntimeError):
@@ -96,4 +110,73 @@ class LeanCustomClient:
                 raise LeanError(f"the server refused: code 0x{event.code:02X} {event.message}")
 
 
-__all__ = ["LeanCustomClient", "LeanError"]
+class BareAsyncClient(asyncio.Protocol):
+    """One asyncio connection, the codec and a future per call: ``await connect()``,
+    ``await signup(name, password)``, ``await send(...)`` (one call in flight at a time)."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.address = address
+        self._conn = Connection(Role.CLIENT)
+        self._transport: asyncio.Transport | None = None
+        self._waiter: asyncio.Future[Any] | None = None
+
+    async def connect(self) -> None:
+        """TCP connect (TCP_NODELAY: asyncio sets it) and the HELLO/WELCOME handshake."""
+        loop = asyncio.get_running_loop()
+        await loop.create_connection(lambda: self, *self.address)
+        versions = self._conn.versions
+        await self._call(Hello(versions[0], versions[-1]), Welcome)
+
+    async def signup(self, username: str, password: str) -> None:
+        await self._call(Signup(1, username, password), SignedUp)
+
+    async def send(self, recipients: tuple[str, ...], body: str) -> Sent:
+        """One SEND, one SENT: the call the bench times."""
+        transport, conn = self._transport, self._conn
+        assert transport is not None
+        transport.write(conn.send(Send(1, recipients, body)))
+        self._waiter = waiter = asyncio.get_running_loop().create_future()
+        sent: Sent = await waiter
+        return sent
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        self._transport = None
+
+    async def _call(self, request: Any, reply: type) -> Any:
+        assert self._transport is not None
+        self._transport.write(self._conn.send(request))
+        self._waiter = asyncio.get_running_loop().create_future()
+        event = await self._waiter
+        if not isinstance(event, reply):
+            raise LeanError(f"the server answered {event!r}")
+        return event
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        """Every event answers the call in flight (pushes in between are skipped)."""
+        conn = self._conn
+        conn.receive_data(data)
+        while (event := conn.next_event()) is not NEED_DATA:
+            waiter = self._waiter
+            if waiter is None or type(event) in _PUSHES:
+                continue
+            self._waiter = None
+            if isinstance(event, Error):
+                waiter.set_exception(
+                    LeanError(f"the server refused: code 0x{event.code:02X} {event.message}")
+                )
+            else:
+                waiter.set_result(event)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(LeanError("the server closed the connection"))
+        self._waiter = None
+
+
+__all__ = ["BareAsyncClient", "LeanCustomClient", "LeanError"]

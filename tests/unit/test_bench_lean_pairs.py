@@ -12,27 +12,15 @@ from bench import targets
 from bench.latency import LEAN_PAIRS, _sum_cpu, lean_blocks
 from bench.rounds import merge_latency
 from bench.stats import median_interval
+from tests.unit.bench_rows import custom_send_row
 
 P50_NAME = "custom send p50 within 15% of a lean client's"
 CPU_NAME = "custom client CPU per send <= 1.3x a lean client's"
 
 
 def send_row(p50: float, cpu: float, **kw: Any) -> dict[str, Any]:
-    row = {
-        "transport": "custom",
-        "op": "send",
-        "store": "memory",
-        "placement": "cross",
-        "body_bytes": 32,
-        "fanout": None,
-        "client": None,
-        "n": 1000,
-        "p50_us": p50,
-        "client_cpu_us_per_op": cpu,
-        "server_cpu_us_per_op": 40.0,
-    }
-    row.update(kw)
-    return row
+    fields = {"n": 1000, "p50_us": p50, "client_cpu_us_per_op": cpu, "server_cpu_us_per_op": 40.0}
+    return custom_send_row(**{**fields, **kw})
 
 
 def pair(
@@ -86,6 +74,23 @@ def test_the_lean_targets_come_from_the_pairs_when_the_row_has_them() -> None:
     for target in (cpu, p50):
         assert "paired blocks in one process, 10 pairs (2 rounds)" in target["detail"]
         assert target["limit"] in (1.3, 0.15)  # the limits did not move
+
+
+def test_the_bare_asyncio_client_splits_the_ratio_without_moving_it() -> None:
+    # ChatClient 1.4x the lean client: the bare asyncio client 1.2x of it, ChatClient 1.4/1.2
+    # of the bare one; the target's value is still ChatClient ÷ lean
+    with_bare = [
+        {**pair(100.0, 110.0, 50.0, 70.0), "bare_p50_us": 105.0, "bare_cpu_us": 60.0}
+        for _ in range(8)
+    ]
+    found = verdicts(results(with_bare))
+    cpu, p50 = found[CPU_NAME], found[P50_NAME]
+    assert cpu["value"] == pytest.approx(1.4, abs=1e-3)
+    assert "reads 1.20x the lean one (the event loop's share)" in cpu["detail"]
+    assert "ChatClient 1.17x the bare one (its own)" in cpu["detail"]
+    assert "reads 1.05x the lean one" in p50["detail"]
+    # pairs from before the bare client: no such clause
+    assert "bare" not in verdicts(results([pair(100.0, 110.0, 50.0, 70.0)] * 8))[CPU_NAME]["detail"]
 
 
 def test_pairs_straddling_the_limit_leave_the_target_not_settled() -> None:
@@ -151,3 +156,30 @@ def test_blocks_cpu_adds_up_and_other_work_is_weighted_by_wall_time() -> None:
     assert total["client_cpu_s"] == pytest.approx(0.8)
     assert total["server_cpu_s"] == pytest.approx(0.6)
     assert total["other_vcpus"] == pytest.approx(0.3)
+
+
+async def test_the_lean_step_pairs_three_clients_against_a_real_server() -> None:
+    # the step itself, small: 2 pairs of 10 sends, each beside a block of the bare client
+    from bench.latency import run_lean
+    from wirechat.launch import ServerProcess
+
+    server = ServerProcess(["custom"], ":memory:").start()
+    try:
+        target = {
+            "kind": "chat",
+            "transport": "custom",
+            "address": list(server.addresses["custom"]),
+            "server_pid": server.pid,
+        }
+        job = {"target": target, "n": 20, "warmup": 2, "prefix": "lp", "body": "x" * 32}
+        (row,) = await run_lean(job)
+    finally:
+        server.stop()
+    assert row["client"] == "lean" and row["op"] == "send" and row["n"] == 20
+    assert [p["n"] for p in row["pairs"]] == [10, 10]
+    assert {p["first"] for p in row["pairs"]} == {"lean", "chat"}  # one pair each way
+    for p in row["pairs"]:
+        assert sorted(p["order"]) == ["bare", "chat", "lean"]
+        assert p["order"].index("lean") - p["order"].index("chat") in (-1, 1)  # back to back
+        for who in ("lean", "chat", "bare"):
+            assert p[f"{who}_p50_us"] > 0 and p[f"{who}_cpu_us"] > 0

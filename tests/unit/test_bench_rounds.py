@@ -9,6 +9,7 @@ import pytest
 
 from bench.rounds import check_sizes, merge_latency, ratio_interval
 from bench.stats import histogram_of, median_interval, paired_interval, summarize
+from tests.unit.bench_rows import custom_send_row
 
 
 def round_row(
@@ -16,21 +17,15 @@ def round_row(
 ) -> dict[str, Any]:
     """A latency row of one round whose samples all sit at ``p50`` µs."""
     summary = summarize(histogram_of([int(p50 * 1000)] * n))
-    return {
-        "round": round_,
-        "position": round_ % 3,
-        "transport": transport,
-        "op": "send",
-        "store": "memory",
-        "placement": "cross",
-        "body_bytes": 32,
-        "fanout": None,
-        "client": None,
+    return custom_send_row(
+        round=round_,
+        position=round_ % 3,
+        transport=transport,
         **summary,
-        "server_cpu_us_per_op": p50 / 2,
-        "client_cpu_us_per_op": p50 / 3,
-        "other_vcpus": 0.3 if round_ == 0 else 0.0,
-    }
+        server_cpu_us_per_op=p50 / 2,
+        client_cpu_us_per_op=p50 / 3,
+        other_vcpus=0.3 if round_ == 0 else 0.0,
+    )
 
 
 def test_a_figure_is_the_median_over_rounds_with_its_interval() -> None:
