@@ -60,6 +60,7 @@ from core.errors import (
     UsernameTaken,
 )
 from core.frozen import builder
+from core.pacing import Pacer, Pacing
 from core.password_policy import check_new_password
 from core.passwords import HashCost, Passwords
 from core.session import Session, State
@@ -153,8 +154,11 @@ class ChatService:
         throttle: LoginThrottle | None = None,
         retention: Retention | None = None,
         bus: Bus | None = None,
+        pacing: Pacing | None = None,
     ) -> None:
         self.store = store
+        #: The rates every session's ACKs and account searches are held to (core.pacing).
+        self.pacing = pacing or Pacing()
         #: How pushes reach live sessions: this process only (LocalBus) or every node.
         self.bus = bus or LocalBus()
         self.bus.attach(self)
@@ -312,7 +316,22 @@ class ChatService:
         page_size = min(limit or limits.DEFAULT_PAGE_SIZE, limits.MAX_PAGE_SIZE)
         if not could_match_a_username(pattern or "*"):
             return AccountPage((), more=False)  # answered without touching the store
-        names = await self.store.list_accounts(glob_to_sqlite(pattern or "*"), after, page_size + 1)
+        # Paced by the time searches take (core.pacing): wait off what earlier ones overspent,
+        # then charge this one its time.
+        pacer = self._pacer(session)
+        wait = pacer.search()
+        pacer.in_progress += 1
+        try:
+            if wait:
+                await asyncio.sleep(wait)
+                self._require_active(session)  # (it may have ended meanwhile)
+            started = pacer.now()
+            names = await self.store.list_accounts(
+                glob_to_sqlite(pattern or "*"), after, page_size + 1
+            )
+            pacer.searched(started)
+        finally:
+            pacer.in_progress -= 1
         return AccountPage(tuple(names[:page_size]), more=len(names) > page_size)
 
     async def delete_account(self, session: Session, username: str, password: str = "") -> None:
@@ -397,10 +416,20 @@ class ChatService:
         self._require_active(session)
         if len(message_ids) > limits.MAX_ACK_IDS:
             raise LimitExceeded(f"at most {limits.MAX_ACK_IDS} ids per ack")
-        # Ids the store cannot hold (SQLite integers are signed 64-bit) cannot be pending.
-        valid = [mid for mid in message_ids if 0 < mid < MAX_MESSAGE_ID]
-        if valid:
-            await self.store.mark_delivered(self._account_id(session), valid)
+        # Paced by its ids (core.pacing: an ACK flood froze the server): wait, then work.
+        pacer = self._pacer(session)
+        wait = pacer.ack(len(message_ids))
+        pacer.in_progress += 1
+        try:
+            if wait:
+                await asyncio.sleep(wait)
+                self._require_active(session)  # (it may have ended meanwhile)
+            # Ids the store cannot hold (SQLite integers are signed 64-bit) cannot be pending.
+            valid = [mid for mid in message_ids if 0 < mid < MAX_MESSAGE_ID]
+            if valid:
+                await self.store.mark_delivered(self._account_id(session), valid)
+        finally:
+            pacer.in_progress -= 1
 
     # -- history (Rules 19-25) ---------------------------------------------------------------
     async def list_conversations(
@@ -635,6 +664,13 @@ class ChatService:
             stored = account.password_hash if account and account.id == session.account_id else None
             if not await self._passwords.verify(stored, password):
                 raise AuthFailed(f"wrong password; {unchanged}")
+
+    def _pacer(self, session: Session) -> Pacer:
+        """The session's pacer, made at its first paced request (idle sessions hold none)."""
+        pacer = session.pacer
+        if pacer is None:
+            pacer = session.pacer = self.pacing.pacer()
+        return pacer
 
     @staticmethod
     def _account_id(session: Session) -> int:

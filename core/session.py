@@ -38,6 +38,7 @@ from core import limits
 from core.types import CloseReason, Delivery, MessagesDeleted, Notice, SentCopy, SessionEvent
 
 if TYPE_CHECKING:
+    from core.pacing import Pacer
     from core.store import Store
 
 
@@ -86,6 +87,9 @@ class Session:
         #: SHA-256 of the resume token this login was given or resumed with (issue 13), so
         #: logout revokes it and a password change replaces it; None before a login.
         self.resume_token_hash: bytes | None = None
+        #: Its buckets for ACK ids and search time (core.pacing), made by the service at its
+        #: first paced request; kept across logout and login, so logging in anew refills none.
+        self.pacer: Pacer | None = None
         self._store: Store | None = None
         self._live: deque[SessionEvent] = deque()
         self._live_bytes = 0  # what _live holds, as _queued_bytes counts it

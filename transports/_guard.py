@@ -44,11 +44,14 @@ Nothing here does IO or imports a transport: it is arithmetic on counters, one e
 
 from __future__ import annotations
 
+import random
 import resource
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from core.pacing import ACK_IDS_PER_SECOND, LIST_ACCOUNTS_SHARE
 
 #: File descriptors kept out of the connection cap for the store, logs, the listeners
 #: themselves and the executor's threads.
@@ -99,6 +102,12 @@ class ServerLimits:
     #: Seconds a started frame may stay incomplete. A 64 KiB frame at 1 KiB/s needs ~64 s of a
     #: dial-up line; anything slower is a slowloris.
     partial_frame_timeout: float = 30.0
+    #: The spread of those two timeouts: each connection's are its own, drawn once from
+    #: timeout x (1 +- timeout_spread) (``spread``), so 60 s is 45-75 s. Connections opened
+    #: in one burst otherwise time out in one burst: the hostile scene's flood opened ~16,000
+    #: in its first seconds, and 60 s later the server ended them all within one sweep, then
+    #: took their reconnects (the canary's worst stalls, 5-10 s, were at 54-66 s).
+    timeout_spread: float = 0.25
     #: Bytes of incomplete inbound frames held for all connections together. 64 MiB is ~700
     #: maximal frames in flight at once; a connection whose bytes go past it is closed with a
     #: clear error (pausing it would keep its bytes: 20,000 half-sent frames pinned 2 GB).
@@ -119,6 +128,17 @@ class ServerLimits:
     #: Requests handled from one read before the connection yields the loop to others. A
     #: request costs ~10-100 µs, so 64 keep one turn near a millisecond.
     requests_per_turn: int = 64
+    #: SENDs of one connection waiting for their commit at once (pipelined: a send that waits
+    #: for the store's group commit lets the connection read the next one; issue 10). 32
+    #: fills a group of the SQLite writer from 8 connections (MAX_GROUP 256) and is four
+    #: times the bench's closed-loop depth; past ~16 sends a group, a send's share of the
+    #: COMMIT (~80 us here) is ~5 us of its ~90 us, so deeper pipelines only pin more memory.
+    sends_in_flight: int = 32
+    #: Bytes of SEND frames one connection may have waiting for their commit (the decoded
+    #: bodies stay in memory until then), also counted against ``inbound_budget``. 256 KiB:
+    #: four maximal sends, or the whole ``sends_in_flight`` of sends up to 8 KiB; like
+    #: ``outbound_per_connection``, what one connection makes the server hold each way.
+    send_bytes_in_flight: int = 256 * 1024
     #: The listen backlog: connections the kernel queues before we accept them. A burst of
     #: connects past it is dropped (SYNs retried by the client after 1, 3, 7 s): with 100,
     #: 1,000 simultaneous connects left 51 never accepted. 2,048 holds a 1,000-connect storm
@@ -133,19 +153,14 @@ class ServerLimits:
     #: hostile scene's half-sent frames (20,000 x 60 KB held, 905 MB read and dropped per
     #: run). 20,000 connections at this bound hold 20 MB, a third of ``inbound_budget``.
     max_frame_before_login: int = 1024
-    #: ACK ids one connection may acknowledge per second (a second's worth saved up); more
-    #: wait, unread. An ACK of 1,024 ids costs the store 2-4 ms: an ACK flood of 3,000 of
-    #: them a round took a sixth of the server's CPU in the hostile scene. 10,000 ids a
-    #: second is a client receiving 10,000 messages a second, far beyond a person's.
-    ack_ids_per_second: float = 10_000.0
-    #: Seconds of LIST_ACCOUNTS work (from the request to its page, a scan's helper thread
-    #: included) one connection may use per second, a second's worth saved up; a search
-    #: that finds the allowance spent waits, unread, until it is paid off. Charged by time,
-    #: not by call: a search of a few matching names (~0.2 ms) is never slowed at a person's
-    #: pace, nor the bench's 400 back-to-back calls a round, while a non-matching pattern
-    #: over 200,000 accounts is a scan (18-25 ms) and gets ~10 a second: 4 calls kept in
-    #: flight made 81,675 in 90 s, an eighth of the server's CPU, before this.
-    list_accounts_share: float = 0.25
+    #: ACK ids one session may acknowledge per second, on any transport (a second's worth
+    #: saved up; more wait). The service paces them (``core.pacing``, which gives the reason
+    #: for the number); ``wirechat server`` hands this to it.
+    ack_ids_per_second: float = ACK_IDS_PER_SECOND
+    #: Seconds of account-search work one session may use per second, on any transport (each
+    #: search charged its time; one past the allowance waits). Paced by the service
+    #: (``core.pacing`` gives the reason); ``wirechat server`` hands this to it.
+    list_accounts_share: float = LIST_ACCOUNTS_SHARE
     #: Seconds a connection without a session is safe from eviction by a newcomer whose
     #: address has none waiting, when no address holds twice the newcomer's share (rule 2 of
     #: the module docstring; rule 1 takes from an address far over its share at any age). A
@@ -428,6 +443,12 @@ class Guard:
 
     def give_back_outbound(self, nbytes: int) -> None:
         self.outbound -= nbytes
+
+
+def spread(spread: float) -> float:
+    """A connection's own factor for its timeouts, uniform in [1 - spread, 1 + spread]
+    (``ServerLimits.timeout_spread``)."""
+    return 1.0 + spread * (2.0 * random.random() - 1.0)
 
 
 def peer_host(peername: object) -> str | None:

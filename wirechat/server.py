@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from core import ChatService, DeletedSenderPolicy, HashCost
 from core.bus import Bus, open_bus
+from core.pacing import Pacing
 from core.store import open_store
 from core.types import Retention
 from transports import registry
@@ -104,6 +105,8 @@ async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None
         hash_cost=config.hash_cost,
         retention=config.retention,
         bus=bus,
+        # (every session on every transport: core.pacing; the numbers are ServerLimits')
+        pacing=Pacing(config.limits.ack_ids_per_second, config.limits.list_accounts_share),
     )
     if bus is not None:
         try:

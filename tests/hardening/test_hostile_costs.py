@@ -8,9 +8,10 @@ the drivers), in-process with small numbers:
   1,000 descriptors beyond the cap, accept() failed with EMFILE and libuv closed every
   queued connection without a word), and the cap leaves one listen backlog of descriptors
   for the connections the loop accepts in one go before it can refuse any;
-* ACKs and LIST_ACCOUNTS of one connection are paced (an ACK flood and four scans in flight
+* ACKs and LIST_ACCOUNTS of one session are paced (an ACK flood and four scans in flight
   took a sixth and an eighth of the server's CPU): the flood goes on at the paced rate while
-  another connection is answered throughout.
+  another connection is answered throughout, and the flooder's connection is not read
+  meanwhile (its pipelined frames wait; test_pacing.py tries every transport).
 
 Each test fails on the code before the change it covers.
 """
@@ -31,6 +32,7 @@ from test_custom_limits import (
 )  # (a sibling module: tests/hardening is on sys.path)
 
 from core import ChatService, HashCost, SqliteStore
+from core.pacing import Pacing
 from transports import _guard
 from transports._guard import FD_RESERVE, REFUSED_LINGERING, ServerLimits
 from transports.custom import (
@@ -169,7 +171,8 @@ async def test_an_ack_flood_is_paced_and_others_are_answered_meanwhile(
     """Eight ACKs of 1,024 ids with 2,048 ids a second allowed: the first two pass, the
     others wait their turn (~3 s in all) while a canary is answered again and again.
     Unpaced, the flood is worked through in milliseconds: a round trip or two."""
-    async with serving(service, ack_ids_per_second=2048) as server:
+    service.pacing = Pacing(ack_ids_per_second=2048)  # (per session, in the service)
+    async with serving(service) as server:
         canary = await Peer().greeted(server.address)
         flood = await Peer().greeted(server.address, source="127.0.0.2")
         flood.send(Signup(1, "flooder", "pw-secret-1"))
@@ -184,18 +187,19 @@ async def test_account_searches_are_paced(
     service: ChatService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Searches are charged the time they take: a scanner whose searches each hold the loop
-    5 ms (what a scan over many accounts does; faked here on the service, the one layer
-    below) with 10 ms of search a second allowed waits ~0.5 s before each one past the
-    first two, while a canary is answered again and again. Unpaced, all 8 are answered in
-    ~40 ms: a round trip or two."""
-    search = service.list_accounts
+    5 ms (what a scan over many accounts does; faked here in the store, the layer below the
+    service, which paces) with 10 ms of search a second allowed waits ~0.5 s before each one
+    past the first two, while a canary is answered again and again. Unpaced, all 8 are
+    answered in ~40 ms: a round trip or two."""
+    search = service.store.list_accounts
 
     async def scan(*args: Any, **kwargs: Any) -> Any:
         time.sleep(0.005)  # noqa: ASYNC251 (blocks the loop on purpose, as a scan does)
         return await search(*args, **kwargs)
 
-    monkeypatch.setattr(service, "list_accounts", scan)
-    async with serving(service, list_accounts_share=0.01) as server:
+    monkeypatch.setattr(service.store, "list_accounts", scan)
+    service.pacing = Pacing(list_accounts_share=0.01)
+    async with serving(service) as server:
         canary = await Peer().greeted(server.address)
         scanner = await Peer().greeted(server.address, source="127.0.0.2")
         scanner.send(Signup(1, "scanner", "pw-secret-1"))

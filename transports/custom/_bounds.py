@@ -34,10 +34,9 @@ docs/LIMITS.md "Connections and bytes" and PROTOCOL.md section 9.7 say what a cl
   * Frames before a login: at most ``max_frame_before_login`` bytes (``_limit_frames``, the
     codec refuses a longer one at its header with FRAME_TOO_LARGE); the protocol's
     MAX_FRAME from the login on, the small limit again from a logout.
-  * Paced requests (``_pace``): ACK ids and the time LIST_ACCOUNTS calls take, per
-    connection, come out of token buckets (``ack_ids_per_second``, ``list_accounts_share``);
-    a request the bucket cannot pay for waits (the connection is not read meanwhile), it is
-    not refused.
+  * Paced requests: ACK ids and the time LIST_ACCOUNTS calls take are paced per session by
+    the service (``core.pacing``, for every transport); a paced request suspends like any
+    other that waits, so the connection is not read meanwhile.
   * Time, with no timer per request or per frame: one ``Sweeper`` per server looks at every
     connection each period (``police``), SWEEP_SLICE of them per loop iteration, comparing
     timestamps that only state changes set:
@@ -45,6 +44,11 @@ docs/LIMITS.md "Connections and bytes" and PROTOCOL.md section 9.7 say what a cl
     ``partial_frame_timeout`` (both ERROR TIMED_OUT), and output waiting in the kernel with
     no byte acknowledged for ``stall_timeout`` (``KernelWatch``; a slow consumer), the latter
     only for connections that wrote since the last look or are being timed.
+  * Mass events, spread over loop iterations (a flood makes thousands of connections do the
+    same thing at once): each connection's idle and partial-frame timeouts are its own
+    (times ``_stretch``, within ``timeout_spread`` of the setting), a sweep ends at most
+    SWEEP_ENDS connections per iteration, and the EOFs of connections without a session are
+    taken down ENDS_PER_TURN per iteration (``_end_later``, ``_Ends``).
 """
 
 from __future__ import annotations
@@ -52,13 +56,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import threading
+from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from core.service import ChatService
 from core.session import Session, State
 from core.types import CloseReason
-from transports._guard import Guard, Refusal, ServerLimits, peer_host
+from transports._guard import Guard, Refusal, ServerLimits, peer_host, spread
 from transports._outbox import KernelWatch, Outbox
 from transports.custom._codec import Codec
 from transports.custom._events import Error
@@ -77,6 +83,14 @@ TURN_SECONDS = 0.002
 SWEEP_PERIOD = 2.5
 #: Connections looked at in one loop iteration (~0.5 ms of the loop, see ``Sweeper``).
 SWEEP_SLICE = 512
+#: Connections a sweep ends (idle, incomplete frame, stalled) in one loop iteration, at most:
+#: each end writes an ERROR and shuts the socket (~0.1-0.2 ms on the loopback, where a write
+#: runs the receiver's TCP too), so a slice full of them held the loop ~50-100 ms.
+SWEEP_ENDS = 32
+#: Connections without a session whose client closed, taken down per loop iteration (the
+#: rest at the next ones, ``_Ends``): the hostile scene's flood closed ~16,000 at once, and
+#: the server handled every EOF in one iteration (the canary's worst stall, ~1.3 s).
+ENDS_PER_TURN = 128
 
 
 #: Seconds between two log lines of one kind about connections the bounds end or refuse (a
@@ -103,23 +117,6 @@ log_protocol_error = _Quiet("protocol errors from clients", logging.INFO)
 _log_refusal = _Quiet("refusing connections")
 _log_inbound = _Quiet("closing connections past the server's inbound budget")
 _log_evicted = _Quiet("the server is full: evicting connections without a session")
-
-
-class _Bucket:
-    """A token bucket: ``rate`` tokens a second, at most a second's worth saved up. A take
-    larger than what is left runs into debt and says how long to wait it off, so a paced
-    client is slowed to ``rate``, never refused."""
-
-    __slots__ = ("last", "rate", "tokens")
-
-    def __init__(self, rate: float, now: float) -> None:
-        self.rate, self.tokens, self.last = rate, rate, now
-
-    def take(self, cost: float, now: float) -> float:
-        rate = self.rate
-        tokens = min(rate, self.tokens + (now - self.last) * rate) - cost
-        self.tokens, self.last = tokens, now
-        return 0.0 if tokens >= 0 else -tokens / rate
 
 
 class Sweeper:
@@ -158,17 +155,54 @@ class Sweeper:
             self._started = loop.time()
         todo = self._todo
         now = loop.time()
+        ended = 0
         for _ in range(min(SWEEP_SLICE, len(todo))):
             connection = todo.pop()
             try:
-                connection.police(now)
+                ended += connection.police(now)
             except Exception:  # a bug of ours: never let it stop the sweeps
                 log.exception("checking connection %s failed", connection._peer)
+            if ended >= SWEEP_ENDS:
+                break  # (the rest of the slice at the next iteration)
         if todo:  # the next slice after whatever else is ready
             self._timer = loop.call_soon(self._sweep)
         else:
             wait = max(0.0, self._started + self.period - loop.time())
             self._timer = loop.call_later(wait, self._sweep)
+
+
+class _Ends:
+    """EOFs of connections without a session, taken down ENDS_PER_TURN per loop iteration,
+    in arrival order (one per event loop; see ``Bounded._end_later``)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._todo: deque[Bounded] = deque()
+        self._scheduled = False
+
+    def add(self, connection: Bounded) -> None:
+        self._todo.append(connection)
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        todo = self._todo
+        for _ in range(min(ENDS_PER_TURN, len(todo))):
+            connection = todo.popleft()
+            try:
+                connection.eof_received()  # (now for real: ``_end_later`` says no)
+            except Exception:  # a bug of ours: never let it stop the others
+                log.exception("ending connection %s failed", connection._peer)
+        if todo:  # the next ones after whatever else is ready
+            self.loop.call_soon(self._run)
+        else:
+            self._scheduled = False
+
+
+#: The drainer of this thread's running loop, ``.ends`` (a thread runs one loop at a time;
+#: tests run several in turn, so it is replaced when the loop is another).
+_local = threading.local()
 
 
 class Bounded:
@@ -194,6 +228,7 @@ class Bounded:
         def _slow_consumer(self) -> None: ...
         def _reply(self, event: Any) -> None: ...
         def _finish(self) -> None: ...
+        def eof_received(self) -> bool: ...
 
     def _init_bounds(self, guard: Guard, stall_timeout: float) -> None:
         self._guard = guard
@@ -210,7 +245,9 @@ class Bounded:
         self._kernel = KernelWatch(None, stall_timeout)
         self._seen_batches = 0  # the outbox's batches at the last look
         self._lingering_refused = False  # refused, lingering, counted by the guard
-        self._buckets: dict[str, _Bucket] | None = None  # (made at the first paced request)
+        self._eof_queued = False  # its EOF waits its turn (``_end_later``)
+        # (this connection's own factor for its idle and partial-frame timeouts)
+        self._stretch = spread(self._limits.timeout_spread)
         self._limit_frames(True)
 
     def _admit(self, transport: asyncio.Transport) -> Refusal | None:
@@ -292,19 +329,6 @@ class Bounded:
     def _limit_frames(self, anonymous: bool) -> None:
         """Frames of a connection without a session are small (``max_frame_before_login``)."""
         self._codec.limit_frames(self._limits.max_frame_before_login if anonymous else None)
-
-    def _pace(self, limit: str, cost: float) -> float:
-        """Take ``cost`` from this connection's bucket for the ServerLimits field ``limit``
-        (``ack_ids_per_second``: ids, ``list_accounts_share``: seconds of work), which gives
-        its rate; the seconds the request must wait first (0.0: none)."""
-        buckets = self._buckets
-        if buckets is None:
-            buckets = self._buckets = {}
-        bucket = buckets.get(limit)
-        if bucket is None:
-            rate = getattr(self._limits, limit)
-            bucket = buckets[limit] = _Bucket(rate, self._loop.time())
-        return bucket.take(cost, self._loop.time())
 
     def pause_writing(self) -> None:
         self._outbox.pause()
@@ -402,33 +426,52 @@ class Bounded:
             "stay pending for your next login",
         )
 
-    def police(self, now: float) -> None:
+    def police(self, now: float) -> bool:
         """The server's periodic look (``Sweeper``): end this connection if it broke a time
-        bound (see the module docstring)."""
+        bound (see the module docstring); whether it did. The idle and partial-frame timeouts
+        are this connection's own (times its ``_stretch``), so a burst of connections does
+        not time out in one burst."""
         if self._closing or self._blocker is not None:
-            return
+            return False
         limits_ = self._limits
         since = self._partial_since
-        if since is not None and now - since >= limits_.partial_frame_timeout:
+        if since is not None and now - since >= limits_.partial_frame_timeout * self._stretch:
             log.debug("%s: a frame stayed incomplete; closing", self._peer)
             self._end_with(
                 ErrorCode.TIMED_OUT,
-                f"a frame stayed incomplete for {limits_.partial_frame_timeout:g} s",
+                f"a frame stayed incomplete for {now - since:.0f} s",
             )
-            return
+            return True
         since = self._idle_since
-        if since is not None and now - since >= limits_.idle_timeout:
+        if since is not None and now - since >= limits_.idle_timeout * self._stretch:
             log.debug("%s: no session within the idle timeout; closing", self._peer)
-            self._end_with(
-                ErrorCode.TIMED_OUT, f"no login within {limits_.idle_timeout:g} s; reconnect"
-            )
-            return
+            self._end_with(ErrorCode.TIMED_OUT, f"no login within {now - since:.0f} s; reconnect")
+            return True
         batches = self._outbox.batches
         if batches != self._seen_batches or self._kernel.watching:
             self._seen_batches = batches
             if self._kernel.stalled(now):
                 log.warning("%s reads nothing (its kernel buffers are full)", self._peer)
                 self._slow_consumer()
+                return True
+        return False
+
+    def _end_later(self) -> bool:
+        """``eof_received``: the client of a connection without a session closed. True: its
+        end is queued, to run in turn with the others' (``_Ends``, ENDS_PER_TURN per loop
+        iteration: a flood's mass close is not one long iteration). False: end it now (it
+        has a session, a request in progress, TLS, or this is its queued turn)."""
+        if self._eof_queued or not self._anonymous or self._blocker is not None:
+            return False
+        transport = self._transport
+        if transport is None or transport.get_extra_info("sslcontext") is not None:
+            return False
+        self._eof_queued = self._eof = True
+        ends: _Ends | None = getattr(_local, "ends", None)
+        if ends is None or ends.loop is not self._loop:
+            ends = _local.ends = _Ends(self._loop)
+        ends.add(self)
+        return True
 
     def _give_back(self) -> None:
         """Return this connection's share of the byte budgets (it reads and queues no more)."""
@@ -442,6 +485,8 @@ class Bounded:
 
 
 __all__ = [
+    "ENDS_PER_TURN",
+    "SWEEP_ENDS",
     "SWEEP_PERIOD",
     "SWEEP_SLICE",
     "TURN_SECONDS",

@@ -13,6 +13,15 @@ Theory of operation (section numbers refer to PROTOCOL.md)
     do I/O) becomes a task, the connection's *blocker*. While there is a blocker, the
     connection decodes nothing further and stops reading the socket; when the blocker ends,
     it picks up the requests already buffered. So replies keep request order.
+  * Except SENDs, which are pipelined (issue 10, ``_pipeline``): a SEND that waits for the
+    store's commit (the SQLite store's group commit, ``core.sqlite_writer``) lets the
+    connection go on to the next request when that is a SEND too, so a connection's sends
+    share one transaction instead of one each. Their store calls start in request order, so
+    the store keeps that order (message ids increase with it); each reply waits for the one
+    before it (``_serve``'s ``after``), so replies keep it too. Any other request waits until
+    the sends before it are answered (``_after_sends``). Bounded per connection by
+    ``sends_in_flight`` and ``send_bytes_in_flight`` (the SEND frames' bytes, also counted
+    against the server-wide inbound budget); a SEND past either waits like any other request.
   * A request's reply is produced inside the request's own coroutine (``_serve``), so when it
     ran as a task the reply is still written in the same step that finished the service call,
     before the delivery pump can run: LOGGED_IN comes before the login's first DELIVER.
@@ -227,6 +236,11 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
         )
         self._init_bounds(guard, stall_timeout)
         self._blocker: asyncio.Task[None] | None = None  # a request (or a wait) in progress
+        # SENDs in flight together, each waiting for the commit that holds it (``_pipeline``),
+        # the bytes of their frames, and the last of them: its reply goes after every other.
+        self._sends: dict[asyncio.Task[None], int] = {}
+        self._send_bytes = 0
+        self._last_send: asyncio.Task[None] | None = None
         self._closing = False  # the last frame is out: nothing more is sent or handled
         self._finished = False
         self._timer: asyncio.TimerHandle | None = None  # HELLO deadline, then linger/abort
@@ -237,7 +251,7 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
 
     def tasks(self) -> list[asyncio.Task[Any]]:
         """The tasks this connection still owns (the pump, a suspended request)."""
-        tasks = list(self._pumps)
+        tasks = [*self._pumps, *self._sends]
         if self._blocker is not None:
             tasks.append(self._blocker)
         return tasks
@@ -256,6 +270,8 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
         self._timer = self._loop.call_later(self._handshake_timeout, self._timed_out)
 
     def eof_received(self) -> bool:
+        if self._end_later():  # (no session: ended in turn, a few per loop iteration: _bounds)
+            return True
         self._eof = True
         if self._closing:
             self._finish()  # lingering, and the client has read our last frame and closed
@@ -297,6 +313,7 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
                 if outbox.paused:
                     self._block(self._wait_until_writable())
                     break
+                held = codec.buffered
                 try:
                     event = codec.next_event()
                 except ProtocolError as exc:  # (at the end of the stream: a truncated frame)
@@ -310,15 +327,21 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
                     outbox.begin_burst()
                     burst = True
                 kind = type(event)
-                if kind is ConnectionClosed:
+                if kind is Send and self._handlers is not None:  # (logged in, or it fails)
+                    self._pipeline(event, held - codec.buffered)
+                elif self._sends:  # anything else waits until the sends before it are answered
+                    self._block(self._after_sends(None if kind is ConnectionClosed else event))
+                    # (ConnectionClosed comes again once they are: the codec repeats it)
+                elif kind is ConnectionClosed:
                     self._finish()  # every request was answered; the client is done
                     break
-                if kind is Hello:
+                elif kind is Hello:
                     self._greeted()
                     continue
-                blocker = start_eagerly(self._serve(event))
-                if blocker is not None:
-                    self._blocked_by(blocker)
+                else:
+                    blocker = start_eagerly(self._serve(event))
+                    if blocker is not None:
+                        self._blocked_by(blocker)
                 left -= 1
                 if not codec.buffered:  # (the turn ends here anyway: no need to yield)
                     if data:  # (bytes came, so no end of stream yet: nothing more to read)
@@ -339,6 +362,54 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
                 outbox.end_burst()
 
     data_received = _handle_buffered  # (asyncio.Protocol)
+
+    def _pipeline(self, event: Any, size: int) -> None:
+        """Serve a SEND ``event`` (its frame: ``size`` bytes). When it waits for its commit, the
+        connection goes on with the next request, so the sends of one connection share a
+        group commit; with one request at a time, a group held at most one send per
+        connection. A SEND beyond this connection's bounds, or one the server-wide inbound
+        budget has no room for, waits until the sends before it are answered."""
+        sends = self._sends
+        if sends:  # (a first SEND in flight pins what one request always did: not counted)
+            limits_ = self._limits
+            if (
+                len(sends) >= limits_.sends_in_flight
+                or self._send_bytes + size > limits_.send_bytes_in_flight
+                or not self._guard.reserve_inbound(size)
+            ):
+                self._block(self._after_sends(event))
+                return
+        else:
+            size = 0
+        task = start_eagerly(self._serve(event, self._last_send))
+        if task is None:  # (answered at once: the store did not wait)
+            if size:
+                self._guard.give_back_inbound(size)
+            return
+        sends[task] = size
+        self._send_bytes += size
+        self._last_send = task
+        task.add_done_callback(self._send_done)
+
+    def _send_done(self, task: asyncio.Task[None]) -> None:
+        size = self._sends.pop(task, 0)
+        if size:
+            self._send_bytes -= size
+            self._guard.give_back_inbound(size)
+        if task is self._last_send:
+            self._last_send = None
+        if not task.cancelled() and task.exception() is not None:  # (_serve catches all)
+            log.error("request from %s failed", self._peer, exc_info=task.exception())
+            self._end_with(ErrorCode.INTERNAL, "internal server error")
+
+    async def _after_sends(self, event: Any) -> None:
+        """Wait until the sends in flight are answered (the last one's reply is written
+        after all the others'), then serve ``event`` (None: nothing; the blocker ending
+        makes the connection look at its input again)."""
+        while self._last_send is not None:
+            await asyncio.wait((self._last_send,))
+        if event is not None and not self._closing:
+            await self._serve(event)
 
     def _block(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` now; if it has to wait, nothing else is handled until it is done."""
@@ -378,8 +449,9 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
         """While a writer waits: the service ended the session (its queue overflowed)."""
         return self._session.closed or self._closing
 
-    async def _serve(self, event: Any) -> None:
-        """Handle one request: call the service, write the reply, follow the session's end."""
+    async def _serve(self, event: Any, after: asyncio.Task[None] | None = None) -> None:
+        """Handle one request: call the service, write the reply (once ``after``, a pipelined
+        SEND before it, has written its own), follow the session's end."""
         reply: Any
         try:
             handlers = self._handlers
@@ -402,11 +474,19 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
             reply = Error(getattr(event, "request_id", 0), code, str(exc))
         except Exception:
             log.exception("request %r from %s failed", type(event).__name__, self._peer)
+            if after is not None and not after.done():  # (the replies before it go first)
+                await asyncio.wait((after,))
             self._end_with(ErrorCode.INTERNAL, "internal server error")
             return
+        if after is not None and not after.done():
+            await asyncio.wait((after,))
         if reply is not None and not self._closing:
             # (a page comes encoded already, cut to fit one frame)
-            self._outbox.write_now(reply if type(reply) is bytes else self._codec.send(reply))
+            frame = reply if type(reply) is bytes else self._codec.send(reply)
+            if self._sends:  # (pipelined sends: the replies of one commit leave together)
+                self._outbox.write(frame)
+            else:
+                self._outbox.write_now(frame)
         if self._session.state is _CLOSED:
             self._session_ended(notice=not isinstance(reply, Deleted))
 
@@ -511,6 +591,9 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
                 pump.cancel()
         if self._blocker is not None and self._blocker is not current:
             self._blocker.cancel()
+        for send in self._sends:
+            if send is not current:
+                send.cancel()
 
     def _set_timer(self, delay: float, callback: Any) -> None:
         if self._timer is not None:

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import time
 from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -100,7 +99,6 @@ class Requests:
         def _reply(self, event: Any) -> None: ...
         def _push(self, event: Any) -> None: ...
         def _waiting(self, waiting: bool) -> None: ...
-        def _pace(self, limit: str, cost: float) -> float: ...
         async def _writable(self) -> bool: ...
         def _slow_consumer(self) -> None: ...
         def _session_ended(self, *, notice: bool) -> None: ...
@@ -145,22 +143,15 @@ class Requests:
         self._waiting(True)
         return LoggedOut(event.request_id)
 
+    # (LIST_ACCOUNTS and ACK are paced per session by the service, core.pacing: a paced one
+    # suspends, and the connection is not read while a request is in progress)
     async def _list_accounts(self, event: ListAccounts) -> Accounts:
-        # Paced by the time searches take (a scan: tens of ms), not by their count: wait off
-        # what earlier ones overspent, then charge this one's time.
-        if wait := self._pace("list_accounts_share", 0.0):
-            await asyncio.sleep(wait)
-        started = time.monotonic()
         page = await self._service.list_accounts(
             self._session, event.pattern, event.after, event.limit
         )
-        self._pace("list_accounts_share", time.monotonic() - started)
         return Accounts(event.request_id, page.usernames, page.more)
 
     async def _ack(self, event: Ack) -> None:
-        # (an ACK flood: paced by the ids it acknowledges)
-        if wait := self._pace("ack_ids_per_second", len(event.message_ids)):
-            await asyncio.sleep(wait)
         await self._service.ack(self._session, event.message_ids)
 
     async def _delete_account(self, event: DeleteAccount) -> Deleted:

@@ -52,7 +52,7 @@ from core.errors import ChatError, SessionClosed
 from core.service import ChatService
 from core.session import Session
 from core.types import CloseReason, LoginResult
-from transports._guard import Guard
+from transports._guard import Guard, spread
 from transports._tls import ServerTls
 from transports.grpc import _convert as cv
 from transports.grpc._errors import BY_NAME, Reason, closed_text, reason_for
@@ -227,8 +227,8 @@ class _Stream:
     """One Connect call: its session, the lock both writers take, the pusher of the login."""
 
     __slots__ = (
-        "anonymous_since", "busy", "closing", "context", "doomed", "ended", "lock", "notices",
-        "pusher", "server", "session", "task",
+        "anonymous_since", "busy", "closing", "context", "doomed", "ended", "idle_timeout",
+        "lock", "notices", "pusher", "server", "session", "task",
     )  # fmt: skip
 
     def __init__(self, server: ChatStreamServer, context: Context, ip: str | None) -> None:
@@ -238,6 +238,10 @@ class _Stream:
         #: When the stream last had no logged-in session (None while it has one): the sweep
         #: ends streams that stay so for the idle timeout.
         self.anonymous_since: float | None = time.monotonic()
+        #: Its own idle timeout, the server's give or take ``timeout_spread``: streams opened
+        #: in one burst do not all end in one sweep (issue 14, the flood's mass expiry).
+        limits = server.limits
+        self.idle_timeout = limits.idle_timeout * spread(limits.timeout_spread)
         self.lock = asyncio.Lock()
         self.pusher: asyncio.Task[None] | None = None
         self.closing = False  # the call is ending: nothing more is written
@@ -475,12 +479,11 @@ class ChatStreamServer:
     def idle(self) -> int:
         """End the streams that have had no logged-in session for the idle timeout; returns
         how many."""
-        timeout = self.limits.idle_timeout
-        deadline = time.monotonic() - timeout
+        now = time.monotonic()
         ended = 0
         for stream in list(self.streams):
             since = stream.anonymous_since
-            if since is None or since > deadline or stream.ended is not None:
+            if since is None or now - since < stream.idle_timeout or stream.ended is not None:
                 continue
             if stream.busy or stream.session.closed:
                 continue
@@ -488,7 +491,7 @@ class ChatStreamServer:
             stream.closing = True
             self.service.close_session(stream.session)
             task = asyncio.create_task(
-                stream.end(_IDLE, f"closed: no login within {timeout:g} s"),
+                stream.end(_IDLE, f"closed: no login within {stream.idle_timeout:.3g} s"),
                 name="grpc-stream-idle",
             )
             self._idle_ends.add(task)  # (a reference, until it is done)

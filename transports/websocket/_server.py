@@ -53,7 +53,7 @@ from core.errors import ChatError
 from core.service import ChatService
 from core.session import Session
 from core.types import CloseReason, Delivery, SessionEvent
-from transports._guard import Guard, peer_host
+from transports._guard import Guard, peer_host, spread
 from transports._tls import ServerTls
 from transports.websocket._messages import (
     INTERNAL,
@@ -131,9 +131,11 @@ class WebSocketServer:
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
-        connection = _Connection(
-            self.service, cast(_StallWatch, ws), idle_timeout=self.guard.limits.idle_timeout
-        )
+        # (each connection's idle timeout is its own, the setting give or take
+        # timeout_spread: connections opened in one burst do not all time out in one turn)
+        limits = self.guard.limits
+        idle_timeout = limits.idle_timeout * spread(limits.timeout_spread)
+        connection = _Connection(self.service, cast(_StallWatch, ws), idle_timeout=idle_timeout)
         self._connections.add(connection)
         try:
             await connection.run()
@@ -361,7 +363,7 @@ class _Connection:
         self._idle_timer = None
         if self._session.active or self._ending:
             return
-        why = f"no login within {self._idle_timeout:g} s"
+        why = f"no login within {self._idle_timeout:.3g} s"
         self._idle_close = asyncio.create_task(self._close(Close.IDLE, why), name="websocket-idle")
 
     async def shutdown(self) -> None:

@@ -1,0 +1,143 @@
+"""Pacing of the requests that cost the server work but give the client nothing to wait for
+(issue 14): ACK ids, and the time account searches take. Per session, below every transport.
+
+Theory of operation (docs/LIMITS.md, "Paced requests", gives the numbers to users)
+  * Each session has a :class:`Pacer`: two token buckets, one counting ACK ids
+    (``ack_ids_per_second``) and one counting seconds of account-search work
+    (``list_accounts_share``), each holding at most a second's worth. ``ChatService.ack`` and
+    ``ChatService.list_accounts`` take from them before doing the work.
+  * A take larger than what is left runs the bucket into debt and says how long to wait it
+    off; the service awaits that wait, then does the work. A paced client is slowed to the
+    rate, never refused, and nothing but its own request waits: every transport serves one
+    session's requests one at a time (custom and protobuf-tcp stop reading the connection while
+    a request is in progress, grpc-stream does not read the stream's next message, WebSocket
+    does not take the next message), so TCP or HTTP/2 flow control pushes back on the flooder,
+    and nobody else's request is queued behind it.
+  * A search is charged the time it took (its wall time, a scan's helper thread included),
+    after it ran, and the next search of the session waits off any debt first: charged by
+    time, not count, so a person's searches among a few names (~0.2 ms) are never slowed,
+    while scans matching nothing among 200,000 accounts (18-25 ms each) get ~10 a second.
+  * Unary gRPC is the one transport on which one session may have several requests in
+    flight. Their waits add up in the bucket (so the session is still held to the rate), and
+    at most ``MAX_IN_PROGRESS`` paced requests of one session may be under way at once
+    (waiting or working): past that a request is refused at once with LimitExceeded, so a
+    flooder can neither park hundreds of sleeping calls on the server nor run a connection's
+    100 streams of scans side by side (a search is charged only once it has run).
+  * The clock is injectable (``Pacing.clock``), so the schedule is testable without sleeping.
+
+No IO, no transport: arithmetic on a few floats per session, made at its first paced request.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from core.errors import LimitExceeded
+
+#: ACK ids one session may acknowledge per second (a second's worth saved up); more wait. An
+#: ACK of 1,024 ids costs the SQLite store 2-4 ms: an ACK flood of 3,000 of them a round took
+#: a sixth of the server's CPU in the hostile scene. 10,000 ids a second is a client receiving
+#: 10,000 messages a second, far beyond a person's.
+ACK_IDS_PER_SECOND = 10_000.0
+#: Seconds of account-search work (from the store call to its page, a scan's helper thread
+#: included) one session may use per second, a second's worth saved up; a search that finds
+#: the allowance spent waits until it is paid off. A non-matching pattern over 200,000
+#: accounts is a scan (18-25 ms) and gets ~10 a second: 4 calls kept in flight made 81,675 in
+#: 90 s, an eighth of the server's CPU, before this. The bench's 400 back-to-back calls a
+#: round (~0.2 ms each) use a twelfth of it.
+LIST_ACCOUNTS_SHARE = 0.25
+#: Paced requests (ACKs, searches) of one session under way at once, waiting or working. Only
+#: unary gRPC can have more than one (every other transport serves a session's requests one
+#: at a time, and ``ChatClient`` acks one delivery after another); each such call holds a
+#: stream and one of the server's calls in flight, so a session may hold 4, not a
+#: connection's 100 streams.
+MAX_IN_PROGRESS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Pacing:
+    """The rates every session is held to (``wirechat server`` builds it from ServerLimits,
+    ``--ack-ids-per-second`` and ``--list-accounts-share``). ``inf`` turns a bucket off."""
+
+    ack_ids_per_second: float = ACK_IDS_PER_SECOND
+    list_accounts_share: float = LIST_ACCOUNTS_SHARE
+    #: Seconds, monotonic (tests inject a fake clock to read the schedule without sleeping).
+    clock: Callable[[], float] = time.monotonic
+
+    def __post_init__(self) -> None:
+        if not (self.ack_ids_per_second > 0 and self.list_accounts_share > 0):
+            raise ValueError("a pacing rate must be positive (inf: not paced)")
+
+    def pacer(self) -> Pacer:
+        """A fresh pacer for one session, its buckets full."""
+        return Pacer(self)
+
+
+class Bucket:
+    """A token bucket: ``rate`` tokens a second, at most a second's worth saved up. A take
+    larger than what is left runs into debt and says how long to wait it off, so a paced
+    client is slowed to ``rate``, never refused."""
+
+    __slots__ = ("last", "rate", "tokens")
+
+    def __init__(self, rate: float, now: float) -> None:
+        self.rate, self.tokens, self.last = rate, rate, now
+
+    def take(self, cost: float, now: float) -> float:
+        """Take ``cost`` tokens at time ``now``; the seconds to wait before the work (0.0:
+        none, the bucket had them)."""
+        rate = self.rate
+        tokens = min(rate, self.tokens + (now - self.last) * rate) - cost
+        self.tokens, self.last = tokens, now
+        return 0.0 if tokens >= 0 else -tokens / rate
+
+
+class Pacer:
+    """One session's buckets (see the module docstring). ``in_progress``: its paced requests
+    under way now (the service counts each from its charge to its end)."""
+
+    __slots__ = ("_acks", "_searches", "in_progress", "now")
+
+    def __init__(self, pacing: Pacing) -> None:
+        #: The pacing clock (seconds): a search's time is measured with it.
+        self.now = clock = pacing.clock
+        self._acks = Bucket(pacing.ack_ids_per_second, clock())
+        self._searches = Bucket(pacing.list_accounts_share, clock())
+        self.in_progress = 0
+
+    def ack(self, ids: int) -> float:
+        """Charge an ACK of ``ids`` ids; the seconds it must wait before its work."""
+        self._admit()
+        return self._acks.take(ids, self.now())
+
+    def search(self) -> float:
+        """A search is about to start: the seconds it must wait to pay off what earlier
+        searches overspent (it is charged its own time afterwards, ``searched``)."""
+        self._admit()
+        return self._searches.take(0.0, self.now())
+
+    def searched(self, started: float) -> None:
+        """Charge a search the time since ``started`` (``now()`` when it began its work);
+        the next search waits off any debt."""
+        now = self.now()
+        self._searches.take(now - started, now)
+
+    def _admit(self) -> None:
+        if self.in_progress >= MAX_IN_PROGRESS:
+            raise LimitExceeded(
+                f"{self.in_progress} acknowledgements or searches of this session are already "
+                f"under way (at most {MAX_IN_PROGRESS}); wait for their answers before "
+                "sending more"
+            )
+
+
+__all__ = [
+    "ACK_IDS_PER_SECOND",
+    "LIST_ACCOUNTS_SHARE",
+    "MAX_IN_PROGRESS",
+    "Bucket",
+    "Pacer",
+    "Pacing",
+]
