@@ -83,7 +83,7 @@ screenshot: $(STAMP) gen browser ## retake docs/screenshot.png from the browser 
 bench: $(STAMP) gen ## the full benchmark (<= 15 min, 5 rounds): reports/<run>/ and reports/latest/
 	$(VENV)/bin/wirechat bench
 
-bench-quick: $(STAMP) gen ## a short benchmark (<= 2 min, 3 rounds), as CI runs it; both print where their time went
+bench-quick: $(STAMP) gen ## a short benchmark (<= 2 min at CI's load, 3 rounds), as CI runs it; both print where their time went and the budget
 	$(VENV)/bin/wirechat bench --quick
 
 bench-reference: $(STAMP) gen ## a full bench, promoted to reports/reference/ and added to its trend (history.json)
@@ -122,9 +122,9 @@ test-cluster: $(STAMP) gen postgres-tools nats-tools ## three nodes on PostgreSQ
 test-tls: $(STAMP) gen ## the conformance suite with every listener over TLS (a throwaway CA, trustme)
 	WIRECHAT_TEST_TLS=1 $(PY) -m pytest tests/conformance -q
 
-check: $(STAMP) ## ruff, mypy over core/ and transports/, and fail if generated code is stale
+check: $(STAMP) ## ruff, mypy over core/, transports/, wirechat/ and bench/, and fail if generated code is stale
 	$(VENV)/bin/ruff check .
-	$(PY) -m mypy core transports
+	$(PY) -m mypy core transports wirechat bench
 	$(PY) -m transports.grpc.codegen --check
 
 fmt: $(STAMP) ## format and fix what ruff can

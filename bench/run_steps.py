@@ -3,13 +3,18 @@
 1. ``plan.rounds`` rounds of latency. Each round starts a fresh worker (the client process) and
    visits every *unit* once, in an order shuffled with ``plan.seed`` (``meta.rounds`` records
    it): a reference row (its echo), a transport with one store (every op, push delivery, the
-   lean client), the same-vCPU rows. A unit starts its own server and stops it. In
+   lean client), the same-vCPU rows. A unit starts its own server (or, with
+   ``plan.servers_together``, adopts the one the round started for it at its start) and
+   stops it. In
    ``plan.byte_checks`` rounds the wire transports also measure a few byte figures again. The
-   last round also measures, on that round's servers, what is measured once: bytes on the
-   wire in full and the load steps (no extra server start-up for them).
-2. The scenes that start their own servers: the generator's ceiling, the population, the flame
+   last round also measures, on that round's servers, the load steps (measured once; no extra
+   server start-up for them).
+2. Bytes on the wire in full, every wire transport at once, each on a server of its own
+   (BenchRun.sizes_all: nothing there is timed, and one transport's measurement is mostly
+   quiet waits, which overlap).
+3. The scenes that start their own servers: the generator's ceiling, the population, the flame
    profiles, the TLS rows.
-3. The payload sizes (no server).
+4. The payload sizes (no server).
 
 Every step names its phase (bench/run_phases.py), so a run records where its time went.
 """
@@ -25,12 +30,16 @@ from typing import TYPE_CHECKING
 
 from bench import run_phases as ph
 from bench.config import LEAN_TRANSPORT
-from bench.procs import Placement
+from bench.procs import Placement, RefServer
 from transports import registry
 
 if TYPE_CHECKING:
     from bench.runner import BenchRun
+    from wirechat.launch import ServerProcess
 
+#: The step that measures every wire transport's bytes on the wire at once, and its group.
+BYTES_LABEL = "wire transports: bytes on the wire"
+BYTES_GROUP = "bytes"
 #: A push fan-out with fewer samples than this per round is measured once, in the last round.
 MIN_ROUND_SAMPLES = 5
 
@@ -57,11 +66,13 @@ class Step:
 
 
 def steps(run: BenchRun) -> list[Step]:
-    """Every step in run order: the rounds (the last one also measures what is measured once:
-    the byte figures in full and the load steps), the scenes, then the payload sizes."""
+    """Every step in run order: the rounds (the last one also measures the load steps, once),
+    the byte figures in full, the scenes, then the payload sizes."""
     out: list[Step] = []
     for round_ in range(run.plan.rounds):
         out += round_steps(run, round_)
+    if any(not run.in_process(t) for t in run.chats):
+        out.append(Step(BYTES_LABEL, run.sizes_all, BYTES_GROUP, phase=ph.BYTES))
     # issue 10's scenes, and issue 13's TLS rows: each module starts its own servers
     from bench import flame, loadgen_scene, population, tls_rows
 
@@ -110,6 +121,16 @@ def round_steps(run: BenchRun, round_: int) -> list[Step]:
             phase=ph.WORKERS,
         )
     ]
+    if run.plan.servers_together:
+        out.append(
+            Step(
+                f"round {round_ + 1}: start servers",
+                functools.partial(_start_round, run, round_, order),
+                f"round{round_}",
+                always=True,
+                phase=ph.SERVERS,
+            )
+        )
     last = round_ == run.plan.rounds - 1
     for position, (kind, name, placement) in enumerate(order):
         if kind == "ref":
@@ -123,6 +144,19 @@ def round_steps(run: BenchRun, round_: int) -> list[Step]:
             step.tag = (round_, position)
         out += unit
     return out
+
+
+def _start_round(run: BenchRun, round_: int, order: list[Unit]) -> None:
+    """Start every server of a round at once, unpinned, each then pinned to its unit's
+    server vCPU (``Plan.servers_together``); each unit's start step adopts its own."""
+    servers: dict[str, tuple[ServerProcess | RefServer, int | None]] = {}
+    for kind, name, placement in order:
+        group = f"same/{name}#{round_}" if kind == "same" else f"{name}#{round_}"
+        if name in run.refs:
+            servers[group] = (RefServer(name), placement.server_cpu)
+        elif not run.in_process(name.split("/")[0]):
+            servers[group] = (run.chat_server(group, None), placement.server_cpu)
+    run.start_together(servers)
 
 
 def _server_steps(
@@ -198,15 +232,11 @@ def _chat_round_steps(run: BenchRun, name: str, round_: int, last: bool) -> list
 
 def _chat_once_steps(run: BenchRun, transport: str, store: str, group: str) -> list[Step]:
     """What is measured once per transport and store (in the last round, on that round's
-    server): the byte figures in full (memory store) and the load steps."""
+    server): the load steps."""
     name = f"{transport}/{store}"
     plan = run.plan
     wire = not run.in_process(transport)
     out: list[Step] = []
-    if wire and store == "memory":
-        out.append(
-            Step(f"{name}: bytes on the wire", lambda: run.sizes(group), group, phase=ph.BYTES)
-        )
     if store == "memory" or plan.sqlite_extras:
         out.append(
             Step(f"{name}: load closed", lambda: run.load(group, "closed"), group, phase=ph.CLOSED)
@@ -280,4 +310,14 @@ def _same_vcpu_steps(run: BenchRun, name: str, group: str) -> list[Step]:
     return [start, measure, stop]
 
 
-__all__ = ["MIN_ROUND_SAMPLES", "SkipGroup", "Step", "round_order", "round_steps", "steps", "units"]
+__all__ = [
+    "BYTES_GROUP",
+    "BYTES_LABEL",
+    "MIN_ROUND_SAMPLES",
+    "SkipGroup",
+    "Step",
+    "round_order",
+    "round_steps",
+    "steps",
+    "units",
+]

@@ -2,15 +2,21 @@
 rows, then write results.json, the plots and REPORT.md under ``<out>/<run-id>/``.
 
 The order of the steps is bench/run_steps.py's (rounds of latency, in a shuffled order, the
-last round also measuring bytes and load once; then the scenes; bench/rounds.py says why).
+last round also measuring load once; then the bytes on the wire; then the scenes;
+bench/rounds.py says why).
 The per-round latency rows are merged into one headline row per figure (median over rounds,
 its interval, each round kept in ``rounds``) before results.json is written. Every step's wall
-time is recorded (``meta.step_s``) and summed by phase (``meta.phases``, bench/run_phases.py).
+time and the machine's busy CPU time meanwhile are recorded (``meta.step_s``,
+``meta.step_cpu_s``) and summed by phase (``meta.phases``, bench/run_phases.py).
 
 Process layout (recorded in ``meta.placement``): servers are pinned to the first usable vCPU,
 the worker (the client side and load generator) and this orchestrating process to the second.
 One server runs at a time, serving only the transport being measured, so nothing else on the
-server's vCPU competes with it. The same-vCPU rows pin server and worker to one vCPU.
+server's vCPU competes with it. The same-vCPU rows pin server and worker to one vCPU. Two
+exceptions (bench/run_servers.py): with ``Plan.servers_together`` (the quick plan) a round's
+servers start at once at its start and idle beside the measured one until their unit; and
+the bytes on the wire, where nothing is timed, measure every wire transport at once, on
+servers and workers of their own, unpinned (BenchRun.sizes_all).
 
 A step that fails is recorded in ``errors`` and the run goes on; a failed server start skips
 the rest of its group. Every server and worker is stopped by the process handle that started
@@ -20,6 +26,7 @@ it, also on Ctrl-C.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import logging
@@ -29,10 +36,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench import meta, rounds, run_phases, run_steps
+from bench import meta, rounds, run_phases, run_servers, run_steps
 from bench.config import (
     BODY_BYTES,
     NOISY_VCPUS,
@@ -43,8 +51,8 @@ from bench.config import (
     ref_transports,
 )
 from bench.noise import RetryBudget, least_disturbed
-from bench.procs import JobFailed, Placement, RefServer, Worker, choose_placement
-from bench.run_steps import SkipGroup, Step
+from bench.procs import Placement, RefServer, Worker, available_cpus, choose_placement
+from bench.run_steps import BYTES_GROUP, SkipGroup, Step
 from transports import registry
 from wirechat.launch import ServerProcess
 
@@ -108,6 +116,7 @@ class BenchRun:
         self.out_dir = Path(out_dir)
         self.progress = progress
         self.main, self.same = choose_placement()
+        self.cpus = available_cpus()  # before execute() pins this process to the client vCPU
         self.body = body(SEED, BODY_BYTES)
         self.results: dict[str, Any] = {
             "schema": SCHEMA_VERSION,
@@ -133,6 +142,8 @@ class BenchRun:
         )
         self._workers: dict[Placement, Worker] = {}
         self._servers: dict[str, ServerProcess | RefServer] = {}
+        # servers started ahead by start_together, until their unit adopts them
+        self._ready: dict[str, ServerProcess | RefServer | BaseException] = {}
         self._capacity: dict[tuple[str, str], float] = {}
         # (transport, store) -> the fraction of the first open-loop step past saturation
         self._past_saturation: dict[tuple[str, str], float] = {}
@@ -190,16 +201,41 @@ class BenchRun:
             return parts[1], "memory" if parts[1] in registry.BY_NAME else "none"
         return parts[0], parts[1] if len(parts) > 1 else "none"
 
-    def start_chat(self, group: str, placement: Placement | None = None) -> None:
+    def chat_server(self, group: str, cpu: int | None) -> ServerProcess:
+        """The (unstarted) server of a transport/store group, pinned to ``cpu``."""
         transport, store = self._split(group)
         db = ":memory:" if store == "memory" else self._db_path(group)
-        cpu = (placement or self.main).server_cpu
-        self._servers[group] = ServerProcess([transport], db, cpu=cpu).start()
+        return ServerProcess([transport], db, cpu=cpu)
+
+    def start_chat(self, group: str, placement: Placement | None = None) -> None:
+        if not self._adopt(group):
+            cpu = (placement or self.main).server_cpu
+            self._servers[group] = self.chat_server(group, cpu).start()
 
     def start_ref(self, group: str, ref: str, placement: Placement) -> None:
-        server = RefServer(ref, cpu=placement.server_cpu)
-        server.start()
-        self._servers[group] = server
+        if not self._adopt(group):
+            server = RefServer(ref, cpu=placement.server_cpu)
+            server.start()
+            self._servers[group] = server
+
+    def start_together(
+        self, servers: dict[str, tuple[ServerProcess | RefServer, int | None]]
+    ) -> None:
+        """Start a round's servers (group -> (unstarted unpinned server, its vCPU)) and its
+        worker at once (bench/run_servers.py); each unit's start step then adopts its own."""
+        self._ready.update(
+            run_servers.start_together(servers, self.cpus, also=lambda: self._worker(self.main))
+        )
+
+    def _adopt(self, group: str) -> bool:
+        """Take over the server start_together started for ``group`` (False: there is none;
+        its start's exception if it failed)."""
+        ready = self._ready.pop(group, None)
+        if isinstance(ready, BaseException):
+            raise ready
+        if ready is not None:
+            self._servers[group] = ready
+        return ready is not None
 
     def _db_path(self, group: str) -> str:
         """A SQLite file of this group's own (each round starts from an empty store)."""
@@ -370,31 +406,44 @@ class BenchRun:
                 self._past_saturation[(transport, store)] = fraction or 1.0
 
     def sizes(self, group: str, check_round: int | None = None) -> None:
-        """Bytes on the wire: in full (after the rounds), or a round's check of a few figures."""
+        """A round's check of a few byte figures, on the round's server of ``group``."""
         transport, _ = self._split(group)
         server = self._servers.get(group)
         if not isinstance(server, ServerProcess):
             raise SkipGroup(f"{group}: no server running")
-        job = {
-            "kind": "sizes",
-            "transport": transport,
-            "address": server.addresses[transport],
-            "plan": self.plan.mode,
-            "check": check_round is not None,
-        }
-        try:
-            rows = self._job(self.main, job, timeout=900, timed=False)
-        except JobFailed as exc:
-            if "Overloaded" not in str(exc):
-                raise
-            # The server shed the job's requests: a busy machine, not a byte figure. Once more.
-            log.warning("%s: the server was overloaded; measuring the bytes again", group)
-            time.sleep(2.0)
-            rows = self._job(self.main, job, timeout=900, timed=False)
+        worker = self._worker(self.main)
+        check = check_round is not None
+        rows = run_servers.sizes_job(worker, transport, server, self.plan.mode, check=check)
         if check_round is None:
             self.results["sizes"] += rows
         else:
             self._size_checks.setdefault(check_round, []).extend(rows)
+
+    def sizes_all(self) -> None:
+        """Bytes on the wire in full, every wire transport at once, each on a server and a
+        worker of its own (bench/run_servers.py). Most of this measurement's wall time is
+        each relay's quiet wait after an operation (bench/wire_relay.py ``settle``): at once,
+        the transports' waits overlap instead of adding up. A transport that fails is
+        recorded as its own error; the others' rows are kept."""
+        wire = [t for t in self.chats if not self.in_process(t)]
+        if not wire:
+            return
+        with ThreadPoolExecutor(len(wire), thread_name_prefix="bench-sizes") as pool:
+            futures = {
+                t: pool.submit(
+                    run_servers.unpinned(
+                        functools.partial(run_servers.sizes_alone, t, self.plan.mode), self.cpus
+                    )
+                )
+                for t in wire
+            }
+        for transport, future in futures.items():  # registry order, whatever finished first
+            exc = future.exception()
+            if exc is None:
+                self.results["sizes"] += future.result()
+            else:
+                label = f"{transport}/memory: bytes on the wire"
+                self._error(Step(label, lambda: None, BYTES_GROUP), exc)
 
     def payload_sizes(self) -> None:
         job = {"kind": "payload_sizes", "plan": self.plan.mode}
@@ -409,7 +458,8 @@ class BenchRun:
         started = time.monotonic()
         cpu_start = meta.cpu_snapshot()
         timings: dict[str, float] = {}
-        ran: list[tuple[str, float]] = []  # (phase, seconds) of every step that ran
+        cpu: dict[str, float] = {}  # the machine's busy CPU seconds during each step
+        ran: list[tuple[str, float, float]] = []  # (phase, seconds, CPU seconds) of each step
         skipped: dict[str, int] = {}  # phase -> steps left out
         failed: set[str] = set()
         own_affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
@@ -430,7 +480,7 @@ class BenchRun:
                 if step.group in failed and not step.always:
                     continue
                 self._tag = step.tag
-                step_started = time.monotonic()
+                before = meta.cpu_snapshot()
                 try:
                     step.fn()
                 except StepSkipped as why:
@@ -442,13 +492,20 @@ class BenchRun:
                     if step.critical or isinstance(exc, SkipGroup):
                         failed.add(step.group)
                 finally:
-                    timings[step.label] = round(time.monotonic() - step_started, 2)
-                ran.append((step.phase, timings[step.label]))
+                    after = meta.cpu_snapshot()
+                    timings[step.label] = round(after["wall"] - before["wall"], 2)
+                    busy = after.get("machine", 0.0) - before.get("machine", 0.0)
+                    cpu[step.label] = round(busy, 2)
+                ran.append((step.phase, timings[step.label], cpu[step.label]))
         finally:
             bar.close()
             for group in list(self._servers):
                 with contextlib.suppress(Exception):
                     self.stop(group)
+            for ready in self._ready.values():  # started ahead, never adopted
+                if not isinstance(ready, BaseException):
+                    ready.stop()
+            self._ready.clear()
             for worker in self._workers.values():
                 worker.stop()
             shutil.rmtree(self._tmp, ignore_errors=True)
@@ -469,6 +526,7 @@ class BenchRun:
             background=meta.background_cpu(cpu_start, meta.cpu_snapshot()),
             retry_spent_s=round(self._retry_budget.spent, 1),
             step_s=timings,
+            step_cpu_s=cpu,
             phases=run_phases.tally(ran, skipped),
             skipped_steps=self._skipped,
         )
@@ -494,6 +552,7 @@ def write_outputs(results: dict[str, Any], run_dir: Path) -> list[Path]:
     images += draw_flames(results, run_dir)
     # the plots' time too, so the phase table accounts for the whole run (near enough)
     results.setdefault("meta", {})["outputs_s"] = round(time.monotonic() - started, 1)
+    results["meta"]["budget"] = run_phases.budget_use(results["meta"])  # issue 10 item 5
     (run_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     (run_dir / "REPORT.md").write_text(report.render(results, [p.name for p in images]))
     return [run_dir / "results.json", *images, run_dir / "REPORT.md"]

@@ -46,9 +46,10 @@ Headline figures: the call's own frames
     before its calls are measured.
 
 The connection's own frames: the ``amortized`` rows
-    After the steady rows, ``WirePlan.amortized_calls`` (>= 1000) send round trips run back to
-    back on the warm sender and receiver connections (send, the push, the receiver's ack),
-    counted as one window. Every byte of CONNECTION_KINDS frames in the window is reported,
+    After the steady rows, ``WirePlan.amortized_calls`` (the full plan 1,000, the quick plan
+    100: a smoke check) send round trips run back to back on the warm sender and receiver
+    connections (send, the push, the receiver's ack), counted as one window. Every byte of
+    CONNECTION_KINDS frames in the window is reported,
     by kind, per call and per second of the window; so a reader sees what a call costs over
     a long run (its headline plus its share of the connection's frames) and no headline
     depends on call spacing or run length.
