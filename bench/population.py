@@ -184,6 +184,10 @@ class _Scene:
             deadline_ns=schedule.start_ns + int(plan.step_s * 1.5e9),
             drain_s=plan.drain_s,
         )
+        # ``pushed`` was set whenever the pushes caught up with the sends issued so far, which
+        # happens often while the step still issues sends; left set, the wait below would end
+        # at once and the last sends' pushes (read after their replies) would count as missing.
+        self.pushed.clear()
         if self.seen < self.expected:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.pushed.wait(), plan.drain_s)

@@ -3,10 +3,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 
 from bench import population
-from bench.population import PopulationPlan, _workload, overloaded
+from bench.population import PopulationPlan, _Scene, _workload, overloaded
+from core.types import Delivery
 
 PLAN = PopulationPlan(sessions=50, rates=(100.0,), step_s=0.5, transports=None)
 
@@ -85,3 +90,51 @@ async def test_a_small_population_gets_every_push() -> None:
     assert row["sends"] + row["list_accounts"] == round(50 * 1.1 * 0.4)
     assert row["push_p50_us"] is not None and row["push_p99_us"] >= row["push_p50_us"]
     assert row["in_process"] and row["sessions"] == 20
+
+
+class _LatePushes:
+    """A stand-in session whose pushes reach its recipients ``delay`` after the send's reply
+    (the first send's at once), as on a real server the reply can beat the fan-out."""
+
+    def __init__(self, name: str, everyone: dict[str, _LatePushes], delay: float) -> None:
+        self.name, self.everyone, self.delay = name, everyone, delay
+        self.inbox: asyncio.Queue[Delivery] = asyncio.Queue()
+        self.sends = 0
+
+    async def send(self, recipients: tuple[str, ...], body: str) -> None:
+        delay = self.delay if any(c.sends for c in self.everyone.values()) else 0.0
+        self.sends += 1
+        for name in recipients:
+            delivery = Delivery(message_id=1, sender=self.name, body=body, sent_at_ms=0)
+            asyncio.get_running_loop().call_later(
+                delay, self.everyone[name].inbox.put_nowait, delivery
+            )
+
+    async def list_accounts(self, pattern: str, limit: int) -> None:
+        return None
+
+    async def messages(self) -> AsyncIterator[Delivery]:
+        while True:
+            yield await self.inbox.get()
+
+
+async def test_the_drain_waits_for_pushes_that_arrive_after_the_last_reply() -> None:
+    """The pushes catching up with the sends early in a step must not end the drain: the
+    last sends' pushes, arriving after every reply, are waited for and counted."""
+    plan = PopulationPlan(sessions=4, rates=(50.0,), step_s=0.2, transports=None, drain_s=2.0)
+    names = [f"u{i}" for i in range(plan.sessions)]
+    everyone: dict[str, _LatePushes] = {}
+    for name in names:
+        everyone[name] = _LatePushes(name, everyone, delay=0.2)
+    target = SimpleNamespace(server_pid=os.getpid(), transport="stand-in", in_process=True)
+    scene = _Scene(target, list(everyone.values()), plan)  # type: ignore[arg-type]
+    readers = [asyncio.ensure_future(scene.read(c)) for c in scene.clients]
+    try:
+        row = await scene.step(5, 50.0, 0, names)
+    finally:
+        for task in readers:
+            task.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+    assert row["sends"] > 1 and row["errors"] == 0
+    assert row["pushes_missing"] == 0
+    assert row["pushes"] == row["pushes_expected"] > 0
