@@ -186,7 +186,7 @@ def test_the_lean_client_measured_the_same_server(results: dict[str, Any]) -> No
 
 def test_targets_are_evaluated(results: dict[str, Any]) -> None:
     with_reference = [e for e in registry.BY_NAME.values() if e.wire and e.reference]
-    assert len(results["targets"]) == len(with_reference) + 4
+    assert len(results["targets"]) == len(with_reference) + 5  # lean x2, saturation, SQLite, bytes
     assert {t["status"] for t in results["targets"]} <= {"PASS", "MISS", "not settled"}
     assert results["payload_sizes"]
 
