@@ -3,7 +3,12 @@
 Each results.json is flattened to figures named by their section, the fields that identify
 their row, and the metric (``latency custom send memory cross p50_us``). Open-loop load steps
 are matched by their fraction of the closed-loop rate, since the offered rates themselves
-follow each run's own saturation rate.
+follow each run's own saturation rate. Load steps are also matched by the generator that drove
+them (``engine=``: a closed-loop step of custom and protobuf-tcp has a row of the product
+client and one of the lean frame generator); a row from before ``engine`` was the product
+client's, so it is matched with the new run's ``engine=client`` row, and a step that only one
+run's generator measured (custom's open loop, driven by the product client before the lean
+frame generator) is listed as new or gone, never compared across generators.
 
 How a change is judged (the way Go's benchstat does it):
 
@@ -180,6 +185,12 @@ def _exact(row: dict[str, Any], key: str, *, gate: bool) -> Figure | None:
     return Figure(float(value), values or (float(value),), "exact", "lower", gate, (), confirmed)
 
 
+def load_engine(row: dict[str, Any]) -> str:
+    """The generator that drove a load row (bench/load.py's ``engine``); a row without one,
+    from a run before the lean generators, was driven by the product client."""
+    return str(row.get("engine") or "client")
+
+
 def samples(results: dict[str, Any]) -> dict[str, Figure]:
     """Every figure worth comparing, by a stable name, with its rounds where it has them."""
     out: dict[str, Figure] = {}
@@ -199,7 +210,7 @@ def samples(results: dict[str, Any]) -> dict[str, Figure]:
             put(f"{ident} {metric}", _timed(r, metric, gate=gate))
     for r in results.get("load", []):
         step = "closed" if r["mode"] == "closed" else f"open@{(r.get('fraction') or 0):.0%}"
-        ident = f"load {r['transport']} {r['op']} {r['store']} {step}"
+        ident = f"load {r['transport']} {r['op']} {r['store']} {step} engine={load_engine(r)}"
         for metric in LOAD_METRICS:
             value = r.get(metric)
             if _is_number(value):
@@ -513,6 +524,7 @@ __all__ = [
     "exit_status",
     "figures",
     "format_changes",
+    "load_engine",
     "load_results",
     "samples",
     "summary",

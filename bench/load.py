@@ -299,13 +299,60 @@ async def _warm_up(issue: Issue, calls: int, connections: int) -> None:
         await asyncio.gather(*(issue(i) for i in range(start, min(start + width, calls))))
 
 
+#: Engine names of load rows: the product's client, the echo generator (bench/loadgen.py),
+#: the frame generator of the custom-framed transports (bench/refs/lean_load.py).
+CLIENT, LEAN, FRAMES = "client", "lean", "lean-frames"
+#: The product client's closed loop beside the frame generator's runs this share of the step.
+CLIENT_SHARE = 0.5
+
+
+def frames(job: dict[str, Any]) -> bool:
+    """Whether the lean frame generator (bench/refs/lean_load.py) drives this job: the job
+    asks for it (``frames``; the bench's load steps do) and its target is a chat transport
+    in the custom protocol's varint frames, or ``null_echo`` (the generator's ceiling)."""
+    if not job.get("frames"):
+        return False
+    target = job["target"]
+    if target["kind"] == "echo":
+        return bool(target.get("ref") == "null_echo")
+    if target.get("address") is None:  # in-process (loopback): no frames
+        return False
+    from bench.refs.lean_load import framed_codec
+
+    return framed_codec(target["transport"]) is not None
+
+
 async def run_load(job: dict[str, Any]) -> list[dict[str, Any]]:
-    """One load step: ``mode`` "open" at ``rate`` or "closed" with ``depth`` per connection."""
+    """One load step: ``mode`` "open" at ``rate`` or "closed" with ``depth`` per connection.
+
+    The lean generators drive what they speak: the echo one (bench/loadgen.py) the
+    length-prefixed echo references, the frame one (bench/refs/lean_load.py, when the job
+    asks) the custom-framed chat transports. A closed-loop step of those also measures the
+    product's client, first, so the step's rows are [client, lean-frames]: the runner steps
+    the open loop from the last closed-loop row, the one that saturates the server.
+    """
+    if frames(job):
+        from bench.refs.lean_load import run_frames
+
+        rows = []
+        if job["mode"] == "closed" and job["target"]["kind"] == "chat":
+            # what the product client reaches and costs: half the step's time is plenty
+            # for a per-op figure (thousands of sends), and keeps the full bench in budget
+            rows = await _run_client({**job, "duration_s": job["duration_s"] * CLIENT_SHARE})
+        # fresh accounts: the client's step left its senders signed up
+        framed = {**job, "prefix": f"{job['prefix']}f"}
+        result, inflight, offered, cpu, cleanup_error = await run_frames(framed)
+        return [*rows, _row(job, result, inflight, offered, cpu, cleanup_error, FRAMES)]
     if lean(job):
         from bench.loadgen import run_lean
 
         lean_result, lean_inflight, lean_offered, lean_cpu = await run_lean(job)
-        return [_row(job, lean_result, lean_inflight, lean_offered, lean_cpu, None, "lean")]
+        return [_row(job, lean_result, lean_inflight, lean_offered, lean_cpu, None, LEAN)]
+    return await _run_client(job)
+
+
+async def _run_client(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """One load step driven by the product's client (the echo references' own clients)."""
     setup = _setup_echo if job["target"]["kind"] == "echo" else _setup_chat
     issue, cleanup, server_pid = await setup(job)
     try:
@@ -342,7 +389,7 @@ async def run_load(job: dict[str, Any]) -> list[dict[str, Any]]:
     except Exception as exc:
         cleanup_error = f"{type(exc).__name__}: {exc}"
         log.warning("load step clean-up failed: %s", cleanup_error)
-    return [_row(job, result, inflight, offered, cpu, cleanup_error, "client")]
+    return [_row(job, result, inflight, offered, cpu, cleanup_error, CLIENT)]
 
 
 def _row(
@@ -369,6 +416,8 @@ def _row(
         "cleanup_error": cleanup_error,
         "connections": job["connections"],
         "max_inflight": inflight,
+        # closed loop: requests outstanding per connection
+        "depth": inflight // job["connections"] if job["mode"] == "closed" and inflight else None,
         "engine": engine,
         **timing_fields(result),
         **cpu_fields(cpu, result.completed),
@@ -376,8 +425,12 @@ def _row(
 
 
 __all__ = [
+    "CLIENT",
+    "FRAMES",
+    "LEAN",
     "LoadResult",
     "OpenLoopSchedule",
+    "frames",
     "run_closed_loop",
     "run_load",
     "run_open_loop",

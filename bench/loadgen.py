@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -111,7 +111,8 @@ async def connect(
     return conns, frame
 
 
-def close(conns: list[LeanEcho]) -> None:
+def close(conns: Sequence[Any]) -> None:
+    """Close every connection of a step (anything with an asyncio ``transport``)."""
     for conn in conns:
         if conn.transport is not None:
             conn.transport.close()
@@ -125,7 +126,9 @@ def _record(hist: Any, values: list[int]) -> None:
         hist.record_value(min(max(int(value), 1), HIGHEST_NS), stride)
 
 
-def _result(timings: Timings, start_ns: int, sent: int, scheduled: int) -> LoadResult:
+def to_result(timings: Timings, start_ns: int, sent: int, scheduled: int) -> LoadResult:
+    """The step's LoadResult from its raw samples (``on_done`` first: the CPU meter stops
+    before this bookkeeping)."""
     if timings.on_done is not None:  # the CPU meter stops before the bookkeeping below
         timings.on_done()
     result = LoadResult(first_ns=start_ns, scheduled=scheduled, sent=sent)
@@ -183,7 +186,7 @@ async def lean_open_loop(
         if any(conn.lost for conn in conns):
             break
         await asyncio.sleep(DRAIN_POLL_S)
-    result = _result(timings, schedule.start_ns, i, schedule.count)
+    result = to_result(timings, schedule.start_ns, i, schedule.count)
     result.overloaded = overloaded
     now = clock()
     for conn in conns:  # still outstanding: at least this slow
@@ -219,7 +222,7 @@ async def lean_closed_loop(
         await asyncio.sleep(DRAIN_POLL_S)
     # Only what completed inside the window counts (the drain lets the sockets go quiet).
     timings.latency, timings.service = timings.latency[:done], timings.service[:done]
-    result = _result(timings, start, done, done)
+    result = to_result(timings, start, done, done)
     result.last_done_ns = stopped
     return result
 
@@ -274,4 +277,14 @@ async def run_lean(
     return result, inflight, offered, cpu
 
 
-__all__ = ["LEAN_REFS", "LeanEcho", "Timings", "lean_closed_loop", "lean_open_loop", "run_lean"]
+__all__ = [
+    "BACKLOG_S",
+    "LEAN_REFS",
+    "LeanEcho",
+    "Timings",
+    "close",
+    "lean_closed_loop",
+    "lean_open_loop",
+    "run_lean",
+    "to_result",
+]

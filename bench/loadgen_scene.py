@@ -1,12 +1,15 @@
 """The load generator judged: its own ceiling against a null server, which load rows it limited,
 and each transport's saturation by a latency bound (issue 10 item 3, issue 12 item 3).
 
-* **Ceiling.** The lean generator (bench/loadgen.py) drives ``null_echo`` (a responder that
-  writes back whatever arrives) in a closed loop, then at open-loop rates stepped up to that
-  figure. The ceiling is the highest offered rate it still sent on schedule (>= 99 % of the
-  schedule, queueing p99 <= ``ON_TIME_US``). The product's clients (every chat row) are
-  generators too: their ceiling is estimated from their own CPU per request in the closed-loop
-  step (one vCPU / client CPU per op), since a null *chat* server would test nothing real.
+* **Ceiling.** Each lean generator drives ``null_echo`` (a responder that writes back whatever
+  arrives) in a closed loop, then at open-loop rates stepped up to that figure: the echo
+  generator (bench/loadgen.py, the reference echo rows) and the frame generator
+  (bench/refs/lean_load.py, the custom-framed chat rows: it reads its echoed SEND frames back
+  as the replies). A ceiling is the highest offered rate the generator still sent on
+  schedule (>= 99 % of the schedule, queueing p99 <= ``ON_TIME_US``). The product's clients
+  (the other chat rows) are generators too: their ceiling is estimated from their own CPU
+  per request in the closed-loop step (one vCPU / client CPU per op), since a null *chat*
+  server would test nothing real.
 * **Limited by.** An open-loop row is the generator's when the generator fell behind its
   schedule while the server's vCPU still had room (< ``SERVER_BUSY``); the server's when the
   server's vCPU was full.
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.config import NOISY_VCPUS
+from bench.load import CLIENT, FRAMES, LEAN
 from bench.markdown import fmt_rate, fmt_us, table
 
 if TYPE_CHECKING:
@@ -51,6 +55,15 @@ SERVER_BUSY = 0.9
 CROWDED_VCPUS = 0.5
 #: The null responder the generator's ceiling is measured against (bench/refs/null_echo.py).
 NULL = "null_echo"
+#: The lean generators, each with its ceiling: the echo one (bench/loadgen.py, the reference
+#: echo rows) and the frame one (bench/refs/lean_load.py, the custom-framed chat rows).
+ENGINES = (LEAN, FRAMES)
+#: What the report calls each engine (bench/load.py's names).
+GENERATOR_NAMES = {
+    CLIENT: "product client",
+    LEAN: "lean echo",
+    FRAMES: "lean frames",
+}
 
 
 @dataclass(frozen=True)
@@ -65,7 +78,9 @@ class CeilingPlan:
 CEILING_PLANS = {
     # the climb stops after the first step the generator could not keep (kept_schedule)
     "full": CeilingPlan(4, 64, 1.5, 1.5, (0.1, 0.2, 0.35, 0.5, 0.7)),
-    "quick": CeilingPlan(4, 64, 0.5, 0.5, (0.2,)),
+    # quick: one open step at a tenth of the closed loop (against null_echo the closed loop
+    # batches deep, up to ~1.5 M/s on a quiet machine: a fifth of it was past both ceilings)
+    "quick": CeilingPlan(4, 64, 0.5, 0.5, (0.1,)),
     "tiny": CeilingPlan(2, 8, 0.2, 0.2, (0.5,)),
 }
 
@@ -83,7 +98,8 @@ def steps(run: BenchRun) -> list[Step]:
 
 
 def measure_ceiling(run: BenchRun) -> None:
-    """Closed loop, then open-loop steps, of the lean generator against null_echo."""
+    """Each lean generator against null_echo: a closed loop, then open-loop steps climbing
+    to it (the echo generator, then the frame generator)."""
     from bench.procs import RefServer, Worker
 
     plan = CEILING_PLANS.get(run.plan.mode, CEILING_PLANS["quick"])
@@ -93,39 +109,46 @@ def measure_ceiling(run: BenchRun) -> None:
     try:
         with Worker(cpu=run.main.client_cpu) as worker:
             assert server.address is not None
-            base = {
-                "kind": "load",
-                "target": {
-                    "kind": "echo",
-                    "ref": NULL,
-                    "address": server.address,
-                    "server_pid": server.pid,
-                },
-                "connections": plan.connections,
-                "body": run.body,
-                "prefix": "g",
-            }
-            closed = worker.run(
-                {**base, "mode": "closed", "depth": plan.depth, "duration_s": plan.closed_s},
-                timeout=plan.closed_s * 3 + 60,
-            )[0]
-            rows.append({"transport": NULL, "store": "none", "fraction": None, **closed})
-            top = closed["achieved_per_s"]
-            for fraction in plan.fractions:
-                job = {
-                    **base,
-                    "mode": "open",
-                    "rate": round(top * fraction, 1),
-                    "duration_s": plan.open_s,
-                    "max_inflight": run.plan.max_inflight,
-                    "drain_s": 2.0,
+            for engine in ENGINES:
+                base = {
+                    "kind": "load",
+                    "target": {
+                        "kind": "echo",
+                        "ref": NULL,
+                        "address": server.address,
+                        "server_pid": server.pid,
+                    },
+                    "connections": plan.connections,
+                    "body": run.body,
+                    "prefix": "g",
+                    "frames": engine == FRAMES,
                 }
-                row = worker.run(job, timeout=plan.open_s * 3 + 60)[0]
-                rows.append({"transport": NULL, "store": "none", "fraction": fraction, **row})
-                if not kept_schedule(row) and (row.get("other_vcpus") or 0.0) <= NOISY_VCPUS:
-                    break  # past the generator's ceiling: higher rates only queue longer
+                _climb(worker, base, plan, run.plan.max_inflight, rows)
     finally:
         server.stop()
+
+
+def _climb(worker: Any, base: Row, plan: CeilingPlan, max_inflight: int, rows: list[Row]) -> None:
+    """One generator's closed loop against the null server, then its open-loop climb."""
+    closed = worker.run(
+        {**base, "mode": "closed", "depth": plan.depth, "duration_s": plan.closed_s},
+        timeout=plan.closed_s * 3 + 60,
+    )[0]
+    rows.append({"transport": NULL, "store": "none", "fraction": None, **closed})
+    top = closed["achieved_per_s"]
+    for fraction in plan.fractions:
+        job = {
+            **base,
+            "mode": "open",
+            "rate": round(top * fraction, 1),
+            "duration_s": plan.open_s,
+            "max_inflight": max_inflight,
+            "drain_s": 2.0,
+        }
+        row = worker.run(job, timeout=plan.open_s * 3 + 60)[0]
+        rows.append({"transport": NULL, "store": "none", "fraction": fraction, **row})
+        if not kept_schedule(row) and (row.get("other_vcpus") or 0.0) <= NOISY_VCPUS:
+            break  # past the generator's ceiling: higher rates only queue longer
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -138,19 +161,30 @@ def kept_schedule(row: Row) -> bool:
     return sent >= MIN_SENT and not row.get("timeouts") and not row.get("overloaded")
 
 
-def ceiling(results: dict[str, Any]) -> Row | None:
-    """The open-loop step against the null server with the highest offered rate the generator
-    kept to (on schedule); None if it never did."""
+def _engine(row: Row) -> str:
+    return str(row.get("engine") or LEAN)  # (rows from before the field: the echo generator)
+
+
+def ceiling(results: dict[str, Any], engine: str = LEAN) -> Row | None:
+    """The open-loop step of ``engine`` against the null server with the highest offered rate
+    it kept to (on schedule); None if it never did."""
     rows = [
         r
         for r in results.get("generator", [])
-        if r["mode"] == "open" and kept_schedule(r) and (r.get("queue_p99_us") or 0) <= ON_TIME_US
+        if r["mode"] == "open"
+        and _engine(r) == engine
+        and kept_schedule(r)
+        and (r.get("queue_p99_us") or 0) <= ON_TIME_US
     ]
     return max(rows, key=lambda r: r["offered_per_s"], default=None)
 
 
-def generator_closed(results: dict[str, Any]) -> Row | None:
-    return next((r for r in results.get("generator", []) if r["mode"] == "closed"), None)
+def generator_closed(results: dict[str, Any], engine: str = LEAN) -> Row | None:
+    """The closed-loop step of ``engine`` against the null server."""
+    return next(
+        (r for r in results.get("generator", []) if r["mode"] == "closed" and _engine(r) == engine),
+        None,
+    )
 
 
 def saturation_by_bound(
@@ -192,19 +226,21 @@ def _groups(results: dict[str, Any]) -> list[tuple[str, str]]:
     return sorted(seen, key=lambda g: (rank.get(g[0], 99), g[1]))
 
 
-def _closed(results: dict[str, Any], transport: str, store: str) -> Row | None:
-    return next(
-        (
-            r
-            for r in results.get("load", [])
-            if (r["transport"], r["store"], r["mode"]) == (transport, store, "closed")
-        ),
-        None,
-    )
+def _closed(
+    results: dict[str, Any], transport: str, store: str, engine: str | None = None
+) -> Row | None:
+    """The closed-loop row of this transport and store (of ``engine``'s, when given and the
+    run has one)."""
+    rows = [
+        r
+        for r in results.get("load", [])
+        if (r["transport"], r["store"], r["mode"]) == (transport, store, "closed")
+    ]
+    return next((r for r in rows if _engine_of(r) == engine), rows[0] if rows else None)
 
 
 def section(results: dict[str, Any], images: Sequence[str]) -> str:
-    """REPORT.md: the generator's ceiling, saturation by a bound, which rows it limited."""
+    """REPORT.md: the generators' ceilings, saturation by a bound, which rows they limited."""
     if not results.get("load") and not results.get("generator"):
         return ""
     parts = ["## The load generator, and saturation by a latency bound\n"]
@@ -212,17 +248,24 @@ def section(results: dict[str, Any], images: Sequence[str]) -> str:
         "Server and generator share this 2-vCPU machine: the server under test is pinned to one "
         "vCPU, the generator (one worker process) to the other, so a second generator process "
         "would only share the same vCPU; the generator stays out of the way by costing less "
-        "per request than the server. The reference echo rows (`tcp_echo`, `tcp_floor`) are "
-        "driven by the *lean* generator (bench/loadgen.py: raw frames, one write per "
-        "connection per loop turn, no task per request); the chat rows by the product's own "
-        "client (engine *client*).\n"
+        "per request than the server. Three generators (the *generator* column): the "
+        "reference echo rows (`tcp_echo`, `tcp_floor`) are driven by the *lean echo* "
+        "generator (bench/loadgen.py: raw frames, one write per connection per loop turn, no "
+        "task per request); the chat transports in the custom protocol's frames (`custom`, "
+        "`protobuf-tcp`) by the *lean frame* generator (bench/refs/lean_load.py: the same "
+        "design over the transport's own SEND frames, replies matched in order by request "
+        "id, the server's whole pipeline in flight); the other chat rows by the *product "
+        "client* (ChatClient), which is also measured in the closed loop of the lean-framed "
+        "transports to show what it costs.\n"
     )
-    closed, top = generator_closed(results), ceiling(results)
-    if closed is not None:
+    for engine in ENGINES:
+        closed, top = generator_closed(results, engine), ceiling(results, engine)
+        if closed is None:
+            continue
         parts.append(
-            f"**Generator ceiling** against `{NULL}` (writes back whatever arrives): closed loop "
-            f"{fmt_rate(closed['achieved_per_s'])} requests/s at "
-            f"{fmt_us(closed.get('client_cpu_us_per_op'))} µs of generator CPU per request "
+            f"**Generator ceiling, {GENERATOR_NAMES[engine]}**, against `{NULL}` (writes back "
+            f"whatever arrives): closed loop {fmt_rate(closed['achieved_per_s'])} requests/s "
+            f"at {fmt_us(closed.get('client_cpu_us_per_op'))} µs of generator CPU per request "
             f"(generator vCPU {_pct(closed.get('client_cpu_util'))} busy, other work on the "
             f"machine {closed.get('other_vcpus', '—')} vCPUs); open loop, the highest offered "
             f"rate kept on schedule (≥ {MIN_SENT:.0%} sent, queueing p99 ≤ "
@@ -241,9 +284,11 @@ def section(results: dict[str, Any], images: Sequence[str]) -> str:
             for r in results["load"]
             if (r["transport"], r["store"], r["mode"]) == (transport, store, "open")
         ]
-        closed_row = _closed(results, transport, store)
+        engine = _engine_of(mine[0]) if mine else CLIENT
+        closed_row = _closed(results, transport, store, engine)
         client_us = None if closed_row is None else closed_row.get("client_cpu_us_per_op")
-        if top and mine and mine[0].get("engine") == "lean":
+        top = ceiling(results, engine) if engine != CLIENT else None
+        if top is not None:
             estimate = fmt_rate(top["offered_per_s"])
         else:  # one vCPU over the generator's CPU per request, where it does not spin
             estimate = "≈ " + fmt_rate(1e6 / client_us) if client_us else "—"
@@ -254,7 +299,7 @@ def section(results: dict[str, Any], images: Sequence[str]) -> str:
             [
                 transport,
                 store,
-                mine[0].get("engine", "client") if mine else "—",
+                GENERATOR_NAMES.get(engine, engine),
                 estimate,
                 fmt_rate(None if closed_row is None else closed_row["achieved_per_s"]),
                 *[fmt_rate(None if s is None else s["offered_per_s"]) for s in sats],
@@ -274,8 +319,9 @@ def section(results: dict[str, Any], images: Sequence[str]) -> str:
         "which "
         f"the generator sent ≥ {MIN_SENT:.0%} of its schedule, nothing timed out and p99 from "
         "the intended send time stayed under the bound (— : no step did). *Generator ceiling*: "
-        "for the lean generator the null-server figure above; for the product's client one "
-        "vCPU ÷ its CPU per request in the closed loop. *Generator-limited steps*: open-loop "
+        "for a lean generator its null-server figure above; for the product's client one "
+        "vCPU ÷ its CPU per request in the closed loop. *Closed-loop /s*: the closed-loop "
+        "step of the same generator. *Generator-limited steps*: open-loop "
         f"steps where the generator fell behind (queueing p99 > {ON_TIME_US / 1000:g} ms or "
         f"< {MIN_SENT:.0%} sent) while the server's vCPU was under {SERVER_BUSY:.0%} busy: "
         "those rows show the generator, not the server. *Crowded-machine steps*: other "
@@ -284,9 +330,37 @@ def section(results: dict[str, Any], images: Sequence[str]) -> str:
     )
     if rows:
         parts.append(table(head, rows))
+    parts.append(_still_limited(results))
     if "saturation.png" in images:
         parts.append("\n![p99 vs offered rate with the saturation points](saturation.png)\n")
     return "\n".join(parts)
+
+
+def _engine_of(row: Row) -> str:
+    return str(row.get("engine") or CLIENT)
+
+
+def _still_limited(results: dict[str, Any]) -> str:
+    """One paragraph: the closed-loop rows whose generator, not the server, set the rate."""
+    from bench.report_load import limited_by as closed_limited_by
+
+    closed = [r for r in results.get("load", []) if r["mode"] == "closed"]
+    if not closed:
+        return ""
+    mine = [
+        f"{r['transport']}/{r['store']} ({GENERATOR_NAMES.get(_engine_of(r), _engine_of(r))})"
+        for r in closed
+        if closed_limited_by(r) == "**generator**"
+    ]
+    return (
+        "\n*Closed-loop rows still limited by their generator* (its vCPU ≥ 90 % busy and "
+        "busier than the server's): "
+        + (", ".join(mine) if mine else "none")
+        + ". A closed-loop row where *neither* side is saturated is bounded by its requests "
+        "in flight ÷ the latency (Little's law: the product client's 4 x 8), or, on the "
+        "SQLite store, by the commits; the saturation figures read the lean generator's "
+        "rows where a transport has them.\n"
+    )
 
 
 def _pct(value: float | None) -> str:
@@ -368,6 +442,8 @@ __all__ = [
     "BOUNDS_US",
     "CEILING_PLANS",
     "CROWDED_VCPUS",
+    "ENGINES",
+    "GENERATOR_NAMES",
     "ceiling",
     "kept_schedule",
     "limited_by",

@@ -91,6 +91,33 @@ def _legend(results: dict[str, Any], transport: str) -> str:
     return transport if text == transport else f"{text} ({transport})"
 
 
+#: Short names of the generators that drive load rows (bench/load.py's ``engine``), for the
+#: labels of a transport measured by more than one (custom, protobuf-tcp: the product client's
+#: closed loop beside the lean frame generator's, bench/refs/lean_load.py).
+ENGINE_LABELS = {"client": "ChatClient", "lean-frames": "lean gen.", "lean": "lean echo gen."}
+
+
+def engine_of(row: dict[str, Any]) -> str:
+    """The generator of a load row; a row from before ``engine`` was the product client's."""
+    return str(row.get("engine") or "client")
+
+
+def mixed_engines(rows: list[dict[str, Any]]) -> set[str]:
+    """The transports among ``rows`` (load rows) measured by more than one generator."""
+    seen: dict[str, set[str]] = {}
+    for r in rows:
+        seen.setdefault(r["transport"], set()).add(engine_of(r))
+    return {t for t, engines in seen.items() if len(engines) > 1}
+
+
+def engine_label(results: dict[str, Any], row: dict[str, Any]) -> str:
+    """The generator of a load row in a label: a reference's client is its own, not ours."""
+    engine = engine_of(row)
+    if engine == "client" and is_reference(results, row["transport"]):
+        return "own client"
+    return ENGINE_LABELS.get(engine, engine)
+
+
 def _styler(results: dict[str, Any]) -> Callable[[str], dict[str, Any]]:
     palette = colours(results)
 
@@ -128,26 +155,34 @@ def latency_spectrum(results: dict[str, Any], path: Path) -> Path | None:
 
 
 def load_curves(results: dict[str, Any], path: Path) -> Path | None:
-    """p50/p99 vs offered rate (left) and achieved vs offered (right), memory/none store."""
-    rows = [r for r in results.get("load", []) if r["mode"] == "open" and r["store"] != "sqlite"]
+    """p50/p99 vs offered rate (left) and achieved vs offered (right), memory/none store: a
+    line per transport and generator, the generator named where a transport has load rows
+    from more than one (its open steps: the lean frame generator's)."""
+    every = [r for r in results.get("load", []) if r["store"] != "sqlite"]
+    rows = [r for r in every if r["mode"] == "open"]
     if not rows:
         return None
+    mixed = mixed_engines(every)
     _style = _styler(results)
     fig, (lat, thr) = plt.subplots(1, 2, figsize=(13, 5.2))
     top = 0.0
     for transport in order(results):
-        mine = sorted(
-            (r for r in rows if r["transport"] == transport), key=lambda r: r["offered_per_s"]
-        )
-        if not mine:
-            continue
-        offered = [r["offered_per_s"] for r in mine]
-        style = _style(transport)
-        lat.plot(offered, [r["p50_us"] for r in mine], marker="o", **style)
-        style.update(label=f"{style['label']} p99", alpha=0.6, linestyle=":")
-        lat.plot(offered, [r["p99_us"] for r in mine], marker="^", **style)
-        thr.plot(offered, [r["achieved_per_s"] for r in mine], marker="o", **_style(transport))
-        top = max(top, *offered)
+        engines = dict.fromkeys(engine_of(r) for r in rows if r["transport"] == transport)
+        for n, engine in enumerate(engines):
+            mine = sorted(
+                (r for r in rows if r["transport"] == transport and engine_of(r) == engine),
+                key=lambda r: r["offered_per_s"],
+            )
+            offered = [r["offered_per_s"] for r in mine]
+            style = _style(transport)
+            if transport in mixed:
+                style["label"] = f"{style['label']} ({engine_label(results, mine[0])})"
+            marker = ("o", "s", "D")[n % 3]  # a second generator's line: same colour, new marker
+            thr.plot(offered, [r["achieved_per_s"] for r in mine], marker=marker, **style)
+            lat.plot(offered, [r["p50_us"] for r in mine], marker=marker, **style)
+            style.update(label=f"{style['label']} p99", alpha=0.6, linestyle=":")
+            lat.plot(offered, [r["p99_us"] for r in mine], marker="^", **style)
+            top = max(top, *offered)
     thr.plot(
         [0, top], [0, top], color="black", linewidth=0.8, alpha=0.5, label="achieved = offered"
     )
@@ -167,7 +202,10 @@ def load_curves(results: dict[str, Any], path: Path) -> Path | None:
 
 
 def cpu_per_op(results: dict[str, Any], path: Path) -> Path | None:
-    """Server and client CPU µs per operation in the closed-loop step, per transport."""
+    """Server and client CPU µs per operation in the closed-loop step, per transport; a
+    transport with closed-loop rows from two generators (custom, protobuf-tcp: the product
+    client's and the lean frame generator's) has a pair of bars for each, the generator
+    named under them."""
     rows = [
         r
         for t in order(results)
@@ -176,15 +214,28 @@ def cpu_per_op(results: dict[str, Any], path: Path) -> Path | None:
     ]
     if not rows:
         return None
+    mixed = mixed_engines(rows)
     fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(rows) + 2), 4.8))
     xs = range(len(rows))
     server = [r.get("server_cpu_us_per_op") or 0 for r in rows]
     client = [r.get("client_cpu_us_per_op") or 0 for r in rows]
     ax.bar([x - 0.2 for x in xs], server, width=0.4, label="server", color="#4c72b0")
     ax.bar([x + 0.2 for x in xs], client, width=0.4, label="client", color="#dd8452")
-    ax.set_xticks(list(xs), [f"{r['transport']}\n{r['op']}" for r in rows], fontsize=7)
+    ticks = [
+        f"{r['transport']}\n({engine_label(results, r)})\n{r['op']}"
+        if r["transport"] in mixed
+        else f"{r['transport']}\n{r['op']}"
+        for r in rows
+    ]
+    ax.set_xticks(list(xs), ticks, fontsize=7)
     ax.set_ylabel("CPU time per operation (µs)")
-    ax.set_title("CPU per operation at saturation (closed loop; loopback: one process)")
+    title = "CPU per operation at saturation (closed loop; loopback: one process)"
+    if mixed:
+        title += (
+            f"\n{ENGINE_LABELS['lean-frames']}: the lean frame generator (its client bar: the "
+            f"generator's CPU); {ENGINE_LABELS['client']}: the product client, at its own rate"
+        )
+    ax.set_title(title, fontsize=10 if mixed else None)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend()
     return _save(fig, path)
@@ -500,10 +551,14 @@ def draw_all(
 
 __all__ = [
     "DRAW_PROCESSES",
+    "ENGINE_LABELS",
     "FIGURES",
     "LADDER_PANELS",
     "PALETTE",
     "colours",
     "draw_all",
+    "engine_label",
+    "engine_of",
+    "mixed_engines",
     "trend_plot",
 ]

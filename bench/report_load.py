@@ -14,7 +14,7 @@ from bench.markdown import fmt_rate as _fmt_rate
 from bench.markdown import fmt_us as _fmt_us
 from bench.report_latency import other, ranks
 from bench.stats import ratio
-from bench.targets import GRPC, Row, order, saturation
+from bench.targets import GRPC, Row, client_saturation, order, saturation
 
 #: CPU utilisation from which a process counts as the bottleneck of a closed-loop step.
 SATURATED = 0.9
@@ -33,6 +33,42 @@ def limited_by(closed: Row) -> str:
     if server >= SATURATED:
         return "server"
     return "neither"
+
+
+#: The generator column: what drove each row (bench/load.py's engine names).
+GENERATORS = {"client": "product client", "lean": "lean echo", "lean-frames": "lean frames"}
+#: The generator cell of the product client's own row beside a lean generator's.
+PRODUCT_ROW = "product client (its own limit)"
+
+
+def generator_name(engine: str) -> str:
+    return GENERATORS.get(engine, engine)
+
+
+def _lean_depths(load: list[Row]) -> str:
+    """ "(the lean frame generator: N)" from its closed-loop rows, or nothing."""
+    depths = sorted(
+        {r["depth"] for r in load if r.get("engine") == "lean-frames" and r.get("depth")}
+    )
+    if not depths:
+        return "(the product client)"
+    return (
+        f"for the product client, {'/'.join(map(str, depths))} for the lean frame generator "
+        "(the server's whole SEND pipeline per connection, ServerLimits.sends_in_flight)"
+    )
+
+
+def _closed(load: list[Row], transport: str, store: str, engine: str) -> Row:
+    """The closed-loop row of this transport, store and generator ({} if none)."""
+    return next(
+        (
+            r
+            for r in load
+            if (r["transport"], r["store"], r["mode"]) == (transport, store, "closed")
+            and r.get("engine", "client") == engine
+        ),
+        {},
+    )
 
 
 #: The per-core columns beside every throughput figure (issue 12 item 4).
@@ -64,11 +100,23 @@ def load_section(results: dict[str, Any], images: Sequence[str]) -> str:
         "## Throughput and latency under load\n",
         f"Each step sends over {plan.get('connections', '?')} connections (gRPC: channels), "
         "each its own user, to one offline recipient. "
-        f"Closed loop: {plan.get('depth', '?')} requests outstanding per connection, "
-        f"back to back for {plan.get('closed_s', '?')} s — the saturation "
-        "rate and the CPU cost per operation of both sides. Open loop: fixed offered rates, "
+        f"Closed loop: {plan.get('depth', '?')} requests outstanding per connection "
+        f"{_lean_depths(load)}, back to back for {plan.get('closed_s', '?')} s — the saturation "
+        "rate and the CPU cost per operation of both sides. *Generator*: what drove the row "
+        "(the next section has each generator's own ceiling): the *lean frames* generator "
+        "(bench/refs/lean_load.py) drives the transports in the custom protocol's frames, "
+        "the *lean echo* one (bench/loadgen.py) the bare TCP echo references, the *product "
+        "client* (ChatClient, or a reference's own client) the rest; where a lean generator "
+        f"measured a transport, its row is the saturation figure, the {TIMES} {GRPC} and the "
+        "targets' "
+        "figure, and the product client's closed loop follows it as *product client (its own "
+        "limit)*: what the client reaches and costs (the server's CPU per operation beside "
+        "it is the server's at that lower rate). *In flight*: requests outstanding in the "
+        "closed loop. Open loop: fixed offered rates, "
         f"{plan.get('open_s', '?')} s per step, "
-        "stepped as fractions of the closed-loop rate; every latency is timed from the request's "
+        "stepped as fractions of the closed-loop rate (the lean generator's where one ran), "
+        "driven by the row's lean generator if it has one; every latency is timed from the "
+        "request's "
         "*intended* send time, so stalls are not hidden. The generator busy-polls to keep to the "
         "schedule, so its CPU in open-loop rows is not a cost; *lag p99* is how late it sent. "
         f"*Limited by*: the process whose vCPU was at least {SATURATED:.0%} busy in the closed "
@@ -79,37 +127,37 @@ def load_section(results: dict[str, Any], images: Sequence[str]) -> str:
         "one core would sustain), and *CPU check*, ticks ÷ clock (1.00: the two ways agree; "
         "a short step may differ by 0.01 s of ticks).\n",
     ]
-    sat_rows = []
+    sat_rows: list[tuple[Any, ...]] = []
     grpc_sat = saturation(results, GRPC)
     grpc_rate = None if grpc_sat is None else grpc_sat["achieved_per_s"]
+
+    def cells(row: Row, closed: Row, generator: str) -> tuple[Any, ...]:
+        return (
+            generator,
+            closed.get("max_inflight") or "—",
+            _fmt_rate(row["achieved_per_s"]),
+            _fmt_x(ratio(row["achieved_per_s"], grpc_rate)),
+            *per_core_cells(closed or row),
+            _fmt_us(closed.get("client_cpu_us_per_op")),
+            _fmt_us(closed.get("p50_us")),
+            _fmt_us(closed.get("p99_us")),
+            limited_by(closed),
+            other(row),
+        )
+
     for transport in order(results):
         for store in ("memory", "sqlite", "none"):
             best = saturation(results, transport, store)
             if best is None:
                 continue
-            closed: Row = next(
-                (
-                    r
-                    for r in load
-                    if (r["transport"], r["store"], r["mode"]) == (transport, store, "closed")
-                ),
-                {},
-            )
-            sat_rows.append(
-                (
-                    transport,
-                    store,
-                    _fmt_rate(best["achieved_per_s"]),
-                    _fmt_x(ratio(best["achieved_per_s"], grpc_rate)),
-                    *per_core_cells(closed or best),
-                    _fmt_us(closed.get("client_cpu_us_per_op")),
-                    _fmt_us(closed.get("p50_us")),
-                    _fmt_us(closed.get("p99_us")),
-                    limited_by(closed),
-                    other(best),
-                )
-            )
-    head = ["transport", "store", "saturation /s", f"{TIMES} {GRPC}", *PER_CORE_HEAD]
+            engine = best.get("engine", "client")
+            closed = _closed(load, transport, store, engine)
+            sat_rows.append((transport, store, *cells(best, closed, generator_name(engine))))
+            product = client_saturation(results, transport, store)
+            if engine != "client" and product is not None:  # what the product client reaches
+                sat_rows.append((transport, store, *cells(product, product, PRODUCT_ROW)))
+    head = ["transport", "store", "generator", "in flight", "saturation /s", f"{TIMES} {GRPC}"]
+    head += PER_CORE_HEAD
     head += ["client CPU µs/op", "closed p50 µs", "closed p99 µs", "limited by", "other vCPUs"]
     parts.append(table(head, sat_rows))
     if "load.png" in images:
@@ -122,13 +170,14 @@ def load_section(results: dict[str, Any], images: Sequence[str]) -> str:
         key=lambda r: (rank(r["transport"]), r["store"], r["offered_per_s"] or 0),
     )
     if open_rows:
-        head = ["transport", "store", "offered /s", "achieved /s", "p50 µs", "p99 µs"]
-        head += ["p99.9 µs", *PER_CORE_HEAD, "lag p99 µs", "timeouts", "overloaded"]
+        head = ["transport", "store", "generator", "offered /s", "achieved /s", "p50 µs"]
+        head += ["p99 µs", "p99.9 µs", *PER_CORE_HEAD, "lag p99 µs", "timeouts", "overloaded"]
         head += ["other vCPUs"]
         rows = [
             (
                 r["transport"],
                 r["store"],
+                generator_name(r.get("engine", "client")),
                 _fmt_rate(r["offered_per_s"]),
                 _fmt_rate(r["achieved_per_s"]),
                 _fmt_us(r["p50_us"]),
@@ -155,4 +204,12 @@ def load_section(results: dict[str, Any], images: Sequence[str]) -> str:
     return "\n".join(parts)
 
 
-__all__ = ["PER_CORE_HEAD", "SATURATED", "limited_by", "load_section", "per_core_cells"]
+__all__ = [
+    "GENERATORS",
+    "PER_CORE_HEAD",
+    "SATURATED",
+    "generator_name",
+    "limited_by",
+    "load_section",
+    "per_core_cells",
+]

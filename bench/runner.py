@@ -370,6 +370,7 @@ class BenchRun:
             "mode": mode,
             "connections": plan.connections,
             "warmup": plan.load_warmup,
+            "frames": True,  # custom-framed transports: the lean frame generator (bench/load.py)
         }
         if mode == "closed":
             job.update(depth=plan.depth, duration_s=plan.closed_s)

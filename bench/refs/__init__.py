@@ -1,5 +1,5 @@
 """Reference servers: the floors each transport is read against (a transport's registry entry
-names its own, ``Entry.reference``), and the lean reference client.
+names its own, ``Entry.reference``), the lean reference client and the lean load generator.
 
 ``tcp_echo``          a minimal length-prefixed echo on asyncio + uvloop, the custom server's loop;
 ``grpc_echo``         a bare grpc.aio service with one unary Echo(bytes) -> bytes (generic
@@ -7,8 +7,15 @@ names its own, ``Entry.reference``), and the lean reference client.
 ``grpc_stream_echo``  the same on one open bidi stream (grpc-stream's floor);
 ``ws_echo``           a bare ``websockets`` echo (websocket's floor);
 ``tcp_floor``         blocking sockets, a thread per connection: the cheapest Python round trip;
+``null_echo``         writes back whatever arrives, unframed: the cheapest responder, against
+                      which the load generators' own ceilings are measured;
 ``lean_custom``       not a server: the leanest blocking client of the custom protocol, the
-                      bench's independent check on its own client (bench/latency.py run_lean).
+                      bench's independent check on its own client (bench/latency.py run_lean);
+``lean_load``         not a server: the lean pipelined load generator of the transports in the
+                      custom protocol's varint frames (custom, protobuf-tcp), which drives their
+                      load rows (``engine`` ``lean-frames``, bench/load.py);
+``clients``           not a server: the clients of the reference servers, one shape for all
+                      (``connect``, ``echo``, ``close``; ``echo_client(name, address)``).
 
 Each runs as its own process (``python -m bench.refs NAME``) and announces itself on stderr the
 way ``wirechat server`` does (``listening: NAME host:port`` then ``ready:``), so the bench starts

@@ -130,9 +130,17 @@ def test_every_transport_has_every_op_with_cpu(results: dict[str, Any], transpor
 def test_every_wire_transport_has_load_steps_bytes_and_a_rung(
     results: dict[str, Any], transport: str
 ) -> None:
+    from bench.refs.lean_load import framed_codec
+
     steps = rows(results, "load", transport=transport, store="memory")
-    assert [r["mode"] for r in steps] == ["closed", "open"]
-    closed, opened = steps
+    # the custom-framed transports: the product client's closed loop, then the lean frame
+    # generator's (bench/refs/lean_load.py), which the open loop steps from and is driven by
+    if framed_codec(transport) is not None:
+        engines = [("closed", "client"), ("closed", "lean-frames"), ("open", "lean-frames")]
+    else:
+        engines = [("closed", "client"), ("open", "client")]
+    assert [(r["mode"], r["engine"]) for r in steps] == engines
+    closed, opened = steps[-2:]
     assert opened["offered_per_s"] == pytest.approx(closed["achieved_per_s"] * 0.5, rel=0.01)
     for row in steps:
         assert LOAD_KEYS <= set(row)

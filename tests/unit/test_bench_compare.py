@@ -82,7 +82,7 @@ def run(p50: float, rate: float, c2s: int, *, extra_latency: bool = False) -> di
 def test_figures_are_named_by_their_row_and_metric() -> None:
     names = figures(run(150.0, 2000.0, 147))
     assert names["latency custom send memory cross p50_us"] == 150.0
-    assert names["load grpc send memory open@50% achieved_per_s"] == 2000.0
+    assert names["load grpc send memory open@50% engine=client achieved_per_s"] == 2000.0
     key = "sizes transport=grpc op=send phase=steady body_bytes=32 recipients=1 text=ascii"
     assert names[f"{key} c2s_bytes"] == 147.0
     assert names["target custom send p50 <= 1.2x tcp_echo p50"] == 1.5
@@ -106,7 +106,9 @@ def test_the_lean_clients_row_and_the_ladder_are_figures_of_their_own() -> None:
 def test_compare_reports_the_change_of_every_figure() -> None:
     changes = {c.figure: c for c in compare(run(150.0, 2000.0, 147), run(120.0, 2500.0, 147))}
     assert changes["latency custom send memory cross p50_us"].pct == pytest.approx(-20.0)
-    assert changes["load grpc send memory open@50% achieved_per_s"].pct == pytest.approx(25.0)
+    assert changes[
+        "load grpc send memory open@50% engine=client achieved_per_s"
+    ].pct == pytest.approx(25.0)
     key = "sizes transport=grpc op=send phase=steady body_bytes=32 recipients=1 text=ascii"
     assert changes[f"{key} c2s_bytes"].pct == 0.0
 
@@ -125,6 +127,71 @@ def test_figures_in_only_one_run_are_shown_as_new_or_gone() -> None:
         "—",
         "gone",
     ]
+
+
+def closed_step(achieved: float, engine: str | None, **kw: Any) -> dict[str, Any]:
+    """A closed-loop load row of custom; ``engine`` None: a row from before the lean
+    generators (no ``engine`` key)."""
+    row: dict[str, Any] = {
+        "transport": "custom",
+        "op": "send",
+        "store": "memory",
+        "mode": "closed",
+        "fraction": None,
+        "offered_per_s": None,
+        "achieved_per_s": achieved,
+        "server_cpu_us_per_op": 1e6 / achieved,
+    }
+    if engine is not None:
+        row["engine"] = engine
+    row.update(kw)
+    return row
+
+
+def with_load(*rows: dict[str, Any]) -> dict[str, Any]:
+    return {"meta": {"mode": "quick"}, "load": list(rows)}
+
+
+CLOSED = "load custom send memory closed"
+
+
+def test_a_closed_step_measured_by_two_generators_keeps_both_rows() -> None:
+    names = figures(with_load(closed_step(17000.0, "client"), closed_step(50000.0, "lean-frames")))
+    # the lean generator's row no longer overwrites the product client's
+    assert names[f"{CLOSED} engine=client achieved_per_s"] == 17000.0
+    assert names[f"{CLOSED} engine=lean-frames achieved_per_s"] == 50000.0
+
+
+def test_an_older_run_without_engine_is_compared_with_the_product_clients_row() -> None:
+    old = with_load(closed_step(16000.0, None))  # e.g. the committed reports/reference
+    new = with_load(closed_step(17600.0, "client"), closed_step(50000.0, "lean-frames"))
+    changes = {c.figure: c for c in compare(old, new)}
+    client = changes[f"{CLOSED} engine=client achieved_per_s"]
+    assert (client.old, client.new) == (16000.0, 17600.0)
+    assert client.pct == pytest.approx(10.0)
+    lean = changes[f"{CLOSED} engine=lean-frames achieved_per_s"]
+    assert (lean.old, lean.new) == (None, 50000.0)  # new, not compared with the client's 16 k
+    assert lean.pct is None and not lean.significant and not lean.regression
+
+
+def test_an_open_step_driven_by_another_generator_is_new_and_gone_not_compared() -> None:
+    step = {"mode": "open", "fraction": 0.5}
+    old = with_load(closed_step(8000.0, None, **step, offered_per_s=8000.0))
+    new = with_load(closed_step(25000.0, "lean-frames", **step, offered_per_s=25000.0))
+    changes = compare(old, new)
+    by_name = {c.figure: c for c in changes}
+    gone = by_name["load custom send memory open@50% engine=client achieved_per_s"]
+    new_row = by_name["load custom send memory open@50% engine=lean-frames achieved_per_s"]
+    assert (gone.old, gone.new) == (8000.0, None)
+    assert (new_row.old, new_row.new) == (None, 25000.0)
+    assert not any(c.old is not None and c.new is not None for c in changes)
+    text = format_changes(changes)
+    line = next(x for x in text.splitlines() if x.endswith("engine=lean-frames achieved_per_s"))
+    assert line.split()[:3] == ["—", "25,000", "new"]
+    line = next(x for x in text.splitlines() if x.endswith("engine=client achieved_per_s"))
+    assert line.split()[:3] == ["8,000", "—", "gone"]
+    assert exit_status(changes) == 0
+    assert "figures are in one run only (new or gone)" in summary(changes)
 
 
 def test_format_lines_up_old_new_and_change() -> None:

@@ -402,10 +402,17 @@ def test_a_late_generator_with_an_idle_server_is_the_generators_limit() -> None:
 def test_the_ceiling_is_the_highest_rate_the_generator_kept_on_schedule() -> None:
     from bench import loadgen_scene
 
+    echo = {"transport": "null_echo", "engine": "lean"}
+    frames = {"transport": "null_echo", "engine": "lean-frames"}
     rows = [
-        _step(10_000, 500, transport="null_echo"),
-        _step(50_000, 900, transport="null_echo"),
-        _step(90_000, 4000, transport="null_echo", queue_p99_us=3000.0),  # late
+        _step(10_000, 500, **echo),
+        _step(50_000, 900, **echo),
+        _step(90_000, 4000, queue_p99_us=3000.0, **echo),  # late
+        _step(30_000, 700, **frames),
+        _step(60_000, 900, sent_fraction=0.9, **frames),  # fell behind
     ]
     top = loadgen_scene.ceiling({"generator": rows})
     assert top is not None and top["offered_per_s"] == 50_000
+    # each generator has its own ceiling
+    top = loadgen_scene.ceiling({"generator": rows}, "lean-frames")
+    assert top is not None and top["offered_per_s"] == 30_000

@@ -314,7 +314,7 @@ def test_report_has_every_section_and_the_ratios_to_each_floor() -> None:
     assert f"1.14{X} grpc_echo" in text
     assert f"2.50{X}" in text  # custom over tcp_floor (60 µs)
     # Saturation relative to gRPC, and the targets table.
-    assert f"| custom | memory | 30,000 | 6.00{X} |" in text
+    assert f"| custom | memory | product client | — | 30,000 | 6.00{X} |" in text
     assert "| **MISS** |" in text and "| **PASS** |" in text
 
 
