@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
@@ -67,6 +67,7 @@ from core.types import (
 #: only arise when a message is re-sent after a reconnect, so a few thousand is plenty.
 DEDUP_WINDOW = 4096
 U64_MAX = 2**64 - 1
+_new = object.__new__
 
 R = TypeVar("R")
 
@@ -180,22 +181,32 @@ class ChatClient:
             raise InvalidArgument("the page size must not be negative")
         return await self._call(rq.ListAccounts(pattern, after, limit))
 
-    def send(self, recipients: Sequence[str], body: str) -> Coroutine[Any, Any, SendResult]:
-        """Send ``body`` to ``recipients``; await it for the SendResult.
+    async def send(self, recipients: Sequence[str], body: str) -> SendResult:
+        """Send ``body`` to ``recipients``; returns the SendResult.
 
-        Not itself a coroutine function, for speed (the hottest call): it returns ``_call``'s
-        coroutine, or one that raises the pre-check's error, so nothing happens before it is
-        awaited, as with an ``async def``."""
+        ``_call`` written out, for speed (the hottest call, issue 8): one coroutine and no
+        session bookkeeping after the reply, since a SEND's reply never changes the session."""
         names = tuple(recipients)
-        if names and len(names) <= MAX_RECIPIENTS:
-            return self._call(rq.Send(names, body))
-        return self._send_refused(names)
-
-    async def _send_refused(self, names: tuple[str, ...]) -> SendResult:
-        self._require_session()
-        if not names:
-            raise InvalidArgument("name at least one recipient")
-        raise LimitExceeded(f"at most {MAX_RECIPIENTS} recipients per message (got {len(names)})")
+        if not self._usable:
+            self._require_connection()  # raises
+        if not names or len(names) > MAX_RECIPIENTS:
+            self._require_session()
+            if not names:
+                raise InvalidArgument("name at least one recipient")
+            raise LimitExceeded(
+                f"at most {MAX_RECIPIENTS} recipients per message (got {len(names)})"
+            )
+        # rq.Send(names, body) without type.__call__ and its __init__ frame (~1,800 of a
+        # send's ~80,000 instructions, ~1,150 this way). Every field is set here: a field
+        # added to rq.Send must be too (tests/unit/test_client_send.py compares the two).
+        request = _new(rq.Send)
+        request.recipients = names
+        request.body = body
+        try:
+            return await self.transport.request(request)
+        except ChatError as exc:
+            self._refused(request, exc)
+            raise
 
     async def ack(self, message_ids: Sequence[int]) -> None:
         """Tell the server these messages reached the application (Rule 11)."""

@@ -58,7 +58,7 @@ def builder(
     ):
         return cls
     twin = type(f"_{cls.__name__}Twin", (), {"__slots__": names})
-    namespace: dict[str, Any] = {"new": object.__new__, "twin": twin, "cls": cls}
+    namespace: dict[str, Any] = {"twin": twin, "cls": cls}
     arguments: list[str] = []
     lines: list[str] = []
     defaults: list[Any] = []
@@ -77,7 +77,7 @@ def builder(
     namespace["_FACTORY"] = _FACTORY
     stores = "".join(f"    r.{name} = {name}\n" for name in names)
     source = (
-        f"def build({', '.join(arguments)}):\n{''.join(lines)}    r = new(twin)\n{stores}"
+        f"def build({', '.join(arguments)}):\n{''.join(lines)}    r = twin()\n{stores}"
         "    r.__class__ = cls\n    return r\n"
     )
     exec(source, namespace)
@@ -109,9 +109,9 @@ def _from_expressions(cls: type[T], params: str, values: Sequence[str] | None) -
         return function
     twin = type(f"_{cls.__name__}Twin", (), {"__slots__": names})
     stores = "".join(f"    _r.{name} = {v}\n" for name, v in zip(names, values, strict=True))
-    head = f"def build({params}):\n    _r = _new(_twin)\n"
+    head = f"def build({params}):\n    _r = _twin()\n"
     source = f"{head}{stores}    _r.__class__ = _cls\n    return _r\n"
-    namespace = {"_new": object.__new__, "_twin": twin, "_cls": cls}
+    namespace = {"_twin": twin, "_cls": cls}
     exec(source, namespace)
     build: Callable[..., T] = namespace["build"]
     build.__qualname__ = f"builder({cls.__qualname__})"
