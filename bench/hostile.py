@@ -25,7 +25,9 @@ Every count scales with ``--scale``, the server's connection cap too (``--max-co
 FULL_CAP x scale, so a scaled flood still fills it), and every attack stops at the end of the
 window. The load average at the start and the end of the attacks is reported: the machine may
 be shared, and above its CPU count the figures measure the sharing. A thread
-samples the server's /proc status (RSS, its kernel-kept peak VmHWM, descriptors). Afterwards
+samples the server's /proc status (RSS, its kernel-kept peak VmHWM, descriptors); the
+server's log gives its collector pauses and its late loop iterations (``loop: lag N ms at
+T``, wirechat.server.LoopLag), both counted inside the window. Afterwards
 every recipient logs in again: each message the server acknowledged must have been seen live
 or be pending. The report (``REPORT.md`` + ``results.json`` under ``reports/soak/<run>/``) gives
 target / actual / PASS or MISS per check; an attack that still wins is reported, not fatal.
@@ -333,6 +335,7 @@ def run(plan: dict[str, Any], out: Path, baseline: float = 3.0, cooldown: float 
             line for line in server.log_lines if "Traceback" in line or " ERROR " in line
         ][:50]
         results["gc"] = gc_pauses(server.log_lines)
+        results["loop"] = loop_lags(server.log_lines)
     results["checks"] = checks(results)
     write_report(results, out)
     return results
@@ -353,6 +356,23 @@ def gc_pauses(log_lines: list[str]) -> dict[str, Any]:
         elif "gc: summary" in line:
             summary = line.split("gc: summary", 1)[1].strip()
     return {"pauses": pauses, "summary": summary}
+
+
+_LOOP_LAG = re.compile(r"loop: lag ([\d.]+) ms at ([\d.]+)")
+
+
+def loop_lags(log_lines: list[str]) -> dict[str, Any]:
+    """The server's late loop iterations from its log (``wirechat.server.LoopLag``): each
+    timer tick 20 ms or more late as (wall time, ms late), and its closing summary line."""
+    lags = []
+    summary = ""
+    for line in log_lines:
+        match = _LOOP_LAG.search(line)
+        if match:
+            lags.append((float(match[2]), float(match[1])))
+        elif "loop: summary" in line:
+            summary = line.split("loop: summary", 1)[1].strip()
+    return {"lags": lags, "summary": summary}
 
 
 def _merge(results: dict[str, Any]) -> tuple[dict[str, set[int]], dict[str, set[int]]]:

@@ -139,6 +139,10 @@ def checks(results: dict[str, Any]) -> list[dict[str, str]]:
     if gc_info is not None:
         rows.append(_row("server GC pauses >= 10 ms in the window", "-",
                          _gc_detail(gc_info, t_go, t_end), None))  # fmt: skip
+    loop_info = results.get("loop")
+    if loop_info is not None:
+        rows.append(_row("server loop late by >= 20 ms in the window", "-",
+                         _lag_detail(loop_info, t_go, t_end), None))  # fmt: skip
     flood = attacks.get("ack_flood", {})
     if flood.get("rounds"):
         took = ", ".join("cut off" if t is None else f"{t:.2f} s" for t in flood["rounds"])
@@ -167,6 +171,20 @@ def _gc_detail(gc_info: dict[str, Any], start: float, end: float) -> str:
     text = "; ".join(parts) or "none"
     if gc_info.get("summary"):
         text += f". Whole run: {gc_info['summary']}"
+    return text
+
+
+def _lag_detail(loop_info: dict[str, Any], start: float, end: float) -> str:
+    """The loop's late timer ticks inside [start, end): how many, by how much (each is a
+    loop iteration every client of the server waited for), and the whole run's summary."""
+    inside = sorted(ms for t, ms in loop_info.get("lags", []) if start <= t < end)
+    text = "none"
+    if inside:
+        over = ", ".join(f">= {s} ms: {sum(ms >= s for ms in inside)}" for s in (50, 100, 500))
+        worst, total = inside[-1], sum(inside)
+        text = f"{len(inside)} ticks ({over}; worst {worst:.0f} ms, total {total:.0f} ms)"
+    if loop_info.get("summary"):
+        text += f". Whole run: {loop_info['summary']}"
     return text
 
 

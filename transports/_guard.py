@@ -39,6 +39,15 @@ Theory of operation
     order they started waiting, and the addresses are ranked by count in buckets: finding
     a victim is O(1), nothing is scanned.
 
+  * Overload (``note_lag``/``overloaded``): the server's loop-lag watch (wirechat/server.py)
+    tells the Guard how late the event loop runs; past ``shed_lag`` (smoothed), new work that
+    can wait and costs the loop most (account searches on every transport; every gRPC
+    request that creates work) is refused with the transport's overload answer and a
+    sentence (custom/WebSocket LIMIT_EXCEEDED, gRPC RESOURCE_EXHAUSTED ``OVERLOADED``), so
+    the sessions' sends, acks and logins get the loop. Nothing was done, nothing is lost.
+    Past the lower ``crowd_lag``, new connections from crowded addresses wait (parked by
+    the custom listeners, a few set up per iteration) while a person's are set up at once.
+
 Nothing here does IO or imports a transport: it is arithmetic on counters, one event loop.
 """
 
@@ -69,6 +78,10 @@ SHED_TRIES = 4
 #: Waiting connections looked at, at most, to make room for one new connection: one whose
 #: request is in progress (a login being checked) is skipped and counts as waiting anew.
 EVICT_TRIES = 8
+#: How much of the gap between the smoothed loop lag and a new sample below it one sample
+#: closes (``Guard.note_lag``; a sample above it counts at once). Samples come every ~10 ms:
+#: the lag decays to a tenth within ~0.2 s of the loop catching up.
+LAG_WEIGHT = 0.1
 
 
 def _fd_ceiling() -> int:
@@ -139,13 +152,27 @@ class ServerLimits:
     #: four maximal sends, or the whole ``sends_in_flight`` of sends up to 8 KiB; like
     #: ``outbound_per_connection``, what one connection makes the server hold each way.
     send_bytes_in_flight: int = 256 * 1024
-    #: The listen backlog: connections the kernel queues before we accept them. A burst of
-    #: connects past it is dropped (SYNs retried by the client after 1, 3, 7 s): with 100,
-    #: 1,000 simultaneous connects left 51 never accepted. 2,048 holds a 1,000-connect storm
-    #: plus a flood's ~770 connects in flight. It is also headroom the connection cap leaves
-    #: in the descriptor limit (``connection_cap``): the event loop accepts every queued
-    #: connection in one go, each a descriptor, before it can refuse any.
-    backlog: int = 2048
+    #: The listen backlog: connections the kernel queues before we accept them (the kernel
+    #: caps it at ``net.core.somaxconn``, 4,096 here). A connect past it is dropped (its SYN
+    #: retried by the client 1, 3, 7 s later): with 100, 1,000 simultaneous connects left 51
+    #: never accepted, and with 2,048 the hostile scene's flood (20,000 sockets for ~15,900
+    #: places, each refused one reconnecting at once) kept it full, so the owner's connect
+    #: waited 3 s (median) for its SYN to be taken. The custom listeners accept at most
+    #: ``accepts_per_turn`` per loop iteration, so a long queue costs no descriptors.
+    backlog: int = 4096
+    #: Connections the custom listeners accept per loop iteration (``_bounds.Acceptor``); the
+    #: rest stay in the kernel's queue for the next iteration. The event loop's own accept
+    #: (libuv) takes every queued connection in one go, each a descriptor and a Python object
+    #: before any is counted: the cap had to leave a whole backlog (2,048) of descriptors
+    #: free, and one iteration set up every connection of a burst while each session waited
+    #: (1,000 storm connects stalled the loop 121 ms with 512 per iteration). 64 is ~5 ms of
+    #: set-up at ~80 us each, and still thousands a second at any iteration length the
+    #: hostile scene saw (20-50 ms).
+    accepts_per_turn: int = 64
+    #: The listen backlog of a listener whose library accepts every queued connection at
+    #: once (WebSocket's); with ``accepts_per_turn`` and REFUSED_LINGERING, the descriptors
+    #: the connection cap leaves free for connections not yet counted (``connection_cap``).
+    burst_backlog: int = 512
     #: Bytes of one frame a connection without a logged-in session may send (FRAME_TOO_LARGE
     #: at its header, before its body is read). The largest request before a login is a
     #: SIGNUP or LOGIN with a 128-character name of 4-byte characters and a 256-byte
@@ -167,16 +194,37 @@ class ServerLimits:
     #: client that logs in at once needs two round trips before its LOGIN is read (a login
     #: being checked is never evicted): 5 s covers a bad mobile link.
     eviction_grace: float = 5.0
+    #: Seconds the event loop may run late (smoothed, ``Guard.note_lag``) before new work
+    #: that can wait is refused as overloaded (module docstring, "Overload"). A healthy loop
+    #: runs its timers within ~1-5 ms; the canary's target is a 50 ms p99, so 0.2 s is
+    #: already four times too slow for everyone, and still far inside a client's patience
+    #: and deadline (gRPC shed only from 1 s before: 17,696 of 36,000 sends of the hostile
+    #: scene ended in their client's deadline instead of a refusal).
+    shed_lag: float = 0.2
+    #: Seconds the loop may run late (smoothed) before new connections from crowded
+    #: addresses (``crowded`` connections without a session already) are parked and set up
+    #: only a few per loop iteration (``custom._accept.Acceptor``): sessions' requests and a
+    #: person's connect go first. 50 ms: the canary's target p99. With every connect of the
+    #: hostile scene's flood set up as fast as it came, the loop ran late by 31-35 s in a
+    #: 90 s window and the canary's median was 50-70 ms; parked, 14 s and 17 ms.
+    crowd_lag: float = 0.05
+    #: Connections without a session from one address that make it crowded (a person has
+    #: one or two; the hostile scene's flood held ~80 per address).
+    crowded: int = 8
 
     def connection_cap(self) -> int:
         """``max_connections`` or, when unset, what the descriptor limit allows: the limit
-        minus FD_RESERVE, minus room for REFUSED_LINGERING and one listen backlog (accepted
-        in one go before any is counted; see ``backlog``), that room at most a fifth of the
-        descriptors (17,632 of 20,000 here; 768 of 1,024)."""
+        minus FD_RESERVE, minus room for REFUSED_LINGERING and the connections accepted before
+        any is counted (``burst_backlog``, at least ``accepts_per_turn``), that room at most a
+        fifth of the descriptors (19,168 of 20,000 here; 768 of 1,024)."""
         if self.max_connections is not None:
             return self.max_connections
         usable = _fd_ceiling() - FD_RESERVE
-        return max(16, usable - min(REFUSED_LINGERING + self.backlog, usable // 5))
+        return max(16, usable - min(REFUSED_LINGERING + self.uncounted(), usable // 5))
+
+    def uncounted(self) -> int:
+        """Connections a listener may have accepted before the Guard counts them."""
+        return max(self.burst_backlog, self.accepts_per_turn)
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +307,8 @@ class Guard:
     _ranking: _Ranking = field(default_factory=lambda: _Ranking())
     #: Connections without a session holding incomplete inbound bytes, oldest first.
     _holders: dict[Holding, None] = field(default_factory=dict)
+    #: How late the event loop runs, seconds, smoothed (``note_lag``; 0 with no watch).
+    lag: float = 0.0
 
     def __post_init__(self) -> None:
         self._cap = self.limits.connection_cap()
@@ -290,6 +340,17 @@ class Guard:
         if address is not None:
             self._per_address[address] += 1
         self.connections += 1
+        return None
+
+    def would_refuse(self, address: str | None) -> Refusal | None:
+        """What ``admit(address)`` would answer if it refuses, without counting or evicting
+        anything; None when it would admit (possibly by evicting). A listener uses it to
+        refuse at its accept, before it builds a connection (``_bounds.Acceptor``)."""
+        per = self.limits.max_connections_per_address
+        if address is not None and self._per_address[address] >= per:
+            return Refusal(f"too many connections from {address} ({per} at most); close some first")
+        if self.connections >= self._cap and self._victim(address, time.monotonic()) is None:
+            return Refusal(f"the server is full ({self._cap} connections); try again later")
         return None
 
     def _make_room(self, address: str | None) -> bool:
@@ -385,6 +446,11 @@ class Guard:
         self.lingering_refused += 1
         return True
 
+    @property
+    def lingering_full(self) -> bool:
+        """REFUSED_LINGERING refused connections linger: the next refused closes at once."""
+        return self.lingering_refused >= REFUSED_LINGERING
+
     def refused_gone(self) -> None:
         """A refused connection that ``linger_refused`` counted has closed."""
         self.lingering_refused -= 1
@@ -392,6 +458,26 @@ class Guard:
     def from_address(self, address: str) -> int:
         """Open connections from ``address`` right now."""
         return self._per_address.get(address, 0)
+
+    # -- load -----------------------------------------------------------------------------
+    def note_lag(self, late: float) -> None:
+        """The loop ran a timer ``late`` seconds late: a sample above the smoothed lag counts
+        at once (a stalled loop has just queued a burst of work), one below pulls it down by
+        LAG_WEIGHT of the gap."""
+        if late >= self.lag:
+            self.lag = late
+        else:
+            self.lag += LAG_WEIGHT * (late - self.lag)
+
+    def overloaded(self) -> Refusal | None:
+        """Why new work that can wait must be refused now (the loop runs ``shed_lag`` or more
+        behind), or None."""
+        if self.lag < self.limits.shed_lag:
+            return None
+        return Refusal(
+            f"the server is overloaded (it runs {self.lag * 1000:.0f} ms behind); "
+            "nothing was done: try again in a moment"
+        )
 
     # -- bytes ----------------------------------------------------------------------------
     def reserve_inbound(self, nbytes: int) -> bool:

@@ -2,6 +2,9 @@
 
 Theory of operation (``transports._guard.ServerLimits`` holds the numbers and their reasons;
 docs/LIMITS.md "Connections and bytes" and PROTOCOL.md section 9.7 say what a client sees)
+  * Accepting (``_accept.Acceptor``): the listener takes at most ``accepts_per_turn``
+    connections from the kernel's queue per loop iteration, and refuses at the accept, on
+    the bare socket, what the Guard would refuse once the lingering refusals are spent.
   * Admission (``_admit``): the process-wide ``Guard`` counts connections in all and per client
     address; a refused connection is answered with ERROR SERVER_BUSY and closed. An admitted
     socket gets a small ``SO_SNDBUF``, so the kernel cannot hide megabytes of unread output.
@@ -37,6 +40,10 @@ docs/LIMITS.md "Connections and bytes" and PROTOCOL.md section 9.7 say what a cl
   * Paced requests: ACK ids and the time LIST_ACCOUNTS calls take are paced per session by
     the service (``core.pacing``, for every transport); a paced request suspends like any
     other that waits, so the connection is not read meanwhile.
+  * Overload: while the event loop runs ``shed_lag`` or more behind (``Guard.overloaded``),
+    a LIST_ACCOUNTS is answered at once with ERROR LIMIT_EXCEEDED "the server is overloaded
+    ...; nothing was done" (a request-level error: the session goes on), so the loop's time
+    goes to the sessions' sends, acks and logins (``_server._serve``).
   * Time, with no timer per request or per frame: one ``Sweeper`` per server looks at every
     connection each period (``police``), SWEEP_SLICE of them per loop iteration, comparing
     timestamps that only state changes set:
@@ -48,7 +55,7 @@ docs/LIMITS.md "Connections and bytes" and PROTOCOL.md section 9.7 say what a cl
     same thing at once): each connection's idle and partial-frame timeouts are its own
     (times ``_stretch``, within ``timeout_spread`` of the setting), a sweep ends at most
     SWEEP_ENDS connections per iteration, and the EOFs of connections without a session are
-    taken down ENDS_PER_TURN per iteration (``_end_later``, ``_Ends``).
+    taken down ENDS_PER_TURN per iteration (``_end_later``, the server's ``Ends``).
 """
 
 from __future__ import annotations
@@ -56,7 +63,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import threading
 from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -64,7 +70,13 @@ from typing import TYPE_CHECKING, Any
 from core.service import ChatService
 from core.session import Session, State
 from core.types import CloseReason
-from transports._guard import Guard, Refusal, ServerLimits, peer_host, spread
+from transports._guard import (
+    Guard,
+    Refusal,
+    ServerLimits,
+    peer_host,
+    spread,
+)
 from transports._outbox import KernelWatch, Outbox
 from transports.custom._codec import Codec
 from transports.custom._events import Error
@@ -88,7 +100,7 @@ SWEEP_SLICE = 512
 #: runs the receiver's TCP too), so a slice full of them held the loop ~50-100 ms.
 SWEEP_ENDS = 32
 #: Connections without a session whose client closed, taken down per loop iteration (the
-#: rest at the next ones, ``_Ends``): the hostile scene's flood closed ~16,000 at once, and
+#: rest at the next ones, ``Ends``): the hostile scene's flood closed ~16,000 at once, and
 #: the server handled every EOF in one iteration (the canary's worst stall, ~1.3 s).
 ENDS_PER_TURN = 128
 
@@ -114,7 +126,7 @@ class _Quiet:
 #: A client that broke the protocol (its connection gets the ERROR and closes). One line per
 #: connection cost the server 6 % of its CPU in the hostile scene (its half-sent frames).
 log_protocol_error = _Quiet("protocol errors from clients", logging.INFO)
-_log_refusal = _Quiet("refusing connections")
+log_refusal = _Quiet("refusing connections")
 _log_inbound = _Quiet("closing connections past the server's inbound budget")
 _log_evicted = _Quiet("the server is full: evicting connections without a session")
 
@@ -171,9 +183,9 @@ class Sweeper:
             self._timer = loop.call_later(wait, self._sweep)
 
 
-class _Ends:
+class Ends:
     """EOFs of connections without a session, taken down ENDS_PER_TURN per loop iteration,
-    in arrival order (one per event loop; see ``Bounded._end_later``)."""
+    in arrival order (one per server, like its ``Sweeper``; see ``Bounded._end_later``)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -198,11 +210,6 @@ class _Ends:
             self.loop.call_soon(self._run)
         else:
             self._scheduled = False
-
-
-#: The drainer of this thread's running loop, ``.ends`` (a thread runs one loop at a time;
-#: tests run several in turn, so it is replaced when the loop is another).
-_local = threading.local()
 
 
 class Bounded:
@@ -230,8 +237,9 @@ class Bounded:
         def _finish(self) -> None: ...
         def eof_received(self) -> bool: ...
 
-    def _init_bounds(self, guard: Guard, stall_timeout: float) -> None:
+    def _init_bounds(self, guard: Guard, stall_timeout: float, ends: Ends) -> None:
         self._guard = guard
+        self._ends = ends  # (the server's: mass closes taken down in turn)
         self._limits = guard.limits
         self._host: str | None = None  # the client's IP, once admitted (release() takes it)
         self._admitted = False
@@ -255,7 +263,7 @@ class Bounded:
         host = peer_host(self._peer)
         refusal = self._guard.admit(host)
         if refusal is not None:
-            _log_refusal(self._loop.time(), refusal)
+            log_refusal(self._loop.time(), refusal)
             return refusal
         self._admitted, self._host = True, host
         self._guard.waiting(self, host)  # (no session yet: may be evicted when the server is full)
@@ -458,7 +466,7 @@ class Bounded:
 
     def _end_later(self) -> bool:
         """``eof_received``: the client of a connection without a session closed. True: its
-        end is queued, to run in turn with the others' (``_Ends``, ENDS_PER_TURN per loop
+        end is queued, to run in turn with the others' (``Ends``, ENDS_PER_TURN per loop
         iteration: a flood's mass close is not one long iteration). False: end it now (it
         has a session, a request in progress, TLS, or this is its queued turn)."""
         if self._eof_queued or not self._anonymous or self._blocker is not None:
@@ -467,10 +475,7 @@ class Bounded:
         if transport is None or transport.get_extra_info("sslcontext") is not None:
             return False
         self._eof_queued = self._eof = True
-        ends: _Ends | None = getattr(_local, "ends", None)
-        if ends is None or ends.loop is not self._loop:
-            ends = _local.ends = _Ends(self._loop)
-        ends.add(self)
+        self._ends.add(self)
         return True
 
     def _give_back(self) -> None:
@@ -491,6 +496,8 @@ __all__ = [
     "SWEEP_SLICE",
     "TURN_SECONDS",
     "Bounded",
+    "Ends",
     "Sweeper",
     "log_protocol_error",
+    "log_refusal",
 ]

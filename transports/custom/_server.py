@@ -1,8 +1,9 @@
 """The asyncio server of the custom protocol: a thin driver around the codec and ChatService.
 
-Three modules: this one (a connection's life: read, feed, dispatch, reply, close), the
-requests and pushes (``_server_requests``: what each request asks of the service, the pump)
-and the bounds (``_bounds``: caps, budgets, fair turns, the sweeper).
+Four modules: this one (a connection's life: read, feed, dispatch, reply, close), the
+requests and pushes (``_server_requests``: what each request asks of the service, the pump),
+the bounds (``_bounds``: caps, budgets, fair turns, the sweeper) and the listener's accept
+(``_accept``: a bounded number per loop iteration, refusals at the accept, parking).
 
 Theory of operation (section numbers refer to PROTOCOL.md)
   * Each connection is an ``asyncio.Protocol``: ``data_received`` feeds the codec and handles
@@ -72,14 +73,21 @@ from collections.abc import Coroutine
 from typing import Any, cast
 
 from core import limits
-from core.errors import ChatError
+from core.errors import ChatError, LimitExceeded
 from core.service import ChatService
 from core.session import Session, State
 from core.types import CloseReason
 from transports._guard import Guard, peer_host
 from transports._outbox import Outbox
 from transports._tls import ServerTls
-from transports.custom._bounds import TURN_SECONDS, Bounded, Sweeper, log_protocol_error
+from transports.custom._accept import Acceptor
+from transports.custom._bounds import (
+    TURN_SECONDS,
+    Bounded,
+    Ends,
+    Sweeper,
+    log_protocol_error,
+)
 from transports.custom._codec import Codec, CodecFactory, Connection, Role
 from transports.custom._eager import start_eagerly
 from transports.custom._errors import code_for_close, code_for_error
@@ -89,6 +97,7 @@ from transports.custom._events import (
     Deleted,
     Error,
     Hello,
+    ListAccounts,
     Send,
     Welcome,
 )
@@ -138,9 +147,10 @@ class CustomServer:
         #: read at each connection (tests tune them); a given one decides with its limits.
         self._own_limits = guard is None
         self.guard = guard if guard is not None else Guard()
-        self._server: asyncio.AbstractServer | None = None
+        self._server: Acceptor | None = None
         self._connections: set[_ServerConnection] = set()
         self._sweeper = Sweeper(self._connections, self.guard.limits)
+        self._ends = Ends(asyncio.get_running_loop())  # (mass closes, in turn: _bounds)
 
     def _new_connection(self) -> _ServerConnection:
         if self._own_limits:
@@ -156,6 +166,7 @@ class CustomServer:
             self.guard,
             budget,
             stall,
+            self._ends,
         )
 
     async def close(self) -> None:
@@ -194,16 +205,19 @@ async def start_server(
     with the other listeners (None: one of this server's own, with the default limits).
     ``tls``: serve over TLS (the TLS handshake is bounded by ``handshake_timeout`` too)."""
     server = CustomServer(service, handshake_timeout, codec, guard)
-    loop = asyncio.get_running_loop()
-    server._server = await loop.create_server(
-        server._new_connection,
+    server._server = await Acceptor.listen(  # (accepts_per_turn per loop iteration: _bounds)
         host,
         port,
-        backlog=server.guard.limits.backlog,
-        ssl=tls.context() if tls is not None else None,
-        ssl_handshake_timeout=handshake_timeout if tls is not None else None,
+        server._new_connection,
+        server.guard.limits,
+        tls=tls.context() if tls is not None else None,
+        tls_handshake_timeout=handshake_timeout if tls is not None else None,
+        guard=server.guard,
+        # (a refusal's frame, as a new connection's codec writes it: a fresh codec each, since
+        # a codec that sent a session-ending ERROR refuses to send anything more)
+        encode=lambda error: codec(Role.SERVER).send(error),
     )
-    bound = server._server.sockets[0].getsockname()
+    bound = server._server.sock.getsockname()
     server.address = (bound[0], bound[1])
     server._sweeper.start()
     return server
@@ -219,6 +233,7 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
         guard: Guard,
         budget: int,
         stall_timeout: float,
+        ends: Ends,
     ) -> None:
         self._service = service
         self._registry = registry
@@ -234,7 +249,7 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
         self._outbox = Outbox(
             self._loop, budget=budget, stall_timeout=stall_timeout, stall_check=STALL_CHECK
         )
-        self._init_bounds(guard, stall_timeout)
+        self._init_bounds(guard, stall_timeout, ends)
         self._blocker: asyncio.Task[None] | None = None  # a request (or a wait) in progress
         # SENDs in flight together, each waiting for the commit that holds it (``_pipeline``),
         # the bytes of their frames, and the last of them: its reply goes after every other.
@@ -468,6 +483,8 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
                     result.conversation_id,
                 )
             else:
+                if type(event) is ListAccounts and (busy := self._guard.overloaded()):
+                    raise LimitExceeded(str(busy))  # (a search can wait: _bounds, "Overload")
                 reply = await handlers[type(event)](event)
         except ChatError as exc:
             code = code_for_error(exc, self._codec.version)

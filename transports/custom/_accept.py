@@ -1,0 +1,297 @@
+"""The custom listeners' accept: a bounded number of connections per loop iteration.
+
+Theory of operation (``transports._guard.ServerLimits`` holds the numbers and their reasons;
+docs/LIMITS.md "Overload and the listen queue")
+  * The event loop's own accept (libuv) takes every connection waiting in the kernel's queue
+    in one go: a descriptor and a connection object each, before any is counted or refused.
+    So the connection cap had to leave a whole listen backlog of descriptors free, and one
+    loop iteration set up a whole burst of connects while every session waited.
+  * ``Acceptor`` owns the listening socket instead: when it is readable, it accepts at most
+    ``accepts_per_turn`` connections (the rest stay queued; the socket stays readable, so
+    the next iteration takes the next ones) and hands each to the loop as a protocol
+    (``loop.connect_accepted_socket``, over TLS when given). The cap needs only that many
+    descriptors of headroom (plus the lingering refusals), and the listen backlog can be the
+    kernel's largest at no cost in descriptors.
+  * Refusal at the accept (``_refuse_at_once``): once REFUSED_LINGERING refused connections
+    linger, a connection the Guard would refuse (``Guard.would_refuse``, which counts and
+    evicts nothing) gets its ERROR SERVER_BUSY written on the bare socket and is closed: no
+    transport, no connection object, ~4 times cheaper than setting one up to refuse it, so a
+    flood's reconnects drain the listen queue faster. (Past the lingering bound a refused
+    connection always closed at once: PROTOCOL.md 9.7, the client may see a reset after the
+    ERROR.) Not over TLS: the refusal would be in clear.
+  * Sessions first while the loop runs behind (``crowd_lag``): a connection from a crowded
+    address (``crowded`` connections without a session already: a flood's) is parked, set
+    up CROWD_SETUPS per loop iteration (``_unpark``), or refused at once, "busy", when PARKED
+    wait already; the others (a person's connect) are set up at once. The kernel's queue
+    still drains, so nobody's SYN waits behind the flood's.
+  * Out of descriptors (EMFILE, ENFILE, ...): accepting pauses ACCEPT_RETRY seconds instead of
+    spinning on a queue that stays readable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import ssl
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from transports._guard import Guard, Refusal, ServerLimits, peer_host
+from transports.custom._bounds import _Quiet, log_refusal
+from transports.custom._events import Error
+from transports.custom._wire import ErrorCode
+
+log = logging.getLogger(__name__)
+
+_log_accept = _Quiet("no descriptor to accept a connection; pausing accepts")
+
+#: Connections parked at once (``Acceptor._park``), at most: with the refusals lingering and
+#: one iteration's set-ups, within the descriptors the cap leaves (``burst_backlog``).
+PARKED = 256
+#: Parked connections set up per loop iteration while the loop runs behind.
+CROWD_SETUPS = 8
+_BUSY = Refusal("the server is busy; try again in a moment")
+#: Refusal frames an Acceptor keeps encoded, by sentence (one per client address at most).
+REFUSAL_FRAMES = 1024
+#: Seconds the listener stops accepting after the process ran out of descriptors (EMFILE):
+#: the queue stays readable, so accepting again at once would spin the loop.
+ACCEPT_RETRY = 0.1
+
+
+class Acceptor:
+    """A listening socket whose connections are accepted ``accepts_per_turn`` per loop
+    iteration (see the module docstring) and handed to the event loop as ``factory``'s
+    protocols (``loop.connect_accepted_socket``; over TLS when ``tls`` is given)."""
+
+    def __init__(
+        self,
+        socks: list[socket.socket],
+        factory: Callable[[], asyncio.Protocol],
+        limits: ServerLimits,
+        tls: ssl.SSLContext | None = None,
+        tls_handshake_timeout: float | None = None,
+        guard: Guard | None = None,
+        encode: Callable[[Error], bytes] | None = None,
+    ) -> None:
+        self.socks = socks
+        #: (with ``encode``, a refusal's frame: refusals at the accept, ``_refuse_at_once``)
+        self._guard = guard
+        self._encode = encode
+        self._refusals: dict[str, bytes] = {}  # a refusal's sentence -> its frame
+        self._factory = factory
+        self._limits = limits
+        self._tls = tls
+        self._tls_timeout = tls_handshake_timeout
+        self._loop = asyncio.get_running_loop()
+        self._setting_up: set[asyncio.Task[Any]] = set()  # connections being set up
+        self._retry: asyncio.TimerHandle | None = None
+        self._closed = False
+        self._parked: deque[socket.socket] = deque()  # accepted, set up later (``_park``)
+        self._unparking = False
+
+    @classmethod
+    async def listen(
+        cls,
+        host: str,
+        port: int,
+        factory: Callable[[], asyncio.Protocol],
+        limits: ServerLimits,
+        tls: ssl.SSLContext | None = None,
+        tls_handshake_timeout: float | None = None,
+        guard: Guard | None = None,
+        encode: Callable[[Error], bytes] | None = None,
+    ) -> Acceptor:
+        """Bind (host, port) (every address ``host`` resolves to), listen with the
+        limits' backlog and start accepting. With ``guard`` and ``encode`` (an ERROR's
+        frame), connections the guard would refuse may be refused at their accept."""
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        socks: list[socket.socket] = []
+        try:
+            # (every address ``host`` resolves to, as asyncio's create_server binds them:
+            # "localhost" is ::1 and 127.0.0.1, "" every IPv4 and IPv6 address)
+            for family, kind, proto, _, where in dict.fromkeys(infos):
+                sock = socket.socket(family, kind, proto)
+                socks.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:  # (its own family only, beside the IPv4 one)
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(where)
+                sock.listen(limits.backlog)
+                sock.setblocking(False)
+        except BaseException:
+            for sock in socks:
+                sock.close()
+            raise
+        acceptor = cls(socks, factory, limits, tls, tls_handshake_timeout, guard, encode)
+        acceptor._listen()
+        return acceptor
+
+    @property
+    def sock(self) -> socket.socket:
+        """The first listening socket (the address announced)."""
+        return self.socks[0]
+
+    def _listen(self) -> None:
+        for sock in self.socks:
+            self._loop.add_reader(sock.fileno(), self._accept, sock)
+
+    def _accept(self, listening: socket.socket) -> None:
+        """The queue is readable: set up to ``accepts_per_turn`` connections now (the rest at
+        the next iteration: the socket stays readable). While the loop runs behind
+        (``crowd_lag``), a connection from a crowded address (``crowded`` connections
+        without a session already) is parked instead, set up CROWD_SETUPS per iteration
+        (``_unpark``), or refused at once when PARKED wait already: sessions' requests
+        and a person's connect go before a flood's handshakes, and the kernel's queue
+        still drains."""
+        loop = self._loop
+        guard, limits = self._guard, self._limits
+        lagging = guard is not None and guard.lag >= limits.crowd_lag
+        room = limits.accepts_per_turn
+        for _ in range(limits.accepts_per_turn * (4 if lagging else 1)):
+            if room <= 0:
+                return
+            try:
+                conn, where = listening.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:  # (reset while queued)
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    _log_accept(loop.time(), exc)
+                    self._pause(ACCEPT_RETRY)
+                    return
+                raise
+            conn.setblocking(False)
+            try:
+                if self._refuse_at_once(conn):
+                    continue
+                if lagging and guard is not None:
+                    host = peer_host(where)
+                    if guard.waiting_from(host) >= limits.crowded:
+                        self._park(conn)
+                        continue
+            except Exception:  # a bug of ours: this connection goes, the listener goes on
+                log.exception("refusing a connection at its accept failed")
+                conn.close()
+                continue
+            room -= 1
+            self._set_up(conn)
+
+    def _set_up(self, conn: socket.socket) -> None:
+        loop = self._loop
+        task = loop.create_task(
+            loop.connect_accepted_socket(
+                self._factory,
+                conn,
+                ssl=self._tls,
+                ssl_handshake_timeout=self._tls_timeout if self._tls is not None else None,
+            )
+        )
+        self._setting_up.add(task)
+        task.add_done_callback(self._done)
+
+    def _park(self, conn: socket.socket) -> None:
+        """A crowded address's connection while the loop runs behind: set up later, or
+        refused at once when PARKED wait already."""
+        if len(self._parked) >= PARKED:
+            self._refuse_now(conn, _BUSY)
+            return
+        self._parked.append(conn)
+        if not self._unparking:
+            self._unparking = True
+            self._loop.call_soon(self._unpark)
+
+    def _unpark(self) -> None:
+        """Set up parked connections: CROWD_SETUPS per iteration while the loop runs behind,
+        else ``accepts_per_turn``."""
+        guard, limits = self._guard, self._limits
+        lagging = guard is not None and guard.lag >= limits.crowd_lag
+        for _ in range(CROWD_SETUPS if lagging else limits.accepts_per_turn):
+            if not self._parked:
+                break
+            self._set_up(self._parked.popleft())
+        if self._parked and not self._closed:
+            self._loop.call_soon(self._unpark)
+        else:
+            self._unparking = False
+
+    def _refuse_at_once(self, conn: socket.socket) -> bool:
+        """Refuse ``conn`` here, if the Guard would refuse it and no more refused connections
+        may linger: its ERROR SERVER_BUSY straight to the socket, then close (as a refusal
+        past REFUSED_LINGERING always did). False: set it up as usual (it is admitted, or
+        refused with a linger, by the connection itself)."""
+        guard, encode = self._guard, self._encode
+        if guard is None or encode is None or self._tls is not None:
+            return False
+        if not guard.lingering_full:
+            return False
+        try:
+            host = peer_host(conn.getpeername())
+        except OSError:  # (reset while queued)
+            conn.close()
+            return True
+        refusal = guard.would_refuse(host)
+        if refusal is None:
+            return False
+        self._refuse_now(conn, refusal)
+        return True
+
+    def _refuse_now(self, conn: socket.socket, refusal: Refusal) -> None:
+        """ERROR SERVER_BUSY with ``refusal``'s reason straight to ``conn``, then close."""
+        log_refusal(self._loop.time(), refusal)
+        text = str(refusal)
+        frame = self._refusals.get(text)
+        if frame is None:
+            assert self._encode is not None
+            frame = self._encode(Error(0, ErrorCode.SERVER_BUSY, text))
+            if len(self._refusals) < REFUSAL_FRAMES:
+                self._refusals[text] = frame
+        try:
+            conn.send(frame)
+        except OSError:
+            pass
+        conn.close()
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._setting_up.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # (a TLS handshake failed)
+            log.debug("accepting a connection failed: %r", task.exception())
+
+    def _pause(self, seconds: float) -> None:
+        for sock in self.socks:
+            self._loop.remove_reader(sock.fileno())
+        self._retry = self._loop.call_later(seconds, self._resume)
+
+    def _resume(self) -> None:
+        self._retry = None
+        if not self._closed:
+            self._listen()
+
+    def close(self) -> None:
+        """Stop accepting and close the listening socket (connections stay)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._retry is not None:
+            self._retry.cancel()
+        for sock in self.socks:
+            if self._retry is None:
+                self._loop.remove_reader(sock.fileno())
+            sock.close()
+        while self._parked:
+            self._parked.popleft().close()
+
+    async def wait_closed(self) -> None:
+        """Wait for the connections accepted before ``close`` to be set up."""
+        if self._setting_up:
+            await asyncio.wait(list(self._setting_up))
+
+
+__all__ = ["ACCEPT_RETRY", "CROWD_SETUPS", "PARKED", "REFUSAL_FRAMES", "Acceptor"]
