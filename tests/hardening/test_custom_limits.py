@@ -14,9 +14,8 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 
-from core import ChatService, HashCost, SqliteStore
+from core import ChatService
 from transports import protobuf_tcp
 from transports._guard import Guard, ServerLimits
 from transports.custom import (
@@ -43,13 +42,6 @@ from transports.custom._wire import MAX_FRAME
 
 pytestmark = pytest.mark.timeout(60)
 WAIT = 5.0  # the most any single step may take before the test gives up
-
-
-@pytest_asyncio.fixture
-async def service() -> AsyncIterator[ChatService]:
-    service = ChatService(SqliteStore(":memory:"), hash_cost=HashCost.LOW)
-    yield service
-    await service.shutdown()
 
 
 @contextlib.asynccontextmanager

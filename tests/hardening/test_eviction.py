@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 from test_custom_limits import WAIT, Peer, refusal, serving
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from core import ChatService, HashCost, SqliteStore
+from core import ChatService
 from transports import protobuf_tcp
 from transports._guard import Guard, ServerLimits
 from transports.custom import Connection, Error, ErrorCode, Ping, Pong, SignedUp, Signup
@@ -30,13 +28,6 @@ from transports.websocket._messages import PATH, SUBPROTOCOL
 
 pytestmark = pytest.mark.timeout(60)
 GRACE = 0.3  # eviction_grace of these servers: seconds a connection is safe from eviction
-
-
-@pytest_asyncio.fixture
-async def service() -> AsyncIterator[ChatService]:
-    service = ChatService(SqliteStore(":memory:"), hash_cost=HashCost.LOW)
-    yield service
-    await service.shutdown()
 
 
 def timed_out_while_full(events: list[object]) -> bool:

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from core import ChatService, HashCost, SqliteStore
+from core import ChatService
 from transports._guard import Guard, ServerLimits
 from transports.grpc import start_server
 from transports.grpc._generated import chat_pb2 as pb
@@ -32,13 +32,6 @@ OTHER_ADDRESS = "127.0.0.2"  # Linux routes all of 127/8 to loopback
 
 def name() -> str:
     return "h" + uuid.uuid4().hex[:12]
-
-
-@pytest.fixture
-async def service() -> AsyncIterator[ChatService]:
-    service = ChatService(SqliteStore(":memory:"), hash_cost=HashCost.LOW)
-    yield service
-    await service.store.close()
 
 
 @contextlib.asynccontextmanager
@@ -78,6 +71,16 @@ def channel_to(address: tuple[str, int]) -> grpc.aio.Channel:
 
 def reason(err: grpc.aio.AioRpcError) -> str | None:
     return dict(err.trailing_metadata() or ()).get(ERROR_KEY)
+
+
+def open_connect(channel: grpc.aio.Channel) -> grpc.aio.StreamStreamCall:
+    """A grpc-stream Connect call opened on ``channel`` with the bare method (no client
+    rules: what a hostile client does). Shared with test_spread_timeouts.py."""
+    return channel.stream_stream(
+        "/wirechat.v1.ChatStream/Connect",
+        request_serializer=pb.ClientMessage.SerializeToString,
+        response_deserializer=pb.ServerMessage.FromString,
+    )()
 
 
 # -- per-address cap ---------------------------------------------------------------------------
@@ -139,14 +142,9 @@ async def test_grpc_stream_connects_past_the_per_address_cap_are_refused_in_word
     server = await start_stream_server(service, "127.0.0.1", 0, guard=guard)
     try:
         async with channel_to(server.address) as channel:
-            connect = channel.stream_stream(
-                "/wirechat.v1.ChatStream/Connect",
-                request_serializer=pb.ClientMessage.SerializeToString,
-                response_deserializer=pb.ServerMessage.FromString,
-            )
-            first = connect()
+            first = open_connect(channel)
             await first.wait_for_connection()
-            second = connect()
+            second = open_connect(channel)
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await second.read()
             assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -154,11 +152,7 @@ async def test_grpc_stream_connects_past_the_per_address_cap_are_refused_in_word
             assert "too many connections from 127.0.0.1" in (refused.value.details() or "")
             async with relay_from(OTHER_ADDRESS, server.address) as relay:
                 async with channel_to(relay) as other:
-                    third = other.stream_stream(
-                        "/wirechat.v1.ChatStream/Connect",
-                        request_serializer=pb.ClientMessage.SerializeToString,
-                        response_deserializer=pb.ServerMessage.FromString,
-                    )()
+                    third = open_connect(other)
                     await third.write(
                         pb.ClientMessage(
                             request_id=1,
@@ -230,11 +224,7 @@ async def test_a_grpc_stream_without_a_login_is_ended_when_idle(service: ChatSer
     server = await start_stream_server(service, "127.0.0.1", 0, guard=guard)
     try:
         async with channel_to(server.address) as channel:
-            call = channel.stream_stream(
-                "/wirechat.v1.ChatStream/Connect",
-                request_serializer=pb.ClientMessage.SerializeToString,
-                response_deserializer=pb.ServerMessage.FromString,
-            )()
+            call = open_connect(channel)
             with pytest.raises(grpc.aio.AioRpcError) as ended:
                 async with asyncio.timeout(WAIT):
                     await call.read()
@@ -404,11 +394,7 @@ async def test_a_grpc_stream_that_stops_reading_is_cut_off_after_the_stall_timeo
         async with grpc.aio.insecure_channel(
             "{}:{}".format(*server.address), options=STINGY_CLIENT
         ) as channel:
-            call = channel.stream_stream(
-                "/wirechat.v1.ChatStream/Connect",
-                request_serializer=pb.ClientMessage.SerializeToString,
-                response_deserializer=pb.ServerMessage.FromString,
-            )()
+            call = open_connect(channel)
             signup = pb.SignupRequest(username=victim, password="pw-12345678")
             await call.write(pb.ClientMessage(request_id=1, signup=signup))
             assert (await asyncio.wait_for(call.read(), WAIT)).WhichOneof("message") == "logged_in"

@@ -18,28 +18,20 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
-import pytest_asyncio
 from test_custom_limits import (  # (a sibling module: tests/hardening is on sys.path)
     WAIT,
     Peer,
     serving,
 )
 
-from core import ChatService, HashCost, SqliteStore
+from core import ChatService
 from transports.custom import Error, ErrorCode, _bounds
 from transports.custom._server import CustomServer
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest_asyncio.fixture
-async def service() -> AsyncIterator[ChatService]:
-    service = ChatService(SqliteStore(":memory:"), hash_cost=HashCost.LOW)
-    yield service
-    await service.shutdown()
 
 
 async def _idle_peers(server: CustomServer, count: int) -> list[Peer]:

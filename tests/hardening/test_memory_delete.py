@@ -6,9 +6,8 @@ runs in slices with the loop free between them. A canary task counts its turns m
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
+from test_list_accounts_scan import with_canary  # (a sibling: tests/hardening is on sys.path)
 
 from core import ChatService, HashCost, MemoryStore
 from core.types import MessagesDeleted
@@ -33,25 +32,7 @@ async def test_deleting_an_account_with_30k_undelivered_messages_leaves_the_loop
     for i in range(MESSAGES):  # others' pending messages, which the deletion must not touch
         await store.add_message(ids[i % USERS], "stays", 0, [names[(i * 7 + 1) % USERS]])
 
-    turns = 0
-    done = False
-
-    async def canary() -> None:
-        nonlocal turns
-        for _ in range(1_000_000):  # (bounded: far more turns than the deletion needs)
-            if done:
-                return
-            turns += 1
-            await asyncio.sleep(0)
-
-    task = asyncio.create_task(canary())
-    await asyncio.sleep(0)
-    turns = 0
-    try:
-        await service.delete_account(leaver, "leaver", "pw-12345678")
-    finally:
-        done = True
-        await task
+    _, turns = await with_canary(service.delete_account(leaver, "leaver", "pw-12345678"))
     assert turns >= 20  # the loop served others while the deletion ran (0 turns before)
     # ... and the deletion did all of Rule 15: every undelivered message went, nothing else.
     assert [await store.pending_count(i) for i in ids] == [MESSAGES // USERS] * USERS

@@ -14,16 +14,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from test_grpc_limits import open_connect  # (a sibling module: tests/hardening is on sys.path)
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from core import ChatService, HashCost, SqliteStore
+from core import ChatService
 from transports._guard import Guard, ServerLimits
-from transports.grpc._generated import chat_pb2 as pb
 from transports.grpc._wire import CHANNEL_OPTIONS
 from transports.grpc_stream import start_server as start_stream_server
 from transports.websocket import start_server as start_ws_server
@@ -37,13 +36,6 @@ LIMITS = ServerLimits(idle_timeout=1.0, timeout_spread=0.25)
 #: Closes of 20 connections drawn uniformly over a 0.5 s window span less than this with a
 #: probability of about 1e-6; unspread they span a few milliseconds (one sweep on grpc-stream).
 MIN_SPAN_S = 0.15
-
-
-@pytest.fixture
-async def service() -> AsyncIterator[ChatService]:
-    service = ChatService(SqliteStore(":memory:"), hash_cost=HashCost.LOW)
-    yield service
-    await service.shutdown()
 
 
 async def _websocket_closed_at(address: tuple[str, int]) -> float:
@@ -60,11 +52,7 @@ async def _websocket_closed_at(address: tuple[str, int]) -> float:
 
 
 async def _stream_ended_at(channel: grpc.aio.Channel) -> float:
-    call = channel.stream_stream(
-        "/wirechat.v1.ChatStream/Connect",
-        request_serializer=pb.ClientMessage.SerializeToString,
-        response_deserializer=pb.ServerMessage.FromString,
-    )()
+    call = open_connect(channel)
     with pytest.raises(grpc.aio.AioRpcError) as ended:
         async with asyncio.timeout(WAIT):
             await call.read()

@@ -9,25 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from core import ChatService, HashCost, SqliteStore
+from core import ChatService
 from transports._guard import Guard, ServerLimits
 from transports.websocket import start_server
 from transports.websocket._messages import MAX_MESSAGE_BYTES, PATH, SUBPROTOCOL
 
 WAIT = 10.0
-
-
-@pytest.fixture
-async def service() -> AsyncIterator[ChatService]:
-    service = ChatService(SqliteStore(":memory:"), hash_cost=HashCost.LOW)
-    yield service
-    await service.store.close()
 
 
 def dial(address: tuple[str, int], source: str = "127.0.0.1") -> connect:

@@ -7,6 +7,7 @@ the custom server's drivers (custom and protobuf-tcp bodies)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,20 @@ class Raw:
         return events
 
 
+@contextlib.asynccontextmanager
+async def bob_and_alice(
+    service: ChatService, codec_name: str, limits: ServerLimits | None = None
+) -> AsyncIterator[tuple[CustomServer, Raw]]:
+    """A server with "bob" signed up (his connection left idle: he finds his messages
+    pending later) and "alice" signed up on a raw connection; the server closed afterwards."""
+    server = await serve(service, codec_name, limits)
+    try:
+        await (await Raw.signup(server, codec_name, "bob")).writer.drain()
+        yield server, await Raw.signup(server, codec_name, "alice")
+    finally:
+        await server.close()
+
+
 async def pending_bodies(server: CustomServer, codec_name: str, name: str) -> list[str]:
     """What ``name`` finds pending at its login, in the order it is delivered."""
     async with open_client(server.address, codec=CODECS[codec_name]) as client:
@@ -114,10 +129,7 @@ async def pending_bodies(server: CustomServer, codec_name: str, name: str) -> li
 async def test_replies_and_stored_messages_keep_request_order(
     service: ChatService, codec_name: str
 ) -> None:
-    server = await serve(service, codec_name)
-    try:
-        await (await Raw.signup(server, codec_name, "bob")).writer.drain()
-        alice = await Raw.signup(server, codec_name, "alice")
+    async with bob_and_alice(service, codec_name) as (server, alice):
         commits = service.store.commits  # type: ignore[attr-defined]
         requests: list[Any] = []
         bodies: list[str] = []
@@ -141,17 +153,12 @@ async def test_replies_and_stored_messages_keep_request_order(
         # The sends of this one connection shared transactions (before, one each).
         assert service.store.commits - commits < len(bodies) // 2  # type: ignore[attr-defined]
         assert await pending_bodies(server, codec_name, "bob") == bodies
-    finally:
-        await server.close()
 
 
 async def test_a_failing_send_answers_in_its_place_and_the_rest_go_on(
     service: ChatService, codec_name: str
 ) -> None:
-    server = await serve(service, codec_name)
-    try:
-        await (await Raw.signup(server, codec_name, "bob")).writer.drain()
-        alice = await Raw.signup(server, codec_name, "alice")
+    async with bob_and_alice(service, codec_name) as (server, alice):
         sends = [Send(i + 2, ("bob",), f"m{i}") for i in range(12)]
         sends[5] = Send(7, ("bob", "bob"), "twice")  # a request-level error (Rule 8)
         alice.write(sends)
@@ -162,8 +169,6 @@ async def test_a_failing_send_answers_in_its_place_and_the_rest_go_on(
         assert all(isinstance(r, Sent) for i, r in enumerate(replies) if i != 5)
         expected = [s.body for i, s in enumerate(sends) if i != 5]
         assert await pending_bodies(server, codec_name, "bob") == expected
-    finally:
-        await server.close()
 
 
 async def test_a_failed_commit_ends_the_connection_after_the_replies_before_it(
@@ -177,10 +182,7 @@ async def test_a_failed_commit_ends_the_connection_after_the_replies_before_it(
         return staged(self, db, sends)
 
     monkeypatch.setattr(SendStager, "__call__", failing)
-    server = await serve(service, codec_name)
-    try:
-        await (await Raw.signup(server, codec_name, "bob")).writer.drain()
-        alice = await Raw.signup(server, codec_name, "alice")
+    async with bob_and_alice(service, codec_name) as (server, alice):
         first = [Send(i + 2, ("bob",), f"a{i}") for i in range(5)]
         alice.write(first)
         assert all(isinstance(r, Sent) for r in await alice.read(len(first)))
@@ -196,18 +198,13 @@ async def test_a_failed_commit_ends_the_connection_after_the_replies_before_it(
         stored = await pending_bodies(server, codec_name, "bob")
         assert "poison" not in stored
         assert stored[: len(acknowledged)] == acknowledged  # every acknowledged one, in order
-    finally:
-        await server.close()
 
 
 @pytest.mark.parametrize("ending", ["logout", "half-close"])
 async def test_the_session_ends_with_sends_in_flight_answered_and_stored(
     service: ChatService, codec_name: str, ending: str
 ) -> None:
-    server = await serve(service, codec_name)
-    try:
-        await (await Raw.signup(server, codec_name, "bob")).writer.drain()
-        alice = await Raw.signup(server, codec_name, "alice")
+    async with bob_and_alice(service, codec_name) as (server, alice):
         sends = [Send(i + 2, ("bob",), f"m{i}") for i in range(20)]
         if ending == "logout":
             alice.write([*sends, Logout(30)])
@@ -221,8 +218,6 @@ async def test_the_session_ends_with_sends_in_flight_answered_and_stored(
         assert [r.request_id for r in replies] == [s.request_id for s in sends]
         assert all(isinstance(r, Sent) for r in replies)
         assert await pending_bodies(server, codec_name, "bob") == [s.body for s in sends]
-    finally:
-        await server.close()
 
 
 async def test_deleting_the_account_answers_the_sends_before_it(
@@ -233,18 +228,15 @@ async def test_deleting_the_account_answers_the_sends_before_it(
         hash_cost=HashCost.LOW,
         deleted_sender=DeletedSenderPolicy.KEEP,  # (else Rule 15 deletes them with alice)
     )
-    server = await serve(service, codec_name)
     try:
-        await (await Raw.signup(server, codec_name, "bob")).writer.drain()
-        alice = await Raw.signup(server, codec_name, "alice")
-        sends = [Send(i + 2, ("bob",), f"m{i}") for i in range(20)]
-        alice.write([*sends, DeleteAccount(30, "alice", PASSWORD)])
-        events = await alice.read()
-        assert [type(e) for e in events] == [Sent] * len(sends) + [Deleted]
-        assert [e.request_id for e in events] == [s.request_id for s in sends] + [30]
-        assert await pending_bodies(server, codec_name, "bob") == [s.body for s in sends]
+        async with bob_and_alice(service, codec_name) as (server, alice):
+            sends = [Send(i + 2, ("bob",), f"m{i}") for i in range(20)]
+            alice.write([*sends, DeleteAccount(30, "alice", PASSWORD)])
+            events = await alice.read()
+            assert [type(e) for e in events] == [Sent] * len(sends) + [Deleted]
+            assert [e.request_id for e in events] == [s.request_id for s in sends] + [30]
+            assert await pending_bodies(server, codec_name, "bob") == [s.body for s in sends]
     finally:
-        await server.close()
         await service.shutdown()
 
 
@@ -280,10 +272,7 @@ async def test_a_vanished_client_leaves_a_prefix_and_no_bytes_held(
 async def test_bounded_pipelines_keep_order_and_give_their_bytes_back(
     service: ChatService, codec_name: str, limits: ServerLimits
 ) -> None:
-    server = await serve(service, codec_name, limits)
-    try:
-        await (await Raw.signup(server, codec_name, "bob")).writer.drain()
-        alice = await Raw.signup(server, codec_name, "alice")
+    async with bob_and_alice(service, codec_name, limits) as (server, alice):
         sends = [Send(i + 2, ("bob",), f"{i:04d}" + "x" * 20_000) for i in range(24)]
         alice.write([*sends, Ping(40)])
         replies = await alice.read(len(sends) + 1)
@@ -291,5 +280,3 @@ async def test_bounded_pipelines_keep_order_and_give_their_bytes_back(
         assert all(isinstance(r, Sent) for r in replies[:-1])
         assert server.guard.inbound == 0  # (what the pipeline counted is given back)
         assert await pending_bodies(server, codec_name, "bob") == [s.body for s in sends]
-    finally:
-        await server.close()
