@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -227,6 +228,35 @@ async def lean_closed_loop(
     return result
 
 
+async def drive_step(
+    job: dict[str, Any],
+    connections: int,
+    closed_loop: Callable[[int, float], Awaitable[LoadResult]],
+    open_loop: Callable[..., Awaitable[LoadResult]],
+    depth_of: Callable[[dict[str, Any]], int] = lambda job: job["depth"],
+) -> tuple[LoadResult, int | None, float | None]:
+    """Drive one step of a lean generator over its open connections: (result, requests in
+    flight, offered rate). Closed loop: ``closed_loop(depth, duration_s)`` with ``depth_of(job)``
+    outstanding per connection. Open loop: ``open_loop(schedule, max_inflight=, deadline_ns=,
+    drain_s=)`` at the job's rate; the lean generators' requests are cheap, so a backlog of a
+    quarter second of the schedule (``BACKLOG_S``), at least the job's cap, is allowed before
+    the step calls the server hopelessly behind."""
+    if job["mode"] == "closed":
+        depth = depth_of(job)
+        result = await closed_loop(depth, job["duration_s"])
+        return result, depth * connections, None
+    rate = float(job["rate"])
+    count = max(1, round(rate * job["duration_s"]))
+    start = time.perf_counter_ns() + 2_000_000
+    result = await open_loop(
+        OpenLoopSchedule(rate, start, count),
+        max_inflight=max(job["max_inflight"], round(rate * BACKLOG_S)),
+        deadline_ns=start + int(job["duration_s"] * 1.5e9),
+        drain_s=job["drain_s"],
+    )
+    return result, job["max_inflight"], rate
+
+
 async def run_lean(
     job: dict[str, Any],
 ) -> tuple[LoadResult, int | None, float | None, dict[str, float | None]]:
@@ -252,26 +282,12 @@ async def run_lean(
         meter = CpuMeter(int(spec["server_pid"]))
         cpu: dict[str, float | None] = {}
         timings.on_done = lambda: cpu.update(meter.elapsed())
-        if job["mode"] == "closed":
-            depth = job["depth"]
-            result = await lean_closed_loop(conns, frame, depth, job["duration_s"])
-            inflight: int | None = depth * len(conns)
-            offered = None
-        else:
-            rate = float(job["rate"])
-            count = max(1, round(rate * job["duration_s"]))
-            start = time.perf_counter_ns() + 2_000_000
-            result = await lean_open_loop(
-                conns,
-                frame,
-                OpenLoopSchedule(rate, start, count),
-                # Cheap requests: a backlog of a quarter second of the schedule, whatever the
-                # rate, before the step calls the server hopelessly behind.
-                max_inflight=max(job["max_inflight"], round(rate * BACKLOG_S)),
-                deadline_ns=start + int(job["duration_s"] * 1.5e9),
-                drain_s=job["drain_s"],
-            )
-            inflight, offered = job["max_inflight"], rate
+        result, inflight, offered = await drive_step(
+            job,
+            len(conns),
+            functools.partial(lean_closed_loop, conns, frame),
+            functools.partial(lean_open_loop, conns, frame),
+        )
     finally:
         close(conns)
     return result, inflight, offered, cpu
@@ -283,6 +299,7 @@ __all__ = [
     "LeanEcho",
     "Timings",
     "close",
+    "drive_step",
     "lean_closed_loop",
     "lean_open_loop",
     "run_lean",

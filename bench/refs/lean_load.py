@@ -38,12 +38,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import time
 from collections.abc import Callable
 from typing import Any, cast
 
 from bench.load import DRAIN_POLL_S, SPIN_NS, LoadResult, OpenLoopSchedule
-from bench.loadgen import BACKLOG_S, Timings, close, to_result
+from bench.loadgen import Timings, close, drive_step, to_result
 from bench.stats import record_ns
 from transports.custom import (
     NEED_DATA,
@@ -473,25 +474,13 @@ async def run_frames(
         meter = CpuMeter(int(spec["server_pid"]))
         cpu: dict[str, float | None] = {}
         timings.on_done = lambda: cpu.update(meter.elapsed())
-        if job["mode"] == "closed":
-            depth = closed_depth(job)
-            result = await frames_closed_loop(conns, depth, job["duration_s"])
-            inflight: int | None = depth * len(conns)
-            offered = None
-        else:
-            rate = float(job["rate"])
-            count = max(1, round(rate * job["duration_s"]))
-            start = time.perf_counter_ns() + 2_000_000
-            result = await frames_open_loop(
-                conns,
-                OpenLoopSchedule(rate, start, count),
-                # as the echo generator: a quarter second of the schedule outstanding, at
-                # least the job's cap, before the step calls the server hopelessly behind
-                max_inflight=max(job["max_inflight"], round(rate * BACKLOG_S)),
-                deadline_ns=start + int(job["duration_s"] * 1.5e9),
-                drain_s=job["drain_s"],
-            )
-            inflight, offered = job["max_inflight"], rate
+        result, inflight, offered = await drive_step(
+            job,
+            len(conns),
+            functools.partial(frames_closed_loop, conns),
+            functools.partial(frames_open_loop, conns),
+            depth_of=closed_depth,
+        )
     finally:
         close(conns)
         if target is not None:

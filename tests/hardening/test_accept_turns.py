@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 import pytest
 import pytest_asyncio
@@ -33,6 +33,8 @@ from transports.custom._server import CustomServer
 pytestmark = pytest.mark.timeout(60)
 
 BURST = 120
+
+T = TypeVar("T")
 
 
 @pytest_asyncio.fixture
@@ -50,20 +52,7 @@ async def test_a_burst_of_connects_is_accepted_a_few_per_loop_iteration(
         # own thread): all of them wait in the listen queue when the loop looks next.
         held = [socket.create_connection(server.address, timeout=WAIT) for _ in range(BURST)]
         try:
-            loop = asyncio.get_running_loop()
-            seen: list[int] = []
-            done = loop.create_future()
-
-            def tick() -> None:
-                seen.append(len(server._connections))
-                if seen[-1] >= BURST:
-                    done.set_result(None)
-                else:
-                    loop.call_soon(tick)
-
-            loop.call_soon(tick)
-            async with asyncio.timeout(WAIT):
-                await done
+            seen = await _each_iteration(lambda: len(server._connections), lambda n: n >= BURST)
             steps = [b - a for a, b in itertools.pairwise(seen)]
             assert max(steps) <= 2 * 8, f"{max(steps)} connections set up in one loop iteration"
             assert server.guard.connections == BURST  # every one admitted in the end
@@ -135,21 +124,12 @@ async def test_while_the_loop_runs_behind_a_crowded_address_waits_and_a_person_d
             _connect(server.address, "127.0.0.3")
         ]
         try:
-            loop = asyncio.get_running_loop()
-            seen: list[tuple[int, bool]] = []
-            done = loop.create_future()
 
-            def tick() -> None:
+            def sample() -> tuple[int, bool]:
                 person = any(c._host == "127.0.0.3" for c in server._connections)
-                seen.append((len(server._connections), person))
-                if seen[-1][0] >= 3 + 41:
-                    done.set_result(None)
-                else:
-                    loop.call_soon(tick)
+                return len(server._connections), person
 
-            loop.call_soon(tick)
-            async with asyncio.timeout(WAIT):
-                await done
+            seen = await _each_iteration(sample, lambda s: s[0] >= 3 + 41)
             steps = [b[0] - a[0] for a, b in itertools.pairwise(seen)]
             assert max(steps) <= 2 * _accept.CROWD_SETUPS + 1, steps
             first = next(i for i, (_, person) in enumerate(seen) if person)
@@ -159,6 +139,27 @@ async def test_while_the_loop_runs_behind_a_crowded_address_waits_and_a_person_d
                 sock.close()
             for peer in crowd:
                 peer.close()
+
+
+async def _each_iteration(sample: Callable[[], T], enough: Callable[[T], bool]) -> list[T]:
+    """``sample()`` once per loop iteration (a callback that re-schedules itself with
+    ``call_soon``, never a clock) until ``enough`` holds for a sample, within WAIT: every
+    sample, in order."""
+    loop = asyncio.get_running_loop()
+    seen: list[T] = []
+    done = loop.create_future()
+
+    def tick() -> None:
+        seen.append(sample())
+        if enough(seen[-1]):
+            done.set_result(None)
+        else:
+            loop.call_soon(tick)
+
+    loop.call_soon(tick)
+    async with asyncio.timeout(WAIT):
+        await done
+    return seen
 
 
 def _connect(address: tuple[str, int], source: str) -> socket.socket:

@@ -7,12 +7,14 @@ assertions are exact and nothing depends on how fast this machine is.
 from __future__ import annotations
 
 import asyncio
+import functools
 from pathlib import Path
 
 import pytest
 
 from bench.load import OpenLoopSchedule, run_closed_loop, run_open_loop
 from bench.stats import summarize
+from tests.unit.lean_echo import assert_every_request_answered, null_echo, open_loop_of_200
 
 MS = 1_000_000
 
@@ -242,40 +244,19 @@ async def test_an_overloaded_step_reports_the_share_of_its_schedule_it_sent() ->
     assert timing_fields(result)["sent_fraction"] == 0.05
 
 
-async def _null_echo() -> tuple[asyncio.AbstractServer, tuple[str, int]]:
-    from bench.refs import null_echo
-
-    server, port = await null_echo.start("127.0.0.1", 0)
-    return server, ("127.0.0.1", port)
-
-
 async def test_the_lean_generator_matches_every_reply_to_its_request() -> None:
     """Open loop against the null responder: every request of the schedule is answered and
     timed once, from its intended time, with queueing and service apart."""
-    import time
-
-    from bench.load import timing_fields
     from bench.loadgen import Timings, close, connect, lean_open_loop
 
-    server, address = await _null_echo()
+    server, address = await null_echo()
     try:
         conns, frame = await connect(address, 3, Timings(), b"x" * 32)
-        start = time.perf_counter_ns() + 2 * MS
-        result = await lean_open_loop(
-            conns,
-            frame,
-            OpenLoopSchedule(2000, start, 200),
-            max_inflight=1000,
-            deadline_ns=start + 10**10,
-            drain_s=5.0,
-        )
+        result = await open_loop_of_200(functools.partial(lean_open_loop, conns, frame))
         close(conns)
     finally:
         server.close()
-    assert (result.sent, result.completed, result.timeouts, result.errors) == (200, 200, 0, 0)
-    fields = timing_fields(result)
-    assert fields["n"] == 200 and fields["sent_fraction"] == 1.0
-    assert fields["p50_us"] >= fields["service_p50_us"]  # from intended >= from sent
+    assert_every_request_answered(result)
 
 
 async def test_the_lean_generator_counts_replies_split_across_reads() -> None:
@@ -295,7 +276,7 @@ async def test_the_lean_generator_counts_replies_split_across_reads() -> None:
 async def test_the_lean_closed_loop_keeps_its_window_full() -> None:
     from bench.loadgen import Timings, close, connect, lean_closed_loop
 
-    server, address = await _null_echo()
+    server, address = await null_echo()
     try:
         conns, frame = await connect(address, 2, Timings(), b"z" * 32)
         result = await lean_closed_loop(conns, frame, depth=4, duration_s=0.2)
@@ -311,7 +292,7 @@ async def test_run_load_picks_the_lean_generator_for_a_length_prefixed_echo() ->
 
     from bench import load
 
-    server, address = await _null_echo()
+    server, address = await null_echo()
     try:
         job = {
             "target": {

@@ -4,13 +4,11 @@ against the null responder (bench/refs/null_echo.py) on 127.0.0.1."""
 
 from __future__ import annotations
 
-import asyncio
-import time
+import functools
 from typing import Any
 
 import pytest
 
-from bench.load import OpenLoopSchedule, timing_fields
 from bench.loadgen import Timings, close
 from bench.refs.lean_load import (
     SEND,
@@ -21,11 +19,10 @@ from bench.refs.lean_load import (
     frames_open_loop,
     offline_codec,
 )
+from tests.unit.lean_echo import assert_every_request_answered, null_echo, open_loop_of_200
 from transports import custom, protobuf_tcp
 from transports.custom import Connection, Error, ErrorCode, Hello, Role, Send, Sent, Welcome
 from transports.custom._wire import MAX_BODY, MAX_FRAME, MAX_RECIPIENTS
-
-MS = 1_000_000
 
 
 class FakeTransport:
@@ -150,39 +147,22 @@ def test_only_the_custom_framed_transports_get_the_frame_generator() -> None:
         assert framed_codec(other) is None
 
 
-async def _null_echo() -> tuple[asyncio.AbstractServer, tuple[str, int]]:
-    from bench.refs import null_echo
-
-    server, port = await null_echo.start("127.0.0.1", 0)
-    return server, ("127.0.0.1", port)
-
-
 async def test_the_open_loop_answers_every_request_of_the_schedule() -> None:
     """Against the null responder (which echoes each SEND back: the reply it counts), every
     request of the schedule is sent, answered and timed once."""
-    server, address = await _null_echo()
+    server, address = await null_echo()
     try:
         conns = await connect_null(address, 3, "x" * 32, Timings())
         assert all(c.reply_opcode == SEND for c in conns)
-        start = time.perf_counter_ns() + 2 * MS
-        result = await frames_open_loop(
-            conns,
-            OpenLoopSchedule(2000, start, 200),
-            max_inflight=1000,
-            deadline_ns=start + 10**10,
-            drain_s=5.0,
-        )
+        result = await open_loop_of_200(functools.partial(frames_open_loop, conns))
         close(conns)
     finally:
         server.close()
-    assert (result.sent, result.completed, result.timeouts, result.errors) == (200, 200, 0, 0)
-    fields = timing_fields(result)
-    assert fields["n"] == 200 and fields["sent_fraction"] == 1.0
-    assert fields["p50_us"] >= fields["service_p50_us"]  # from intended >= from sent
+    assert_every_request_answered(result)
 
 
 async def test_the_closed_loop_keeps_depth_requests_per_connection() -> None:
-    server, address = await _null_echo()
+    server, address = await null_echo()
     try:
         conns = await connect_null(address, 2, "z" * 32, Timings())
         result = await frames_closed_loop(conns, 4, 0.1)
@@ -201,7 +181,7 @@ async def test_run_load_picks_the_frame_generator_when_asked() -> None:
 
     from bench import load
 
-    server, address = await _null_echo()
+    server, address = await null_echo()
     try:
         job = {
             "target": {
