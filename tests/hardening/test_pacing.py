@@ -23,7 +23,7 @@ import pytest
 from core import ChatService, HashCost, SqliteStore
 from core.client import ChatClient
 from core.errors import LimitExceeded
-from core.pacing import MAX_IN_PROGRESS, Pacing
+from core.pacing import MAX_IN_PROGRESS, SEARCH_REQUEST_CHARGE, Pacing
 from transports import registry
 
 pytestmark = pytest.mark.timeout(90)
@@ -70,7 +70,26 @@ def test_searches_are_charged_their_time_and_the_next_one_waits_it_off() -> None
     started = pacer.now()
     clock.now += 0.5
     pacer.searched(started)
-    assert pacer.search() == pytest.approx(1.0)  # 0.25 short at 0.25 a second
+    # 0.25 s short, plus the scan's request charge, at 0.25 a second (the cheap ones' charges
+    # were refilled in their pauses)
+    assert pacer.search() == pytest.approx(1.0 + SEARCH_REQUEST_CHARGE / 0.25)
+
+
+def test_a_flood_of_cheap_searches_pays_for_the_requests_around_them() -> None:
+    """Searches that take the store almost no time (a pattern the index answers) still cost
+    the loop a request each: a session gets ~625 a second, not thousands."""
+    clock = Clock()
+    pacer = Pacing(list_accounts_share=0.25, clock=clock).pacer()
+    served = 0
+    while clock.now < 110.0:  # ten seconds of back-to-back 0.1 ms searches
+        clock.now += pacer.search()  # (waits off the debt, as the service does)
+        started = pacer.now()
+        clock.now += 0.0001
+        pacer.searched(started)
+        served += 1
+    per_second = 0.25 / (0.0001 + SEARCH_REQUEST_CHARGE)
+    assert served <= 10 * per_second + 0.25 / (0.0001 + SEARCH_REQUEST_CHARGE) + 1
+    assert served >= 10 * per_second * 0.9
 
 
 async def test_one_session_may_have_only_a_few_paced_requests_under_way() -> None:
