@@ -141,6 +141,43 @@ def to_result(timings: Timings, start_ns: int, sent: int, scheduled: int) -> Loa
     return result
 
 
+async def dispatch_schedule(
+    schedule: OpenLoopSchedule,
+    *,
+    deadline_ns: int,
+    max_inflight: int,
+    answered: Callable[[], int],
+    dispatch: Callable[[int, int, int], None],
+    lost: Callable[[], bool],
+) -> tuple[int, bool]:
+    """The lean generators' open-loop dispatcher: each loop turn, ``dispatch(i, due, now)``
+    sends requests ``i..due-1`` (every one whose intended time has passed, in one write per
+    connection); between turns it sleeps on a timer while the next request is more than
+    SPIN_NS away and busy-polls the loop otherwise (bench/load.py). Stops at the schedule's
+    end, at ``deadline_ns``, when a connection is ``lost()``, or when more than
+    ``max_inflight`` requests would be outstanding (``answered()``: requests answered so far).
+    Returns (requests sent, overloaded)."""
+    clock = time.perf_counter_ns
+    i = 0
+    while i < schedule.count:
+        now = clock()
+        if now >= deadline_ns:
+            break
+        due = schedule.due(now)
+        if due > i:
+            if i - answered() + (due - i) > max_inflight:
+                return i, True
+            dispatch(i, due, now)
+            i = due
+            if lost():
+                break
+        if i >= schedule.count:
+            break
+        wait = schedule.intended_ns(i) - clock()
+        await asyncio.sleep((wait - SPIN_NS) / 1e9 if wait > SPIN_NS else 0)
+    return i, False
+
+
 async def lean_open_loop(
     conns: list[LeanEcho],
     frame: bytes,
@@ -155,33 +192,26 @@ async def lean_open_loop(
     clock = time.perf_counter_ns
     n = len(conns)
     lag = timings.lag
-    i = 0
-    overloaded = False
-    while i < schedule.count:
-        now = clock()
-        if now >= deadline_ns:
-            break
-        due = schedule.due(now)
-        if due > i:
-            if i - len(timings.latency) + (due - i) > max_inflight:
-                overloaded = True
-                break
-            batch = [0] * n
-            for j in range(i, due):
-                intended = schedule.intended_ns(j)
-                conns[j % n].pending.append((intended, now))
-                lag.append(now - intended)
-                batch[j % n] += 1
-            for conn, k in zip(conns, batch, strict=True):
-                if k and conn.transport is not None:
-                    conn.transport.write(frame * k)
-            i = due
-            if any(conn.lost for conn in conns):
-                break
-        if i >= schedule.count:
-            break
-        wait = schedule.intended_ns(i) - clock()
-        await asyncio.sleep((wait - SPIN_NS) / 1e9 if wait > SPIN_NS else 0)
+
+    def dispatch(i: int, due: int, now: int) -> None:
+        batch = [0] * n
+        for j in range(i, due):
+            intended = schedule.intended_ns(j)
+            conns[j % n].pending.append((intended, now))
+            lag.append(now - intended)
+            batch[j % n] += 1
+        for conn, k in zip(conns, batch, strict=True):
+            if k and conn.transport is not None:
+                conn.transport.write(frame * k)
+
+    i, overloaded = await dispatch_schedule(
+        schedule,
+        deadline_ns=deadline_ns,
+        max_inflight=max_inflight,
+        answered=lambda: len(timings.latency),
+        dispatch=dispatch,
+        lost=lambda: any(conn.lost for conn in conns),
+    )
     drain_until = clock() + int(drain_s * 1e9)
     while len(timings.latency) < i and clock() < drain_until:
         if any(conn.lost for conn in conns):
@@ -299,6 +329,7 @@ __all__ = [
     "LeanEcho",
     "Timings",
     "close",
+    "dispatch_schedule",
     "drive_step",
     "lean_closed_loop",
     "lean_open_loop",

@@ -43,8 +43,8 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from bench.load import DRAIN_POLL_S, SPIN_NS, LoadResult, OpenLoopSchedule
-from bench.loadgen import Timings, close, drive_step, to_result
+from bench.load import DRAIN_POLL_S, LoadResult, OpenLoopSchedule
+from bench.loadgen import Timings, close, dispatch_schedule, drive_step, to_result
 from bench.stats import record_ns
 from transports.custom import (
     NEED_DATA,
@@ -382,37 +382,30 @@ async def frames_open_loop(
     n = len(conns)
     lag = timings.lag
     outs: list[list[bytes]] = [[] for _ in conns]
-    i = 0
-    overloaded = False
-    while i < schedule.count:
-        now = clock()
-        if now >= deadline_ns:
-            break
-        due = schedule.due(now)
-        if due > i:
-            answered = len(timings.latency) + sum(c.errors for c in conns)
-            if i - answered + (due - i) > max_inflight:
-                overloaded = True
-                break
-            for j in range(i, due):
-                c = j % n
-                conn = conns[c]
-                intended = schedule.intended_ns(j)
-                rid = conn.free.pop() if conn.free else conn.frame_id()
-                conn.pending.append((intended, now, rid))
-                outs[c].append(conn.frames[rid])
-                lag.append(now - intended)
-            for conn, out in zip(conns, outs, strict=True):
-                if out and conn.transport is not None:
-                    conn.transport.write(b"".join(out))
-                    out.clear()
-            i = due
-            if any(conn.lost for conn in conns):
-                break
-        if i >= schedule.count:
-            break
-        wait = schedule.intended_ns(i) - clock()
-        await asyncio.sleep((wait - SPIN_NS) / 1e9 if wait > SPIN_NS else 0)
+
+    def dispatch(i: int, due: int, now: int) -> None:
+        for j in range(i, due):
+            c = j % n
+            conn = conns[c]
+            intended = schedule.intended_ns(j)
+            rid = conn.free.pop() if conn.free else conn.frame_id()
+            conn.pending.append((intended, now, rid))
+            outs[c].append(conn.frames[rid])
+            lag.append(now - intended)
+        for conn, out in zip(conns, outs, strict=True):
+            if out and conn.transport is not None:
+                conn.transport.write(b"".join(out))
+                out.clear()
+
+    i, overloaded = await dispatch_schedule(
+        schedule,
+        deadline_ns=deadline_ns,
+        max_inflight=max_inflight,
+        # (an ERROR answers a request too: it is no longer outstanding)
+        answered=lambda: len(timings.latency) + sum(c.errors for c in conns),
+        dispatch=dispatch,
+        lost=lambda: any(conn.lost for conn in conns),
+    )
     drain_until = clock() + int(drain_s * 1e9)
     while any(c.pending for c in conns) and clock() < drain_until:
         if any(conn.lost for conn in conns):

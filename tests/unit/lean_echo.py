@@ -22,6 +22,13 @@ async def null_echo() -> tuple[asyncio.AbstractServer, tuple[str, int]]:
     return server, ("127.0.0.1", port)
 
 
+def echo_target(address: tuple[str, int]) -> dict[str, Any]:
+    """A load job's target: the null responder at ``address``, served by this process."""
+    import os
+
+    return {"kind": "echo", "ref": "null_echo", "address": list(address), "server_pid": os.getpid()}
+
+
 async def open_loop_of_200(open_loop: Callable[..., Awaitable[LoadResult]]) -> LoadResult:
     """``open_loop(schedule, max_inflight=, deadline_ns=, drain_s=)`` (a generator's open
     loop with its connections bound) at 2,000 requests/s for 200 requests, a generous cap."""

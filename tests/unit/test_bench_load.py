@@ -14,7 +14,12 @@ import pytest
 
 from bench.load import OpenLoopSchedule, run_closed_loop, run_open_loop
 from bench.stats import summarize
-from tests.unit.lean_echo import assert_every_request_answered, null_echo, open_loop_of_200
+from tests.unit.lean_echo import (
+    assert_every_request_answered,
+    echo_target,
+    null_echo,
+    open_loop_of_200,
+)
 
 MS = 1_000_000
 
@@ -288,19 +293,12 @@ async def test_the_lean_closed_loop_keeps_its_window_full() -> None:
 
 
 async def test_run_load_picks_the_lean_generator_for_a_length_prefixed_echo() -> None:
-    import os
-
     from bench import load
 
     server, address = await null_echo()
     try:
         job = {
-            "target": {
-                "kind": "echo",
-                "ref": "null_echo",
-                "address": list(address),
-                "server_pid": os.getpid(),
-            },
+            "target": echo_target(address),
             "mode": "open",
             "rate": 200,
             "duration_s": 0.5,

@@ -19,7 +19,12 @@ from bench.refs.lean_load import (
     frames_open_loop,
     offline_codec,
 )
-from tests.unit.lean_echo import assert_every_request_answered, null_echo, open_loop_of_200
+from tests.unit.lean_echo import (
+    assert_every_request_answered,
+    echo_target,
+    null_echo,
+    open_loop_of_200,
+)
 from transports import custom, protobuf_tcp
 from transports.custom import Connection, Error, ErrorCode, Hello, Role, Send, Sent, Welcome
 from transports.custom._wire import MAX_BODY, MAX_FRAME, MAX_RECIPIENTS
@@ -177,19 +182,12 @@ async def test_the_closed_loop_keeps_depth_requests_per_connection() -> None:
 
 async def test_run_load_picks_the_frame_generator_when_asked() -> None:
     """The ceiling's job: null_echo with ``frames`` is driven by the frame generator."""
-    import os
-
     from bench import load
 
     server, address = await null_echo()
     try:
         job = {
-            "target": {
-                "kind": "echo",
-                "ref": "null_echo",
-                "address": list(address),
-                "server_pid": os.getpid(),
-            },
+            "target": echo_target(address),
             "mode": "closed",
             "depth": 4,
             "duration_s": 0.1,
