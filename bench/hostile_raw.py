@@ -19,6 +19,7 @@ import errno
 import resource
 import selectors
 import socket
+import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -253,10 +254,12 @@ def hold_idle(
     host_offset: int = 0,
     max_connects: int | None = None,
     batch: int = 256,
+    stop: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Open ``target`` connections to ``address`` (a ``partial_share`` of them sending most
-    of a maximum-size frame after HELLO), hold them for ``seconds``, re-open those the server
-    closes (at most ``max_connects`` connects in all, default 2 x target), then close all."""
+    of a maximum-size frame after HELLO), hold them for ``seconds`` (or until ``stop`` is
+    set, if sooner), re-open those the server closes (at most ``max_connects`` connects in
+    all, default 2 x target), then close all."""
     stats = FloodStats(target=target, fd_limit=raise_fd_limit())
     max_connects = 2 * target if max_connects is None else max_connects
     partial = partial_frame()
@@ -308,7 +311,7 @@ def hold_idle(
         slot.sent += sent
         slot.to_send = slot.to_send[sent:]
 
-    while (now := time.monotonic()) < deadline:
+    while (now := time.monotonic()) < deadline and not (stop is not None and stop.is_set()):
         while len(slots) < target and stats.connects < max_connects and len(connecting) < batch:
             open_one()
         stats.peak_open = max(stats.peak_open, len(slots))
