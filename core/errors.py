@@ -69,6 +69,13 @@ class SessionClosed(ChatError):
     """The session was ended by the server (account deleted, too slow, shutdown)."""
 
 
+class Overloaded(ChatError):
+    """The server refused to start work it has no room for right now: its event loop runs
+    behind (an account search, core.pacing), or a transport's own caps (gRPC's load, a full
+    server). Nothing was done, and the same request may pass later: try again in a moment.
+    Each transport maps it to its own busy answer, in its one error table."""
+
+
 class TooManyAttempts(ChatError):
     """Login refused at once, without checking the password, because the account has had too
     many attempts (core.throttle). Says the same for every name, existing or not (Rule 3).
@@ -91,6 +98,7 @@ __all__ = [
     "InvalidArgument",
     "LimitExceeded",
     "NotLoggedIn",
+    "Overloaded",
     "ResumeRefused",
     "SessionClosed",
     "TooManyAttempts",

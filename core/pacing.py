@@ -26,6 +26,13 @@ Theory of operation (docs/LIMITS.md, "Paced requests", gives the numbers to user
     flooder can neither park hundreds of sleeping calls on the server nor run a connection's
     100 streams of scans side by side (a search is charged only once it has run).
   * The clock is injectable (``Pacing.clock``), so the schedule is testable without sleeping.
+  * Overload (``Pacing.shed_search``): while the server's event loop runs ``shed_lag`` or
+    more behind, a search is refused at once with :class:`Overloaded` and a sentence, before
+    any work or charge, on every transport alike (each maps the error to its busy answer in
+    its one error table), so the loop's time goes to sends, acks and logins; a search is work
+    a person can repeat. Core does not watch the loop: ``loop_lag`` is handed in by the
+    server process (wirechat/server.py: the lag its loop watch feeds the Guard with), and by
+    default the loop is never late (in-process, loopback, tests).
 
 No IO, no transport: arithmetic on a few floats per session, made at its first paced request.
 """
@@ -36,7 +43,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from core.errors import LimitExceeded
+from core.errors import LimitExceeded, Overloaded
 
 #: ACK ids one session may acknowledge per second (a second's worth saved up); more wait. An
 #: ACK of 1,024 ids costs the SQLite store 2-4 ms: an ACK flood of 3,000 of them a round took
@@ -63,6 +70,15 @@ SEARCH_REQUEST_CHARGE = 0.0003
 #: stream and one of the server's calls in flight, so a session may hold 4, not a
 #: connection's 100 streams.
 MAX_IN_PROGRESS = 4
+#: Seconds the event loop may run late (smoothed) before searches are refused as overloaded:
+#: ``ServerLimits.shed_lag``, which gives the reason for the number (``wirechat server``
+#: hands it in); the same default here for a service built without it.
+SHED_LAG = 0.2
+
+
+def never_late() -> float:
+    """The loop-lag source of a service whose loop nobody watches: never behind."""
+    return 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +90,27 @@ class Pacing:
     list_accounts_share: float = LIST_ACCOUNTS_SHARE
     #: Seconds, monotonic (tests inject a fake clock to read the schedule without sleeping).
     clock: Callable[[], float] = time.monotonic
+    #: How late the server's event loop runs now, seconds (smoothed), read at each search:
+    #: handed in by the server process, which watches its loop (core never does).
+    loop_lag: Callable[[], float] = never_late
+    #: The loop lag from which searches are refused (``shed_search``).
+    shed_lag: float = SHED_LAG
 
     def __post_init__(self) -> None:
         if not (self.ack_ids_per_second > 0 and self.list_accounts_share > 0):
             raise ValueError("a pacing rate must be positive (inf: not paced)")
+        if not self.shed_lag > 0:
+            raise ValueError("the shedding lag must be positive (inf: never shed)")
+
+    def shed_search(self) -> None:
+        """Raise :class:`Overloaded` if the loop runs ``shed_lag`` or more behind (module
+        docstring, "Overload"): the search is refused before any work, nothing was done."""
+        lag = self.loop_lag()
+        if lag >= self.shed_lag:
+            raise Overloaded(
+                f"the server is overloaded (it runs {lag * 1000:.0f} ms behind); "
+                "nothing was done: try again in a moment"
+            )
 
     def pacer(self) -> Pacer:
         """A fresh pacer for one session, its buckets full."""
@@ -148,7 +181,9 @@ __all__ = [
     "LIST_ACCOUNTS_SHARE",
     "MAX_IN_PROGRESS",
     "SEARCH_REQUEST_CHARGE",
+    "SHED_LAG",
     "Bucket",
     "Pacer",
     "Pacing",
+    "never_late",
 ]

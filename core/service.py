@@ -316,8 +316,9 @@ class ChatService:
         page_size = min(limit or limits.DEFAULT_PAGE_SIZE, limits.MAX_PAGE_SIZE)
         if not could_match_a_username(pattern or "*"):
             return AccountPage((), more=False)  # answered without touching the store
-        # Paced by the time searches take (core.pacing): wait off what earlier ones overspent,
-        # then charge this one its time.
+        # Refused while the loop runs behind, and paced by the time searches take
+        # (core.pacing): wait off what earlier ones overspent, then charge this one its time.
+        self.pacing.shed_search()
         pacer = self._pacer(session)
         wait = pacer.search()
         pacer.in_progress += 1
@@ -325,6 +326,7 @@ class ChatService:
             if wait:
                 await asyncio.sleep(wait)
                 self._require_active(session)  # (it may have ended meanwhile)
+                self.pacing.shed_search()  # (or the loop fallen behind)
             started = pacer.now()
             names = await self.store.list_accounts(
                 glob_to_sqlite(pattern or "*"), after, page_size + 1

@@ -160,14 +160,21 @@ async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None
     if config.bus:
         node = config.node_name or f"{socket.gethostname()}-{os.getpid()}"
         bus = open_bus(config.bus, store, node=node, sweep_interval=config.sweep_interval)
+    guard = Guard(config.limits)  # one for every listener: the caps are server-wide
     service = ChatService(
         store,
         deleted_sender=config.deleted_sender,
         hash_cost=config.hash_cost,
         retention=config.retention,
         bus=bus,
-        # (every session on every transport: core.pacing; the numbers are ServerLimits')
-        pacing=Pacing(config.limits.ack_ids_per_second, config.limits.list_accounts_share),
+        # (every session on every transport: core.pacing; the numbers are ServerLimits'. A
+        # search is refused while the loop runs behind: the lag LoopLag feeds the Guard.)
+        pacing=Pacing(
+            config.limits.ack_ids_per_second,
+            config.limits.list_accounts_share,
+            loop_lag=lambda: guard.lag,
+            shed_lag=config.limits.shed_lag,
+        ),
     )
     if bus is not None:
         try:
@@ -175,7 +182,6 @@ async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None
         except BaseException:
             await store.close()
             raise
-    guard = Guard(config.limits)  # one for every listener: the caps are server-wide
     lag = LoopLag(guard)
     servers = []
     gc_watch = GcWatch(policy_from_environment())

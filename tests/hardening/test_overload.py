@@ -1,14 +1,19 @@
 """Issue 14: while the event loop runs far behind, new work that can wait is refused in words.
 
 The server's loop-lag watch (``wirechat.server.LoopLag``) tells the process's one ``Guard`` how
-late the loop runs; past ``ServerLimits.shed_lag`` an account search is answered at once with
-LIMIT_EXCEEDED "the server is overloaded ...; nothing was done" on custom, protobuf-tcp and
-WebSocket, while sends go on and are acknowledged. gRPC sheds its requests that create work
-from the same lag (``OVERLOAD_LAG``), where it waited for a full second before.
+late the loop runs, and the server hands that lag to the core (``core.pacing.Pacing.loop_lag``):
+past ``ServerLimits.shed_lag`` an account search is refused by the service itself with
+``Overloaded`` "the server is overloaded (it runs N ms behind); nothing was done", on every
+transport alike (custom, protobuf-tcp and WebSocket answer LIMIT_EXCEEDED with the sentence;
+gRPC and grpc-stream RESOURCE_EXHAUSTED / OVERLOADED), while sends go on and are acknowledged.
+gRPC also sheds its requests that create work from its own measure of the same lag
+(``OVERLOAD_LAG``), where it waited for a full second before.
 
 Before: searches were served whatever the lag (4 scans in flight cost the hostile scene's loop
 a twelfth of its time while the canary waited), and a gRPC call had to wait 1 s before any
-was refused (17,696 of 36,000 sends ended in their client's deadline instead).
+was refused (17,696 of 36,000 sends ended in their client's deadline instead). Then the
+search refusal lived in two transports' servers (custom and WebSocket): grpc-stream served
+searches whatever the lag, and gRPC refused them only at random, as its load meter refuses.
 """
 
 from __future__ import annotations
@@ -17,13 +22,17 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
+import wirechat.server as server_module
 from core import ChatService, HashCost, SqliteStore
 from core.client import ChatClient
-from core.errors import LimitExceeded
+from core.errors import LimitExceeded, Overloaded
+from core.pacing import Pacing
 from transports import registry
 from transports._guard import Guard, ServerLimits
 from transports.grpc._limits import LoadMeter
@@ -32,7 +41,6 @@ from wirechat.server import LoopLag
 pytestmark = pytest.mark.timeout(60)
 
 PASSWORD = "pw-secret-1"
-SHEDDING = ["custom", "protobuf-tcp", "websocket"]
 
 
 def test_the_guard_counts_a_stall_at_once_and_forgets_it_as_the_loop_catches_up() -> None:
@@ -61,22 +69,76 @@ async def test_the_loop_lag_watch_tells_the_guard_when_the_loop_stalls() -> None
         watch.stop()
 
 
+class Late:
+    """A lag source for the core (``Pacing.loop_lag``): how late the test says the loop runs."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def __call__(self) -> float:
+        return self.seconds
+
+
+def test_the_core_refuses_a_search_from_the_shedding_lag_in_words() -> None:
+    late = Late()
+    pacing = Pacing(loop_lag=late, shed_lag=0.2)
+    pacing.shed_search()  # on time: nothing to say
+    late.seconds = 0.2
+    with pytest.raises(Overloaded, match=r"overloaded \(it runs 200 ms behind\); nothing was"):
+        pacing.shed_search()
+    late.seconds = 0.199
+    pacing.shed_search()
+    Pacing().shed_search()  # nobody watches the loop: never late
+
+
+#: What a ChatClient of each transport raises for a search refused for load, and the wire
+#: answer behind it (the transport's one error table maps core's Overloaded to it).
+REFUSED_AS: dict[str, type[Exception]] = {
+    "loopback": Overloaded,  # (the core's error itself)
+    "custom": LimitExceeded,  # ERROR LIMIT_EXCEEDED, request level: the session goes on
+    "protobuf-tcp": LimitExceeded,  # (custom's drivers and codes)
+    "grpc-stream": Overloaded,  # an OVERLOADED error reply, the stream goes on
+    "grpc": Overloaded,  # RESOURCE_EXHAUSTED, wirechat-error: OVERLOADED
+    "websocket": LimitExceeded,  # an error reply with code LIMIT_EXCEEDED
+}
+
+
+def test_every_transport_has_its_answer_to_an_overloaded_search() -> None:
+    assert set(REFUSED_AS) == set(registry.TRANSPORTS)
+    from transports.custom._errors import code_for_error
+    from transports.custom._wire import ErrorCode
+    from transports.grpc._errors import reason_for
+    from transports.websocket._messages import code_for_error as ws_code_for_error
+
+    refusal = Overloaded("the server is overloaded")
+    assert code_for_error(refusal) is ErrorCode.LIMIT_EXCEEDED
+    assert ws_code_for_error(refusal) == "LIMIT_EXCEEDED"
+    reason = reason_for(refusal, None)
+    assert (reason.name, reason.code) == ("OVERLOADED", grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
 @pytest.fixture
-async def served(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Guard, ChatClient]]:
-    """One transport's in-process server with its own Guard, and a logged-in client."""
+async def served(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Late, ChatClient]]:
+    """One transport's in-process server around a service whose loop lag the test sets, and
+    a logged-in client."""
     transport = request.param
-    service = ChatService(SqliteStore(":memory:"), hash_cost=HashCost.LOW)
+    late = Late()
+    service = ChatService(
+        SqliteStore(":memory:"), hash_cost=HashCost.LOW, pacing=Pacing(loop_lag=late)
+    )
     await service.store.open()
-    guard = Guard(ServerLimits(shed_lag=0.2))
-    server: Any = await registry.get(transport).start_server(service, "127.0.0.1", 0, guard=guard)
+    address: Any = service
+    server: Any = await registry.get(transport).start_server(service, "127.0.0.1", 0)
+    if transport != "loopback":
+        address = server.address
     clients: list[ChatClient] = []
     try:
         for name in ("searcher", "friend"):
-            client = registry.get(transport).open_client(server.address, auto_ack=False)
+            client = registry.get(transport).open_client(address, auto_ack=False)
             clients.append(client)
             await client.connect()
             await client.signup(name, PASSWORD)
-        yield guard, clients[0]
+        yield late, clients[0]
     finally:
         for client in clients:
             await client.close()
@@ -84,19 +146,65 @@ async def served(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Guard, C
         await service.store.close()
 
 
-@pytest.mark.parametrize("served", SHEDDING, indirect=True)
+@pytest.mark.parametrize("served", registry.TRANSPORTS, indirect=True)
 async def test_a_search_is_refused_in_words_while_the_loop_runs_behind_and_sends_go_on(
-    served: tuple[Guard, ChatClient],
+    served: tuple[Late, ChatClient], request: pytest.FixtureRequest
 ) -> None:
-    guard, client = served
+    late, client = served
+    transport = request.node.callspec.params["served"]
     assert (await client.list_accounts("fri*")).usernames == ("friend",)
-    guard.lag = 1.0  # as the watch would set it after a one-second iteration
-    with pytest.raises(LimitExceeded, match=r"overloaded.*nothing was done"):
+    late.seconds = 1.0  # as the server's watch would say after a one-second iteration
+    with pytest.raises(REFUSED_AS[transport]) as refused:
         await client.list_accounts("fri*")
+    assert "overloaded (it runs 1000 ms behind); nothing was done" in str(refused.value), (
+        f"{transport} refused the search with {refused.value!r}"
+    )
     sent = await client.send(["friend"], "still served")  # a send is never shed
     assert sent.message_id > 0
-    guard.lag = 0.0  # caught up
+    late.seconds = 0.0  # caught up
     assert (await client.list_accounts("fri*")).usernames == ("friend",)
+
+
+async def test_the_server_hands_its_loop_lag_to_the_core(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``wirechat server`` wires the Guard's lag (which its LoopLag feeds) into the service's
+    pacing, and the Guard's shedding threshold with it."""
+    seen: dict[str, Any] = {}
+
+    class Service(ChatService):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            seen["pacing"] = self.pacing
+
+    class Watch(LoopLag):
+        def __init__(self, guard: Guard | None = None) -> None:
+            super().__init__(guard)
+            seen["guard"] = guard
+
+    monkeypatch.setenv("WIRECHAT_GC", "python")  # (keep this process's collector as it is)
+    monkeypatch.setattr(server_module, "ChatService", Service)
+    monkeypatch.setattr(server_module, "LoopLag", Watch)
+    stop = asyncio.Event()
+    config = server_module.ServerConfig(
+        db=str(tmp_path / "chat.db"), limits=ServerLimits(shed_lag=0.3)
+    )
+    serving = asyncio.create_task(server_module.serve(config, stop))
+    try:
+        for _ in range(3000):  # (up to 30 s on a busy machine)
+            if "guard" in seen or serving.done():
+                break
+            await asyncio.sleep(0.01)
+        assert "guard" in seen, f"the server did not start its loop watch ({serving!r})"
+        guard, pacing = seen["guard"], seen["pacing"]
+        assert pacing.shed_lag == 0.3
+        pacing.shed_search()
+        guard.lag = 0.3
+        with pytest.raises(Overloaded):
+            pacing.shed_search()
+    finally:
+        stop.set()
+        await asyncio.wait_for(serving, 30)
 
 
 def test_grpc_sheds_from_a_lag_far_below_a_second() -> None:

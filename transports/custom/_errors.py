@@ -17,6 +17,7 @@ from core.errors import (
     InvalidArgument,
     LimitExceeded,
     NotLoggedIn,
+    Overloaded,
     ResumeRefused,
     SessionClosed,
     TooManyAttempts,
@@ -49,8 +50,14 @@ WIRE_ERRORS: tuple[tuple[ErrorCode, type[ChatError] | CloseReason], ...] = (
 #: the error's base class instead (WeakPassword -> INVALID_ARGUMENT), so an old client sees
 #: exactly the codes of its version (PROTOCOL.md section 5).
 SINCE_VERSION = {ErrorCode.RESUME_REFUSED: 3, ErrorCode.WEAK_PASSWORD: 3}
+#: Domain errors sent with another error's code, server to client only (a client reads the
+#: code back as that one's error). Overloaded (a search while the loop runs behind,
+#: core.pacing) is a request-level LIMIT_EXCEEDED with its sentence, and the session goes on:
+#: SERVER_BUSY would end the connection (PROTOCOL.md section 10), and no code of the
+#: protocol says "busy, try this request again".
+SENT_AS: dict[type[ChatError], ErrorCode] = {Overloaded: ErrorCode.LIMIT_EXCEEDED}
 
-_CODE_OF_ERROR = {e: code for code, e in WIRE_ERRORS if isinstance(e, type)}
+_CODE_OF_ERROR = {e: code for code, e in WIRE_ERRORS if isinstance(e, type)} | SENT_AS
 _ERROR_OF_CODE = {code: e for code, e in WIRE_ERRORS if isinstance(e, type)}
 _CODE_OF_REASON = {r: code for code, r in WIRE_ERRORS if isinstance(r, CloseReason)}
 _REASON_OF_CODE = {code: r for code, r in WIRE_ERRORS if isinstance(r, CloseReason)}
@@ -110,6 +117,7 @@ def describe(code: int) -> str:
 
 
 __all__ = [
+    "SENT_AS",
     "SINCE_VERSION",
     "WIRE_ERRORS",
     "code_for_close",

@@ -73,7 +73,7 @@ from collections.abc import Coroutine
 from typing import Any, cast
 
 from core import limits
-from core.errors import ChatError, LimitExceeded
+from core.errors import ChatError
 from core.service import ChatService
 from core.session import Session, State
 from core.types import CloseReason
@@ -97,7 +97,6 @@ from transports.custom._events import (
     Deleted,
     Error,
     Hello,
-    ListAccounts,
     Send,
     Welcome,
 )
@@ -482,9 +481,7 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
                     result.unknown_recipients,
                     result.conversation_id,
                 )
-            else:
-                if type(event) is ListAccounts and (busy := self._guard.overloaded()):
-                    raise LimitExceeded(str(busy))  # (a search can wait: _bounds, "Overload")
+            else:  # (a search is refused while the loop runs behind: core.pacing, Overloaded)
                 reply = await handlers[type(event)](event)
         except ChatError as exc:
             code = code_for_error(exc, self._codec.version)

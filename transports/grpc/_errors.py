@@ -27,6 +27,7 @@ from core.errors import (
     InvalidArgument,
     LimitExceeded,
     NotLoggedIn,
+    Overloaded,
     ResumeRefused,
     SessionClosed,
     TooManyAttempts,
@@ -47,11 +48,6 @@ class AlreadySubscribed(ChatError):
 
     def __init__(self, message: str = "this session already has a Subscribe stream") -> None:
         super().__init__(message)
-
-
-class Overloaded(ChatError):
-    """The server refused to start work it has no room for (load, a connection cap); nothing
-    was done, and the same request may pass later (gRPC transports only: see _limits)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +83,8 @@ REASONS: tuple[Reason, ...] = (
     Reason("SHUTDOWN", Code.UNAVAILABLE, SessionClosed, CloseReason.SHUTDOWN),
     Reason("DISCONNECTED", Code.UNAUTHENTICATED, SessionClosed, CloseReason.DISCONNECTED),
     # RESOURCE_EXHAUSTED for these two alone: they invite a retry, and a later one may pass.
+    # OVERLOADED: the core's refusal (a search while the loop runs behind, core.pacing) and
+    # the transports' own (_limits: load, a full server) alike.
     Reason("OVERLOADED", Code.RESOURCE_EXHAUSTED, Overloaded),
     Reason("TOO_MANY_ATTEMPTS", Code.RESOURCE_EXHAUSTED, TooManyAttempts),
     # Issue 13. A refused Resume ends the session as a failed Login does (its later calls get

@@ -39,6 +39,7 @@ from core.errors import (
     InvalidArgument,
     LimitExceeded,
     NotLoggedIn,
+    Overloaded,
     ResumeRefused,
     SessionClosed,
     TooManyAttempts,
@@ -139,6 +140,11 @@ WIRE_ERRORS: tuple[tuple[str, type[ChatError]], ...] = (
     ("RESUME_REFUSED", ResumeRefused),
     ("WEAK_PASSWORD", WeakPassword),
 )
+#: Domain errors sent with another error's code, server to client only (a client reads the
+#: code back as that one's error). Overloaded (a search while the loop runs behind,
+#: core.pacing) is a LIMIT_EXCEEDED reply with its sentence, as it was before the refusal
+#: moved into the core; the connection goes on.
+SENT_AS: dict[type[ChatError], str] = {Overloaded: "LIMIT_EXCEEDED"}
 #: Codes that are not domain errors: the request could not be read, or the server failed.
 PROTOCOL_ERRORS = (MALFORMED, UNKNOWN_OP, INTERNAL)
 
@@ -152,7 +158,7 @@ SESSION_ENDS: dict[CloseReason, tuple[str | None, Close]] = {
     CloseReason.PASSWORD_CHANGED: ("PASSWORD_CHANGED", Close.PASSWORD_CHANGED),
 }
 
-_CODE_OF_ERROR = {cls: code for code, cls in WIRE_ERRORS}
+_CODE_OF_ERROR = {cls: code for code, cls in WIRE_ERRORS} | SENT_AS
 _ERROR_OF_CODE = {code: cls for code, cls in WIRE_ERRORS}
 _REASON_OF_NOTICE = {n: r for r, (n, _) in SESSION_ENDS.items() if n is not None}
 _REASON_OF_CLOSE = {int(c): r for r, (_, c) in SESSION_ENDS.items()}
@@ -545,6 +551,7 @@ __all__ = [
     "OPS",
     "PATH",
     "S2C_SLACK",
+    "SENT_AS",
     "SESSION_ENDS",
     "SUBPROTOCOL",
     "SUBPROTOCOLS",

