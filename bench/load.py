@@ -300,8 +300,9 @@ async def _warm_up(issue: Issue, calls: int, connections: int) -> None:
 
 
 #: Engine names of load rows: the product's client, the echo generator (bench/loadgen.py),
-#: the frame generator of the custom-framed transports (bench/refs/lean_load.py).
-CLIENT, LEAN, FRAMES = "client", "lean", "lean-frames"
+#: the frame generator of the custom-framed transports (bench/refs/lean_load.py), the
+#: WebSocket frame generator of the websocket transport and ws_echo (bench/refs/lean_ws.py).
+CLIENT, LEAN, FRAMES, WS = "client", "lean", "lean-frames", "lean-ws"
 #: The product client's closed loop beside the frame generator's runs this share of the step.
 CLIENT_SHARE = 0.5
 
@@ -309,12 +310,13 @@ CLIENT_SHARE = 0.5
 def frames(job: dict[str, Any]) -> bool:
     """Whether the lean frame generator (bench/refs/lean_load.py) drives this job: the job
     asks for it (``frames``; the bench's load steps do) and its target is a chat transport
-    in the custom protocol's varint frames, or ``null_echo`` (the generator's ceiling)."""
+    in the custom protocol's varint frames, or ``null_echo`` (the generator's ceiling, unless
+    the job names another ``engine``)."""
     if not job.get("frames"):
         return False
     target = job["target"]
     if target["kind"] == "echo":
-        return bool(target.get("ref") == "null_echo")
+        return bool(target.get("ref") == "null_echo" and job.get("engine", FRAMES) == FRAMES)
     if target.get("address") is None:  # in-process (loopback): no frames
         return False
     from bench.refs.lean_load import framed_codec
@@ -322,18 +324,37 @@ def frames(job: dict[str, Any]) -> bool:
     return framed_codec(target["transport"]) is not None
 
 
+def websocket(job: dict[str, Any]) -> bool:
+    """Whether the lean WebSocket generator (bench/refs/lean_ws.py) drives this job: the job
+    asks for the lean chat generators (``frames``) and its target is the websocket transport,
+    its floor ``ws_echo``, or ``null_echo`` with ``engine`` "lean-ws" (that generator's
+    ceiling)."""
+    if not job.get("frames"):
+        return False
+    target = job["target"]
+    if target["kind"] == "echo":
+        ref = target.get("ref")
+        return ref == "ws_echo" or (ref == "null_echo" and job.get("engine") == WS)
+    if target.get("address") is None:
+        return False
+    from bench.refs.lean_ws import speaks_ws
+
+    return speaks_ws(target["transport"])
+
+
 async def run_load(job: dict[str, Any]) -> list[dict[str, Any]]:
     """One load step: ``mode`` "open" at ``rate`` or "closed" with ``depth`` per connection.
 
     The lean generators drive what they speak: the echo one (bench/loadgen.py) the
     length-prefixed echo references, the frame one (bench/refs/lean_load.py, when the job
-    asks) the custom-framed chat transports. A closed-loop step of those also measures the
-    product's client, first, so the step's rows are [client, lean-frames]: the runner steps
-    the open loop from the last closed-loop row, the one that saturates the server.
+    asks) the custom-framed chat transports, the WebSocket one (bench/refs/lean_ws.py, when
+    the job asks) the websocket transport and ws_echo. A closed-loop step of a chat
+    transport also measures the product's client, first, so the step's rows are [client,
+    lean-*]: the runner steps the open loop from the last closed-loop row, the one that
+    saturates the server.
     """
-    if frames(job):
-        from bench.refs.lean_load import run_frames
-
+    engine = WS if websocket(job) else FRAMES if frames(job) else None
+    if engine is not None:
         rows = []
         if job["mode"] == "closed" and job["target"]["kind"] == "chat":
             # what the product client reaches and costs: half the step's time is plenty
@@ -341,8 +362,12 @@ async def run_load(job: dict[str, Any]) -> list[dict[str, Any]]:
             rows = await _run_client({**job, "duration_s": job["duration_s"] * CLIENT_SHARE})
         # fresh accounts: the client's step left its senders signed up
         framed = {**job, "prefix": f"{job['prefix']}f"}
-        result, inflight, offered, cpu, cleanup_error = await run_frames(framed)
-        return [*rows, _row(job, result, inflight, offered, cpu, cleanup_error, FRAMES)]
+        if engine == WS:
+            from bench.refs.lean_ws import run_ws as run_lean_chat
+        else:
+            from bench.refs.lean_load import run_frames as run_lean_chat
+        result, inflight, offered, cpu, cleanup_error = await run_lean_chat(framed)
+        return [*rows, _row(job, result, inflight, offered, cpu, cleanup_error, engine)]
     if lean(job):
         from bench.loadgen import run_lean
 
@@ -428,10 +453,12 @@ __all__ = [
     "CLIENT",
     "FRAMES",
     "LEAN",
+    "WS",
     "LoadResult",
     "OpenLoopSchedule",
     "frames",
     "run_closed_loop",
     "run_load",
     "run_open_loop",
+    "websocket",
 ]

@@ -3,10 +3,12 @@ and each transport's saturation by a latency bound (issue 10 item 3, issue 12 it
 
 * **Ceiling.** Each lean generator drives ``null_echo`` (a responder that writes back whatever
   arrives) in a closed loop, then at open-loop rates stepped up to that figure: the echo
-  generator (bench/loadgen.py, the reference echo rows) and the frame generator
+  generator (bench/loadgen.py, the reference echo rows), the frame generator
   (bench/refs/lean_load.py, the custom-framed chat rows: it reads its echoed SEND frames back
-  as the replies). A ceiling is the highest offered rate the generator still sent on
-  schedule (>= 99 % of the schedule, queueing p99 <= ``ON_TIME_US``). The product's clients
+  as the replies) and the WebSocket generator (bench/refs/lean_ws.py, the websocket and
+  ws_echo rows: it reads its own masked frames back). A ceiling is the highest offered rate
+  the generator still sent on schedule (>= 99 % of the schedule, queueing p99 <=
+  ``ON_TIME_US``). The product's clients
   (the other chat rows) are generators too: their ceiling is estimated from their own CPU
   per request in the closed-loop step (one vCPU / client CPU per op), since a null *chat*
   server would test nothing real.
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.config import NOISY_VCPUS
-from bench.load import CLIENT, FRAMES, LEAN
+from bench.load import CLIENT, FRAMES, LEAN, WS
 from bench.markdown import fmt_rate, fmt_us, table
 
 if TYPE_CHECKING:
@@ -56,13 +58,15 @@ CROWDED_VCPUS = 0.5
 #: The null responder the generator's ceiling is measured against (bench/refs/null_echo.py).
 NULL = "null_echo"
 #: The lean generators, each with its ceiling: the echo one (bench/loadgen.py, the reference
-#: echo rows) and the frame one (bench/refs/lean_load.py, the custom-framed chat rows).
-ENGINES = (LEAN, FRAMES)
+#: echo rows), the frame one (bench/refs/lean_load.py, the custom-framed chat rows) and the
+#: WebSocket one (bench/refs/lean_ws.py, the websocket and ws_echo rows).
+ENGINES = (LEAN, FRAMES, WS)
 #: What the report calls each engine (bench/load.py's names).
 GENERATOR_NAMES = {
     CLIENT: "product client",
     LEAN: "lean echo",
     FRAMES: "lean frames",
+    WS: "lean websocket",
 }
 
 
@@ -73,11 +77,19 @@ class CeilingPlan:
     closed_s: float
     open_s: float
     fractions: tuple[float, ...]  # open-loop rates as fractions of the closed-loop figure
+    #: The websocket generator's climb, where it differs: the rows it drives run at tens of
+    #: thousands a second (the websocket server, ws_echo), so three low steps show its margin
+    #: over them and keep the full bench in its budget.
+    ws_fractions: tuple[float, ...] | None = None
+
+    def climb(self, engine: str) -> tuple[float, ...]:
+        """The open-loop fractions of ``engine``'s climb."""
+        return self.ws_fractions if engine == WS and self.ws_fractions else self.fractions
 
 
 CEILING_PLANS = {
     # the climb stops after the first step the generator could not keep (kept_schedule)
-    "full": CeilingPlan(4, 64, 1.5, 1.5, (0.1, 0.2, 0.35, 0.5, 0.7)),
+    "full": CeilingPlan(4, 64, 1.5, 1.5, (0.1, 0.2, 0.35, 0.5, 0.7), (0.05, 0.1, 0.2)),
     # quick: one open step at a tenth of the closed loop (against null_echo the closed loop
     # batches deep, up to ~1.5 M/s on a quiet machine: a fifth of it was past both ceilings)
     "quick": CeilingPlan(4, 64, 0.5, 0.5, (0.1,)),
@@ -121,14 +133,22 @@ def measure_ceiling(run: BenchRun) -> None:
                     "connections": plan.connections,
                     "body": run.body,
                     "prefix": "g",
-                    "frames": engine == FRAMES,
+                    "frames": engine != LEAN,
+                    "engine": engine,  # (bench/load.py: which lean generator drives null_echo)
                 }
-                _climb(worker, base, plan, run.plan.max_inflight, rows)
+                _climb(worker, base, plan, run.plan.max_inflight, rows, plan.climb(engine))
     finally:
         server.stop()
 
 
-def _climb(worker: Any, base: Row, plan: CeilingPlan, max_inflight: int, rows: list[Row]) -> None:
+def _climb(
+    worker: Any,
+    base: Row,
+    plan: CeilingPlan,
+    max_inflight: int,
+    rows: list[Row],
+    fractions: tuple[float, ...],
+) -> None:
     """One generator's closed loop against the null server, then its open-loop climb."""
     closed = worker.run(
         {**base, "mode": "closed", "depth": plan.depth, "duration_s": plan.closed_s},
@@ -136,7 +156,7 @@ def _climb(worker: Any, base: Row, plan: CeilingPlan, max_inflight: int, rows: l
     )[0]
     rows.append({"transport": NULL, "store": "none", "fraction": None, **closed})
     top = closed["achieved_per_s"]
-    for fraction in plan.fractions:
+    for fraction in fractions:
         job = {
             **base,
             "mode": "open",
@@ -248,15 +268,18 @@ def section(results: dict[str, Any], images: Sequence[str]) -> str:
         "Server and generator share this 2-vCPU machine: the server under test is pinned to one "
         "vCPU, the generator (one worker process) to the other, so a second generator process "
         "would only share the same vCPU; the generator stays out of the way by costing less "
-        "per request than the server. Three generators (the *generator* column): the "
+        "per request than the server. Four generators (the *generator* column): the "
         "reference echo rows (`tcp_echo`, `tcp_floor`) are driven by the *lean echo* "
         "generator (bench/loadgen.py: raw frames, one write per connection per loop turn, no "
         "task per request); the chat transports in the custom protocol's frames (`custom`, "
         "`protobuf-tcp`) by the *lean frame* generator (bench/refs/lean_load.py: the same "
         "design over the transport's own SEND frames, replies matched in order by request "
-        "id, the server's whole pipeline in flight); the other chat rows by the *product "
-        "client* (ChatClient), which is also measured in the closed loop of the lean-framed "
-        "transports to show what it costs.\n"
+        "id, the server's whole pipeline in flight); `websocket` and `ws_echo` by the *lean "
+        "websocket* generator (bench/refs/lean_ws.py: the same design over masked WebSocket "
+        "frames encoded once per request id by the `websockets` library's sans-IO protocol, "
+        "replies matched by the start of their JSON text); the other chat rows by the "
+        "*product client* (ChatClient), which is also measured in the closed loop of the "
+        "lean-driven chat transports to show what it costs.\n"
     )
     for engine in ENGINES:
         closed, top = generator_closed(results, engine), ceiling(results, engine)
@@ -288,10 +311,15 @@ def section(results: dict[str, Any], images: Sequence[str]) -> str:
         closed_row = _closed(results, transport, store, engine)
         client_us = None if closed_row is None else closed_row.get("client_cpu_us_per_op")
         top = ceiling(results, engine) if engine != CLIENT else None
+        # one vCPU over the generator's CPU per request in this row's closed loop (it does
+        # not spin there): for a lean generator a second gauge beside its null-server
+        # ceiling, since a server that writes each reply apart costs it a read per reply
+        # where null_echo's echo comes back in the generator's own batches
+        own = "≈ " + fmt_rate(1e6 / client_us) if client_us else "—"
         if top is not None:
-            estimate = fmt_rate(top["offered_per_s"])
-        else:  # one vCPU over the generator's CPU per request, where it does not spin
-            estimate = "≈ " + fmt_rate(1e6 / client_us) if client_us else "—"
+            estimate = fmt_rate(top["offered_per_s"]) + (f" ({own} here)" if client_us else "")
+        else:
+            estimate = own
         sats = [saturation_by_bound(results, transport, store, b) for b in BOUNDS_US]
         limited = [r for r in mine if limited_by(r) == "generator"]
         crowded = [r for r in mine if limited_by(r) == "machine"]
@@ -319,8 +347,10 @@ def section(results: dict[str, Any], images: Sequence[str]) -> str:
         "which "
         f"the generator sent ≥ {MIN_SENT:.0%} of its schedule, nothing timed out and p99 from "
         "the intended send time stayed under the bound (— : no step did). *Generator ceiling*: "
-        "for a lean generator its null-server figure above; for the product's client one "
-        "vCPU ÷ its CPU per request in the closed loop. *Closed-loop /s*: the closed-loop "
+        "for a lean generator its null-server figure above, and in brackets one vCPU ÷ its "
+        "CPU per request in this row's closed loop (*here*: a server that writes each reply "
+        "apart costs the generator a read per reply); for the product's client that second "
+        "figure alone. *Closed-loop /s*: the closed-loop "
         "step of the same generator. *Generator-limited steps*: open-loop "
         f"steps where the generator fell behind (queueing p99 > {ON_TIME_US / 1000:g} ms or "
         f"< {MIN_SENT:.0%} sent) while the server's vCPU was under {SERVER_BUSY:.0%} busy: "

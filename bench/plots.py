@@ -94,7 +94,12 @@ def _legend(results: dict[str, Any], transport: str) -> str:
 #: Short names of the generators that drive load rows (bench/load.py's ``engine``), for the
 #: labels of a transport measured by more than one (custom, protobuf-tcp: the product client's
 #: closed loop beside the lean frame generator's, bench/refs/lean_load.py).
-ENGINE_LABELS = {"client": "ChatClient", "lean-frames": "lean gen.", "lean": "lean echo gen."}
+ENGINE_LABELS = {
+    "client": "ChatClient",
+    "lean-frames": "lean gen.",
+    "lean-ws": "lean ws gen.",
+    "lean": "lean echo gen.",
+}
 
 
 def engine_of(row: dict[str, Any]) -> str:
@@ -232,8 +237,9 @@ def cpu_per_op(results: dict[str, Any], path: Path) -> Path | None:
     title = "CPU per operation at saturation (closed loop; loopback: one process)"
     if mixed:
         title += (
-            f"\n{ENGINE_LABELS['lean-frames']}: the lean frame generator (its client bar: the "
-            f"generator's CPU); {ENGINE_LABELS['client']}: the product client, at its own rate"
+            f"\n{ENGINE_LABELS['lean-frames']}: the lean frame generator, "
+            f"{ENGINE_LABELS['lean-ws']}: the lean websocket generator (their client bars: the "
+            f"generators' CPU); {ENGINE_LABELS['client']}: the product client, at its own rate"
         )
     ax.set_title(title, fontsize=10 if mixed else None)
     ax.grid(True, axis="y", alpha=0.3)

@@ -36,7 +36,14 @@ def limited_by(closed: Row) -> str:
 
 
 #: The generator column: what drove each row (bench/load.py's engine names).
-GENERATORS = {"client": "product client", "lean": "lean echo", "lean-frames": "lean frames"}
+GENERATORS = {
+    "client": "product client",
+    "lean": "lean echo",
+    "lean-frames": "lean frames",
+    "lean-ws": "lean websocket",
+}
+#: The lean chat generators, whose closed-loop depth is the server's SEND pipeline.
+LEAN_CHAT = ("lean-frames", "lean-ws")
 #: The generator cell of the product client's own row beside a lean generator's.
 PRODUCT_ROW = "product client (its own limit)"
 
@@ -46,15 +53,14 @@ def generator_name(engine: str) -> str:
 
 
 def _lean_depths(load: list[Row]) -> str:
-    """ "(the lean frame generator: N)" from its closed-loop rows, or nothing."""
-    depths = sorted(
-        {r["depth"] for r in load if r.get("engine") == "lean-frames" and r.get("depth")}
-    )
+    """ "(the lean chat generators: N)" from their closed-loop rows, or nothing."""
+    depths = sorted({r["depth"] for r in load if r.get("engine") in LEAN_CHAT and r.get("depth")})
     if not depths:
         return "(the product client)"
     return (
-        f"for the product client, {'/'.join(map(str, depths))} for the lean frame generator "
-        "(the server's whole SEND pipeline per connection, ServerLimits.sends_in_flight)"
+        f"for the product client, {'/'.join(map(str, depths))} for the lean frame and "
+        "websocket generators (the custom server's whole SEND pipeline per connection, "
+        "ServerLimits.sends_in_flight)"
     )
 
 
@@ -105,6 +111,8 @@ def load_section(results: dict[str, Any], images: Sequence[str]) -> str:
         "rate and the CPU cost per operation of both sides. *Generator*: what drove the row "
         "(the next section has each generator's own ceiling): the *lean frames* generator "
         "(bench/refs/lean_load.py) drives the transports in the custom protocol's frames, "
+        "the *lean websocket* one (bench/refs/lean_ws.py: the same design over pre-encoded "
+        "masked WebSocket frames) the websocket transport and `ws_echo`, "
         "the *lean echo* one (bench/loadgen.py) the bare TCP echo references, the *product "
         "client* (ChatClient, or a reference's own client) the rest; where a lean generator "
         f"measured a transport, its row is the saturation figure, the {TIMES} {GRPC} and the "

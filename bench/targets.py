@@ -161,9 +161,11 @@ def client_saturation(results: dict[str, Any], transport: str, store: str = "mem
 def generator_of(row: Row | None) -> str:
     """Which generator measured a load row, in the targets' words."""
     engine = (row or {}).get("engine", "client")
-    return {"lean-frames": "the lean frame generator", "lean": "the lean echo generator"}.get(
-        engine, "the product client"
-    )
+    return {
+        "lean-frames": "the lean frame generator",
+        "lean-ws": "the lean websocket generator",
+        "lean": "the lean echo generator",
+    }.get(engine, "the product client")
 
 
 def steady_send_bytes(results: dict[str, Any], transport: str) -> Row | None:

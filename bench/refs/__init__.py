@@ -14,6 +14,8 @@ names its own, ``Entry.reference``), the lean reference client and the lean load
 ``lean_load``         not a server: the lean pipelined load generator of the transports in the
                       custom protocol's varint frames (custom, protobuf-tcp), which drives their
                       load rows (``engine`` ``lean-frames``, bench/load.py);
+``lean_ws``           not a server: the same generator over masked WebSocket frames, which
+                      drives the websocket and ws_echo load rows (``engine`` ``lean-ws``);
 ``clients``           not a server: the clients of the reference servers, one shape for all
                       (``connect``, ``echo``, ``close``; ``echo_client(name, address)``).
 

@@ -40,8 +40,8 @@ import asyncio
 import collections
 import functools
 import time
-from collections.abc import Callable
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, cast
 
 from bench.load import DRAIN_POLL_S, LoadResult, OpenLoopSchedule
 from bench.loadgen import Timings, close, dispatch_schedule, drive_step, to_result
@@ -80,6 +80,26 @@ CLOSED_DRAIN_S = 2.0
 _PUSHES = (Deliver, SentCopy, ReadMark, MessagesGone)
 
 Codec = Callable[[Role], Connection]
+
+
+class Sender(Protocol):
+    """What the drivers below (warm-up, closed and open loop) need of one lean connection:
+    :class:`LeanFrames` here, bench/refs/lean_ws.py's ``LeanWs`` for the websocket transport.
+    ``frames[rid]`` is the encoded request with request id ``rid`` (``frame_id()`` hands out a
+    free id, encoding its frame the first time); ``pending`` the FIFO of (intended, sent,
+    request id) outstanding; ``refill``: closed loop, send an answered id's frame again."""
+
+    timings: Timings
+    pending: collections.deque[tuple[int, int, int]]
+    free: list[int]
+    frames: list[bytes]
+    transport: asyncio.Transport | None
+    lost: str | None
+    errors: int
+    first_error: str | None
+    refill: bool
+
+    def frame_id(self) -> int: ...
 
 
 def framed_codec(transport: str) -> Codec | None:
@@ -303,13 +323,13 @@ async def connect_null(
 
 
 # -- driving ---------------------------------------------------------------------------------
-def _first_error(conns: list[LeanFrames]) -> str | None:
+def _first_error(conns: Sequence[Sender]) -> str | None:
     return next((c.lost for c in conns if c.lost), None) or next(
         (c.first_error for c in conns if c.first_error), None
     )
 
 
-def _finish(result: LoadResult, conns: list[LeanFrames]) -> LoadResult:
+def _finish(result: LoadResult, conns: Sequence[Sender]) -> LoadResult:
     """Request errors, and the requests a lost connection left unanswered, as errors."""
     result.errors += sum(c.errors for c in conns)
     result.errors += sum(len(c.pending) for c in conns if c.lost)
@@ -317,7 +337,7 @@ def _finish(result: LoadResult, conns: list[LeanFrames]) -> LoadResult:
     return result
 
 
-async def warm_up(conns: list[LeanFrames], calls: int) -> None:
+async def warm_up(conns: Sequence[Sender], calls: int) -> None:
     """``calls`` untimed SENDs spread over the connections, all at once; then the timings are
     cleared. Raises if the replies do not come within ``SETUP_TIMEOUT_S``."""
     timings = conns[0].timings
@@ -340,7 +360,7 @@ async def warm_up(conns: list[LeanFrames], calls: int) -> None:
         conn.errors, conn.first_error = 0, None
 
 
-async def frames_closed_loop(conns: list[LeanFrames], depth: int, duration_s: float) -> LoadResult:
+async def frames_closed_loop(conns: Sequence[Sender], depth: int, duration_s: float) -> LoadResult:
     """Each connection keeps ``depth`` SENDs outstanding for ``duration_s``."""
     timings = conns[0].timings
     start = time.perf_counter_ns()
@@ -369,7 +389,7 @@ async def frames_closed_loop(conns: list[LeanFrames], depth: int, duration_s: fl
 
 
 async def frames_open_loop(
-    conns: list[LeanFrames],
+    conns: Sequence[Sender],
     schedule: OpenLoopSchedule,
     *,
     max_inflight: int,
@@ -430,34 +450,37 @@ def closed_depth(job: dict[str, Any]) -> int:
     return int(job.get("lean_depth") or max(job.get("depth", 1), ServerLimits().sends_in_flight))
 
 
-async def run_frames(
-    job: dict[str, Any],
+#: Connects a lean generator's connections to an echo target: (address, timings) -> senders.
+ConnectEcho = Callable[[tuple[str, int], Timings], Awaitable[Sequence[Sender]]]
+#: Connects and signs up a lean generator's senders to a chat server: (address, their names,
+#: their password, the recipient, timings) -> senders.
+ConnectChat = Callable[[tuple[str, int], list[str], str, str, Timings], Awaitable[Sequence[Sender]]]
+
+
+async def run_lean_step(
+    job: dict[str, Any], connect_echo: ConnectEcho, connect_chat: ConnectChat
 ) -> tuple[LoadResult, int | None, float | None, dict[str, float | None], str | None]:
-    """One load step of this generator: (result, requests in flight, offered rate, CPU, the
-    clean-up's error). A chat target gets fresh senders and one offline recipient (deleted
-    afterwards, with every message of the step still pending to it); ``null_echo`` (kind
-    "echo") is driven without a set-up."""
+    """One load step of a lean generator (this one, bench/refs/lean_ws.py's): (result,
+    requests in flight, offered rate, CPU, the clean-up's error). A chat target gets fresh
+    senders (``connect_chat``) and one offline recipient (deleted afterwards, with every
+    message of the step still pending to it); an echo target (kind "echo") gets
+    ``connect_echo``'s connections, without a set-up."""
     from bench.endpoints import PASSWORD, CpuMeter, chat_target
 
     spec = job["target"]
     address = (spec["address"][0], int(spec["address"][1]))
     timings = Timings()
     target = None
+    recipient = ""
     if spec["kind"] == "echo":
-        conns = await connect_null(address, job["connections"], job["body"], timings)
+        conns = await connect_echo(address, timings)
     else:
-        codec = framed_codec(spec["transport"])
-        if codec is None:
-            raise ValueError(f"{spec['transport']} does not speak the custom protocol's frames")
-        prefix = job["prefix"]
-        recipient = f"{prefix}r"
+        recipient = f"{job['prefix']}r"
         target = chat_target(spec)
         try:
             await target.discard(await target.user(recipient))  # signed up, then offline
-            names = [f"{prefix}s{c}" for c in range(job["connections"])]
-            conns = await connect_senders(
-                address, codec, names, PASSWORD, (recipient,), job["body"], timings
-            )
+            names = [f"{job['prefix']}s{c}" for c in range(job["connections"])]
+            conns = await connect_chat(address, names, PASSWORD, recipient, timings)
         except BaseException:
             await target.aclose()
             raise
@@ -487,8 +510,33 @@ async def run_frames(
     return result, inflight, offered, cpu, cleanup_error
 
 
+async def run_frames(
+    job: dict[str, Any],
+) -> tuple[LoadResult, int | None, float | None, dict[str, float | None], str | None]:
+    """One load step of this generator (``run_lean_step``); ``null_echo`` is driven without
+    a set-up."""
+    spec = job["target"]
+    codec = framed_codec(spec["transport"]) if spec["kind"] != "echo" else None
+    if spec["kind"] != "echo" and codec is None:
+        raise ValueError(f"{spec['transport']} does not speak the custom protocol's frames")
+
+    async def echo(address: tuple[str, int], timings: Timings) -> Sequence[Sender]:
+        return await connect_null(address, job["connections"], job["body"], timings)
+
+    async def chat(
+        address: tuple[str, int], names: list[str], password: str, recipient: str, t: Timings
+    ) -> Sequence[Sender]:
+        assert codec is not None
+        return await connect_senders(address, codec, names, password, (recipient,), job["body"], t)
+
+    return await run_lean_step(job, echo, chat)
+
+
 __all__ = [
+    "ConnectChat",
+    "ConnectEcho",
     "LeanFrames",
+    "Sender",
     "closed_depth",
     "connect_null",
     "connect_senders",
@@ -497,5 +545,6 @@ __all__ = [
     "frames_open_loop",
     "offline_codec",
     "run_frames",
+    "run_lean_step",
     "warm_up",
 ]

@@ -131,12 +131,16 @@ def test_every_wire_transport_has_load_steps_bytes_and_a_rung(
     results: dict[str, Any], transport: str
 ) -> None:
     from bench.refs.lean_load import framed_codec
+    from bench.refs.lean_ws import speaks_ws
 
     steps = rows(results, "load", transport=transport, store="memory")
     # the custom-framed transports: the product client's closed loop, then the lean frame
-    # generator's (bench/refs/lean_load.py), which the open loop steps from and is driven by
+    # generator's (bench/refs/lean_load.py), which the open loop steps from and is driven by;
+    # the websocket transport likewise with the lean websocket generator (bench/refs/lean_ws.py)
     if framed_codec(transport) is not None:
         engines = [("closed", "client"), ("closed", "lean-frames"), ("open", "lean-frames")]
+    elif speaks_ws(transport):
+        engines = [("closed", "client"), ("closed", "lean-ws"), ("open", "lean-ws")]
     else:
         engines = [("closed", "client"), ("open", "client")]
     assert [(r["mode"], r["engine"]) for r in steps] == engines
