@@ -402,15 +402,20 @@ async def run_echo(job: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 #: Pairs of blocks (one by the lean client, one by ChatClient) the lean step alternates in
-#: one round, at most: 2 a round, so the full plan's 2,000 lean sends a round make blocks of
-#: 1,000 and its 5 rounds 10 pairs. Long blocks because each switch of client costs the one
-#: that touches more code more (its caches are cold again), which no real client pays: in
-#: ad hoc runs the CPU ratio read 1.27-1.34 in blocks of 100-250 and 1.19-1.24 in blocks of
-#: 1,000, against the same server in the same minutes.
-LEAN_PAIRS = 2
+#: one round, at most: 4 a round, so the full plan's 2,000 lean sends a round make blocks of
+#: 500 and its 5 rounds 20 pairs, whose median's 95 % interval runs from the 6th to the 15th
+#: of the 20 per-pair ratios (with 10 pairs: from the 2nd to the 9th). The sends are the same
+#: whatever the count, so more pairs cost only their lead-ins: a round of the step took
+#: 1.3-1.7 s with 2 pairs and with 4 (issue 8, load 2.4). Each block is still long, because
+#: each switch of client costs the one that touches more code more (its caches are cold
+#: again), which no real client pays: in ad hoc runs the CPU ratio read 1.27-1.34 in blocks
+#: of 100-250 and 1.19-1.24 in blocks of 1,000 before the lead-in below; with it, ad hoc
+#: blocks of 400 read 1.25-1.30 at load 2.5 (the reference run's blocks of 1,000: 1.25).
+LEAN_PAIRS = 4
 #: Fewer pairs when a round has fewer sends: each block at least this many timed sends (so
-#: its p50 and its CPU per send are not one scheduler hiccup), and at least 2 pairs.
-LEAN_BLOCK_MIN = 50
+#: its p50 and its CPU per send are not one scheduler hiccup), and at least 2 pairs (the
+#: quick plan's 200 sends a round: 2 pairs of 100, as before LEAN_PAIRS was 4).
+LEAN_BLOCK_MIN = 100
 #: Untimed sends at the start of every block: the client just switched, and the first calls
 #: after a switch pay for caches the other client evicted (both clients pay it alike; it is
 #: kept out of the figures so a block measures the steady call, as the other latency rows do).

@@ -20,7 +20,11 @@ Theory of operation (section numbers refer to PROTOCOL.md)
     written at once (one system call, no trip around the loop; straight to the transport
     when no ACK waits in the outbox, which ``_Outbox.idle`` says); requests made while others
     are in flight, and ACKs, leave together at the end of the loop iteration. Past the byte
-    budget callers wait until the server reads.
+    budget callers wait until the server reads. The request's future is made after the
+    write, off the path to the server.
+  * A read that ends with a reply returns as soon as the reply is handed over (the codec's
+    ``buffered`` is 0), without asking the codec for a next event it does not have: the
+    caller wakes once ``data_received`` returns, so that is all on its latency (issue 8).
   * The hot values (the SEND event, each SendResult, each pushed Delivery) are frozen
     dataclasses built through ``core.frozen.builder``: same values, a third of the cost of their
     generated ``__init__``, straight from the request or event in one call (issue 8: the
@@ -377,7 +381,6 @@ class CustomTransport(asyncio.Protocol):
         except LocalProtocolError as exc:
             heappush(free, rid)
             raise error_for_local(exc) from None
-        future: asyncio.Future[R] = self._loop.create_future()  # type: ignore[union-attr]
         transport = self._transport
         if pending:
             outbox.write(data)  # others are in flight: join their batch
@@ -385,6 +388,8 @@ class CustomTransport(asyncio.Protocol):
             transport.write(data)  # write_now's own path, without a call into the outbox
         else:
             outbox.write_now(data)
+        # made after the write, so it is not on the path to the server (nor is what follows)
+        future: asyncio.Future[R] = self._loop.create_future()  # type: ignore[union-attr]
         pending[rid] = (future, request, spec)
         if outbox.paused:
             return self._when_writable(future, outbox)
@@ -464,6 +469,11 @@ class CustomTransport(asyncio.Protocol):
                         pass  # the caller stopped waiting (cancelled)
                 else:
                     self._refused(future, request, event)
+                if not codec.buffered:
+                    # The read ended with this reply (one in flight: the usual case). Asking
+                    # the codec again would only say NEED_DATA, and its caller wakes once this
+                    # returns (issue 8: the path from the reply's bytes to its caller).
+                    return
         except ProtocolError as exc:
             # before WELCOME it is most likely another protocol's port: connect() says so
             level = logging.WARNING if self.welcome is not None else logging.DEBUG
