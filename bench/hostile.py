@@ -25,7 +25,9 @@ Every count scales with ``--scale``, the server's connection cap too (``--max-co
 FULL_CAP x scale, so a scaled flood still fills it), and every attack stops at the end of the
 window. The load average at the start and the end of the attacks is reported: the machine may
 be shared, and above its CPU count the figures measure the sharing. A thread
-samples the server's /proc status (RSS, its kernel-kept peak VmHWM, descriptors); the
+samples the server's /proc status (RSS, its kernel-kept peak VmHWM, descriptors), each
+process's CPU and its wait for a CPU, the machine's CPU by kind (the host's steal too), the
+listen queue and the kernel's listen overflows (``Sampler``); the
 server's log gives its collector pauses and its late loop iterations (``loop: lag N ms at
 T``, wirechat.server.LoopLag), both counted inside the window. Afterwards
 every recipient logs in again: each message the server acknowledged must have been seen live
@@ -156,14 +158,87 @@ async def seed(db: Path, plan: dict[str, Any]) -> float:
     return time.monotonic() - started
 
 
+def sched_ns(pid: int) -> tuple[int, int] | None:
+    """CPU time and time spent waiting for a CPU (runnable, not running), nanoseconds, of
+    every thread of process ``pid`` (``/proc/<pid>/task/*/schedstat``); None if it is gone."""
+    cpu = wait = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for task in tasks:
+        try:
+            fields = Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()
+        except OSError:
+            continue  # (a thread that ended)
+        cpu += int(fields[0])
+        wait += int(fields[1])
+    return cpu, wait
+
+
+def listen_overflows() -> tuple[int, int]:
+    """The kernel's ListenOverflows and ListenDrops (TcpExt, /proc/net/netstat): connects
+    dropped because a listen queue was full (this network namespace, every listener)."""
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            row = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+            return int(row.get("ListenOverflows", 0)), int(row.get("ListenDrops", 0))
+    return 0, 0
+
+
+def listen_queue(port: int) -> int | None:
+    """Connections waiting in the listen queue of ``port`` now (``ss``: Recv-Q of a LISTEN
+    socket is its accept queue); None when ``ss`` cannot tell."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, timeout=2
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    queued = [int(line.split()[1]) for line in out.splitlines() if line.split()[1:2]]
+    return sum(queued) if queued else None
+
+
+def machine_cpu() -> list[int]:
+    """The machine's CPU time by kind since boot, in clock ticks (``/proc/stat``'s cpu line:
+    user, nice, system, idle, iowait, irq, softirq, steal): the kernel's network work for
+    20,000 connects shows as softirq, a host that runs other guests as steal."""
+    return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+
+
 class Sampler(threading.Thread):
-    """Samples the server's /proc status every ``every`` seconds until stopped."""
+    """Samples the server's /proc status every ``every`` seconds until stopped; with
+    ``watch`` (name -> pid, the scene's processes, the server as "server") also each one's
+    CPU and wait-for-CPU (``sched_ns``), the kernel's listen overflows and, with ``port``,
+    that listener's accept queue: where a late canary message or login spent its time."""
 
     def __init__(self, pid: int, every: float = 0.5) -> None:
         super().__init__(daemon=True)
         self.pid, self.every = pid, every
         self.samples: list[tuple[float, int, int, int]] = []  # (wall, rss kB, hwm kB, fds)
+        self.watch: dict[str, int] = {"server": pid}
+        self.port: int | None = None
+        #: name -> [(wall, cpu ns, wait ns)]
+        self.sched: dict[str, list[tuple[float, int, int]]] = {}
+        #: (wall, ListenOverflows, ListenDrops, accept queue of ``port`` or None)
+        self.listen: list[tuple[float, int, int, int | None]] = []
+        self.machine: list[tuple[float, list[int]]] = []  # (wall, ``machine_cpu()``)
         self.halt = threading.Event()
+
+    def read_sched(self) -> None:
+        """One sample of every watched process's CPU and wait, and of the listen queue."""
+        now = time.time()
+        for name, pid in list(self.watch.items()):
+            got = sched_ns(pid)
+            if got is not None:
+                self.sched.setdefault(name, []).append((now, *got))
+        with contextlib.suppress(OSError, ValueError):
+            self.machine.append((now, machine_cpu()))
+            queued = listen_queue(self.port) if self.port is not None else None
+            self.listen.append((now, *listen_overflows(), queued))
 
     def read(self) -> tuple[float, int, int, int] | None:
         try:
@@ -180,6 +255,7 @@ class Sampler(threading.Thread):
             sample = self.read()
             if sample is not None:
                 self.samples.append(sample)
+            self.read_sched()
 
     def cpu_seconds(self) -> float | None:
         """CPU time (user + system) the server has used so far."""
@@ -275,6 +351,7 @@ def run(plan: dict[str, Any], out: Path, baseline: float = 3.0, cooldown: float 
         extra = ["--max-connections", str(cap)] if cap else []
         server = ServerProcess(transports, db, extra_args=extra).start()
         results["t_server"] = time.time()
+        results["addresses"] = server.addresses
         sampler = Sampler(server.pid)
         sampler.start()
         q, go, stop = ctx.Queue(), ctx.Event(), ctx.Event()
@@ -288,9 +365,13 @@ def run(plan: dict[str, Any], out: Path, baseline: float = 3.0, cooldown: float 
             for k, i in kinds
         ]
         names = {k if k != "flood" else f"flood-{i}" for k, i in kinds}
+        sampler.port = server.addresses["custom"][1]
         try:
             for proc in procs:
                 proc.start()
+            for (kind, i), proc in zip(kinds, procs, strict=True):
+                if proc.pid is not None:  # (its CPU and its wait for a CPU: the Sampler)
+                    sampler.watch[kind if kind != "flood" else f"flood-{i}"] = proc.pid
             ready: dict[str, Any] = {}
             _collect(q, set(names), time.monotonic() + 300, ready, failed)
             results["t_ready"] = time.time()
@@ -331,6 +412,9 @@ def run(plan: dict[str, Any], out: Path, baseline: float = 3.0, cooldown: float 
             results["exit_code"] = server.stop()
         results["failed_workers"] = failed
         results["samples"] = sampler.samples
+        results["sched"] = sampler.sched
+        results["listen"] = sampler.listen
+        results["machine_cpu"] = sampler.machine
         results["server_log_errors"] = [
             line for line in server.log_lines if "Traceback" in line or " ERROR " in line
         ][:50]

@@ -103,6 +103,8 @@ async def canary(plan: dict[str, Any], address: Address, ready: Any, stop: Any) 
     sent_at: dict[int, float] = {}  # seq -> perf_counter of the intended send
     scheduled: list[tuple[int, float]] = []  # (seq, wall time of the intended send)
     samples: dict[int, float] = {}  # seq -> push latency (s)
+    started: dict[int, float] = {}  # seq -> seconds from the intended send to its start
+    answered: dict[int, float] = {}  # seq -> seconds from its start to SENT
     acked: list[int] = []
     seen: list[int] = []
     failures: collections.Counter[str] = collections.Counter()
@@ -119,9 +121,14 @@ async def canary(plan: dict[str, Any], address: Address, ready: Any, stop: Any) 
                 last_seen.set()
 
     async def send(seq: int) -> None:
+        # (where a late push spent its time: this process's own lateness before the send,
+        # then the SENT round trip; the push latency itself is timed from the intended send)
+        began = time.perf_counter()
+        started[seq] = began - sent_at[seq]
         try:
             async with asyncio.timeout(SEND_TIMEOUT):
                 result = await sender.send(["canary-b"], f"{seq}:canary")
+            answered[seq] = time.perf_counter() - began
             acked.append(result.message_id)
         except Exception as exc:
             failures[_error_name(exc)] += 1
@@ -156,6 +163,8 @@ async def canary(plan: dict[str, Any], address: Address, ready: Any, stop: Any) 
     return {
         "scheduled": scheduled,
         "latency": {str(k): v for k, v in samples.items()},
+        "send_late": {str(k): v for k, v in started.items()},
+        "sent_in": {str(k): v for k, v in answered.items()},
         "failures": dict(failures),
         "answered_after": answered_after,
         "acked": {"canary-b": sorted(acked)},

@@ -143,6 +143,15 @@ def checks(results: dict[str, Any]) -> list[dict[str, str]]:
     if loop_info is not None:
         rows.append(_row("server loop late by >= 20 ms in the window", "-",
                          _lag_detail(loop_info, t_go, t_end), None))  # fmt: skip
+    late = _late_canary(results, t_go, t_end)
+    if late:
+        rows.append(_row("where the canary's slowest 1 % waited", "-", late, None))
+    sched = _sched_detail(results, t_go, t_end)
+    if sched:
+        rows.append(_row("CPU / wait for a CPU in the window (s)", "-", sched, None))
+    listen = _listen_detail(results, t_go, t_end)
+    if listen:
+        rows.append(_row("listen queue in the window", "-", listen, None))
     flood = attacks.get("ack_flood", {})
     if flood.get("rounds"):
         took = ", ".join("cut off" if t is None else f"{t:.2f} s" for t in flood["rounds"])
@@ -153,6 +162,80 @@ def checks(results: dict[str, Any]) -> list[dict[str, str]]:
         rows.append(_row("scene workers that failed", "0",
                          ", ".join(sorted(results["failed_workers"])), False))  # fmt: skip
     return rows
+
+
+def _late_canary(results: dict[str, Any], start: float, end: float) -> str:
+    """The canary's slowest 1 % of pushes in [start, end): the canary process's own lateness
+    before each send (waiting for a CPU, or its loop busy), the SENT round trip, the push."""
+    canary = results.get("canary", {})
+    latency, late, sent = (canary.get(k, {}) for k in ("latency", "send_late", "sent_in"))
+    if not late:
+        return ""
+    seqs = [str(q) for q, wall in canary.get("scheduled", []) if start <= wall < end]
+    slow = sorted((s for s in seqs if s in latency), key=lambda s: latency[s])
+    slow = slow[-max(1, len(slow) // 100) :]
+    if not slow:
+        return ""
+
+    def median(values: list[float]) -> str:
+        values = sorted(values)
+        return f"{values[len(values) // 2] * 1000:.0f} ms" if values else "-"
+
+    return (
+        f"{len(slow)} pushes of {median([latency[s] for s in slow])} (median): the canary "
+        f"started its send {median([late[s] for s in slow if s in late])} late, SENT came "
+        f"{median([sent[s] for s in slow if s in sent])} after it (medians)"
+    )
+
+
+def _at(series: list[Any], when: float) -> Any:
+    """The last sample of ``series`` (rows starting with their wall time) at or before
+    ``when``, else the first."""
+    chosen = series[0]
+    for row in series:
+        if row[0] > when:
+            break
+        chosen = row
+    return chosen
+
+
+def _sched_detail(results: dict[str, Any], start: float, end: float) -> str:
+    """Each process's CPU seconds and seconds waiting for a CPU inside [start, end): above
+    its share of 2 vCPUs, whoever runs waits, and the canary's latency is then the machine's."""
+    parts = []
+    for name, series in sorted(results.get("sched", {}).items()):
+        if not series:
+            continue
+        first, last = _at(series, start), _at(series, end)
+        cpu, wait = (last[i] - first[i] for i in (1, 2))
+        parts.append(f"{name} {cpu / 1e9:.1f}/{wait / 1e9:.1f}")
+    if not parts:
+        return ""
+    text = f"over {end - start:.0f} s: " + ", ".join(parts)
+    machine = results.get("machine_cpu", [])
+    if machine:  # (the whole machine, every process: other work shares it too)
+        first, last = _at(machine, start), _at(machine, end)
+        ticks = [b - a for a, b in zip(first[1], last[1], strict=True)]
+        hz = os.sysconf("SC_CLK_TCK")
+        kinds = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+        text += "; the machine: " + ", ".join(
+            f"{kind} {t / hz:.1f}" for kind, t in zip(kinds, ticks, strict=True) if t
+        )
+    return text
+
+
+def _listen_detail(results: dict[str, Any], start: float, end: float) -> str:
+    """The kernel's listen overflows (connects dropped: a full accept queue) inside
+    [start, end), and the custom listener's longest accept queue seen."""
+    series = results.get("listen", [])
+    if not series:
+        return ""
+    first, last = _at(series, start), _at(series, end)
+    queued = [row[3] for row in series if start <= row[0] < end and row[3] is not None]
+    return (
+        f"{last[1] - first[1]} overflows, {last[2] - first[2]} drops (the whole machine); "
+        f"longest accept queue {max(queued, default=0)}"
+    )
 
 
 def _gc_detail(gc_info: dict[str, Any], start: float, end: float) -> str:

@@ -39,12 +39,14 @@ Theory of operation
     order they started waiting, and the addresses are ranked by count in buckets: finding
     a victim is O(1), nothing is scanned.
 
-  * Overload (``note_lag``/``overloaded``): the server's loop-lag watch (wirechat/server.py)
-    tells the Guard how late the event loop runs; past ``shed_lag`` (smoothed), new work that
-    can wait and costs the loop most (account searches on every transport; every gRPC
-    request that creates work) is refused with the transport's overload answer and a
-    sentence (custom/WebSocket LIMIT_EXCEEDED, gRPC RESOURCE_EXHAUSTED ``OVERLOADED``), so
-    the sessions' sends, acks and logins get the loop. Nothing was done, nothing is lost.
+  * Overload (``note_lag``, ``lag``): the server's loop-lag watch (wirechat/server.py)
+    tells the Guard how late the event loop runs. Past ``shed_lag`` (smoothed), new work that
+    can wait and costs the loop most is refused with the transport's overload answer and a
+    sentence, so the sessions' sends, acks and logins get the loop: account searches on
+    every transport by the service (``core.pacing``, handed ``lag`` by wirechat/server.py;
+    core.errors.Overloaded: custom/WebSocket LIMIT_EXCEEDED, gRPC RESOURCE_EXHAUSTED
+    ``OVERLOADED``), and every gRPC request that creates work by grpc/_limits. Nothing was
+    done, nothing is lost.
     Past the lower ``crowd_lag``, new connections from crowded addresses wait (parked by
     the custom listeners, a few set up per iteration) while a person's are set up at once.
 
@@ -309,6 +311,9 @@ class Guard:
     _holders: dict[Holding, None] = field(default_factory=dict)
     #: How late the event loop runs, seconds, smoothed (``note_lag``; 0 with no watch).
     lag: float = 0.0
+    #: Connections a listener accepted and holds, not set up yet (``park``): each holds a
+    #: descriptor, so they count against the cap like admitted ones.
+    parked: int = 0
 
     def __post_init__(self) -> None:
         self._cap = self.limits.connection_cap()
@@ -335,7 +340,7 @@ class Guard:
         per = self.limits.max_connections_per_address
         if address is not None and self._per_address[address] >= per:
             return Refusal(f"too many connections from {address} ({per} at most); close some first")
-        if self.connections >= self._cap and not self._make_room(address):
+        if self.connections + self.parked >= self._cap and not self._make_room(address):
             return Refusal(f"the server is full ({self._cap} connections); try again later")
         if address is not None:
             self._per_address[address] += 1
@@ -349,9 +354,22 @@ class Guard:
         per = self.limits.max_connections_per_address
         if address is not None and self._per_address[address] >= per:
             return Refusal(f"too many connections from {address} ({per} at most); close some first")
-        if self.connections >= self._cap and self._victim(address, time.monotonic()) is None:
+        full = self.connections + self.parked >= self._cap
+        if full and self._victim(address, time.monotonic()) is None:
             return Refusal(f"the server is full ({self._cap} connections); try again later")
         return None
+
+    def park(self) -> bool:
+        """A listener would hold an accepted connection to set it up later: True (counted
+        against the cap until ``unpark``) while the cap has room for it, else False."""
+        if self.connections + self.parked >= self._cap:
+            return False
+        self.parked += 1
+        return True
+
+    def unpark(self) -> None:
+        """A parked connection is being set up (its own ``admit`` counts it now) or closed."""
+        self.parked -= 1
 
     def _make_room(self, address: str | None) -> bool:
         """Evict a waiting connection for a newcomer from ``address`` (module docstring, rules
@@ -468,16 +486,6 @@ class Guard:
             self.lag = late
         else:
             self.lag += LAG_WEIGHT * (late - self.lag)
-
-    def overloaded(self) -> Refusal | None:
-        """Why new work that can wait must be refused now (the loop runs ``shed_lag`` or more
-        behind), or None."""
-        if self.lag < self.limits.shed_lag:
-            return None
-        return Refusal(
-            f"the server is overloaded (it runs {self.lag * 1000:.0f} ms behind); "
-            "nothing was done: try again in a moment"
-        )
 
     # -- bytes ----------------------------------------------------------------------------
     def reserve_inbound(self, nbytes: int) -> bool:

@@ -17,14 +17,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pytest
-import pytest_asyncio
 from test_custom_limits import WAIT, Peer, serving  # (a sibling module)
 
-from core import ChatService, HashCost, SqliteStore
+from core import ChatService
 from transports import _guard
 from transports._guard import FD_RESERVE, REFUSED_LINGERING, ServerLimits, _fd_ceiling
 from transports.custom import Error, ErrorCode, _accept, _server
@@ -35,13 +34,6 @@ pytestmark = pytest.mark.timeout(60)
 BURST = 120
 
 T = TypeVar("T")
-
-
-@pytest_asyncio.fixture
-async def service() -> AsyncIterator[ChatService]:
-    service = ChatService(SqliteStore(":memory:"), hash_cost=HashCost.LOW)
-    yield service
-    await service.shutdown()
 
 
 async def test_a_burst_of_connects_is_accepted_a_few_per_loop_iteration(

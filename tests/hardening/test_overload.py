@@ -45,13 +45,12 @@ PASSWORD = "pw-secret-1"
 
 def test_the_guard_counts_a_stall_at_once_and_forgets_it_as_the_loop_catches_up() -> None:
     guard = Guard(ServerLimits(shed_lag=0.2))
-    assert guard.overloaded() is None
+    assert guard.lag < 0.2
     guard.note_lag(0.5)  # one iteration of half a second
-    refusal = guard.overloaded()
-    assert refusal is not None and "overloaded" in str(refusal)
+    assert guard.lag >= 0.2
     for _ in range(100):  # a second of punctual ticks
         guard.note_lag(0.001)
-    assert guard.overloaded() is None
+    assert guard.lag < 0.2
 
 
 async def test_the_loop_lag_watch_tells_the_guard_when_the_loop_stalls() -> None:
@@ -60,10 +59,10 @@ async def test_the_loop_lag_watch_tells_the_guard_when_the_loop_stalls() -> None
     watch.start()
     try:
         await asyncio.sleep(0.05)  # punctual ticks
-        assert guard.overloaded() is None
+        assert guard.lag < 0.2
         time.sleep(0.4)  # noqa: ASYNC251 - the point: the loop stands still (a long iteration)
         await asyncio.sleep(0.02)  # the next tick sees it
-        assert guard.overloaded() is not None
+        assert guard.lag >= 0.2
         assert watch.late[-1] == 0 and max(watch.late) >= 1
     finally:
         watch.stop()

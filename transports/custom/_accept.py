@@ -22,8 +22,13 @@ docs/LIMITS.md "Overload and the listen queue")
   * Sessions first while the loop runs behind (``crowd_lag``): a connection from a crowded
     address (``crowded`` connections without a session already: a flood's) is parked, set
     up CROWD_SETUPS per loop iteration (``_unpark``), or refused at once, "busy", when PARKED
-    wait already; the others (a person's connect) are set up at once. The kernel's queue
-    still drains, so nobody's SYN waits behind the flood's.
+    wait already or the cap has no room for it (parked connections count against the cap:
+    ``Guard.park``); the others (a person's connect) are set up at once. Meanwhile the
+    listener drains the kernel's queue, up to DRAIN connections or DRAIN_SECONDS of
+    accepting per iteration, so a person's connect does not wait behind thousands of the
+    flood's in it (the hostile scene: an owner's connect accepted 1.35 s after its
+    handshake, with the queue full at 4,096 and 64 taken per iteration), and a parked
+    connection, unlike a refused one, is not a reconnect the moment after.
   * Out of descriptors (EMFILE, ENFILE, ...): accepting pauses ACCEPT_RETRY seconds instead of
     spinning on a queue that stays readable.
 """
@@ -35,6 +40,7 @@ import errno
 import logging
 import socket
 import ssl
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -48,11 +54,18 @@ log = logging.getLogger(__name__)
 
 _log_accept = _Quiet("no descriptor to accept a connection; pausing accepts")
 
-#: Connections parked at once (``Acceptor._park``), at most: with the refusals lingering and
-#: one iteration's set-ups, within the descriptors the cap leaves (``burst_backlog``).
-PARKED = 256
-#: Parked connections set up per loop iteration while the loop runs behind.
+#: Connections parked at once (``Acceptor._park``), at most, and only while the cap has room
+#: for them (each counts against it: ``Guard.park``): as many as a full listen queue holds
+#: (``ServerLimits.backlog``), so parking holds no more kernel buffers than the queue did.
+PARKED = 4096
+#: Parked connections set up per loop iteration while the loop runs behind (~0.2 ms each
+#: with its HELLO and WELCOME, or its cut frame: ``bench`` helper figures in docs/LIMITS.md).
 CROWD_SETUPS = 8
+#: Connections accepted per loop iteration, at most, while the loop runs behind; and the
+#: seconds of accepting (and parking or refusing) one iteration may spend on them. An accept
+#: and a park cost ~10-20 us: 2 ms take ~100-200 connections out of the kernel's queue.
+DRAIN = 512
+DRAIN_SECONDS = 0.002
 _BUSY = Refusal("the server is busy; try again in a moment")
 #: Refusal frames an Acceptor keeps encoded, by sentence (one per client address at most).
 REFUSAL_FRAMES = 1024
@@ -89,7 +102,9 @@ class Acceptor:
         self._setting_up: set[asyncio.Task[Any]] = set()  # connections being set up
         self._retry: asyncio.TimerHandle | None = None
         self._closed = False
-        self._parked: deque[socket.socket] = deque()  # accepted, set up later (``_park``)
+        # accepted, set up later (``_park``): uncrowded addresses' first, then crowded ones'
+        self._first: deque[socket.socket] = deque()
+        self._parked: deque[socket.socket] = deque()
         self._unparking = False
 
     @classmethod
@@ -142,20 +157,21 @@ class Acceptor:
             self._loop.add_reader(sock.fileno(), self._accept, sock)
 
     def _accept(self, listening: socket.socket) -> None:
-        """The queue is readable: set up to ``accepts_per_turn`` connections now (the rest at
-        the next iteration: the socket stays readable). While the loop runs behind
-        (``crowd_lag``), a connection from a crowded address (``crowded`` connections
-        without a session already) is parked instead, set up CROWD_SETUPS per iteration
-        (``_unpark``), or refused at once when PARKED wait already: sessions' requests
-        and a person's connect go before a flood's handshakes, and the kernel's queue
-        still drains."""
+        """The queue is readable: take up to DRAIN connections (DRAIN_SECONDS of accepting)
+        out of it; set up ``accepts_per_turn`` of them now (CROWD_SETUPS while the loop runs
+        behind, ``crowd_lag``), a person's first, and park the rest, set up as many per
+        iteration (``_unpark``) in order: those of uncrowded addresses first. A connection
+        from a crowded address (``crowded`` connections without a session already) waits
+        behind every parked one. When the park is full, or the cap has no room for one more
+        (``Guard.park``), it is refused at once, "busy"."""
         loop = self._loop
         guard, limits = self._guard, self._limits
         lagging = guard is not None and guard.lag >= limits.crowd_lag
-        room = limits.accepts_per_turn
-        for _ in range(limits.accepts_per_turn * (4 if lagging else 1)):
-            if room <= 0:
-                return
+        room = CROWD_SETUPS if lagging else limits.accepts_per_turn
+        ends = time.perf_counter() + DRAIN_SECONDS
+        for n in range(DRAIN):
+            if n & 15 == 15 and time.perf_counter() > ends:
+                return  # (the rest at the next iteration: the socket stays readable)
             try:
                 conn, where = listening.accept()
             except (BlockingIOError, InterruptedError):
@@ -172,17 +188,20 @@ class Acceptor:
             try:
                 if self._refuse_at_once(conn):
                     continue
-                if lagging and guard is not None:
-                    host = peer_host(where)
-                    if guard.waiting_from(host) >= limits.crowded:
-                        self._park(conn)
-                        continue
+                crowded = False
+                if guard is not None:
+                    crowded = guard.waiting_from(peer_host(where)) >= limits.crowded
+                if room > 0 and not (self._first or (crowded and self._parked)):
+                    room -= 1
+                    self._set_up(conn)
+                elif guard is None:  # (nothing counts a parked one: the rest stay queued)
+                    self._set_up(conn)
+                    return
+                else:
+                    self._park(conn, first=not crowded)
             except Exception:  # a bug of ours: this connection goes, the listener goes on
                 log.exception("refusing a connection at its accept failed")
                 conn.close()
-                continue
-            room -= 1
-            self._set_up(conn)
 
     def _set_up(self, conn: socket.socket) -> None:
         loop = self._loop
@@ -197,27 +216,34 @@ class Acceptor:
         self._setting_up.add(task)
         task.add_done_callback(self._done)
 
-    def _park(self, conn: socket.socket) -> None:
-        """A crowded address's connection while the loop runs behind: set up later, or
-        refused at once when PARKED wait already."""
-        if len(self._parked) >= PARKED:
+    def _park(self, conn: socket.socket, first: bool = False) -> None:
+        """Hold ``conn`` to set it up later (``first``: before every crowded address's), or
+        refuse it at once when PARKED wait already or the cap has no room for it."""
+        guard = self._guard
+        if self._waiting() >= PARKED or guard is None or not guard.park():
             self._refuse_now(conn, _BUSY)
             return
-        self._parked.append(conn)
+        (self._first if first else self._parked).append(conn)
         if not self._unparking:
             self._unparking = True
             self._loop.call_soon(self._unpark)
 
+    def _waiting(self) -> int:
+        return len(self._first) + len(self._parked)
+
     def _unpark(self) -> None:
-        """Set up parked connections: CROWD_SETUPS per iteration while the loop runs behind,
-        else ``accepts_per_turn``."""
+        """Set up parked connections, those of uncrowded addresses first: CROWD_SETUPS per
+        iteration while the loop runs behind, else ``accepts_per_turn``."""
         guard, limits = self._guard, self._limits
         lagging = guard is not None and guard.lag >= limits.crowd_lag
         for _ in range(CROWD_SETUPS if lagging else limits.accepts_per_turn):
-            if not self._parked:
+            queue = self._first or self._parked
+            if not queue:
                 break
-            self._set_up(self._parked.popleft())
-        if self._parked and not self._closed:
+            if guard is not None:
+                guard.unpark()  # (its own admission counts it from now on)
+            self._set_up(queue.popleft())
+        if self._waiting() and not self._closed:
             self._loop.call_soon(self._unpark)
         else:
             self._unparking = False
@@ -244,12 +270,15 @@ class Acceptor:
         return True
 
     def _refuse_now(self, conn: socket.socket, refusal: Refusal) -> None:
-        """ERROR SERVER_BUSY with ``refusal``'s reason straight to ``conn``, then close."""
+        """ERROR SERVER_BUSY with ``refusal``'s reason straight to ``conn``, then close (over
+        TLS, or with no frame to write, only close: a frame in clear would be garbage)."""
         log_refusal(self._loop.time(), refusal)
+        if self._tls is not None or self._encode is None:
+            conn.close()
+            return
         text = str(refusal)
         frame = self._refusals.get(text)
         if frame is None:
-            assert self._encode is not None
             frame = self._encode(Error(0, ErrorCode.SERVER_BUSY, text))
             if len(self._refusals) < REFUSAL_FRAMES:
                 self._refusals[text] = frame
@@ -285,8 +314,11 @@ class Acceptor:
             if self._retry is None:
                 self._loop.remove_reader(sock.fileno())
             sock.close()
-        while self._parked:
-            self._parked.popleft().close()
+        for queue in (self._first, self._parked):
+            while queue:
+                if self._guard is not None:
+                    self._guard.unpark()
+                queue.popleft().close()
 
     async def wait_closed(self) -> None:
         """Wait for the connections accepted before ``close`` to be set up."""
@@ -294,4 +326,12 @@ class Acceptor:
             await asyncio.wait(list(self._setting_up))
 
 
-__all__ = ["ACCEPT_RETRY", "CROWD_SETUPS", "PARKED", "REFUSAL_FRAMES", "Acceptor"]
+__all__ = [
+    "ACCEPT_RETRY",
+    "CROWD_SETUPS",
+    "DRAIN",
+    "DRAIN_SECONDS",
+    "PARKED",
+    "REFUSAL_FRAMES",
+    "Acceptor",
+]

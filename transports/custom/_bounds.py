@@ -40,10 +40,11 @@ docs/LIMITS.md "Connections and bytes" and PROTOCOL.md section 9.7 say what a cl
   * Paced requests: ACK ids and the time LIST_ACCOUNTS calls take are paced per session by
     the service (``core.pacing``, for every transport); a paced request suspends like any
     other that waits, so the connection is not read meanwhile.
-  * Overload: while the event loop runs ``shed_lag`` or more behind (``Guard.overloaded``),
-    a LIST_ACCOUNTS is answered at once with ERROR LIMIT_EXCEEDED "the server is overloaded
-    ...; nothing was done" (a request-level error: the session goes on), so the loop's time
-    goes to the sessions' sends, acks and logins (``_server._serve``).
+  * Overload: while the event loop runs ``shed_lag`` or more behind, the service refuses a
+    LIST_ACCOUNTS at once (``core.pacing``, ``Overloaded``), answered with ERROR
+    LIMIT_EXCEEDED "the server is overloaded ...; nothing was done" (a request-level error:
+    the session goes on; ``_errors.SENT_AS``), so the loop's time goes to the sessions'
+    sends, acks and logins.
   * Time, with no timer per request or per frame: one ``Sweeper`` per server looks at every
     connection each period (``police``), SWEEP_SLICE of them per loop iteration, comparing
     timestamps that only state changes set:
