@@ -340,9 +340,19 @@ class CustomTransport(asyncio.Protocol):
             async with asyncio.timeout(_wrong_port.SILENT_AFTER):
                 return await asyncio.shield(waiter)
         except TimeoutError:
-            found = await _wrong_port.probe(*self.address, tls=self.tls)
+            # Probe while still waiting: a server that is only slow (its accept queue behind
+            # a flood of connects) may answer meanwhile, and then its WELCOME goes on at once
+            # instead of after the probe's few connections (issue 14: the owner's login).
+            probing = asyncio.ensure_future(_wrong_port.probe(*self.address, tls=self.tls))
+            try:
+                await asyncio.wait((probing, waiter), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                probing.cancel()
+            if waiter.done():
+                return waiter.result()
+            found = probing.result()
             tls = self.tls is not None
-            if _wrong_port.telling(found, ours, tls=tls) and not waiter.done():
+            if _wrong_port.telling(found, ours, tls=tls):
                 message = _wrong_port.explain(self.address, expected, found, tls=tls)
                 raise _wrong_port.WrongPort(message) from None
             return await waiter
