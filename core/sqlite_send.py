@@ -7,7 +7,9 @@ few statements whatever their number:
   * who exists: the writer's live-name cache (``StoreCache.live_ids``; a SELECT on a miss),
     decided inside the transaction that stores every copy, so an account deleted or created
     concurrently cannot leave a pending row without an account;
-  * the conversation of the sender and the recipients found (cached; created if new);
+  * the conversation of the sender and the recipients found (cached; created if new),
+    worked out once per (sender, recipients) in the group: under load a group holds a few
+    senders' pipelines, each repeating the same recipients;
   * one multi-row INSERT each into messages, pending (a row per recipient) and history (a
     row per participant, the sender's included). A statement per row would cost more than
     the row: SQLite's per-statement work dwarfs a 4-column row's.
@@ -25,6 +27,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from core import migrations
+from core.frozen import builder
 from core.sqlite_cache import StoreCache
 from core.store import StoredMessage
 
@@ -33,6 +36,11 @@ ROWS_PER_INSERT = 128
 
 #: add_message's arguments: (sender id, body, now in ms, recipient names).
 Send = tuple[int, str, int, Sequence[str]]
+
+#: A send's copies: (found names -> ids, conversation id, recipient ids, owner ids).
+_Copies = tuple[dict[str, int], int, tuple[int, ...], tuple[int, ...]]
+#: StoredMessage(message_id, conversation_id, recipients, seqs), built without its __init__.
+_stored = builder(StoredMessage)
 
 _MESSAGES = "messages(sender_id, conversation_id, body, sent_at_ms)"
 _PENDING = "pending(recipient_id, message_id)"
@@ -58,38 +66,56 @@ class SendStager:
         else:
             live = cache.live_ids(db, list({name for send in sends for name in send[3]}))
         deleted = cache.deleted
-        stored: list[tuple[dict[str, int], int, int]] = []  # (recipients, conversation, sender)
+        # A group's sends mostly repeat a few (sender, recipients): who they reach, their
+        # conversation and the owners of their copies are worked out once per pair (the
+        # found-names dict is shared by those sends' results; nobody changes it).
+        known: dict[object, _Copies] = {}
+        stored: list[_Copies] = []  # per send, in call order
         rows: list[object] = []  # the message rows, flat, in call order
         for sender_id, body, now_ms, recipients in sends:
-            found = {name: live[name] for name in recipients if name in live}
-            if not found or sender_id in deleted:
-                stored.append((found, 0, sender_id))
-                continue
-            conversation_id = self._conversation(db, sender_id, found)
-            stored.append((found, conversation_id, sender_id))
-            rows += (sender_id, conversation_id, body, now_ms)
+            key = (sender_id, recipients[0] if len(recipients) == 1 else tuple(recipients))
+            copies = known.get(key)
+            if copies is None:
+                copies = known[key] = self._copies(db, live, deleted, sender_id, recipients)
+            stored.append(copies)
+            if copies[1]:
+                rows += (sender_id, copies[1], body, now_ms)
         count = len(rows) // 4
         if not count:
-            return [StoredMessage(0, 0, {}) for _ in sends]
+            return [_stored(0, 0, {}, {}) for _ in sends]
         message_id = insert_rows(db, _MESSAGES, 4, rows) - count
         out: list[StoredMessage] = []
         pending: list[int] = []
         history: list[int] = []
-        for found, conversation_id, sender_id in stored:
+        for found, conversation_id, recipient_ids, owner_ids in stored:
             if not conversation_id:
-                out.append(StoredMessage(0, 0, {}))
+                out.append(_stored(0, 0, {}, {}))
                 continue
             message_id += 1
-            ids = found.values()
-            for recipient in ids:
+            for recipient in recipient_ids:
                 pending += (recipient, message_id)
-                history += (recipient, conversation_id, message_id)
-            if sender_id not in ids:  # (a note to self has its one copy already)
-                history += (sender_id, conversation_id, message_id)
-            out.append(StoredMessage(message_id, conversation_id, found))
+            for owner in owner_ids:
+                history += (owner, conversation_id, message_id)
+            out.append(_stored(message_id, conversation_id, found, {}))
         insert_rows(db, _PENDING, 2, pending)
         insert_rows(db, _HISTORY, 3, history)
         return out
+
+    def _copies(
+        self,
+        db: sqlite3.Connection,
+        live: dict[str, int],
+        deleted: set[int],
+        sender_id: int,
+        recipients: Sequence[str],
+    ) -> _Copies:
+        """Who a send reaches and where its copies go (conversation 0: nothing is stored)."""
+        found = {name: live[name] for name in recipients if name in live}
+        if not found or sender_id in deleted:
+            return found, 0, (), ()
+        ids = tuple(found.values())
+        owners = ids if sender_id in ids else (*ids, sender_id)  # (a note to self: one copy)
+        return found, self._conversation(db, sender_id, found), ids, owners
 
     def one(
         self,
@@ -103,7 +129,7 @@ class SendStager:
         cache = self._cache
         stored = cache.live_ids(db, recipients)
         if not stored or sender_id in cache.deleted:
-            return StoredMessage(0, 0, {})
+            return _stored(0, 0, {}, {})
         conversation_id = self._conversation(db, sender_id, stored)
         message_id = db.execute(
             "INSERT INTO messages(sender_id, conversation_id, body, sent_at_ms)"
@@ -117,7 +143,7 @@ class SendStager:
         ids.add(sender_id)
         history = [v for owner in ids for v in (owner, conversation_id, message_id)]
         db.execute(values(_HISTORY, 3, len(ids)), history)
-        return StoredMessage(message_id, conversation_id, stored)
+        return _stored(message_id, conversation_id, stored, {})
 
     def _conversation(self, db: sqlite3.Connection, sender_id: int, found: dict[str, int]) -> int:
         """The conversation of the sender and these recipients, created if it is new."""
