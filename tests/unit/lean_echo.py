@@ -22,6 +22,21 @@ async def null_echo() -> tuple[asyncio.AbstractServer, tuple[str, int]]:
     return server, ("127.0.0.1", port)
 
 
+class FakeTransport:
+    """What a lean generator's connection (LeanFrames, LeanWs) writes, and whether it
+    closed the connection: for feeding its frames by hand, without a server."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+
 def echo_target(address: tuple[str, int]) -> dict[str, Any]:
     """A load job's target: the null responder at ``address``, served by this process."""
     import os

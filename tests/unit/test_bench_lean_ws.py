@@ -17,22 +17,13 @@ from bench.loadgen import Timings, close
 from bench.refs.lean_load import frames_closed_loop, frames_open_loop
 from bench.refs.lean_ws import CHAT, ECHO, NULL, LeanWs, connect_ws, speaks_ws
 from core import requests as rq
-from tests.unit.lean_echo import assert_every_request_answered, null_echo, open_loop_of_200
+from tests.unit.lean_echo import (
+    FakeTransport,
+    assert_every_request_answered,
+    null_echo,
+    open_loop_of_200,
+)
 from transports.websocket._client_codec import encode_request
-
-
-class FakeTransport:
-    """What LeanWs writes, and whether it closed the connection."""
-
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-    def close(self) -> None:
-        self.closed = True
 
 
 def _conn(kind: str = CHAT) -> tuple[LeanWs, Timings, FakeTransport]:

@@ -20,6 +20,7 @@ from bench.refs.lean_load import (
     offline_codec,
 )
 from tests.unit.lean_echo import (
+    FakeTransport,
     assert_every_request_answered,
     echo_target,
     null_echo,
@@ -28,20 +29,6 @@ from tests.unit.lean_echo import (
 from transports import custom, protobuf_tcp
 from transports.custom import Connection, Error, ErrorCode, Hello, Role, Send, Sent, Welcome
 from transports.custom._wire import MAX_BODY, MAX_FRAME, MAX_RECIPIENTS
-
-
-class FakeTransport:
-    """What LeanFrames writes, and whether it closed the connection."""
-
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-    def close(self) -> None:
-        self.closed = True
 
 
 def _server_codec(codec: Any = Connection) -> Connection:
