@@ -21,6 +21,7 @@ from core.types import (
 from ui.web.chat_session import ChatSession, GatewayError, Limits
 from ui.web.history import HISTORY_PAGE, SIDEBAR_PAGE
 from ui.web.loop import LoopThread
+from ui.web.patience import retry_shed
 
 T = TypeVar("T")
 
@@ -146,7 +147,7 @@ class Commands:
         """Run one client command on the loop; map transport failures for the pages."""
 
         async def command() -> T:
-            return await method(*args)
+            return await retry_shed(lambda: method(*args))  # a shed command did nothing
 
         try:
             return self._loop.run(command(), self.limits.command_timeout)

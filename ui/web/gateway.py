@@ -32,6 +32,9 @@ Theory of operation
     handed over). A command meanwhile fails with a sentence and the session stays. Only when
     the server refuses to resume (or stays away too long) does the pump end: signed out, with
     that reason.
+  * A command or sign-in the chat server shed as overloaded (nothing was done) is retried a
+    few times within about 2 s before its sentence reaches the page (:mod:`ui.web.patience`):
+    a person's click is not lost to a passing burst of load.
   * The gateway never keeps a password: it is passed to login (or to change password and
     delete account) and dropped.
   * Bounds: at most ``max_sessions`` signed-in browser sessions, and at most
@@ -70,6 +73,7 @@ from ui.web.commands import Commands
 from ui.web.connection_text import connection_status, unreachable
 from ui.web.feed import Feed
 from ui.web.loop import LoopThread
+from ui.web.patience import retry_shed
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -252,6 +256,13 @@ class Gateway(Commands):
 
     async def _open(
         self, username: str, password: str, create: bool, peer: str = ""
+    ) -> tuple[ChatSession, LoginResult]:
+        """Sign in on a fresh connection; a try the server shed is made again on a new one
+        (:mod:`ui.web.patience`)."""
+        return await retry_shed(lambda: self._open_once(username, password, create, peer))
+
+    async def _open_once(
+        self, username: str, password: str, create: bool, peer: str
     ) -> tuple[ChatSession, LoginResult]:
         feed = Feed()
         opened: list[ChatSession] = []
