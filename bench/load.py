@@ -307,39 +307,30 @@ CLIENT, LEAN, FRAMES, WS = "client", "lean", "lean-frames", "lean-ws"
 CLIENT_SHARE = 0.5
 
 
-def frames(job: dict[str, Any]) -> bool:
-    """Whether the lean frame generator (bench/refs/lean_load.py) drives this job: the job
-    asks for it (``frames``; the bench's load steps do) and its target is a chat transport
-    in the custom protocol's varint frames, or ``null_echo`` (the generator's ceiling, unless
-    the job names another ``engine``)."""
+def lean_chat_engine(job: dict[str, Any]) -> str | None:
+    """Which lean chat generator drives this job, by its engine name, or None (the echo
+    generator or the product's client does). Only a job that asks for them (``frames``; the
+    bench's load steps do) gets one: ``WS`` (bench/refs/lean_ws.py) for the websocket
+    transport, its floor ``ws_echo``, and ``null_echo`` with ``engine`` "lean-ws" (that
+    generator's ceiling); ``FRAMES`` (bench/refs/lean_load.py) for a chat transport in the
+    custom protocol's varint frames and ``null_echo`` otherwise (its ceiling, unless the job
+    names another ``engine``). An in-process (loopback) target has no frames: None."""
     if not job.get("frames"):
-        return False
+        return None
     target = job["target"]
     if target["kind"] == "echo":
-        return bool(target.get("ref") == "null_echo" and job.get("engine", FRAMES) == FRAMES)
-    if target.get("address") is None:  # in-process (loopback): no frames
-        return False
-    from bench.refs.lean_load import framed_codec
-
-    return framed_codec(target["transport"]) is not None
-
-
-def websocket(job: dict[str, Any]) -> bool:
-    """Whether the lean WebSocket generator (bench/refs/lean_ws.py) drives this job: the job
-    asks for the lean chat generators (``frames``) and its target is the websocket transport,
-    its floor ``ws_echo``, or ``null_echo`` with ``engine`` "lean-ws" (that generator's
-    ceiling)."""
-    if not job.get("frames"):
-        return False
-    target = job["target"]
-    if target["kind"] == "echo":
-        ref = target.get("ref")
-        return ref == "ws_echo" or (ref == "null_echo" and job.get("engine") == WS)
+        ref, engine = target.get("ref"), job.get("engine", FRAMES)
+        if ref == "ws_echo" or (ref == "null_echo" and engine == WS):
+            return WS
+        return FRAMES if ref == "null_echo" and engine == FRAMES else None
     if target.get("address") is None:
-        return False
+        return None
+    from bench.refs.lean_load import framed_codec
     from bench.refs.lean_ws import speaks_ws
 
-    return speaks_ws(target["transport"])
+    if speaks_ws(target["transport"]):
+        return WS
+    return FRAMES if framed_codec(target["transport"]) is not None else None
 
 
 async def run_load(job: dict[str, Any]) -> list[dict[str, Any]]:
@@ -353,7 +344,7 @@ async def run_load(job: dict[str, Any]) -> list[dict[str, Any]]:
     lean-*]: the runner steps the open loop from the last closed-loop row, the one that
     saturates the server.
     """
-    engine = WS if websocket(job) else FRAMES if frames(job) else None
+    engine = lean_chat_engine(job)
     if engine is not None:
         rows = []
         if job["mode"] == "closed" and job["target"]["kind"] == "chat":
@@ -456,9 +447,8 @@ __all__ = [
     "WS",
     "LoadResult",
     "OpenLoopSchedule",
-    "frames",
+    "lean_chat_engine",
     "run_closed_loop",
     "run_load",
     "run_open_loop",
-    "websocket",
 ]

@@ -395,3 +395,31 @@ def test_the_ceiling_is_the_highest_rate_the_generator_kept_on_schedule() -> Non
     # each generator has its own ceiling
     top = loadgen_scene.ceiling({"generator": rows}, "lean-frames")
     assert top is not None and top["offered_per_s"] == 30_000
+
+
+@pytest.mark.parametrize(
+    ("target", "extra", "engine"),
+    [
+        ({"kind": "chat", "transport": "custom", "address": ["h", 1]}, {}, "lean-frames"),
+        ({"kind": "chat", "transport": "protobuf-tcp", "address": ["h", 1]}, {}, "lean-frames"),
+        ({"kind": "chat", "transport": "websocket", "address": ["h", 1]}, {}, "lean-ws"),
+        ({"kind": "chat", "transport": "grpc", "address": ["h", 1]}, {}, None),
+        ({"kind": "chat", "transport": "custom", "address": None}, {}, None),  # in process
+        ({"kind": "echo", "ref": "ws_echo"}, {}, "lean-ws"),
+        ({"kind": "echo", "ref": "null_echo"}, {}, "lean-frames"),
+        ({"kind": "echo", "ref": "null_echo"}, {"engine": "lean-ws"}, "lean-ws"),
+        ({"kind": "echo", "ref": "null_echo"}, {"engine": "lean"}, None),
+        ({"kind": "echo", "ref": "tcp_echo"}, {}, None),
+        ({"kind": "chat", "transport": "custom", "address": ["h", 1]}, {"frames": False}, None),
+        ({"kind": "echo", "ref": "ws_echo"}, {"frames": False}, None),
+    ],
+)
+def test_one_rule_names_the_lean_chat_generator_of_a_job(
+    target: dict[str, object], extra: dict[str, object], engine: str | None
+) -> None:
+    """Only a job that asks (``frames``) gets a lean chat generator: the WebSocket one for
+    what speaks WebSocket, the frame one for the custom protocol's frames and the ceiling's
+    null_echo unless the job names another engine; the rest none (echo generator, client)."""
+    from bench.load import lean_chat_engine
+
+    assert lean_chat_engine({"target": target, "frames": True, **extra}) == engine
