@@ -31,7 +31,7 @@ import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Protocol, TypedDict, Unpack, cast
 
 from bench.load import DRAIN_POLL_S, SPIN_NS, LoadResult, OpenLoopSchedule
 from bench.refs import HEADER_BYTES
@@ -178,18 +178,74 @@ async def dispatch_schedule(
     return i, False
 
 
-async def lean_open_loop(
-    conns: list[LeanEcho],
-    frame: bytes,
+class Limits(TypedDict):
+    """Where an open-loop step stops (bench/load.py): more than ``max_inflight`` requests
+    outstanding (overloaded), ``deadline_ns`` for the dispatch, ``drain_s`` for the last
+    replies."""
+
+    max_inflight: int
+    deadline_ns: int
+    drain_s: float
+
+
+class Outstanding(Protocol):
+    """What :func:`open_loop` needs of one lean connection (``LeanEcho`` here, bench/refs/
+    lean_load.py's ``Sender``): the shared timings, the FIFO of requests outstanding, each
+    entry starting with its intended time, and why the connection was lost, if it was."""
+
+    timings: Timings
+    lost: str | None
+
+    @property
+    def pending(self) -> Sequence[tuple[int, ...]]: ...
+
+
+async def open_loop(
+    conns: Sequence[Outstanding],
     schedule: OpenLoopSchedule,
+    dispatch: Callable[[int, int, int], None],
     *,
-    max_inflight: int,
-    deadline_ns: int,
-    drain_s: float,
+    answered: Callable[[], int],
+    **limits: Unpack[Limits],
+) -> LoadResult:
+    """The lean generators' open loop around their own ``dispatch`` (``dispatch_schedule``):
+    the schedule's requests go out, then the replies are awaited for up to ``drain_s`` (not
+    past a lost connection), and the requests still outstanding count as timeouts, recorded
+    at the latency they had reached. The caller adds its own errors."""
+    timings = conns[0].timings
+    clock = time.perf_counter_ns
+
+    def lost() -> bool:
+        return any(conn.lost for conn in conns)
+
+    i, overloaded = await dispatch_schedule(
+        schedule,
+        deadline_ns=limits["deadline_ns"],
+        max_inflight=limits["max_inflight"],
+        answered=answered,
+        dispatch=dispatch,
+        lost=lost,
+    )
+    drain_until = clock() + int(limits["drain_s"] * 1e9)
+    while any(c.pending for c in conns) and clock() < drain_until:
+        if lost():
+            break
+        await asyncio.sleep(DRAIN_POLL_S)
+    result = to_result(timings, schedule.start_ns, i, schedule.count)
+    result.overloaded = overloaded
+    now = clock()
+    for conn in conns:  # still outstanding: at least this slow
+        for request in conn.pending:
+            record_ns(result.latency, now - request[0])
+        result.timeouts += len(conn.pending)
+    return result
+
+
+async def lean_open_loop(
+    conns: list[LeanEcho], frame: bytes, schedule: OpenLoopSchedule, **limits: Unpack[Limits]
 ) -> LoadResult:
     """Open loop at ``schedule``: due requests leave in one write per connection per turn."""
     timings = conns[0].timings
-    clock = time.perf_counter_ns
     n = len(conns)
     lag = timings.lag
 
@@ -204,26 +260,13 @@ async def lean_open_loop(
             if k and conn.transport is not None:
                 conn.transport.write(frame * k)
 
-    i, overloaded = await dispatch_schedule(
+    result = await open_loop(
+        conns,
         schedule,
-        deadline_ns=deadline_ns,
-        max_inflight=max_inflight,
+        dispatch,
         answered=lambda: len(timings.latency),
-        dispatch=dispatch,
-        lost=lambda: any(conn.lost for conn in conns),
+        **limits,
     )
-    drain_until = clock() + int(drain_s * 1e9)
-    while len(timings.latency) < i and clock() < drain_until:
-        if any(conn.lost for conn in conns):
-            break
-        await asyncio.sleep(DRAIN_POLL_S)
-    result = to_result(timings, schedule.start_ns, i, schedule.count)
-    result.overloaded = overloaded
-    now = clock()
-    for conn in conns:  # still outstanding: at least this slow
-        for intended, _ in conn.pending:
-            record_ns(result.latency, now - intended)
-        result.timeouts += len(conn.pending)
     lost = next((conn.lost for conn in conns if conn.lost), None)
     if lost:
         result.errors = result.timeouts
@@ -327,12 +370,15 @@ __all__ = [
     "BACKLOG_S",
     "LEAN_REFS",
     "LeanEcho",
+    "Limits",
+    "Outstanding",
     "Timings",
     "close",
     "dispatch_schedule",
     "drive_step",
     "lean_closed_loop",
     "lean_open_loop",
+    "open_loop",
     "run_lean",
     "to_result",
 ]

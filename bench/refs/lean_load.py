@@ -41,11 +41,10 @@ import collections
 import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, Unpack, cast
 
 from bench.load import DRAIN_POLL_S, LoadResult, OpenLoopSchedule
-from bench.loadgen import Timings, close, dispatch_schedule, drive_step, to_result
-from bench.stats import record_ns
+from bench.loadgen import Limits, Timings, close, drive_step, open_loop, to_result
 from transports.custom import (
     NEED_DATA,
     Connection,
@@ -389,16 +388,10 @@ async def frames_closed_loop(conns: Sequence[Sender], depth: int, duration_s: fl
 
 
 async def frames_open_loop(
-    conns: Sequence[Sender],
-    schedule: OpenLoopSchedule,
-    *,
-    max_inflight: int,
-    deadline_ns: int,
-    drain_s: float,
+    conns: Sequence[Sender], schedule: OpenLoopSchedule, **limits: Unpack[Limits]
 ) -> LoadResult:
     """Open loop at ``schedule``: due SENDs leave in one write per connection per turn."""
     timings = conns[0].timings
-    clock = time.perf_counter_ns
     n = len(conns)
     lag = timings.lag
     outs: list[list[bytes]] = [[] for _ in conns]
@@ -417,27 +410,14 @@ async def frames_open_loop(
                 conn.transport.write(b"".join(out))
                 out.clear()
 
-    i, overloaded = await dispatch_schedule(
+    result = await open_loop(
+        conns,
         schedule,
-        deadline_ns=deadline_ns,
-        max_inflight=max_inflight,
+        dispatch,
         # (an ERROR answers a request too: it is no longer outstanding)
         answered=lambda: len(timings.latency) + sum(c.errors for c in conns),
-        dispatch=dispatch,
-        lost=lambda: any(conn.lost for conn in conns),
+        **limits,
     )
-    drain_until = clock() + int(drain_s * 1e9)
-    while any(c.pending for c in conns) and clock() < drain_until:
-        if any(conn.lost for conn in conns):
-            break
-        await asyncio.sleep(DRAIN_POLL_S)
-    result = to_result(timings, schedule.start_ns, i, schedule.count)
-    result.overloaded = overloaded
-    now = clock()
-    for conn in conns:  # still outstanding: at least this slow
-        for intended, _, _ in conn.pending:
-            record_ns(result.latency, now - intended)
-        result.timeouts += len(conn.pending)
     return _finish(result, conns)
 
 
