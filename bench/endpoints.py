@@ -17,6 +17,7 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 
+from bench.meta import background_cpu, machine_seconds
 from core import ChatClient, ChatService, HashCost
 from core.store import Store, open_store
 from transports import registry
@@ -109,22 +110,6 @@ def process_cpu_s(pid: int) -> float:
         return times.user + times.system
 
 
-_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def machine_cpu_s() -> float | None:
-    """User + nice + system CPU seconds of the whole machine so far (/proc/stat), or None.
-
-    Interrupt time is left out: the loopback TCP traffic of the bench itself lands there.
-    """
-    try:
-        with open("/proc/stat") as f:
-            fields = f.readline().split()
-        return sum(int(x) for x in fields[1:4]) / _CLK_TCK
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 class CpuMeter:
     """CPU seconds of the server process, of this (client) process, and of everything else
     on the machine, between two marks.
@@ -135,6 +120,8 @@ class CpuMeter:
     ``other_vcpus`` is how many vCPUs' worth of work processes other than the server and this
     client did meanwhile (the orchestrating bench process is idle while a job runs). On a
     2-vCPU machine with both pinned, anything above ~0.1 competed with the measurement.
+    ``steal_vcpus`` is how many vCPUs the hypervisor gave other guests meanwhile (/proc/stat's
+    steal): time the server or the client wanted to run and could not, as with other work.
     """
 
     def __init__(self, server_pid: int) -> None:
@@ -143,9 +130,9 @@ class CpuMeter:
         self._start = self._read()
         self._split = self._read_split()
 
-    def _read(self) -> tuple[float, float, float, float | None]:
+    def _read(self) -> tuple[float, float, float, dict[str, float]]:
         server = 0.0 if self.in_process else process_cpu_s(self.server_pid)
-        return time.perf_counter(), server, time.process_time(), machine_cpu_s()
+        return time.perf_counter(), server, time.process_time(), machine_seconds()
 
     def _read_split(self) -> tuple[float, float, float, float] | None:
         """The second way: user and system seconds of the server and of this process from
@@ -181,13 +168,15 @@ class CpuMeter:
         }
 
     def elapsed(self) -> dict[str, float | None]:
-        """{"wall_s", "server_cpu_s", "client_cpu_s", "other_vcpus"} since the last (re)start."""
+        """{"wall_s", "server_cpu_s", "client_cpu_s", "other_vcpus", "steal_vcpus"} since the
+        last (re)start, and :meth:`split`'s figures."""
         wall, server, client, machine = self._read()
         wall0, server0, client0, machine0 = self._start
         wall_s, server_s, client_s = wall - wall0, server - server0, client - client0
-        other = None
-        if machine is not None and machine0 is not None and wall_s > 0:
-            other = round(max(0.0, (machine - machine0) - server_s - client_s) / wall_s, 3)
+        machine_share = background_cpu(
+            {"wall": wall0, "ours": server0 + client0, **machine0},
+            {"wall": wall, "ours": server + client, **machine},
+        )
         if self.in_process:  # one process: all of it is "the server"
             server_s, client_s_or_none = client_s, None
         else:
@@ -196,7 +185,7 @@ class CpuMeter:
             "wall_s": wall_s,
             "server_cpu_s": server_s,
             "client_cpu_s": client_s_or_none,
-            "other_vcpus": other,
+            **machine_share,
             **self.split(),
         }
 
@@ -213,6 +202,7 @@ def cpu_fields(cpu: dict[str, float | None], ops: int) -> dict[str, float | None
         "server_cpu_util": None if server is None or wall <= 0 else round(server / wall, 3),
         "client_cpu_util": None if client is None or wall <= 0 else round(client / wall, 3),
         "other_vcpus": cpu.get("other_vcpus"),
+        "steal_vcpus": cpu.get("steal_vcpus"),
         # per core: operations per second of server CPU (the throughput one core would give)
         "ops_per_server_cpu_s": None if not server else round(ops / server, 1),
     }
@@ -237,6 +227,5 @@ __all__ = [
     "CpuMeter",
     "chat_target",
     "cpu_fields",
-    "machine_cpu_s",
     "process_cpu_s",
 ]

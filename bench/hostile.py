@@ -54,6 +54,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import meta
 from bench.hostile_attacks import PASSWORD, run_worker
 from bench.hostile_report import checks, write_report
 from wirechat.launch import ServerProcess
@@ -202,13 +203,6 @@ def listen_queue(port: int) -> int | None:
     return sum(queued) if queued else None
 
 
-def machine_cpu() -> list[int]:
-    """The machine's CPU time by kind since boot, in clock ticks (``/proc/stat``'s cpu line:
-    user, nice, system, idle, iowait, irq, softirq, steal): the kernel's network work for
-    20,000 connects shows as softirq, a host that runs other guests as steal."""
-    return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-
-
 class Sampler(threading.Thread):
     """Samples the server's /proc status every ``every`` seconds until stopped; with
     ``watch`` (name -> pid, the scene's processes, the server as "server") also each one's
@@ -225,7 +219,7 @@ class Sampler(threading.Thread):
         self.sched: dict[str, list[tuple[float, int, int]]] = {}
         #: (wall, ListenOverflows, ListenDrops, accept queue of ``port`` or None)
         self.listen: list[tuple[float, int, int, int | None]] = []
-        self.machine: list[tuple[float, list[int]]] = []  # (wall, ``machine_cpu()``)
+        self.machine: list[tuple[float, list[int]]] = []  # (wall, meta.machine_cpu())
         self.halt = threading.Event()
 
     def read_sched(self) -> None:
@@ -236,7 +230,7 @@ class Sampler(threading.Thread):
             if got is not None:
                 self.sched.setdefault(name, []).append((now, *got))
         with contextlib.suppress(OSError, ValueError):
-            self.machine.append((now, machine_cpu()))
+            self.machine.append((now, meta.machine_cpu()))
             queued = listen_queue(self.port) if self.port is not None else None
             self.listen.append((now, *listen_overflows(), queued))
 

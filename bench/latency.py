@@ -131,7 +131,8 @@ class CallMeter:
             "wall_s": wall,
             "server_cpu_s": client if self.in_process else server,
             "client_cpu_s": None if self.in_process else client,
-            "other_vcpus": None,  # the job's figure (bench.worker)
+            "other_vcpus": None,  # the job's figures (bench.worker)
+            "steal_vcpus": None,
         }
         return _row(op, hist, **cpu_fields(cpu, hist.get_total_count()), **extra)
 
@@ -437,12 +438,13 @@ def lean_blocks(n: int, pairs: int | None = None) -> list[int]:
 
 
 def _sum_cpu(parts: list[dict[str, float | None]]) -> dict[str, float | None]:
-    """CpuMeter.elapsed() figures of several blocks as one: seconds add up, ``other_vcpus``
-    (a rate) is their wall-weighted mean; a figure missing from any block is None."""
+    """CpuMeter.elapsed() figures of several blocks as one: seconds add up, ``other_vcpus`` and
+    ``steal_vcpus`` (rates) are their wall-weighted means; a figure missing from any block is
+    None."""
     out: dict[str, float | None] = {}
     for key in dict.fromkeys(k for part in parts for k in part):
         values = [part.get(key) for part in parts]
-        if key == "other_vcpus":
+        if key in ("other_vcpus", "steal_vcpus"):
             walls = [part.get("wall_s") or 0.0 for part in parts]
             if any(v is None for v in values) or sum(walls) <= 0:
                 out[key] = None

@@ -54,29 +54,57 @@ def loadavg() -> list[float] | None:
         return None
 
 
+#: /proc/stat's cpu line, figure by figure (proc(5)): the machine's CPU time by kind since boot.
+CPU_KINDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+#: Clock ticks a second, /proc/stat's unit.
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def machine_cpu(stat: str | None = None) -> list[int]:
+    """The machine's CPU time by kind since boot, in clock ticks, one figure a kind of
+    ``CPU_KINDS``: /proc/stat's cpu line (``stat``: a recorded /proc/stat, else the file now).
+    The kernel's network work (the loopback traffic, a flood's connects) shows as softirq, a
+    host that runs other guests as steal. Raises OSError without /proc, ValueError if the
+    line is not the cpu line."""
+    if stat is None:
+        with open("/proc/stat") as f:
+            stat = f.readline()
+    fields = stat.split("\n", 1)[0].split()
+    if fields[:1] != ["cpu"] or len(fields) <= len(CPU_KINDS):
+        raise ValueError(f"not /proc/stat's cpu line: {' '.join(fields[:3])!r}")
+    return [int(x) for x in fields[1 : 1 + len(CPU_KINDS)]]
+
+
+def machine_seconds(stat: str | None = None) -> dict[str, float]:
+    """From :func:`machine_cpu`, in seconds: ``machine``, user + nice + system (what processes
+    ran; interrupt time is left out, the loopback TCP traffic of the bench itself lands
+    there), and ``steal`` (the hypervisor ran another guest while a vCPU wanted to run);
+    empty if /proc/stat cannot be read."""
+    try:
+        ticks = machine_cpu(stat)
+    except (OSError, ValueError):
+        return {}
+    return {"machine": sum(ticks[:3]) / CLK_TCK, "steal": ticks[7] / CLK_TCK}
+
+
 def cpu_snapshot() -> dict[str, float]:
     """Machine-wide and own CPU seconds so far (see :func:`background_cpu`)."""
-    out: dict[str, float] = {"wall": time.monotonic()}
-    try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:9]
-        user, nice, system, _idle, _iowait, _irq, _softirq, steal = map(int, fields)
-        hz = os.sysconf("SC_CLK_TCK")
-        out["machine"] = (user + nice + system) / hz
-        out["steal"] = steal / hz
-    except (OSError, ValueError):
-        pass
+    out: dict[str, float] = {"wall": time.monotonic(), **machine_seconds()}
     t = os.times()
     out["ours"] = t.user + t.system + t.children_user + t.children_system
     return out
 
 
 def background_cpu(start: dict[str, float], end: dict[str, float]) -> dict[str, float | None]:
-    """How busy the machine was with work that is not the bench's, between two snapshots.
+    """How busy the machine was with work that is not ours, between two snapshots
+    (``wall``, ``ours`` and :func:`machine_seconds`' figures, in seconds).
 
-    ``other_vcpus``: average vCPUs' worth of user+system time used by processes the bench did
-    not start (machine total minus this process and its reaped children: every server and
-    worker is a child, stopped and waited for before the end snapshot). Interrupt time (the
-    loopback TCP traffic itself) is left out. ``steal_vcpus``: time the hypervisor ran others.
+    ``other_vcpus``: average vCPUs' worth of user+system time used by processes other than
+    ours (machine total minus ``ours``: for the run, this process and its reaped children,
+    every server and worker being a child, stopped and waited for before the end snapshot;
+    for a timing row, bench.endpoints.CpuMeter's server and client). Interrupt time (the
+    loopback TCP traffic itself) is left out. ``steal_vcpus``: average vCPUs the hypervisor
+    gave other guests while ours wanted to run.
     """
     wall = end["wall"] - start["wall"]
     if wall <= 0 or "machine" not in start or "machine" not in end:
@@ -109,4 +137,15 @@ def collect(mode: str, command: str) -> dict[str, Any]:
     }
 
 
-__all__ = ["background_cpu", "collect", "cpu_model", "cpu_snapshot", "loadavg", "utc_now"]
+__all__ = [
+    "CLK_TCK",
+    "CPU_KINDS",
+    "background_cpu",
+    "collect",
+    "cpu_model",
+    "cpu_snapshot",
+    "loadavg",
+    "machine_cpu",
+    "machine_seconds",
+    "utc_now",
+]

@@ -27,7 +27,8 @@ from bench.report_load import limited_by, load_section, per_core_cells
 from bench.report_sizes import payload_section, sizes_section
 from bench.targets import SIZE_KINDS, Row, evaluate_targets, references
 
-#: Average vCPUs of other processes' work above which the report warns that it was noisy.
+#: Average vCPUs of other processes' work above which (or of the hypervisor's steal from
+#: which) the report warns that the run was noisy.
 BUSY_MACHINE = 0.1
 
 
@@ -84,11 +85,14 @@ def _header(results: dict[str, Any]) -> str:
         "shows. The *lean* row is an independent client (bench/refs/lean_custom.py: a "
         "blocking socket around the custom codec) against the same server in the same run.",
         "- Interference: every timing row records `other vCPUs`, the work other processes did "
-        "on the machine while it was measured. Above "
-        f"{NOISY_VCPUS} (⚠) they competed with the measurement on these 2 vCPUs; such a step "
+        "on the machine while it was measured, and `steal vCPUs`, the time the hypervisor gave "
+        "other guests meanwhile (/proc/stat's steal; — in rows from before it was recorded). "
+        f"Above {NOISY_VCPUS} other vCPUs, or from {NOISY_VCPUS} stolen (⚠), the measurement "
+        "competed for these 2 vCPUs; a step disturbed by other processes "
         f"was measured again (up to {plan.get('retries', '?')} more times within "
         f"{plan.get('retry_budget_s', '?')} s for the whole run) and the least disturbed "
-        "attempt kept. A ⚠ that remains means the machine never went quiet: distrust that row.",
+        "attempt kept (steal alone is not measured again). A ⚠ that remains means the "
+        "machine never went quiet: distrust that row.",
         "",
     ]
     return "\n".join(lines)
@@ -165,7 +169,7 @@ def _background(meta: dict[str, Any]) -> str:
     )
     if steal:
         text += f", {steal:.2f} vCPUs stolen by the hypervisor"
-    if other > BUSY_MACHINE:
+    if other > BUSY_MACHINE or (steal or 0.0) >= BUSY_MACHINE:
         text += " — **the machine was busy: treat absolute numbers with suspicion**"
     return text
 

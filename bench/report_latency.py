@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bench.config import FLOOR
+from bench.config import FLOOR, NOISY_VCPUS
 from bench.markdown import TIMES, fmt_x_ci, table, with_ci
 from bench.markdown import fmt_us as _fmt_us
 from bench.rounds import ratio_interval
@@ -39,6 +39,24 @@ def other(row: Row | None) -> str:
     if value is None:
         return "—"
     return f"{value:.2f} ⚠" if disturbed(row) else f"{value:.2f}"
+
+
+def steal(row: Row | None) -> str:
+    """The hypervisor's steal during a timing row (vCPUs), flagged like a busy machine's
+    other work from NOISY_VCPUS on; "—" for rows from before it was recorded."""
+    value = None if row is None else row.get("steal_vcpus")
+    if value is None:
+        return "—"
+    return f"{value:.2f} ⚠" if value >= NOISY_VCPUS else f"{value:.2f}"
+
+
+def interference(row: Row | None) -> tuple[str, str]:
+    """A timing row's ``INTERFERENCE_HEAD`` cells: other processes' work, then steal."""
+    return other(row), steal(row)
+
+
+#: The columns of what else the machine did while a timing row was measured.
+INTERFERENCE_HEAD = ["other vCPUs", "steal vCPUs"]
 
 
 def _name(r: Row) -> str:
@@ -74,7 +92,7 @@ def _latency_rows(rows: list[Row], results: dict[str, Any], with_ratios: bool) -
         cells += [
             _fmt_us(r.get("server_cpu_us_per_op")),
             _fmt_us(r.get("client_cpu_us_per_op")),
-            other(r),
+            *interference(r),
         ]
         out.append(cells)
     return out
@@ -82,7 +100,7 @@ def _latency_rows(rows: list[Row], results: dict[str, Any], with_ratios: bool) -
 
 LAT_HEAD = ["transport", "op", "n", "p50 µs [95 %]", "p90 µs", "p99 µs [95 %]", "p99.9 µs"]
 RATIO_HEAD = [f"p50 {TIMES} its reference", f"p50 {TIMES} {FLOOR}"]
-CPU_HEAD = ["server CPU µs/op", "client CPU µs/op", "other vCPUs"]
+CPU_HEAD = ["server CPU µs/op", "client CPU µs/op", *INTERFERENCE_HEAD]
 
 
 def latency_section(results: dict[str, Any], images: Sequence[str]) -> str:
@@ -208,10 +226,13 @@ def placement_section(results: dict[str, Any]) -> str:
 
 __all__ = [
     "HISTORY_OPS",
+    "INTERFERENCE_HEAD",
     "LATENCY_OPS",
     "deliver_section",
+    "interference",
     "latency_section",
     "other",
     "placement_section",
     "ranks",
+    "steal",
 ]

@@ -12,7 +12,7 @@ from bench.markdown import TIMES, table
 from bench.markdown import _fmt_x as _fmt_x
 from bench.markdown import fmt_rate as _fmt_rate
 from bench.markdown import fmt_us as _fmt_us
-from bench.report_latency import other, ranks
+from bench.report_latency import INTERFERENCE_HEAD, interference, ranks
 from bench.stats import ratio
 from bench.targets import GRPC, Row, client_saturation, order, saturation
 
@@ -150,7 +150,7 @@ def load_section(results: dict[str, Any], images: Sequence[str]) -> str:
             _fmt_us(closed.get("p50_us")),
             _fmt_us(closed.get("p99_us")),
             limited_by(closed),
-            other(row),
+            *interference(row),
         )
 
     for transport in order(results):
@@ -166,7 +166,8 @@ def load_section(results: dict[str, Any], images: Sequence[str]) -> str:
                 sat_rows.append((transport, store, *cells(product, product, PRODUCT_ROW)))
     head = ["transport", "store", "generator", "in flight", "saturation /s", f"{TIMES} {GRPC}"]
     head += PER_CORE_HEAD
-    head += ["client CPU µs/op", "closed p50 µs", "closed p99 µs", "limited by", "other vCPUs"]
+    head += ["client CPU µs/op", "closed p50 µs", "closed p99 µs", "limited by"]
+    head += INTERFERENCE_HEAD
     parts.append(table(head, sat_rows))
     if "load.png" in images:
         parts.append("\n![latency and throughput vs offered load](load.png)\n")
@@ -180,7 +181,7 @@ def load_section(results: dict[str, Any], images: Sequence[str]) -> str:
     if open_rows:
         head = ["transport", "store", "generator", "offered /s", "achieved /s", "p50 µs"]
         head += ["p99 µs", "p99.9 µs", *PER_CORE_HEAD, "lag p99 µs", "timeouts", "overloaded"]
-        head += ["other vCPUs"]
+        head += INTERFERENCE_HEAD
         rows = [
             (
                 r["transport"],
@@ -195,7 +196,7 @@ def load_section(results: dict[str, Any], images: Sequence[str]) -> str:
                 _fmt_us(r.get("dispatch_lag_p99_us")),
                 r.get("timeouts", 0),
                 r.get("overloaded", False),
-                other(r),
+                *interference(r),
             )
             for r in open_rows
         ]

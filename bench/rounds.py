@@ -64,6 +64,7 @@ ROUND_FIGURES = (
     "server_cpu_util",
     "client_cpu_util",
     "other_vcpus",
+    "steal_vcpus",
 )
 #: Figures that get an interval and a spread (the others ride along).
 INTERVAL_FIGURES = (

@@ -72,11 +72,12 @@ async def serve(stdin: TextIO, out: TextIO) -> None:
         try:
             meter = CpuMeter(int(job.get("target", {}).get("server_pid") or os.getpid()))
             rows = await handlers[job["kind"]](job)
-            other = meter.elapsed()["other_vcpus"]
-            if job["kind"] in TIMED:  # rows without a meter of their own get the job's figure
+            machine = meter.elapsed()
+            if job["kind"] in TIMED:  # rows without a meter of their own get the job's figures
                 for row in rows:
-                    if row.get("other_vcpus") is None:
-                        row["other_vcpus"] = other
+                    for key in ("other_vcpus", "steal_vcpus"):
+                        if row.get(key) is None:
+                            row[key] = machine[key]
             answer: dict[str, Any] = {"result": rows}
         except Exception as exc:
             log.debug("job failed", exc_info=True)
