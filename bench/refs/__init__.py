@@ -16,6 +16,9 @@ names its own, ``Entry.reference``), the lean reference client and the lean load
                       load rows (``engine`` ``lean-frames``, bench/load.py);
 ``lean_ws``           not a server: the same generator over masked WebSocket frames, which
                       drives the websocket and ws_echo load rows (``engine`` ``lean-ws``);
+``independent``       not a server: clients written from the websocket and gRPC contracts with
+                      stock libraries, against the product's (``python -m
+                      bench.refs.independent``: issue 8's p50 cross-check);
 ``clients``           not a server: the clients of the reference servers, one shape for all
                       (``connect``, ``echo``, ``close``; ``echo_client(name, address)``).
 

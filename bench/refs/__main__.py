@@ -22,7 +22,9 @@ log = logging.getLogger("bench.refs")
 
 FLOOR = "tcp_floor"
 #: Modules of this package that are not reference servers.
-NOT_SERVERS = frozenset({"__init__", "__main__", "clients", "lean_custom", "lean_load", "lean_ws"})
+NOT_SERVERS = frozenset(
+    {"__init__", "__main__", "clients", "independent", "lean_custom", "lean_load", "lean_ws"}
+)
 
 
 def known(name: str) -> bool:
