@@ -99,6 +99,17 @@ class WriteFailed(RuntimeError):
 Batch = Callable[[sqlite3.Connection, list[Any]], list[Any]]
 
 
+class Commit(asyncio.Future[Any]):
+    """The future of one write. A driver that resumes its coroutine itself
+    (transports/custom/_eager.py's ``Continuation``) puts its wake-up in ``wake_directly``
+    instead of adding a done callback; the writer then calls it, on its own stack, once the
+    group is committed: a group of sends is woken without a loop turn (a scheduled callback)
+    per send. When some write of the group is awaited otherwise (a task), every wake-up is
+    scheduled instead, in group order, so the writes resume in the order they were queued."""
+
+    wake_directly: Callable[[asyncio.Future[Any]], None] | None = None
+
+
 class _Pending:
     __slots__ = ("arg", "batch", "failed", "future", "job", "outcome", "steps")
 
@@ -198,7 +209,7 @@ class GroupWriter:
                 task is not None and task is self._recent_task and self._recent < ALONE_PER_TURN
             ):
                 return self._alone(loop, batch, arg, task)
-        future: asyncio.Future[Any] = loop.create_future()
+        future = Commit(loop=loop)
         self._enqueue(loop, _Pending(None, future, batch, arg))
         return await future
 
@@ -375,29 +386,58 @@ class GroupWriter:
             self._lone_groups += 1
             self._grouping = self._lone_groups < LONE_GROUPS_TO_GO_ALONE
         group, self._group = self._group, []
+        wakes: list[tuple[Callable[[asyncio.Future[Any]], None], asyncio.Future[Any]]] = []
+        scheduled = False  # a write of the group is awaited by a task (a done callback)
         for pending in group:
-            if pending.future.done():
+            future = pending.future
+            if future.done():
                 continue
             if pending.failed:
-                pending.future.set_exception(pending.outcome)
+                future.set_exception(pending.outcome)
             else:
-                pending.future.set_result(pending.outcome)
+                future.set_result(pending.outcome)
+            wake = getattr(future, "wake_directly", None)
+            if wake is not None:
+                wakes.append((wake, future))
+            else:
+                scheduled = True
         if self._since_checkpoint >= self._checkpoint_every:
             self._hold_for_checkpoint(asyncio.get_running_loop())
         self._next()
+        self._wake(wakes, scheduled)
+
+    @staticmethod
+    def _wake(
+        wakes: list[tuple[Callable[[asyncio.Future[Any]], None], asyncio.Future[Any]]],
+        scheduled: bool,
+    ) -> None:
+        """Resume the writes whose driver wakes directly (``Commit``): now, in group order,
+        or, when others of the group resume in scheduled callbacks, scheduled behind them."""
+        if scheduled:
+            loop = asyncio.get_running_loop()
+            for wake, future in wakes:
+                loop.call_soon(wake, future)
+            return
+        for wake, future in wakes:
+            wake(future)
 
     def _abort(self, exc: BaseException) -> None:
         """Roll the group back and fail every job in it."""
         log.error("a group of %d writes failed and was rolled back: %r", len(self._group), exc)
         error = self._rolled_back(exc)
         group, self._group = self._group, []
+        loop = asyncio.get_running_loop()
         for pending in group:
             if pending.steps is not None:
                 pending.steps.close()
-            if not pending.future.done():
+            future = pending.future
+            if not future.done():
                 failed = WriteFailed(*error.args)
                 failed.__cause__ = exc
-                pending.future.set_exception(failed)
+                future.set_exception(failed)
+                wake = getattr(future, "wake_directly", None)
+                if wake is not None:  # (a loop turn, as a done callback: a rare path)
+                    loop.call_soon(wake, future)
         self._next()
 
     def _rolled_back(self, exc: BaseException) -> WriteFailed:
@@ -479,6 +519,7 @@ __all__ = [
     "MAX_GROUP",
     "STEP_BUDGET_S",
     "Batch",
+    "Commit",
     "GroupWriter",
     "Job",
     "WriteFailed",

@@ -123,7 +123,7 @@ async def test_start_eagerly_runs_a_coroutine_that_never_waits_without_a_task() 
     assert ran == ["work"] and asyncio.all_tasks() == tasks_before
 
 
-async def test_start_eagerly_hands_a_coroutine_that_waits_to_a_task() -> None:
+async def test_start_eagerly_hands_a_coroutine_that_waits_to_a_continuation() -> None:
     gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     ran: list[str] = []
 
@@ -132,10 +132,12 @@ async def test_start_eagerly_hands_a_coroutine_that_waits_to_a_task() -> None:
         await gate
         ran.append("after")
 
-    task = start_eagerly(work(), name="eager-start")
-    assert task is not None and ran == ["before"] and task.get_name() == "eager-start"
+    tasks_before = asyncio.all_tasks()
+    rest = start_eagerly(work())
+    assert rest is not None and ran == ["before"]
+    assert asyncio.all_tasks() == tasks_before  # (no task: a Continuation, a Future)
     gate.set_result(None)
-    await task
+    await rest
     assert ran == ["before", "after"]
 
 

@@ -14,6 +14,7 @@ from core.sqlite_store import CHUNK, SqliteStore
 from core.sqlite_writer import WriteFailed
 from core.store import DuplicateAccount
 from core.store_glob import prefix_range
+from transports.custom._eager import start_eagerly
 
 
 async def _store(tmp_path: Path) -> tuple[SqliteStore, int, int, list[str]]:
@@ -166,4 +167,50 @@ async def test_with_synchronous_full_the_commit_runs_off_the_loop_and_still_grou
     assert [s.message_id for s in sent] == sorted(s.message_id for s in sent)
     assert _outside(tmp_path / "full.db", "SELECT count(*) FROM pending") == 30
     assert len(await store.pending_after(bob, 0, 100)) == 30
+    await store.close()
+
+
+async def test_eager_sends_resume_in_queue_order_each_after_its_commit(tmp_path):
+    # The custom server's way (transports/custom/_eager.py): no task per send; the group's
+    # commit resumes each send (Commit.wake_directly), and a send awaited by a task in the
+    # same group keeps its place in the order.
+    store, al, _, _ = await _store(tmp_path)
+    done: list[tuple[int, int, int]] = []  # (call, message id, rows another reader saw)
+
+    async def send(i: int) -> None:
+        stored = await store.add_message(al, f"m{i}", i, ["bob"])
+        seen = _outside(tmp_path / "g.db", "SELECT count(*) FROM pending")
+        done.append((i, stored.message_id, seen))
+
+    rests: list[asyncio.Future[None] | None] = [start_eagerly(send(i)) for i in range(10)]
+    rests.append(asyncio.ensure_future(send(10)))  # (queued at its task's first step)
+    rests += [start_eagerly(send(i)) for i in range(11, 20)]
+    waiting = [rest for rest in rests if rest is not None]
+    finished, _ = await asyncio.wait(waiting, timeout=20)
+    assert len(finished) == len(waiting) and all(r.exception() is None for r in finished)
+    assert sorted(i for i, _, _ in done) == list(range(20))
+    ids = [message_id for _, message_id, _ in done]
+    assert ids == sorted(ids) and len(set(ids)) == 20  # resumed in the order they were stored
+    rows = sorted(seen for _, _, seen in done)
+    assert all(seen >= n + 1 for n, seen in enumerate(rows))  # each after its commit
+    await store.close()
+
+
+async def test_an_eager_send_cancelled_while_its_group_waits_ends_cancelled(tmp_path):
+    store, al, _, _ = await _store(tmp_path)
+    finished: list[int] = []
+
+    async def send(i: int) -> None:
+        await store.add_message(al, f"m{i}", i, ["bob"])
+        finished.append(i)
+
+    started = {i: start_eagerly(send(i)) for i in range(8)}
+    waiting = {i: rest for i, rest in started.items() if rest is not None}
+    assert len(waiting) >= 4  # (a few may go alone, one by one, before the group forms)
+    cancelled = sorted(waiting)[1]
+    waiting[cancelled].cancel()  # (its connection closed: the group goes on without it)
+    outcome = await asyncio.wait(waiting.values(), timeout=20)
+    assert not outcome[1]
+    assert waiting[cancelled].cancelled()
+    assert finished == [i for i in range(8) if i != cancelled]
     await store.close()

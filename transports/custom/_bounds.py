@@ -225,7 +225,7 @@ class Bounded:
         _outbox: Outbox
         _service: ChatService
         _session: Session
-        _blocker: asyncio.Task[None] | None
+        _blocker: asyncio.Future[None] | None
         _closing: bool
         _eof: bool
         _handlers: dict[type, Any] | None

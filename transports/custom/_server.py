@@ -11,7 +11,8 @@ Theory of operation (section numbers refer to PROTOCOL.md)
     reader task, and no task per request: a request runs *eagerly* (``_eager.start_eagerly``),
     on the stack of ``data_received``, and almost always finishes there.
   * Only a request that really waits (signup/login hash passwords in an executor; a store may
-    do I/O) becomes a task, the connection's *blocker*. While there is a blocker, the
+    do I/O) goes on later, as a ``_eager.Continuation`` (a Future that resumes the coroutine
+    without a task), the connection's *blocker*. While there is a blocker, the
     connection decodes nothing further and stops reading the socket; when the blocker ends,
     it picks up the requests already buffered. So replies keep request order.
   * Except SENDs, which are pipelined (issue 10, ``_pipeline``): a SEND that waits for the
@@ -249,12 +250,12 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
             self._loop, budget=budget, stall_timeout=stall_timeout, stall_check=STALL_CHECK
         )
         self._init_bounds(guard, stall_timeout, ends)
-        self._blocker: asyncio.Task[None] | None = None  # a request (or a wait) in progress
+        self._blocker: asyncio.Future[None] | None = None  # a request (or a wait) in progress
         # SENDs in flight together, each waiting for the commit that holds it (``_pipeline``),
         # the bytes of their frames, and the last of them: its reply goes after every other.
-        self._sends: dict[asyncio.Task[None], int] = {}
+        self._sends: dict[asyncio.Future[None], int] = {}
         self._send_bytes = 0
-        self._last_send: asyncio.Task[None] | None = None
+        self._last_send: asyncio.Future[None] | None = None
         self._closing = False  # the last frame is out: nothing more is sent or handled
         self._finished = False
         self._timer: asyncio.TimerHandle | None = None  # HELLO deadline, then linger/abort
@@ -263,7 +264,7 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
         self._eof = False  # the client closed its side
         self._handlers: dict[type, Any] | None = None  # (built at the first request)
 
-    def tasks(self) -> list[asyncio.Task[Any]]:
+    def tasks(self) -> list[asyncio.Future[Any]]:
         """The tasks this connection still owns (the pump, a suspended request)."""
         tasks = [*self._pumps, *self._sends]
         if self._blocker is not None:
@@ -395,7 +396,8 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
                 return
         else:
             size = 0
-        task = start_eagerly(self._serve(event, self._last_send))
+        # (``_send_done`` runs as the send ends, on its stack: no loop turn per send)
+        task = start_eagerly(self._serve(event, self._last_send), self._send_done)
         if task is None:  # (answered at once: the store did not wait)
             if size:
                 self._guard.give_back_inbound(size)
@@ -403,9 +405,8 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
         sends[task] = size
         self._send_bytes += size
         self._last_send = task
-        task.add_done_callback(self._send_done)
 
-    def _send_done(self, task: asyncio.Task[None]) -> None:
+    def _send_done(self, task: asyncio.Future[None]) -> None:
         size = self._sends.pop(task, 0)
         if size:
             self._send_bytes -= size
@@ -431,12 +432,12 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
         if blocker is not None:
             self._blocked_by(blocker)
 
-    def _blocked_by(self, task: asyncio.Task[None]) -> None:
+    def _blocked_by(self, task: asyncio.Future[None]) -> None:
         self._blocker = task
         task.add_done_callback(self._unblocked)
         self._update_reading()
 
-    def _unblocked(self, task: asyncio.Task[None]) -> None:
+    def _unblocked(self, task: asyncio.Future[None]) -> None:
         if task is not self._blocker:
             return
         self._blocker = None
@@ -463,7 +464,7 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
         """While a writer waits: the service ended the session (its queue overflowed)."""
         return self._session.closed or self._closing
 
-    async def _serve(self, event: Any, after: asyncio.Task[None] | None = None) -> None:
+    async def _serve(self, event: Any, after: asyncio.Future[None] | None = None) -> None:
         """Handle one request: call the service, write the reply (once ``after``, a pipelined
         SEND before it, has written its own), follow the session's end."""
         reply: Any
