@@ -56,18 +56,22 @@ class _InTree(ServerProcess):
 class _Callgrind(ServerProcess):
     """The server under callgrind, collecting nothing until told (``callgrind_control``)."""
 
-    def __init__(self, db: str, out: str, cpu: int | None) -> None:
+    def __init__(self, db: str, out: str, cpu: int | None, tree: str = "") -> None:
         super().__init__(["custom"], db, cpu=cpu)
         self.out = out
+        self.tree = tree
 
     def command(self) -> list[str]:
-        return [
+        valgrind = [
             "valgrind",
             "--tool=callgrind",
             "--instr-atstart=no",
             f"--callgrind-out-file={self.out}",
             *super().command(),
         ]
+        if not self.tree:
+            return valgrind
+        return ["sh", "-c", f'cd "{self.tree}" && exec "$0" "$@"', *valgrind]
 
 
 def _control(pid: int, *args: str) -> None:
@@ -114,7 +118,7 @@ async def _round(label: str, args: argparse.Namespace, tmp: str, i: int) -> dict
     out = os.path.join(tmp, f"callgrind-{store}{tree}-{i}.out")
     server: ServerProcess
     if args.callgrind:
-        server = _Callgrind(db, out, args.server_cpu)
+        server = _Callgrind(db, out, args.server_cpu, args.baseline if tree else "")
     elif tree:
         server = _InTree(db, args.baseline, args.server_cpu)
     else:

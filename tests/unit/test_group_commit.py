@@ -214,3 +214,27 @@ async def test_an_eager_send_cancelled_while_its_group_waits_ends_cancelled(tmp_
     assert waiting[cancelled].cancelled()
     assert finished == [i for i in range(8) if i != cancelled]
     await store.close()
+
+
+async def test_eager_sends_of_a_failed_commit_each_fail(tmp_path):
+    store, al, _, _ = await _store(tmp_path)
+
+    def no_commit(action: int, arg1: object, *_: object) -> int:
+        deny = action == sqlite3.SQLITE_TRANSACTION and arg1 == "COMMIT"
+        return sqlite3.SQLITE_DENY if deny else sqlite3.SQLITE_OK
+
+    store._db.set_authorizer(no_commit)
+    failed: list[int] = []
+
+    async def send(i: int) -> None:
+        try:
+            await store.add_message(al, f"lost {i}", i, ["bob"])
+        except WriteFailed:
+            failed.append(i)
+
+    rests = [rest for i in range(8) if (rest := start_eagerly(send(i))) is not None]
+    assert rests and not (await asyncio.wait(rests, timeout=20))[1]
+    assert failed == list(range(8))  # (woken with the group's failure, in order; none lost)
+    assert _outside(tmp_path / "g.db", "SELECT count(*) FROM messages") == 0
+    store._db.set_authorizer(None)
+    await store.close()
