@@ -70,8 +70,10 @@ ALL_TRANSPORTS: tuple[str, ...] = all_transports()
 #: The lean reference client (bench/refs/lean_custom.py) is measured against this transport's
 #: server in the same run: the first rung of the ladder, the one it speaks.
 LEAN_TRANSPORT = "custom"
-#: Its rows carry ``client: LEAN_CLIENT``; every other row is the product's ChatClient.
+#: Its rows carry ``client: LEAN_CLIENT``; every other row is the product's ChatClient but
+#: the independent clients' (bench/refs/independent.py), which carry ``INDEPENDENT_CLIENT``.
 LEAN_CLIENT = "lean"
+INDEPENDENT_CLIENT = "independent"
 
 #: p50 of a transport's send over its reference row's echo p50: the target's limit, by
 #: reference. One figure per family of reference, since the reference says what the floor is.
@@ -168,6 +170,9 @@ class Plan:
     # does, so no other server is ever on the measured server's vCPU
     servers_together: bool = False
     seed: int = SEED
+    # sends by the independent clients (bench/refs/independent.py: websocket, grpc-stream,
+    # grpc), each in blocks paired with ChatClient's against the same server (0: skip)
+    independent: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def per_round(self, n: int) -> int:
@@ -230,6 +235,9 @@ FULL = Plan(
     retry_budget_s=60.0,
     rounds=5,  # the interval of a median over 5 rounds covers 93.8 %; U-test p down to 0.008
     byte_checks=2,
+    # issue 8's independent clients: 1,000 a round, 4 pairs of blocks of 250 (each side),
+    # 20 pairs over the rounds; about 2 s a round for the three transports together
+    independent=5000,
 )
 
 QUICK = Plan(
@@ -277,6 +285,7 @@ QUICK = Plan(
     byte_checks=0,  # quick: bytes measured once (the full plan re-checks them in 2 rounds)
     sqlite_every_round=False,
     servers_together=True,  # quick: idle servers beside the measured one (a few ms a second)
+    independent=600,  # 2 pairs of 100 a round, as the lean client's: 6 pairs, rough
 )
 
 TINY = Plan(
@@ -310,6 +319,7 @@ TINY = Plan(
     rounds=2,
     byte_checks=1,
     servers_together=True,  # the integration test runs this path (the full plan does not)
+    independent=30,
 )
 
 PLANS = {plan.mode: plan for plan in (FULL, QUICK, TINY)}
@@ -328,6 +338,7 @@ __all__ = [
     "DEFAULT_P50_LIMIT",
     "FLOOR",
     "FULL",
+    "INDEPENDENT_CLIENT",
     "LEAN_CLIENT",
     "LEAN_TRANSPORT",
     "NOISY_VCPUS",

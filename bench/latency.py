@@ -35,6 +35,11 @@ untimed calls of the same kind. What is timed:
   process (``run_lean``: the pairs the issue-8 targets are read from), each pair beside a
   block of the bare asyncio reference client (the event loop's share); its rows carry
   ``client: "lean"``.
+* independent: ``send`` again on websocket, grpc-stream and grpc, by a client written from
+  the transport's contract with a stock library (bench/refs/independent.py), in blocks
+  alternating with ChatClient's the same way (``run_independent``: issue 8's p50 targets of
+  those transports are read from its pairs); grpc's pairs also have a block of a bare
+  ``grpc.aio`` stub; its rows carry ``client: "independent"``.
 
 CPU. Every row carries the CPU time per call of the server process and of this (client)
 process: over the timed loop for loops of one op, and summed call by call (read just outside
@@ -48,7 +53,8 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from hdrh.histogram import HdrHistogram  # type: ignore[import-untyped]
@@ -478,6 +484,93 @@ def _block_figures(hist: HdrHistogram, cpu: dict[str, float | None], n: int) -> 
     }
 
 
+@dataclass(frozen=True)
+class Side:
+    """One client of a paired-blocks step: its name in ``pairs`` (``lean``, ``independent``,
+    ``chat``, ``bare``) and one send with no arguments, a blocking call or (``awaited``) a
+    coroutine function."""
+
+    name: str
+    send: Callable[[], Any]
+    awaited: bool
+
+
+async def paired_blocks(
+    ref: Side,
+    chat: Side,
+    bare: Side | None,
+    sizes: list[int],
+    *,
+    seed: str,
+    warmup: int,
+    server_pid: int,
+) -> tuple[list[dict[str, Any]], HdrHistogram, list[dict[str, float | None]]]:
+    """Blocks of sends by a reference client ``ref`` and by ChatClient (``chat``) back to
+    back, one pair per entry of ``sizes``, which goes first drawn with ``seed`` (balanced:
+    half the pairs each way); beside each pair, just before or just after it (drawn, balanced),
+    a block of ``bare`` when given. Every client first makes ``warmup`` untimed sends, every
+    block LEAN_LEAD_IN more. Returns the pairs (:func:`_pair`), ``ref``'s blocks pooled in one
+    histogram and its blocks' CPU figures."""
+    import random
+
+    rng = random.Random(seed)
+    firsts = ([ref.name, chat.name] * len(sizes))[: len(sizes)]
+    rng.shuffle(firsts)
+    bare_after = ([False, True] * len(sizes))[: len(sizes)]
+    rng.shuffle(bare_after)
+    lead_in = min(warmup, LEAN_LEAD_IN)
+    sides = {side.name: side for side in (ref, chat, bare) if side is not None}
+    pooled = new_histogram()
+    ref_cpu: list[dict[str, float | None]] = []
+
+    async def block(side: Side, size: int) -> dict[str, Any]:
+        send = side.send
+        hist = new_histogram()
+        if side.awaited:
+            for _ in range(lead_in):
+                await send()
+            meter = CpuMeter(server_pid)
+            c0 = time.process_time()
+            for _ in range(size):
+                t0 = ns()
+                await send()
+                t1 = ns()
+                record_ns(hist, t1 - t0)
+        else:
+            for _ in range(lead_in):
+                send()
+            meter = CpuMeter(server_pid)
+            c0 = time.process_time()
+            for _ in range(size):
+                t0 = ns()
+                send()
+                t1 = ns()
+                record_ns(hist, t1 - t0)
+        cpu = _own_cpu(meter, c0)
+        if side is ref:
+            pooled.add(hist)
+            ref_cpu.append(cpu)
+        return _block_figures(hist, cpu, size)
+
+    for side in sides.values():  # each client warms up once, before any block
+        for _ in range(warmup):
+            if side.awaited:
+                await side.send()
+            else:
+                side.send()
+    pairs: list[dict[str, Any]] = []
+    deadline = time.monotonic() + LEAN_BUDGET_S
+    for size, first, after in zip(sizes, firsts, bare_after, strict=True):
+        order = [ref.name, chat.name] if first == ref.name else [chat.name, ref.name]
+        if bare is not None:
+            order = [*order, bare.name] if after else [bare.name, *order]
+        mine = {who: await block(sides[who], size) for who in order}
+        pairs.append(_pair(first, size, {who: mine[who] for who in sides}, order))
+        if time.monotonic() > deadline:
+            break
+    return pairs, pooled, ref_cpu
+
+
 async def run_lean(job: dict[str, Any]) -> list[dict[str, Any]]:
     """``send`` by the lean blocking reference client and by ChatClient, in alternating
     blocks in this one process, against one custom server (issue 8 read as issue 12 asks),
@@ -486,12 +579,13 @@ async def run_lean(job: dict[str, Any]) -> list[dict[str, Any]]:
     The round's ``n`` timed sends of each client are split into ``pairs`` blocks
     (:func:`lean_blocks`); pair i is a block of the lean client and a block of ChatClient of
     the same size, back to back, which goes first drawn at random (balanced: half the pairs
-    each way). Both clients send the same body to the same offline recipient (so the store
-    grows alike under both), each from an account of its own (``<prefix>s``: the lean one, as
-    before; ``<prefix>c``: ChatClient, opened with the transport's client as ``run_ops``
-    opens it), with the same arguments (the recipients as one tuple). A disturbance, a
-    slower server or a bigger store lands on both members of a pair, so the per-pair ratio
-    cancels what the two unpaired rows (different steps, processes and moments) cannot.
+    each way: :func:`paired_blocks`). Both clients send the same body to the same offline
+    recipient (so the store grows alike under both), each from an account of its own
+    (``<prefix>s``: the lean one, as before; ``<prefix>c``: ChatClient, opened with the
+    transport's client as ``run_ops`` opens it), with the same arguments (the recipients as
+    one tuple). A disturbance, a slower server or a bigger store lands on both members of a
+    pair, so the per-pair ratio cancels what the two unpaired rows (different steps,
+    processes and moments) cannot.
 
     Each pair also has a block of as many sends by ``BareAsyncClient`` (``<prefix>b``: the
     same codec under a bare asyncio Protocol, a future per call), just before or just after
@@ -503,23 +597,12 @@ async def run_lean(job: dict[str, Any]) -> list[dict[str, Any]]:
     (its recipient is offline: no pushes). Returns one row, as before: the lean client's
     (``client: "lean"``, its blocks pooled), carrying ``pairs`` (bench/SCHEMA.md).
     """
-    import random
-
     from bench.refs.lean_custom import BareAsyncClient, LeanCustomClient
 
     spec = job["target"]
-    server_pid = int(spec["server_pid"])
     address = (spec["address"][0], int(spec["address"][1]))
     prefix, body = job["prefix"], job["body"]
     recipient = (f"{prefix}r",)
-    sizes = lean_blocks(int(job["n"]), job.get("pairs"))
-    rng = random.Random(f"lean-pairs-{prefix}")
-    firsts = (["lean", "chat"] * len(sizes))[: len(sizes)]
-    rng.shuffle(firsts)
-    bare_after = ([False, True] * len(sizes))[: len(sizes)]
-    rng.shuffle(bare_after)
-    lead_in = min(int(job["warmup"]), LEAN_LEAD_IN)
-
     target = chat_target(spec)
     owner = LeanCustomClient(address)
     owner.connect()
@@ -528,105 +611,106 @@ async def run_lean(job: dict[str, Any]) -> list[dict[str, Any]]:
     lean = LeanCustomClient(address)
     lean.connect()
     bare = BareAsyncClient(address)
-    pooled = new_histogram()
-    lean_cpu: list[dict[str, float | None]] = []
-    pairs: list[dict[str, Any]] = []
     try:
         async with asyncio.timeout(SECTION_TIMEOUT):
             lean.signup(f"{prefix}s", PASSWORD)
             chat = await target.user(f"{prefix}c")
             await bare.connect()
             await bare.signup(f"{prefix}b", PASSWORD)
-
-            def lean_send() -> None:
-                lean.send(recipient, body)
-
-            def lean_block(size: int) -> dict[str, Any]:
-                for _ in range(lead_in):
-                    lean_send()
-                hist = new_histogram()
-                meter = CpuMeter(server_pid)
-                c0 = time.process_time()
-                for _ in range(size):
-                    t0 = ns()
-                    lean_send()
-                    t1 = ns()
-                    record_ns(hist, t1 - t0)
-                cpu = _own_cpu(meter, c0)
-                pooled.add(hist)
-                lean_cpu.append(cpu)
-                return _block_figures(hist, cpu, size)
-
-            async def async_block(send: Any, size: int) -> dict[str, Any]:
-                """A block of ``await send(recipient, body)``: ChatClient's or the bare one's."""
-                for _ in range(lead_in):
-                    await send(recipient, body)
-                hist = new_histogram()
-                meter = CpuMeter(server_pid)
-                c0 = time.process_time()
-                for _ in range(size):
-                    t0 = ns()
-                    await send(recipient, body)
-                    t1 = ns()
-                    record_ns(hist, t1 - t0)
-                return _block_figures(hist, _own_cpu(meter, c0), size)
-
-            for _ in range(job["warmup"]):  # each client warms up once, before any block
-                lean_send()
-            for _ in range(job["warmup"]):
-                await chat.send(recipient, body)
-            for _ in range(job["warmup"]):
-                await bare.send(recipient, body)
-            deadline = time.monotonic() + LEAN_BUDGET_S
-            for size, first, after in zip(sizes, firsts, bare_after, strict=True):
-                order = ["lean", "chat"] if first == "lean" else ["chat", "lean"]
-                order = [*order, "bare"] if after else ["bare", *order]
-                mine: dict[str, dict[str, Any]] = {}
-                for who in order:
-                    if who == "lean":
-                        mine[who] = lean_block(size)
-                    else:
-                        mine[who] = await async_block(
-                            chat.send if who == "chat" else bare.send, size
-                        )
-                pairs.append(_pair(first, size, mine["lean"], mine["chat"], mine["bare"], order))
-                if time.monotonic() > deadline:
-                    break
+            pairs, pooled, cpus = await paired_blocks(
+                Side("lean", lambda: lean.send(recipient, body), awaited=False),
+                Side("chat", lambda: chat.send(recipient, body), awaited=True),
+                Side("bare", lambda: bare.send(recipient, body), awaited=True),
+                lean_blocks(int(job["n"]), job.get("pairs")),
+                seed=f"lean-pairs-{prefix}",
+                warmup=int(job["warmup"]),
+                server_pid=int(spec["server_pid"]),
+            )
     finally:
         lean.close()
         bare.close()
         await target.aclose()
     n = sum(p["n"] for p in pairs)
-    cpu = cpu_fields(_sum_cpu(lean_cpu), n)
+    cpu = cpu_fields(_sum_cpu(cpus), n)
     extra = {"client": "lean", "body_bytes": len(body.encode()), "pairs": pairs}
     return [_row("send", pooled, **extra, **cpu)]
 
 
-def _pair(
-    first: str,
-    n: int,
-    lean: dict[str, Any],
-    chat: dict[str, Any],
-    bare: dict[str, Any],
-    order: list[str],
-) -> dict[str, Any]:
-    """One entry of the lean row's ``pairs`` (bench/SCHEMA.md)."""
-    others = [b["other_vcpus"] for b in (lean, chat, bare) if b["other_vcpus"] is not None]
-    return {
-        "first": first,
-        "n": n,
-        "order": order,
-        "lean_p50_us": lean["p50_us"],
-        "chat_p50_us": chat["p50_us"],
-        "bare_p50_us": bare["p50_us"],
-        "lean_cpu_us": lean["cpu_us"],
-        "chat_cpu_us": chat["cpu_us"],
-        "bare_cpu_us": bare["cpu_us"],
-        "lean_server_cpu_us": lean["server_cpu_us"],
-        "chat_server_cpu_us": chat["server_cpu_us"],
-        "bare_server_cpu_us": bare["server_cpu_us"],
-        "other_vcpus": max(others) if others else None,
+async def run_independent(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """``send`` by a client written from the transport's contract with a stock library
+    (bench/refs/independent.py: websocket, grpc-stream, grpc) and by ChatClient, in
+    alternating blocks in this one process against one server: :func:`run_lean`'s design
+    (:func:`paired_blocks`, :func:`lean_blocks`), issue 8's "every p50 within 15 % of an
+    independent client in the same session" for the transports a stranger would implement
+    with a stock library.
+
+    The independent client is blocking (the library's synchronous API: no event loop in its
+    way), from its own account (``<prefix>i``); ChatClient from ``<prefix>c``; both send the
+    same body to the same offline recipient (``<prefix>r``, signed up by ChatClient, untimed).
+    Where the transport has a bare asyncio stub (grpc: a bare ``grpc.aio`` stub making the
+    same unary calls, ``<prefix>b``), a block of it stands beside each pair (``bare_*`` in
+    ``pairs``): the library's asyncio layer's share of ChatClient's gap, apart from ours.
+    Returns one row: the independent client's (``client: "independent"``, ``client_impl``
+    naming it, its blocks pooled), carrying ``pairs`` (bench/SCHEMA.md)."""
+    from bench.refs.independent import BARE, INDEPENDENT
+
+    spec = job["target"]
+    transport = spec["transport"]
+    address = (spec["address"][0], int(spec["address"][1]))
+    prefix, body = job["prefix"], job["body"]
+    recipient = f"{prefix}r"
+    recipients = (recipient,)
+    factory = INDEPENDENT[transport]
+    target = chat_target(spec)
+    independent = None
+    bare = BARE[transport]() if transport in BARE else None
+    try:
+        async with asyncio.timeout(SECTION_TIMEOUT):
+            await target.discard(await target.user(recipient))
+            independent = factory(address, f"{prefix}i", recipient, body)
+            chat = await target.user(f"{prefix}c")
+            bare_side = None
+            if bare is not None:
+                await bare.open(address, f"{prefix}b", recipient, body)
+                bare_side = Side("bare", bare.send, awaited=True)
+            pairs, pooled, cpus = await paired_blocks(
+                Side("independent", independent.send, awaited=False),
+                Side("chat", lambda: chat.send(recipients, body), awaited=True),
+                bare_side,
+                lean_blocks(int(job["n"]), job.get("pairs")),
+                seed=f"independent-pairs-{prefix}",
+                warmup=int(job["warmup"]),
+                server_pid=int(spec["server_pid"]),
+            )
+    finally:
+        if independent is not None:
+            independent.close()
+        if bare is not None:
+            await bare.close()
+        await target.aclose()
+    n = sum(p["n"] for p in pairs)
+    extra = {
+        "client": "independent",
+        "client_impl": factory.LIBRARY,
+        **({"bare_impl": bare.LIBRARY} if bare is not None else {}),
+        "body_bytes": len(body.encode()),
+        "pairs": pairs,
     }
+    return [_row("send", pooled, **extra, **cpu_fields(_sum_cpu(cpus), n))]
+
+
+def _pair(
+    first: str, n: int, blocks: dict[str, dict[str, Any]], order: list[str]
+) -> dict[str, Any]:
+    """One entry of a paired row's ``pairs`` (bench/SCHEMA.md): ``<who>_p50_us``,
+    ``<who>_cpu_us``, ``<who>_server_cpu_us`` of each client's block."""
+    out: dict[str, Any] = {"first": first, "n": n, "order": order}
+    for figure in ("p50_us", "cpu_us", "server_cpu_us"):
+        for who, block in blocks.items():
+            out[f"{who}_{figure}"] = block[figure]
+    others = [b["other_vcpus"] for b in blocks.values() if b["other_vcpus"] is not None]
+    out["other_vcpus"] = max(others) if others else None
+    return out
 
 
 __all__ = [
@@ -636,9 +720,12 @@ __all__ = [
     "LEAN_PAIRS",
     "LIST_PAGE",
     "CallMeter",
+    "Side",
     "lean_blocks",
+    "paired_blocks",
     "run_deliver",
     "run_echo",
+    "run_independent",
     "run_lean",
     "run_ops",
 ]

@@ -83,7 +83,9 @@ def _header(results: dict[str, Any]) -> str:
         "- CPU: every latency row carries the CPU time per call of the server process and of "
         "the client process (the bench's worker), so a client that is itself the bottleneck "
         "shows. The *lean* row is an independent client (bench/refs/lean_custom.py: a "
-        "blocking socket around the custom codec) against the same server in the same run.",
+        "blocking socket around the custom codec) against the same server in the same run; "
+        "the *independent* rows are clients written from the websocket and gRPC contracts "
+        "with stock libraries (bench/refs/independent.py), likewise.",
         "- Interference: every timing row records `other vCPUs`, the work other processes did "
         "on the machine while it was measured, and `steal vCPUs`, the time the hypervisor gave "
         "other guests meanwhile (/proc/stat's steal; — in rows from before it was recorded). "
@@ -147,7 +149,8 @@ def _plan_in_words(plan: dict[str, Any]) -> str:
         f"list_accounts, {plan.get('ack')} acks, {plan.get('delete_account')} deletions, "
         f"{plan.get('history')} of each history operation; "
         f"{plan.get('echo')} echoes per reference row; {plan.get('lean')} sends by the lean "
-        f"client; SQLite rows: {plan.get('sqlite_share', 0):.0%} of the counts, {sqlite}; "
+        f"client; {plan.get('independent', 0)} by each independent client; "
+        f"SQLite rows: {plan.get('sqlite_share', 0):.0%} of the counts, {sqlite}; "
         f"open-loop steps at {', '.join(f'{f:.0%}' for f in plan.get('open_fractions', ()))} "
         "of the closed-loop rate"
     )

@@ -18,6 +18,7 @@ from bench.targets import (
     Row,
     disturbed,
     find_latency,
+    independent_row,
     is_reference,
     lean_row,
     order,
@@ -110,11 +111,15 @@ def latency_section(results: dict[str, Any], images: Sequence[str]) -> str:
         trips += [r for r in (round_trip_row(results, t),) if r]
         if (lean := lean_row(results)) and lean["transport"] == t:
             trips.append(lean)
+        trips += [r for r in (independent_row(results, t),) if r]
     parts.append(
         "Round trip with a 32-byte payload, memory store, client and server on different vCPUs "
         "(loopback: in one process). CPU columns: CPU time of each process over the timed loop "
         "÷ calls (loopback: the one process). *lean client*: the same server's send measured "
-        "by the independent blocking client.\n"
+        "by the independent blocking client. *independent client*: the same server's send "
+        "measured by a client written from the transport's contract with a stock library "
+        "(bench/refs/independent.py: the websockets library's blocking client, grpcio's "
+        "synchronous stubs), in blocks paired with ChatClient's (the targets read the pairs).\n"
     )
     parts.append(table(LAT_HEAD + RATIO_HEAD + CPU_HEAD, _latency_rows(trips, results, True)))
     if "latency_spectrum.png" in images:

@@ -63,7 +63,7 @@ _BY_LABEL: tuple[tuple[str, str], ...] = (
     (r": bytes check$", BYTE_CHECKS),
     (r": bytes on the wire$", BYTES),
     (r": deliver x\d+$", DELIVER),
-    (r": (latency|lean reference client)$", LATENCY),
+    (r": (latency|lean reference client|independent client)$", LATENCY),
     (r": load closed$", CLOSED),
     (r": load \d+%$", OPEN),
     (r"^generator ceiling", GENERATOR),

@@ -3,7 +3,7 @@
 1. ``plan.rounds`` rounds of latency. Each round starts a fresh worker (the client process) and
    visits every *unit* once, in an order shuffled with ``plan.seed`` (``meta.rounds`` records
    it): a reference row (its echo), a transport with one store (every op, push delivery, the
-   lean client), the same-vCPU rows. A unit starts its own server (or, with
+   lean client, the independent client), the same-vCPU rows. A unit starts its own server (or, with
    ``plan.servers_together``, adopts the one the round started for it at its start) and
    stops it. In
    ``plan.byte_checks`` rounds the wire transports also measure a few byte figures again. The
@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from bench import run_phases as ph
 from bench.config import LEAN_TRANSPORT
 from bench.procs import Placement, RefServer
+from bench.refs import INDEPENDENT_TRANSPORTS
 from transports import registry
 
 if TYPE_CHECKING:
@@ -170,8 +171,9 @@ def _server_steps(
 
 
 def _chat_round_steps(run: BenchRun, name: str, round_: int, last: bool) -> list[Step]:
-    """One transport and store in one round: latency of every op, the lean client, push
-    delivery, a check of the byte figures; in the last round also what is measured once."""
+    """One transport and store in one round: latency of every op, the lean client (custom)
+    or the independent client (bench/refs/independent.py's transports), push delivery, a
+    check of the byte figures; in the last round also what is measured once."""
     transport, store = name.split("/")
     group = f"{name}#{round_}"
     plan = run.plan
@@ -185,6 +187,15 @@ def _chat_round_steps(run: BenchRun, name: str, round_: int, last: bool) -> list
             Step(
                 f"{name}: lean reference client",
                 lambda: run.lean(group),
+                group,
+                phase=ph.LATENCY,
+            )
+        )
+    if transport in INDEPENDENT_TRANSPORTS and store == "memory" and plan.independent:
+        out.append(
+            Step(
+                f"{name}: independent client",
+                lambda: run.lean(group, "independent"),
                 group,
                 phase=ph.LATENCY,
             )

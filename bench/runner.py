@@ -323,14 +323,16 @@ class BenchRun:
         for row in self._job(self.main, job, timeout=600):
             self._latency_row(row, transport, store, self._placement_key(transport, self.main))
 
-    def lean(self, group: str) -> None:
+    def lean(self, group: str, kind: str = "lean") -> None:
         """The lean blocking client's send against this group's server (bench/refs), in
-        blocks paired with ChatClient's in the same worker (bench/latency.py run_lean)."""
+        blocks paired with ChatClient's in the same worker (bench/latency.py run_lean); with
+        ``kind`` "independent", the stock-library client's (run_independent)."""
         transport, store = self._split(group)
+        total = self.plan.independent if kind == "independent" else self.plan.lean
         job = {
-            "kind": "lean",
+            "kind": kind,
             "target": self._target(group),
-            "n": self.plan.per_round(self.plan.lean),
+            "n": self.plan.per_round(total),
             "warmup": self.plan.warmup,
         }
         for row in self._job(self.main, job, timeout=600):

@@ -16,6 +16,7 @@ from typing import Any
 from bench.config import (
     DEFAULT_P50_LIMIT,
     FLOOR,
+    INDEPENDENT_CLIENT,
     LEAN_CLIENT,
     LEAN_TRANSPORT,
     NOISY_VCPUS,
@@ -24,6 +25,7 @@ from bench.config import (
 )
 from bench.ladder import registry_info
 from bench.markdown import fmt_rate, fmt_us
+from bench.refs import INDEPENDENT_TRANSPORTS
 from bench.rounds import ratio_interval
 from bench.stats import CONFIDENCE, median, median_interval, ratio
 
@@ -126,6 +128,17 @@ def round_trip_row(results: dict[str, Any], transport: str) -> Row | None:
 def lean_row(results: dict[str, Any]) -> Row | None:
     """The lean reference client's send against the same server (bench/refs/lean_custom.py)."""
     return find_latency(results, LEAN_TRANSPORT, "send", client=LEAN_CLIENT)
+
+
+def independent_row(results: dict[str, Any], transport: str) -> Row | None:
+    """A transport's send by its independent client against the same server
+    (bench/refs/independent.py, bench/latency.py run_independent)."""
+    return find_latency(results, transport, "send", client=INDEPENDENT_CLIENT)
+
+
+def independent_p50_name(transport: str) -> str:
+    """Issue 8's target of a transport with an independent client."""
+    return f"{transport} send p50 within {LEAN_P50_TOLERANCE:.0%} of an independent client's"
 
 
 def saturation(results: dict[str, Any], transport: str, store: str = "memory") -> Row | None:
@@ -391,56 +404,134 @@ def _lean_targets(results: dict[str, Any]) -> list[Row]:
     ]
 
 
-def _lean_targets_paired(lean: Row | None, pairs: list[Row]) -> list[Row]:
-    """The two lean-client targets from the block pairs of the lean step (every round's)."""
+#: The lean step's clients, in the targets' words (bench/refs/lean_custom.py).
+LEAN_WORDS = "lean blocking client"
+LEAN_BARE = (
+    "the bare asyncio client (the same codec, a future per call, no ChatClient)",
+    "the event loop's share",
+)
+
+
+def _paired_target(
+    name: str,
+    row: Row | None,
+    pairs: list[Row],
+    figure: str,
+    limit: float,
+    better: str,
+    what: str,
+    ref: str,
+    ref_words: str,
+    bare: tuple[str, str],
+) -> Row:
+    """A target read from a paired row's block pairs (every round's): the median of the
+    per-pair ratios ChatClient ÷ ``ref`` of ``figure``, with its interval over the pairs;
+    ``bare``: the bare client's words and what its reading is the share of."""
     rounds = len({p.get("round", 0) for p in pairs})
     where = (
         f"paired blocks in one process, {len(pairs)} pairs "
         f"({rounds} round{'s' if rounds != 1 else ''}), same server"
     )
+    value, ci, note = paired_ratio(pairs, figure, "chat", ref)
+    chat = median(p.get(f"chat_{figure}") for p in pairs)
+    mine = median(p.get(f"{ref}_{figure}") for p in pairs)
+    return _target(
+        name,
+        value,
+        limit,
+        better,
+        f"ChatClient {fmt_us(chat)} µs vs {ref_words} {fmt_us(mine)} µs "
+        f"of {what} (medians over blocks); median of the per-pair ratios, "
+        f"{where}{note}{_bare_share(pairs, figure, ref, *bare)}",
+        disturbed(row),
+        ci,
+        LEAN_SOURCE,
+    )
+
+
+def _lean_targets_paired(lean: Row | None, pairs: list[Row]) -> list[Row]:
+    """The two lean-client targets from the block pairs of the lean step (every round's)."""
+    return [
+        _paired_target(
+            name, lean, pairs, figure, limit, better, what, "lean", LEAN_WORDS, LEAN_BARE
+        )
+        for name, figure, limit, better, what in (
+            (LEAN_P50_NAME, "p50_us", LEAN_P50_TOLERANCE, "within", "send p50"),
+            (LEAN_CPU_NAME, "cpu_us", LEAN_CPU_LIMIT, "lower", "client CPU per send"),
+        )
+    ]
+
+
+def _independent_targets(results: dict[str, Any]) -> list[Row]:
+    """Issue 8's p50 target of every transport with an independent client
+    (bench/refs/independent.py): each one the run has a row of, and each the run's plan
+    measured (``meta.plan.independent`` > 0) among the transports it asked for (its row
+    missing: n/a). From the row's ``pairs``, as the lean client's target."""
+    meta = results.get("meta", {})
+    asked = meta.get("transports")
+    planned = [
+        t
+        for t in INDEPENDENT_TRANSPORTS
+        if (meta.get("plan") or {}).get("independent") and (asked is None or t in asked)
+    ]
+    have = [
+        r["transport"]
+        for r in results.get("latency", [])
+        if r.get("client") == INDEPENDENT_CLIENT and r["op"] == "send"
+    ]
     out = []
-    for name, figure, limit, better, what in (
-        (LEAN_P50_NAME, "p50_us", LEAN_P50_TOLERANCE, "within", "send p50"),
-        (LEAN_CPU_NAME, "cpu_us", LEAN_CPU_LIMIT, "lower", "client CPU per send"),
-    ):
-        value, ci, note = paired_ratio(pairs, figure)
-        chat = median(p.get(f"chat_{figure}") for p in pairs)
-        mine = median(p.get(f"lean_{figure}") for p in pairs)
+    for transport in sorted({*planned, *have}, key=lambda t: transport_rank(t, results)):
+        row = independent_row(results, transport)
+        pairs: list[Row] = (row or {}).get("pairs") or []
+        name = independent_p50_name(transport)
+        if row is None or not pairs:
+            out.append(
+                _target(
+                    name,
+                    None,
+                    LEAN_P50_TOLERANCE,
+                    "within",
+                    "no paired blocks of an independent client in this run",
+                    source=LEAN_SOURCE,
+                )
+            )
+            continue
+        words = row.get("client_impl") or "the independent client"
+        bare = (str(row.get("bare_impl") or "the bare asyncio stub"), "the asyncio layer's share")
         out.append(
-            _target(
+            _paired_target(
                 name,
-                value,
-                limit,
-                better,
-                f"ChatClient {fmt_us(chat)} µs vs lean blocking client {fmt_us(mine)} µs "
-                f"of {what} (medians over blocks); median of the per-pair ratios, "
-                f"{where}{note}{_bare_share(pairs, figure)}",
-                disturbed(lean),
-                ci,
-                LEAN_SOURCE,
+                row,
+                pairs,
+                "p50_us",
+                LEAN_P50_TOLERANCE,
+                "within",
+                "send p50",
+                "independent",
+                words,
+                bare,
             )
         )
     return out
 
 
-def _bare_share(pairs: list[Row], figure: str) -> str:
+def _bare_share(pairs: list[Row], figure: str, ref: str, who: str, share: str) -> str:
     """The bare asyncio client's reading beside the pair's (when the pairs have it): how much
-    of ChatClient's ratio any ``await``-per-call client pays to the event loop, and how much
-    is ChatClient's own."""
-    bare, _, _ = paired_ratio(pairs, figure, "bare", "lean")
+    of ChatClient's ratio any ``await``-per-call client pays (``share``: to what), and how
+    much is ChatClient's own."""
+    bare, _, _ = paired_ratio(pairs, figure, "bare", ref)
     ours, _, _ = paired_ratio(pairs, figure, "chat", "bare")
     if bare is None or ours is None:
         return ""
     return (
-        f"; the bare asyncio client (the same codec, a future per call, no ChatClient) reads "
-        f"{bare:.2f}x the lean one (the event loop's share), ChatClient {ours:.2f}x the bare "
+        f"; {who} reads {bare:.2f}x the {ref} one ({share}), ChatClient {ours:.2f}x the bare "
         "one (its own)"
     )
 
 
 def evaluate_targets(results: dict[str, Any]) -> list[Row]:
     """Every target, each PASS / MISS from this run's numbers (n/a if a figure is missing)."""
-    out = _floor_targets(results) + _lean_targets(results)
+    out = _floor_targets(results) + _lean_targets(results) + _independent_targets(results)
     base, grpc = saturation(results, BASE), saturation(results, GRPC)
     b_rate = None if base is None else base["achieved_per_s"]
     g_rate = None if grpc is None else grpc["achieved_per_s"]
@@ -503,6 +594,8 @@ __all__ = [
     "fmt_rate",
     "fmt_us",
     "generator_of",
+    "independent_p50_name",
+    "independent_row",
     "is_reference",
     "judge",
     "label",

@@ -22,7 +22,7 @@ log = logging.getLogger("bench.worker")
 Handler = Callable[[dict[str, Any]], Awaitable[list[dict[str, Any]]]]
 
 #: Jobs whose rows are timings, and so carry how busy the rest of the machine was.
-TIMED = frozenset({"ops", "deliver", "echo", "lean", "load", "population", "tls"})
+TIMED = frozenset({"ops", "deliver", "echo", "lean", "independent", "load", "population", "tls"})
 
 
 async def run_sizes(job: dict[str, Any]) -> list[dict[str, Any]]:
@@ -51,6 +51,7 @@ def _handlers() -> dict[str, Handler]:  # imported late: `python -m bench.worker
         "deliver": latency.run_deliver,
         "echo": latency.run_echo,
         "lean": latency.run_lean,
+        "independent": latency.run_independent,  # issue 8: stock-library clients, paired
         "load": load.run_load,
         "population": population.run_population,
         "tls": tls_rows.run_tls,  # issue 13: each wire transport in clear and over TLS

@@ -17,8 +17,9 @@ names its own, ``Entry.reference``), the lean reference client and the lean load
 ``lean_ws``           not a server: the same generator over masked WebSocket frames, which
                       drives the websocket and ws_echo load rows (``engine`` ``lean-ws``);
 ``independent``       not a server: clients written from the websocket and gRPC contracts with
-                      stock libraries, against the product's (``python -m
-                      bench.refs.independent``: issue 8's p50 cross-check);
+                      stock libraries, measured against the product's in every bench run
+                      (bench/latency.py run_independent: issue 8's p50 cross-check; also
+                      ``python -m bench.refs.independent`` alone);
 ``clients``           not a server: the clients of the reference servers, one shape for all
                       (``connect``, ``echo``, ``close``; ``echo_client(name, address)``).
 
@@ -40,4 +41,8 @@ MAX_PAYLOAD = 1 << 20
 #: gRPC method path of grpc_echo.
 GRPC_ECHO_METHOD = "/wirechat.bench.Echo/Echo"
 
-__all__ = ["GRPC_ECHO_METHOD", "HEADER_BYTES", "MAX_PAYLOAD"]
+#: The transports bench/refs/independent.py has a client of (its ``INDEPENDENT``), named here
+#: so the bench's plan can tell without importing grpc and websockets.
+INDEPENDENT_TRANSPORTS = ("websocket", "grpc-stream", "grpc")
+
+__all__ = ["GRPC_ECHO_METHOD", "HEADER_BYTES", "INDEPENDENT_TRANSPORTS", "MAX_PAYLOAD"]

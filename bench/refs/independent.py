@@ -12,11 +12,15 @@ whose contract a stranger would implement with a stock library:
 * ``grpc``: grpcio's synchronous stub, unary ``Send`` with the ``wirechat-session`` metadata;
   and, to split the gap, a *bare* ``grpc.aio`` stub (the same calls, no ChatClient).
 
-It starts its own server (memory store) pinned to vCPU 0, runs on vCPU 1, and alternates
-blocks of 32-byte sends to an offline recipient: one block by the product's ChatClient, one
-by the independent client, the order flipping each pair, so the machine's drift falls on
-both alike. It prints the medians over blocks of each side's per-block p50 and the median of
-the per-pair ratios. Run: ``python -m bench.refs.independent [--pairs 10] [--block 500]``.
+The bench measures them in every run (bench/latency.py ``run_independent``: the rows with
+``client: "independent"`` and issue 8's targets "<transport> send p50 within 15% of an
+independent client's"). Run alone, this tool starts its own server (memory store) pinned to
+vCPU 0, runs on vCPU 1 and runs that same step: blocks of 32-byte sends to an offline
+recipient, one by the product's ChatClient, one by the independent client, back to back, which
+goes first drawn (half the pairs each way), so the machine's drift falls on both alike. It
+prints the medians over blocks of each side's per-block p50 and the median of the per-pair
+ratios with its 95 % interval. Run: ``python -m bench.refs.independent [--pairs 10]
+[--block 500]``.
 """
 
 from __future__ import annotations
@@ -27,10 +31,8 @@ import contextlib
 import json
 import os
 import queue
-import statistics
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -38,8 +40,7 @@ from websockets import Subprotocol
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
-from core.client import ChatClient
-from transports import registry
+from bench.refs import INDEPENDENT_TRANSPORTS
 from transports.grpc._generated import chat_pb2, chat_pb2_grpc
 from wirechat.launch import ServerProcess
 
@@ -59,7 +60,9 @@ def fresh_name(prefix: str) -> str:
 class BlockingWebSocket:
     """CONTRACT.md's JSON over the ``websockets`` blocking client: one request at a time."""
 
-    def __init__(self, address: Address, username: str, recipient: str) -> None:
+    LIBRARY = "the websockets library's blocking client (JSON text)"
+
+    def __init__(self, address: Address, username: str, recipient: str, body: str = BODY) -> None:
         host, port = address
         self.stack = contextlib.ExitStack()
         self.ws: ClientConnection = self.stack.enter_context(
@@ -71,6 +74,7 @@ class BlockingWebSocket:
         )
         self.last_id = 0
         self.recipient = recipient
+        self.body = body
         self.call({"op": "signup", "username": username, "password": PASSWORD})
 
     def call(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -85,7 +89,7 @@ class BlockingWebSocket:
                 return reply
 
     def send(self) -> None:
-        self.call({"op": "send", "to": [self.recipient], "body": BODY})
+        self.call({"op": "send", "to": [self.recipient], "body": self.body})
 
     def close(self) -> None:
         self.stack.close()
@@ -94,12 +98,14 @@ class BlockingWebSocket:
 class SyncUnary:
     """chat.proto's unary ``Chat`` service through grpcio's synchronous stub."""
 
-    def __init__(self, address: Address, username: str, recipient: str) -> None:
+    LIBRARY = "grpcio's synchronous stub (unary Send)"
+
+    def __init__(self, address: Address, username: str, recipient: str, body: str = BODY) -> None:
         self.channel = grpc.insecure_channel(target(address))
         self.stub = chat_pb2_grpc.ChatStub(self.channel)
         reply = self.stub.Signup(chat_pb2.SignupRequest(username=username, password=PASSWORD))
         self.metadata = (("wirechat-session", reply.session_token),)
-        self.request = chat_pb2.SendRequest(recipients=[recipient], body=BODY)
+        self.request = chat_pb2.SendRequest(recipients=[recipient], body=body)
 
     def send(self) -> None:
         self.stub.Send(self.request, metadata=self.metadata, timeout=10)
@@ -112,7 +118,9 @@ class SyncStream:
     """chat.proto's ``ChatStream.Connect`` through grpcio's synchronous stub: requests from a
     queue, replies read in order (one request in flight)."""
 
-    def __init__(self, address: Address, username: str, recipient: str) -> None:
+    LIBRARY = "grpcio's synchronous stub (ChatStream.Connect)"
+
+    def __init__(self, address: Address, username: str, recipient: str, body: str = BODY) -> None:
         self.channel = grpc.insecure_channel(target(address))
         self.requests: queue.SimpleQueue[chat_pb2.ClientMessage | None] = queue.SimpleQueue()
         self.replies: Iterator[chat_pb2.ServerMessage] = chat_pb2_grpc.ChatStreamStub(
@@ -121,7 +129,7 @@ class SyncStream:
         self.last_id = 0
         signup = chat_pb2.SignupRequest(username=username, password=PASSWORD)
         self.call(chat_pb2.ClientMessage(signup=signup))
-        self.request = chat_pb2.SendRequest(recipients=[recipient], body=BODY)
+        self.request = chat_pb2.SendRequest(recipients=[recipient], body=body)
 
     def call(self, message: chat_pb2.ClientMessage) -> chat_pb2.ServerMessage:
         self.last_id += 1
@@ -142,6 +150,7 @@ class SyncStream:
         self.channel.close()
 
 
+#: Each transport's independent client (its keys: bench/refs INDEPENDENT_TRANSPORTS).
 INDEPENDENT: dict[str, type[BlockingWebSocket | SyncUnary | SyncStream]] = {
     "websocket": BlockingWebSocket,
     "grpc-stream": SyncStream,
@@ -152,98 +161,57 @@ INDEPENDENT: dict[str, type[BlockingWebSocket | SyncUnary | SyncStream]] = {
 class BareAio:
     """The unary ``Send`` through a bare ``grpc.aio`` stub: what any asyncio gRPC client pays."""
 
-    async def open(self, address: Address, username: str, recipient: str) -> None:
+    LIBRARY = "a bare grpc.aio stub (the same unary calls, no ChatClient)"
+
+    async def open(self, address: Address, username: str, recipient: str, body: str = BODY) -> None:
         self.channel = grpc.aio.insecure_channel(target(address))  # on the running loop
         self.stub = chat_pb2_grpc.ChatStub(self.channel)
         signup = chat_pb2.SignupRequest(username=username, password=PASSWORD)
         reply = await self.stub.Signup(signup)
         self.metadata = (("wirechat-session", reply.session_token),)
-        self.request = chat_pb2.SendRequest(recipients=[recipient], body=BODY)
+        self.request = chat_pb2.SendRequest(recipients=[recipient], body=body)
 
     async def send(self) -> None:
         await self.stub.Send(self.request, metadata=self.metadata, timeout=10)
 
-
-def timed_block(send: Callable[[], None], size: int) -> float:
-    """The p50 of ``size`` calls, in seconds."""
-    took = []
-    for _ in range(size):
-        start = time.perf_counter()
-        send()
-        took.append(time.perf_counter() - start)
-    return statistics.median(took)
+    async def close(self) -> None:
+        await self.channel.close()
 
 
-async def timed_block_async(send: Callable[[], Awaitable[object]], size: int) -> float:
-    took = []
-    for _ in range(size):
-        start = time.perf_counter()
-        await send()
-        took.append(time.perf_counter() - start)
-    return statistics.median(took)
+#: The bare asyncio stub beside the pairs, where a transport has one (bench/latency.py).
+BARE: dict[str, type[BareAio]] = {"grpc": BareAio}
 
 
-def compare(name: str, address: Address, pairs: int, block: int) -> str:
-    """One line: the product client's and the independent client's p50 on ``name``."""
-    loop = asyncio.new_event_loop()
-    entry = registry.get(name)
-    recipient = fresh_name("r")
+def compare(name: str, address: Address, server_pid: int, pairs: int, block: int) -> str:
+    """One line: the product client's and the independent client's p50 on ``name``, from
+    the bench's own step (bench/latency.py ``run_independent``)."""
+    from bench.latency import run_independent
+    from bench.stats import median
+    from bench.targets import paired_ratio
 
-    async def offline_recipient() -> None:
-        client = entry.open_client(address)
-        await client.connect()
-        await client.signup(recipient, PASSWORD)
-        await client.logout()
-        await client.close()
-
-    async def product_client() -> ChatClient:
-        client = entry.open_client(address)
-        await client.connect()
-        await client.signup(fresh_name("p"), PASSWORD)
-        return client
-
-    loop.run_until_complete(offline_recipient())
-    product = loop.run_until_complete(product_client())
-    independent = INDEPENDENT[name](address, fresh_name("i"), recipient)
-    sides: dict[str, Callable[[], float]] = {
-        "product": lambda: loop.run_until_complete(
-            timed_block_async(lambda: product.send([recipient], BODY), block)
-        ),
-        "independent": lambda: timed_block(independent.send, block),
+    job = {
+        "target": {"transport": name, "address": list(address), "server_pid": server_pid},
+        "n": pairs * block,
+        "pairs": pairs,
+        "warmup": block,
+        "prefix": fresh_name("x"),
+        "body": BODY,
     }
-    bare: BareAio | None = None
-    if name == "grpc":
-        bare = BareAio()
-        loop.run_until_complete(bare.open(address, fresh_name("b"), recipient))
-        aio = bare
-        sides["bare aio"] = lambda: loop.run_until_complete(timed_block_async(aio.send, block))
-    try:
-        for measure in sides.values():  # warm-up: connections, caches, the JIT-less paths
-            measure()
-        p50s: dict[str, list[float]] = {side: [] for side in sides}
-        for i in range(pairs):
-            order = list(sides) if i % 2 == 0 else list(reversed(sides))
-            for side in order:
-                p50s[side].append(sides[side]())
-    finally:
-        independent.close()
-        loop.run_until_complete(product.close())
-        if bare is not None:
-            loop.run_until_complete(bare.channel.close())
-        loop.close()
-    ratios = [p / q for p, q in zip(p50s["product"], p50s["independent"], strict=True)]
+    (row,) = asyncio.run(run_independent(job))
+    got = row["pairs"]
+    ratio, ci, _ = paired_ratio(got, "p50_us", "chat", "independent")
+    interval = "" if ci is None else f" [{ci[0]:.2f}, {ci[1]:.2f}]"
     line = (
-        f"| {name} | {statistics.median(p50s['product']) * 1e6:.1f} "
-        f"| {statistics.median(p50s['independent']) * 1e6:.1f} "
-        f"| {statistics.median(ratios):.2f} [{min(ratios):.2f}, {max(ratios):.2f}] |"
+        f"| {name} | {median(p['chat_p50_us'] for p in got):.1f} "
+        f"| {median(p['independent_p50_us'] for p in got):.1f} "
+        f"| {ratio:.2f}{interval} |"
     )
-    if "bare aio" in p50s:
-        to_bare = [p / q for p, q in zip(p50s["product"], p50s["bare aio"], strict=True)]
-        bare_to_sync = [p / q for p, q in zip(p50s["bare aio"], p50s["independent"], strict=True)]
+    if "bare_p50_us" in got[0]:
+        bare_to_sync, _, _ = paired_ratio(got, "p50_us", "bare", "independent")
+        to_bare, _, _ = paired_ratio(got, "p50_us", "chat", "bare")
         line += (
-            f" bare grpc.aio stub {statistics.median(p50s['bare aio']) * 1e6:.1f} µs:"
-            f" bare ÷ sync {statistics.median(bare_to_sync):.2f},"
-            f" product ÷ bare {statistics.median(to_bare):.2f}"
+            f" bare grpc.aio stub {median(p['bare_p50_us'] for p in got):.1f} µs:"
+            f" bare ÷ sync {bare_to_sync:.2f}, product ÷ bare {to_bare:.2f} |"
         )
     else:
         line += " |"
@@ -255,10 +223,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pairs", type=int, default=10, help="pairs of blocks (default 10)")
     parser.add_argument("--block", type=int, default=500, help="sends per block (default 500)")
     parser.add_argument(
-        "transports", nargs="*", default=list(INDEPENDENT), help="default: all three"
+        "transports", nargs="*", default=list(INDEPENDENT_TRANSPORTS), help="default: all three"
     )
     args = parser.parse_args(argv)
-    unknown = set(args.transports) - set(INDEPENDENT)
+    unknown = set(args.transports) - set(INDEPENDENT_TRANSPORTS)
     if unknown:
         parser.error(f"no independent client for {', '.join(sorted(unknown))}")
     server = ServerProcess(args.transports, ":memory:", cpu=0).start()
@@ -270,12 +238,12 @@ def main(argv: list[str] | None = None) -> None:
             f" {args.block} sends, memory store; server on vCPU 0, clients on vCPU 1)\n"
         )
         print(
-            "| transport | product client | independent client"
-            " | product ÷ independent [min, max] | |"
+            "| transport | product client | independent client | product ÷ independent [95 %] | |"
         )
         print("|---|---:|---:|---|---|")
         for name in args.transports:
-            print(compare(name, server.addresses[name], args.pairs, args.block), flush=True)
+            line = compare(name, server.addresses[name], server.pid, args.pairs, args.block)
+            print(line, flush=True)
     finally:
         os.sched_setaffinity(0, cpus)  # a caller (a test) keeps its vCPUs
         server.stop()

@@ -2,7 +2,8 @@
 
 The ``tiny`` plan (bench/config.py) measures a handful of samples of everything the full bench
 does: every transport of the registry and every reference row as its own process, latency,
-push delivery, load steps, bytes on the wire, the lean reference client, the same-vCPU rows.
+push delivery, load steps, bytes on the wire, the lean reference client, the independent
+clients, the same-vCPU rows.
 The transports and reference rows are read from the registry, so a new transport is checked
 here without touching this file. Only the shape of the output is checked, never a timing.
 """
@@ -15,10 +16,19 @@ from typing import Any
 
 import pytest
 
-from bench.config import LEAN_CLIENT, LEAN_TRANSPORT, TINY, all_transports, ref_transports
+from bench.config import (
+    INDEPENDENT_CLIENT,
+    LEAN_CLIENT,
+    LEAN_TRANSPORT,
+    TINY,
+    all_transports,
+    ref_transports,
+)
 from bench.plots import FIGURES
+from bench.refs import INDEPENDENT_TRANSPORTS
 from bench.runner import run_bench
 from bench.stats import PERCENTILES
+from bench.targets import independent_p50_name
 from transports import registry
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -196,9 +206,28 @@ def test_the_lean_client_measured_the_same_server(results: dict[str, Any]) -> No
     assert all("paired blocks in one process" in t["detail"] for t in lean_targets)
 
 
+@pytest.mark.parametrize("transport", INDEPENDENT_TRANSPORTS)
+def test_the_independent_client_measured_the_same_server(
+    results: dict[str, Any], run_dir: Path, transport: str
+) -> None:
+    # issue 8: a client written from the contract with a stock library, in blocks paired with
+    # ChatClient's against the transport's server, every round (bench/latency.py)
+    (row,) = rows(results, "latency", transport=transport, client=INDEPENDENT_CLIENT)
+    assert row["op"] == "send" and row["store"] == "memory" and row["client_impl"]
+    assert row["n"] == TINY.per_round(TINY.independent) * TINY.rounds
+    assert {p["round"] for p in row["pairs"]} == set(range(TINY.rounds))
+    for p in row["pairs"]:
+        assert p["chat_p50_us"] > 0 and p["independent_p50_us"] > 0
+        assert ("bare_p50_us" in p) == (transport == "grpc")  # the bare grpc.aio stub
+    (target,) = [t for t in results["targets"] if t["name"] == independent_p50_name(transport)]
+    assert target["value"] is not None and "paired blocks in one process" in target["detail"]
+    assert f"| {transport} (independent client) | send |" in (run_dir / "REPORT.md").read_text()
+
+
 def test_targets_are_evaluated(results: dict[str, Any]) -> None:
     with_reference = [e for e in registry.BY_NAME.values() if e.wire and e.reference]
-    assert len(results["targets"]) == len(with_reference) + 5  # lean x2, saturation, SQLite, bytes
+    # lean x2, one per independent client, saturation, SQLite, bytes
+    assert len(results["targets"]) == len(with_reference) + 5 + len(INDEPENDENT_TRANSPORTS)
     assert {t["status"] for t in results["targets"]} <= {"PASS", "MISS", "not settled"}
     assert results["payload_sizes"]
 

@@ -9,6 +9,7 @@ import re
 import pytest
 
 from bench.refs import independent
+from tests.unit.test_bench_lean_pairs import assert_three_way_pairs, paired_step_row
 
 
 def test_every_transport_gets_its_cross_check_row(capsys: pytest.CaptureFixture[str]) -> None:
@@ -19,6 +20,16 @@ def test_every_transport_gets_its_cross_check_row(capsys: pytest.CaptureFixture[
     for name, row in rows.items():
         assert float(row[2]) > 0 and float(row[3]) > 0, name
     assert "bare grpc.aio stub" in out  # the gRPC row splits its gap
+
+
+async def test_the_bench_step_pairs_grpcs_three_clients_against_a_real_server() -> None:
+    # the bench's step itself, small: 2 pairs of 10 sends, each beside a bare grpc.aio block
+    from bench.latency import run_independent
+
+    row = await paired_step_row(run_independent, "grpc")
+    assert row["client"] == "independent"
+    assert row["client_impl"] == "grpcio's synchronous stub (unary Send)"
+    assert_three_way_pairs(row, "independent")
 
 
 def test_a_transport_without_an_independent_client_is_refused() -> None:

@@ -158,28 +158,43 @@ def test_blocks_cpu_adds_up_and_other_work_is_weighted_by_wall_time() -> None:
     assert total["other_vcpus"] == pytest.approx(0.3)
 
 
-async def test_the_lean_step_pairs_three_clients_against_a_real_server() -> None:
-    # the step itself, small: 2 pairs of 10 sends, each beside a block of the bare client
-    from bench.latency import run_lean
+async def paired_step_row(step: Any, transport: str) -> dict[str, Any]:
+    """The row of a paired-blocks step (bench/latency.py run_lean, run_independent), small: 2
+    pairs of 10 sends, against a real server of ``transport`` (memory store)."""
     from wirechat.launch import ServerProcess
 
-    server = ServerProcess(["custom"], ":memory:").start()
+    server = ServerProcess([transport], ":memory:").start()
     try:
         target = {
             "kind": "chat",
-            "transport": "custom",
-            "address": list(server.addresses["custom"]),
+            "transport": transport,
+            "address": list(server.addresses[transport]),
             "server_pid": server.pid,
         }
         job = {"target": target, "n": 20, "warmup": 2, "prefix": "lp", "body": "x" * 32}
-        (row,) = await run_lean(job)
+        (row,) = await step(job)
     finally:
         server.stop()
-    assert row["client"] == "lean" and row["op"] == "send" and row["n"] == 20
+    return dict(row)
+
+
+def assert_three_way_pairs(row: dict[str, Any], ref: str) -> None:
+    """Two pairs of 10, one each way, the reference client's block and ChatClient's back to
+    back, a bare client's block beside them; every block measured."""
+    assert row["op"] == "send" and row["n"] == 20
     assert [p["n"] for p in row["pairs"]] == [10, 10]
-    assert {p["first"] for p in row["pairs"]} == {"lean", "chat"}  # one pair each way
+    assert {p["first"] for p in row["pairs"]} == {ref, "chat"}  # one pair each way
     for p in row["pairs"]:
-        assert sorted(p["order"]) == ["bare", "chat", "lean"]
-        assert p["order"].index("lean") - p["order"].index("chat") in (-1, 1)  # back to back
-        for who in ("lean", "chat", "bare"):
+        assert sorted(p["order"]) == sorted(["bare", "chat", ref])
+        assert p["order"].index(ref) - p["order"].index("chat") in (-1, 1)  # back to back
+        for who in (ref, "chat", "bare"):
             assert p[f"{who}_p50_us"] > 0 and p[f"{who}_cpu_us"] > 0
+
+
+async def test_the_lean_step_pairs_three_clients_against_a_real_server() -> None:
+    # the step itself, small: 2 pairs of 10 sends, each beside a block of the bare client
+    from bench.latency import run_lean
+
+    row = await paired_step_row(run_lean, "custom")
+    assert row["client"] == "lean"
+    assert_three_way_pairs(row, "lean")
