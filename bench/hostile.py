@@ -414,6 +414,7 @@ def run(plan: dict[str, Any], out: Path, baseline: float = 3.0, cooldown: float 
         ][:50]
         results["gc"] = gc_pauses(server.log_lines)
         results["loop"] = loop_lags(server.log_lines)
+        results["owner_checks"] = owner_checks(server.log_lines)
     results["checks"] = checks(results)
     write_report(results, out)
     return results
@@ -451,6 +452,22 @@ def loop_lags(log_lines: list[str]) -> dict[str, Any]:
         elif "loop: summary" in line:
             summary = line.split("loop: summary", 1)[1].strip()
     return {"lags": lags, "summary": summary}
+
+
+_OWNER_CHECK = re.compile(
+    r"password: a check of priority 0 waited ([\d.]+) ms .* ran ([\d.]+) ms at ([\d.]+)"
+)
+
+
+def owner_checks(log_lines: list[str]) -> list[tuple[float, float, float]]:
+    """The owner's slow password checks from the server's log (``core.passwords``, 0.5 s or
+    more): each as (wall time, ms waited for a worker, ms it ran until the loop saw it done)."""
+    checks = []
+    for line in log_lines:
+        match = _OWNER_CHECK.search(line)
+        if match:
+            checks.append((float(match[3]), float(match[1]), float(match[2])))
+    return checks
 
 
 def _merge(results: dict[str, Any]) -> tuple[dict[str, set[int]], dict[str, set[int]]]:

@@ -23,14 +23,22 @@ import asyncio
 import enum
 import heapq
 import itertools
+import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import cast
 
 import argon2
 
+log = logging.getLogger(__name__)
+
 #: Password hashes computed at once (each holds argon2's memory_cost, 64 MiB by default).
 HASH_WORKERS = 2
+#: A check of priority 0 (the owner's) that took this many seconds or more, from asking for a
+#: turn to its end as the event loop saw it, is logged with its split (``password: ...``;
+#: the hostile scene reads these lines: where a slow login of the owner waited).
+SLOW_OWNER_CHECK = 0.5
 
 
 class HashCost(enum.Enum):
@@ -76,14 +84,25 @@ class Passwords:
         (a guesser's connection closed) leaves its check running, and a turn given back then
         would queue the next check in the pool behind it, first come first served, where
         priority means nothing (the owner's login waited there behind abandoned guesses)."""
+        asked = time.monotonic()
         await self._turn(priority)
+        started = time.monotonic()
         done = asyncio.get_running_loop().run_in_executor(self._pool, work, *args)
-        done.add_done_callback(lambda done: self._turn_over(done, priority))
+        done.add_done_callback(lambda done: self._turn_over(done, priority, asked, started))
         return await asyncio.shield(done)
 
-    def _turn_over(self, done: asyncio.Future[object], priority: int) -> None:
+    def _turn_over(
+        self, done: asyncio.Future[object], priority: int, asked: float, started: float
+    ) -> None:
         if not done.cancelled():
             done.exception()  # (retrieved: an abandoned check's failure is nobody's error)
+        now = time.monotonic()
+        if priority == 0 and now - asked >= SLOW_OWNER_CHECK:
+            log.info(
+                "password: a check of priority 0 waited %.0f ms for a worker and ran %.0f ms "
+                "at %.3f (%d checks of others under way)",
+                (started - asked) * 1000, (now - started) * 1000, time.time(), self._others,
+            )  # fmt: skip
         self._next_turn(priority)
 
     def _may_take(self, priority: int) -> bool:

@@ -231,3 +231,15 @@ def test_the_hostile_report_counts_the_late_loop_iterations_inside_its_window() 
     text = _lag_detail(found, 100.0, 200.0)
     assert text.startswith("2 ticks (>= 50 ms: 1, >= 100 ms: 1, >= 500 ms: 1; worst 640 ms")
     assert "ticks=9" in text
+
+
+def test_the_hostile_report_says_when_in_its_window_the_canary_was_slow() -> None:
+    # The canary's p99 (1 % of ~5,000 pushes: 50) was set by the flood's first seconds alone
+    # (100-340 pushes over 50 ms there, 2-80 in the 80 s after): the report now says so.
+    from bench.hostile_report import canary_slow_by_slice
+
+    scheduled = [(q, 100.0 + q * 0.5) for q in range(40)]  # 20 s of pushes, 2 a second
+    latency = {str(q): (0.2 if q < 5 else 0.01) for q in range(39)}  # the last never came
+    results = {"canary": {"scheduled": scheduled, "latency": latency}}
+    text = canary_slow_by_slice(results, 100.0, 120.0)
+    assert text == "0-10 s 5/20, 10-20 s 1/20 (the p99 allows 0 of 40)"

@@ -7,11 +7,14 @@ guessers from fresh addresses kept both workers busy, and the owner's login took
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
+import time
 
 import pytest
 
-from core.passwords import HASH_WORKERS, HashCost, Passwords
+from bench.hostile import owner_checks
+from core.passwords import HASH_WORKERS, SLOW_OWNER_CHECK, HashCost, Passwords
 
 pytestmark = pytest.mark.timeout(60)
 WAIT = 10.0
@@ -53,3 +56,37 @@ async def test_the_owners_check_never_waits_for_guesses_being_checked() -> None:
     finally:
         hasher.release.set()
         assert all(await asyncio.gather(*guesses))  # and every guess was checked in the end
+
+
+async def test_a_slow_check_of_the_owner_is_logged_with_where_it_waited(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The hostile scene reads these lines (bench.hostile.owner_checks): whether a slow login
+    # of the owner waited for a worker or for its hash. Guesses hold the one worker they may
+    # take; the owner's check itself takes longer than SLOW_OWNER_CHECK. Before: no line.
+    passwords = Passwords(HashCost.LOW)
+    hasher = SlowGuesses()
+    passwords._hasher = hasher  # type: ignore[assignment]
+    guess = asyncio.ensure_future(passwords.verify("stored", "guess-1", priority=1))
+
+    class SlowOwner:
+        def verify(self, stored_hash: str, password: str) -> bool:
+            if password.startswith("guess"):
+                return hasher.verify(stored_hash, password)
+            time.sleep(SLOW_OWNER_CHECK * 1.5)
+            return True
+
+    passwords._hasher = SlowOwner()  # type: ignore[assignment]
+    try:
+        with caplog.at_level(logging.INFO, logger="core.passwords"):
+            assert await asyncio.wait_for(passwords.verify("stored", "pw-secret-1", 0), WAIT)
+            hasher.release.set()
+            await asyncio.wait_for(guess, WAIT)
+            assert await asyncio.wait_for(passwords.verify("stored", "pw-secret-2", 1), WAIT)
+        lines = [r.getMessage() for r in caplog.records if r.name == "core.passwords"]
+        assert len(lines) == 1, lines  # (the owner's; the other check is not the owner's)
+        checks = owner_checks([f"INFO core.passwords: {lines[0]}"])
+        assert len(checks) == 1 and checks[0][2] >= SLOW_OWNER_CHECK * 1000
+    finally:
+        hasher.release.set()
+        await asyncio.wait_for(guess, WAIT)
