@@ -114,6 +114,12 @@ class SyncUnary:
         self.channel.close()
 
 
+#: The stream's deadline: a client's whole life in one step is seconds, so this only ends a
+#: step whose server stopped answering (a read waits for the next reply without a timeout of
+#: its own), long before the worker's job timeout.
+STREAM_DEADLINE_S = 120.0
+
+
 class SyncStream:
     """chat.proto's ``ChatStream.Connect`` through grpcio's synchronous stub: requests from a
     queue, replies read in order (one request in flight)."""
@@ -125,7 +131,7 @@ class SyncStream:
         self.requests: queue.SimpleQueue[chat_pb2.ClientMessage | None] = queue.SimpleQueue()
         self.replies: Iterator[chat_pb2.ServerMessage] = chat_pb2_grpc.ChatStreamStub(
             self.channel
-        ).Connect(iter(self.requests.get, None))
+        ).Connect(iter(self.requests.get, None), timeout=STREAM_DEADLINE_S)
         self.last_id = 0
         signup = chat_pb2.SignupRequest(username=username, password=PASSWORD)
         self.call(chat_pb2.ClientMessage(signup=signup))
