@@ -61,14 +61,16 @@ async def test_a_send_returns_only_after_its_group_is_committed(tmp_path):
     await store.close()
 
 
+def _no_commit(action: int, arg1: object, *_: object) -> int:
+    """A SQLite authorizer that denies COMMIT, as a full disk would make it fail."""
+    deny = action == sqlite3.SQLITE_TRANSACTION and arg1 == "COMMIT"
+    return sqlite3.SQLITE_DENY if deny else sqlite3.SQLITE_OK
+
+
 async def test_a_failed_commit_fails_the_whole_group_and_leaves_nothing(tmp_path):
     store, al, bob, statements = await _store(tmp_path)
 
-    def no_commit(action: int, arg1: object, *_: object) -> int:
-        deny = action == sqlite3.SQLITE_TRANSACTION and arg1 == "COMMIT"
-        return sqlite3.SQLITE_DENY if deny else sqlite3.SQLITE_OK
-
-    store._db.set_authorizer(no_commit)  # COMMIT now fails, as a full disk would make it
+    store._db.set_authorizer(_no_commit)  # COMMIT now fails, as a full disk would make it
     results = await asyncio.gather(
         *(store.add_message(al, f"lost {i}", i, ["bob", "cy"]) for i in range(10)),
         return_exceptions=True,
@@ -219,11 +221,7 @@ async def test_an_eager_send_cancelled_while_its_group_waits_ends_cancelled(tmp_
 async def test_eager_sends_of_a_failed_commit_each_fail(tmp_path):
     store, al, _, _ = await _store(tmp_path)
 
-    def no_commit(action: int, arg1: object, *_: object) -> int:
-        deny = action == sqlite3.SQLITE_TRANSACTION and arg1 == "COMMIT"
-        return sqlite3.SQLITE_DENY if deny else sqlite3.SQLITE_OK
-
-    store._db.set_authorizer(no_commit)
+    store._db.set_authorizer(_no_commit)
     failed: list[int] = []
 
     async def send(i: int) -> None:

@@ -22,10 +22,10 @@ PASSWORD = "pw-secret-1"
 BUSY = "the server is overloaded (requests wait 361 ms); nothing was done: try again in a moment"
 
 
-def shed_first(
-    method: Callable[..., Awaitable[Any]], times: int
-) -> tuple[Callable[..., Awaitable[Any]], list[int]]:
-    """``method`` refusing its first ``times`` calls as overloaded; the list counts calls."""
+def shed_first(monkeypatch: pytest.MonkeyPatch, service: Any, name: str, times: int) -> list[int]:
+    """Make ``service.<name>`` refuse its first ``times`` calls as overloaded (0: it only
+    counts); the list counts the calls."""
+    method: Callable[..., Awaitable[Any]] = getattr(service, name)
     calls = [0]
 
     async def flaky(*args: Any, **kwargs: Any) -> Any:
@@ -34,15 +34,15 @@ def shed_first(
             raise Overloaded(BUSY)
         return await method(*args, **kwargs)
 
-    return flaky, calls
+    monkeypatch.setattr(service, name, flaky)
+    return calls
 
 
 def test_a_signup_shed_twice_still_signs_in(
     local_gateway: LocalGateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     service = local_gateway.service
-    flaky, calls = shed_first(service.signup, 2)
-    monkeypatch.setattr(service, "signup", flaky)
+    calls = shed_first(monkeypatch, service, "signup", 2)
     _, result = local_gateway.gateway.signup("ann", PASSWORD)
     assert (result.username, calls[0]) == ("ann", 3)
     assert service.live_sessions("ann") == 1  # the refused tries left no session behind
@@ -53,8 +53,7 @@ def test_a_server_that_stays_busy_gets_its_sentence_shown(
     local_gateway: LocalGateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     service = local_gateway.service
-    flaky, calls = shed_first(service.signup, 100)
-    monkeypatch.setattr(service, "signup", flaky)
+    calls = shed_first(monkeypatch, service, "signup", 100)
     with pytest.raises(Overloaded, match="nothing was done"):
         local_gateway.gateway.signup("bo", PASSWORD)
     assert calls[0] == len(WAITS) + 1
@@ -67,8 +66,7 @@ def test_a_shed_send_is_sent_once(
     gateway, service = local_gateway.gateway, local_gateway.service
     kim, _ = gateway.signup("kim", PASSWORD)
     lee, _ = gateway.signup("lee", PASSWORD)
-    flaky, calls = shed_first(service.send, 1)
-    monkeypatch.setattr(service, "send", flaky)
+    calls = shed_first(monkeypatch, service, "send", 1)
     sent = gateway.send(kim, ["lee"], "after a busy moment")
     assert calls[0] == 2
     page = gateway.history(lee, participants=["kim"])
@@ -83,15 +81,13 @@ def test_other_refusals_are_not_retried(
     gateway, service = local_gateway.gateway, local_gateway.service
     chat, _ = gateway.signup("cy", PASSWORD)
     gateway.logout(chat)
-    counted, calls = shed_first(service.login, 0)  # counts, sheds none
-    monkeypatch.setattr(service, "login", counted)
+    calls = shed_first(monkeypatch, service, "login", 0)  # counts, sheds none
     with pytest.raises(AuthFailed):
         gateway.login("cy", "wrong")
     assert calls[0] == 1
 
     chat, _ = gateway.signup("dee", PASSWORD)
-    counted_send, sends = shed_first(service.send, 0)
-    monkeypatch.setattr(service, "send", counted_send)
+    sends = shed_first(monkeypatch, service, "send", 0)
     with pytest.raises(GatewayError):
         gateway.send(chat, ["dee"], "x" * 1_000_000)  # too long: refused once, not retried
     assert sends[0] == 1
