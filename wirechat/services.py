@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import random
 import shutil
 import signal
 import socket
@@ -58,6 +59,27 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def free_fixed_port(host: str = "127.0.0.1") -> int:
+    """A port free right now, below the kernel's ephemeral range
+    (/proc/sys/net/ipv4/ip_local_port_range), for a listener that closes and listens again on
+    the same port: no outgoing connection is ever given such a port meanwhile, as one may be
+    given a ``free_port()`` (CI once failed to listen again with EADDRINUSE)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            first_ephemeral = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        first_ephemeral = 32768  # Linux's default
+    low = max(1024, first_ephemeral - 16384)
+    for port in random.sample(range(low, first_ephemeral), min(256, first_ephemeral - low)):
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    return free_port(host)
 
 
 class PostgresService:

@@ -27,7 +27,7 @@ from core.client import ChatClient
 from tests.web.helpers import PASSWORD, GatewayProcess, Web
 from transports import registry
 from wirechat.launch import ServerProcess
-from wirechat.services import free_port
+from wirechat.services import free_fixed_port
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -47,7 +47,7 @@ class Relay:
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
-        self.address = ("127.0.0.1", free_port())
+        self.address = ("127.0.0.1", free_fixed_port())  # listened on again after a stop
         self._server: socket.socket | None = None
 
     def listen(self) -> None:
