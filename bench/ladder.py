@@ -11,7 +11,15 @@ client and server on different vCPUs):
 
 * bytes each way of the steady call (the bytes-on-the-wire rows: ``op=send, phase=steady``);
 * p50 latency, and the CPU time per call of the server process and of the client process
-  (the latency row's ``server_cpu_us_per_op`` and ``client_cpu_us_per_op``);
+  (the latency row's ``server_cpu_us_per_op`` and ``client_cpu_us_per_op``), timed by the
+  rung's *independent client* (bench/refs/independent.py: a blocking client written from the
+  transport's contract with a stock library, ``timed_by``), and the product's ChatClient p50
+  beside it (``chat_p50_us``). The ladder asks what each *protocol* costs, so each rung is
+  timed by the leanest faithful client of it: the product's clients are asyncio clients, and
+  an event loop's wake-up per reply (and, on gRPC, grpc.aio's polling thread: a bare grpc.aio
+  stub is ~1.16x grpcio's synchronous stub) is a cost of the client library, the same for any
+  wire, which would blur the steps. A run without an independent row of a transport times its
+  rung by ChatClient (RUNG_CLIENTS);
 * the closed-loop saturation rate (for scale; not part of the decomposition).
 
 Intervals (bench/rounds.py): every timed figure of a rung carries its 95 % interval over the
@@ -70,15 +78,30 @@ def registry_info(results: dict[str, Any]) -> list[Row]:
     ]
 
 
-def _send_row(results: dict[str, Any], transport: str) -> Row | None:
+#: The client whose ``send`` row times a rung, first choice first: an independent client
+#: written from the transport's contract (bench/refs/independent.py), then the product's
+#: ChatClient (no ``client`` field) when a run has no independent row of the transport.
+RUNG_CLIENTS = ("independent", None)
+
+
+def _send_row(results: dict[str, Any], transport: str, client: str | None = None) -> Row | None:
     for row in results.get("latency", []):
         if (
             row["transport"] == transport
             and row["op"] == "send"
             and row["store"] == "memory"
             and row["placement"] in ("cross", "unpinned")
-            and not row.get("client")
+            and row.get("client") == client
         ):
+            return row
+    return None
+
+
+def _rung_row(results: dict[str, Any], transport: str) -> Row | None:
+    """The ``send`` row that times a rung (RUNG_CLIENTS)."""
+    for client in RUNG_CLIENTS:
+        row = _send_row(results, transport, client)
+        if row is not None:
             return row
     return None
 
@@ -128,7 +151,8 @@ def ladder(results: dict[str, Any]) -> list[Row]:
         name = item["name"]
         if name not in measured:
             continue
-        send, size = _send_row(results, name), _steady_send_bytes(results, name)
+        send, size = _rung_row(results, name), _steady_send_bytes(results, name)
+        chat = _send_row(results, name)
         c2s = None if size is None else size.get("c2s_bytes")
         s2c = None if size is None else size.get("s2c_bytes")
         row: Row = {
@@ -142,6 +166,9 @@ def ladder(results: dict[str, Any]) -> list[Row]:
             "p50_us": None if send is None else send.get("p50_us"),
             "server_cpu_us": None if send is None else send.get("server_cpu_us_per_op"),
             "client_cpu_us": None if send is None else send.get("client_cpu_us_per_op"),
+            "timed_by": None if send is None else (send.get("client_impl") or "ChatClient"),
+            "chat_p50_us": None if chat is None else chat.get("p50_us"),
+            "chat_p50_us_ci": interval_of(chat, "p50_us"),
             "saturation_per_s": _saturation(results, name),
         }
         base = previous if row["on_ladder"] else first
@@ -261,17 +288,21 @@ def ladder_section(results: dict[str, Any], images: Sequence[str]) -> str:
         "(DESIGN.md), each rung changing one thing from the one before it, so each step's "
         "delta has the cause in the *changes* column. Transports beside the ladder are "
         "compared with its first rung. Bytes: the steady call, both directions; p50 and CPU "
-        "per call: the latency row (memory store, one call in flight, different vCPUs), the "
-        "median over rounds with its 95 % interval in brackets; each step's Δ and ratio "
-        "carry their own interval, computed on the step over paired rounds (bench/rounds.py). "
-        "Saturation: the best load step.\n",
+        "per call: timed by each rung's independent client (a blocking client written from "
+        "the transport's contract with a stock library, bench/refs/independent.py: the "
+        "ladder asks what each protocol costs, not what an event loop adds to every client "
+        "alike), memory store, one call in flight, different vCPUs, the median over rounds "
+        "with its 95 % interval in brackets; each step's Δ and ratio carry their own "
+        "interval, computed on the step over paired rounds (bench/rounds.py). *ChatClient "
+        "p50*: the product's asyncio client on the same rung, for comparison. Saturation: "
+        "the best load step.\n",
     ]
     if not rungs:
         parts.append("_(no wire transport measured in this run)_\n")
         return "\n".join(parts)
     head = ["transport", "changes (from)", "c2s B", "s2c B", "Δ bytes", "p50 µs", "Δ p50"]
     head += [f"p50 {TIMES} from", "server CPU µs", "Δ server", "client CPU µs", "Δ client"]
-    head += ["saturation /s"]
+    head += ["ChatClient p50 µs", "saturation /s"]
     rows = []
     for r in rungs:
         cause = r["isolates"] or ("the start of the ladder" if r["from"] is None else "—")
@@ -291,6 +322,7 @@ def ladder_section(results: dict[str, Any], images: Sequence[str]) -> str:
                 _step(r, "server_cpu_us"),
                 with_ci(fmt_us(r["client_cpu_us"]), r.get("client_cpu_us_ci")),
                 _step(r, "client_cpu_us"),
+                with_ci(fmt_us(r.get("chat_p50_us")), r.get("chat_p50_us_ci")),
                 fmt_rate(r["saturation_per_s"]),
             ]
         )
@@ -304,6 +336,9 @@ def ladder_section(results: dict[str, Any], images: Sequence[str]) -> str:
     if any(words):
         parts.append("\nThe gap from the first rung to the last, step by step:\n")
         parts.append("\n".join(w for w in words if w) + "\n")
+    timed_by = [f"{r['transport']}: {r['timed_by']}" for r in rungs if r.get("timed_by")]
+    if timed_by:
+        parts.append("\nEach rung timed by: " + "; ".join(timed_by) + ".\n")
     if "ladder.png" in images:
         parts.append("\n![where the cost goes: the ladder for send](ladder.png)\n")
     return "\n".join(parts)

@@ -35,7 +35,7 @@ untimed calls of the same kind. What is timed:
   process (``run_lean``: the pairs the issue-8 targets are read from), each pair beside a
   block of the bare asyncio reference client (the event loop's share); its rows carry
   ``client: "lean"``.
-* independent: ``send`` again on websocket, grpc-stream and grpc, by a client written from
+* independent: ``send`` again on every transport, by a client written from
   the transport's contract with a stock library (bench/refs/independent.py), in blocks
   alternating with ChatClient's the same way (``run_independent``: issue 8's p50 targets of
   those transports are read from its pairs); grpc's pairs also have a block of a bare
@@ -647,12 +647,14 @@ async def run_independent(job: dict[str, Any]) -> list[dict[str, Any]]:
     The independent client is blocking (the library's synchronous API: no event loop in its
     way), from its own account (``<prefix>i``); ChatClient from ``<prefix>c``; both send the
     same body to the same offline recipient (``<prefix>r``, signed up by ChatClient, untimed).
-    Where the transport has a bare asyncio stub (grpc: a bare ``grpc.aio`` stub making the
-    same unary calls, ``<prefix>b``), a block of it stands beside each pair (``bare_*`` in
-    ``pairs``): the library's asyncio layer's share of ChatClient's gap, apart from ours.
+    Where the transport has a bare asyncio client (custom: the codec under a bare asyncio
+    Protocol; grpc: a bare ``grpc.aio`` stub making the same unary calls; ``<prefix>b``), a
+    block of it stands beside each pair (``bare_*`` in ``pairs``): the event loop's (and the
+    library's asyncio layer's) share of ChatClient's gap, apart from ours.
     Returns one row: the independent client's (``client: "independent"``, ``client_impl``
     naming it, its blocks pooled), carrying ``pairs`` (bench/SCHEMA.md)."""
-    from bench.refs.independent import BARE, INDEPENDENT
+    from bench.refs.independent import INDEPENDENT
+    from bench.refs.independent_aio import BARE
 
     spec = job["target"]
     transport = spec["transport"]

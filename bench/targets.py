@@ -136,9 +136,11 @@ def independent_row(results: dict[str, Any], transport: str) -> Row | None:
     return find_latency(results, transport, "send", client=INDEPENDENT_CLIENT)
 
 
-def independent_p50_name(transport: str) -> str:
-    """Issue 8's target of a transport with an independent client."""
-    return f"{transport} send p50 within {LEAN_P50_TOLERANCE:.0%} of an independent client's"
+def independent_p50_name(transport: str, asyncio: bool = True) -> str:
+    """Issue 8's target of a transport with an independent client: against its independent
+    asyncio client (``asyncio``), or, in results whose pairs have none, its blocking one."""
+    kind = "an independent asyncio client's" if asyncio else "an independent client's"
+    return f"{transport} send p50 within {LEAN_P50_TOLERANCE:.0%} of {kind}"
 
 
 def saturation(results: dict[str, Any], transport: str, store: str = "memory") -> Row | None:
@@ -423,10 +425,12 @@ def _paired_target(
     ref: str,
     ref_words: str,
     bare: tuple[str, str],
+    beside: str = "bare",
 ) -> Row:
     """A target read from a paired row's block pairs (every round's): the median of the
     per-pair ratios ChatClient ÷ ``ref`` of ``figure``, with its interval over the pairs;
-    ``bare``: the bare client's words and what its reading is the share of."""
+    ``bare``: the words of the third client in the pairs (named ``beside`` in them) and what
+    ``ref``'s reading against it is the share of."""
     rounds = len({p.get("round", 0) for p in pairs})
     where = (
         f"paired blocks in one process, {len(pairs)} pairs "
@@ -442,7 +446,7 @@ def _paired_target(
         better,
         f"ChatClient {fmt_us(chat)} µs vs {ref_words} {fmt_us(mine)} µs "
         f"of {what} (medians over blocks); median of the per-pair ratios, "
-        f"{where}{note}{_bare_share(pairs, figure, ref, *bare)}",
+        f"{where}{note}{_bare_share(pairs, figure, ref, *bare, beside=beside)}",
         disturbed(row),
         ci,
         LEAN_SOURCE,
@@ -496,8 +500,19 @@ def _independent_targets(results: dict[str, Any]) -> list[Row]:
                 )
             )
             continue
-        words = row.get("client_impl") or "the independent client"
-        bare = (str(row.get("bare_impl") or "the bare asyncio stub"), "the asyncio layer's share")
+        words = str(row.get("client_impl") or "the independent client")
+        bare_words = row.get("bare_impl")
+        if all("bare_p50_us" in p for p in pairs):
+            # ChatClient is an asyncio client: read against the independent asyncio client
+            # (bench/refs/independent_aio.py), with the blocking one that times the ladder
+            # beside: what any client pays for an event loop is not ChatClient's to shed
+            name, ref, beside = independent_p50_name(transport), "bare", "independent"
+            ref_words = str(bare_words or "the independent asyncio client")
+            third = (words, "what any asyncio client pays over it: the event loop's share")
+        else:  # results from before stop 24: against the blocking client
+            name, ref, beside = independent_p50_name(transport, False), "independent", "bare"
+            ref_words = words
+            third = (str(bare_words or "the bare asyncio stub"), "the asyncio layer's share")
         out.append(
             _paired_target(
                 name,
@@ -507,18 +522,33 @@ def _independent_targets(results: dict[str, Any]) -> list[Row]:
                 LEAN_P50_TOLERANCE,
                 "within",
                 "send p50",
-                "independent",
-                words,
-                bare,
+                ref,
+                ref_words,
+                third,
+                beside=beside,
             )
         )
     return out
 
 
-def _bare_share(pairs: list[Row], figure: str, ref: str, who: str, share: str) -> str:
-    """The bare asyncio client's reading beside the pair's (when the pairs have it): how much
-    of ChatClient's ratio any ``await``-per-call client pays (``share``: to what), and how
-    much is ChatClient's own."""
+def _bare_share(
+    pairs: list[Row], figure: str, ref: str, who: str, share: str, beside: str = "bare"
+) -> str:
+    """The third client's reading beside the pair's (when the pairs have it).
+
+    ``beside="bare"`` (``ref`` a blocking client): how much of ChatClient's ratio any
+    ``await``-per-call client pays (``share``: to what), and how much is ChatClient's own.
+    ``beside="independent"`` (``ref`` the asyncio client): what the asyncio client pays over
+    the blocking one ``who`` (``share``), which ChatClient's target leaves out."""
+    if beside == "independent":
+        over, _, _ = paired_ratio(pairs, figure, ref, beside)
+        if over is None:
+            return ""
+        blocking = median(p.get(f"{beside}_{figure}") for p in pairs)
+        return (
+            f"; {who} (blocking, which times the ladder) reads {fmt_us(blocking)} µs, the "
+            f"asyncio client {over:.2f}x it ({share})"
+        )
     bare, _, _ = paired_ratio(pairs, figure, "bare", ref)
     ours, _, _ = paired_ratio(pairs, figure, "chat", "bare")
     if bare is None or ours is None:

@@ -16,10 +16,14 @@ names its own, ``Entry.reference``), the lean reference client and the lean load
                       load rows (``engine`` ``lean-frames``, bench/load.py);
 ``lean_ws``           not a server: the same generator over masked WebSocket frames, which
                       drives the websocket and ws_echo load rows (``engine`` ``lean-ws``);
-``independent``       not a server: clients written from the websocket and gRPC contracts with
-                      stock libraries, measured against the product's in every bench run
-                      (bench/latency.py run_independent: issue 8's p50 cross-check; also
+``independent``       not a server: clients written from every transport's contract (custom,
+                      protobuf-tcp, websocket, gRPC) with stock libraries, measured against the
+                      product's in every bench run (bench/latency.py run_independent: issue 8's
+                      p50 cross-check and the ladder's figures; also
                       ``python -m bench.refs.independent`` alone);
+``independent_aio``   not a server: the asyncio clients beside them, the floor of any asyncio
+                      client (the product's ChatClient is read against it);
+``hand_frames``       not a server: custom's and protobuf-tcp's frames by hand, for both;
 ``clients``           not a server: the clients of the reference servers, one shape for all
                       (``connect``, ``echo``, ``close``; ``echo_client(name, address)``).
 
@@ -43,6 +47,6 @@ GRPC_ECHO_METHOD = "/wirechat.bench.Echo/Echo"
 
 #: The transports bench/refs/independent.py has a client of (its ``INDEPENDENT``), named here
 #: so the bench's plan can tell without importing grpc and websockets.
-INDEPENDENT_TRANSPORTS = ("websocket", "grpc-stream", "grpc")
+INDEPENDENT_TRANSPORTS = ("custom", "protobuf-tcp", "websocket", "grpc-stream", "grpc")
 
 __all__ = ["GRPC_ECHO_METHOD", "HEADER_BYTES", "INDEPENDENT_TRANSPORTS", "MAX_PAYLOAD"]

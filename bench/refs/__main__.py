@@ -23,7 +23,17 @@ log = logging.getLogger("bench.refs")
 FLOOR = "tcp_floor"
 #: Modules of this package that are not reference servers.
 NOT_SERVERS = frozenset(
-    {"__init__", "__main__", "clients", "independent", "lean_custom", "lean_load", "lean_ws"}
+    {
+        "__init__",
+        "__main__",
+        "clients",
+        "hand_frames",
+        "independent",
+        "independent_aio",
+        "lean_custom",
+        "lean_load",
+        "lean_ws",
+    }
 )
 
 

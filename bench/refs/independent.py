@@ -1,26 +1,37 @@
 """independent: `send` p50 by clients written from the contracts alone, beside the product's.
 
 Issue 8 asks that every p50 the bench reports be within 15 % of what an independent client
-measures against the same server in the same session. For ``custom`` the bench does that
-itself (bench/refs/lean_custom.py, the targets table). This tool does it for the transports
-whose contract a stranger would implement with a stock library:
+measures against the same server in the same session. These are such clients, one for every
+transport, each what a stranger would write from the transport's contract with a stock
+library, blocking (no event loop in the way):
 
+* ``custom``: a blocking socket and a few lines of framing from transports/custom/PROTOCOL.md
+  (none of the product's codec: bench/refs/lean_custom.py, which uses it, is the client-CPU
+  reference of issue 8 instead);
+* ``protobuf-tcp``: a blocking socket and the ``protobuf`` library, chat.proto's messages in
+  the varint frames of transports/protobuf_tcp/PROTOCOL.md (a few lines of framing);
 * ``websocket``: the ``websockets`` library's *blocking* client, JSON text from
   transports/websocket/CONTRACT.md;
 * ``grpc-stream``: grpcio's *synchronous* stub on ``ChatStream.Connect``, a request iterator
   fed from a queue (transports/grpc/chat.proto);
-* ``grpc``: grpcio's synchronous stub, unary ``Send`` with the ``wirechat-session`` metadata;
-  and, to split the gap, a *bare* ``grpc.aio`` stub (the same calls, no ChatClient).
+* ``grpc``: grpcio's synchronous stub, unary ``Send`` with the ``wirechat-session`` metadata.
+
+Beside each, an asyncio client of the same transport written the same way
+(bench/refs/independent_aio.py: custom and protobuf-tcp under a bare asyncio Protocol, the
+``websockets`` asyncio client, ``grpc.aio`` stubs): what *any* asyncio client pays. The
+product's ChatClient is an asyncio client, so its target is read against that one; the
+blocking clients time the ladder (bench/ladder.py), since what an event loop adds to every
+client alike is not a cost of the protocol.
 
 The bench measures them in every run (bench/latency.py ``run_independent``: the rows with
 ``client: "independent"`` and issue 8's targets "<transport> send p50 within 15% of an
-independent client's"). Run alone, this tool starts its own server (memory store) pinned to
+independent asyncio client's"). Run alone, this tool starts its own server (memory store) pinned to
 vCPU 0, runs on vCPU 1 and runs that same step: blocks of 32-byte sends to an offline
 recipient, one by the product's ChatClient, one by the independent client, back to back, which
-goes first drawn (half the pairs each way), so the machine's drift falls on both alike. It
-prints the medians over blocks of each side's per-block p50 and the median of the per-pair
-ratios with its 95 % interval. Run: ``python -m bench.refs.independent [--pairs 10]
-[--block 500]``.
+goes first drawn (half the pairs each way), so the machine's drift falls on both alike, and a
+block of the asyncio client beside each pair. It prints the medians over blocks of each side's
+per-block p50 and the median of the per-pair ratios with its 95 % interval. Run:
+``python -m bench.refs.independent [--pairs 10] [--block 500]``.
 """
 
 from __future__ import annotations
@@ -31,16 +42,18 @@ import contextlib
 import json
 import os
 import queue
+import socket
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
+import uvloop
 from websockets import Subprotocol
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
-from bench.refs import INDEPENDENT_TRANSPORTS
+from bench.refs import INDEPENDENT_TRANSPORTS, hand_frames
 from transports.grpc._generated import chat_pb2, chat_pb2_grpc
 from wirechat.launch import ServerProcess
 
@@ -156,36 +169,75 @@ class SyncStream:
         self.channel.close()
 
 
+class BlockingFrames:
+    """custom's and protobuf-tcp's varint frames (bench/refs/hand_frames.py) through a
+    blocking socket; one request in flight, so its request id is always 1 (the lowest free
+    one, as the product's client picks, so the frames are byte for byte the product's). Each
+    SEND is encoded, and its SENT decoded, per call, as any client would."""
+
+    LIBRARY = ""
+    PROTOCOL = ""
+
+    def __init__(self, address: Address, username: str, recipient: str, body: str = BODY) -> None:
+        self.bodies = hand_frames.BODIES[self.PROTOCOL]
+        self.sock = socket.create_connection(address, timeout=10)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.reader = hand_frames.FrameReader()
+        self.sock.sendall(self.bodies.hello())
+        self.expect(hand_frames.WELCOME, 0)
+        signup = self.bodies.signup(username, PASSWORD)
+        self.sock.sendall(hand_frames.frame(hand_frames.SIGNUP, 1, signup))
+        self.expect(hand_frames.SIGNED_UP, 1)
+        self.recipient, self.body = recipient, body
+
+    def expect(self, opcode: int, request_id: int) -> bytes:
+        """Read frames until the one answering ``request_id`` (pushes, id 0, are skipped)."""
+        while True:
+            got = self.reader.next()
+            if got is None:
+                data = self.sock.recv(65536)
+                if not data:
+                    raise RuntimeError("the server closed the connection")
+                self.reader.feed(data)
+                continue
+            kind, rid, body = got
+            if kind == hand_frames.ERROR:
+                raise RuntimeError(f"the server refused (ERROR frame body {body!r})")
+            if kind == opcode and rid == request_id:
+                return body
+
+    def send(self) -> int:
+        """One SEND and its SENT's message id."""
+        body = self.bodies.send(self.recipient, self.body)
+        self.sock.sendall(hand_frames.frame(hand_frames.SEND, 1, body))
+        return self.bodies.sent_id(self.expect(hand_frames.SENT, 1))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class BlockingCustom(BlockingFrames):
+    """transports/custom/PROTOCOL.md by hand: positional bodies."""
+
+    LIBRARY = "a blocking socket and a few lines of framing (PROTOCOL.md by hand)"
+    PROTOCOL = "custom"
+
+
+class BlockingProtobufTcp(BlockingFrames):
+    """transports/protobuf_tcp/PROTOCOL.md: the same frames, chat.proto messages as bodies."""
+
+    LIBRARY = "a blocking socket and the protobuf library (chat.proto in varint frames)"
+    PROTOCOL = "protobuf-tcp"
+
+
 #: Each transport's independent client (its keys: bench/refs INDEPENDENT_TRANSPORTS).
-INDEPENDENT: dict[str, type[BlockingWebSocket | SyncUnary | SyncStream]] = {
+INDEPENDENT: dict[str, type[BlockingFrames | BlockingWebSocket | SyncUnary | SyncStream]] = {
+    "custom": BlockingCustom,
+    "protobuf-tcp": BlockingProtobufTcp,
     "websocket": BlockingWebSocket,
     "grpc-stream": SyncStream,
     "grpc": SyncUnary,
 }
-
-
-class BareAio:
-    """The unary ``Send`` through a bare ``grpc.aio`` stub: what any asyncio gRPC client pays."""
-
-    LIBRARY = "a bare grpc.aio stub (the same unary calls, no ChatClient)"
-
-    async def open(self, address: Address, username: str, recipient: str, body: str = BODY) -> None:
-        self.channel = grpc.aio.insecure_channel(target(address))  # on the running loop
-        self.stub = chat_pb2_grpc.ChatStub(self.channel)
-        signup = chat_pb2.SignupRequest(username=username, password=PASSWORD)
-        reply = await self.stub.Signup(signup)
-        self.metadata = (("wirechat-session", reply.session_token),)
-        self.request = chat_pb2.SendRequest(recipients=[recipient], body=body)
-
-    async def send(self) -> None:
-        await self.stub.Send(self.request, metadata=self.metadata, timeout=10)
-
-    async def close(self) -> None:
-        await self.channel.close()
-
-
-#: The bare asyncio stub beside the pairs, where a transport has one (bench/latency.py).
-BARE: dict[str, type[BareAio]] = {"grpc": BareAio}
 
 
 def compare(name: str, address: Address, server_pid: int, pairs: int, block: int) -> str:
@@ -203,7 +255,8 @@ def compare(name: str, address: Address, server_pid: int, pairs: int, block: int
         "prefix": fresh_name("x"),
         "body": BODY,
     }
-    (row,) = asyncio.run(run_independent(job))
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # as the bench's worker
+        (row,) = runner.run(run_independent(job))
     got = row["pairs"]
     ratio, ci, _ = paired_ratio(got, "p50_us", "chat", "independent")
     interval = "" if ci is None else f" [{ci[0]:.2f}, {ci[1]:.2f}]"
@@ -216,8 +269,8 @@ def compare(name: str, address: Address, server_pid: int, pairs: int, block: int
         bare_to_sync, _, _ = paired_ratio(got, "p50_us", "bare", "independent")
         to_bare, _, _ = paired_ratio(got, "p50_us", "chat", "bare")
         line += (
-            f" bare grpc.aio stub {median(p['bare_p50_us'] for p in got):.1f} µs:"
-            f" bare ÷ sync {bare_to_sync:.2f}, product ÷ bare {to_bare:.2f} |"
+            f" bare asyncio client {median(p['bare_p50_us'] for p in got):.1f} µs:"
+            f" bare ÷ independent {bare_to_sync:.2f}, product ÷ bare {to_bare:.2f} |"
         )
     else:
         line += " |"
@@ -229,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pairs", type=int, default=10, help="pairs of blocks (default 10)")
     parser.add_argument("--block", type=int, default=500, help="sends per block (default 500)")
     parser.add_argument(
-        "transports", nargs="*", default=list(INDEPENDENT_TRANSPORTS), help="default: all three"
+        "transports", nargs="*", default=list(INDEPENDENT_TRANSPORTS), help="default: all of them"
     )
     args = parser.parse_args(argv)
     unknown = set(args.transports) - set(INDEPENDENT_TRANSPORTS)

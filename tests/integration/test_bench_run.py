@@ -26,6 +26,7 @@ from bench.config import (
 )
 from bench.plots import FIGURES
 from bench.refs import INDEPENDENT_TRANSPORTS
+from bench.refs.independent_aio import BARE
 from bench.runner import run_bench
 from bench.stats import PERCENTILES
 from bench.targets import independent_p50_name
@@ -218,7 +219,7 @@ def test_the_independent_client_measured_the_same_server(
     assert {p["round"] for p in row["pairs"]} == set(range(TINY.rounds))
     for p in row["pairs"]:
         assert p["chat_p50_us"] > 0 and p["independent_p50_us"] > 0
-        assert ("bare_p50_us" in p) == (transport == "grpc")  # the bare grpc.aio stub
+        assert ("bare_p50_us" in p) == (transport in BARE)  # a bare asyncio client
     (target,) = [t for t in results["targets"] if t["name"] == independent_p50_name(transport)]
     assert target["value"] is not None and "paired blocks in one process" in target["detail"]
     assert f"| {transport} (independent client) | send |" in (run_dir / "REPORT.md").read_text()

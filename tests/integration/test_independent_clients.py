@@ -16,10 +16,10 @@ def test_every_transport_gets_its_cross_check_row(capsys: pytest.CaptureFixture[
     independent.main(["--pairs", "2", "--block", "20"])
     out = capsys.readouterr().out
     rows = {m[1]: m for m in re.finditer(r"^\| ([a-z-]+) \| ([\d.]+) \| ([\d.]+) \| ", out, re.M)}
-    assert set(rows) == {"websocket", "grpc-stream", "grpc"}, out
+    assert set(rows) == {"custom", "protobuf-tcp", "websocket", "grpc-stream", "grpc"}, out
     for name, row in rows.items():
         assert float(row[2]) > 0 and float(row[3]) > 0, name
-    assert "bare grpc.aio stub" in out  # the gRPC row splits its gap
+    assert out.count("bare asyncio client") == 5  # each row splits its gap
 
 
 async def test_the_bench_step_pairs_grpcs_three_clients_against_a_real_server() -> None:
@@ -32,9 +32,45 @@ async def test_the_bench_step_pairs_grpcs_three_clients_against_a_real_server() 
     assert_three_way_pairs(row, "independent")
 
 
+async def test_the_custom_step_has_a_hand_written_client_and_a_bare_asyncio_one() -> None:
+    from bench.latency import run_independent
+
+    row = await paired_step_row(run_independent, "custom")
+    assert row["client_impl"] == independent.BlockingCustom.LIBRARY
+    assert_three_way_pairs(row, "independent")
+
+
+@pytest.mark.parametrize("name", ["custom", "protobuf-tcp"])
+async def test_a_hand_framed_client_sends_what_the_product_stores(name: str) -> None:
+    # a hand-framed client is only a cross-check if the server takes its frames as the
+    # product's: each send is stored, and waits for its recipient
+    from transports import registry
+    from wirechat.launch import ServerProcess
+
+    server = ServerProcess([name], ":memory:").start()
+    transport = registry.get(name)
+    try:
+        address = server.addresses[name]
+        reader = transport.open_client(address)
+        await reader.connect()
+        await reader.signup("pbreader", independent.PASSWORD)
+        await reader.close()
+        client = independent.INDEPENDENT[name](address, "pbwriter", "pbreader", "hi there")
+        ids = [client.send() for _ in range(3)]
+        client.close()
+        reader = transport.open_client(address)
+        await reader.connect()
+        result = await reader.login("pbreader", independent.PASSWORD)
+        await reader.close()
+    finally:
+        server.stop()
+    assert result.pending == 3
+    assert 0 < ids[0] < ids[1] < ids[2]  # each SENT decoded: the server's increasing ids
+
+
 def test_a_transport_without_an_independent_client_is_refused() -> None:
     with pytest.raises(SystemExit):
-        independent.main(["custom"])
+        independent.main(["nonesuch"])
 
 
 def test_the_caller_keeps_its_vcpus() -> None:

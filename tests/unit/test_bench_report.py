@@ -284,6 +284,22 @@ def test_the_ladder_names_each_steps_cause_and_delta() -> None:
     assert "websocket (beside)" in text
 
 
+def test_each_rung_is_timed_by_its_independent_client_with_chatclient_beside() -> None:
+    results = copy.deepcopy(SAMPLE)
+    sync = "grpcio's synchronous stub (unary Send)"
+    results["latency"].append(lat("grpc", "send", 420.0, client="independent", client_impl=sync))
+    results["latency"].append(lat("custom", "send", 90.0, client="lean"))  # not a rung's timer
+    rungs = {r["transport"]: r for r in ladder(results)}
+    grpc = rungs["grpc"]
+    assert (grpc["p50_us"], grpc["chat_p50_us"], grpc["timed_by"]) == (420.0, 500.0, sync)
+    assert grpc["delta_p50_us"] == 420.0 - 300.0  # the step from grpc-stream's ChatClient row
+    assert grpc["server_cpu_us"] == pytest.approx(140.0)  # the independent row's (p50 / 3)
+    custom = rungs["custom"]  # no independent row: ChatClient times the rung
+    assert (custom["p50_us"], custom["timed_by"]) == (150.0, "ChatClient")
+    text = report.render(results, [])
+    assert f"grpc: {sync}" in text and "ChatClient p50 µs" in text
+
+
 def test_report_has_the_ladder_table_and_the_gap_in_words() -> None:
     text = report.render(SAMPLE, ["ladder.png"])
     assert "## Where the cost goes" in text and "](ladder.png)" in text
