@@ -30,7 +30,7 @@ from tests.integration.test_console import (
 from transports import registry
 from ui.console import ClientFactory
 from wirechat.launch import ServerProcess
-from wirechat.services import free_port
+from wirechat.services import free_fixed_port, free_port
 
 WIRE = list(registry.WIRE_TRANSPORTS)
 FAST = Backoff(first=0.1, cap=0.5, give_up_after=120.0)
@@ -63,12 +63,14 @@ class Resilient(Person):
 
 class Restartable:
     """A server child on a fixed port; ``kill9()`` then ``restart()`` (same port, same or
-    another database)."""
+    another database). The port is below the kernel's ephemeral range (``free_fixed_port``):
+    no outgoing connection is given it while the server is down."""
 
     def __init__(self, transport: str, db: Path) -> None:
         self.transport = transport
         self.db = db
-        self.process = ServerProcess([transport], db).start()
+        self._listen = ["--listen", f"{transport}={free_fixed_port()}"]
+        self.process = ServerProcess([], db, extra_args=self._listen).start()
         self.address = self.process.addresses[transport]
         self.old: list[ServerProcess] = []
 
@@ -77,9 +79,7 @@ class Restartable:
 
     def restart(self, db: Path | None = None) -> None:
         self.old.append(self.process)
-        self.process = ServerProcess(
-            [], db or self.db, extra_args=["--listen", f"{self.transport}={self.address[1]}"]
-        ).start()
+        self.process = ServerProcess([], db or self.db, extra_args=self._listen).start()
         assert self.process.addresses[self.transport] == self.address
 
     def stop(self) -> None:

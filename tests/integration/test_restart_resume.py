@@ -20,7 +20,7 @@ from core.client import ChatClient
 from core.reconnect import Backoff, ConnectionChange, Reconnecting, Resumed, reconnecting
 from transports import registry
 from wirechat.launch import ServerProcess
-from wirechat.services import free_port
+from wirechat.services import free_fixed_port, free_port
 
 PASSWORD = "pw-secret-1"
 WIRE = [entry.name for entry in registry.ENTRIES if entry.wire]
@@ -76,7 +76,9 @@ async def test_a_client_resumes_on_its_own_after_kill_9_and_a_restart(
     transport, servers, tmp_path, names
 ):
     db = tmp_path / "chat.db"
-    server = ServerProcess([transport], db).start()
+    # listened on again after the restart: a port no outgoing connection is given meanwhile
+    listen = ["--listen", f"{transport}={free_fixed_port()}"]
+    server = ServerProcess([], db, extra_args=listen).start()
     servers.append(server)
     address = server.addresses[transport]
     alice, bob = names("alice"), names("bob")
@@ -102,7 +104,7 @@ async def test_a_client_resumes_on_its_own_after_kill_9_and_a_restart(
     server.kill9()
     await changes.first(Reconnecting)
     await sender.close()
-    restarted = ServerProcess([], db, extra_args=["--listen", f"{transport}={address[1]}"])
+    restarted = ServerProcess([], db, extra_args=listen)
     servers.append(restarted.start())
     assert restarted.addresses[transport] == address
     sender = await plain(transport, address, bob, create=False)
