@@ -1,10 +1,13 @@
-"""Interference from other processes: how to tell a disturbed measurement, and measure again.
+"""Interference from other processes and other guests: how to tell a disturbed measurement, and
+measure again.
 
 Every timing row carries ``other_vcpus``: the work (in vCPUs) that processes other than the
-server and the client did while it was measured (bench.endpoints.CpuMeter). On a 2-vCPU machine
-with both of ours pinned, anything above NOISY_VCPUS took CPU time from the measurement, and a
-wake-up-driven transport suffers far more from that than a CPU-bound one, so a busy machine
-does not just add noise, it biases the comparison.
+server and the client did while it was measured, and ``steal_vcpus``: the time (in vCPUs) the
+hypervisor gave other guests while ours wanted to run (bench.endpoints.CpuMeter). On a 2-vCPU
+machine with both of ours pinned, either above NOISY_VCPUS took CPU time from the measurement,
+and a wake-up-driven transport suffers far more from that than a CPU-bound one, so a busy
+machine (or host) does not just add noise, it biases the comparison. Rows from before steal was
+recorded lack it: their other processes' work alone decides.
 
 A disturbed job is run again, up to ``retries`` more times while a run-wide time budget lasts,
 and the least disturbed attempt is kept (its rows say how many attempts there were). The
@@ -29,9 +32,20 @@ Rows = list[dict[str, Any]]
 PAUSE_S = 1.0
 
 
+#: A timing row's figures of work that was not ours while it was measured (vCPUs): other
+#: processes' CPU time, the hypervisor's steal. Each is held to NOISY_VCPUS.
+INTERFERENCE = ("other_vcpus", "steal_vcpus")
+
+
+def worst(rows: Sequence[dict[str, Any]], field: str) -> float:
+    """The largest ``field`` of these rows; 0 where none was measured."""
+    return max((row.get(field) or 0.0 for row in rows), default=0.0)
+
+
 def disturbance(rows: Sequence[dict[str, Any]]) -> float:
-    """The most other-process work (vCPUs) any row of a job saw; 0 if none was measured."""
-    return max((row.get("other_vcpus") or 0.0 for row in rows), default=0.0)
+    """The most work not ours (vCPUs) any row of a job saw: other processes' or stolen by the
+    hypervisor, whichever is larger; 0 if none was measured."""
+    return max(worst(rows, field) for field in INTERFERENCE)
 
 
 @dataclass
@@ -70,11 +84,13 @@ def least_disturbed(
         if disturbance(best) <= NOISY_VCPUS or made > retries or not budget.allows(cost):
             break
         budget.spent += cost
-        log.info("disturbed (%.2f vCPUs of other work); measuring again", disturbance(rows))
+        log.info(
+            "disturbed (%.2f vCPUs of other work or steal); measuring again", disturbance(rows)
+        )
         pause(PAUSE_S)
     for row in best:
         row["attempts"] = made
     return best
 
 
-__all__ = ["PAUSE_S", "RetryBudget", "disturbance", "least_disturbed"]
+__all__ = ["INTERFERENCE", "PAUSE_S", "RetryBudget", "disturbance", "least_disturbed", "worst"]

@@ -25,6 +25,7 @@ from bench.config import (
 )
 from bench.ladder import registry_info
 from bench.markdown import fmt_rate, fmt_us
+from bench.noise import worst
 from bench.refs import INDEPENDENT_TRANSPORTS
 from bench.rounds import ratio_interval
 from bench.stats import CONFIDENCE, median, median_interval, ratio
@@ -233,11 +234,14 @@ def total_bytes(row: Row | None) -> int | None:
 
 
 # -- targets -----------------------------------------------------------------------------------
-def disturbed(*rows: Row | None) -> float | None:
-    """The most other-process work (vCPUs) seen by any of these timing rows, if above
-    NOISY_VCPUS (the figure is then suspect), else None."""
-    worst = max(((r or {}).get("other_vcpus") or 0.0 for r in rows), default=0.0)
-    return worst if worst > NOISY_VCPUS else None
+def disturbed(*rows: Row | None) -> str | None:
+    """What disturbed these timing rows, if any saw more than NOISY_VCPUS of other processes'
+    work or of hypervisor steal (bench.noise: the figure is then suspect), else None."""
+    seen = [r for r in rows if r is not None]
+    other, steal = worst(seen, "other_vcpus"), worst(seen, "steal_vcpus")
+    said = [f"other processes used {other:.2f} vCPUs"] if other > NOISY_VCPUS else []
+    said += [f"the hypervisor stole {steal:.2f} vCPUs"] if steal > NOISY_VCPUS else []
+    return " and ".join(said) + " meanwhile" if said else None
 
 
 #: A target whose interval straddles its limit: the run cannot tell PASS from MISS.
@@ -282,7 +286,7 @@ def _target(
     limit: float,
     better: str,
     detail: str,
-    noise: float | None = None,
+    noise: str | None = None,
     ci: list[float] | None = None,
     source: str | None = None,
 ) -> Row:
@@ -292,7 +296,7 @@ def _target(
     set the limit."""
     status = judge(value, limit, better, ci)
     if noise is not None:
-        detail += f"; disturbed: other processes used {noise:.2f} vCPUs meanwhile"
+        detail += f"; disturbed: {noise}"
     return {
         "name": name,
         "value": None if value is None else round(value, 3),
