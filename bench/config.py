@@ -155,9 +155,9 @@ class Plan:
     drain_s: float
     load_warmup: int
     wire: WirePlan  # bytes on the wire (and the payload-size sweep's body sizes)
-    # interference: a timed job during which other processes used more than NOISY_VCPUS is
-    # measured again (up to ``retries`` times, within ``retry_budget_s`` for the whole run);
-    # the least disturbed attempt is kept
+    # interference: a timed job during which other processes used more than NOISY_VCPUS (or the
+    # hypervisor stole as much: bench/noise.py) is measured again (up to ``retries`` times,
+    # within ``retry_budget_s`` for the whole run); the least disturbed attempt is kept
     retries: int = 2
     retry_budget_s: float = 120.0
     # rounds (bench/rounds.py): latency in ``rounds`` rounds, fresh processes each, in an

@@ -90,10 +90,10 @@ def _header(results: dict[str, Any]) -> str:
         "on the machine while it was measured, and `steal vCPUs`, the time the hypervisor gave "
         "other guests meanwhile (/proc/stat's steal; — in rows from before it was recorded). "
         f"Above {NOISY_VCPUS} other vCPUs, or from {NOISY_VCPUS} stolen (⚠), the measurement "
-        "competed for these 2 vCPUs; a step disturbed by other processes "
+        "competed for these 2 vCPUs; a step so disturbed (by other processes or by steal) "
         f"was measured again (up to {plan.get('retries', '?')} more times within "
         f"{plan.get('retry_budget_s', '?')} s for the whole run) and the least disturbed "
-        "attempt kept (steal alone is not measured again). A ⚠ that remains means the "
+        "attempt kept. A ⚠ that remains means the "
         "machine never went quiet: distrust that row.",
         "",
     ]

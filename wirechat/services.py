@@ -72,7 +72,7 @@ def free_fixed_port(host: str = "127.0.0.1") -> int:
     except (OSError, ValueError, IndexError):
         first_ephemeral = 32768  # Linux's default
     low = max(1024, first_ephemeral - 16384)
-    for port in random.sample(range(low, first_ephemeral), min(256, first_ephemeral - low)):
+    for port in random.sample(range(low, first_ephemeral), max(0, min(256, first_ephemeral - low))):
         with socket.socket() as sock:
             try:
                 sock.bind((host, port))
