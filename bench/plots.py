@@ -343,6 +343,11 @@ LADDER_PANELS = (
 )
 
 
+def r_timed(rungs: list[dict[str, Any]]) -> bool:
+    """Some rung of the ladder is timed by an independent client (runs since stop 24)."""
+    return any(r.get("timed_by") not in (None, "ChatClient") for r in rungs)
+
+
 def ladder_plot(results: dict[str, Any], path: Path) -> Path | None:
     """Where the cost goes: one panel per figure of ``send``, a bar per rung of the ladder
     (the transports beside it after a gap, hatched), each step's delta written above the
@@ -379,6 +384,22 @@ def ladder_plot(results: dict[str, Any], path: Path) -> Path | None:
             if delta is not None:
                 text += f"\n({delta:+,.0f})" if abs(delta) >= 100 else f"\n({delta:+.1f})"
             ax.annotate(text, (x, value), ha="center", va="bottom", fontsize=7)
+        if metric == "p50_us":  # the product's asyncio client on the same rung, for scale
+            # beside the bar's right edge, clear of its label
+            chat = [(x + 0.42, r.get("chat_p50_us")) for x, r in zip(xs, rungs, strict=True)]
+            chat = [(x, v) for x, v in chat if v is not None and r_timed(rungs)]
+            if chat:
+                ax.scatter(
+                    [x for x, _ in chat],
+                    [v for _, v in chat],
+                    marker="D",
+                    facecolors="none",
+                    edgecolors="black",
+                    s=22,
+                    zorder=3,
+                    label="ChatClient (asyncio)",
+                )
+                ax.legend(fontsize=7, loc="upper left")
         ticks = [f"{r['label']}\n({r['transport']})" for r in rungs]
         ax.set_xticks(xs, ticks, rotation=30, ha="right", fontsize=7)
         ax.set_ylabel(ylabel)
@@ -389,9 +410,14 @@ def ladder_plot(results: dict[str, Any], path: Path) -> Path | None:
         for r in rungs
         if r["from"] is not None and r["isolates"]
     ]
+    timed = (
+        "\ntimed by each rung's independent blocking client; ◇: the product's ChatClient"
+        if r_timed(rungs)
+        else ""
+    )
     fig.suptitle(
         "Where the cost of a 32 B send goes, rung by rung (delta from the rung before; "
-        "whiskers: 95 % interval over rounds)"
+        f"whiskers: 95 % interval over rounds{timed})"
     )
     fig.text(0.01, 0.01, "\n".join(steps), fontsize=8, va="bottom", ha="left")
     fig.tight_layout(rect=(0, 0.04 * max(1, len(steps)), 1, 0.95))
