@@ -100,33 +100,35 @@ Batch = Callable[[sqlite3.Connection, list[Any]], list[Any]]
 
 
 class Commit(asyncio.Future[Any]):
-    """The future of one write. A driver that resumes its coroutine itself
-    (transports/custom/_eager.py's ``Continuation``) puts its wake-up in ``wake_directly``
-    instead of adding a done callback; the writer then calls it, on its own stack, once the
-    group is committed: a group of sends is woken without a loop turn (a scheduled callback)
-    per send. When some write of the group is awaited otherwise (a task), every wake-up is
-    scheduled instead, in group order, so the writes resume in the order they were queued."""
+    """One write: its future, and the write itself while it is queued and staged (its job,
+    or its batch and argument; what staging it gave). One object per write, with slots:
+    a send's future and a record beside it cost ~200 ns more per send (measured, issue 10).
 
-    wake_directly: Callable[[asyncio.Future[Any]], None] | None = None
+    A driver that resumes its coroutine itself (transports/custom/_eager.py's
+    ``Continuation``) puts its wake-up in ``wake_directly`` instead of adding a done
+    callback; the writer then calls it, on its own stack, once the group is committed: a
+    group of sends is woken without a loop turn (a scheduled callback) per send. When some
+    write of the group is awaited otherwise (a task), every wake-up is scheduled instead, in
+    group order, so the writes resume in the order they were queued."""
+
+    __slots__ = ("arg", "batch", "failed", "job", "outcome", "steps", "wake_directly")
+    job: Job | None
+    batch: Batch | None
+    arg: Any
+    steps: Generator[None, None, Any] | None
+    outcome: Any
+    failed: bool
+    wake_directly: Callable[[asyncio.Future[Any]], None] | None
 
 
-class _Pending:
-    __slots__ = ("arg", "batch", "failed", "future", "job", "outcome", "steps")
-
-    def __init__(
-        self,
-        job: Job | None,
-        future: asyncio.Future[Any],
-        batch: Batch | None = None,
-        arg: Any = None,
-    ) -> None:
-        self.job = job
-        self.batch = batch
-        self.arg = arg
-        self.future = future
-        self.steps: Generator[None, None, Any] | None = None
-        self.outcome: Any = None
-        self.failed = False
+def _commit(
+    loop: asyncio.AbstractEventLoop, job: Job | None, batch: Batch | None, arg: Any
+) -> Commit:
+    """A new write (``run_batched`` builds its own inline: it is the hot path)."""
+    write = Commit(loop=loop)
+    write.job, write.batch, write.arg = job, batch, arg
+    write.steps, write.outcome, write.failed, write.wake_directly = None, None, False, None
+    return write
 
 
 class GroupWriter:
@@ -164,8 +166,10 @@ class GroupWriter:
         self._executor = (
             ThreadPoolExecutor(1, thread_name_prefix="wirechat-commit") if threaded else None
         )
-        self._queue: deque[_Pending] = deque()
-        self._group: list[_Pending] = []
+        self._queue: deque[Commit] = deque()
+        self._group: list[Commit] = []
+        # The loop of the group queued or in progress (run_batched: no look-up per send).
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._busy = False  # a group is being staged or committed
         self._scheduled = False
         # Groups of one run in this loop turn: a write from another task waits for a group
@@ -192,26 +196,32 @@ class GroupWriter:
     async def run(self, job: Callable[[sqlite3.Connection], T]) -> T:
         """Stage ``job`` in the next group; its result once that group is committed."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._enqueue(loop, _Pending(job, future))
-        return await future
+        write = _commit(loop, job, None, None)
+        self._enqueue(loop, write)
+        result: T = await write
+        return result
 
     async def run_batched(self, batch: Batch, arg: Any) -> Any:
         """Stage ``batch(db, [arg, ...])`` together with the writes of the same ``batch``
         queued right beside this one; this one's result once the group is committed."""
-        loop = asyncio.get_running_loop()
-        if (
-            not (self._busy or self._scheduled or self._grouping or self._held)
-            and self._executor is None
-        ):
-            task = asyncio.current_task(loop)
-            if not self._recent or (
-                task is not None and task is self._recent_task and self._recent < ALONE_PER_TURN
-            ):
-                return self._alone(loop, batch, arg, task)
-        future = Commit(loop=loop)
-        self._enqueue(loop, _Pending(None, future, batch, arg))
-        return await future
+        if self._busy or self._scheduled:
+            # (a group is queued or under way on this loop: the look-up of the running loop
+            # is a getpid() system call on Python 3.11, one per send)
+            loop = self._loop
+            assert loop is not None
+        else:
+            loop = asyncio.get_running_loop()
+            if not (self._grouping or self._held) and self._executor is None:
+                task = asyncio.current_task(loop)
+                if not self._recent or (
+                    task is not None and task is self._recent_task and self._recent < ALONE_PER_TURN
+                ):
+                    return self._alone(loop, batch, arg, task)
+        write = Commit(loop=loop)
+        write.job, write.batch, write.arg = None, batch, arg
+        write.steps, write.outcome, write.failed, write.wake_directly = None, None, False, None
+        self._enqueue(loop, write)
+        return await write
 
     def _alone(
         self,
@@ -240,10 +250,11 @@ class GroupWriter:
             self._hold_for_checkpoint(loop)
         return outcome
 
-    def _enqueue(self, loop: asyncio.AbstractEventLoop, pending: _Pending) -> None:
-        self._queue.append(pending)
+    def _enqueue(self, loop: asyncio.AbstractEventLoop, write: Commit) -> None:
+        self._queue.append(write)
         if not self._busy and not self._scheduled and not self._held:
             self._scheduled = True
+            self._loop = loop
             loop.call_soon(self._start)
 
     def _quiet(self) -> None:
@@ -271,7 +282,7 @@ class GroupWriter:
         self._scheduled = False
         if self._busy or self._held:
             return
-        while self._queue and self._queue[0].future.done():  # its caller gave up: not started
+        while self._queue and self._queue[0].done():  # its caller gave up: not started
             self._queue.popleft()
         if not self._queue:
             self._went_idle()
@@ -297,7 +308,7 @@ class GroupWriter:
                     if not self._queue or len(group) >= self._max_group:
                         break
                     current = self._queue.popleft()
-                    if current.future.done():
+                    if current.done():
                         continue
                     if current.batch is not None:
                         self._run_batch(current, db)
@@ -329,13 +340,13 @@ class GroupWriter:
             return
         self._commit()
 
-    def _run_batch(self, first: _Pending, db: sqlite3.Connection) -> None:
+    def _run_batch(self, first: Commit, db: sqlite3.Connection) -> None:
         """``first`` and the writes of the same batch kind queued right behind it."""
         batch, queue = [first], self._queue
         room = self._max_group - len(self._group)
         while queue and len(batch) < room and queue[0].batch == first.batch:
             pending = queue.popleft()
-            if not pending.future.done():
+            if not pending.done():
                 batch.append(pending)
         self._group.extend(batch)
         assert first.batch is not None
@@ -343,7 +354,7 @@ class GroupWriter:
         for pending, outcome in zip(batch, outcomes, strict=True):
             pending.outcome = outcome
 
-    def _begin_job(self, pending: _Pending, db: sqlite3.Connection) -> bool:
+    def _begin_job(self, pending: Commit, db: sqlite3.Connection) -> bool:
         """Run a job's first part; False if it failed with a domain error (its own only)."""
         assert pending.job is not None
         try:
@@ -388,17 +399,16 @@ class GroupWriter:
         group, self._group = self._group, []
         wakes: list[tuple[Callable[[asyncio.Future[Any]], None], asyncio.Future[Any]]] = []
         scheduled = False  # a write of the group is awaited by a task (a done callback)
-        for pending in group:
-            future = pending.future
-            if future.done():
+        for write in group:
+            if write.done():
                 continue
-            if pending.failed:
-                future.set_exception(pending.outcome)
+            if write.failed:
+                write.set_exception(write.outcome)
             else:
-                future.set_result(pending.outcome)
-            wake = getattr(future, "wake_directly", None)
+                write.set_result(write.outcome)
+            wake = write.wake_directly
             if wake is not None:
-                wakes.append((wake, future))
+                wakes.append((wake, write))
             else:
                 scheduled = True
         if self._since_checkpoint >= self._checkpoint_every:
@@ -427,17 +437,16 @@ class GroupWriter:
         error = self._rolled_back(exc)
         group, self._group = self._group, []
         loop = asyncio.get_running_loop()
-        for pending in group:
-            if pending.steps is not None:
-                pending.steps.close()
-            future = pending.future
-            if not future.done():
+        for write in group:
+            if write.steps is not None:
+                write.steps.close()
+            if not write.done():
                 failed = WriteFailed(*error.args)
                 failed.__cause__ = exc
-                future.set_exception(failed)
-                wake = getattr(future, "wake_directly", None)
+                write.set_exception(failed)
+                wake = write.wake_directly
                 if wake is not None:  # (a loop turn, as a done callback: a rare path)
-                    loop.call_soon(wake, future)
+                    loop.call_soon(wake, write)
         self._next()
 
     def _rolled_back(self, exc: BaseException) -> WriteFailed:
@@ -503,7 +512,8 @@ class GroupWriter:
         if self._queue:
             if not self._scheduled:  # a loop turn first: failures must not recurse
                 self._scheduled = True
-                asyncio.get_running_loop().call_soon(self._start)
+                self._loop = loop = asyncio.get_running_loop()
+                loop.call_soon(self._start)
         else:
             self._went_idle()
 
