@@ -159,18 +159,21 @@ async def seed(db: Path, plan: dict[str, Any]) -> float:
     return time.monotonic() - started
 
 
-def sched_ns(pid: int) -> tuple[int, int] | None:
+def sched_ns(pid: int, main_only: bool = False) -> tuple[int, int] | None:
     """CPU time and time spent waiting for a CPU (runnable, not running), nanoseconds, of
-    every thread of process ``pid`` (``/proc/<pid>/task/*/schedstat``); None if it is gone."""
+    every thread of process ``pid`` (``/proc/<pid>/task/*/schedstat``), or with ``main_only``
+    of its main thread only (the server's event loop); None if it is gone."""
     cpu = wait = 0
     try:
-        tasks = os.listdir(f"/proc/{pid}/task")
+        tasks = [str(pid)] if main_only else os.listdir(f"/proc/{pid}/task")
     except OSError:
         return None
     for task in tasks:
         try:
             fields = Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()
         except OSError:
+            if main_only:
+                return None
             continue  # (a thread that ended)
         cpu += int(fields[0])
         wait += int(fields[1])
@@ -229,6 +232,9 @@ class Sampler(threading.Thread):
             got = sched_ns(pid)
             if got is not None:
                 self.sched.setdefault(name, []).append((now, *got))
+        got = sched_ns(self.pid, main_only=True)  # (the server's loop thread, of its total)
+        if got is not None:
+            self.sched.setdefault("server-loop", []).append((now, *got))
         with contextlib.suppress(OSError, ValueError):
             self.machine.append((now, meta.machine_cpu()))
             queued = listen_queue(self.port) if self.port is not None else None

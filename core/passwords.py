@@ -15,6 +15,13 @@ And one worker is kept for priority 0: other checks hold at most HASH_WORKERS - 
 the owner's check never waits for guesses already being checked (20 guessers from fresh
 addresses kept both workers busy: the owner waited for two checks, then its own, 1-7 s at a
 load of 13), and guessers get one vCPU of argon2, not two.
+
+The checks other than the owner's run at the lowest CPU priority (GUESS_NICENESS, on threads
+of their own; argon2's lane threads inherit it): a guess takes only the CPU that the event
+loop and the owner's check leave. In the hostile scene argon2 for 253 fresh guessing
+addresses took ~44 s of the server's CPU on both vCPUs while the loop waited for a CPU
+behind it (docs/LIMITS.md, stop 24). An unknown name and a wrong password from the same kind
+of address are checked on the same threads, so they still take the same time (Rule 3).
 """
 
 from __future__ import annotations
@@ -24,6 +31,9 @@ import enum
 import heapq
 import itertools
 import logging
+import os
+import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +49,22 @@ HASH_WORKERS = 2
 #: turn to its end as the event loop saw it, is logged with its split (``password: ...``;
 #: the hostile scene reads these lines: where a slow login of the owner waited).
 SLOW_OWNER_CHECK = 0.5
+#: The niceness of the threads that check passwords of priority > 0 (guesses, a new device's
+#: first login, signups): 19, the lowest priority, so argon2's lane threads (they inherit it)
+#: take only the CPU the event loop and the owner's check leave (docs/LIMITS.md, stop 24).
+#: Unknown names and wrong passwords are checked on the same threads (Rule 3).
+GUESS_NICENESS = 19
+
+
+def lower_this_threads_priority(niceness: int = GUESS_NICENESS) -> None:
+    """Make the calling thread (and the threads it starts) yield the CPU: Linux keeps a
+    niceness per thread. Raising it needs no privilege; elsewhere, or if refused, nothing."""
+    if sys.platform != "linux":
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+    except OSError as exc:
+        log.warning("password: could not lower the hashing thread's priority: %s", exc)
 
 
 class HashCost(enum.Enum):
@@ -57,7 +83,16 @@ def make_hasher(cost: HashCost = HashCost.DEFAULT) -> argon2.PasswordHasher:
 class Passwords:
     def __init__(self, cost: HashCost = HashCost.DEFAULT) -> None:
         self._hasher = make_hasher(cost)
+        # Checks of priority 0 (the owner's) run at the process's own priority; the others
+        # on threads of the lowest (GUESS_NICENESS): a thread cannot raise its priority
+        # back without privilege, so each kind has its own threads. The turns, not the pools,
+        # bound how many checks run at once (HASH_WORKERS).
         self._pool = ThreadPoolExecutor(HASH_WORKERS, thread_name_prefix="wirechat-argon2")
+        self._guess_pool = ThreadPoolExecutor(
+            max(1, HASH_WORKERS - 1),
+            thread_name_prefix="wirechat-argon2-guess",
+            initializer=lower_this_threads_priority,
+        )
         self._free = HASH_WORKERS  # turns not taken
         self._others = 0  # turns taken by checks of priority > 0 (at most HASH_WORKERS - 1)
         self._queue: list[tuple[int, int, asyncio.Future[None]]] = []  # (priority, seq, waiter)
@@ -87,7 +122,8 @@ class Passwords:
         asked = time.monotonic()
         await self._turn(priority)
         started = time.monotonic()
-        done = asyncio.get_running_loop().run_in_executor(self._pool, work, *args)
+        pool = self._pool if priority == 0 else self._guess_pool
+        done = asyncio.get_running_loop().run_in_executor(pool, work, *args)
         done.add_done_callback(lambda done: self._turn_over(done, priority, asked, started))
         return await asyncio.shield(done)
 
