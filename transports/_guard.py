@@ -167,10 +167,13 @@ class ServerLimits:
     #: (libuv) takes every queued connection in one go, each a descriptor and a Python object
     #: before any is counted: the cap had to leave a whole backlog (2,048) of descriptors
     #: free, and one iteration set up every connection of a burst while each session waited
-    #: (1,000 storm connects stalled the loop 121 ms with 512 per iteration). 64 is ~5 ms of
-    #: set-up at ~80 us each, and still thousands a second at any iteration length the
-    #: hostile scene saw (20-50 ms).
-    accepts_per_turn: int = 64
+    #: (1,000 storm connects stalled the loop 121 ms with 512 per iteration). 16 is ~1.3 ms
+    #: of set-up at ~80 us each, and still hundreds a second at any iteration length the
+    #: hostile scene saw (2-50 ms). With 64 (until stop 24) a flood's iterations were four
+    #: times as long, and a session's request waits two or three of them: in the hostile
+    #: scene's first 10 s (the flood's 20,000 connects) 164-227 of the canary's 500 pushes
+    #: took over 50 ms with 64, 61-129 with 32, 34 with 16 (docs/LIMITS.md, stop 24).
+    accepts_per_turn: int = 16
     #: The listen backlog of a listener whose library accepts every queued connection at
     #: once (WebSocket's); with ``accepts_per_turn`` and REFUSED_LINGERING, the descriptors
     #: the connection cap leaves free for connections not yet counted (``connection_cap``).

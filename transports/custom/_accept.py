@@ -63,9 +63,11 @@ PARKED = 4096
 CROWD_SETUPS = 8
 #: Connections accepted per loop iteration, at most, while the loop runs behind; and the
 #: seconds of accepting (and parking or refusing) one iteration may spend on them. An accept
-#: and a park cost ~10-20 us: 2 ms take ~100-200 connections out of the kernel's queue.
+#: and a park cost ~10-20 us: 0.5 ms takes ~25-50 connections out of the kernel's queue. (2 ms
+#: until stop 24: cut with ``accepts_per_turn``, so that a flood's iteration is a quarter as
+#: long and a session's request waits that much less behind it, docs/LIMITS.md.)
 DRAIN = 512
-DRAIN_SECONDS = 0.002
+DRAIN_SECONDS = 0.0005
 _BUSY = Refusal("the server is busy; try again in a moment")
 #: Refusal frames an Acceptor keeps encoded, by sentence (one per client address at most).
 REFUSAL_FRAMES = 1024
