@@ -158,8 +158,12 @@ class RawClient(asyncio.Protocol):
         self.transport.write(data)
 
     async def hello(self, timeout: float = 10.0) -> None:
-        """Send HELLO and wait for WELCOME (ConnectionError if refused)."""
-        self.write(self.codec.send(Hello(1, 1)))
+        """Send HELLO and wait for WELCOME (ConnectionError if refused). A server whose
+        connection cap is full refuses at accept, before reading a HELLO (ERROR SERVER_BUSY,
+        custom PROTOCOL.md section 9.7): that ERROR may already be here, the codec closed,
+        and then the refusal is the answer (no HELLO is sent after it)."""
+        if not self.welcome.done():
+            self.write(self.codec.send(Hello(1, 1)))
         async with asyncio.timeout(timeout):
             await self.welcome
 
