@@ -82,6 +82,13 @@ def registry_info(results: dict[str, Any]) -> list[Row]:
 #: written from the transport's contract (bench/refs/independent.py), then the product's
 #: ChatClient (no ``client`` field) when a run has no independent row of the transport.
 RUNG_CLIENTS = ("independent", None)
+#: ``timed_by`` of a rung timed by the product's client.
+PRODUCT_CLIENT = "ChatClient"
+
+
+def timed_independently(rungs: list[Row]) -> bool:
+    """Some rung is timed by an independent client (runs since stop 24)."""
+    return any(r.get("timed_by") not in (None, PRODUCT_CLIENT) for r in rungs)
 
 
 def _send_row(results: dict[str, Any], transport: str, client: str | None = None) -> Row | None:
@@ -166,7 +173,7 @@ def ladder(results: dict[str, Any]) -> list[Row]:
             "p50_us": None if send is None else send.get("p50_us"),
             "server_cpu_us": None if send is None else send.get("server_cpu_us_per_op"),
             "client_cpu_us": None if send is None else send.get("client_cpu_us_per_op"),
-            "timed_by": None if send is None else (send.get("client_impl") or "ChatClient"),
+            "timed_by": None if send is None else (send.get("client_impl") or PRODUCT_CLIENT),
             "chat_p50_us": None if chat is None else chat.get("p50_us"),
             "chat_p50_us_ci": interval_of(chat, "p50_us"),
             "saturation_per_s": _saturation(results, name),
@@ -344,4 +351,12 @@ def ladder_section(results: dict[str, Any], images: Sequence[str]) -> str:
     return "\n".join(parts)
 
 
-__all__ = ["METRICS", "format_ladder", "ladder", "ladder_section", "registry_info"]
+__all__ = [
+    "METRICS",
+    "PRODUCT_CLIENT",
+    "format_ladder",
+    "ladder",
+    "ladder_section",
+    "registry_info",
+    "timed_independently",
+]

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from bench import loadgen_scene, population
 from bench.config import FLOOR
-from bench.ladder import ladder
+from bench.ladder import ladder, timed_independently
 from bench.targets import (
     SIZE_KINDS,
     is_reference,
@@ -343,11 +343,6 @@ LADDER_PANELS = (
 )
 
 
-def r_timed(rungs: list[dict[str, Any]]) -> bool:
-    """Some rung of the ladder is timed by an independent client (runs since stop 24)."""
-    return any(r.get("timed_by") not in (None, "ChatClient") for r in rungs)
-
-
 def ladder_plot(results: dict[str, Any], path: Path) -> Path | None:
     """Where the cost goes: one panel per figure of ``send``, a bar per rung of the ladder
     (the transports beside it after a gap, hatched), each step's delta written above the
@@ -356,6 +351,7 @@ def ladder_plot(results: dict[str, Any], path: Path) -> Path | None:
     if not rungs:
         return None
     palette = colours(results)
+    independent = timed_independently(rungs)
     fig, axes = plt.subplots(1, len(LADDER_PANELS), figsize=(4.2 * len(LADDER_PANELS), 5.6))
     xs, gap = [], 0.0
     for i, r in enumerate(rungs):
@@ -384,10 +380,10 @@ def ladder_plot(results: dict[str, Any], path: Path) -> Path | None:
             if delta is not None:
                 text += f"\n({delta:+,.0f})" if abs(delta) >= 100 else f"\n({delta:+.1f})"
             ax.annotate(text, (x, value), ha="center", va="bottom", fontsize=7)
-        if metric == "p50_us":  # the product's asyncio client on the same rung, for scale
+        if metric == "p50_us" and independent:  # the product's client on the rung, for scale
             # beside the bar's right edge, clear of its label
             chat = [(x + 0.42, r.get("chat_p50_us")) for x, r in zip(xs, rungs, strict=True)]
-            chat = [(x, v) for x, v in chat if v is not None and r_timed(rungs)]
+            chat = [(x, v) for x, v in chat if v is not None]
             if chat:
                 ax.scatter(
                     [x for x, _ in chat],
@@ -412,7 +408,7 @@ def ladder_plot(results: dict[str, Any], path: Path) -> Path | None:
     ]
     timed = (
         "\ntimed by each rung's independent blocking client; ◇: the product's ChatClient"
-        if r_timed(rungs)
+        if independent
         else ""
     )
     fig.suptitle(
