@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.config import NOISY_VCPUS
 from bench.load import CLIENT, FRAMES, LEAN, WS
 from bench.markdown import fmt_rate, fmt_us, table
+from bench.noise import disturbance, disturbed
 
 if TYPE_CHECKING:
     from bench.run_steps import Step
@@ -52,8 +52,9 @@ MIN_SENT = 0.99
 ON_TIME_US = 1_000.0
 #: Server vCPU utilisation from which a step is the server's limit, not the generator's.
 SERVER_BUSY = 0.9
-#: Other processes' work (vCPUs) from which a step's limit is the crowded machine, not either
-#: side: on 2 vCPUs, half of one taken by others starves whichever side it lands on.
+#: Work not ours (vCPUs: other processes' or the hypervisor's steal) from which a step's limit
+#: is the crowded machine, not either side: on 2 vCPUs, half of one taken starves whichever
+#: side it lands on.
 CROWDED_VCPUS = 0.5
 #: The null responder the generator's ceiling is measured against (bench/refs/null_echo.py).
 NULL = "null_echo"
@@ -167,7 +168,7 @@ def _climb(
         }
         row = worker.run(job, timeout=plan.open_s * 3 + 60)[0]
         rows.append({"transport": NULL, "store": "none", "fraction": fraction, **row})
-        if not kept_schedule(row) and (row.get("other_vcpus") or 0.0) <= NOISY_VCPUS:
+        if not kept_schedule(row) and not disturbed(row):
             break  # past the generator's ceiling: higher rates only queue longer
 
 
@@ -225,11 +226,11 @@ def saturation_by_bound(
 
 def limited_by(row: Row) -> str:
     """Whose limit an open-loop step shows: "server", "generator", "machine" (other processes
-    took the vCPUs: neither side had them) or "" (no limit reached)."""
+    or other guests took the vCPUs: neither side had them) or "" (no limit reached)."""
     util = row.get("server_cpu_util")
     if util is not None and util >= SERVER_BUSY:
         return "server"
-    if (row.get("other_vcpus") or 0) >= CROWDED_VCPUS:
+    if disturbance([row]) >= CROWDED_VCPUS:
         return "machine"
     late = (row.get("queue_p99_us") or 0) > ON_TIME_US or not kept_schedule(row)
     if late and (util is None or util < SERVER_BUSY):

@@ -48,6 +48,12 @@ def disturbance(rows: Sequence[dict[str, Any]]) -> float:
     return max(worst(rows, field) for field in INTERFERENCE)
 
 
+def disturbed(row: dict[str, Any]) -> bool:
+    """Work not ours (other processes' or the hypervisor's steal) above NOISY_VCPUS while the
+    row was measured."""
+    return disturbance([row]) > NOISY_VCPUS
+
+
 @dataclass
 class RetryBudget:
     """Seconds the whole run may spend measuring disturbed jobs again."""
@@ -93,4 +99,12 @@ def least_disturbed(
     return best
 
 
-__all__ = ["INTERFERENCE", "PAUSE_S", "RetryBudget", "disturbance", "least_disturbed", "worst"]
+__all__ = [
+    "INTERFERENCE",
+    "PAUSE_S",
+    "RetryBudget",
+    "disturbance",
+    "disturbed",
+    "least_disturbed",
+    "worst",
+]

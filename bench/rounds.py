@@ -29,7 +29,7 @@ import operator
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from bench.config import NOISY_VCPUS
+from bench.noise import disturbed
 from bench.stats import (
     decode,
     median,
@@ -111,7 +111,7 @@ def merge_rounds(group: Sequence[Row]) -> Row:
     if out["mean_us"] is None:
         out["mean_us"] = _round(median(r.get("mean_us") for r in group))
     out["attempts"] = sum(int(r.get("attempts") or 1) for r in group)
-    out["disturbed_rounds"] = sum(1 for r in group if (r.get("other_vcpus") or 0) > NOISY_VCPUS)
+    out["disturbed_rounds"] = sum(1 for r in group if disturbed(r))
     ci: dict[str, list[float]] = {}
     coverage = None
     spreads: dict[str, float] = {}

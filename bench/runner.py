@@ -43,14 +43,13 @@ from typing import Any
 from bench import meta, rounds, run_phases, run_servers, run_steps
 from bench.config import (
     BODY_BYTES,
-    NOISY_VCPUS,
     SEED,
     Plan,
     body,
     chat_transports,
     ref_transports,
 )
-from bench.noise import RetryBudget, least_disturbed
+from bench.noise import RetryBudget, disturbed, least_disturbed
 from bench.procs import Placement, RefServer, Worker, available_cpus, choose_placement
 from bench.run_steps import BYTES_GROUP, SkipGroup, Step
 from transports import registry
@@ -78,11 +77,6 @@ def past_saturation(row: dict[str, Any]) -> bool:
     return bool(
         row.get("overloaded") or row.get("timeouts") or achieved < PAST_SATURATION * offered
     )
-
-
-def disturbed(row: dict[str, Any]) -> bool:
-    """Other processes used more than NOISY_VCPUS while the row was measured."""
-    return (row.get("other_vcpus") or 0.0) > NOISY_VCPUS
 
 
 def registry_meta() -> list[dict[str, Any]]:

@@ -44,6 +44,13 @@ def test_a_figure_is_the_median_over_rounds_with_its_interval() -> None:
     assert merged["max_us"] == pytest.approx(140.0, rel=1e-2)
 
 
+def test_a_round_the_hypervisor_stole_from_counts_as_disturbed() -> None:
+    rows = [round_row(i, 100.0) for i in range(1, 4)]
+    rows[1]["steal_vcpus"] = 0.4  # no other process, but another guest had the vCPU
+    (merged,) = merge_latency(rows)
+    assert merged["disturbed_rounds"] == 1
+
+
 def test_rows_of_different_figures_stay_apart() -> None:
     rows = [round_row(0, 100.0), round_row(0, 50.0, transport="tcp_echo"), round_row(1, 101.0)]
     merged = {r["transport"]: r for r in merge_latency(rows)}
