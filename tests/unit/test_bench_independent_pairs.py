@@ -113,6 +113,27 @@ def test_pairs_straddling_the_band_leave_the_target_not_settled() -> None:
     assert found[name]["status"] == targets.UNSETTLED
 
 
+def test_custom_client_cpu_is_read_against_the_hand_framed_blocking_client() -> None:
+    # the lean client (our codec) spends 40 µs, the hand-framed blocking one 30 µs: the limit
+    # reads the leaner, and the lean client's p50 target gives way to the independent one
+    cpu = [
+        pair(100.0, 110.0, i // 4, independent_cpu_us=30.0, chat_cpu_us=42.0 + i * 0.1)
+        | {"bare_p50_us": 104.0, "bare_cpu_us": 33.0}
+        for i in range(12)
+    ]
+    lean = {"lean_p50_us": 100.0, "chat_p50_us": 110.0, "lean_cpu_us": 40.0, "chat_cpu_us": 42.0}
+    results = with_rows([independent("custom", cpu)])
+    for row in results["latency"]:
+        if row.get("client") == "lean":
+            row["pairs"] = [{**lean, "round": i // 4, "n": 250} for i in range(12)]
+    found = verdicts(results)
+    target = found[targets.INDEPENDENT_CPU_NAME]
+    assert target["value"] == pytest.approx(42.55 / 30.0, abs=1e-3)
+    assert target["status"] == "MISS" and target["limit"] == 1.3
+    assert targets.LEAN_CPU_NAME not in found and targets.LEAN_P50_NAME not in found
+    assert found["custom send p50 within 15% of an independent asyncio client's"]["value"]
+
+
 def test_a_planned_transport_without_its_row_is_not_applicable_never_a_pass() -> None:
     found = verdicts(with_rows([independent("websocket", WS_PAIRS)]))
     for transport in INDEPENDENT_TRANSPORTS:
