@@ -53,7 +53,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +67,7 @@ from bench.endpoints import (
     cpu_fields,
     process_cpu_s,
 )
-from bench.refs.clients import FloorClient, echo_client
+from bench.refs.clients import EchoClient, FloorClient, echo_client
 from bench.stats import new_histogram, record_ns, summarize
 from core import ChatClient
 
@@ -487,18 +487,20 @@ def _block_figures(hist: HdrHistogram, cpu: dict[str, float | None], n: int) -> 
 @dataclass(frozen=True)
 class Side:
     """One client of a paired-blocks step: its name in ``pairs`` (``lean``, ``independent``,
-    ``chat``, ``bare``) and one send with no arguments, a blocking call or (``awaited``) a
-    coroutine function."""
+    ``chat``, ``bare``, ``echo``) and one send with no arguments, a blocking call or
+    (``awaited``) a coroutine function; ``server_pid``: the server it talks to, when not the
+    step's (the echo reference's)."""
 
     name: str
     send: Callable[[], Any]
     awaited: bool
+    server_pid: int | None = None
 
 
 async def paired_blocks(
     ref: Side,
     chat: Side,
-    bare: Side | None,
+    beside: Sequence[Side],
     sizes: list[int],
     *,
     seed: str,
@@ -507,19 +509,21 @@ async def paired_blocks(
 ) -> tuple[list[dict[str, Any]], HdrHistogram, list[dict[str, float | None]]]:
     """Blocks of sends by a reference client ``ref`` and by ChatClient (``chat``) back to
     back, one pair per entry of ``sizes``, which goes first drawn with ``seed`` (balanced:
-    half the pairs each way); beside each pair, just before or just after it (drawn, balanced),
-    a block of ``bare`` when given. Every client first makes ``warmup`` untimed sends, every
-    block LEAN_LEAD_IN more. Returns the pairs (:func:`_pair`), ``ref``'s blocks pooled in one
-    histogram and its blocks' CPU figures."""
+    half the pairs each way); beside each pair, just before or just after it (drawn, balanced,
+    for each apart), a block of each client of ``beside``. Every client first makes ``warmup``
+    untimed sends, every block LEAN_LEAD_IN more. Returns the pairs (:func:`_pair`), ``ref``'s
+    blocks pooled in one histogram and its blocks' CPU figures."""
     import random
 
     rng = random.Random(seed)
     firsts = ([ref.name, chat.name] * len(sizes))[: len(sizes)]
     rng.shuffle(firsts)
-    bare_after = ([False, True] * len(sizes))[: len(sizes)]
-    rng.shuffle(bare_after)
+    after: dict[str, list[bool]] = {}
+    for side in beside:
+        after[side.name] = ([False, True] * len(sizes))[: len(sizes)]
+        rng.shuffle(after[side.name])
     lead_in = min(warmup, LEAN_LEAD_IN)
-    sides = {side.name: side for side in (ref, chat, bare) if side is not None}
+    sides = {side.name: side for side in (ref, chat, *beside)}
     pooled = new_histogram()
     ref_cpu: list[dict[str, float | None]] = []
 
@@ -529,7 +533,7 @@ async def paired_blocks(
         if side.awaited:
             for _ in range(lead_in):
                 await send()
-            meter = CpuMeter(server_pid)
+            meter = CpuMeter(side.server_pid or server_pid)
             c0 = time.process_time()
             for _ in range(size):
                 t0 = ns()
@@ -539,7 +543,7 @@ async def paired_blocks(
         else:
             for _ in range(lead_in):
                 send()
-            meter = CpuMeter(server_pid)
+            meter = CpuMeter(side.server_pid or server_pid)
             c0 = time.process_time()
             for _ in range(size):
                 t0 = ns()
@@ -560,10 +564,10 @@ async def paired_blocks(
                 side.send()
     pairs: list[dict[str, Any]] = []
     deadline = time.monotonic() + LEAN_BUDGET_S
-    for size, first, after in zip(sizes, firsts, bare_after, strict=True):
+    for i, (size, first) in enumerate(zip(sizes, firsts, strict=True)):
         order = [ref.name, chat.name] if first == ref.name else [chat.name, ref.name]
-        if bare is not None:
-            order = [*order, bare.name] if after else [bare.name, *order]
+        for side in beside:
+            order = [*order, side.name] if after[side.name][i] else [side.name, *order]
         mine = {who: await block(sides[who], size) for who in order}
         pairs.append(_pair(first, size, {who: mine[who] for who in sides}, order))
         if time.monotonic() > deadline:
@@ -620,7 +624,7 @@ async def run_lean(job: dict[str, Any]) -> list[dict[str, Any]]:
             pairs, pooled, cpus = await paired_blocks(
                 Side("lean", lambda: lean.send(recipient, body), awaited=False),
                 Side("chat", lambda: chat.send(recipient, body), awaited=True),
-                Side("bare", lambda: bare.send(recipient, body), awaited=True),
+                [Side("bare", lambda: bare.send(recipient, body), awaited=True)],
                 lean_blocks(int(job["n"]), job.get("pairs")),
                 seed=f"lean-pairs-{prefix}",
                 warmup=int(job["warmup"]),
@@ -651,6 +655,11 @@ async def run_independent(job: dict[str, Any]) -> list[dict[str, Any]]:
     Protocol; grpc: a bare ``grpc.aio`` stub making the same unary calls; ``<prefix>b``), a
     block of it stands beside each pair (``bare_*`` in ``pairs``): the event loop's (and the
     library's asyncio layer's) share of ChatClient's gap, apart from ours.
+    Where the job names the transport's reference server (``echo``: its registry entry's
+    ``reference``, started beside the transport's server on the same vCPU), a block of its
+    echo client stands beside each pair too (``echo_*``): issue 10's floor, paired with
+    ChatClient the way issue 8's clients are, so the ratio cancels the machine's drift
+    between steps (bench/targets.py reads it).
     Returns one row: the independent client's (``client: "independent"``, ``client_impl``
     naming it, its blocks pooled), carrying ``pairs`` (bench/SCHEMA.md)."""
     from bench.refs.independent import INDEPENDENT
@@ -666,19 +675,23 @@ async def run_independent(job: dict[str, Any]) -> list[dict[str, Any]]:
     target = chat_target(spec)
     independent = None
     bare = BARE[transport]() if transport in BARE else None
+    echo = job.get("echo")  # the transport's reference server, running beside it
+    echoer = None if echo is None else echo_client(echo["ref"], tuple(echo["address"]))
     try:
         async with asyncio.timeout(SECTION_TIMEOUT):
             await target.discard(await target.user(recipient))
             independent = factory(address, f"{prefix}i", recipient, body)
             chat = await target.user(f"{prefix}c")
-            bare_side = None
+            beside = []
             if bare is not None:
                 await bare.open(address, f"{prefix}b", recipient, body)
-                bare_side = Side("bare", bare.send, awaited=True)
+                beside.append(Side("bare", bare.send, awaited=True))
+            if echo is not None and echoer is not None:
+                beside.append(await _echo_side(echoer, echo, body.encode()))
             pairs, pooled, cpus = await paired_blocks(
                 Side("independent", independent.send, awaited=False),
                 Side("chat", lambda: chat.send(recipients, body), awaited=True),
-                bare_side,
+                beside,
                 lean_blocks(int(job["n"]), job.get("pairs")),
                 seed=f"independent-pairs-{prefix}",
                 warmup=int(job["warmup"]),
@@ -689,6 +702,8 @@ async def run_independent(job: dict[str, Any]) -> list[dict[str, Any]]:
             independent.close()
         if bare is not None:
             await bare.close()
+        if echoer is not None:
+            await echoer.close()
         await target.aclose()
     n = sum(p["n"] for p in pairs)
     extra = {
@@ -699,6 +714,17 @@ async def run_independent(job: dict[str, Any]) -> list[dict[str, Any]]:
         "pairs": pairs,
     }
     return [_row("send", pooled, **extra, **cpu_fields(_sum_cpu(cpus), n))]
+
+
+async def _echo_side(client: EchoClient, echo: dict[str, Any], payload: bytes) -> Side:
+    """The reference echo's client as a side of the paired blocks: issue 10's floor, timed
+    the way its own latency row times it (:func:`run_echo`: the same client and payload)."""
+    await client.connect()
+    if await client.echo(payload) != payload:
+        raise RuntimeError(f"{echo['ref']} did not echo the payload")
+    return Side(
+        "echo", lambda: client.echo(payload), awaited=True, server_pid=int(echo["server_pid"])
+    )
 
 
 def _pair(

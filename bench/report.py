@@ -79,13 +79,17 @@ def _header(results: dict[str, Any]) -> str:
         "with the same 32-byte payload.",
         "- Ratios: each transport against its reference row, a bare echo of its family named by "
         f"its registry entry ({_refs_in_words(results)}), and against {FLOOR} (blocking "
-        "sockets, the cheapest Python round trip).",
+        "sockets, the cheapest Python round trip). The latency table's ratios are of rows "
+        "measured in steps of their own; the targets' (issue 10) are read, where the run has "
+        "them, from blocks of the reference's own client against its own server paired with "
+        "ChatClient's blocks in the transport's independent step (both servers on one vCPU, "
+        "the same moment), which a drift of the machine between steps cannot move.",
         "- CPU: every latency row carries the CPU time per call of the server process and of "
         "the client process (the bench's worker), so a client that is itself the bottleneck "
         "shows. The *lean* row is an independent client (bench/refs/lean_custom.py: a "
         "blocking socket around the custom codec) against the same server in the same run; "
-        "the *independent* rows are clients written from the websocket and gRPC contracts "
-        "with stock libraries (bench/refs/independent.py), likewise.",
+        "the *independent* rows are clients written from every transport's contract "
+        "(bench/refs/independent.py: frames by hand, or stock libraries), likewise.",
         "- Interference: every timing row records `other vCPUs`, the work other processes did "
         "on the machine while it was measured, and `steal vCPUs`, the time the hypervisor gave "
         "other guests meanwhile (/proc/stat's steal; — in rows from before it was recorded). "

@@ -35,7 +35,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -329,8 +329,30 @@ class BenchRun:
             "n": self.plan.per_round(total),
             "warmup": self.plan.warmup,
         }
-        for row in self._job(self.main, job, timeout=600):
+        with self._reference_beside(transport if kind == "independent" else None) as echo:
+            if echo is not None:
+                job["echo"] = echo
+            rows = self._job(self.main, job, timeout=600)
+        for row in rows:
             self._latency_row(row, transport, store, self.main.key)
+
+    @contextlib.contextmanager
+    def _reference_beside(self, transport: str | None) -> Iterator[dict[str, Any] | None]:
+        """The transport's reference server (its registry entry's ``reference``), started on
+        the transport server's vCPU for the length of one step, so that its echo client's
+        blocks pair with ChatClient's (bench/latency.py run_independent: issue 10's floor
+        ratio, paired); None for a transport without one."""
+        entry = registry.BY_NAME.get(transport or "")
+        if entry is None or entry.reference is None:
+            yield None
+            return
+        server = RefServer(entry.reference, cpu=self.main.server_cpu)
+        server.start()
+        try:
+            assert server.address is not None
+            yield {"ref": entry.reference, "address": server.address, "server_pid": server.pid}
+        finally:
+            server.stop()
 
     def echo(self, group: str, placement: Placement, full: bool) -> None:
         transport, _ = self._split(group)

@@ -142,6 +142,11 @@ def independent_row(results: dict[str, Any], transport: str) -> Row | None:
     return find_latency(results, transport, "send", client=INDEPENDENT_CLIENT)
 
 
+def floor_p50_name(transport: str, ref: str, limit: float) -> str:
+    """Issue 10's target of a transport against its reference row."""
+    return f"{transport} send p50 <= {limit}x {ref} p50"
+
+
 def independent_p50_name(transport: str, asyncio: bool = True) -> str:
     """Issue 8's target of a transport with an independent client: against its independent
     asyncio client (``asyncio``), or, in results whose pairs have none, its blocking one."""
@@ -325,17 +330,43 @@ def _client_cpu(row: Row | None) -> float | None:
 
 
 def _floor_targets(results: dict[str, Any]) -> list[Row]:
-    """Each transport's send p50 against the reference row its registry entry names."""
+    """Each transport's send p50 against the reference row its registry entry names.
+
+    Where the transport's independent step paired blocks of the reference's echo client with
+    ChatClient's (stop 25 on: ``echo_*`` in its pairs), from those pairs (the median of the
+    per-pair ratios, same moment, both servers on one vCPU); else the two latency rows, each
+    measured in a step of its own."""
     out = []
     asked = results.get("meta", {}).get("transports")
     for transport, ref in references(results).items():
         if asked is not None and transport not in asked:
             continue  # not asked for in this run
-        mine, floor = round_trip_row(results, transport), round_trip_row(results, ref)
         limit = P50_LIMITS.get(ref, DEFAULT_P50_LIMIT)
+        row = independent_row(results, transport)
+        pairs: list[Row] = (row or {}).get("pairs") or []
+        if pairs and all("echo_p50_us" in p and "bare_p50_us" in p for p in pairs):
+            bare_words = str((row or {}).get("bare_impl") or "the independent asyncio client")
+            out.append(
+                _paired_target(
+                    floor_p50_name(transport, ref, limit),
+                    row,
+                    pairs,
+                    "p50_us",
+                    limit,
+                    "lower",
+                    "send p50",
+                    "echo",
+                    f"{ref}'s own client against its echo",
+                    (bare_words, "our server's and protocol's share"),
+                    source=P50_LIMITS_SOURCE,
+                    servers="each client its own server, the two on one vCPU",
+                )
+            )
+            continue
+        mine, floor = round_trip_row(results, transport), round_trip_row(results, ref)
         out.append(
             _target(
-                f"{transport} send p50 <= {limit}x {ref} p50",
+                floor_p50_name(transport, ref, limit),
                 ratio(p50(mine), p50(floor)),
                 limit,
                 "lower",
@@ -462,6 +493,8 @@ def _paired_target(
     ref_words: str,
     bare: tuple[str, str],
     beside: str = "bare",
+    source: str = LEAN_SOURCE,
+    servers: str = "same server",
 ) -> Row:
     """A target read from a paired row's block pairs (every round's): the median of the
     per-pair ratios ChatClient ÷ ``ref`` of ``figure``, with its interval over the pairs;
@@ -470,7 +503,7 @@ def _paired_target(
     rounds = len({p.get("round", 0) for p in pairs})
     where = (
         f"paired blocks in one process, {len(pairs)} pairs "
-        f"({rounds} round{'s' if rounds != 1 else ''}), same server"
+        f"({rounds} round{'s' if rounds != 1 else ''}), {servers}"
     )
     value, ci, note = paired_ratio(pairs, figure, "chat", ref)
     chat = median(p.get(f"chat_{figure}") for p in pairs)
@@ -485,7 +518,7 @@ def _paired_target(
         f"{where}{note}{_bare_share(pairs, figure, ref, *bare, beside=beside)}",
         disturbed(row),
         ci,
-        LEAN_SOURCE,
+        source,
     )
 
 

@@ -40,6 +40,40 @@ async def test_the_custom_step_has_a_hand_written_client_and_a_bare_asyncio_one(
     assert_three_way_pairs(row, "independent")
 
 
+async def test_the_reference_echo_stands_beside_each_pair_on_its_own_server() -> None:
+    # issue 10's floor, paired: tcp_echo's own client against its own server, a block beside
+    # every pair, timed (and its server's CPU read) like the others
+    from bench.latency import run_independent
+    from bench.procs import RefServer
+    from wirechat.launch import ServerProcess
+
+    server = ServerProcess(["custom"], ":memory:").start()
+    echo = RefServer("tcp_echo").start()
+    try:
+        assert echo.address is not None
+        job = {
+            "target": {
+                "kind": "chat",
+                "transport": "custom",
+                "address": list(server.addresses["custom"]),
+                "server_pid": server.pid,
+            },
+            "echo": {"ref": "tcp_echo", "address": list(echo.address), "server_pid": echo.pid},
+            "n": 20,
+            "warmup": 2,
+            "prefix": "le",
+            "body": "x" * 32,
+        }
+        (row,) = await run_independent(job)
+    finally:
+        echo.stop()
+        server.stop()
+    for p in row["pairs"]:
+        assert sorted(p["order"]) == ["bare", "chat", "echo", "independent"]
+        assert p["echo_p50_us"] > 0 and p["echo_cpu_us"] > 0
+        assert p["echo_server_cpu_us"] > 0  # the echo server's own CPU, not the chat server's
+
+
 @pytest.mark.parametrize("name", ["custom", "protobuf-tcp"])
 async def test_a_hand_framed_client_sends_what_the_product_stores(name: str) -> None:
     # a hand-framed client is only a cross-check if the server takes its frames as the

@@ -134,6 +134,21 @@ def test_custom_client_cpu_is_read_against_the_hand_framed_blocking_client() -> 
     assert found["custom send p50 within 15% of an independent asyncio client's"]["value"]
 
 
+def test_the_floor_ratio_comes_from_the_echo_blocks_beside_the_pairs() -> None:
+    # the unpaired rows would read 500 / 100 = 5x; the pairs, each with the echo's block
+    # beside it at the same moment, read ChatClient 1.1x the echo
+    echoed = [
+        pair(400.0, 110.0 + i, i // 4, bare_p50_us=105.0, echo_p50_us=100.0) for i in range(12)
+    ]
+    found = verdicts(with_rows([independent("grpc", echoed, bare_impl="a grpc.aio stub")]))
+    target = found[targets.floor_p50_name("grpc", "grpc_echo", 1.15)]
+    assert target["value"] == pytest.approx(1.155, abs=1e-3)  # median of 1.10 .. 1.21
+    assert target["source"] == "issue 10" and target["status"] == targets.UNSETTLED
+    assert "grpc_echo's own client against its echo 100.0 µs" in target["detail"]
+    assert "a grpc.aio stub reads 1.05x the echo one" in target["detail"]
+    assert "each client its own server, the two on one vCPU" in target["detail"]
+
+
 def test_a_planned_transport_without_its_row_is_not_applicable_never_a_pass() -> None:
     found = verdicts(with_rows([independent("websocket", WS_PAIRS)]))
     for transport in INDEPENDENT_TRANSPORTS:
