@@ -15,21 +15,22 @@ Theory of operation
     none; the per-address cap bounds what a host may make the server *hold* (sessions, their
     queues, their streams), while raw connections are bounded only per listener.
   * **Overload (defect 8).** grpc.aio takes calls from the C core on the event loop, one
-    outstanding request per method. When calls arrive faster than the loop takes them, they
-    wait in the core's queue, and past ``grpc.server.max_pending_requests`` (default 1,000,
-    dropping at random up to the hard limit of 3,000) the core kills new calls with a bare
-    CANCELLED, no reason and no log: that was the 1.6-12 % of sends lost at 1,000 sends/s with
-    1,000 sessions. Here the core's queue may hold PENDING_CALLS calls (bounded in memory by
-    the connection and stream caps), so nothing vanishes, and :class:`LoadMeter` keeps it
-    short: it measures how long a call waits (a probe through the Sends' queue, and the loop's
-    own lag), and past OVERLOAD_LAG (0.2 s) a request that creates work (Send, Signup, Login, reads)
-    is refused with RESOURCE_EXHAUSTED (``OVERLOADED``) and a sentence saying so, before the
-    core is called, with a probability that grows with the wait. So is any such request once
-    MAX_CALLS_IN_FLIGHT are being served, or whose deadline passed while it waited (its caller
-    has given up: doing the work would store a message its sender was told had failed).
-    Nothing was stored, so a retry cannot duplicate. Acks, logouts and deletions are always
-    served: they free state. Refusing costs a fraction of serving (no store, no push, no ack
-    follows), so the server serves what it can and refuses the rest, in words.
+    outstanding request at a time (every method shares it: _services). When calls arrive faster
+    than the loop takes them, they wait in the core's queue, and past
+    ``grpc.server.max_pending_requests`` (default 1,000, dropping at random up to the hard limit
+    of 3,000) the core kills new calls with a bare CANCELLED, no reason and no log: that was the
+    1.6-12 % of sends lost at 1,000 sends/s with 1,000 sessions. Here the core's queue may hold
+    PENDING_CALLS calls (bounded in memory by the connection and stream caps), so nothing
+    vanishes, and :class:`LoadMeter` keeps it short: it measures how long a call waits (a probe
+    through that queue, and the loop's own lag), and past OVERLOAD_LAG (0.2 s) a request that
+    creates work (Send, Signup, Login, reads) is refused with RESOURCE_EXHAUSTED
+    (``OVERLOADED``) and a sentence saying so, before the core is called, with a probability
+    that grows with the wait. So is any such request once MAX_CALLS_IN_FLIGHT are being served,
+    or whose deadline passed while it waited (its caller has given up: doing the work would
+    store a message its sender was told had failed). Nothing was stored, so a retry cannot
+    duplicate. Acks, logouts and deletions are always served: they free state. Refusing costs a
+    fraction of serving (no store, no push, no ack follows), so the server serves what it can
+    and refuses the rest, in words.
   * **Slow consumers.** A push stream whose write makes no progress for ``stall_timeout``
     (the client stopped reading: HTTP/2 flow control holds the write) ends its session as a
     slow consumer at once, instead of after MAX_SESSION_QUEUE queued messages. What such a
@@ -148,7 +149,7 @@ class LoadMeter:
 
     The queue is invisible to Python, so it is measured the way CoDel measures a queue, by a
     packet's sojourn: while the server is busy, a probe (a call the server sends itself,
-    through its own queue: grpc-core keeps one per method, and the servicer probes the Sends')
+    through its own queue of calls: a Send without a token, refused at once)
     is kept outstanding, and how long it has been waiting, or took, is how long a call waits
     for the loop right now.
     """

@@ -39,8 +39,7 @@ from typing import Any, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health
 
 from core.errors import ChatError, InvalidArgument, NotLoggedIn, SessionClosed
 from core.service import ChatService
@@ -66,6 +65,7 @@ from transports.grpc._limits import (
     peer_ip,
     server_options,
 )
+from transports.grpc._services import add_health_and_reflection, add_service
 from transports.grpc._sessions import SessionTable
 from transports.grpc._wire import IDLE_TIMEOUT, SESSION_KEY
 
@@ -359,8 +359,9 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
 
 
 def add_to_server(servicer: ChatServicer, server: grpc.aio.Server) -> None:
-    """Register wirechat.v1.Chat, as the generated add_ChatServicer_to_server does, but with
-    request parsers that turn malformed input into Malformed (see there)."""
+    """Serve wirechat.v1.Chat, as the generated add_ChatServicer_to_server does, but with
+    request parsers that turn malformed input into Malformed (see there), and as a generic
+    handler only (_services: a registered method costs every call)."""
     handlers = {}
     for method in pb.DESCRIPTOR.services_by_name["Chat"].methods:
         request_class = getattr(pb, method.input_type.name)
@@ -375,8 +376,7 @@ def add_to_server(servicer: ChatServicer, server: grpc.aio.Server) -> None:
             request_deserializer=_lenient(request_class.FromString),
             response_serializer=response_class.SerializeToString,
         )
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
-    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+    add_service(server, SERVICE_NAME, handlers)
 
 
 class GrpcServer:
@@ -451,12 +451,7 @@ async def start_server(
     add_to_server(servicer, server)
 
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    await add_health_and_reflection(server, health_servicer, SERVICE_NAME)
 
     try:
         if tls is None:
@@ -474,8 +469,9 @@ async def start_server(
         raise OSError(f"cannot listen for gRPC on {host}:{port}")
     await server.start()
     sessions.start()
-    # The meter's queue probe (see LoadMeter): grpc-core keeps one queue per method, so the
-    # probe is a Send, without a token: it waits in the Sends' queue, then is refused at once.
+    # The meter's queue probe (see LoadMeter): a Send without a token, which waits in
+    # grpc-core's queue of calls like any other call (one queue for every method: _services),
+    # then is refused at once.
     probe_options = (("grpc.use_local_subchannel_pool", 1),)
     if tls is None:
         target = _bind_target(_reachable(host), bound)

@@ -45,8 +45,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health
 
 from core.errors import ChatError, SessionClosed
 from core.service import ChatService
@@ -58,6 +57,7 @@ from transports.grpc import _convert as cv
 from transports.grpc._errors import BY_NAME, Reason, closed_text, reason_for
 from transports.grpc._generated import chat_pb2 as pb
 from transports.grpc._limits import Admission, LoadMeter, peer_ip, server_options
+from transports.grpc._services import add_health_and_reflection, add_service
 
 log = logging.getLogger(__name__)
 
@@ -436,17 +436,8 @@ class ChatStreamServer:
             request_deserializer=_parse,
             response_serializer=pb.ServerMessage.SerializeToString,
         )
-        handlers = {"Connect": handler}
-        server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
-        )
-        server.add_registered_method_handlers(SERVICE_NAME, handlers)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        for name in ("", SERVICE_NAME):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        add_service(server, SERVICE_NAME, {"Connect": handler})
+        await add_health_and_reflection(server, self._health, SERVICE_NAME)
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
             if tls is None:
