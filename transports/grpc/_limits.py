@@ -256,7 +256,8 @@ class Admission:
     def busy(self, time_left: float | None = None) -> Refusal | None:
         """Why a request that creates work must not start now, or None. ``time_left``: the
         call's ``context.time_remaining()`` (None: no deadline)."""
-        self.meter.calls += 1
+        meter = self.meter
+        meter.calls += 1
         if time_left is not None and time_left <= 0:
             return Refusal(
                 "the request waited in the server's queue past its deadline; nothing was done"
@@ -266,7 +267,8 @@ class Admission:
                 f"the server is overloaded ({self.in_flight} requests in progress); "
                 "nothing was done: try again in a moment"
             )
-        return self.meter.refusal()
+        # (on the path of every request: the meter is asked only when it runs behind)
+        return None if meter.lag <= meter.limit else meter.refusal()
 
     def admit(self, ip: str | None, time_left: float | None = None) -> Refusal | None:
         """Count a new session from ``ip``, or say why not (overloaded, full, too many)."""

@@ -253,7 +253,9 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
 
     @_command
     async def Send(self, request: pb.SendRequest, session: Session) -> pb.SendReply:
-        result = await self.service.send(session, request.recipients, request.body)
+        # ([:] copies the names out in one call; iterating the repeated field ends in an
+        # IndexError raised and formatted inside protobuf, on every send)
+        result = await self.service.send(session, request.recipients[:], request.body)
         return cv.send_reply(result)
 
     @_command

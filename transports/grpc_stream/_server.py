@@ -148,7 +148,8 @@ async def _list_accounts(
 
 
 async def _send(stream: _Stream, request: pb.SendRequest, rid: int) -> pb.ServerMessage:
-    result = await stream.service.send(stream.session, request.recipients, request.body)
+    # ([:]: one call, where iterating the repeated field ends in an IndexError inside protobuf)
+    result = await stream.service.send(stream.session, request.recipients[:], request.body)
     return ServerMessage(request_id=rid, sent=cv.send_reply(result))
 
 
@@ -275,10 +276,14 @@ class _Stream:
             self.busy = True
             reply = await self.handle(message)
             if reply is not None:
-                async with lock:
+                # (acquire/release, not ``async with``: two coroutines fewer on every reply)
+                await lock.acquire()
+                try:
                     if self.closing:
                         break
                     await write(reply)
+                finally:
+                    lock.release()
             self.busy = False
             if session.closed:
                 break
@@ -330,10 +335,13 @@ class _Stream:
             async for item in source:
                 arm, body = push_arm(item)
                 message = ServerMessage(**{arm: body})
-                async with lock:
+                await lock.acquire()  # (as run() does)
+                try:
                     if self.closing:
                         return
                     await self.write(message)
+                finally:
+                    lock.release()
             if session.closed and not self.closing and not self.busy:
                 await self.end()  # (else the reader does, after the reply it is writing)
         except asyncio.CancelledError:
