@@ -15,10 +15,11 @@ Theory of operation (chat.proto, "The stream service", is the contract)
     cancelled while waiting must never end the session, so callers only queue.
   * Signup/Login/Resume set ``notices``: the server then pushes the notices of Rules 22-24 too.
   * One *reader* task reads the call: a Delivery goes to ``events.delivered``, a notice
-    (sent_copy, read_marker, gone) to ``events.notified``; a reply resolves
-    its request's future, and the waiting request turns it into the core result or error (the
-    one place ``StreamError`` becomes a ``core.errors`` error). When the call ends, its status
-    decides: a ``wirechat-error`` reason that ends a session is ``events.session_ended``,
+    (sent_copy, read_marker, gone) to ``events.notified``; a reply resolves its request's
+    future with the core result, or with the error (``error_of``: the one place ``StreamError``
+    becomes a ``core.errors`` error). ``request()`` is no coroutine: it returns that future,
+    so a call wakes its caller once and costs no coroutine of its own. When the call ends,
+    its status decides: a ``wirechat-error`` reason that ends a session is ``events.session_ended``,
     anything else (server gone, connection broken) ``events.connection_lost``.
   * ``close()`` drains the queue and half-closes, so the server handles the last Acks before it
     closes the session and ends the call with OK; then (or after ``CLOSE_TIMEOUT``) it cancels
@@ -31,16 +32,18 @@ import asyncio
 import contextlib
 import heapq
 import logging
+from asyncio import InvalidStateError
 from collections import deque
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 
 from core import requests as rq
 from core.client import ChatClient, ClientEvents
 from core.errors import ChatError, InvalidArgument, LimitExceeded, SessionClosed
-from core.types import Delivery
+from core.frozen import builder
+from core.types import Delivery, SendResult
 from transports import _wrong_port
 from transports._tls import ClientTls, grpc_channel
 from transports.grpc import _convert as cv
@@ -78,10 +81,27 @@ def _nothing(reply: Any) -> None:
     return None
 
 
+def _send(r: rq.Send, rid: int) -> pb.ClientMessage:
+    """A Send's ClientMessage, filled in place (the hottest request: ~0.7 µs less than building
+    a SendRequest and copying it into the ClientMessage)."""
+    message = ClientMessage(request_id=rid)
+    send = message.send
+    send.recipients.extend(r.recipients)
+    send.body = r.body
+    return message
+
+
+#: A SendReply's SendResult (cv.sent_of's value) at a third of its __init__'s cost (core.frozen).
+_sent: Callable[[pb.SendReply], SendResult] = builder(
+    SendResult,
+    "m",
+    ("m.message_id", "m.sent_at_ms", "tuple(m.unknown_recipients)", "m.conversation_id"),
+)
+
 Encoder = Callable[[Any, int], pb.ClientMessage]
 #: request type -> (its ClientMessage, the ServerMessage field of its reply, the core result)
 CODEC: dict[type, tuple[Encoder, str, Callable[[Any], Any]]] = {
-    rq.Send: (lambda r, rid: ClientMessage(request_id=rid, send=cv.send_pb(r)), "sent", cv.sent_of),
+    rq.Send: (_send, "sent", _sent),
     rq.Signup: (
         lambda r, rid: ClientMessage(request_id=rid, signup=cv.signup_pb(r, notices=True)),
         "logged_in",
@@ -181,7 +201,9 @@ class GrpcStreamTransport:
         self._events: ClientEvents | None = None
         self._channel: grpc.aio.Channel | None = None
         self._call: Any = None  # grpc.aio.StreamStreamCall
-        self._waiting: dict[int, asyncio.Future[pb.ServerMessage]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # request id -> (its caller's future, the reply's field, its result, the request type)
+        self._waiting: dict[int, tuple[asyncio.Future[Any], str, Callable[[Any], Any], type]] = {}
         self._free_ids: list[int] = []  # a heap of released ids below _next_id
         self._next_id = 1
         self._outbox: deque[bytes] = deque()
@@ -196,6 +218,7 @@ class GrpcStreamTransport:
     async def connect(self, events: ClientEvents) -> None:
         """Open the channel and the call; OSError/ConnectionError if the server is not there."""
         self._events = events
+        self._loop = asyncio.get_running_loop()
         channel = grpc_channel(self.target, CHANNEL_OPTIONS, self.tls)
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
@@ -250,33 +273,39 @@ class GrpcStreamTransport:
             self._events.connection_lost(None)
 
     # -- requests --------------------------------------------------------------------------
-    async def request(self, request: rq.Request[R]) -> R:
-        """Send ``request``; its reply's result, or the error it maps to."""
+    def request(self, request: rq.Request[R]) -> Awaitable[R]:
+        """Send ``request``; awaiting the result gives its reply's result, or raises the error
+        it maps to.
+
+        Not a coroutine, for speed: it returns the very future the reader resolves with the
+        result, so a call costs no coroutine of its own and wakes its caller once (issue 8)."""
         if self._gone is not None:
             raise type(self._gone)(*self._gone.args)
-        if request.__class__ is rq.Ack:
-            self._queue(_encode(_ack, request, 0))
-            return None  # type: ignore[return-value]
-        codec = CODEC.get(request.__class__)
+        cls = request.__class__
+        codec = CODEC.get(cls)
         if codec is None:
+            if cls is rq.Ack:
+                self._queue(_encode(_ack, request, 0))
+                done: asyncio.Future[Any] = self._loop.create_future()  # type: ignore[union-attr]
+                done.set_result(None)
+                return done
             raise TypeError(f"the grpc-stream transport cannot carry {request!r}")
-        build, field, result = codec
         rid = self._allocate_id()
         try:
-            data = _encode(build, request, rid)
+            data = _encode(codec[0], request, rid)
         except BaseException:
             heapq.heappush(self._free_ids, rid)
             raise
-        future: asyncio.Future[pb.ServerMessage] = asyncio.get_running_loop().create_future()
-        self._waiting[rid] = future
-        self._queue(data)
-        reply = await future  # cancelled: the id stays taken until the reply comes
-        kind = reply.WhichOneof("message")
-        if kind == field:
-            return cast(R, result(getattr(reply, field)))
-        if kind == "error":
-            raise error_of(reply.error)
-        raise ConnectionError(f"the server answered a {request.__class__.__name__} with {kind}")
+        future: asyncio.Future[R] = self._loop.create_future()  # type: ignore[union-attr]
+        # cancelled: the id stays taken until the reply comes
+        self._waiting[rid] = (future, codec[1], codec[2], cls)
+        self._outbox.append(data)
+        wake = self._wake
+        if wake is not None:  # _wake_writer, inline
+            self._wake = None
+            if not wake.done():
+                wake.set_result(None)
+        return future
 
     def _allocate_id(self) -> int:
         if self._free_ids:
@@ -320,7 +349,7 @@ class GrpcStreamTransport:
         assert self._events is not None
         delivered, notified = self._events.delivered, self._events.notified
         push_of = cv.push_of
-        waiting, free_ids = self._waiting, self._free_ids
+        waiting, free_ids, heappush = self._waiting, self._free_ids, heapq.heappush
         read = call.read
         try:
             while True:
@@ -337,16 +366,31 @@ class GrpcStreamTransport:
                         notified(event)
                     continue
                 rid = message.request_id
-                future = waiting.pop(rid, None)
-                if future is None:
+                entry = waiting.pop(rid, None)
+                if entry is None:
                     if kind == "error":  # a failed Ack (id 0): nobody waits for it
                         log.warning("the server refused an ACK: %s", message.error.message)
                     else:
                         log.warning("a reply to no request (id %d, %s): ignored", rid, kind)
                     continue
-                heapq.heappush(free_ids, rid)
-                if not future.done():
-                    future.set_result(message)
+                heappush(free_ids, rid)
+                future, field, result, cls = entry
+                if kind == field:
+                    try:
+                        future.set_result(result(getattr(message, field)))
+                    except InvalidStateError:
+                        pass  # the caller stopped waiting (cancelled)
+                    except Exception as exc:  # a reply we cannot read: this caller's error
+                        if not future.done():
+                            future.set_exception(exc)
+                elif future.done():
+                    pass  # the caller stopped waiting (cancelled)
+                elif kind == "error":
+                    future.set_exception(error_of(message.error))
+                else:
+                    future.set_exception(
+                        ConnectionError(f"the server answered a {cls.__name__} with {kind}")
+                    )
         except grpc.aio.AioRpcError as err:
             self._ended(err)
         except asyncio.CancelledError:
@@ -383,7 +427,7 @@ class GrpcStreamTransport:
         if self._gone is None:
             self._gone = error
         waiting, self._waiting = self._waiting, {}
-        for future in waiting.values():
+        for future, *_ in waiting.values():
             if not future.done():
                 future.set_exception(error)
         self._wake_writer()
