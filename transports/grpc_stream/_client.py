@@ -95,7 +95,14 @@ def _send(r: rq.Send, rid: int) -> pb.ClientMessage:
 _sent: Callable[[pb.SendReply], SendResult] = builder(
     SendResult,
     "m",
-    ("m.message_id", "m.sent_at_ms", "tuple(m.unknown_recipients)", "m.conversation_id"),
+    # (an empty repeated field, the usual case, is read once and never copied: ~2,500 of ~9,000
+    # instructions)
+    (
+        "m.message_id",
+        "m.sent_at_ms",
+        "tuple(u) if (u := m.unknown_recipients) else ()",
+        "m.conversation_id",
+    ),
 )
 
 Encoder = Callable[[Any, int], pb.ClientMessage]
@@ -350,11 +357,11 @@ class GrpcStreamTransport:
         delivered, notified = self._events.delivered, self._events.notified
         push_of = cv.push_of
         waiting, free_ids, heappush = self._waiting, self._free_ids, heapq.heappush
-        read = call.read
+        read, eof = call.read, grpc.aio.EOF
         try:
             while True:
                 message = await read()
-                if message is grpc.aio.EOF:
+                if message is eof:
                     self._ended(None)  # OK: the server answered our half-close
                     return
                 kind = message.WhichOneof("message")
