@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import bisect
 import itertools
+from collections.abc import Callable
 
+from core.frozen import builder
 from core.types import Conversation, Delivery
 from transports.custom._events import (
     Conversations,
@@ -205,10 +207,15 @@ def _enc_message(e: Deliver, out: bytearray) -> None:
     out += _utf8(e.body)
 
 
+#: Sent built without its dataclass __init__ (core.frozen): the reply to every SEND.
+_sent: Callable[..., Sent] = builder(Sent)
+
+
 def _dec_sent_v2(r: FrameReader, rid: int) -> Sent:
     rid = _request_id(rid)
     message_id, sent_at, conversation_id = r.v64(), r.v64(), r.v64()
-    return Sent(rid, message_id, sent_at, r.texts(r.v32()), conversation_id)
+    unknown = r.v32()  # almost always none
+    return _sent(rid, message_id, sent_at, r.texts(unknown) if unknown else (), conversation_id)
 
 
 def _enc_sent_v2(e: Sent, out: bytearray) -> None:
