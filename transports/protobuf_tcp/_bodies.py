@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import empty_pb2
 from google.protobuf.descriptor import FieldDescriptor
@@ -143,7 +143,7 @@ def _enc_hello(e: Hello, out: bytearray) -> None:
 
 
 # -- protobuf bodies ----------------------------------------------------------------------------
-def _refusal(cls: type[Message], body: bytes) -> ProtocolError:
+def _refusal(cls: type[Message], body: bytes | bytearray) -> ProtocolError:
     """Why protobuf refused ``body`` as a ``cls`` (only called once it has).
 
     upb validates UTF-8 while parsing and reports it as a DecodeError like any other, so look
@@ -151,6 +151,7 @@ def _refusal(cls: type[Message], body: bytes) -> ProtocolError:
     sound, and a string field of ``cls`` holding ill-formed UTF-8 is INVALID_UTF8.
     """
     name = cls.DESCRIPTOR.full_name
+    body = bytes(body)
     try:
         fields = UnknownFieldSet(empty_pb2.Empty.FromString(body))
     except DecodeError:
@@ -174,11 +175,12 @@ def _decoder(
     cls: type[Message], check_id: Callable[[int], int], make: Callable[[Any, int], Any]
 ) -> Decoder:
     """A decoder: check the request id, parse the rest of the frame as ``cls``, build the event."""
-    parse = cls.FromString
+    # (upb parses any buffer, so the frame's bytes need no copy to bytes; the stubs say bytes)
+    parse = cast(Callable[[bytes | bytearray], Message], cls.FromString)
 
     def decode(r: FrameReader, rid: int) -> Any:
         rid = check_id(rid)
-        body = r.rest()
+        body, r.pos = r.buf[r.pos : r.end], r.end
         try:
             message = parse(body)
         except DecodeError:
@@ -218,7 +220,10 @@ def _zero(e: Any) -> int:
 
 
 # Checks the custom protocol makes that a protobuf schema cannot (PROTOCOL.md section 4).
-def _recipients(names: Any) -> tuple[str, ...]:
+def _recipients(field: Any) -> tuple[str, ...]:
+    # (a slice copies upb's repeated field in one call; ``tuple(field)`` walks it item by
+    # item: ~2,300 instructions less on every SEND, callgrind)
+    names = field[:]
     if not 1 <= len(names) <= MAX_RECIPIENTS:
         raise _malformed(f"SEND names 1..{MAX_RECIPIENTS} recipients, not {len(names)}")
     return tuple(names)
