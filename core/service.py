@@ -115,6 +115,9 @@ def token_hash(token: str) -> bytes:
 _NEVER_A_PASSWORD_CHARS = 4096
 
 
+#: A name longer than this (in characters) is longer than any username (its UTF-8 bytes).
+_NAME_MAX = limits.MAX_USERNAME_CHARS * 4
+
 #: Characters a username may hold (Rule 1), and the two wildcards of a pattern (Rule 7).
 _NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 _PATTERN_CHARS = _NAME_CHARS | {"*", "?"}
@@ -216,10 +219,7 @@ class ChatService:
     async def login(self, session: Session, username: str, password: str) -> LoginResult:
         self._require_anonymous(session)
         try:
-            if (
-                len(username) > limits.MAX_USERNAME_CHARS * 4
-                or len(password) > _NEVER_A_PASSWORD_CHARS
-            ):
+            if len(username) > _NAME_MAX or len(password) > _NEVER_A_PASSWORD_CHARS:
                 raise AuthFailed()  # don't let junk into the throttle table or the hasher
             # Refused at once (TooManyAttempts), or waits out this address's own backoff:
             # never behind other addresses' attempts (core.throttle).
@@ -309,7 +309,7 @@ class ChatService:
         self._require_active(session)
         if len(pattern) > limits.MAX_PATTERN_CHARS:
             raise LimitExceeded(f"a pattern is at most {limits.MAX_PATTERN_CHARS} characters")
-        if len(after) > limits.MAX_USERNAME_CHARS * 4:
+        if len(after) > _NAME_MAX:
             raise LimitExceeded("the paging cursor is longer than any username")
         if limit < 0:
             raise InvalidArgument("the page size must not be negative")
@@ -367,7 +367,10 @@ class ChatService:
         sender = session.username
         if session.state is not State.ACTIVE or sender is None:
             sender = self._require_active(session)  # (raises why not)
-        names = self._validate_recipients(recipients)
+        if type(recipients) is tuple and len(recipients) == 1 and len(recipients[0]) <= _NAME_MAX:
+            names: Sequence[str] = recipients  # (most messages: _validate_recipients' first case)
+        else:
+            names = self._validate_recipients(recipients)
         # (an ASCII body's length is its size: only other text is encoded to count it)
         body_size = len(body) if body.isascii() else len(body.encode("utf-8", "surrogatepass"))
         if body_size == 0:
@@ -569,14 +572,14 @@ class ChatService:
         names = list(participants)
         if len(names) > limits.MAX_RECIPIENTS + 1:
             raise LimitExceeded(f"a conversation has at most {limits.MAX_RECIPIENTS + 1} people")
-        if any(len(name) > limits.MAX_USERNAME_CHARS * 4 for name in names):
+        if any(len(name) > _NAME_MAX for name in names):
             raise LimitExceeded("a participant name is longer than any username")
         return sorted(set(names) - {me})
 
     def _validate_recipients(self, recipients: Sequence[str]) -> list[str]:
         names = list(recipients)
         if len(names) == 1:  # (most messages: nothing to compare, on the path of every send)
-            if len(names[0]) > limits.MAX_USERNAME_CHARS * 4:
+            if len(names[0]) > _NAME_MAX:
                 raise LimitExceeded("a recipient name is longer than any username")
             return names
         if not names:
@@ -587,7 +590,7 @@ class ChatService:
             )
         if len(set(names)) != len(names):
             raise InvalidArgument("each recipient may be named only once")
-        if max(map(len, names)) > limits.MAX_USERNAME_CHARS * 4:
+        if max(map(len, names)) > _NAME_MAX:
             raise LimitExceeded("a recipient name is longer than any username")
         return names
 
