@@ -403,8 +403,8 @@ class _Connection:
             # but a notice. Decided before any await, so the pump sends nothing after it.
             self._ending = True
             self._stop_pump()
-        if reply is not None:
-            await self._send(reply, last=self._ending)
+        if reply is not None:  # (sent even when ending: the last message; see _send)
+            await self._ws.send(reply)
         if self._session.closed:
             # After a failed signup/login or the client's own deletion the reply said why;
             # any other end (deleted elsewhere, shutdown) is told by the notice.
