@@ -29,7 +29,7 @@ from bench.refs import INDEPENDENT_TRANSPORTS
 from bench.refs.independent_aio import BARE
 from bench.runner import run_bench
 from bench.stats import PERCENTILES
-from bench.targets import independent_p50_name
+from bench.targets import INDEPENDENT_CPU_NAME, independent_p50_name
 from transports import registry
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -201,10 +201,11 @@ def test_the_lean_client_measured_the_same_server(results: dict[str, Any]) -> No
     # ChatClient measured in blocks paired with the lean client's, in one process, each round
     assert {p["round"] for p in lean["pairs"]} == set(range(TINY.rounds))
     assert all(p["chat_cpu_us"] > 0 and p["lean_cpu_us"] > 0 for p in lean["pairs"])
-    lean_targets = [t for t in results["targets"] if "lean client" in t["name"]]
-    assert any("p50" in t["name"] for t in lean_targets)
-    assert any("CPU" in t["name"] for t in lean_targets)
-    assert all("paired blocks in one process" in t["detail"] for t in lean_targets)
+    # issue 8's client-CPU limit reads the hand-framed independent blocking client's blocks
+    # (leaner than the lean client); the p50 is the independent asyncio client's target
+    found = {t["name"]: t for t in results["targets"]}
+    assert "paired blocks in one process" in found[INDEPENDENT_CPU_NAME]["detail"]
+    assert not [name for name in found if "lean client" in name]
 
 
 @pytest.mark.parametrize("transport", INDEPENDENT_TRANSPORTS)
@@ -219,6 +220,7 @@ def test_the_independent_client_measured_the_same_server(
     assert {p["round"] for p in row["pairs"]} == set(range(TINY.rounds))
     for p in row["pairs"]:
         assert p["chat_p50_us"] > 0 and p["independent_p50_us"] > 0
+        assert p["echo_p50_us"] > 0  # its reference echo, on a server of its own beside
         assert ("bare_p50_us" in p) == (transport in BARE)  # a bare asyncio client
     (target,) = [t for t in results["targets"] if t["name"] == independent_p50_name(transport)]
     assert target["value"] is not None and "paired blocks in one process" in target["detail"]
@@ -227,8 +229,14 @@ def test_the_independent_client_measured_the_same_server(
 
 def test_targets_are_evaluated(results: dict[str, Any]) -> None:
     with_reference = [e for e in registry.BY_NAME.values() if e.wire and e.reference]
-    # lean x2, one per independent client, saturation, SQLite, bytes
-    assert len(results["targets"]) == len(with_reference) + 5 + len(INDEPENDENT_TRANSPORTS)
+    # client CPU, one per independent client, saturation, SQLite, bytes
+    assert len(results["targets"]) == len(with_reference) + 4 + len(INDEPENDENT_TRANSPORTS)
+    # issue 10's floors from the echo blocks paired with ChatClient's (both servers, one vCPU)
+    for entry in with_reference:
+        (floor,) = [
+            t for t in results["targets"] if t["name"].startswith(f"{entry.name} send p50 <=")
+        ]
+        assert "each client its own server, the two on one vCPU" in floor["detail"], entry.name
     assert {t["status"] for t in results["targets"]} <= {"PASS", "MISS", "not settled"}
     assert results["payload_sizes"]
 
