@@ -12,6 +12,7 @@ Also here: the account page's change-password and delete-with-password forms.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 import threading
@@ -57,6 +58,11 @@ class Relay:
 
     def stop_listening(self) -> None:
         if self._server is not None:
+            # shutdown() first: close() alone leaves the socket listening while the accept
+            # thread is blocked in accept() on it, so listen() again failed with EADDRINUSE
+            # unless a connection happened to arrive meanwhile (CI, 2026-11-30)
+            with contextlib.suppress(OSError):
+                self._server.shutdown(socket.SHUT_RDWR)
             self._server.close()
             self._server = None
 
