@@ -291,12 +291,7 @@ class GrpcStreamTransport:
         future: asyncio.Future[R] = self._loop.create_future()  # type: ignore[union-attr]
         # cancelled: the id stays taken until the reply comes
         self._waiting[rid] = (future, codec[1], codec[2], cls)
-        self._outbox.append(data)
-        wake = self._wake
-        if wake is not None:  # _wake_writer, inline
-            self._wake = None
-            if not wake.done():
-                wake.set_result(None)
+        self._queue(data)
         return future
 
     def _allocate_id(self) -> int:

@@ -279,19 +279,6 @@ _V2_REPLIES: tuple[Spec, ...] = (
 )
 
 
-def _send_reply(e: Sent) -> chat.SendReply:
-    """The SENT of every SEND: the message ``convert.send_reply`` builds for gRPC, but an empty
-    ``unknown_recipients`` (nearly every reply) is not named in the constructor, where it
-    costs upb ~3,400 instructions of a whole send's ~85,000 (callgrind); the bytes are the
-    same (tests/unit/test_protobuf_tcp_send_path.py)."""
-    reply = chat.SendReply(
-        message_id=e.message_id, sent_at_ms=e.sent_at_ms, conversation_id=e.conversation_id
-    )
-    if e.unknown_recipients:
-        reply.unknown_recipients.extend(e.unknown_recipients)
-    return reply
-
-
 # Version 1 messages whose version 2 events carry more fields: the same protobuf messages.
 _V2_LAYOUTS: dict[Opcode, Spec] = {
     Opcode.SENT: (
@@ -305,7 +292,7 @@ _V2_LAYOUTS: dict[Opcode, Spec] = {
                 i, m.message_id, m.sent_at_ms, tuple(m.unknown_recipients), m.conversation_id
             ),
         ),
-        _encoder(_rid, 1, _send_reply),
+        _encoder(_rid, 1, convert.send_reply),
     ),
     Opcode.DELIVER: (
         Opcode.DELIVER,
