@@ -342,12 +342,14 @@ async def run_load(job: dict[str, Any]) -> list[dict[str, Any]]:
     the job asks) the websocket transport and ws_echo. A closed-loop step of a chat
     transport also measures the product's client, first, so the step's rows are [client,
     lean-*]: the runner steps the open loop from the last closed-loop row, the one that
-    saturates the server.
+    saturates the server. A job with ``lean_only`` (a block of a paired scene:
+    bench/durable_scene.py) runs the lean generator alone.
     """
     engine = lean_chat_engine(job)
     if engine is not None:
         rows = []
-        if job["mode"] == "closed" and job["target"]["kind"] == "chat":
+        client_too = job["target"]["kind"] == "chat" and not job.get("lean_only")
+        if job["mode"] == "closed" and client_too:
             # what the product client reaches and costs: half the step's time is plenty
             # for a per-op figure (thousands of sends), and keeps the full bench in budget
             rows = await _run_client({**job, "duration_s": job["duration_s"] * CLIENT_SHARE})

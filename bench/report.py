@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bench import flame, loadgen_scene, population, run_phases, tls_report
+from bench import durable_scene, flame, loadgen_scene, population, run_phases, tls_report
 from bench.config import (
     DEFAULT_P50_LIMIT,
     FLOOR,
@@ -277,6 +277,7 @@ def render(results: dict[str, Any], images: Sequence[str] = ()) -> str:
         lambda: deliver_section(results),
         lambda: placement_section(results),
         lambda: load_section(results, images),
+        lambda: durable_scene.section(results),
         lambda: loadgen_scene.section(results, images),  # issue 10's scenes: their own modules
         lambda: population.section(results, images),
         lambda: flame.section(results, images),

@@ -27,6 +27,7 @@ BYTE_CHECKS = "byte re-checks in rounds"
 BYTES = "bytes on the wire"
 CLOSED = "load: closed loop"
 OPEN = "load: open-loop steps"
+DURABLE = "durable share, paired"
 GENERATOR = "generator ceiling"
 POPULATION = "population"
 PROFILES = "flame profiles"
@@ -43,6 +44,7 @@ PHASES = (
     BYTES,
     CLOSED,
     OPEN,
+    DURABLE,
     GENERATOR,
     POPULATION,
     PROFILES,
@@ -66,6 +68,7 @@ _BY_LABEL: tuple[tuple[str, str], ...] = (
     (r": (latency|lean reference client|independent client)$", LATENCY),
     (r": load closed$", CLOSED),
     (r": load \d+%$", OPEN),
+    (r": durable share", DURABLE),
     (r"^generator ceiling", GENERATOR),
     (r": population x\d+$", POPULATION),
     (r": profile \(py-spy\)$", PROFILES),

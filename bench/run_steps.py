@@ -12,8 +12,8 @@
 2. Bytes on the wire in full, every wire transport at once, each on a server of its own
    (BenchRun.sizes_all: nothing there is timed, and one transport's measurement is mostly
    quiet waits, which overlap).
-3. The scenes that start their own servers: the generator's ceiling, the population, the flame
-   profiles, the TLS rows.
+3. The scenes that start their own servers: the durable share (memory and SQLite paired),
+   the generator's ceiling, the population, the flame profiles, the TLS rows.
 4. The payload sizes (no server).
 
 Every step names its phase (bench/run_phases.py), so a run records where its time went.
@@ -75,9 +75,9 @@ def steps(run: BenchRun) -> list[Step]:
     if any(not run.in_process(t) for t in run.chats):
         out.append(Step(BYTES_LABEL, run.sizes_all, BYTES_GROUP, phase=ph.BYTES))
     # issue 10's scenes, and issue 13's TLS rows: each module starts its own servers
-    from bench import flame, loadgen_scene, population, tls_rows
+    from bench import durable_scene, flame, loadgen_scene, population, tls_rows
 
-    for scene in (loadgen_scene, population, flame, tls_rows):
+    for scene in (durable_scene, loadgen_scene, population, flame, tls_rows):
         out += scene.steps(run)
     out.append(Step("payload sizes", run.payload_sizes, "payload_sizes", phase=ph.PAYLOADS))
     return out

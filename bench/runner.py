@@ -379,17 +379,30 @@ class BenchRun:
             }
         )
 
-    def load(self, group: str, mode: str, fraction: float | None = None) -> None:
-        transport, store = self._split(group)
-        plan = self.plan
-        job: dict[str, Any] = {
+    def _load_job(self, group: str, mode: str) -> dict[str, Any]:
+        """A load step's job, before its mode's own figures."""
+        return {
             "kind": "load",
             "target": self._target(group),
             "mode": mode,
-            "connections": plan.connections,
-            "warmup": plan.load_warmup,
+            "connections": self.plan.connections,
+            "warmup": self.plan.load_warmup,
             "frames": True,  # custom-framed transports: the lean frame generator (bench/load.py)
         }
+
+    def closed_block(self, group: str, duration_s: float) -> dict[str, Any]:
+        """One closed loop of the lean generator alone against ``group``'s server (no product
+        client beside it, not recorded as a load row): a block of a paired scene
+        (bench/durable_scene.py)."""
+        job = self._load_job(group, "closed")
+        job.update(depth=self.plan.depth, duration_s=duration_s, lean_only=True)
+        [row] = self._job(self.main, job, timeout=duration_s * 3 + 120)
+        return row
+
+    def load(self, group: str, mode: str, fraction: float | None = None) -> None:
+        transport, store = self._split(group)
+        plan = self.plan
+        job = self._load_job(group, mode)
         if mode == "closed":
             job.update(depth=plan.depth, duration_s=plan.closed_s)
             timeout = plan.closed_s * 3 + 120

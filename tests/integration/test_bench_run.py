@@ -29,7 +29,7 @@ from bench.refs import INDEPENDENT_TRANSPORTS
 from bench.refs.independent_aio import BARE
 from bench.runner import run_bench
 from bench.stats import PERCENTILES
-from bench.targets import INDEPENDENT_CPU_NAME, independent_p50_name
+from bench.targets import INDEPENDENT_CPU_NAME, SQLITE_NAME, independent_p50_name
 from transports import registry
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -225,6 +225,18 @@ def test_the_independent_client_measured_the_same_server(
     (target,) = [t for t in results["targets"] if t["name"] == independent_p50_name(transport)]
     assert target["value"] is not None and "paired blocks in one process" in target["detail"]
     assert f"| {transport} (independent client) | send |" in (run_dir / "REPORT.md").read_text()
+
+
+def test_the_durable_share_pairs_both_stores(results: dict[str, Any], run_dir: Path) -> None:
+    # issue 10 item 1: memory and SQLite servers at once, blocks in turn, the first alternating
+    pairs = results["durable"]
+    assert [p["first"] for p in pairs] == ["memory", "sqlite"][: len(pairs)]
+    for p in pairs:
+        assert p["memory_per_s"] > 0 and p["sqlite_per_s"] > 0
+        assert p["memory_cpu_us"] > 0 and p["sqlite_cpu_us"] > 0
+    (target,) = [t for t in results["targets"] if t["name"] == SQLITE_NAME]
+    assert target["value"] is not None and f"{len(pairs)} pairs" in target["detail"]
+    assert "## The durable share, paired" in (run_dir / "REPORT.md").read_text()
 
 
 def test_targets_are_evaluated(results: dict[str, Any]) -> None:
