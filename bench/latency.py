@@ -487,7 +487,7 @@ def _block_figures(hist: HdrHistogram, cpu: dict[str, float | None], n: int) -> 
 @dataclass(frozen=True)
 class Side:
     """One client of a paired-blocks step: its name in ``pairs`` (``lean``, ``independent``,
-    ``chat``, ``bare``, ``echo``) and one send with no arguments, a blocking call or
+    ``chat``, ``bare``, ``echo``, ``contract``) and one send with no arguments, a blocking call or
     (``awaited``) a coroutine function; ``server_pid``: the server it talks to, when not the
     step's (the echo reference's)."""
 
@@ -660,6 +660,10 @@ async def run_independent(job: dict[str, Any]) -> list[dict[str, Any]]:
     echo client stands beside each pair too (``echo_*``): issue 10's floor, paired with
     ChatClient the way issue 8's clients are, so the ratio cancels the machine's drift
     between steps (bench/targets.py reads it).
+    Where the job names a server of the transport's contract with no chat behind it
+    (``contract``: bench/refs/null_chat.py, for the gRPC transports), a block of the same bare
+    asyncio client against it stands beside each pair too (``contract_*``): what the contract
+    itself costs over the echo, before any server does work.
     Returns one row: the independent client's (``client: "independent"``, ``client_impl``
     naming it, its blocks pooled), carrying ``pairs`` (bench/SCHEMA.md)."""
     from bench.refs.independent import INDEPENDENT
@@ -677,6 +681,8 @@ async def run_independent(job: dict[str, Any]) -> list[dict[str, Any]]:
     bare = BARE[transport]() if transport in BARE else None
     echo = job.get("echo")  # the transport's reference server, running beside it
     echoer = None if echo is None else echo_client(echo["ref"], tuple(echo["address"]))
+    contract = job.get("contract")  # its contract served with no chat behind it (null_chat)
+    floor = BARE[transport]() if contract is not None and transport in BARE else None
     try:
         async with asyncio.timeout(SECTION_TIMEOUT):
             await target.discard(await target.user(recipient))
@@ -688,6 +694,10 @@ async def run_independent(job: dict[str, Any]) -> list[dict[str, Any]]:
                 beside.append(Side("bare", bare.send, awaited=True))
             if echo is not None and echoer is not None:
                 beside.append(await _echo_side(echoer, echo, body.encode()))
+            if contract is not None and floor is not None:
+                await floor.open(tuple(contract["address"]), f"{prefix}n", recipient, body)
+                pid = int(contract["server_pid"])
+                beside.append(Side("contract", floor.send, awaited=True, server_pid=pid))
             pairs, pooled, cpus = await paired_blocks(
                 Side("independent", independent.send, awaited=False),
                 Side("chat", lambda: chat.send(recipients, body), awaited=True),
@@ -704,6 +714,8 @@ async def run_independent(job: dict[str, Any]) -> list[dict[str, Any]]:
             await bare.close()
         if echoer is not None:
             await echoer.close()
+        if floor is not None:
+            await floor.close()
         await target.aclose()
     n = sum(p["n"] for p in pairs)
     extra = {

@@ -51,6 +51,7 @@ from bench.config import (
 )
 from bench.noise import RetryBudget, disturbed, least_disturbed
 from bench.procs import Placement, RefServer, Worker, available_cpus, choose_placement
+from bench.refs import CONTRACT_FLOORS
 from bench.run_steps import BYTES_GROUP, SkipGroup, Step
 from transports import registry
 from wirechat.launch import ServerProcess
@@ -329,30 +330,37 @@ class BenchRun:
             "n": self.plan.per_round(total),
             "warmup": self.plan.warmup,
         }
-        with self._reference_beside(transport if kind == "independent" else None) as echo:
-            if echo is not None:
-                job["echo"] = echo
+        with self._reference_beside(transport if kind == "independent" else None) as beside:
+            job.update(beside)
             rows = self._job(self.main, job, timeout=600)
         for row in rows:
             self._latency_row(row, transport, store, self.main.key)
 
     @contextlib.contextmanager
-    def _reference_beside(self, transport: str | None) -> Iterator[dict[str, Any] | None]:
-        """The transport's reference server (its registry entry's ``reference``), started on
-        the transport server's vCPU for the length of one step, so that its echo client's
-        blocks pair with ChatClient's (bench/latency.py run_independent: issue 10's floor
-        ratio, paired); None for a transport without one."""
+    def _reference_beside(self, transport: str | None) -> Iterator[dict[str, Any]]:
+        """The transport's reference server (its registry entry's ``reference``) and, for a
+        gRPC transport, its contract's floor (bench/refs/null_chat.py), started on the
+        transport server's vCPU for the length of one step, so that their clients' blocks
+        pair with ChatClient's (bench/latency.py run_independent: issue 10's floor ratio,
+        paired). Yields the job's ``echo`` and ``contract`` entries (none without them)."""
         entry = registry.BY_NAME.get(transport or "")
-        if entry is None or entry.reference is None:
-            yield None
-            return
-        server = RefServer(entry.reference, cpu=self.main.server_cpu)
-        server.start()
+        wanted = {
+            "echo": None if entry is None else entry.reference,
+            "contract": CONTRACT_FLOORS.get(transport or ""),
+        }
+        servers: dict[str, RefServer] = {}
         try:
-            assert server.address is not None
-            yield {"ref": entry.reference, "address": server.address, "server_pid": server.pid}
+            for role, ref in wanted.items():
+                if ref is not None:
+                    servers[role] = RefServer(ref, cpu=self.main.server_cpu)
+                    servers[role].start()
+            yield {
+                role: {"ref": wanted[role], "address": server.address, "server_pid": server.pid}
+                for role, server in servers.items()
+            }
         finally:
-            server.stop()
+            for server in servers.values():
+                server.stop()
 
     def echo(self, group: str, placement: Placement, full: bool) -> None:
         transport, _ = self._split(group)

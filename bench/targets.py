@@ -360,6 +360,7 @@ def _floor_targets(results: dict[str, Any]) -> list[Row]:
                     (bare_words, "our server's and protocol's share"),
                     source=P50_LIMITS_SOURCE,
                     servers="each client its own server, the two on one vCPU",
+                    extra=_contract_share(pairs),
                 )
             )
             continue
@@ -378,6 +379,25 @@ def _floor_targets(results: dict[str, Any]) -> list[Row]:
             )
         )
     return out
+
+
+def _contract_share(pairs: list[Row]) -> str:
+    """What the transport's contract alone costs over the echo, where the pairs have blocks
+    of the bare client against a server of the contract with no chat behind it (``contract``:
+    bench/refs/null_chat.py, the gRPC transports): no server can read below it."""
+    if not all("contract_p50_us" in p for p in pairs):
+        return ""
+    value, ci, _ = paired_ratio(pairs, "p50_us", "contract", "echo")
+    if value is None:
+        return ""
+    span = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
+    ours, _, _ = paired_ratio(pairs, "p50_us", "bare", "contract")
+    return (
+        "; the same bare client (protobuf, the session metadata, a deadline) against a "
+        "chat.proto server that does no chat (bench/refs/null_chat.py: the contract's own "
+        f"floor, which no server reads below) {value:.2f}x{span} the echo one"
+        + ("" if ours is None else f", so our server's own share is {ours:.2f}x")
+    )
 
 
 def pair_ratios(pairs: list[Row], figure: str, of: str = "chat", to: str = "lean") -> list[float]:
@@ -495,6 +515,7 @@ def _paired_target(
     beside: str = "bare",
     source: str = LEAN_SOURCE,
     servers: str = "same server",
+    extra: str = "",
 ) -> Row:
     """A target read from a paired row's block pairs (every round's): the median of the
     per-pair ratios ChatClient ÷ ``ref`` of ``figure``, with its interval over the pairs;
@@ -515,7 +536,7 @@ def _paired_target(
         better,
         f"ChatClient {fmt_us(chat)} µs vs {ref_words} {fmt_us(mine)} µs "
         f"of {what} (medians over blocks); median of the per-pair ratios, "
-        f"{where}{note}{_bare_share(pairs, figure, ref, *bare, beside=beside)}",
+        f"{where}{note}{_bare_share(pairs, figure, ref, *bare, beside=beside)}{extra}",
         disturbed(row),
         ci,
         source,

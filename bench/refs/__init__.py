@@ -7,6 +7,9 @@ names its own, ``Entry.reference``), the lean reference client and the lean load
 ``grpc_stream_echo``  the same on one open bidi stream (grpc-stream's floor);
 ``ws_echo``           a bare ``websockets`` echo (websocket's floor);
 ``tcp_floor``         blocking sockets, a thread per connection: the cheapest Python round trip;
+``null_chat``         chat.proto served with no chat behind it (protobuf, the session metadata,
+                      Chat.Send and ChatStream.Connect answered at once): the gRPC contract's own
+                      floor, paired beside grpc's and grpc-stream's echo (not a row of its own);
 ``null_echo``         writes back whatever arrives, unframed: the cheapest responder, against
                       which the load generators' own ceilings are measured;
 ``lean_custom``       not a server: the leanest blocking client of the custom protocol, the
@@ -45,8 +48,18 @@ MAX_PAYLOAD = 1 << 20
 #: gRPC method path of grpc_echo.
 GRPC_ECHO_METHOD = "/wirechat.bench.Echo/Echo"
 
+#: The reference that serves each transport's contract with no chat behind it (bench/refs/
+#: null_chat.py), for the transports whose contract is more than framing: gRPC's chat.proto.
+CONTRACT_FLOORS = {"grpc": "null_chat", "grpc-stream": "null_chat"}
+
 #: The transports bench/refs/independent.py has a client of (its ``INDEPENDENT``), named here
 #: so the bench's plan can tell without importing grpc and websockets.
 INDEPENDENT_TRANSPORTS = ("custom", "protobuf-tcp", "websocket", "grpc-stream", "grpc")
 
-__all__ = ["GRPC_ECHO_METHOD", "HEADER_BYTES", "INDEPENDENT_TRANSPORTS", "MAX_PAYLOAD"]
+__all__ = [
+    "CONTRACT_FLOORS",
+    "GRPC_ECHO_METHOD",
+    "HEADER_BYTES",
+    "INDEPENDENT_TRANSPORTS",
+    "MAX_PAYLOAD",
+]

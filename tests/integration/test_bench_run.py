@@ -25,7 +25,7 @@ from bench.config import (
     ref_transports,
 )
 from bench.plots import FIGURES
-from bench.refs import INDEPENDENT_TRANSPORTS
+from bench.refs import CONTRACT_FLOORS, INDEPENDENT_TRANSPORTS
 from bench.refs.independent_aio import BARE
 from bench.runner import run_bench
 from bench.stats import PERCENTILES
@@ -249,6 +249,8 @@ def test_targets_are_evaluated(results: dict[str, Any]) -> None:
             t for t in results["targets"] if t["name"].startswith(f"{entry.name} send p50 <=")
         ]
         assert "each client its own server, the two on one vCPU" in floor["detail"], entry.name
+        # gRPC's: the contract's own floor beside it (bench/refs/null_chat.py)
+        assert ("null_chat" in floor["detail"]) == (entry.name in CONTRACT_FLOORS), entry.name
     assert {t["status"] for t in results["targets"]} <= {"PASS", "MISS", "not settled"}
     assert results["payload_sizes"]
 

@@ -74,6 +74,49 @@ async def test_the_reference_echo_stands_beside_each_pair_on_its_own_server() ->
         assert p["echo_server_cpu_us"] > 0  # the echo server's own CPU, not the chat server's
 
 
+@pytest.mark.parametrize("transport", ["grpc", "grpc-stream"])
+async def test_the_contracts_floor_stands_beside_each_grpc_pair(transport: str) -> None:
+    # issue 10: the bare stub against null_chat (chat.proto, no chat behind it) beside the echo,
+    # on a server of its own: the part of the gap to the echo that no server can remove
+    from bench.latency import run_independent
+    from bench.procs import RefServer
+    from transports import registry
+    from wirechat.launch import ServerProcess
+
+    ref = registry.entry(transport).reference
+    assert ref is not None
+    server = ServerProcess([transport], ":memory:").start()
+    echo, floor = RefServer(ref).start(), RefServer("null_chat").start()
+    try:
+        assert echo.address is not None and floor.address is not None
+        job = {
+            "target": {
+                "kind": "chat",
+                "transport": transport,
+                "address": list(server.addresses[transport]),
+                "server_pid": server.pid,
+            },
+            "echo": {"ref": ref, "address": list(echo.address), "server_pid": echo.pid},
+            "contract": {
+                "ref": "null_chat",
+                "address": list(floor.address),
+                "server_pid": floor.pid,
+            },
+            "n": 20,
+            "warmup": 2,
+            "prefix": "nc",
+            "body": "x" * 32,
+        }
+        (row,) = await run_independent(job)
+    finally:
+        floor.stop()
+        echo.stop()
+        server.stop()
+    for p in row["pairs"]:
+        assert sorted(p["order"]) == ["bare", "chat", "contract", "echo", "independent"]
+        assert p["contract_p50_us"] > 0 and p["contract_server_cpu_us"] > 0
+
+
 @pytest.mark.parametrize("name", ["custom", "protobuf-tcp"])
 async def test_a_hand_framed_client_sends_what_the_product_stores(name: str) -> None:
     # a hand-framed client is only a cross-check if the server takes its frames as the
