@@ -98,6 +98,14 @@ _SENT_AT: Final = 3
 #: ``StoredMessage(...)`` at a third of the cost, once per send (core.frozen).
 _stored_message = builder(StoredMessage)
 
+#: What a send's names lead to (``MemoryStore._route``): the names found -> their ids (shared
+#: by every message of the route: read, never changed), the conversation's members (the
+#: stored set), its id and the ids found; ({}, empty, 0, empty) when no name has an account.
+_Route = tuple[dict[str, int], frozenset[int], int, frozenset[int]]
+#: Routes kept at most (then forgotten all at once: a route costs one lookup to rebuild).
+_ROUTES = 4096
+_NO_ROUTE: _Route = ({}, frozenset(), 0, frozenset())
+
 
 class MemoryStore(Store):
     def __init__(self) -> None:
@@ -109,18 +117,24 @@ class MemoryStore(Store):
         self._messages: dict[int, _Message] = {}
         # (Sets of ids below are dicts with None values: a dict holding only ints is never
         # tracked by the cycle collector, a set always is; three objects per message were.)
-        self._holders: dict[int, dict[int, None]] = {}  # message id -> owners of a history copy
+        # message id -> owners of a history copy: the conversation's own members (shared, not
+        # an object per message) until one of them loses its copy (``_drop_holder``)
+        self._holders: dict[int, frozenset[int] | dict[int, None]] = {}
         # owner -> conversation -> message ids, ascending (ids only ever grow, so append)
         self._history: dict[int, dict[int, list[int]]] = {}
         self._pending: dict[int, dict[int, None]] = {}  # recipient -> ids, ascending
         # sender -> message id -> recipients still holding a pending copy (what a deletion
-        # of the sender purges, found without walking everyone's pending messages)
-        self._unacked: dict[int, dict[int, dict[int, None]]] = {}
+        # of the sender purges, found without walking everyone's pending messages): the
+        # route's set of them (shared) until one acks (``_unpend_index``)
+        self._unacked: dict[int, dict[int, frozenset[int] | dict[int, None]]] = {}
         self._read: dict[int, dict[int, int]] = {}  # owner -> conversation -> read mark
         self._last_account = 0
         self._last_id = 0
         self._tokens: dict[bytes, tuple[int, int]] = {}  # token hash -> (account, expiry)
         self._tokens_of: dict[int, set[bytes]] = {}  # account -> its token hashes
+        #: (sender id, recipient names as a tuple) -> its ``_Route``: a send's name lookups and
+        #: conversation, kept while no name comes or goes (create/delete_account forget them).
+        self._routes: dict[tuple[int, tuple[str, ...]], _Route] = {}
 
     # -- accounts ----------------------------------------------------------------------------
     async def create_account(self, username: str, password_hash: str, now_ms: int) -> int:
@@ -131,6 +145,7 @@ class MemoryStore(Store):
         self._accounts[account_id] = _Account(account_id, username, password_hash)
         self._live[username] = account_id
         bisect.insort(self._names, username)
+        self._routes.clear()  # (a name that led nowhere may lead to this account now)
         return account_id
 
     async def find_account(self, username: str) -> Account | None:
@@ -177,6 +192,7 @@ class MemoryStore(Store):
             account.deleted = True
             account.password_hash = ""
             del self._live[account.username]
+            self._routes.clear()
             del self._names[bisect.bisect_left(self._names, account.username)]
         slicer = _Slicer()
         self._read.pop(account_id, None)
@@ -219,23 +235,23 @@ class MemoryStore(Store):
     ) -> StoredMessage:
         # The hot path of a send, written out (a comprehension or a setdefault chain costs
         # an object per call; each Python call costs about as much as a map update).
-        live = self._live
-        stored: dict[str, int] = {}
-        for name in recipients:
-            recipient_id = live.get(name)
-            if recipient_id is not None:
-                stored[name] = recipient_id
-        if not stored or self._accounts[sender_id].deleted:  # (a deletion is under way)
+        if self._accounts[sender_id].deleted:  # (a deletion is under way)
             return _stored_message(0, 0, {}, {})
-        members = frozenset((*stored.values(), sender_id))
-        conversation_id = self._conversations.get(members)
-        if conversation_id is None:
-            conversation_id = len(self._conversations) + 1
-            self._conversations[members] = conversation_id
-            self._members[conversation_id] = members
+        if type(recipients) is tuple:  # (the service's usual case: the route is kept)
+            key = (sender_id, recipients)
+            route = self._routes.get(key)
+            if route is None:
+                if len(self._routes) >= _ROUTES:
+                    self._routes.clear()
+                route = self._routes[key] = self._route(sender_id, recipients)
+        else:
+            route = self._route(sender_id, recipients)
+        stored, members, conversation_id, recipient_ids = route
+        if not stored:
+            return _stored_message(0, 0, {}, {})
         self._last_id = message_id = self._last_id + 1
         self._messages[message_id] = (sender_id, conversation_id, body, now_ms)
-        self._holders[message_id] = dict.fromkeys(members)
+        self._holders[message_id] = members
         history = self._history
         for owner in members:
             mine = history.get(owner)
@@ -248,7 +264,7 @@ class MemoryStore(Store):
             else:
                 ids.append(message_id)
         pending = self._pending
-        for recipient_id in stored.values():
+        for recipient_id in recipient_ids:
             waiting = pending.get(recipient_id)
             if waiting is None:
                 pending[recipient_id] = {message_id: None}
@@ -257,8 +273,27 @@ class MemoryStore(Store):
         out = self._unacked.get(sender_id)
         if out is None:
             out = self._unacked[sender_id] = {}
-        out[message_id] = dict.fromkeys(stored.values())
+        out[message_id] = recipient_ids
         return _stored_message(message_id, conversation_id, stored, {})
+
+    def _route(self, sender_id: int, recipients: Sequence[str]) -> _Route:
+        """Where a message from ``sender_id`` to ``recipients`` goes: the names that have an
+        account, and the conversation of those and the sender (made now if new)."""
+        live = self._live
+        stored: dict[str, int] = {}
+        for name in recipients:
+            recipient_id = live.get(name)
+            if recipient_id is not None:
+                stored[name] = recipient_id
+        if not stored:
+            return _NO_ROUTE
+        members = frozenset((*stored.values(), sender_id))
+        conversation_id = self._conversations.get(members)
+        if conversation_id is None:
+            conversation_id = len(self._conversations) + 1
+            self._conversations[members] = conversation_id
+            self._members[conversation_id] = members
+        return stored, self._members[conversation_id], conversation_id, frozenset(stored.values())
 
     async def pending_count(self, recipient_id: int) -> int:
         return len(self._pending.get(recipient_id, ()))
@@ -461,9 +496,13 @@ class MemoryStore(Store):
         out = self._unacked.get(message[_SENDER])
         if out is None:
             return
-        waiting = out.get(message_id)
-        if waiting is not None:
-            waiting.pop(recipient_id, None)
+        found = out.get(message_id)
+        if found is not None and recipient_id in found:
+            if isinstance(found, dict):
+                waiting = found
+            else:  # (no one had acked it: the route's shared set, copied now)
+                waiting = out[message_id] = dict.fromkeys(found)
+            del waiting[recipient_id]
             if not waiting:
                 del out[message_id]
                 if not out:
@@ -497,10 +536,14 @@ class MemoryStore(Store):
         self._drop_holder(message_id, owner_id)
 
     def _drop_holder(self, message_id: int, owner_id: int) -> None:
-        holders = self._holders.get(message_id)
-        if holders is None:
+        found = self._holders.get(message_id)
+        if found is None or owner_id not in found:
             return
-        holders.pop(owner_id, None)
+        if isinstance(found, dict):
+            holders = found
+        else:  # (every member still held it: the conversation's shared set, copied now)
+            holders = self._holders[message_id] = dict.fromkeys(found)
+        del holders[owner_id]
         if not holders:
             del self._holders[message_id]
             self._messages.pop(message_id, None)

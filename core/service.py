@@ -166,13 +166,23 @@ class ChatService:
         self.bus = bus or LocalBus()
         self.bus.attach(self)
         self.deleted_sender = deleted_sender
-        self.retention = retention or Retention()
+        self.retention = retention or Retention()  # (sets ``_retaining`` too)
         self._passwords = Passwords(hash_cost)
         self._throttle = throttle or LoginThrottle()
         self._live: dict[int, set[Session]] = {}  # account id -> its live sessions
         self._sessions: set[Session] = set()
         self._last_prune = float("-inf")
         self._pruning: asyncio.Task[int] | None = None
+
+    @property
+    def retention(self) -> Retention:
+        return self._retention
+
+    @retention.setter
+    def retention(self, retention: Retention) -> None:
+        self._retention = retention
+        #: ``retention.enabled``, read by every send (a property is a Python call).
+        self._retaining = retention.enabled
 
     # -- sessions ----------------------------------------------------------------------------
     def open_session(self, peer: str | None = None) -> Session:
@@ -412,7 +422,7 @@ class ChatService:
                     Delivery(message_id, sender, body, sent_at, mine, False, conversation_id)
                 )
                 self._push(sender_id, copy, skip=session)
-            if self.retention.enabled:
+            if self._retaining:
                 self._maybe_prune()
             return _send_result(message_id, sent_at, unknown, conversation_id)
         return _send_result(0, sent_at, unknown)

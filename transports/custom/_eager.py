@@ -24,7 +24,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 #: What ``next`` returns for a coroutine that finished (see ``start_eagerly``).
-_DONE = object()
+FINISHED = object()
 
 
 def start_eagerly(
@@ -38,8 +38,8 @@ def start_eagerly(
     ``__await__`` iterator, and a coroutine that returns None ends that iteration without
     the StopIteration that ``coro.send`` has to raise (and the caller to catch).
     """
-    first = next(coro.__await__(), _DONE)
-    if first is _DONE:
+    first = next(coro.__await__(), FINISHED)
+    if first is FINISHED:
         return None
     return Continuation(coro, first, done)
 
@@ -141,4 +141,4 @@ class Continuation(asyncio.Future[None]):
             self._done(self)
 
 
-__all__ = ["Continuation", "start_eagerly"]
+__all__ = ["FINISHED", "Continuation", "start_eagerly"]

@@ -204,10 +204,12 @@ class RisingVarint:
     one attribute, replaced whole, so a codec used from several threads never reads half of it.
     """
 
-    __slots__ = ("_last",)
+    __slots__ = ("last",)
 
     def __init__(self) -> None:
-        self._last: tuple[int, bytes] = (-1, b"")
+        #: (``value >> 7``, its varint bytes) of the last value of at least 0x80 (a caller
+        #: may write a value whose ``value >> 7`` matches itself: ``_enc_sent_v2``)
+        self.last: tuple[int, bytes] = (-1, b"")
 
     def put(self, out: bytearray, value: int) -> None:
         """Append ``value`` (0..2^64-1, checked by the caller) as a varint."""
@@ -215,11 +217,11 @@ class RisingVarint:
             out.append(value)
             return
         high = value >> 7
-        last = self._last
+        last = self.last
         if last[0] != high:
             rest = bytearray()
             put_varint(rest, high)
-            last = self._last = (high, bytes(rest))
+            last = self.last = (high, bytes(rest))
         out.append((value & 0x7F) | 0x80)
         out += last[1]
 

@@ -240,9 +240,18 @@ def _enc_sent_v2(e: Sent, out: bytearray) -> None:
         out.append(rid)
     else:
         put_varint(out, rid)
-    _MESSAGE_IDS.put(out, message_id)
-    _CLOCK.put(out, sent_at)
-    put_varint(out, conversation_id)
+    for rising, value in ((_MESSAGE_IDS, message_id), (_CLOCK, sent_at)):
+        # (RisingVarint.put written out for the usual case: the high bytes of the last value)
+        last = rising.last
+        if value >> 7 == last[0]:
+            out.append((value & 0x7F) | 0x80)
+            out += last[1]
+        else:
+            rising.put(out, value)
+    if conversation_id < 0x80:
+        out.append(conversation_id)
+    else:
+        put_varint(out, conversation_id)
     if e.unknown_recipients:
         _put_strs(out, e.unknown_recipients)
     else:

@@ -20,6 +20,7 @@ Two frames are not protobuf (PROTOCOL.md section 3): HELLO keeps the custom layo
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -211,8 +212,9 @@ def _encoder(rid_of: Callable[[Any], int], low: int, build: Callable[[Any], Mess
     return encode
 
 
-def _rid(e: Any) -> int:
-    return int(e.request_id)
+#: An event's request id: a C getter, not a Python function (a frame less on every reply; the
+#: events' request ids are ints already).
+_rid: Callable[[Any], int] = operator.attrgetter("request_id")
 
 
 def _zero(e: Any) -> int:
@@ -220,15 +222,6 @@ def _zero(e: Any) -> int:
 
 
 # Checks the custom protocol makes that a protobuf schema cannot (PROTOCOL.md section 4).
-def _recipients(field: Any) -> tuple[str, ...]:
-    # (a slice copies upb's repeated field in one call; ``tuple(field)`` walks it item by
-    # item: ~2,300 instructions less on every SEND, callgrind)
-    names = field[:]
-    if not 1 <= len(names) <= MAX_RECIPIENTS:
-        raise _malformed(f"SEND names 1..{MAX_RECIPIENTS} recipients, not {len(names)}")
-    return tuple(names)
-
-
 def _ack_ids(ids: Any) -> tuple[int, ...]:
     if not 1 <= len(ids) <= MAX_ACK_IDS:
         raise _malformed(f"ACK carries 1..{MAX_ACK_IDS} ids, not {len(ids)}")
@@ -241,6 +234,27 @@ def _error_code(code: int) -> int:
     if not 1 <= code <= 0xFF:
         raise _malformed(f"an error code is 1..255, not {code}")
     return ErrorCode(code) if code in ErrorCode._value2member_map_ else code
+
+
+_parse_send = cast(Callable[[bytes | bytearray], Any], chat.SendRequest.FromString)
+
+
+def _decode_send(r: FrameReader, rid: int) -> Send:
+    """SEND, the decoder every message takes: ``_decoder``'s steps and the recipients' check
+    written out in one function (three Python calls fewer per SEND than the generic one)."""
+    if rid == 0:
+        _request_id(rid)  # (raises)
+    body, r.pos = r.buf[r.pos : r.end], r.end
+    try:
+        message = _parse_send(body)
+    except DecodeError:
+        raise _refusal(chat.SendRequest, body) from None
+    # (a slice copies upb's repeated field in one call; ``tuple(field)`` walks it item by
+    # item: ~2,300 instructions less on every SEND, callgrind)
+    names = message.recipients[:]
+    if not 1 <= len(names) <= MAX_RECIPIENTS:
+        raise _malformed(f"SEND names 1..{MAX_RECIPIENTS} recipients, not {len(names)}")
+    return _send_event(rid, tuple(names), message.body)
 
 
 def _build_send(e: Send) -> Message:
@@ -332,11 +346,7 @@ CLIENT_MESSAGES: tuple[Spec, ...] = (
         Opcode.SEND,
         Send,
         Kind.REQUEST,
-        _decoder(
-            _M[Opcode.SEND],
-            _REQUEST,
-            lambda m, i: _send_event(i, _recipients(m.recipients), m.body),
-        ),
+        _decode_send,
         _encoder(_rid, 1, _build_send),
     ),
     (
