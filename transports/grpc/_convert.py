@@ -110,16 +110,25 @@ def accounts_reply(page: AccountPage) -> pb.ListAccountsReply:
 
 
 def send_reply(result: SendResult) -> pb.SendReply:
-    reply = pb.SendReply(
-        message_id=result.message_id,
-        sent_at_ms=result.sent_at_ms,
-        conversation_id=result.conversation_id,
-    )
-    # (on the path of every send: an empty repeated field passed to the constructor costs as
-    # much as the three scalars together, and nearly every send names only known users)
+    reply = pb.SendReply()
+    fill_send_reply(reply, result)
+    return reply
+
+
+def fill_send_reply(reply: pb.SendReply, result: SendResult) -> None:
+    """Set the fields of ``reply`` (empty) from ``result``; ``reply`` may be the ``sent`` of a
+    ServerMessage, which this sets (even when every value is 0).
+
+    (On the path of every send, and cheaper than the constructor: a SendReply built with
+    keywords and copied into a ServerMessage costs 1.0 us, the same fields set in place
+    0.53 us; a SendReply alone 0.35 us with keywords, 0.27 us set field by field. An empty
+    repeated field passed to the constructor costs as much as the three scalars together,
+    and nearly every send names only known users.)"""
+    reply.message_id = result.message_id
+    reply.sent_at_ms = result.sent_at_ms
+    reply.conversation_id = result.conversation_id
     if result.unknown_recipients:
         reply.unknown_recipients.extend(result.unknown_recipients)
-    return reply
 
 
 def conversations_reply(page: ConversationPage) -> pb.ListConversationsReply:
@@ -351,6 +360,7 @@ __all__ = [
     "delete_messages_pb",
     "delivery_of",
     "delivery_pb",
+    "fill_send_reply",
     "history_of",
     "history_reply",
     "list_accounts_pb",

@@ -8,10 +8,10 @@ Theory of operation (chat.proto, "The stream service", is the contract)
     same call, or ``session.events()`` (deliveries and the notices of Rules 22-24) if the
     Signup/Login/Resume set ``notices`` (clients from before history did not, and get deliveries
     only). History messages <-> core values live in transports/grpc/_convert.py.
-    grpc-core allows one outstanding write per call, so both writers take ``_Stream.lock``;
-    the pusher of a login starts after its reply is written, so the LoginReply precedes the
-    pending messages.
-  * Errors become replies in one place (``_Stream.handle``): the ErrorReason of the shared
+    grpc-core allows one outstanding write per call, so both writers take turns
+    (``_Stream.turn``, a lock handed over in arrival order); the pusher of a login starts
+    after its reply is written, so the LoginReply precedes the pending messages.
+  * Errors become replies in one place (``_Stream.run``): the ErrorReason of the shared
     table (transports/grpc/_errors.py) and the sentence of the core error. When the session has
     ended (a failed Signup/Login/Resume, a deletion here or elsewhere, too slow, shutdown), the call
     ends with that table's status and ``wirechat-error`` trailer (``_Stream.end``), from
@@ -41,15 +41,17 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health
 
 from core.errors import ChatError, SessionClosed
 from core.service import ChatService
-from core.session import Session
+from core.session import Session, State
 from core.types import CloseReason, LoginResult
 from transports._guard import Guard, spread
 from transports._tls import ServerTls
@@ -78,24 +80,8 @@ _OVERLOADED = BY_NAME["OVERLOADED"]
 _IDLE = BY_NAME["DISCONNECTED"]
 #: Requests served however loaded the server is: each frees state rather than creating work.
 _NEVER_SHED = frozenset({"ack", "logout", "delete_account"})
-
-
-class Malformed:
-    """What a message that is not a valid ClientMessage decodes to (broken protobuf, invalid
-    UTF-8): the handler then ends the call with INVALID_ARGUMENT, instead of grpc answering a
-    deserializer's exception with UNKNOWN and a logged traceback."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: str) -> None:
-        self.error = error
-
-
-def _parse(data: bytes) -> Any:
-    try:
-        return pb.ClientMessage.FromString(data)
-    except Exception as exc:  # protobuf's DecodeError: broken wire format, invalid UTF-8
-        return Malformed(f"malformed message: {exc}")
+_EOF = grpc.aio.EOF
+_ACTIVE, _CLOSED = State.ACTIVE, State.CLOSED
 
 
 def _error(request_id: int, reason: Reason, text: str) -> pb.ServerMessage:
@@ -148,9 +134,15 @@ async def _list_accounts(
 
 
 async def _send(stream: _Stream, request: pb.SendRequest, rid: int) -> pb.ServerMessage:
-    # ([:]: one call, where iterating the repeated field ends in an IndexError inside protobuf)
-    result = await stream.service.send(stream.session, request.recipients[:], request.body)
-    return ServerMessage(request_id=rid, sent=cv.send_reply(result))
+    # (The path of most requests. One recipient goes as a tuple of one, the core's fast path;
+    # more as ``[:]``, one call, where iterating the repeated field ends in an IndexError
+    # inside protobuf. The reply's fields are set in place: cv.fill_send_reply.)
+    recipients = request.recipients
+    names = (recipients[0],) if len(recipients) == 1 else recipients[:]
+    result = await stream.service.send(stream.session, names, request.body)
+    reply = ServerMessage(request_id=rid)
+    cv.fill_send_reply(reply.sent, result)
+    return reply
 
 
 async def _ack(stream: _Stream, request: pb.AckRequest, rid: int) -> None:
@@ -224,16 +216,67 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
+class _Turn:
+    """Whose turn it is to write on the call. grpc-core allows one outstanding write per call,
+    and three writers take turns: the reader (replies), the pusher (pushes) and ``end`` (the
+    status). A lock, handed in arrival order from each holder to the next writer waiting.
+
+    Taken at the call site, in two lines, when it is free (nearly always)::
+
+        if turn.held:
+            await turn.wait()
+        else:
+            turn.held = True
+        try:
+            ...  # write
+        finally:
+            turn.release()
+
+    where asyncio.Lock costs a coroutine to acquire and two calls to release, on every reply
+    and every push (each coroutine layer on the path of a message costs ~1.5k instructions).
+    """
+
+    __slots__ = ("held", "waiters")
+
+    def __init__(self) -> None:
+        self.held = False
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+    async def wait(self) -> None:
+        """Wait until the holder hands the turn over (it is held); the caller then holds it."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            # Cancelled: a waiter cancelled while waiting is done, and release() skips it;
+            # one cancelled just after the turn was handed to it hands it on.
+            if waiter.done() and not waiter.cancelled():
+                self.release()
+            raise
+
+    def release(self) -> None:
+        """Hand the turn to the first writer still waiting, or free it."""
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.held = False
+
+
 class _Stream:
-    """One Connect call: its session, the lock both writers take, the pusher of the login."""
+    """One Connect call: its session, the turn its writers take, the pusher of the login."""
 
     __slots__ = (
         "anonymous_since", "busy", "closing", "context", "doomed", "ended", "idle_timeout",
-        "lock", "notices", "pusher", "server", "session", "task",
+        "notices", "pusher", "server", "service", "session", "task", "turn",
     )  # fmt: skip
 
     def __init__(self, server: ChatStreamServer, context: Context, ip: str | None) -> None:
         self.server = server
+        self.service: ChatService = server.service
         self.context = context
         self.session = server.service.open_session(ip)
         #: When the stream last had no logged-in session (None while it has one): the sweep
@@ -243,7 +286,7 @@ class _Stream:
         #: in one burst do not all end in one sweep (issue 14, the flood's mass expiry).
         limits = server.limits
         self.idle_timeout = limits.idle_timeout * spread(limits.timeout_spread)
-        self.lock = asyncio.Lock()
+        self.turn = _Turn()
         self.pusher: asyncio.Task[None] | None = None
         self.closing = False  # the call is ending: nothing more is written
         self.ended: asyncio.Event | None = None  # set once end() has sent the status
@@ -254,94 +297,98 @@ class _Stream:
         self.busy = False
         self.task = asyncio.current_task()
 
-    @property
-    def service(self) -> ChatService:
-        return self.server.service
-
     async def run(self) -> None:
-        """Read, handle, reply, until the client half-closes or the call ends."""
-        context, session, lock = self.context, self.session, self.lock
-        read, write = context.read, self.write
+        """Read, handle, reply, until the client half-closes or the call ends.
+
+        (The path of every request, written out: a coroutine per layer, a property, a
+        deserializer wrapped in a Python function each cost instructions on every message.)
+        """
+        context, session, turn = self.context, self.session, self.turn
+        read, write = context.read, context.write
+        server = self.server
+        writing, admission = server.writing, server.admission
+        monotonic = time.monotonic
         await context.send_initial_metadata(())
         while True:
-            message = await read()
-            if message is grpc.aio.EOF:
-                await self.finish()
-                return
-            if message.__class__ is Malformed:
+            try:
+                message = await read()
+            except DecodeError as exc:  # the deserializer's: broken protobuf, invalid UTF-8
                 self.closing = True  # the pusher must not end the call first, as DISCONNECTED
                 self.service.close_session(session)
-                await self.end(_MALFORMED, message.error)
+                await self.end(_MALFORMED, f"malformed message: {exc}")
+                return
+            if message is _EOF:
+                await self.finish()
                 return
             self.busy = True
-            reply = await self.handle(message)
+            # The reply: domain errors become replies here, and only here.
+            kind = message.WhichOneof("request")
+            rid = message.request_id
+            handler = HANDLERS.get(kind) if kind is not None else None
+            reply: pb.ServerMessage | None
+            if handler is None:
+                reply = _error(rid, _MALFORMED, "the message carries no request this server knows")
+            elif kind not in _NEVER_SHED and (refusal := admission.busy()) is not None:
+                reply = _error(rid, _OVERLOADED, str(refusal))
+            else:
+                admission.in_flight += 1
+                try:
+                    reply = await handler(self, getattr(message, kind), rid)
+                except SessionClosed:
+                    reply = None  # the call ends with the session's reason
+                except ChatError as exc:
+                    reply = _error(rid, reason_for(exc, session), str(exc))
+                finally:
+                    admission.in_flight -= 1
             if reply is not None:
-                # (acquire/release, not ``async with``: two coroutines fewer on every reply)
-                await lock.acquire()
+                if turn.held:
+                    await turn.wait()
+                else:
+                    turn.held = True
                 try:
                     if self.closing:
                         break
+                    # marked while the client has not taken it (ChatStreamServer.stalled)
+                    writing[self] = monotonic()
                     await write(reply)
                 finally:
-                    lock.release()
+                    writing.pop(self, None)
+                    turn.release()
             self.busy = False
-            if session.closed:
-                break
-            if session.active:
+            state = session.state
+            if state is _ACTIVE:
                 self.anonymous_since = None
                 if self.pusher is None:
                     self.pusher = asyncio.create_task(self.push(session), name="grpc-stream-push")
+            elif state is _CLOSED:
+                break
             elif self.anonymous_since is None:
                 self.anonymous_since = time.monotonic()
         await self.end()
 
-    async def write(self, message: pb.ServerMessage) -> None:
-        """Write one message (the caller holds ``lock``), marked in the server's ``writing``
-        table while it waits for the client to take it (see ChatStreamServer.stalled)."""
-        writing = self.server.writing
-        writing[self] = time.monotonic()
-        try:
-            await self.context.write(message)
-        finally:
-            writing.pop(self, None)
-
-    async def handle(self, message: pb.ClientMessage) -> pb.ServerMessage | None:
-        """The reply to one request: domain errors become replies here, and only here."""
-        kind = message.WhichOneof("request")
-        rid = message.request_id
-        handler = HANDLERS.get(kind) if kind is not None else None
-        if handler is None:
-            return _error(rid, _MALFORMED, "the message carries no request this server knows")
-        admission = self.server.admission
-        if kind not in _NEVER_SHED and (refusal := admission.busy()) is not None:
-            return _error(rid, _OVERLOADED, str(refusal))
-        admission.in_flight += 1
-        try:
-            return await handler(self, getattr(message, kind), rid)
-        except SessionClosed:
-            return None  # the call ends with the session's reason
-        except ChatError as exc:
-            return _error(rid, reason_for(exc, self.session), str(exc))
-        finally:
-            admission.in_flight -= 1
-
     async def push(self, session: Session) -> None:
         """Write one login's deliveries (and notices, if it asked for them); end the call if
         they stop because the session ended."""
-        lock = self.lock
+        turn, writing, write = self.turn, self.server.writing, self.context.write
         source = session.events() if self.notices else session.deliveries()
         push_arm = cv.push_arm
+        monotonic = time.monotonic
         try:
             async for item in source:
                 arm, body = push_arm(item)
                 message = ServerMessage(**{arm: body})
-                await lock.acquire()  # (as run() does)
+                if turn.held:  # (as run() writes its replies)
+                    await turn.wait()
+                else:
+                    turn.held = True
                 try:
                     if self.closing:
                         return
-                    await self.write(message)
+                    writing[self] = monotonic()
+                    await write(message)
                 finally:
-                    lock.release()
+                    writing.pop(self, None)
+                    turn.release()
             if session.closed and not self.closing and not self.busy:
                 await self.end()  # (else the reader does, after the reply it is writing)
         except asyncio.CancelledError:
@@ -381,8 +428,15 @@ class _Stream:
                 else:
                     reason = reason_for(SessionClosed(), self.session)
                     details = closed_text(self.session)
-            async with self.lock:
+            turn = self.turn
+            if turn.held:
+                await turn.wait()
+            else:
+                turn.held = True
+            try:
                 await self.context.abort(reason.code, details, reason.trailing_metadata)
+            finally:
+                turn.release()
         except grpc.aio.AbortError:
             pass  # abort() always raises it: the status is on its way
         except Exception as exc:  # the call was already gone
@@ -441,7 +495,9 @@ class ChatStreamServer:
         server = self._server
         handler = grpc.stream_stream_rpc_method_handler(
             ChatStreamServicer(self).Connect,
-            request_deserializer=_parse,
+            # (a message that does not parse raises DecodeError from context.read(), in
+            # _Stream.run, which ends the call with INVALID_ARGUMENT: grpc never sees it)
+            request_deserializer=pb.ClientMessage.FromString,
             response_serializer=pb.ServerMessage.SerializeToString,
         )
         add_service(server, SERVICE_NAME, {"Connect": handler})
