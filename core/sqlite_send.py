@@ -11,8 +11,17 @@ few statements whatever their number:
     worked out once per (sender, recipients) in the group: under load a group holds a few
     senders' pipelines, each repeating the same recipients;
   * one multi-row INSERT each into messages, pending (a row per recipient) and history (a
-    row per participant, the sender's included). A statement per row would cost more than
-    the row: SQLite's per-statement work dwarfs a 4-column row's.
+    row per recipient), and one INSERT ... SELECT of the senders' own copies from the message
+    rows just written (every message has its sender's copy: its ids need not be bound
+    again). A statement per row would cost more than the row: SQLite's per-statement work
+    dwarfs a 4-column row's.
+
+``INSERT OR ROLLBACK`` (issue 10). Inside the group's transaction a multi-row INSERT that
+may fail half-way keeps a statement journal (every page it touches is copied first, to undo
+that statement alone); callgrind of the bench's shape, ``bench/micro_sqlite_probe.py``:
+~2,400 instructions per send. Nothing here fails but a bug (the rows are fresh ids), and a
+failure rolls the whole group back anyway (core.sqlite_writer), so OR ROLLBACK says just
+that: SQLite then keeps no statement journal, and the writer finds the transaction gone.
 
 Ids. ``messages.id`` is AUTOINCREMENT, so the rows of one multi-row INSERT get consecutive
 ids in VALUES order (each is one more than the largest so far, and no one else writes inside
@@ -37,7 +46,8 @@ ROWS_PER_INSERT = 128
 #: add_message's arguments: (sender id, body, now in ms, recipient names).
 Send = tuple[int, str, int, Sequence[str]]
 
-#: A send's copies: (found names -> ids, conversation id, recipient ids, owner ids).
+#: A send's copies: (found names -> ids, conversation id, recipient ids, the recipient ids
+#: other than the sender: the history copies besides the sender's own).
 _Copies = tuple[dict[str, int], int, tuple[int, ...], tuple[int, ...]]
 #: StoredMessage(message_id, conversation_id, recipients, seqs), built without its __init__.
 _stored = builder(StoredMessage)
@@ -45,6 +55,12 @@ _stored = builder(StoredMessage)
 _MESSAGES = "messages(sender_id, conversation_id, body, sent_at_ms)"
 _PENDING = "pending(recipient_id, message_id)"
 _HISTORY = "history(owner_id, conversation_id, message_id)"
+#: The senders' own copies of the messages staged from id ? on (all of them are this
+#: group's: AUTOINCREMENT ids are above every id there was).
+_SENDER_COPIES = (
+    f"INSERT OR ROLLBACK INTO {_HISTORY}"
+    " SELECT sender_id, conversation_id, id FROM messages WHERE id >= ?"
+)
 
 
 class SendStager:
@@ -84,18 +100,24 @@ class SendStager:
         if not count:
             return [_stored(0, 0, {}, {}) for _ in sends]
         message_id = insert_rows(db, _MESSAGES, 4, rows) - count
+        db.execute(_SENDER_COPIES, (message_id + 1,))
         out: list[StoredMessage] = []
         pending: list[int] = []
         history: list[int] = []
-        for found, conversation_id, recipient_ids, owner_ids in stored:
+        for found, conversation_id, recipient_ids, others in stored:
             if not conversation_id:
                 out.append(_stored(0, 0, {}, {}))
                 continue
             message_id += 1
-            for recipient in recipient_ids:
-                pending += (recipient, message_id)
-            for owner in owner_ids:
-                history += (owner, conversation_id, message_id)
+            if len(recipient_ids) == 1:  # (most sends: no loop)
+                pending += (recipient_ids[0], message_id)
+                if others:
+                    history += (others[0], conversation_id, message_id)
+            else:
+                for recipient in recipient_ids:
+                    pending += (recipient, message_id)
+                for owner in others:
+                    history += (owner, conversation_id, message_id)
             out.append(_stored(message_id, conversation_id, found, {}))
         insert_rows(db, _PENDING, 2, pending)
         insert_rows(db, _HISTORY, 3, history)
@@ -114,8 +136,9 @@ class SendStager:
         if not found or sender_id in deleted:
             return found, 0, (), ()
         ids = tuple(found.values())
-        owners = ids if sender_id in ids else (*ids, sender_id)  # (a note to self: one copy)
-        return found, self._conversation(db, sender_id, found), ids, owners
+        # (the sender's copy comes from its message row; a note to self has just that one)
+        others = tuple(i for i in ids if i != sender_id) if sender_id in ids else ids
+        return found, self._conversation(db, sender_id, found), ids, others
 
     def one(
         self,
@@ -132,7 +155,7 @@ class SendStager:
             return _stored(0, 0, {}, {})
         conversation_id = self._conversation(db, sender_id, stored)
         message_id = db.execute(
-            "INSERT INTO messages(sender_id, conversation_id, body, sent_at_ms)"
+            "INSERT OR ROLLBACK INTO messages(sender_id, conversation_id, body, sent_at_ms)"
             " VALUES (?, ?, ?, ?)",
             (sender_id, conversation_id, body, now_ms),
         ).lastrowid
@@ -185,10 +208,11 @@ def insert_rows(db: sqlite3.Connection, table: str, width: int, flat: Sequence[o
 
 @functools.cache
 def values(table: str, width: int, rows: int) -> str:
-    """``INSERT INTO table VALUES (?, ?), (?, ?)...`` for ``rows`` rows of ``width``
-    (at most ROWS_PER_INSERT rows of 4: far below SQLite's 32766 variables)."""
+    """``INSERT OR ROLLBACK INTO table VALUES (?, ?), (?, ?)...`` for ``rows`` rows of
+    ``width`` (at most ROWS_PER_INSERT rows of 4: far below SQLite's 32766 variables). OR
+    ROLLBACK: no statement journal (the module docstring)."""
     row = "(" + ", ".join("?" * width) + ")"
-    return f"INSERT INTO {table} VALUES " + ", ".join([row] * rows)
+    return f"INSERT OR ROLLBACK INTO {table} VALUES " + ", ".join([row] * rows)
 
 
 __all__ = ["ROWS_PER_INSERT", "Send", "SendStager", "insert_rows", "values"]
