@@ -204,7 +204,8 @@ class GroupWriter:
     async def run_batched(self, batch: Batch, arg: Any) -> Any:
         """Stage ``batch(db, [arg, ...])`` together with the writes of the same ``batch``
         queued right beside this one; this one's result once the group is committed."""
-        if self._busy or self._scheduled:
+        queued = self._busy or self._scheduled
+        if queued:
             # (a group is queued or under way on this loop: the look-up of the running loop
             # is a getpid() system call on Python 3.11, one per send)
             loop = self._loop
@@ -220,7 +221,10 @@ class GroupWriter:
         write = Commit(loop=loop)
         write.job, write.batch, write.arg = None, batch, arg
         write.steps, write.outcome, write.failed, write.wake_directly = None, None, False, None
-        self._enqueue(loop, write)
+        if queued:  # (it joins the group queued or under way: _enqueue's checks are all false)
+            self._queue.append(write)
+        else:
+            self._enqueue(loop, write)
         return await write
 
     def _alone(
@@ -342,15 +346,15 @@ class GroupWriter:
 
     def _run_batch(self, first: Commit, db: sqlite3.Connection) -> None:
         """``first`` and the writes of the same batch kind queued right behind it."""
-        batch, queue = [first], self._queue
+        batch, queue, kind = [first], self._queue, first.batch
+        assert kind is not None
         room = self._max_group - len(self._group)
-        while queue and len(batch) < room and queue[0].batch == first.batch:
+        while queue and len(batch) < room and queue[0].batch is kind:
             pending = queue.popleft()
             if not pending.done():
                 batch.append(pending)
-        self._group.extend(batch)
-        assert first.batch is not None
-        outcomes = first.batch(db, [pending.arg for pending in batch])
+        self._group += batch
+        outcomes = kind(db, [pending.arg for pending in batch])
         for pending, outcome in zip(batch, outcomes, strict=True):
             pending.outcome = outcome
 
@@ -397,7 +401,7 @@ class GroupWriter:
             self._lone_groups += 1
             self._grouping = self._lone_groups < LONE_GROUPS_TO_GO_ALONE
         group, self._group = self._group, []
-        wakes: list[tuple[Callable[[asyncio.Future[Any]], None], asyncio.Future[Any]]] = []
+        wakes: list[Commit] = []  # (the writes whose driver wakes directly)
         scheduled = False  # a write of the group is awaited by a task (a done callback)
         for write in group:
             if write.done():
@@ -406,9 +410,8 @@ class GroupWriter:
                 write.set_exception(write.outcome)
             else:
                 write.set_result(write.outcome)
-            wake = write.wake_directly
-            if wake is not None:
-                wakes.append((wake, write))
+            if write.wake_directly is not None:
+                wakes.append(write)
             else:
                 scheduled = True
         if self._since_checkpoint >= self._checkpoint_every:
@@ -417,19 +420,16 @@ class GroupWriter:
         self._wake(wakes, scheduled)
 
     @staticmethod
-    def _wake(
-        wakes: list[tuple[Callable[[asyncio.Future[Any]], None], asyncio.Future[Any]]],
-        scheduled: bool,
-    ) -> None:
+    def _wake(wakes: list[Commit], scheduled: bool) -> None:
         """Resume the writes whose driver wakes directly (``Commit``): now, in group order,
         or, when others of the group resume in scheduled callbacks, scheduled behind them."""
         if scheduled:
             loop = asyncio.get_running_loop()
-            for wake, future in wakes:
-                loop.call_soon(wake, future)
+            for write in wakes:
+                loop.call_soon(write.wake_directly, write)  # type: ignore[arg-type]
             return
-        for wake, future in wakes:
-            wake(future)
+        for write in wakes:
+            write.wake_directly(write)  # type: ignore[misc]  # (not None: _committed saw to it)
 
     def _abort(self, exc: BaseException) -> None:
         """Roll the group back and fail every job in it."""
