@@ -7,6 +7,17 @@ Theory of operation (section numbers refer to CONTRACT.md)
   * One :class:`_Connection` per client, one session per connection. Its handler reads text
     messages one at a time and answers each before reading the next, so replies come in
     request order (section 7) and a client that pipelines is read no faster than it is served.
+  * A text message that arrives while nothing is before it (no request in progress, nothing
+    queued for the handler) is served on the stack that read it (``_Connection._take``, from
+    the library's ``process_event``): started eagerly (transports/custom/_eager.py), it
+    usually answers before the read callback returns, without the library's queue, the
+    future that wakes the handler, or the loop turn and task step that follow (issue 10:
+    ~16,000 instructions of the ~63,000 a lone send cost more than a ws_echo round trip,
+    callgrind; the rest is the request's own work: JSON, the service, the reply). A
+    request that waits (a SQLite group commit, a paused socket) finishes as a
+    ``Continuation``; messages arriving meanwhile go to the library's queue as before, and
+    the handler waits for the continuation before serving them, so replies stay in order
+    and the library's read limit (MAX_QUEUE) still holds.
   * The subprotocol the handshake selected fixes the connection's version (section 2):
     ``wirechat.v2.json`` (preferred when a client offers both) or ``wirechat.v1.json``. The
     codec takes the version, so a v1 connection gets exactly v1's messages.
@@ -45,7 +56,9 @@ from typing import Any, cast
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import DATA_OPCODES, Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.typing import Subprotocol
 
 from core import requests as rq
@@ -55,6 +68,7 @@ from core.session import Session
 from core.types import CloseReason, Delivery, SessionEvent
 from transports._guard import Guard, peer_host, spread
 from transports._tls import ServerTls
+from transports.custom._eager import Continuation, start_eagerly
 from transports.websocket._messages import (
     INTERNAL,
     MAX_MESSAGE_BYTES,
@@ -234,6 +248,21 @@ class _StallWatch(ServerConnection):
     stall_timeout: float = STALL_TIMEOUT
     admitted: tuple[Guard, str | None] | None = None
     _stall_timer: asyncio.TimerHandle | None = None
+    #: The handler takes a complete text message here, on the stack that read it: True when
+    #: it did; otherwise (busy, or no handler yet) the library queues the message as usual.
+    on_text: Callable[[bytes | bytearray | memoryview], bool] | None = None
+    #: Messages handed to the library's queue that the handler has not taken out yet.
+    unread: int = 0
+
+    def process_event(self, event: Any) -> None:
+        if type(event) is Frame and event.fin:
+            if event.opcode is Opcode.TEXT:
+                take = self.on_text
+                if take is not None and take(event.data):
+                    return
+            if event.opcode in DATA_OPCODES:
+                self.unread += 1  # (the last frame of a message: one more to read)
+        super().process_event(event)
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -304,6 +333,8 @@ class _Connection:
         self._epoch = 0  # bumps at each login/logout: a pump of an older one sends nothing
         self._ending = False  # the last message is decided: nothing more is sent or handled
         self._noticed = False  # the session_ended notice is out
+        self._eager: Continuation | None = None  # a request _take started that still waits
+        ws.on_text = self._take
 
     async def run(self) -> None:
         """Serve requests in order until the connection closes; then end the session."""
@@ -311,6 +342,9 @@ class _Connection:
         self._watch_idle()
         try:
             async for message in ws:
+                ws.unread -= 1
+                if self._eager is not None:  # (a request started by _take: its reply first)
+                    await asyncio.wait((self._eager,))
                 if self._ending:
                     continue  # (the close is under way: read on until the library ends it)
                 if isinstance(message, str):
@@ -330,9 +364,41 @@ class _Connection:
             log.exception("connection %s failed", ws.remote_address)
             await self._close(Close.INTERNAL, "internal server error")
         finally:
+            ws.on_text = None  # (a message still read while closing goes nowhere)
+            if self._eager is not None:
+                await asyncio.wait((self._eager,))
             self._unwatch_idle()
             self._stop_pump()
             self._service.close_session(self._session)
+
+    def _take(self, data: bytes | bytearray | memoryview) -> bool:
+        """A text message, on the stack that read it (``_StallWatch.process_event``): served
+        now when nothing is before it (False: the library queues it for ``run``)."""
+        if self._serving or self._ending or self._ws.unread:
+            return False
+        try:
+            text = str(data, "utf-8")
+        except UnicodeDecodeError:
+            return False  # (the library's read closes with 1007)
+        self._serving = True
+        self._eager = start_eagerly(self._serve_taken(text), self._taken)
+        if self._eager is None:
+            self._serving = False
+        return True
+
+    async def _serve_taken(self, text: str) -> None:
+        """``_serve`` started by ``_take``: what ``run`` does around it for a message."""
+        try:
+            await self._serve(text)
+        except ConnectionClosed:
+            pass  # (the library ends the handler's read too)
+        except Exception:
+            log.exception("connection %s failed", self._ws.remote_address)
+            await self._close(Close.INTERNAL, "internal server error")
+
+    def _taken(self, done: Continuation) -> None:
+        self._eager = None
+        self._serving = False
 
     # -- no login, no connection (section 2.1) ----------------------------------------------
     def _watch_idle(self) -> None:
@@ -404,7 +470,7 @@ class _Connection:
             self._ending = True
             self._stop_pump()
         if reply is not None:  # (sent even when ending: the last message; see _send)
-            await self._ws.send(reply)
+            await self._write(reply)
         if self._session.closed:
             # After a failed signup/login or the client's own deletion the reply said why;
             # any other end (deleted elsewhere, shutdown) is told by the notice.
@@ -499,7 +565,18 @@ class _Connection:
     async def _send(self, text: str, *, last: bool = False) -> None:
         """Send one message (nothing more once the last one is decided, but that one)."""
         if not self._ending or last:
-            await self._ws.send(text)
+            await self._write(text)
+
+    async def _write(self, text: str) -> None:
+        """``send`` of one message, also without a current task (``_take``): the library's
+        send waits for the closing handshake under ``asyncio.timeout``, which needs one, when
+        the connection is no longer open; then it raises ConnectionClosed, as this does
+        after that wait in a task of its own."""
+        ws = self._ws
+        if ws.protocol.state is State.OPEN:
+            await ws.send(text)
+        else:
+            await asyncio.ensure_future(ws.send(text))
 
     def _stalled(self) -> None:
         """Our output stayed unread for STALL_TIMEOUT: a slow consumer (section 9.4). It reads
@@ -521,8 +598,10 @@ class _Connection:
         if notice and code is not None and reason is not None and not self._noticed:
             self._noticed = True
             with contextlib.suppress(ConnectionClosed, TimeoutError):
-                async with asyncio.timeout(CLOSE_TIMEOUT):
-                    await self._ws.send(encode_session_ended(code, reason.value))
+                # (wait_for, not asyncio.timeout: this may run without a task, see _take)
+                await asyncio.wait_for(
+                    self._write(encode_session_ended(code, reason.value)), CLOSE_TIMEOUT
+                )
         await self._close(close or Close.NORMAL, reason.value if reason else "")
 
     async def _close(self, code: int, reason: str) -> None:
@@ -531,8 +610,8 @@ class _Connection:
         self._ending = True
         self._stop_pump()
         try:
-            async with asyncio.timeout(CLOSE_TIMEOUT):
-                await self._ws.close(code, reason)
+            # (wait_for, not asyncio.timeout: this may run without a task, see _take)
+            await asyncio.wait_for(self._ws.close(code, reason), CLOSE_TIMEOUT)
         except ConnectionClosed:
             pass
         except TimeoutError:
