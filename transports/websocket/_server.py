@@ -568,15 +568,27 @@ class _Connection:
             await self._write(text)
 
     async def _write(self, text: str) -> None:
-        """``send`` of one message, also without a current task (``_take``): the library's
-        send waits for the closing handshake under ``asyncio.timeout``, which needs one, when
-        the connection is no longer open; then it raises ConnectionClosed, as this does
-        after that wait in a task of its own."""
+        """Send one message, also without a current task (``_take``).
+
+        While the connection is open and its output not paused (the common case) this is
+        what the library's ``send`` does then, without its context manager and drain
+        coroutine around it: the frame from the sans-IO protocol, written at once (issue 10,
+        callgrind: ~22,000 instructions less per reply than ``send``). Paused, the library's
+        send waits for the socket to drain. No longer open, the library's send waits for the
+        closing handshake under ``asyncio.timeout``, which needs a task: it runs in one of its
+        own, and raises ConnectionClosed as it would."""
         ws = self._ws
-        if ws.protocol.state is State.OPEN:
+        if ws.protocol.state is not State.OPEN:
+            await asyncio.ensure_future(ws.send(text))
+        elif ws.paused or ws.send_in_progress is not None:
             await ws.send(text)
         else:
-            await asyncio.ensure_future(ws.send(text))
+            ws.protocol.send_text(text.encode())
+            try:
+                ws.send_data()
+            except Exception as exc:  # (what the library's send does then: drop the connection)
+                ws.transport.abort()
+                raise ConnectionClosed(None, None) from exc
 
     def _stalled(self) -> None:
         """Our output stayed unread for STALL_TIMEOUT: a slow consumer (section 9.4). It reads
