@@ -91,7 +91,7 @@ def in_task(
     """Run the method in a task when it is called outside one. asyncpg needs a current task
     (its pool may connect or reset a connection under ``asyncio.timeout``), and the custom
     transport runs a request on the caller's stack until it first waits
-    (transports/custom/_eager.py). A PostgreSQL call always waits, so the task that costs
+    (transports/_eager.py). A PostgreSQL call always waits, so the task that costs
     is one the eager runner would have made anyway."""
 
     @functools.wraps(method)

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from transports.custom._eager import start_eagerly
+from transports._eager import start_eagerly
 
 pytestmark = pytest.mark.timeout(30)
 

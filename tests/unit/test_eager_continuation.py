@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from transports.custom._eager import Continuation, start_eagerly
+from transports._eager import Continuation, start_eagerly
 
 pytestmark = pytest.mark.timeout(30)
 

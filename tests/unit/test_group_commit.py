@@ -14,7 +14,7 @@ from core.sqlite_store import CHUNK, SqliteStore
 from core.sqlite_writer import WriteFailed
 from core.store import DuplicateAccount
 from core.store_glob import prefix_range
-from transports.custom._eager import start_eagerly
+from transports._eager import start_eagerly
 
 
 async def _store(tmp_path: Path) -> tuple[SqliteStore, int, int, list[str]]:
@@ -173,7 +173,7 @@ async def test_with_synchronous_full_the_commit_runs_off_the_loop_and_still_grou
 
 
 async def test_eager_sends_resume_in_queue_order_each_after_its_commit(tmp_path):
-    # The custom server's way (transports/custom/_eager.py): no task per send; the group's
+    # The custom server's way (transports/_eager.py): no task per send; the group's
     # commit resumes each send (Commit.wake_directly), and a send awaited by a task in the
     # same group keeps its place in the order.
     store, al, _, _ = await _store(tmp_path)

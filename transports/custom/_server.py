@@ -82,6 +82,7 @@ from core.errors import ChatError
 from core.service import ChatService
 from core.session import Session, State
 from core.types import CloseReason
+from transports._eager import FINISHED, Continuation, start_eagerly
 from transports._guard import Guard, peer_host
 from transports._outbox import Outbox
 from transports._tls import ServerTls
@@ -94,7 +95,6 @@ from transports.custom._bounds import (
     log_protocol_error,
 )
 from transports.custom._codec import Codec, CodecFactory, Connection, Role
-from transports.custom._eager import FINISHED, Continuation, start_eagerly
 from transports.custom._errors import code_for_close, code_for_error
 from transports.custom._events import (
     NEED_DATA,

@@ -9,7 +9,7 @@ Theory of operation (section numbers refer to CONTRACT.md)
     request order (section 7) and a client that pipelines is read no faster than it is served.
   * A text message that arrives while nothing is before it (no request in progress, nothing
     queued for the handler) is served on the stack that read it (``_Connection._take``, from
-    the library's ``process_event``): started eagerly (transports/custom/_eager.py), it
+    the library's ``process_event``): started eagerly (transports/_eager.py), it
     usually answers before the read callback returns, without the library's queue, the
     future that wakes the handler, or the loop turn and task step that follow (issue 10:
     ~16,000 instructions of the ~63,000 a lone send cost more than a ws_echo round trip,
@@ -66,9 +66,9 @@ from core.errors import ChatError
 from core.service import ChatService
 from core.session import Session
 from core.types import CloseReason, Delivery, SessionEvent
+from transports._eager import Continuation, start_eagerly
 from transports._guard import Guard, peer_host, spread
 from transports._tls import ServerTls
-from transports.custom._eager import Continuation, start_eagerly
 from transports.websocket._messages import (
     INTERNAL,
     MAX_MESSAGE_BYTES,
