@@ -577,6 +577,40 @@ def test_a_client_refuses_a_push_that_breaks_the_contract(text: str) -> None:
         cc.decode_server_message(text)
 
 
+@pytest.mark.parametrize(
+    ("request_", "ok"),
+    [
+        # (atheris found the first: a string where the page's messages are an array)
+        (rq.ReadHistory(), '{"conversation_id":3,"participants":[],"messages":"x","more":false}'),
+        (rq.ReadHistory(), '{"conversation_id":3,"participants":[],"messages":[7],"more":false}'),
+        (rq.ListConversations(), '{"conversations":"abc","more":false}'),
+        (
+            rq.ListConversations(),
+            '{"conversations":[{"conversation_id":1,"participants":[],'
+            '"last_message":"hi","unread":0,"read_up_to":0}],"more":false}',
+        ),
+        (rq.ListAccounts(), '{"usernames":"alice","more":false}'),
+        (rq.ListAccounts(), '{"usernames":["alice"],"more":"no"}'),
+        (rq.Login("a", "b"), '{"username":"a","pending":"2"}'),
+        (rq.Send(("b",), "x"), '{"message_id":1.5,"sent_at":1}'),
+        (rq.Send(("b",), "x"), '{"message_id":1,"sent_at":1,"unknown":"bob"}'),
+    ],
+)
+def test_a_client_refuses_a_reply_of_the_wrong_shape(request_: rq.Request[Any], ok: str) -> None:
+    reply = cc.decode_server_message(f'{{"id":1,"ok":{ok}}}')
+    assert isinstance(reply, cc.Reply) and reply.ok is not None
+    with pytest.raises(cc.BadServerMessage):
+        cc.decode_result(request_, reply.ok)
+
+
+@pytest.mark.parametrize(
+    "text", ['["push"]', '"push"', '{"id":[1],"ok":{}}', '{"id":1,"error":["code"]}', "7"]
+)
+def test_a_client_refuses_a_server_message_that_is_not_an_object_it_knows(text: str) -> None:
+    with pytest.raises(cc.BadServerMessage):
+        cc.decode_server_message(text)
+
+
 def test_version_1_connections_know_only_version_1_ops() -> None:
     assert set(m.V1_OPS) | set(m.V2_OPS) == set(m.OPS)
     for op in m.V2_OPS:

@@ -109,7 +109,7 @@ class BadServerMessage(Exception):
 def decode_server_message(text: str) -> ServerMessage:
     """One text message from the server. Raises :class:`BadServerMessage`."""
     try:
-        obj = _parse(text)
+        obj = _object(_parse(text))
         if "push" in obj:
             kind = obj["push"]
             if kind == "deliver":
@@ -123,12 +123,10 @@ def decode_server_message(text: str) -> ServerMessage:
             if kind == "deleted":
                 return MessagesDeleted(_ints(obj["ids"]))
             return None  # a push of a later minor version: ignored (section 3)
-        rid = obj["id"]
+        rid = None if obj["id"] is None else _int(obj["id"])  # (null: an unreadable request's)
         if "ok" in obj:
-            if not isinstance(obj["ok"], dict):
-                raise TypeError("'ok' is an object")
-            return Reply(rid, obj["ok"])
-        error = obj["error"]
+            return Reply(rid, _object(obj["ok"]))
+        error = _object(obj["error"])
         return Reply(rid, None, str(error["code"]), str(error.get("message", "")))
     except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise BadServerMessage(f"unreadable server message {text[:80]!r}: {exc!r}") from None
@@ -140,10 +138,20 @@ def _int(value: Any) -> int:
     return int(value)
 
 
-def _ints(value: Any) -> tuple[int, ...]:
+def _array(value: Any) -> list[Any]:
     if not isinstance(value, list):
         raise TypeError(f"{value!r} is not an array")
-    return tuple(_int(v) for v in value)
+    return value
+
+
+def _object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"{value!r} is not an object")
+    return value
+
+
+def _ints(value: Any) -> tuple[int, ...]:
+    return tuple(_int(v) for v in _array(value))
 
 
 def _str(value: Any) -> str:
@@ -153,14 +161,13 @@ def _str(value: Any) -> str:
 
 
 def _strs(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        raise TypeError(f"{value!r} is not an array")
-    return tuple(_str(v) for v in value)
+    return tuple(_str(v) for v in _array(value))
 
 
-def _message(obj: dict[str, Any], page: tuple[int, tuple[str, ...]] | None = None) -> Delivery:
+def _message(obj: Any, page: tuple[int, tuple[str, ...]] | None = None) -> Delivery:
     """A message object: a push, or an item of a ``page`` = (conversation id, participants)
     that names those once for all its messages. Version 1's deliver has neither (0, ())."""
+    obj = _object(obj)
     if page is None:
         page = (_int(obj.get("conversation_id", 0)), _strs(obj.get("participants", [])))
     deleted = obj.get("sender_deleted", False)
@@ -178,10 +185,12 @@ def _message(obj: dict[str, Any], page: tuple[int, tuple[str, ...]] | None = Non
 
 
 def _read_marker(obj: dict[str, Any]) -> ReadMarker:
+    obj = _object(obj)
     return ReadMarker(_int(obj["conversation_id"]), _int(obj["up_to_id"]), _int(obj["unread"]))
 
 
-def _conversation(obj: dict[str, Any]) -> Conversation:
+def _conversation(obj: Any) -> Conversation:
+    obj = _object(obj)
     conversation_id, participants = _int(obj["conversation_id"]), _strs(obj["participants"])
     return Conversation(
         conversation_id,
@@ -199,7 +208,7 @@ def _history_page(ok: dict[str, Any]) -> HistoryPage:
     return HistoryPage(
         conversation_id,
         participants,
-        tuple(_message(m, page) for m in ok["messages"]),
+        tuple(_message(m, page) for m in _array(ok["messages"])),
         _boolean(ok["more"]),
         _strs(ok.get("deleted_participants", [])),
         _int(ok.get("read_up_to", 0)),
@@ -218,20 +227,20 @@ def decode_result(request: rq.Request[Any], ok: dict[str, Any]) -> Any:
         if isinstance(request, rq.Signup | rq.Login | rq.Resume):
             # (no resume_token from a version-1 connection or a server before 2.1)
             token = _str(ok.get("resume_token", ""))
-            return LoginResult(str(ok["username"]), int(ok["pending"]), token)
+            return LoginResult(_str(ok["username"]), _int(ok["pending"]), token)
         if isinstance(request, rq.ChangePassword):
             return PasswordChanged(_str(ok["resume_token"]), _int(ok["sessions_ended"]))
         if isinstance(request, rq.Send):
             return SendResult(
-                int(ok["message_id"]),
-                int(ok["sent_at"]),
-                tuple(ok.get("unknown", ())),
+                _int(ok["message_id"]),
+                _int(ok["sent_at"]),
+                _strs(ok.get("unknown", [])),
                 _int(ok.get("conversation_id", 0)),
             )
         if isinstance(request, rq.ListAccounts):
-            return AccountPage(tuple(ok["usernames"]), bool(ok["more"]))
+            return AccountPage(_strs(ok["usernames"]), _boolean(ok["more"]))
         if isinstance(request, rq.ListConversations):
-            conversations = tuple(_conversation(c) for c in ok["conversations"])
+            conversations = tuple(_conversation(c) for c in _array(ok["conversations"]))
             return ConversationPage(conversations, _boolean(ok["more"]))
         if isinstance(request, rq.ReadHistory):
             return _history_page(ok)
