@@ -120,6 +120,14 @@ def _add_server(sub: argparse._SubParsersAction) -> None:
         "past it waits (default %(default)g)",
     )
     p.add_argument(
+        "--shed-lag",
+        type=float,
+        metavar="SECONDS",
+        default=limits.shed_lag,
+        help="how late the server may run before it refuses new work that can wait (account "
+        "searches; on gRPC every request that creates work) as overloaded (default %(default)g)",
+    )
+    p.add_argument(
         "--tls-cert",
         metavar="FILE",
         help="serve every listener over TLS with this certificate chain (PEM); needs --tls-key",
@@ -279,6 +287,7 @@ def run_server(args: argparse.Namespace) -> int:
             idle_timeout=args.idle_timeout,
             ack_ids_per_second=args.ack_ids_per_second,
             list_accounts_share=args.list_accounts_share,
+            shed_lag=args.shed_lag,
         ),
         tls=tls,
         insecure=args.insecure,

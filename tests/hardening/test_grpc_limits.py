@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 import threading
 import time
@@ -259,6 +260,28 @@ async def test_an_oversized_grpc_request_is_refused_before_it_reaches_the_core(
 
 
 # -- overload (defect 8) -------------------------------------------------------------------------
+@pytest.mark.parametrize("shed_lag", [None, 2.0])
+async def test_both_grpc_listeners_shed_from_the_servers_shed_lag(
+    service: ChatService, shed_lag: float | None
+) -> None:
+    """``wirechat server --shed-lag`` reaches gRPC's load meter on both listeners: half a
+    second behind, a server with the default (0.2 s) refuses some requests that create work,
+    one told to wait 2 s refuses none."""
+    limits = ServerLimits() if shed_lag is None else ServerLimits(shed_lag=shed_lag)
+    guard = Guard(limits)
+    unary = await start_server(service, guard=guard)
+    stream = await start_stream_server(service, guard=guard)
+    try:
+        for admission in (unary.servicer.admission, stream.admission):
+            random.seed(3)
+            admission.meter.note(0.5)  # (no await until the count: the meter cannot resample)
+            refused = sum(admission.busy() is not None for _ in range(200))
+            assert (refused > 0) == (shed_lag is None), f"{refused} of 200 refused"
+    finally:
+        await stream.close()
+        await unary.close()
+
+
 BURST = 2_500  # calls queued while the loop stalls: past grpc-core's old silent-drop threshold
 CHANNELS = 25  # BURST / 100 streams per connection
 

@@ -73,11 +73,12 @@ PENDING_CALLS = 20_000
 #: Seconds a call may wait for the server (in grpc-core's queue, by LoadMeter's probe, or for
 #: a stalled loop) before requests that create work are refused as OVERLOADED, more of them the
 #: longer the wait (up to MAX_SHED, reached at 1.5 times this). A healthy server answers in
-#: < 5 ms. The same as ``ServerLimits.shed_lag`` (the other transports shed their searches
-#: there): at 1 s, the hostile scene's gRPC load (400 sends a second) ended 17,696 of 36,000
-#: sends in the client's deadline and only 220 in a refusal, while the loop it shares with
-#: every custom session ran behind: a wait of 0.2 s already misses the canary's 50 ms four
-#: times over, and is far inside a client's deadline (ours: 10 s).
+#: < 5 ms. The default of ``ServerLimits.shed_lag``, which the listeners hand to LoadMeter
+#: (the other transports shed their searches there; ``wirechat server --shed-lag``). At 1 s,
+#: the hostile scene's gRPC load (400 sends a second) ended 17,696 of 36,000 sends in the
+#: client's deadline and only 220 in a refusal, while the loop it shares with every custom
+#: session ran behind: a wait of 0.2 s already misses the canary's 50 ms four times over,
+#: and is far inside a client's deadline (ours: 10 s).
 OVERLOAD_LAG = 0.2
 #: The largest share of requests refused for load. Refusing a gRPC call costs most of what
 #: serving a small one does (grpc's per-call work dominates: measured 1,306 vs 1,536 us of

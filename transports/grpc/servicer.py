@@ -441,7 +441,7 @@ async def start_server(
     limits = guard.limits
     server = grpc.aio.server(options=server_options(limits, guard.cap))
     probe_channel: grpc.aio.Channel | None = None
-    admission = Admission(guard, LoadMeter())
+    admission = Admission(guard, LoadMeter(limits.shed_lag))
     sessions = SessionTable(
         service,
         idle_timeout=idle_timeout,
@@ -486,7 +486,7 @@ async def start_server(
         )
     send = chat_pb2_grpc.ChatStub(probe_channel).Send
     admission.meter = servicer.meter = LoadMeter(
-        probe=lambda: send(pb.SendRequest(), timeout=PROBE_TIMEOUT)
+        limits.shed_lag, probe=lambda: send(pb.SendRequest(), timeout=PROBE_TIMEOUT)
     )
     admission.meter.start()
     return GrpcServer(server, servicer, health_servicer, (host, bound), probe_channel)

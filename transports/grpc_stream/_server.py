@@ -485,7 +485,7 @@ class ChatStreamServer:
         self.stopping = False  # set by close(): ending streams report SHUTDOWN
         guard = guard or Guard()
         self.limits = guard.limits
-        self.admission = Admission(guard, LoadMeter())
+        self.admission = Admission(guard, LoadMeter(guard.limits.shed_lag))
         self._server = grpc.aio.server(options=server_options(guard.limits, guard.cap))
         self._health = health.aio.HealthServicer()
         self._sweeper: asyncio.Task[None] | None = None
