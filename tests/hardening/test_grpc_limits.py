@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import socket
 import threading
 import time
@@ -273,7 +272,6 @@ async def test_both_grpc_listeners_shed_from_the_servers_shed_lag(
     stream = await start_stream_server(service, guard=guard)
     try:
         for admission in (unary.servicer.admission, stream.admission):
-            random.seed(3)
             admission.meter.note(0.5)  # (no await until the count: the meter cannot resample)
             refused = sum(admission.busy() is not None for _ in range(200))
             assert (refused > 0) == (shed_lag is None), f"{refused} of 200 refused"
@@ -287,10 +285,15 @@ CHANNELS = 25  # BURST / 100 streams per connection
 
 
 def fire_sends(
-    address: tuple[str, int], token: str, recipient: str, started: threading.Event
+    address: tuple[str, int],
+    token: str,
+    recipient: str,
+    connected: threading.Event,
+    fire: threading.Event,
 ) -> list[tuple[str, str, str | None, int]]:
-    """From a thread (blocking grpc): BURST Sends at once over CHANNELS connections; each
-    outcome as (code, details, wirechat-error, message id)."""
+    """From a thread (blocking grpc): CHANNELS connections, ``connected`` set once they are
+    up, then on ``fire`` BURST Sends at once over them; each outcome as (code, details,
+    wirechat-error, message id)."""
     options = [*CHANNEL_OPTIONS]
     channels = [grpc.insecure_channel("{}:{}".format(*address), options=options)]
     channels += [
@@ -298,6 +301,10 @@ def fire_sends(
         for _ in range(CHANNELS - 1)
     ]
     try:
+        for channel in channels:
+            grpc.channel_ready_future(channel).result(timeout=WAIT)
+        connected.set()
+        assert fire.wait(WAIT), "the test never fired the burst"
         stubs = [chat_pb2_grpc.ChatStub(channel) for channel in channels]
         futures = [
             stubs[i % CHANNELS].Send.future(
@@ -307,7 +314,6 @@ def fire_sends(
             )
             for i in range(BURST)
         ]
-        started.set()
         outcomes: list[tuple[str, str, str | None, int]] = []
         for future in futures:
             try:
@@ -336,11 +342,17 @@ async def test_overload_is_answered_with_resource_exhausted_and_nothing_acknowle
             sender = await stub.Signup(pb.SignupRequest(username=name(), password="pw-12345678"))
             recipient = name()
             await stub.Signup(pb.SignupRequest(username=recipient, password="pw-12345678"))
-        started = threading.Event()
+        connected, fire = threading.Event(), threading.Event()
         burst = asyncio.create_task(
-            asyncio.to_thread(fire_sends, server.address, sender.session_token, recipient, started)
+            asyncio.to_thread(
+                fire_sends, server.address, sender.session_token, recipient, connected, fire
+            )
         )
-        await asyncio.to_thread(started.wait, WAIT)
+        await asyncio.to_thread(connected.wait, WAIT)
+        # The burst is fired while the loop stands still, so all of it queues in grpc-core.
+        # (Fired before the stall, calls made while the thread was still making the rest were
+        # served at once by the free loop: on a loaded machine, every one of them, once.)
+        fire.set()
         time.sleep(2.0)  # noqa: ASYNC251 - stall the loop on purpose: the burst queues in grpc-core
         outcomes = await asyncio.wait_for(burst, 120)
     finally:
@@ -348,7 +360,7 @@ async def test_overload_is_answered_with_resource_exhausted_and_nothing_acknowle
     codes = {code for code, *_ in outcomes}
     assert codes <= {"OK", "RESOURCE_EXHAUSTED"}, codes
     refused = [o for o in outcomes if o[0] == "RESOURCE_EXHAUSTED"]
-    assert refused, "the stall should have been noticed"
+    assert refused, f"the stall should have been noticed: all {len(outcomes)} sends were served"
     assert all(why == "OVERLOADED" and "overloaded" in text for _, text, why, _ in refused)
     acknowledged = {message_id for code, _, _, message_id in outcomes if code == "OK"}
     again = service.open_session()
