@@ -34,6 +34,20 @@ Version 3 (issue 13): resume tokens. A login gets a token that logs the account 
 without the password until it expires or is revoked; the table keeps only each token's
 SHA-256 (never the token), so a copy of the file logs nobody in.
   resume_tokens(token_hash BLOB PK, account_id, expires_at_ms)   index (account_id, expires_at_ms)
+
+Version 4 (issue 10, send saturation): a message is indexed once, by its conversation, instead
+of once per participant. v3 wrote a ``history`` row per copy (two per 1:1 message, each at its
+owner's place in the b-tree: most of a send's SQL); v4 writes one index entry per message.
+  messages(...)                      + index messages_by_conversation(conversation_id, id)
+  memberships(account_id, conversation_id) PK      -- who takes part in which conversation
+  hidden(owner_id, message_id) PK                  -- copies gone from one owner's history
+``history`` is dropped. The copies an owner holds are now implicit: an owner holds message m
+when they are a member of m's conversation, their account is live, and (owner, m) is not in
+``hidden`` (deleted for me, pruned by retention). A deleted account holds nothing (its
+history went with it, Rule 25). A message row lives while some live member holds it; its
+``hidden`` rows go with it. The upgrade writes a ``hidden`` row for every copy v3 lacked
+(a live member of a message's conversation without its history row), so every owner sees
+exactly what they saw before.
 """
 
 from __future__ import annotations
@@ -220,8 +234,48 @@ def _v3(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
+_TABLES_V4 = """
+CREATE TABLE memberships (
+    account_id      INTEGER NOT NULL,
+    conversation_id INTEGER NOT NULL,
+    PRIMARY KEY (account_id, conversation_id)
+) WITHOUT ROWID;
+CREATE TABLE hidden (
+    owner_id   INTEGER NOT NULL,
+    message_id INTEGER NOT NULL,  -- messages.id: deleted with the message row
+    PRIMARY KEY (owner_id, message_id)
+) WITHOUT ROWID;
+CREATE INDEX messages_by_conversation ON messages(conversation_id, id)
+"""
+
+
+def _v4(db: sqlite3.Connection) -> None:
+    """History by conversation: memberships from conversations.members, a ``hidden`` row
+    for every copy a live member lacked, then ``history`` goes (module docstring)."""
+    for statement in _statements(_TABLES_V4):
+        db.execute(statement)
+    members = [
+        (int(account), conversation)
+        for conversation, key in db.execute("SELECT id, members FROM conversations").fetchall()
+        for account in key.split(",")
+        if account
+    ]
+    db.executemany(
+        "INSERT OR IGNORE INTO memberships(account_id, conversation_id) VALUES (?, ?)", members
+    )
+    db.execute(
+        "INSERT INTO hidden(owner_id, message_id)"
+        " SELECT c.account_id, m.id FROM messages m"
+        " JOIN memberships c ON c.conversation_id = m.conversation_id"
+        " JOIN accounts a ON a.id = c.account_id AND a.deleted_at_ms IS NULL"
+        " WHERE NOT EXISTS (SELECT 1 FROM history h WHERE h.owner_id = c.account_id"
+        " AND h.conversation_id = m.conversation_id AND h.message_id = m.id)"
+    )
+    db.execute("DROP TABLE history")
+
+
 #: Migration n brings a database from version n-1 to n.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3, _v4)
 LATEST = len(MIGRATIONS)
 
 

@@ -6,9 +6,11 @@ generators that stage CHUNK rows per loop turn, so no turn does much more than a
 millisecond of store work (issue 14); the writer keeps their transaction open across turns
 and readers see the state before it until it commits.
 
-History and pending have no secondary index (core.migrations): the copies of a message are
-found through its conversation's members, by the full key, and a message row goes when no
-history copy refers to it any more (:func:`collect`).
+Copies (schema v4, core.migrations). A history copy is not a row: an owner *holds* message m
+when they are a live member of m's conversation and (owner, m) is not in ``hidden``. An
+account being deleted (``StoreCache.deleted``) or deleted holds nothing. Deleting a copy from
+one owner's history writes its ``hidden`` row; a message row goes, with its ``hidden`` and
+``pending`` rows, once no member holds it any more (:func:`collect`).
 """
 
 from __future__ import annotations
@@ -26,30 +28,40 @@ _ID_WINDOW = 4_096
 
 _Db = sqlite3.Connection
 _Copy = tuple[int, int, int]  # (owner, conversation, message)
+#: Message m is not hidden from the owner (the ``?``).
+_NOT_HIDDEN = "NOT EXISTS (SELECT 1 FROM hidden h WHERE h.owner_id = ? AND h.message_id = m.id)"
 
 
 def delete_account(
     db: _Db, cache: StoreCache, account_id: int, purge_sent: bool, now_ms: int
 ) -> Generator[None, None, Removed]:
-    """A chunked job: the account's history, read marks and pending copies (with
-    ``purge_sent``, its still-pending copies to others too), then its tombstone."""
-    cache.going(db, account_id)
+    """A chunked job: the account's history (the messages of its conversations nobody else
+    holds), pending copies and read marks (with ``purge_sent``, its still-pending copies to
+    others too), then its tombstone."""
+    cache.going(db, account_id)  # from here on it holds nothing
     removed: Removed = {}
-    # The account's own copies, in key order, a chunk at a time.
-    while True:
-        own = db.execute(
-            "SELECT conversation_id, message_id FROM history WHERE owner_id = ?"
-            " ORDER BY conversation_id, message_id LIMIT ?",
-            (account_id, CHUNK),
+    conversations = [
+        row[0]
+        for row in db.execute(
+            "SELECT conversation_id FROM memberships WHERE account_id = ?", (account_id,)
         ).fetchall()
-        if not own:
-            break
-        db.execute(
-            "DELETE FROM history WHERE owner_id = ? AND (conversation_id, message_id) <= (?, ?)",
-            (account_id, *own[-1]),
-        )
-        collect(db, cache, (message_id for _, message_id in own))
-        yield
+    ]
+    for conversation in conversations:
+        after = 0
+        while True:
+            ids = [
+                row[0]
+                for row in db.execute(
+                    "SELECT id FROM messages WHERE conversation_id = ? AND id > ?"
+                    " ORDER BY id LIMIT ?",
+                    (conversation, after, CHUNK),
+                ).fetchall()
+            ]
+            if not ids:
+                break
+            after = ids[-1]
+            collect(db, cache, ids)
+            yield
     while db.execute(
         "DELETE FROM pending WHERE recipient_id = ? AND message_id IN"
         " (SELECT message_id FROM pending WHERE recipient_id = ? LIMIT ?)",
@@ -59,6 +71,12 @@ def delete_account(
     db.execute("DELETE FROM read_state WHERE owner_id = ?", (account_id,))
     if purge_sent:
         yield from _purge_sent(db, cache, account_id, removed)
+    while db.execute(
+        "DELETE FROM hidden WHERE owner_id = ? AND message_id IN"
+        " (SELECT message_id FROM hidden WHERE owner_id = ? LIMIT ?)",
+        (account_id, account_id, CHUNK * 20),
+    ).rowcount:
+        yield
     db.execute("DELETE FROM resume_tokens WHERE account_id = ?", (account_id,))
     db.execute(
         "UPDATE accounts SET password_hash = '', deleted_at_ms = ? WHERE id = ?",
@@ -93,7 +111,7 @@ def _purge_sent(
                 "DELETE FROM pending WHERE recipient_id = ? AND message_id = ?",
                 [(owner, message_id) for owner, _, message_id in copies],
             )
-            delete_copies(db, copies)
+            hide(db, copies)
             for owner, _, message_id in copies:
                 removed.setdefault(owner, []).append(message_id)
             collect(db, cache, (message_id for _, _, message_id in copies))
@@ -108,14 +126,14 @@ def delete_messages(
     found = db.execute(
         f"SELECT id, sender_id, conversation_id FROM messages WHERE id IN ({marks})", ids
     ).fetchall()
-    held = {mid for mid, _, conversation in found if holds(db, owner_id, conversation, mid)}
+    held = {mid for mid, _, conversation in found if holds(db, cache, owner_id, conversation, mid)}
     if not for_everyone:
         mine = [(owner_id, c, mid) for mid, _, c in found if mid in held]
         db.executemany(
             "DELETE FROM pending WHERE recipient_id = ? AND message_id = ?",
             [(owner_id, mid) for _, _, mid in mine],
         )
-        delete_copies(db, mine)
+        hide(db, mine)
         collect(db, cache, (mid for _, _, mid in mine))
         return {owner_id: sorted(held)} if held else {}
     # Considered: what the caller holds or sent; anything else is not theirs to see.
@@ -125,19 +143,10 @@ def delete_messages(
         raise NotSender(foreign)
     removed: Removed = {}
     for mid, _, conversation in considered:
-        copies = [
-            (owner, conversation, mid)
-            for owner in cache.member_ids(conversation, db)
-            if holds(db, owner, conversation, mid)
-        ]
-        for owner, _, _ in copies:
-            removed.setdefault(owner, []).append(mid)
-        delete_copies(db, copies)
-        db.executemany(
-            "DELETE FROM pending WHERE recipient_id = ? AND message_id = ?",
-            [(owner, mid) for owner, _, _ in copies],
-        )
-    db.executemany("DELETE FROM messages WHERE id = ?", [(m,) for m, _, _ in considered])
+        for owner in cache.member_ids(conversation, db):
+            if holds(db, cache, owner, conversation, mid):
+                removed.setdefault(owner, []).append(mid)
+        _drop(db, cache, mid, conversation)
     return removed
 
 
@@ -146,10 +155,6 @@ def prune_history(
 ) -> Generator[None, None, int]:
     """A chunked job: CHUNK messages (or one user over the limit) per loop turn. A copy
     still pending is never dropped."""
-    not_pending = (
-        " AND NOT EXISTS (SELECT 1 FROM pending p"
-        " WHERE p.recipient_id = h.owner_id AND p.message_id = h.message_id)"
-    )
     doomed: set[_Copy] = set()
     if older_than_ms is not None:
         old = db.execute(
@@ -160,46 +165,78 @@ def prune_history(
                 doomed.update(
                     (owner, conversation, mid)
                     for owner in cache.member_ids(conversation, db)
-                    if holds(db, owner, conversation, mid) and not is_pending(db, owner, mid)
+                    if holds(db, cache, owner, conversation, mid) and not is_pending(db, owner, mid)
                 )
             yield
     if max_per_user is not None:
-        over = db.execute(
-            "SELECT owner_id FROM history GROUP BY owner_id HAVING count(*) > ?",
-            (max_per_user,),
+        owners = db.execute(
+            "SELECT DISTINCT c.account_id FROM memberships c"
+            " JOIN accounts a ON a.id = c.account_id AND a.deleted_at_ms IS NULL"
         ).fetchall()
-        for (owner,) in over:
-            (threshold,) = db.execute(
-                "SELECT message_id FROM history WHERE owner_id = ?"
-                " ORDER BY message_id DESC LIMIT 1 OFFSET ?",
-                (owner, max_per_user),
-            ).fetchone()
-            doomed.update(
-                db.execute(
-                    "SELECT h.owner_id, h.conversation_id, h.message_id FROM history h"
-                    " WHERE h.owner_id = ? AND h.message_id <= ?" + not_pending,
-                    (owner, threshold),
-                )
+        for (owner,) in owners:
+            if owner in cache.deleted:
+                continue
+            held = (
+                "FROM memberships c JOIN messages m ON m.conversation_id = c.conversation_id"
+                f" WHERE c.account_id = ? AND {_NOT_HIDDEN}"
             )
+            threshold = db.execute(
+                f"SELECT m.id {held} ORDER BY m.id DESC LIMIT 1 OFFSET ?",
+                (owner, owner, max_per_user),
+            ).fetchone()
+            if threshold is not None:
+                doomed.update(
+                    db.execute(
+                        f"SELECT c.account_id, m.conversation_id, m.id {held} AND m.id <= ?"
+                        " AND NOT EXISTS (SELECT 1 FROM pending p"
+                        " WHERE p.recipient_id = c.account_id AND p.message_id = m.id)",
+                        (owner, owner, threshold[0]),
+                    )
+                )
             yield
     ordered = sorted(doomed)
     for start in range(0, len(ordered), CHUNK):
         chunk = ordered[start : start + CHUNK]
-        delete_copies(db, chunk)
+        hide(db, chunk)
         collect(db, cache, {mid for _, _, mid in chunk})
         yield
     return len(doomed)
 
 
-def holds(db: _Db, owner_id: int, conversation_id: int, message_id: int) -> bool:
-    """Whether the owner has a copy of the message (one lookup by the full key)."""
+def is_live(db: _Db, cache: StoreCache, account_id: int) -> bool:
+    """Whether the account exists and no deletion of it is staged (writer connection)."""
+    if account_id in cache.deleted:
+        return False
     return (
         db.execute(
-            "SELECT 1 FROM history WHERE owner_id = ? AND conversation_id = ? AND message_id = ?",
-            (owner_id, conversation_id, message_id),
+            "SELECT 1 FROM accounts WHERE id = ? AND deleted_at_ms IS NULL", (account_id,)
         ).fetchone()
         is not None
     )
+
+
+def holds(db: _Db, cache: StoreCache, owner_id: int, conversation_id: int, message_id: int) -> bool:
+    """Whether the owner has a copy of the message (of that conversation)."""
+    return (
+        owner_id in cache.member_ids(conversation_id, db)
+        and is_live(db, cache, owner_id)
+        and db.execute(
+            "SELECT 1 FROM hidden WHERE owner_id = ? AND message_id = ?", (owner_id, message_id)
+        ).fetchone()
+        is None
+    )
+
+
+def last_held(db: _Db, cache: StoreCache, owner_id: int, conversation_id: int) -> int:
+    """The newest message of the conversation the owner holds (0: none)."""
+    if owner_id not in cache.member_ids(conversation_id, db) or not is_live(db, cache, owner_id):
+        return 0
+    row = db.execute(
+        f"SELECT m.id FROM messages m WHERE m.conversation_id = ? AND {_NOT_HIDDEN}"
+        " ORDER BY m.id DESC LIMIT 1",
+        (conversation_id, owner_id),
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def is_pending(db: _Db, recipient_id: int, message_id: int) -> bool:
@@ -213,17 +250,17 @@ def is_pending(db: _Db, recipient_id: int, message_id: int) -> bool:
     )
 
 
-def delete_copies(db: _Db, copies: Iterable[_Copy]) -> None:
-    """Delete history rows given as (owner, conversation, message) keys."""
+def hide(db: _Db, copies: Iterable[_Copy]) -> None:
+    """Take copies, given as (owner, conversation, message), out of their owners' history."""
     db.executemany(
-        "DELETE FROM history WHERE owner_id = ? AND conversation_id = ? AND message_id = ?",
-        copies,
+        "INSERT OR IGNORE INTO hidden(owner_id, message_id) VALUES (?, ?)",
+        [(owner, message_id) for owner, _, message_id in copies],
     )
 
 
 def collect(db: _Db, cache: StoreCache, message_ids: Iterable[int]) -> None:
-    """Delete message rows that no history copy refers to any more (a pending copy always
-    has a history copy). Copies are found through the conversation's members."""
+    """Delete message rows that no member holds any more (with their hidden and pending
+    rows: a pending copy is always held, so only a deleted member's can remain)."""
     for message_id in set(message_ids):
         row = db.execute(
             "SELECT conversation_id FROM messages WHERE id = ?", (message_id,)
@@ -232,10 +269,27 @@ def collect(db: _Db, cache: StoreCache, message_ids: Iterable[int]) -> None:
             continue
         conversation = row[0]
         if not any(
-            holds(db, member, conversation, message_id)
+            holds(db, cache, member, conversation, message_id)
             for member in cache.member_ids(conversation, db)
         ):
-            db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+            _drop(db, cache, message_id, conversation)
 
 
-__all__ = ["CHUNK", "collect", "delete_account", "delete_messages", "holds", "prune_history"]
+def _drop(db: _Db, cache: StoreCache, message_id: int, conversation_id: int) -> None:
+    """A message row and every row that refers to it."""
+    members = [(member, message_id) for member in cache.member_ids(conversation_id, db)]
+    db.executemany("DELETE FROM pending WHERE recipient_id = ? AND message_id = ?", members)
+    db.executemany("DELETE FROM hidden WHERE owner_id = ? AND message_id = ?", members)
+    db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+
+
+__all__ = [
+    "CHUNK",
+    "collect",
+    "delete_account",
+    "delete_messages",
+    "hide",
+    "holds",
+    "last_held",
+    "prune_history",
+]

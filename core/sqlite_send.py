@@ -10,11 +10,10 @@ few statements whatever their number:
   * the conversation of the sender and the recipients found (cached; created if new),
     worked out once per (sender, recipients) in the group: under load a group holds a few
     senders' pipelines, each repeating the same recipients;
-  * one multi-row INSERT each into messages, pending (a row per recipient) and history (a
-    row per recipient), and one INSERT ... SELECT of the senders' own copies from the message
-    rows just written (every message has its sender's copy: its ids need not be bound
-    again). A statement per row would cost more than the row: SQLite's per-statement work
-    dwarfs a 4-column row's.
+  * one multi-row INSERT each into messages and pending (a row per recipient). History needs
+    no row of its own (schema v4, core.migrations): a message's index entry by conversation
+    is every member's copy. A statement per row would cost more than the row: SQLite's
+    per-statement work dwarfs a 4-column row's.
 
 ``INSERT OR ROLLBACK`` (issue 10). Inside the group's transaction a multi-row INSERT that
 may fail half-way keeps a statement journal (every page it touches is copied first, to undo
@@ -46,21 +45,13 @@ ROWS_PER_INSERT = 128
 #: add_message's arguments: (sender id, body, now in ms, recipient names).
 Send = tuple[int, str, int, Sequence[str]]
 
-#: A send's copies: (found names -> ids, conversation id, recipient ids, the recipient ids
-#: other than the sender: the history copies besides the sender's own).
-_Copies = tuple[dict[str, int], int, tuple[int, ...], tuple[int, ...]]
+#: A send's copies: (found names -> ids, conversation id, recipient ids).
+_Copies = tuple[dict[str, int], int, tuple[int, ...]]
 #: StoredMessage(message_id, conversation_id, recipients, seqs), built without its __init__.
 _stored = builder(StoredMessage)
 
 _MESSAGES = "messages(sender_id, conversation_id, body, sent_at_ms)"
 _PENDING = "pending(recipient_id, message_id)"
-_HISTORY = "history(owner_id, conversation_id, message_id)"
-#: The senders' own copies of the messages staged from id ? on (all of them are this
-#: group's: AUTOINCREMENT ids are above every id there was).
-_SENDER_COPIES = (
-    f"INSERT OR ROLLBACK INTO {_HISTORY}"
-    " SELECT sender_id, conversation_id, id FROM messages WHERE id >= ?"
-)
 
 
 class SendStager:
@@ -100,27 +91,20 @@ class SendStager:
         if not count:
             return [_stored(0, 0, {}, {}) for _ in sends]
         message_id = insert_rows(db, _MESSAGES, 4, rows) - count
-        db.execute(_SENDER_COPIES, (message_id + 1,))
         out: list[StoredMessage] = []
         pending: list[int] = []
-        history: list[int] = []
-        for found, conversation_id, recipient_ids, others in stored:
+        for found, conversation_id, recipient_ids in stored:
             if not conversation_id:
                 out.append(_stored(0, 0, {}, {}))
                 continue
             message_id += 1
             if len(recipient_ids) == 1:  # (most sends: no loop)
                 pending += (recipient_ids[0], message_id)
-                if others:
-                    history += (others[0], conversation_id, message_id)
             else:
                 for recipient in recipient_ids:
                     pending += (recipient, message_id)
-                for owner in others:
-                    history += (owner, conversation_id, message_id)
             out.append(_stored(message_id, conversation_id, found, {}))
         insert_rows(db, _PENDING, 2, pending)
-        insert_rows(db, _HISTORY, 3, history)
         return out
 
     def _copies(
@@ -134,11 +118,8 @@ class SendStager:
         """Who a send reaches and where its copies go (conversation 0: nothing is stored)."""
         found = {name: live[name] for name in recipients if name in live}
         if not found or sender_id in deleted:
-            return found, 0, (), ()
-        ids = tuple(found.values())
-        # (the sender's copy comes from its message row; a note to self has just that one)
-        others = tuple(i for i in ids if i != sender_id) if sender_id in ids else ids
-        return found, self._conversation(db, sender_id, found), ids, others
+            return found, 0, ()
+        return found, self._conversation(db, sender_id, found), tuple(found.values())
 
     def one(
         self,
@@ -163,9 +144,6 @@ class SendStager:
         ids = set(stored.values())
         pending = [v for recipient in ids for v in (recipient, message_id)]
         db.execute(values(_PENDING, 2, len(ids)), pending)
-        ids.add(sender_id)
-        history = [v for owner in ids for v in (owner, conversation_id, message_id)]
-        db.execute(values(_HISTORY, 3, len(ids)), history)
         return _stored(message_id, conversation_id, stored, {})
 
     def _conversation(self, db: sqlite3.Connection, sender_id: int, found: dict[str, int]) -> int:
@@ -184,6 +162,10 @@ class SendStager:
             cursor = db.execute("INSERT INTO conversations(members) VALUES (?)", (key,))
             assert cursor.lastrowid is not None
             conversation_id = cursor.lastrowid
+            db.executemany(
+                "INSERT INTO memberships(account_id, conversation_id) VALUES (?, ?)",
+                [(member, conversation_id) for member in {sender_id, *found.values()}],
+            )
             cache.remember_conversation(key, conversation_id)  # (a rollback forgets it)
         if pair is not None:
             cache.pairs[pair] = conversation_id  # (emptied with the conversations)

@@ -79,6 +79,14 @@ CACHE_KIB = 16_384
 WAL_KEEP_BYTES = 32 << 20
 
 _MESSAGE_COLUMNS = "m.id, m.sender_id, m.body, m.sent_at_ms, m.conversation_id"
+#: Message m (of a conversation the owner, the first ``?``, is a live member of) is in the
+#: owner's history (schema v4, core.migrations).
+_NOT_HIDDEN = "NOT EXISTS (SELECT 1 FROM hidden h WHERE h.owner_id = ? AND h.message_id = m.id)"
+#: The newest message of conversation c the owner (``?``) holds.
+_LAST_HELD = (
+    "(SELECT m.id FROM messages m WHERE m.conversation_id = c.conversation_id"
+    f" AND {_NOT_HIDDEN} ORDER BY m.id DESC LIMIT 1)"
+)
 _Row = tuple[int, int, str, int, int]
 _Db = sqlite3.Connection
 
@@ -326,23 +334,34 @@ class SqliteStore(Store):
     async def list_conversations(
         self, owner_id: int, before_id: int, limit: int
     ) -> list[Conversation]:
+        if self._cache.person(owner_id)[1]:
+            return []  # (a deleted account's history went with it)
         found = self._read.execute(
-            "SELECT conversation_id, max(message_id) AS last FROM history WHERE owner_id = ?"
-            " GROUP BY conversation_id HAVING last < ? ORDER BY last DESC LIMIT ?",
-            (owner_id, before_id or _NO_BOUND, limit),
+            f"SELECT c.conversation_id, {_LAST_HELD} AS last FROM memberships c"
+            " WHERE c.account_id = ? AND last < ? ORDER BY last DESC LIMIT ?",
+            (owner_id, owner_id, before_id or _NO_BOUND, limit),
         ).fetchall()
         return await conversation_list(self, owner_id, found, self._last_delivery, self._unread)
 
     async def read_history(
         self, owner_id: int, conversation_id: int, before_id: int, limit: int
     ) -> list[Delivery]:
+        if not self._holds_any(owner_id, conversation_id):
+            return []
         rows = self._read.execute(
-            f"SELECT {_MESSAGE_COLUMNS} FROM history h JOIN messages m ON m.id = h.message_id"
-            " WHERE h.owner_id = ? AND h.conversation_id = ? AND h.message_id < ?"
-            " ORDER BY h.message_id DESC LIMIT ?",
-            (owner_id, conversation_id, before_id or _NO_BOUND, limit),
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages m"
+            f" WHERE m.conversation_id = ? AND m.id < ? AND {_NOT_HIDDEN}"
+            " ORDER BY m.id DESC LIMIT ?",
+            (conversation_id, before_id or _NO_BOUND, owner_id, limit),
         )
         return self._deliveries(owner_id, rows)
+
+    def _holds_any(self, owner_id: int, conversation_id: int) -> bool:
+        """Whether the conversation can be in the owner's history: a live member's."""
+        return (
+            owner_id in self._cache.member_ids(conversation_id)
+            and not (self._cache.person(owner_id)[1])
+        )
 
     async def read_up_to(self, owner_id: int, conversation_id: int) -> int:
         row = self._read.execute(
@@ -355,11 +374,7 @@ class SqliteStore(Store):
         self, owner_id: int, conversation_id: int, up_to_id: int
     ) -> tuple[int, int]:
         def job(db: _Db) -> None:
-            (last,) = db.execute(
-                "SELECT coalesce(max(message_id), 0) FROM history"
-                " WHERE owner_id = ? AND conversation_id = ?",
-                (owner_id, conversation_id),
-            ).fetchone()
+            last = sqlite_deletes.last_held(db, self._cache, owner_id, conversation_id)
             mark = min(up_to_id, last)
             if mark > 0:
                 db.execute(
@@ -428,11 +443,12 @@ class SqliteStore(Store):
         return None if row is None else self._deliveries(owner_id, [row])[0]
 
     async def _unread(self, owner_id: int, conversation_id: int, read_up_to: int) -> int:
+        if not self._holds_any(owner_id, conversation_id):
+            return 0
         row = self._read.execute(
-            "SELECT count(*) FROM history h JOIN messages m ON m.id = h.message_id"
-            " WHERE h.owner_id = ? AND h.conversation_id = ? AND h.message_id > ?"
-            " AND m.sender_id != ?",
-            (owner_id, conversation_id, read_up_to, owner_id),
+            "SELECT count(*) FROM messages m WHERE m.conversation_id = ? AND m.id > ?"
+            f" AND m.sender_id != ? AND {_NOT_HIDDEN}",
+            (conversation_id, read_up_to, owner_id, owner_id),
         ).fetchone()
         return int(row[0])
 

@@ -1,16 +1,15 @@
 """The copies a group of sends leaves in the SQLite store (issue 10: core/sqlite_send.py
-writes the senders' own history copies with one INSERT ... SELECT from the message rows, the
-others with multi-row INSERT OR ROLLBACK). Every participant ends up with exactly the copies
-the in-memory store gives them, whatever mix of sends shares the group; and a row that
-cannot be stored fails the whole group, leaves nothing of it, and the store goes on."""
+writes each message once, indexed by its conversation, which is every member's history copy
+(schema v4), and its pending copies with multi-row INSERT OR ROLLBACK). Every participant
+ends up with exactly the copies the in-memory store gives them, whatever mix of sends shares
+the group; and a row that cannot be stored fails the whole group, leaves nothing of it, and
+the store goes on."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
 from pathlib import Path
-
-import pytest
 
 from core.memory_store import MemoryStore
 from core.sqlite_store import SqliteStore
@@ -70,10 +69,7 @@ async def test_a_mixed_group_leaves_each_user_the_copies_the_memory_store_does(t
     assert len(memory["bob history"]) == 4  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("taken", ["sender copy", "recipient copy", "pending copy"])
-async def test_a_row_that_cannot_be_stored_fails_its_group_and_leaves_nothing(
-    tmp_path: Path, taken: str
-):
+async def test_a_row_that_cannot_be_stored_fails_its_group_and_leaves_nothing(tmp_path: Path):
     path = tmp_path / "taken.db"
     store = SqliteStore(path)
     ids = {name: await store.create_account(name, "h", 0) for name in NAMES}
@@ -84,13 +80,7 @@ async def test_a_row_that_cannot_be_stored_fails_its_group_and_leaves_nothing(
     # stored, and SQLite rolls the group back by itself (OR ROLLBACK).
     upcoming = range(first.message_id + 1, first.message_id + 40)
     with sqlite3.connect(path, isolation_level=None) as other:
-        if taken == "pending copy":
-            other.executemany("INSERT INTO pending VALUES (?, ?)", [(bob, m) for m in upcoming])
-        else:
-            owner = al if taken == "sender copy" else bob
-            other.executemany(
-                "INSERT INTO history VALUES (?, ?, ?)", [(owner, conversation, m) for m in upcoming]
-            )
+        other.executemany("INSERT INTO pending VALUES (?, ?)", [(bob, m) for m in upcoming])
     outcomes = await asyncio.gather(
         *(store.add_message(al, f"lost {i}", i, ("bob",)) for i in range(12)),
         return_exceptions=True,
@@ -99,7 +89,6 @@ async def test_a_row_that_cannot_be_stored_fails_its_group_and_leaves_nothing(
     assert not store._db.in_transaction
     with sqlite3.connect(path) as other:
         assert other.execute("SELECT count(*) FROM messages").fetchone()[0] == 1
-        other.execute("DELETE FROM history WHERE message_id > ?", (first.message_id,))
         other.execute("DELETE FROM pending WHERE message_id > ?", (first.message_id,))
     assert [d.body for d in await store.pending_after(bob, 0, 100)] == ["before"]
     # The store goes on: the next group is stored whole, each copy where it belongs.
