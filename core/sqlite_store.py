@@ -191,12 +191,19 @@ class SqliteStore(Store):
             f"SELECT username FROM accounts WHERE {' AND '.join(where)} ORDER BY username LIMIT ?"
         )
         args += (limit,)
+        return [row[0] for row in await self._bounded(query, args)]
+
+    async def _bounded(self, query: str, args: tuple[object, ...]) -> list[Any]:
+        """The rows of a read that may scan far: on the loop while it stays within
+        LIST_BUDGET_S, else again on the scan thread (SQLite releases the GIL while it scans).
+        list_accounts with a leading wildcard; and, in schema v4, history reads that walk
+        past many messages hidden from the owner (deleted for them, pruned)."""
         if self._helper is None:
-            return [row[0] for row in self._read.execute(query, args)]
+            return self._read.execute(query, args).fetchall()
         deadline = time.perf_counter() + LIST_BUDGET_S
         self._read.set_progress_handler(lambda: time.perf_counter() > deadline, _PROGRESS_STEPS)
         try:
-            return [row[0] for row in self._read.execute(query, args)]
+            return self._read.execute(query, args).fetchall()
         except sqlite3.OperationalError as exc:
             if "interrupt" not in str(exc):
                 raise
@@ -225,9 +232,9 @@ class SqliteStore(Store):
             self._helper_db = self._connect(self.path)
         return self._helper_db
 
-    def _scan(self, query: str, args: tuple[object, ...]) -> list[str]:
+    def _scan(self, query: str, args: tuple[object, ...]) -> list[Any]:
         """On the helper thread."""
-        return [row[0] for row in self._helper_connection().execute(query, args)]
+        return self._helper_connection().execute(query, args).fetchall()
 
     async def delete_account(self, account_id: int, purge_sent: bool, now_ms: int) -> Removed:
         cache = self._cache
@@ -336,11 +343,11 @@ class SqliteStore(Store):
     ) -> list[Conversation]:
         if self._cache.person(owner_id)[1]:
             return []  # (a deleted account's history went with it)
-        found = self._read.execute(
+        found = await self._bounded(
             f"SELECT c.conversation_id, {_LAST_HELD} AS last FROM memberships c"
             " WHERE c.account_id = ? AND last < ? ORDER BY last DESC LIMIT ?",
             (owner_id, owner_id, before_id or _NO_BOUND, limit),
-        ).fetchall()
+        )
         return await conversation_list(self, owner_id, found, self._last_delivery, self._unread)
 
     async def read_history(
@@ -348,7 +355,7 @@ class SqliteStore(Store):
     ) -> list[Delivery]:
         if not self._holds_any(owner_id, conversation_id):
             return []
-        rows = self._read.execute(
+        rows = await self._bounded(
             f"SELECT {_MESSAGE_COLUMNS} FROM messages m"
             f" WHERE m.conversation_id = ? AND m.id < ? AND {_NOT_HIDDEN}"
             " ORDER BY m.id DESC LIMIT ?",
@@ -445,11 +452,11 @@ class SqliteStore(Store):
     async def _unread(self, owner_id: int, conversation_id: int, read_up_to: int) -> int:
         if not self._holds_any(owner_id, conversation_id):
             return 0
-        row = self._read.execute(
+        [row] = await self._bounded(
             "SELECT count(*) FROM messages m WHERE m.conversation_id = ? AND m.id > ?"
             f" AND m.sender_id != ? AND {_NOT_HIDDEN}",
             (conversation_id, read_up_to, owner_id, owner_id),
-        ).fetchone()
+        )
         return int(row[0])
 
 

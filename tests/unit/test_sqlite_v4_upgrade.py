@@ -128,3 +128,48 @@ async def test_after_the_upgrade_deletes_and_sends_work_on_the_migrated_copies(t
     for owner in (1, 2):
         assert [d.message_id for d in await store.read_history(owner, 1, 0, 100)] == [8, 7, 1]
     await store.close()
+
+
+async def test_history_reads_that_outrun_the_loop_budget_finish_on_the_scan_thread(
+    tmp_path: Path, monkeypatch
+):
+    """v4's history reads skip the messages hidden from the owner; a user who deleted most
+    of a long conversation for themselves makes that a long walk. Past the loop's budget
+    the read is run again on the scan thread (as list_accounts' scans are), same answer."""
+    from core import sqlite_store
+
+    store = SqliteStore(tmp_path / "hidden.db")
+    al = await store.create_account("al", "h", 0)
+    bob = await store.create_account("bob", "h", 0)
+    sent = [await store.add_message(al, f"m{i}", i, ("bob",)) for i in range(300)]
+    conversation = sent[0].conversation_id
+    ids = [s.message_id for s in sent]
+    await store.mark_delivered(bob, ids)
+    await store.delete_messages(bob, ids[2:-1], False)  # bob keeps the first two and the last
+    expected = {
+        "history": [ids[-1], ids[1], ids[0]],
+        "page": [ids[1], ids[0]],
+        "last": ids[-1],
+        "unread": 3,
+    }
+
+    async def seen() -> dict[str, object]:
+        [listed] = await store.list_conversations(bob, 0, 10)
+        return {
+            "history": [d.message_id for d in await store.read_history(bob, conversation, 0, 10)],
+            "page": [
+                d.message_id for d in await store.read_history(bob, conversation, ids[-1], 10)
+            ],
+            "last": listed.last_message.message_id,
+            "unread": listed.unread,
+        }
+
+    assert await seen() == expected  # on the loop
+    scans = []
+    real_scan = store._scan
+    monkeypatch.setattr(store, "_scan", lambda q, a: scans.append(q) or real_scan(q, a))
+    monkeypatch.setattr(sqlite_store, "LIST_BUDGET_S", 0.0)
+    monkeypatch.setattr(sqlite_store, "_PROGRESS_STEPS", 1)
+    assert await seen() == expected  # every read interrupted on the loop, done on the thread
+    assert len(scans) >= 4
+    await store.close()
