@@ -105,6 +105,8 @@ _Route = tuple[dict[str, int], frozenset[int], int, frozenset[int]]
 #: Routes kept at most (then forgotten all at once: a route costs one lookup to rebuild).
 _ROUTES = 4096
 _NO_ROUTE: _Route = ({}, frozenset(), 0, frozenset())
+#: The names a message that was not stored went to (none; shared, read only).
+_NOBODY: dict[str, int] = {}
 
 
 class MemoryStore(Store):
@@ -233,10 +235,22 @@ class MemoryStore(Store):
     async def add_message(
         self, sender_id: int, body: str, now_ms: int, recipients: Sequence[str]
     ) -> StoredMessage:
+        message_id, conversation_id, stored = self.add_message_now(
+            sender_id, body, now_ms, recipients
+        )
+        return _stored_message(message_id, conversation_id, stored, {})
+
+    def add_message_now(
+        self, sender_id: int, body: str, now_ms: int, recipients: Sequence[str]
+    ) -> tuple[int, int, dict[str, int]]:
+        """``add_message`` as a plain call (it never waits): (message id, conversation id, the
+        names stored for -> their ids), without a coroutine and a StoredMessage to carry them
+        (ChatService.send calls this when a store has it; a subclass that changes
+        ``add_message`` must change this too). The dict is shared: read it, never change it."""
         # The hot path of a send, written out (a comprehension or a setdefault chain costs
         # an object per call; each Python call costs about as much as a map update).
         if self._accounts[sender_id].deleted:  # (a deletion is under way)
-            return _stored_message(0, 0, {}, {})
+            return 0, 0, _NOBODY
         if type(recipients) is tuple:  # (the service's usual case: the route is kept)
             key = (sender_id, recipients)
             route = self._routes.get(key)
@@ -248,7 +262,7 @@ class MemoryStore(Store):
             route = self._route(sender_id, recipients)
         stored, members, conversation_id, recipient_ids = route
         if not stored:
-            return _stored_message(0, 0, {}, {})
+            return 0, 0, _NOBODY
         self._last_id = message_id = self._last_id + 1
         self._messages[message_id] = (sender_id, conversation_id, body, now_ms)
         self._holders[message_id] = members
@@ -274,7 +288,7 @@ class MemoryStore(Store):
         if out is None:
             out = self._unacked[sender_id] = {}
         out[message_id] = recipient_ids
-        return _stored_message(message_id, conversation_id, stored, {})
+        return message_id, conversation_id, stored
 
     def _route(self, sender_id: int, recipients: Sequence[str]) -> _Route:
         """Where a message from ``sender_id`` to ``recipients`` goes: the names that have an

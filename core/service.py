@@ -43,7 +43,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from core import limits
 from core.bus import Bus, LocalBus
@@ -92,8 +92,35 @@ PRUNE_INTERVAL = 60.0
 DAY_MS = 86_400_000
 
 
-#: ``SendResult(...)`` at a third of the cost, once per send (core.frozen).
+#: ``SendResult(...)`` at a third of the cost, once per send (core.frozen); and the values
+#: of a push, once per live session that sees a message.
 _send_result = builder(SendResult)
+_delivery = builder(Delivery)
+_sent_copy = builder(SentCopy)
+
+#: What a send reads on every call, as module constants: an enum member read from its class
+#: goes through the enum's ``__getattr__`` hook (~850 instructions on CPython 3.11), a
+#: module's attribute is a dict lookup more than a global.
+_ACTIVE = State.ACTIVE
+_CLOSED = State.CLOSED
+_MAX_BODY_BYTES = limits.MAX_BODY_BYTES
+_time_ns = time.time_ns
+#: The sequence numbers of a store that keeps none (read only).
+_NO_SEQS: dict[int, int] = {}
+
+#: A store's ``add_message_now(sender_id, body, now_ms, recipients)``: ``add_message`` as a
+#: plain call, (message id, conversation id, the names stored for -> their ids).
+AddNow = Callable[[int, str, int, Sequence[str]], tuple[int, int, dict[str, int]]]
+
+
+def _missing(names: Sequence[str], found: dict[str, int]) -> tuple[str, ...]:
+    """The ``names`` that are not in ``found``, in order: a send's unknown recipients."""
+    return tuple([n for n in names if n not in found])
+
+
+def _without(names: list[str], name: str) -> tuple[str, ...]:
+    """``names`` but ``name``: a conversation's other participants as one of them sees it."""
+    return tuple([n for n in names if n != name])
 
 
 def now_ms() -> int:
@@ -165,6 +192,15 @@ class ChatService:
         #: How pushes reach live sessions: this process only (LocalBus) or every node.
         self.bus = bus or LocalBus()
         self.bus.attach(self)
+        #: Read by every send: the bus reaches other processes (push for every recipient,
+        #: live here or not), or it is the LocalBus, whose publish is a call to ``deliver``
+        #: (the send makes that call itself).
+        self._anywhere = not self.bus.local
+        self._direct = type(self.bus) is LocalBus
+        #: The store's ``add_message_now`` if it has one: ``add_message`` for a store that
+        #: never waits to add (MemoryStore), as a plain call, (message id, conversation id,
+        #: recipients) without the coroutine and the StoredMessage (issue 10).
+        self._add_now: AddNow | None = getattr(store, "add_message_now", None)
         self.deleted_sender = deleted_sender
         self.retention = retention or Retention()  # (sets ``_retaining`` too)
         self._passwords = Passwords(hash_cost)
@@ -373,9 +409,11 @@ class ChatService:
     # -- messages (Rules 8-13) ---------------------------------------------------------------
     async def send(self, session: Session, recipients: Sequence[str], body: str) -> SendResult:
         # (The hot path of the server: issue 10 counts its instructions, and a Python call
-        # costs about as much as one of the checks below; hence the inlined fast paths.)
+        # costs about as much as one of the checks below; hence the inlined fast paths, the
+        # module constants (an enum member read from its class is ~850 instructions) and no
+        # variable read by a nested function (each is a cell, made on every call).)
         sender = session.username
-        if session.state is not State.ACTIVE or sender is None:
+        if session.state is not _ACTIVE or sender is None:
             sender = self._require_active(session)  # (raises why not)
         if type(recipients) is tuple and len(recipients) == 1 and len(recipients[0]) <= _NAME_MAX:
             names: Sequence[str] = recipients  # (most messages: _validate_recipients' first case)
@@ -385,47 +423,92 @@ class ChatService:
         body_size = len(body) if body.isascii() else len(body.encode("utf-8", "surrogatepass"))
         if body_size == 0:
             raise InvalidArgument("a message body is at least 1 byte")
-        if body_size > limits.MAX_BODY_BYTES:
+        if body_size > _MAX_BODY_BYTES:
             raise LimitExceeded(
-                f"a message body is at most {limits.MAX_BODY_BYTES} bytes (got {body_size})"
+                f"a message body is at most {_MAX_BODY_BYTES} bytes (got {body_size})"
             )
         sender_id = session.account_id
         assert sender_id is not None  # (set with the ACTIVE state)
-        sent_at = time.time_ns() // 1_000_000  # (now_ms())
-        stored = await self.store.add_message(sender_id, body, sent_at, names)
-        delivered_to = stored.recipients
-        unknown = (
-            ()
-            if len(delivered_to) == len(names)
-            else tuple(n for n in names if n not in delivered_to)
-        )
-        if delivered_to:
+        sent_at = _time_ns() // 1_000_000  # (now_ms())
+        add_now = self._add_now
+        if add_now is not None:  # a store that never waits to add (MemoryStore): no coroutine
+            message_id, conversation_id, delivered_to = add_now(sender_id, body, sent_at, names)
+            seqs = _NO_SEQS
+        else:
+            stored = await self.store.add_message(sender_id, body, sent_at, names)
             message_id, conversation_id = stored.message_id, stored.conversation_id
+            delivered_to, seqs = stored.recipients, stored.seqs
+        unknown = () if len(delivered_to) == len(names) else _missing(names, delivered_to)
+        if not delivered_to:
+            return _send_result(0, sent_at, unknown)
+        # Pushes only if someone is there to see them: a recipient's live session, or (Rule
+        # 24) another of the sender's; on every node when the bus reaches others.
+        push = self._anywhere
+        if not push:
             live = self._live
-            anywhere = not self.bus.local  # other nodes may hold anyone's sessions
-            seqs = stored.seqs
-            everyone: list[str] | None = None  # built only if someone is there to see it
-            for name, account_id in delivered_to.items():
-                if anywhere or account_id in live:
-                    everyone = everyone or sorted({sender, *delivered_to})
-                    others = tuple(n for n in everyone if n != name)  # Rule 21: who else
-                    self._push(
-                        account_id,
-                        Delivery(message_id, sender, body, sent_at, others, False, conversation_id),
-                        seq=seqs.get(account_id, 0),
-                    )
-            # Rule 24, to the sender's other sessions (a note to self was delivered to all).
-            if (anywhere or len(live.get(sender_id, ())) > 1) and sender not in delivered_to:
+            for account_id in delivered_to.values():
+                if account_id in live:
+                    push = True
+                    break
+            else:
+                push = len(live.get(sender_id, ())) > 1 and sender not in delivered_to
+        if push:
+            self._push_message(
+                session,
+                sender,
+                sender_id,
+                body,
+                sent_at,
+                message_id,
+                conversation_id,
+                delivered_to,
+                seqs,
+            )
+        if self._retaining:
+            self._maybe_prune()
+        return _send_result(message_id, sent_at, unknown, conversation_id)
+
+    def _push_message(
+        self,
+        session: Session,
+        sender: str,
+        sender_id: int,
+        body: str,
+        sent_at: int,
+        message_id: int,
+        conversation_id: int,
+        delivered_to: dict[str, int],
+        seqs: dict[int, int],
+    ) -> None:
+        """A stored message's pushes: to every live session of every recipient it was stored
+        for (Rule 10), with the conversation's other participants (Rule 21), and a "sent by
+        you" copy to the sender's other sessions (Rule 24; a note to self went to all)."""
+        live = self._live
+        anywhere = self._anywhere  # other nodes may hold anyone's sessions
+        direct = self._direct  # (a LocalBus: its publish is a call to deliver; made here)
+        everyone: list[str] | None = None  # built only if someone is there to see it
+        for name, account_id in delivered_to.items():
+            if anywhere or account_id in live:
                 everyone = everyone or sorted({sender, *delivered_to})
-                mine = tuple(n for n in everyone if n != sender)
-                copy = SentCopy(
-                    Delivery(message_id, sender, body, sent_at, mine, False, conversation_id)
+                others = _without(everyone, name)  # Rule 21: who else
+                delivery = _delivery(
+                    message_id, sender, body, sent_at, others, False, conversation_id
                 )
+                if direct:
+                    self.deliver(account_id, delivery)
+                else:
+                    self._push(account_id, delivery, seq=seqs.get(account_id, 0))
+        # Rule 24, to the sender's other sessions (a note to self was delivered to all).
+        if (anywhere or len(live.get(sender_id, ())) > 1) and sender not in delivered_to:
+            everyone = everyone or sorted({sender, *delivered_to})
+            mine = _without(everyone, sender)
+            copy = _sent_copy(
+                _delivery(message_id, sender, body, sent_at, mine, False, conversation_id)
+            )
+            if direct:
+                self.deliver(sender_id, copy, skip=session)
+            else:
                 self._push(sender_id, copy, skip=session)
-            if self._retaining:
-                self._maybe_prune()
-            return _send_result(message_id, sent_at, unknown, conversation_id)
-        return _send_result(0, sent_at, unknown)
 
     async def ack(self, session: Session, message_ids: Sequence[int]) -> None:
         self._require_active(session)
@@ -707,15 +790,15 @@ class ChatService:
         )
 
     def _require_anonymous(self, session: Session) -> None:
-        if session.state is State.ACTIVE:
+        if session.state is _ACTIVE:
             raise AlreadyLoggedIn()
-        if session.state is State.CLOSED:
+        if session.state is _CLOSED:
             raise SessionClosed(self._closed_text(session))
 
     def _require_active(self, session: Session) -> str:
-        if session.state is State.ACTIVE and session.username is not None:
+        if session.state is _ACTIVE and session.username is not None:
             return session.username
-        if session.state is State.CLOSED:
+        if session.state is _CLOSED:
             raise SessionClosed(self._closed_text(session))
         raise NotLoggedIn()
 

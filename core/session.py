@@ -71,6 +71,11 @@ class InvalidTransition(RuntimeError):
 
 _ids = itertools.count(1)
 
+#: The queue's bounds (Rule 17), read on every push.
+_MAX_QUEUE = limits.MAX_SESSION_QUEUE
+_MAX_QUEUE_BYTES = limits.MAX_SESSION_QUEUE_BYTES
+_OVERHEAD = limits.QUEUE_ITEM_OVERHEAD
+
 
 class Session:
     """State plus the queue of live deliveries not yet taken by the transport."""
@@ -143,13 +148,15 @@ class Session:
     def _push(self, event: Delivery | Notice) -> bool:
         """Queue a live delivery or notice; False if the queue is full (the service then
         ends us)."""
-        size = _queued_bytes(event)
-        if (
-            len(self._live) >= limits.MAX_SESSION_QUEUE
-            or self._live_bytes + size > limits.MAX_SESSION_QUEUE_BYTES
-        ):
+        if type(event) is Delivery:  # (_queued_bytes written out: once per push)
+            body = event.body
+            size = _OVERHEAD + (len(body) if body.isascii() else len(body.encode()))
+        else:
+            size = _queued_bytes(event)
+        live = self._live
+        if len(live) >= _MAX_QUEUE or self._live_bytes + size > _MAX_QUEUE_BYTES:
             return False
-        self._live.append(event)
+        live.append(event)
         self._live_bytes += size
         self._wakeup.set()
         return True
