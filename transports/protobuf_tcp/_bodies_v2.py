@@ -38,7 +38,7 @@ from transports.custom._events import (
     SentCopy,
 )
 from transports.custom._messages import Kind
-from transports.custom._wire import MAX_DELETE_IDS, U64_MAX, Opcode
+from transports.custom._wire import MAX_DELETE_IDS, U64_MAX, ErrorCode, Opcode
 from transports.grpc import _convert as convert
 from transports.grpc._generated import chat_pb2 as chat
 from transports.protobuf_tcp._bodies import (
@@ -49,6 +49,7 @@ from transports.protobuf_tcp._bodies import (
     _decoder,
     _encoder,
     _malformed,
+    _put_rid,
     _refuse,
     _request_id,
     _rid,
@@ -279,6 +280,32 @@ _V2_REPLIES: tuple[Spec, ...] = (
 )
 
 
+_SendReply = chat.SendReply
+
+
+def _encode_sent(e: Sent, out: bytearray) -> None:
+    """SENT, the reply every send takes: ``_encoder``'s steps and ``convert.send_reply``'s
+    written out in one function (two Python calls fewer per SENT), the same bytes and the
+    same refusals."""
+    rid = e.request_id
+    if 1 <= rid < 0x80:  # (one-byte ids: every reply's path)
+        out.append(rid)
+    else:
+        _put_rid(out, rid, 1)
+    reply = _SendReply()
+    try:  # (fields set one by one: cheaper than keywords, see convert.fill_send_reply)
+        reply.message_id = e.message_id
+        reply.sent_at_ms = e.sent_at_ms
+        reply.conversation_id = e.conversation_id
+        if e.unknown_recipients:
+            reply.unknown_recipients.extend(e.unknown_recipients)
+        out += reply.SerializeToString()
+    except UnicodeEncodeError as exc:
+        raise _refuse(f"not encodable as UTF-8: {exc}", ErrorCode.INVALID_UTF8) from None
+    except (ValueError, TypeError) as exc:  # protobuf's range and type checks
+        raise _refuse(f"cannot encode {type(e).__name__}: {exc}") from None
+
+
 # Version 1 messages whose version 2 events carry more fields: the same protobuf messages.
 _V2_LAYOUTS: dict[Opcode, Spec] = {
     Opcode.SENT: (
@@ -292,7 +319,7 @@ _V2_LAYOUTS: dict[Opcode, Spec] = {
                 i, m.message_id, m.sent_at_ms, tuple(m.unknown_recipients), m.conversation_id
             ),
         ),
-        _encoder(_rid, 1, convert.send_reply),
+        _encode_sent,
     ),
     Opcode.DELIVER: (
         Opcode.DELIVER,
