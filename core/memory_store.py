@@ -238,7 +238,8 @@ class MemoryStore(Store):
         message_id, conversation_id, stored = self.add_message_now(
             sender_id, body, now_ms, recipients
         )
-        return _stored_message(message_id, conversation_id, stored, {})
+        # (nothing stored: a dict of its own, as before add_message_now; _NOBODY is shared)
+        return _stored_message(message_id, conversation_id, stored if message_id else {}, {})
 
     def add_message_now(
         self, sender_id: int, body: str, now_ms: int, recipients: Sequence[str]
