@@ -31,8 +31,10 @@ PRUNE_PAGE = 500
 
 _Db = sqlite3.Connection
 _Copy = tuple[int, int, int]  # (owner, conversation, message)
-#: Message m is not hidden from the owner (the ``?``).
-_NOT_HIDDEN = "NOT EXISTS (SELECT 1 FROM hidden h WHERE h.owner_id = ? AND h.message_id = m.id)"
+#: Message m is not hidden from the owner (the ``?``): with membership of m's conversation and a
+#: live account, m is in the owner's history (schema v4, core.migrations). Shared with the
+#: store's reads.
+NOT_HIDDEN = "NOT EXISTS (SELECT 1 FROM hidden h WHERE h.owner_id = ? AND h.message_id = m.id)"
 
 
 def delete_account(
@@ -184,7 +186,7 @@ def prune_history(
             threshold = db.execute(
                 "SELECT m.id FROM memberships c"
                 " JOIN messages m ON m.conversation_id = c.conversation_id"
-                f" WHERE c.account_id = ? AND {_NOT_HIDDEN} ORDER BY m.id DESC LIMIT 1 OFFSET ?",
+                f" WHERE c.account_id = ? AND {NOT_HIDDEN} ORDER BY m.id DESC LIMIT 1 OFFSET ?",
                 (owner, owner, max_per_user),
             ).fetchone()
             if threshold is not None:
@@ -210,7 +212,7 @@ def past_limit(db: _Db, owner_id: int, threshold: int) -> Generator[list[_Copy],
         page: list[_Copy] = db.execute(
             "SELECT c.account_id, m.conversation_id, m.id FROM memberships c"
             " JOIN messages m ON m.conversation_id = c.conversation_id"
-            f" WHERE c.account_id = ? AND {_NOT_HIDDEN} AND m.id <= ?"
+            f" WHERE c.account_id = ? AND {NOT_HIDDEN} AND m.id <= ?"
             " AND NOT EXISTS (SELECT 1 FROM pending p"
             " WHERE p.recipient_id = c.account_id AND p.message_id = m.id)"
             " ORDER BY m.id DESC LIMIT ?",
@@ -250,7 +252,7 @@ def last_held(db: _Db, cache: StoreCache, owner_id: int, conversation_id: int) -
     if owner_id not in cache.member_ids(conversation_id, db) or not is_live(db, cache, owner_id):
         return 0
     row = db.execute(
-        f"SELECT m.id FROM messages m WHERE m.conversation_id = ? AND {_NOT_HIDDEN}"
+        f"SELECT m.id FROM messages m WHERE m.conversation_id = ? AND {NOT_HIDDEN}"
         " ORDER BY m.id DESC LIMIT 1",
         (conversation_id, owner_id),
     ).fetchone()

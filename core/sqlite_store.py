@@ -52,7 +52,7 @@ from typing import Any
 
 from core import limits, migrations, sqlite_deletes
 from core.sqlite_cache import StoreCache, select_live_ids
-from core.sqlite_deletes import CHUNK
+from core.sqlite_deletes import CHUNK, NOT_HIDDEN
 from core.sqlite_send import SendStager
 from core.sqlite_writer import GroupWriter
 from core.store import Account, DuplicateAccount, Member, NotSender, Removed, Store, StoredMessage
@@ -79,13 +79,10 @@ CACHE_KIB = 16_384
 WAL_KEEP_BYTES = 32 << 20
 
 _MESSAGE_COLUMNS = "m.id, m.sender_id, m.body, m.sent_at_ms, m.conversation_id"
-#: Message m (of a conversation the owner, the first ``?``, is a live member of) is in the
-#: owner's history (schema v4, core.migrations).
-_NOT_HIDDEN = "NOT EXISTS (SELECT 1 FROM hidden h WHERE h.owner_id = ? AND h.message_id = m.id)"
 #: The newest message of conversation c the owner (``?``) holds.
 _LAST_HELD = (
     "(SELECT m.id FROM messages m WHERE m.conversation_id = c.conversation_id"
-    f" AND {_NOT_HIDDEN} ORDER BY m.id DESC LIMIT 1)"
+    f" AND {NOT_HIDDEN} ORDER BY m.id DESC LIMIT 1)"
 )
 _Row = tuple[int, int, str, int, int]
 _Db = sqlite3.Connection
@@ -357,7 +354,7 @@ class SqliteStore(Store):
             return []
         rows = await self._bounded(
             f"SELECT {_MESSAGE_COLUMNS} FROM messages m"
-            f" WHERE m.conversation_id = ? AND m.id < ? AND {_NOT_HIDDEN}"
+            f" WHERE m.conversation_id = ? AND m.id < ? AND {NOT_HIDDEN}"
             " ORDER BY m.id DESC LIMIT ?",
             (conversation_id, before_id or _NO_BOUND, owner_id, limit),
         )
@@ -454,7 +451,7 @@ class SqliteStore(Store):
             return 0
         [row] = await self._bounded(
             "SELECT count(*) FROM messages m WHERE m.conversation_id = ? AND m.id > ?"
-            f" AND m.sender_id != ? AND {_NOT_HIDDEN}",
+            f" AND m.sender_id != ? AND {NOT_HIDDEN}",
             (conversation_id, read_up_to, owner_id, owner_id),
         )
         return int(row[0])
