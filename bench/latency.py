@@ -661,9 +661,9 @@ async def run_independent(job: dict[str, Any]) -> list[dict[str, Any]]:
     ChatClient the way issue 8's clients are, so the ratio cancels the machine's drift
     between steps (bench/targets.py reads it).
     Where the job names a server of the transport's contract with no chat behind it
-    (``contract``: bench/refs/null_chat.py, for the gRPC transports), a block of the same bare
-    asyncio client against it stands beside each pair too (``contract_*``): what the contract
-    itself costs over the echo, before any server does work.
+    (``contract``: bench.refs.CONTRACT_FLOORS, e.g. bench/refs/null_chat.py), a block of the
+    same bare asyncio client against it stands beside each pair too (``contract_*``): what the
+    contract itself costs over the echo, before any server does work.
     Returns one row: the independent client's (``client: "independent"``, ``client_impl``
     naming it, its blocks pooled), carrying ``pairs`` (bench/SCHEMA.md)."""
     from bench.refs.independent import INDEPENDENT
@@ -681,7 +681,7 @@ async def run_independent(job: dict[str, Any]) -> list[dict[str, Any]]:
     bare = BARE[transport]() if transport in BARE else None
     echo = job.get("echo")  # the transport's reference server, running beside it
     echoer = None if echo is None else echo_client(echo["ref"], tuple(echo["address"]))
-    contract = job.get("contract")  # its contract served with no chat behind it (null_chat)
+    contract = job.get("contract")  # its contract served with no chat behind it (null_*)
     floor = BARE[transport]() if contract is not None and transport in BARE else None
     try:
         async with asyncio.timeout(SECTION_TIMEOUT):

@@ -84,9 +84,11 @@ def _header(results: dict[str, Any]) -> str:
         "them, from blocks of the reference's own client against its own server paired with "
         "ChatClient's blocks in the transport's independent step (both servers on one vCPU, "
         "the same moment), which a drift of the machine between steps cannot move. Beside "
-        "gRPC's, the same bare stub against bench/refs/null_chat.py (chat.proto served with no "
-        "chat behind it) gives the contract's own floor: the part of the gap to the echo that "
-        "protobuf, the session metadata and a deadline cost before any server does work.",
+        "them, the same bare client against the transport's contract served with no chat "
+        "behind it (bench/refs/null_chat.py for gRPC: protobuf, the session metadata, a "
+        "deadline; bench/refs/null_frames.py for custom and protobuf-tcp: the varint frames, "
+        "the handshake, each body read and written in the protocol's encoding) gives the "
+        "contract's own floor: the part of the gap to the echo that no server can remove.",
         "- CPU: every latency row carries the CPU time per call of the server process and of "
         "the client process (the bench's worker), so a client that is itself the bottleneck "
         "shows. The *lean* row is an independent client (bench/refs/lean_custom.py: a "

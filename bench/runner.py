@@ -338,8 +338,8 @@ class BenchRun:
 
     @contextlib.contextmanager
     def _reference_beside(self, transport: str | None) -> Iterator[dict[str, Any]]:
-        """The transport's reference server (its registry entry's ``reference``) and, for a
-        gRPC transport, its contract's floor (bench/refs/null_chat.py), started on the
+        """The transport's reference server (its registry entry's ``reference``) and its
+        contract's floor where it has one (bench.refs.CONTRACT_FLOORS), started on the
         transport server's vCPU for the length of one step, so that their clients' blocks
         pair with ChatClient's (bench/latency.py run_independent: issue 10's floor ratio,
         paired). Yields the job's ``echo`` and ``contract`` entries (none without them)."""

@@ -26,7 +26,7 @@ from bench.config import (
 from bench.ladder import registry_info
 from bench.markdown import fmt_rate, fmt_us
 from bench.noise import worst
-from bench.refs import INDEPENDENT_TRANSPORTS
+from bench.refs import CONTRACT_FLOORS, CONTRACT_WORDS, INDEPENDENT_TRANSPORTS
 from bench.rounds import ratio_interval
 from bench.stats import CONFIDENCE, median, median_interval, ratio
 
@@ -360,7 +360,7 @@ def _floor_targets(results: dict[str, Any]) -> list[Row]:
                     (bare_words, "our server's and protocol's share"),
                     source=P50_LIMITS_SOURCE,
                     servers="each client its own server, the two on one vCPU",
-                    extra=_contract_share(pairs),
+                    extra=_contract_share(transport, pairs),
                 )
             )
             continue
@@ -381,10 +381,11 @@ def _floor_targets(results: dict[str, Any]) -> list[Row]:
     return out
 
 
-def _contract_share(pairs: list[Row]) -> str:
+def _contract_share(transport: str, pairs: list[Row]) -> str:
     """What the transport's contract alone costs over the echo, where the pairs have blocks
     of the bare client against a server of the contract with no chat behind it (``contract``:
-    bench/refs/null_chat.py, the gRPC transports): no server can read below it."""
+    bench.refs.CONTRACT_FLOORS, e.g. bench/refs/null_chat.py for gRPC): no server can read
+    below it."""
     if not all("contract_p50_us" in p for p in pairs):
         return ""
     value, ci, _ = paired_ratio(pairs, "p50_us", "contract", "echo")
@@ -392,9 +393,10 @@ def _contract_share(pairs: list[Row]) -> str:
         return ""
     span = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
     ours, _, _ = paired_ratio(pairs, "p50_us", "bare", "contract")
+    floor = CONTRACT_FLOORS.get(transport, "")
+    words = CONTRACT_WORDS.get(transport, "the contract served with no chat behind it")
     return (
-        "; the same bare client (protobuf, the session metadata, a deadline) against a "
-        "chat.proto server that does no chat (bench/refs/null_chat.py: the contract's own "
+        f"; the same bare client against bench/refs/{floor}.py ({words}: the contract's own "
         f"floor, which no server reads below) {value:.2f}x{span} the echo one"
         + ("" if ours is None else f", so our server's own share is {ours:.2f}x")
     )

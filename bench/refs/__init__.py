@@ -10,6 +10,9 @@ names its own, ``Entry.reference``), the lean reference client and the lean load
 ``null_chat``         chat.proto served with no chat behind it (protobuf, the session metadata,
                       Chat.Send and ChatStream.Connect answered at once): the gRPC contract's own
                       floor, paired beside grpc's and grpc-stream's echo (not a row of its own);
+``null_frames``       custom's and protobuf-tcp's contracts served with no chat behind them
+                      (varint frames, the handshake, each body read and each reply written in
+                      the protocol's encoding): their own floor, paired beside tcp_echo likewise;
 ``null_echo``         writes back whatever arrives, unframed: the cheapest responder, against
                       which the load generators' own ceilings are measured;
 ``lean_custom``       not a server: the leanest blocking client of the custom protocol, the
@@ -48,9 +51,25 @@ MAX_PAYLOAD = 1 << 20
 #: gRPC method path of grpc_echo.
 GRPC_ECHO_METHOD = "/wirechat.bench.Echo/Echo"
 
-#: The reference that serves each transport's contract with no chat behind it (bench/refs/
-#: null_chat.py), for the transports whose contract is more than framing: gRPC's chat.proto.
-CONTRACT_FLOORS = {"grpc": "null_chat", "grpc-stream": "null_chat"}
+#: The reference that serves each transport's contract with no chat behind it: what a client
+#: of the contract measures against it, over the echo, is what the contract itself costs.
+CONTRACT_FLOORS = {
+    "custom": "null_frames",
+    "protobuf-tcp": "null_frames",
+    "grpc": "null_chat",
+    "grpc-stream": "null_chat",
+}
+#: What each transport's floor serves, in words (the targets table).
+CONTRACT_WORDS = {
+    "custom": "the varint frames, the handshake and the positional bodies of PROTOCOL.md, "
+    "each read and written, with no chat behind them",
+    "protobuf-tcp": "the varint frames and the handshake, chat.proto's messages parsed and "
+    "serialised by the protobuf library, with no chat behind them",
+    "grpc": "chat.proto on grpcio with no chat behind it: protobuf, the session metadata, "
+    "a deadline",
+    "grpc-stream": "chat.proto's stream messages on grpcio's open stream, parsed and "
+    "serialised by protobuf, with no chat behind them",
+}
 
 #: The transports bench/refs/independent.py has a client of (its ``INDEPENDENT``), named here
 #: so the bench's plan can tell without importing grpc and websockets.
@@ -58,6 +77,7 @@ INDEPENDENT_TRANSPORTS = ("custom", "protobuf-tcp", "websocket", "grpc-stream", 
 
 __all__ = [
     "CONTRACT_FLOORS",
+    "CONTRACT_WORDS",
     "GRPC_ECHO_METHOD",
     "HEADER_BYTES",
     "INDEPENDENT_TRANSPORTS",

@@ -249,8 +249,10 @@ def test_targets_are_evaluated(results: dict[str, Any]) -> None:
             t for t in results["targets"] if t["name"].startswith(f"{entry.name} send p50 <=")
         ]
         assert "each client its own server, the two on one vCPU" in floor["detail"], entry.name
-        # gRPC's: the contract's own floor beside it (bench/refs/null_chat.py)
-        assert ("null_chat" in floor["detail"]) == (entry.name in CONTRACT_FLOORS), entry.name
+        # the contract's own floor beside it where there is one (bench/refs/null_*.py)
+        null = CONTRACT_FLOORS.get(entry.name)
+        assert ("contract's own floor" in floor["detail"]) == (null is not None), entry.name
+        assert null is None or f"bench/refs/{null}.py" in floor["detail"], entry.name
     assert {t["status"] for t in results["targets"]} <= {"PASS", "MISS", "not settled"}
     assert results["payload_sizes"]
 

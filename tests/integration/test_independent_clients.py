@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from bench.refs import independent
+from bench.refs import CONTRACT_FLOORS, independent
 from tests.unit.test_bench_lean_pairs import assert_three_way_pairs, paired_step_row
 
 
@@ -74,10 +74,11 @@ async def test_the_reference_echo_stands_beside_each_pair_on_its_own_server() ->
         assert p["echo_server_cpu_us"] > 0  # the echo server's own CPU, not the chat server's
 
 
-@pytest.mark.parametrize("transport", ["grpc", "grpc-stream"])
-async def test_the_contracts_floor_stands_beside_each_grpc_pair(transport: str) -> None:
-    # issue 10: the bare stub against null_chat (chat.proto, no chat behind it) beside the echo,
-    # on a server of its own: the part of the gap to the echo that no server can remove
+@pytest.mark.parametrize("transport", sorted(CONTRACT_FLOORS))
+async def test_the_contracts_floor_stands_beside_each_pair(transport: str) -> None:
+    # issue 10: the bare client against its contract served with no chat behind it (null_chat
+    # for gRPC, null_frames for the varint protocols) beside the echo, on a server of its own:
+    # the part of the gap to the echo that no server can remove
     from bench.latency import run_independent
     from bench.procs import RefServer
     from transports import registry
@@ -86,7 +87,8 @@ async def test_the_contracts_floor_stands_beside_each_grpc_pair(transport: str) 
     ref = registry.entry(transport).reference
     assert ref is not None
     server = ServerProcess([transport], ":memory:").start()
-    echo, floor = RefServer(ref).start(), RefServer("null_chat").start()
+    null = CONTRACT_FLOORS[transport]
+    echo, floor = RefServer(ref).start(), RefServer(null).start()
     try:
         assert echo.address is not None and floor.address is not None
         job = {
@@ -98,7 +100,7 @@ async def test_the_contracts_floor_stands_beside_each_grpc_pair(transport: str) 
             },
             "echo": {"ref": ref, "address": list(echo.address), "server_pid": echo.pid},
             "contract": {
-                "ref": "null_chat",
+                "ref": null,
                 "address": list(floor.address),
                 "server_pid": floor.pid,
             },
