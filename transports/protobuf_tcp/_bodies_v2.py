@@ -19,8 +19,12 @@ increasing ids.
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
+from google.protobuf.message import DecodeError
+
+from core.frozen import builder
 from core.types import ConversationPage, HistoryPage
 from transports.custom._events import (
     Conversations,
@@ -37,8 +41,8 @@ from transports.custom._events import (
     Sent,
     SentCopy,
 )
-from transports.custom._messages import Kind
-from transports.custom._wire import MAX_DELETE_IDS, U64_MAX, ErrorCode, Opcode
+from transports.custom._messages import FrameReader, Kind
+from transports.custom._wire import MAX_DELETE_IDS, U64_MAX, Opcode
 from transports.grpc import _convert as convert
 from transports.grpc._generated import chat_pb2 as chat
 from transports.protobuf_tcp._bodies import (
@@ -50,9 +54,11 @@ from transports.protobuf_tcp._bodies import (
     _encoder,
     _malformed,
     _put_rid,
+    _refusal,
     _refuse,
     _request_id,
     _rid,
+    _unencodable,
     _zero,
     _zero_id,
 )
@@ -304,27 +310,36 @@ def _encode_sent(e: Sent, out: bytearray) -> None:
         if e.unknown_recipients:
             reply.unknown_recipients.extend(e.unknown_recipients)
         out += _serialize_reply(reply)
-    except UnicodeEncodeError as exc:
-        raise _refuse(f"not encodable as UTF-8: {exc}", ErrorCode.INVALID_UTF8) from None
-    except (ValueError, TypeError) as exc:  # protobuf's range and type checks
-        raise _refuse(f"cannot encode {type(e).__name__}: {exc}") from None
+    except (ValueError, TypeError) as exc:  # protobuf's range, type and UTF-8 checks
+        raise _unencodable(e, exc) from None
+
+
+_parse_reply = cast(Callable[[bytes | bytearray], Any], _SendReply.FromString)
+#: The Sent event of a parsed reply and its unknown recipients, in one call (core.frozen).
+_sent_event: Callable[[int, Any, tuple[str, ...]], Sent] = builder(
+    Sent, "rid, m, unknown", ("rid", "m.message_id", "m.sent_at_ms", "unknown", "m.conversation_id")
+)
+
+
+def _decode_sent(r: FrameReader, rid: int) -> Sent:
+    """SENT, the reply every send takes (the client's side of the hot path): ``_decoder``'s
+    steps written out in one function, the event built straight from the message, and no
+    tuple walked out of an empty repeated field (upb ends that walk with an IndexError).
+    Callgrind, the client codec's SENT: ~25,900 -> ~16,500 instructions."""
+    if rid == 0:
+        _request_id(rid)  # (raises)
+    body, r.pos = r.buf[r.pos : r.end], r.end
+    try:
+        reply = _parse_reply(body)
+    except DecodeError:
+        raise _refusal(_SendReply, body) from None
+    unknown = reply.unknown_recipients  # (almost always empty: no tuple to walk it into)
+    return _sent_event(rid, reply, tuple(unknown[:]) if unknown else ())
 
 
 # Version 1 messages whose version 2 events carry more fields: the same protobuf messages.
 _V2_LAYOUTS: dict[Opcode, Spec] = {
-    Opcode.SENT: (
-        Opcode.SENT,
-        Sent,
-        Kind.RESPONSE,
-        _decoder(
-            _M[Opcode.SENT],
-            _REQUEST,
-            lambda m, i: Sent(
-                i, m.message_id, m.sent_at_ms, tuple(m.unknown_recipients), m.conversation_id
-            ),
-        ),
-        _encode_sent,
-    ),
+    Opcode.SENT: (Opcode.SENT, Sent, Kind.RESPONSE, _decode_sent, _encode_sent),
     Opcode.DELIVER: (
         Opcode.DELIVER,
         Deliver,
