@@ -65,6 +65,13 @@ def test_many_different_recipient_sets_are_all_sent_right_and_remembered_bounded
         assert len(_bodies._recipients_bytes) <= _bodies._RECIPIENT_SETS
 
 
+def test_a_huge_recipient_list_is_sent_right_but_not_remembered() -> None:
+    client, _server = _open_pair()
+    recipients = ("n" * 40_000,)  # (beyond any username; the server refuses it, not the codec)
+    assert _body_of(client.send(Send(1, recipients, "hi")), 1) == _library_bytes(recipients, "hi")
+    assert recipients not in _bodies._recipients_bytes
+
+
 @pytest.mark.parametrize(
     ("recipients", "body", "code"),
     [

@@ -271,9 +271,11 @@ _serialize_send = _SendRequest.SerializeToString
 #: only the body. (Two serialized messages concatenated are the serialization of their merge,
 #: and protobuf writes fields in number order, recipients (1) before body (2): the bytes are
 #: exactly ``SendRequest(recipients=..., body=...)``'s; tests/unit/test_protobuf_tcp_send_path.py
-#: pins that.) Bounded: emptied when it holds ``_RECIPIENT_SETS``.
+#: pins that.) Bounded: emptied when it holds ``_RECIPIENT_SETS``, and a field longer than
+#: ``_REMEMBERED_BYTES`` (256 names of 64 bytes) is not kept (the codec does not bound names).
 _recipients_bytes: dict[tuple[str, ...], bytes] = {}
 _RECIPIENT_SETS = 64
+_REMEMBERED_BYTES = 256 * 66
 
 
 def _recipients_field(names: tuple[str, ...]) -> bytes:
@@ -284,7 +286,8 @@ def _recipients_field(names: tuple[str, ...]) -> bytes:
     request = _SendRequest()
     request.recipients.extend(names)
     field = _serialize_send(request)
-    if type(names) is tuple:  # (only a tuple can be a key: a Send from elsewhere may hold a list)
+    # (only a tuple can be a key: a Send from elsewhere may hold a list)
+    if type(names) is tuple and len(field) <= _REMEMBERED_BYTES:
         if len(_recipients_bytes) >= _RECIPIENT_SETS:
             _recipients_bytes.clear()
         _recipients_bytes[names] = field
