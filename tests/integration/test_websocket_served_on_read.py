@@ -7,34 +7,28 @@ the rest queued behind it), and checks what CONTRACT.md promises: replies in req
 (section 7), errors in their place, messages stored in request order, a logout taking effect
 for the requests behind it, a binary frame still closing with 1003 after the replies before it,
 invalid UTF-8 still closing with 1007. On the SQLite store a send waits for its commit, so the
-message served at once is still in progress while the others queue; on the memory store it
-answers before the read callback returns.
+message served at once is still in progress while the others queue (or, sends behind sends,
+are served beside it: tests/integration/test_websocket_pipelined_sends.py); on the memory store
+it answers before the read callback returns.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
-from websockets.typing import Subprotocol
-from websockets.uri import parse_uri
 
 from core import ChatService, HashCost, SqliteStore
 from core.memory_store import MemoryStore
+from tests.integration.ws_pipeline import PASSWORD, Pipeline, alice_and_offline_bob, signed_up
 from transports.websocket import start_server
 from transports.websocket._server import WebSocketServer
 
 pytestmark = pytest.mark.timeout(60)
-WAIT = 15.0
-PASSWORD = "pw-secret-123"
 
 
 @pytest_asyncio.fixture(params=["sqlite", "memory"])
@@ -47,118 +41,6 @@ async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     finally:
         await server.close()
         await service.shutdown()
-
-
-class Pipeline:
-    """A raw connection: frames built with the library's sans-IO client, written in one go."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self.protocol: ClientProtocol | None = None
-        self.unseen: list[Any] = []  # events read but not looked at yet
-
-    @classmethod
-    async def open(cls, server: WebSocketServer) -> Pipeline:
-        host, port = server.address
-        reader, writer = await asyncio.open_connection(host, port)
-        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        pipeline = cls(reader, writer)
-        protocol = ClientProtocol(
-            parse_uri(f"ws://{host}:{port}/chat"), subprotocols=[Subprotocol("wirechat.v2.json")]
-        )
-        protocol.send_request(protocol.connect())
-        writer.write(b"".join(protocol.data_to_send()))
-        pipeline.protocol = protocol
-        await pipeline._events(until=lambda events: protocol.handshake_exc is None and bool(events))
-        pipeline.unseen.pop(0)  # (the handshake's response)
-        return pipeline
-
-    def frames(self, messages: list[dict[str, Any] | str | bytes]) -> bytes:
-        """Frames of ``messages``: a dict as JSON text, a str as text, bytes as given
-        (a binary frame, or with ``text()`` a text frame of those bytes)."""
-        assert self.protocol is not None
-        for message in messages:
-            if isinstance(message, dict):
-                self.protocol.send_text(json.dumps(message).encode())
-            elif isinstance(message, str):
-                self.protocol.send_text(message.encode())
-            else:
-                self.protocol.send_binary(message)
-        return b"".join(self.protocol.data_to_send())
-
-    async def _events(self, until: Any) -> list[Any]:
-        """Read until ``until(events)``; the events it leaves in the list are kept for the
-        next call."""
-        assert self.protocol is not None
-        events, self.unseen = self.unseen, []
-        async with asyncio.timeout(WAIT):
-            while not until(events):
-                data = await self.reader.read(65536)
-                if data:
-                    self.protocol.receive_data(data)
-                else:
-                    self.protocol.receive_eof()
-                for event in self.protocol.events_received():
-                    events.append(event)
-                self.writer.write(b"".join(self.protocol.data_to_send()))  # (pongs, close)
-                if not data:
-                    break
-        self.unseen = events
-        return events
-
-    async def replies(self, count: int) -> list[dict[str, Any]]:
-        """The next ``count`` replies (pushes left out)."""
-        messages: list[dict[str, Any]] = []
-
-        def enough(events: list[Any]) -> bool:
-            while events and len(messages) < count:
-                event = events[0]
-                if not (isinstance(event, Frame) and event.opcode is Opcode.TEXT):
-                    break  # (a close frame: left for close_code)
-                events.pop(0)
-                message = json.loads(bytes(event.data))
-                if "push" not in message:
-                    messages.append(message)
-            return len(messages) >= count or bool(events)
-
-        await self._events(enough)
-        assert len(messages) == count, (messages, self.unseen)
-        return messages
-
-    async def close_code(self) -> int | None:
-        """Read until the server's close frame: its code."""
-        codes: list[int | None] = []
-
-        def closed(events: list[Any]) -> bool:
-            for event in events:
-                if isinstance(event, Frame) and event.opcode is Opcode.CLOSE:
-                    codes.append(int.from_bytes(event.data[:2], "big") if event.data else None)
-            events.clear()
-            return bool(codes)
-
-        await self._events(closed)
-        assert codes, "the server did not close"
-        return codes[0]
-
-    async def close(self) -> None:
-        self.writer.close()
-        await self.writer.wait_closed()
-
-
-async def signed_up(server: WebSocketServer, name: str) -> Pipeline:
-    pipeline = await Pipeline.open(server)
-    pipeline.writer.write(
-        pipeline.frames([{"id": 0, "op": "signup", "username": name, "password": PASSWORD}])
-    )
-    (reply,) = await pipeline.replies(1)
-    assert "ok" in reply, reply
-    return pipeline
-
-
-async def alice_and_offline_bob(server: WebSocketServer) -> Pipeline:
-    """ "bob" signed up and gone (his messages stay pending); "alice" signed up, returned."""
-    await (await signed_up(server, "bob")).close()
-    return await signed_up(server, "alice")
 
 
 async def test_one_write_of_mixed_requests_is_answered_in_order(server: WebSocketServer) -> None:
@@ -188,21 +70,7 @@ async def test_one_write_of_mixed_requests_is_answered_in_order(server: WebSocke
     assert sent == sorted(sent) and len(sent) == 49
 
     bob = await Pipeline.open(server)
-    bob.writer.write(
-        bob.frames([{"id": 1, "op": "login", "username": "bob", "password": PASSWORD}])
-    )
-    pending: list[str] = []
-
-    def deliveries(events: list[Any]) -> bool:
-        for event in events:
-            if isinstance(event, Frame) and event.opcode is Opcode.TEXT:
-                message = json.loads(bytes(event.data))
-                if message.get("push") == "deliver":
-                    pending.append(message["body"])
-        events.clear()
-        return len(pending) >= 49
-
-    await bob._events(deliveries)
+    pending = await bob.pending_bodies("bob")
     expected = [f"n{rid}" for rid in range(1, 61) if rid % 10 not in (3, 7)] + ["last"]
     assert pending == expected
     await alice.close()
