@@ -28,6 +28,10 @@ _ID_WINDOW = 4_096
 #: Copies past an owner's retention limit selected per loop turn (~5 us a row with the set
 #: they go into: ~2.5 ms a turn here).
 PRUNE_PAGE = 500
+#: Message ids retention by age goes through per transaction: a send waits for the part in
+#: progress (~100 ms here), and its COMMIT runs on the loop (one for 100,000 old messages
+#: held it ~13 ms).
+AGE_SPAN = _ID_WINDOW
 
 _Db = sqlite3.Connection
 _Copy = tuple[int, int, int]  # (owner, conversation, message)
@@ -155,45 +159,30 @@ def delete_messages(
     return removed
 
 
-def prune_history(
-    db: _Db, cache: StoreCache, max_per_user: int | None, older_than_ms: int | None
-) -> Generator[None, None, int]:
-    """A chunked job: CHUNK messages, or a page of one user's copies past the limit, per
-    loop turn. A copy still pending is never dropped."""
+def prune_past_limit(db: _Db, cache: StoreCache, max_per_user: int) -> Generator[None, None, int]:
+    """A chunked job, retention by count: a page of one user's copies past the limit per
+    loop turn, then CHUNK of them hidden per turn. A copy still pending is never dropped."""
     # (a dict: the copies in the order they were found, each owner's newest first, so they
     # are hidden without sorting them all at once: sorting 200,000 held the loop ~100 ms)
     doomed: dict[_Copy, None] = {}
-    if older_than_ms is not None:
-        old = db.execute(
-            "SELECT id, conversation_id FROM messages WHERE sent_at_ms < ?", (older_than_ms,)
-        ).fetchall()
-        for start in range(0, len(old), CHUNK):
-            for mid, conversation in old[start : start + CHUNK]:
-                doomed.update(
-                    ((owner, conversation, mid), None)
-                    for owner in cache.member_ids(conversation, db)
-                    if holds(db, cache, owner, conversation, mid) and not is_pending(db, owner, mid)
-                )
-            yield
-    if max_per_user is not None:
-        owners = db.execute(
-            "SELECT DISTINCT c.account_id FROM memberships c"
-            " JOIN accounts a ON a.id = c.account_id AND a.deleted_at_ms IS NULL"
-        ).fetchall()
-        for (owner,) in owners:
-            if owner in cache.deleted:
-                continue
-            threshold = db.execute(
-                "SELECT m.id FROM memberships c"
-                " JOIN messages m ON m.conversation_id = c.conversation_id"
-                f" WHERE c.account_id = ? AND {NOT_HIDDEN} ORDER BY m.id DESC LIMIT 1 OFFSET ?",
-                (owner, owner, max_per_user),
-            ).fetchone()
-            if threshold is not None:
-                for page in past_limit(db, owner, threshold[0]):
-                    doomed.update(dict.fromkeys(page))
-                    yield
-            yield
+    owners = db.execute(
+        "SELECT DISTINCT c.account_id FROM memberships c"
+        " JOIN accounts a ON a.id = c.account_id AND a.deleted_at_ms IS NULL"
+    ).fetchall()
+    for (owner,) in owners:
+        if owner in cache.deleted:
+            continue
+        threshold = db.execute(
+            "SELECT m.id FROM memberships c"
+            " JOIN messages m ON m.conversation_id = c.conversation_id"
+            f" WHERE c.account_id = ? AND {NOT_HIDDEN} ORDER BY m.id DESC LIMIT 1 OFFSET ?",
+            (owner, owner, max_per_user),
+        ).fetchone()
+        if threshold is not None:
+            for page in past_limit(db, owner, threshold[0]):
+                doomed.update(dict.fromkeys(page))
+                yield
+        yield
     ordered = list(doomed)
     for start in range(0, len(ordered), CHUNK):
         chunk = ordered[start : start + CHUNK]
@@ -201,6 +190,64 @@ def prune_history(
         collect(db, cache, {mid for _, _, mid in chunk})
         yield
     return len(doomed)
+
+
+def prune_old(
+    db: _Db, cache: StoreCache, older_than_ms: int, after: int = 0, last: int = 0
+) -> Generator[None, None, tuple[int, int, int]]:
+    """A chunked job, one transaction's part of retention by age: the copies of the messages
+    sent before ``older_than_ms`` among message ids ``after`` + 1 .. ``after`` + AGE_SPAN,
+    a page (:func:`past_age`) hidden per loop turn. A copy still pending is never dropped.
+    ``last``: the newest message id when the first part began (0: this is the first part).
+
+    Returns (copies pruned, the ``after`` of the next part or 0 when this was the last, the
+    ``last`` to give it). Parts in transactions of their own select what one job for every
+    old message would: what the age rule chooses for a message does not depend on what it
+    hid of others."""
+    if not last:
+        (last,) = db.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()
+    upto = min(after + AGE_SPAN, last)
+    pruned = 0
+    for page in past_age(db, cache, older_than_ms, after, upto):
+        if page:
+            hide(db, page)
+            collect(db, cache, {mid for _, _, mid in page})
+            pruned += len(page)
+        yield
+    return pruned, upto if upto < last else 0, last
+
+
+def past_age(
+    db: _Db, cache: StoreCache, older_than_ms: int, low: int, high: int
+) -> Generator[list[_Copy], None, None]:
+    """The copies of the messages sent before ``older_than_ms`` with ids ``low`` + 1 ..
+    ``high`` that their owners hold, none still pending for them, oldest message first, a
+    page per step: the old messages of at most _ID_WINDOW ids, whole messages until CHUNK
+    copies have been looked at (one statement for every old message held the loop ~40 ms
+    for 100,000 of them). The job may hide a page before it asks for the next."""
+    while low < high:
+        top = min(low + _ID_WINDOW, high)
+        old = db.execute(
+            "SELECT id, conversation_id FROM messages"
+            " WHERE id > ? AND id <= ? AND sent_at_ms < ? ORDER BY id LIMIT ?",
+            (low, top, older_than_ms, CHUNK),
+        ).fetchall()
+        page: list[_Copy] = []
+        looked = 0
+        for mid, conversation in old:
+            members = cache.member_ids(conversation, db)
+            page += [
+                (owner, conversation, mid)
+                for owner in members
+                if holds(db, cache, owner, conversation, mid) and not is_pending(db, owner, mid)
+            ]
+            looked += len(members)
+            if looked >= CHUNK:  # the rest of this window in the next page
+                low = mid
+                break
+        else:
+            low = old[-1][0] if len(old) == CHUNK else top
+        yield page
 
 
 def past_limit(db: _Db, owner_id: int, threshold: int) -> Generator[list[_Copy], None, None]:
@@ -311,5 +358,6 @@ __all__ = [
     "hide",
     "holds",
     "last_held",
-    "prune_history",
+    "prune_old",
+    "prune_past_limit",
 ]

@@ -37,7 +37,8 @@ Nothing on the loop may take much more than a millisecond (issue 14): ``list_acc
 turns a pattern's literal prefix into an index range and gives a query that runs past its
 budget to a scan thread with a connection of its own; ``delete_account`` and
 ``prune_history`` stage their deletes in chunks, a loop turn each (the writer keeps their
-transaction open across turns; readers see the state before it until it commits).
+transaction open across turns; readers see the state before it until it commits); retention
+by age commits every ``sqlite_deletes.AGE_SPAN`` message ids, so a send waits for a part.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ import sqlite3
 import time
 from collections.abc import Coroutine, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -404,10 +406,29 @@ class SqliteStore(Store):
         )
 
     async def prune_history(self, max_per_user: int | None, older_than_ms: int | None) -> int:
-        cache = self._cache
-        return await self._writer.run_chunked(
-            lambda db: sqlite_deletes.prune_history(db, cache, max_per_user, older_than_ms)
-        )
+        """By count in one transaction, then by age in parts of their own (the copies past the
+        limit counted the old ones; the age rule skips what they hid, which gives what one
+        transaction for both would)."""
+        cache, pruned = self._cache, 0
+        if max_per_user is not None:
+            pruned = await self._writer.run_chunked(
+                lambda db: sqlite_deletes.prune_past_limit(db, cache, max_per_user)
+            )
+        after, last = 0, 0
+        while older_than_ms is not None:
+            part, after, last = await self._writer.run_chunked(
+                partial(
+                    sqlite_deletes.prune_old,
+                    cache=cache,
+                    older_than_ms=older_than_ms,
+                    after=after,
+                    last=last,
+                )
+            )
+            pruned += part
+            if not after:
+                break
+        return pruned
 
     async def close(self) -> None:
         await self._writer.aclose()
