@@ -43,7 +43,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from core import limits
 from core.bus import Bus, LocalBus
@@ -64,7 +64,7 @@ from core.pacing import Pacer, Pacing
 from core.password_policy import check_new_password
 from core.passwords import HashCost, Passwords
 from core.session import Session, State
-from core.store import DuplicateAccount, NotSender, Removed, Store
+from core.store import DuplicateAccount, NotSender, Removed, Store, StoredMessage
 from core.throttle import LoginThrottle
 from core.types import (
     AccountPage,
@@ -201,6 +201,11 @@ class ChatService:
         #: never waits to add (MemoryStore), as a plain call, (message id, conversation id,
         #: recipients) without the coroutine and the StoredMessage (issue 10).
         self._add_now: AddNow | None = getattr(store, "add_message_now", None)
+        #: The store's ``add_message_future`` if it has one (SqliteStore: its write queued at
+        #: the call, a future to await, no coroutine around it), else ``add_message``.
+        self._add_later: Callable[..., Awaitable[StoredMessage]] = getattr(
+            store, "add_message_future", store.add_message
+        )
         self.deleted_sender = deleted_sender
         self.retention = retention or Retention()  # (sets ``_retaining`` too)
         self._passwords = Passwords(hash_cost)
@@ -435,7 +440,7 @@ class ChatService:
             message_id, conversation_id, delivered_to = add_now(sender_id, body, sent_at, names)
             seqs = _NO_SEQS
         else:
-            stored = await self.store.add_message(sender_id, body, sent_at, names)
+            stored = await self._add_later(sender_id, body, sent_at, names)
             message_id, conversation_id = stored.message_id, stored.conversation_id
             delivered_to, seqs = stored.recipients, stored.seqs
         unknown = () if len(delivered_to) == len(names) else _missing(names, delivered_to)

@@ -56,7 +56,7 @@ from core import limits, migrations, sqlite_deletes
 from core.sqlite_cache import StoreCache, select_live_ids
 from core.sqlite_deletes import CHUNK, NOT_HIDDEN
 from core.sqlite_send import SendStager
-from core.sqlite_writer import GroupWriter
+from core.sqlite_writer import Commit, GroupWriter
 from core.store import Account, DuplicateAccount, Member, NotSender, Removed, Store, StoredMessage
 from core.store_conversations import conversation_list
 from core.store_glob import prefix_range
@@ -304,6 +304,15 @@ class SqliteStore(Store):
         # (The writer's coroutine itself, awaited by the caller: no coroutine of our own
         # around it to create and to resume, on the hot path of every send.)
         return self._writer.run_batched(self._stage_sends, (sender_id, body, now_ms, recipients))
+
+    def add_message_future(
+        self, sender_id: int, body: str, now_ms: int, recipients: Sequence[str]
+    ) -> Commit:
+        """``add_message`` queued at the call (not when awaited), as the writer's ``Commit``
+        future: what ChatService.send awaits on this store, with no coroutine around it. A
+        driver that resumes the send itself (transports/custom/_server.py) finds the Commit
+        yielded and wakes the send from its ``wake_directly`` (core.sqlite_writer)."""
+        return self._writer.submit(self._stage_sends, (sender_id, body, now_ms, recipients))
 
     async def pending_count(self, recipient_id: int) -> int:
         row = self._read.execute(

@@ -204,28 +204,35 @@ class GroupWriter:
     async def run_batched(self, batch: Batch, arg: Any) -> Any:
         """Stage ``batch(db, [arg, ...])`` together with the writes of the same ``batch``
         queued right beside this one; this one's result once the group is committed."""
+        return await self.submit(batch, arg)
+
+    def submit(self, batch: Batch, arg: Any) -> Commit:
+        """:meth:`run_batched` queued now, at the call, rather than when awaited: its
+        ``Commit``, done at once when it went alone (a group of one, committed before this
+        returns). A driver that awaits it right away saves the coroutine around it (the
+        SQLite store's ``add_message_future``: every send of ChatService)."""
         queued = self._busy or self._scheduled
-        if queued:
-            # (a group is queued or under way on this loop: the look-up of the running loop
-            # is a getpid() system call on Python 3.11, one per send)
-            loop = self._loop
-            assert loop is not None
-        else:
-            loop = asyncio.get_running_loop()
-            if not (self._grouping or self._held) and self._executor is None:
-                task = asyncio.current_task(loop)
-                if not self._recent or (
-                    task is not None and task is self._recent_task and self._recent < ALONE_PER_TURN
-                ):
-                    return self._alone(loop, batch, arg, task)
-        write = Commit(loop=loop)
+        write = Commit(loop=self._loop if queued else asyncio.get_running_loop())
         write.job, write.batch, write.arg = None, batch, arg
         write.steps, write.outcome, write.failed, write.wake_directly = None, None, False, None
-        if queued:  # (it joins the group queued or under way: _enqueue's checks are all false)
+        if queued:
+            # (it joins the group queued or under way: _enqueue's checks are all false. The
+            # look-up of the running loop is a getpid() system call on Python 3.11)
             self._queue.append(write)
-        else:
-            self._enqueue(loop, write)
-        return await write
+            return write
+        loop = write.get_loop()
+        if not (self._grouping or self._held) and self._executor is None:
+            task = asyncio.current_task(loop)
+            if not self._recent or (
+                task is not None and task is self._recent_task and self._recent < ALONE_PER_TURN
+            ):
+                try:
+                    write.set_result(self._alone(loop, batch, arg, task))
+                except WriteFailed as exc:
+                    write.set_exception(exc)
+                return write
+        self._enqueue(loop, write)
+        return write
 
     def _alone(
         self,

@@ -74,6 +74,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Coroutine
 from typing import Any, cast
 
@@ -155,6 +156,9 @@ class CustomServer:
         self._connections: set[_ServerConnection] = set()
         self._sweeper = Sweeper(self._connections, self.guard.limits)
         self._ends = Ends(asyncio.get_running_loop())  # (mass closes, in turn: _bounds)
+        #: The store queues a send at once and wakes it from its commit (SqliteStore): the
+        #: connections drive their SENDs themselves (``_StagedConnection``).
+        self._staged_sends = getattr(service.store, "add_message_future", None) is not None
 
     def _new_connection(self) -> _ServerConnection:
         if self._own_limits:
@@ -162,7 +166,7 @@ class CustomServer:
         else:
             budget = self.guard.limits.outbound_per_connection
             stall = self.guard.limits.stall_timeout
-        return _ServerConnection(
+        return (_StagedConnection if self._staged_sends else _ServerConnection)(
             self.service,
             self._codec(Role.SERVER),
             self._handshake_timeout,
@@ -228,6 +232,10 @@ async def start_server(
 
 
 class _ServerConnection(Requests, Bounded, asyncio.Protocol):
+    #: Sends staged in the store's group commit (``_StagedConnection``): none here.
+    _staged: deque[_Staged] | tuple[()] = ()
+    _drained: asyncio.Future[None] | None = None
+
     def __init__(
         self,
         service: ChatService,
@@ -348,7 +356,7 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
                 kind = type(event)
                 if kind is Send and self._handlers is not None:  # (logged in, or it fails)
                     self._pipeline(event, held - codec.buffered)
-                elif self._sends:  # anything else waits until the sends before it are answered
+                elif self._sends or self._staged:  # anything else waits for the sends before it
                     self._block(self._after_sends(None if kind is ConnectionClosed else event))
                     # (ConnectionClosed comes again once they are: the codec repeats it)
                 elif kind is ConnectionClosed:
@@ -389,17 +397,10 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
         connection. A SEND beyond this connection's bounds, or one the server-wide inbound
         budget has no room for, waits until the sends before it are answered."""
         sends = self._sends
-        if sends:  # (a first SEND in flight pins what one request always did: not counted)
-            limits_ = self._limits
-            if (
-                len(sends) >= limits_.sends_in_flight
-                or self._send_bytes + size > limits_.send_bytes_in_flight
-                or not self._guard.reserve_inbound(size)
-            ):
-                self._block(self._after_sends(event))
-                return
-        else:
+        if not sends:  # (a first SEND in flight pins what one request always did: not counted)
             size = 0
+        elif self._held_back(len(sends), event, size):
+            return
         # (``start_eagerly`` written out: a Python call less, and the bound ``_send_done`` is
         # made only for a send that waits; it runs as the send ends, on its stack)
         coro = self._serve(event, self._last_send)
@@ -412,6 +413,20 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
         sends[task] = size
         self._send_bytes += size
         self._last_send = task
+
+    def _held_back(self, in_flight: int, event: Any, size: int) -> bool:
+        """True when the SEND ``event`` (``size`` bytes, behind ``in_flight`` others) is past
+        this connection's bounds or the server-wide inbound budget has no room for it: it
+        then waits until the sends before it are answered. Else its bytes are counted."""
+        limits_ = self._limits
+        if (
+            in_flight >= limits_.sends_in_flight
+            or self._send_bytes + size > limits_.send_bytes_in_flight
+            or not self._guard.reserve_inbound(size)
+        ):
+            self._block(self._after_sends(event))
+            return True
+        return False
 
     def _send_done(self, task: asyncio.Future[None]) -> None:
         size = self._sends.pop(task, 0)
@@ -430,6 +445,10 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
         makes the connection look at its input again)."""
         while self._last_send is not None:
             await asyncio.wait((self._last_send,))
+        while self._staged:  # (staged sends, _StagedConnection: answered in order)
+            if self._drained is None:
+                self._drained = self._loop.create_future()
+            await self._drained
         if event is not None and not self._closing:
             await self._serve(event)
 
@@ -621,6 +640,122 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
         self._timer = self._loop.call_later(delay, callback)
+
+
+#: A staged send (``_StagedConnection``): its Commit, the ``send`` coroutine waiting for it, the
+#: request, the bytes its frame counts against the pipeline's bounds. Or a reply that waits for
+#: the sends before it: (None, None, the reply, 0); the reply _END ends the connection instead.
+_Staged = tuple[Any, Any, Any, int]
+_END = object()
+
+
+class _StagedConnection(_ServerConnection):
+    """A connection to a service whose store queues a send at once and has it wait for a
+    group commit on a ``Commit`` future (``SqliteStore.add_message_future``): SENDs are
+    driven without a coroutine of ours or a Continuation (issue 10; ``_serve`` and
+    ``Continuation`` were ~1.5 us of the ~10 us a durable send costs the server).
+
+    ``_pipeline`` steps ``ChatService.send`` itself: it validates, queues the write and
+    yields the Commit, which takes ``_send_committed`` as its ``wake_directly``. The writer
+    calls that once the group holding the send is committed (Rule 9: the reply leaves only
+    after it), and it resumes ``send`` (the pushes, its result) and writes the SENT. A
+    connection's sends are queued in request order and a group's writes are woken in queue
+    order, so ``_staged`` is answered from its head; a reply that did not wait (a request
+    error) goes behind the staged sends in ``_staged``. A connection that closes leaves its
+    staged sends to finish: they are stored and pushed, and their replies are not written.
+    """
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._staged: deque[_Staged] = deque()
+        self._wake_send = self._send_committed  # (bound once, not per send)
+
+    def _pipeline(self, event: Any, size: int) -> None:
+        staged = self._staged
+        if not staged:  # (a first SEND in flight pins what one request always did: not counted)
+            size = 0
+        elif self._held_back(len(staged), event, size):
+            return
+        coro = self._service.send(self._session, event.recipients, event.body)
+        try:
+            commit = coro.send(None)
+        except Exception as exc:  # (answered at once: committed alone, or a request error)
+            reply = self._reply_for(event, exc)
+        else:
+            if getattr(commit, "wake_directly", False) is None:
+                commit.wake_directly = self._wake_send
+                staged.append((commit, coro, event, size))
+                self._send_bytes += size
+                return
+            coro.close()  # (a send that waits for something else: ChatService says it won't)
+            log.error("a send from %s waited for %r, not its commit", self._peer, commit)
+            reply = _END
+        if size:
+            self._guard.give_back_inbound(size)
+        if staged:  # (its reply goes after theirs)
+            staged.append((None, None, reply, 0))
+        else:
+            self._answer(reply, now=True)
+
+    def _send_committed(self, commit: Any) -> None:
+        """The writer committed the group holding the oldest staged send: finish it."""
+        staged = self._staged
+        first, coro, event, size = staged.popleft()
+        if size:
+            self._send_bytes -= size
+            self._guard.give_back_inbound(size)
+        try:
+            if first is not commit:
+                raise RuntimeError(f"a commit woke {commit!r}, not the oldest send {first!r}")
+            coro.send(None)
+        except Exception as exc:  # (its end: StopIteration with its result, or an error)
+            reply = self._reply_for(event, exc)
+        else:
+            coro.close()
+            log.error("a send from %s waited again after its commit", self._peer)
+            reply = _END
+        try:  # (the writer calls us on its own stack: nothing may reach it)
+            self._answer(reply, now=False)
+            while staged and staged[0][0] is None:  # (replies that waited for this one)
+                self._answer(staged.popleft()[2], now=False)
+        except Exception:
+            log.exception("connection %s failed", self._peer)
+            self._end_with(ErrorCode.INTERNAL, "internal server error")
+        if not staged and self._drained is not None:
+            drained, self._drained = self._drained, None
+            if not drained.done():  # (a blocker cancelled while it waited)
+                drained.set_result(None)
+
+    def _reply_for(self, event: Any, end: Exception) -> Any:
+        """The reply to the SEND ``event`` whose ``send`` ended with ``end``: SENT (it
+        returned: StopIteration), the ERROR of a ChatError, or _END (a bug: logged)."""
+        if type(end) is StopIteration:
+            result = end.value
+            return _sent(
+                event.request_id,
+                result.message_id,
+                result.sent_at_ms,
+                result.unknown_recipients,
+                result.conversation_id,
+            )
+        if isinstance(end, ChatError):
+            return Error(event.request_id, code_for_error(end, self._codec.version), str(end))
+        log.error("request %r from %s failed", type(event).__name__, self._peer, exc_info=end)
+        return _END
+
+    def _answer(self, reply: Any, *, now: bool) -> None:
+        """Write a send's reply (or end the connection: _END), then follow the session."""
+        if reply is _END:
+            self._end_with(ErrorCode.INTERNAL, "internal server error")
+            return
+        if not self._closing:
+            frame = self._codec.send(reply)
+            if now:
+                self._outbox.write_now(frame)
+            else:  # (the replies of one commit leave together)
+                self._outbox.write(frame)
+        if self._session.state is _CLOSED:
+            self._session_ended(notice=True)
 
 
 __all__ = ["OLD_DELETE", "CustomServer", "start_server"]
