@@ -202,10 +202,10 @@ class ChatService:
         #: recipients) without the coroutine and the StoredMessage (issue 10).
         self._add_now: AddNow | None = getattr(store, "add_message_now", None)
         #: The store's ``add_message_future`` if it has one (SqliteStore: its write queued at
-        #: the call, a future to await, no coroutine around it), else ``add_message``.
-        self._add_later: Callable[..., Awaitable[StoredMessage]] = getattr(
-            store, "add_message_future", store.add_message
-        )
+        #: the call, a future to await, no coroutine around it, giving ``add_message_now``'s
+        #: tuple), else ``add_message`` (a StoredMessage).
+        self._add_later: Callable[..., Awaitable[StoredMessage | tuple[int, int, dict[str, int]]]]
+        self._add_later = getattr(store, "add_message_future", store.add_message)
         self.deleted_sender = deleted_sender
         self.retention = retention or Retention()  # (sets ``_retaining`` too)
         self._passwords = Passwords(hash_cost)
@@ -441,8 +441,12 @@ class ChatService:
             seqs = _NO_SEQS
         else:
             stored = await self._add_later(sender_id, body, sent_at, names)
-            message_id, conversation_id = stored.message_id, stored.conversation_id
-            delivered_to, seqs = stored.recipients, stored.seqs
+            if isinstance(stored, tuple):  # (add_message_future's: SQLite keeps no sequences)
+                message_id, conversation_id, delivered_to = stored
+                seqs = _NO_SEQS
+            else:
+                message_id, conversation_id = stored.message_id, stored.conversation_id
+                delivered_to, seqs = stored.recipients, stored.seqs
         unknown = () if len(delivered_to) == len(names) else _missing(names, delivered_to)
         if not delivered_to:
             return _send_result(0, sent_at, unknown)

@@ -46,13 +46,13 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from core import limits, migrations, sqlite_deletes
+from core import limits, migrations, sqlite_deletes, sqlite_send
 from core.sqlite_cache import StoreCache, select_live_ids
 from core.sqlite_deletes import CHUNK, NOT_HIDDEN
 from core.sqlite_send import SendStager
@@ -121,6 +121,7 @@ class SqliteStore(Store):
         self._checkpoint_db: sqlite3.Connection | None = None  # opened on its thread
         self._cache = StoreCache(self._read)
         self._stage_sends = SendStager(self._cache)
+        sqlite_send.prime(self._db)  # (every multi-row INSERT prepared now, not under load)
         self._writer = GroupWriter(
             self._db,
             threaded=on_disk and synchronous.upper() in {"FULL", "EXTRA"},
@@ -298,20 +299,22 @@ class SqliteStore(Store):
         await self._writer.run(job)
 
     # -- messages ----------------------------------------------------------------------------
-    def add_message(
+    async def add_message(
         self, sender_id: int, body: str, now_ms: int, recipients: Sequence[str]
-    ) -> Coroutine[Any, Any, StoredMessage]:
-        # (The writer's coroutine itself, awaited by the caller: no coroutine of our own
-        # around it to create and to resume, on the hot path of every send.)
-        return self._writer.run_batched(self._stage_sends, (sender_id, body, now_ms, recipients))
+    ) -> StoredMessage:
+        arg = (sender_id, body, now_ms, recipients)
+        message_id, conversation_id, found = await self._writer.submit(self._stage_sends, arg)
+        return StoredMessage(message_id, conversation_id, found or {})  # (a dict of its own)
 
     def add_message_future(
         self, sender_id: int, body: str, now_ms: int, recipients: Sequence[str]
     ) -> Commit:
         """``add_message`` queued at the call (not when awaited), as the writer's ``Commit``
-        future: what ChatService.send awaits on this store, with no coroutine around it. A
-        driver that resumes the send itself (transports/custom/_server.py) finds the Commit
-        yielded and wakes the send from its ``wake_directly`` (core.sqlite_writer)."""
+        future, whose result is ``add_message_now``'s tuple (core.sqlite_send.Stored: message
+        id, conversation id, the names stored for -> their ids; read only): what
+        ChatService.send awaits on this store, with no coroutine around it. A driver that
+        resumes the send itself (transports/custom/_server.py) finds the Commit yielded and
+        wakes the send from its ``wake_directly`` (core.sqlite_writer)."""
         return self._writer.submit(self._stage_sends, (sender_id, body, now_ms, recipients))
 
     async def pending_count(self, recipient_id: int) -> int:

@@ -124,7 +124,7 @@ class Commit(asyncio.Future[Any]):
 def _commit(
     loop: asyncio.AbstractEventLoop, job: Job | None, batch: Batch | None, arg: Any
 ) -> Commit:
-    """A new write (``run_batched`` builds its own inline: it is the hot path)."""
+    """A new write (``submit`` builds its own inline: it is the hot path)."""
     write = Commit(loop=loop)
     write.job, write.batch, write.arg = job, batch, arg
     write.steps, write.outcome, write.failed, write.wake_directly = None, None, False, None
@@ -168,7 +168,7 @@ class GroupWriter:
         )
         self._queue: deque[Commit] = deque()
         self._group: list[Commit] = []
-        # The loop of the group queued or in progress (run_batched: no look-up per send).
+        # The loop of the group queued or in progress (submit: no look-up per send).
         self._loop: asyncio.AbstractEventLoop | None = None
         self._busy = False  # a group is being staged or committed
         self._scheduled = False
@@ -201,16 +201,12 @@ class GroupWriter:
         result: T = await write
         return result
 
-    async def run_batched(self, batch: Batch, arg: Any) -> Any:
-        """Stage ``batch(db, [arg, ...])`` together with the writes of the same ``batch``
-        queued right beside this one; this one's result once the group is committed."""
-        return await self.submit(batch, arg)
-
     def submit(self, batch: Batch, arg: Any) -> Commit:
-        """:meth:`run_batched` queued now, at the call, rather than when awaited: its
-        ``Commit``, done at once when it went alone (a group of one, committed before this
-        returns). A driver that awaits it right away saves the coroutine around it (the
-        SQLite store's ``add_message_future``: every send of ChatService)."""
+        """Queue ``batch(db, [arg, ...])``, to be staged together with the writes of the same
+        ``batch`` queued right beside this one: its ``Commit``, whose result is this one's
+        outcome once the group is committed; done at once when it went alone (a group of
+        one, committed before this returns). Queued at the call, not when awaited: no
+        coroutine around it (the SQLite store's ``add_message_future``, every send)."""
         queued = self._busy or self._scheduled
         write = Commit(loop=self._loop if queued else asyncio.get_running_loop())
         write.job, write.batch, write.arg = None, batch, arg
