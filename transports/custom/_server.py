@@ -75,14 +75,15 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 from core import limits
 from core.errors import ChatError
+from core.frozen import builder
 from core.service import ChatService
 from core.session import Session, State
-from core.types import CloseReason
+from core.types import CloseReason, SendResult
 from transports._eager import FINISHED, Continuation, start_eagerly
 from transports._guard import Guard, peer_host
 from transports._outbox import Outbox
@@ -104,6 +105,7 @@ from transports.custom._events import (
     Error,
     Hello,
     Send,
+    Sent,
     Welcome,
 )
 from transports.custom._server_requests import OLD_DELETE, Requests, _sent
@@ -647,6 +649,12 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
 #: the sends before it: (None, None, the reply, 0); the reply _END ends the connection instead.
 _Staged = tuple[Any, Any, Any, int]
 _END = object()
+#: The SENT answering request ``rid`` with ChatService.send's result ``r``, in one call.
+_sent_of: Callable[[int, SendResult], Sent] = builder(
+    Sent,
+    "rid, r",
+    ("rid", "r.message_id", "r.sent_at_ms", "r.unknown_recipients", "r.conversation_id"),
+)
 
 
 class _StagedConnection(_ServerConnection):
@@ -704,18 +712,26 @@ class _StagedConnection(_ServerConnection):
         if size:
             self._send_bytes -= size
             self._guard.give_back_inbound(size)
+        reply: Any
         try:
             if first is not commit:
                 raise RuntimeError(f"a commit woke {commit!r}, not the oldest send {first!r}")
             coro.send(None)
-        except Exception as exc:  # (its end: StopIteration with its result, or an error)
+        except StopIteration as done:  # (it returned its result)
+            reply = _sent_of(event.request_id, done.value)
+        except Exception as exc:
             reply = self._reply_for(event, exc)
         else:
             coro.close()
             log.error("a send from %s waited again after its commit", self._peer)
             reply = _END
         try:  # (the writer calls us on its own stack: nothing may reach it)
-            self._answer(reply, now=False)
+            if reply is _END or self._closing:
+                self._answer(reply, now=False)
+            else:  # (_answer inlined: the replies of one commit leave together)
+                self._outbox.write(self._codec.send(reply))
+                if self._session.state is _CLOSED:
+                    self._session_ended(notice=True)
             while staged and staged[0][0] is None:  # (replies that waited for this one)
                 self._answer(staged.popleft()[2], now=False)
         except Exception:
@@ -730,14 +746,7 @@ class _StagedConnection(_ServerConnection):
         """The reply to the SEND ``event`` whose ``send`` ended with ``end``: SENT (it
         returned: StopIteration), the ERROR of a ChatError, or _END (a bug: logged)."""
         if type(end) is StopIteration:
-            result = end.value
-            return _sent(
-                event.request_id,
-                result.message_id,
-                result.sent_at_ms,
-                result.unknown_recipients,
-                result.conversation_id,
-            )
+            return _sent_of(event.request_id, end.value)
         if isinstance(end, ChatError):
             return Error(event.request_id, code_for_error(end, self._codec.version), str(end))
         log.error("request %r from %s failed", type(event).__name__, self._peer, exc_info=end)
