@@ -203,7 +203,9 @@ class ChatService:
         self._add_now: AddNow | None = getattr(store, "add_message_now", None)
         #: The store's ``add_message_future`` if it has one (SqliteStore: its write queued at
         #: the call, a future to await, no coroutine around it, giving ``add_message_now``'s
-        #: tuple), else ``add_message`` (a StoredMessage).
+        #: tuple), else ``add_message`` (a StoredMessage). ``send`` awaits that and nothing
+        #: else: the custom driver steps it itself and resumes it from the store's commit
+        #: (transports/custom/_server.py's ``_StagedConnection``).
         self._add_later: Callable[..., Awaitable[StoredMessage | tuple[int, int, dict[str, int]]]]
         self._add_later = getattr(store, "add_message_future", store.add_message)
         self.deleted_sender = deleted_sender

@@ -105,11 +105,12 @@ class Commit(asyncio.Future[Any]):
     a send's future and a record beside it cost ~200 ns more per send (measured, issue 10).
 
     A driver that resumes its coroutine itself (transports/_eager.py's
-    ``Continuation``) puts its wake-up in ``wake_directly`` instead of adding a done
-    callback; the writer then calls it, on its own stack, once the group is committed: a
-    group of sends is woken without a loop turn (a scheduled callback) per send. When some
-    write of the group is awaited otherwise (a task), every wake-up is scheduled instead, in
-    group order, so the writes resume in the order they were queued."""
+    ``Continuation``, transports/custom/_server.py's ``_StagedConnection``) puts its wake-up
+    in ``wake_directly`` instead of adding a done callback; the writer then calls it, on its
+    own stack, once the group is committed: a group of sends is woken without a loop turn
+    (a scheduled callback) per send. When some write of the group is awaited otherwise (a
+    task), every wake-up is scheduled instead, in group order, so the writes resume in the
+    order they were queued."""
 
     __slots__ = ("arg", "batch", "failed", "job", "outcome", "steps", "wake_directly")
     job: Job | None
