@@ -144,3 +144,38 @@ async def test_with_the_commit_on_its_thread_replies_keep_request_order(
             await server.close()
     finally:
         await service.shutdown()
+
+
+async def test_a_server_closed_with_sends_staged_stores_them_and_answers_none_after(
+    service: ChatService, codec_name: str
+) -> None:
+    writer = service.store._writer  # type: ignore[attr-defined]
+    server = await serve(service, codec_name)
+    try:
+        await (await Raw.signup(server, codec_name, "bob")).writer.drain()
+        alice = await Raw.signup(server, codec_name, "alice")
+        writer._held = True  # (as during a checkpoint's second pass: queued writes wait)
+        sends = [Send(i + 2, ("bob",), f"m{i}") for i in range(20)]  # (within sends_in_flight)
+        alice.write(sends)
+        async with asyncio.timeout(WAIT):
+            while len(writer._queue) < len(sends):  # noqa: ASYNC110 - no event to wait on
+                await asyncio.sleep(0.01)
+        closing = asyncio.ensure_future(server.close())
+        await asyncio.sleep(0)  # (its first step: every connection is told SHUTDOWN)
+        writer._held = False
+        writer._next()  # (the writes go on: the staged sends commit, their connection closed)
+        await asyncio.wait_for(closing, WAIT)
+        events = await alice.read()  # until the server closes
+
+        assert [(type(e), e.code) for e in events] == [(Error, ErrorCode.SHUTDOWN)]
+    finally:
+        writer._held = False
+        await server.close()
+    async with asyncio.timeout(WAIT):
+        while writer._busy or writer._queue:  # noqa: ASYNC110 - no event to wait on
+            await asyncio.sleep(0.01)
+    server = await serve(service, codec_name)  # (the same store, served anew)
+    try:  # every send the server took was stored, in order, though none was answered
+        assert await pending_bodies(server, codec_name, "bob") == [s.body for s in sends]
+    finally:
+        await server.close()
