@@ -681,7 +681,6 @@ class _StagedConnection(_ServerConnection):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self._staged: deque[_Staged] = deque()
-        self._wake_send = self._send_committed  # (bound once, not per send)
 
     def _pipeline(self, event: Any, size: int) -> None:
         staged = self._staged
@@ -696,7 +695,9 @@ class _StagedConnection(_ServerConnection):
             reply = self._reply_for(event, exc)
         else:
             if getattr(commit, "wake_directly", False) is None:
-                commit.wake_directly = self._wake_send
+                # (bound per send: a bound method kept on self is a reference cycle, and a
+                # closed connection must be freed by its reference count: test_gc_policy)
+                commit.wake_directly = self._send_committed
                 staged.append((commit, coro, event, size))
                 self._send_bytes += size
                 return
