@@ -16,7 +16,7 @@ import pytest
 import pytest_asyncio
 
 from core import ChatService, DeletedSenderPolicy, HashCost, SqliteStore
-from core.sqlite_send import SendStager
+from tests.integration.failing_commits import fail_groups_with_poison
 from transports._guard import Guard, ServerLimits
 from transports.custom import (
     NEED_DATA,
@@ -174,14 +174,7 @@ async def test_a_failing_send_answers_in_its_place_and_the_rest_go_on(
 async def test_a_failed_commit_ends_the_connection_after_the_replies_before_it(
     service: ChatService, codec_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    staged = SendStager.__call__
-
-    def failing(self: SendStager, db: Any, sends: list[Any]) -> list[Any]:
-        if any(send[1] == "poison" for send in sends):
-            raise RuntimeError("disk I/O error")  # what the writer rolls a group back for
-        return staged(self, db, sends)
-
-    monkeypatch.setattr(SendStager, "__call__", failing)
+    fail_groups_with_poison(monkeypatch)
     async with bob_and_alice(service, codec_name) as (server, alice):
         first = [Send(i + 2, ("bob",), f"a{i}") for i in range(5)]
         alice.write(first)

@@ -18,7 +18,7 @@ import pytest
 import pytest_asyncio
 
 from core import ChatService, DeletedSenderPolicy, HashCost, SqliteStore
-from core.sqlite_send import SendStager
+from tests.integration.failing_commits import fail_groups_with_poison
 from tests.integration.ws_pipeline import (
     PASSWORD,
     WAIT,
@@ -149,14 +149,7 @@ async def test_deleting_the_account_answers_the_sends_before_it(tmp_path: Path) 
 async def test_a_failed_commit_ends_the_connection_after_the_replies_before_it(
     service: ChatService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    staged = SendStager.__call__
-
-    def failing(self: SendStager, db: Any, sends: list[Any]) -> list[Any]:
-        if any(s[1] == "poison" for s in sends):
-            raise RuntimeError("disk I/O error")  # what the writer rolls a group back for
-        return staged(self, db, sends)
-
-    monkeypatch.setattr(SendStager, "__call__", failing)
+    fail_groups_with_poison(monkeypatch)
     async with alice_sending(service) as (server, alice):
         first = [send(i + 1, f"a{i}") for i in range(5)]
         alice.writer.write(alice.frames(first))
