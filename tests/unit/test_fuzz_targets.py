@@ -9,10 +9,14 @@ is the long run.
 
 from __future__ import annotations
 
+import base64
 import importlib
 import importlib.util
+import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -75,3 +79,22 @@ def test_atheris_finds_nothing_in_a_short_run(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr[-4000:]
     assert done.stdout.count(": ok,") == len(TARGETS), done.stdout
+    assert len(re.findall(r"seed \d+", done.stdout)) == len(TARGETS), done.stdout
+
+
+def test_a_failing_run_prints_its_inputs_for_the_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A CI failure is reproducible from its log alone: the saved input, base64, this run's."""
+    started = time.monotonic()
+    old = tmp_path / "custom_codec-crash-old"
+    old.write_bytes(b"from an earlier run")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    crash = bytes([0x57, 0x43, 0x00, 0xFF, 0x80, 0x80])
+    (tmp_path / "custom_codec-crash-1234").write_bytes(crash)
+    (tmp_path / "websocket_messages-crash-9").write_bytes(b"another target's")
+    run._show_inputs("custom_codec", tmp_path, since=started)
+    out = capsys.readouterr().out
+    assert "custom_codec-crash-1234" in out and "python fuzz/run.py custom_codec FILE" in out
+    shown = re.findall(r"base64: (\S+)", out)
+    assert [base64.b64decode(b) for b in shown] == [crash]
