@@ -1,6 +1,6 @@
-"""SendPipeline: the sends of one connection in flight together (issue 10), the bookkeeping a
-server driver shares (the websocket server's ``_handle``; the custom server's ``_pipeline``
-does the same in its own fields).
+"""SendPipeline: the sends of one connection in flight together (issue 10), the bookkeeping the
+server drivers share (the websocket server's ``_handle``, the custom server's ``_pipeline``;
+the custom server's staged sends keep their own queue and take only the bounds from it).
 
 Why. On the SQLite store a send waits for the group commit that holds it
 (core/sqlite_writer.py). A connection served one request at a time put one send of its own in
@@ -44,13 +44,14 @@ class SendPipeline:
         self._limits = guard.limits
         self._failed = failed
 
-    def admits(self, size: int) -> bool:
+    def admits(self, size: int, in_flight: int = -1) -> bool:
         """Room beside the sends in flight for one more of ``size`` bytes (then taken from
         the inbound budget: ``add`` it, or give it back when it did not wait). False: it
-        waits until they are answered."""
+        waits until they are answered. ``in_flight``: how many there are, when the driver
+        keeps them itself (the custom server's staged sends; it counts their ``bytes`` here)."""
         limits = self._limits
         return (
-            len(self.sends) < limits.sends_in_flight
+            (in_flight if in_flight >= 0 else len(self.sends)) < limits.sends_in_flight
             and self.bytes + size <= limits.send_bytes_in_flight
             and self._guard.reserve_inbound(size)
         )

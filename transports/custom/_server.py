@@ -15,8 +15,9 @@ Theory of operation (section numbers refer to PROTOCOL.md)
     without a task), the connection's *blocker*. While there is a blocker, the
     connection decodes nothing further and stops reading the socket; when the blocker ends,
     it picks up the requests already buffered. So replies keep request order.
-  * Except SENDs, which are pipelined (issue 10, ``_pipeline``): a SEND that waits for the
-    store's commit (the SQLite store's group commit, ``core.sqlite_writer``) lets the
+  * Except SENDs, which are pipelined (issue 10, ``_pipeline``; the bookkeeping is
+    transports/_pipeline.py's ``SendPipeline``, as in the websocket server): a SEND that waits
+    for the store's commit (the SQLite store's group commit, ``core.sqlite_writer``) lets the
     connection go on to the next request when that is a SEND too, so a connection's sends
     share one transaction instead of one each. Their store calls start in request order, so
     the store keeps that order (message ids increase with it); each reply waits for the one
@@ -89,9 +90,10 @@ from core.frozen import builder
 from core.service import ChatService
 from core.session import Session, State
 from core.types import CloseReason, SendResult
-from transports._eager import FINISHED, Continuation, start_eagerly
+from transports._eager import FINISHED, start_eagerly
 from transports._guard import Guard, peer_host
 from transports._outbox import Outbox
+from transports._pipeline import SendPipeline
 from transports._tls import ServerTls
 from transports.custom._accept import Acceptor
 from transports.custom._bounds import (
@@ -127,6 +129,11 @@ log = logging.getLogger(__name__)
 #: anonymous, never registered with a service, never closed; only read.
 _NO_SESSION = Session()
 _CLOSED = State.CLOSED
+#: The sends in flight of every connection before its first request: none, ever (``_pipeline``
+#: runs only once a request made the connection's own, with its handlers: that one holds a
+#: bound method of the connection, a reference cycle an idle connection must not have, since a
+#: closed one is freed by its reference count: tests/hardening/test_gc_policy.py). Only read.
+_NO_SENDS = SendPipeline(Guard(), lambda error: None)
 
 #: The byte budget of one connection's output (the outbox's list plus the transport's write
 #: buffer) before its writers wait: four maximal DELIVERs or thousands of small ones.
@@ -270,11 +277,9 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
         )
         self._init_bounds(guard, stall_timeout, ends)
         self._blocker: asyncio.Future[None] | None = None  # a request (or a wait) in progress
-        # SENDs in flight together, each waiting for the commit that holds it (``_pipeline``),
-        # the bytes of their frames, and the last of them: its reply goes after every other.
-        self._sends: dict[asyncio.Future[None], int] = {}
-        self._send_bytes = 0
-        self._last_send: asyncio.Future[None] | None = None
+        #: SENDs in flight together, each waiting for the commit that holds it (``_pipeline``):
+        #: made with the handlers, at the first request (``_serve``).
+        self._pipelined = _NO_SENDS
         self._closing = False  # the last frame is out: nothing more is sent or handled
         self._finished = False
         self._timer: asyncio.TimerHandle | None = None  # HELLO deadline, then linger/abort
@@ -285,7 +290,7 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
 
     def tasks(self) -> list[asyncio.Future[Any]]:
         """The tasks this connection still owns (the pump, a suspended request)."""
-        tasks = [*self._pumps, *self._sends]
+        tasks = [*self._pumps, *self._pipelined.sends]
         if self._blocker is not None:
             tasks.append(self._blocker)
         return tasks
@@ -363,7 +368,7 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
                 kind = type(event)
                 if kind is Send and self._handlers is not None:  # (logged in, or it fails)
                     self._pipeline(event, held - codec.buffered)
-                elif self._sends or self._staged:  # anything else waits for the sends before it
+                elif self._pipelined.sends or self._staged:  # anything else waits for them
                     self._block(self._after_sends(None if kind is ConnectionClosed else event))
                     # (ConnectionClosed comes again once they are: the codec repeats it)
                 elif kind is ConnectionClosed:
@@ -403,55 +408,31 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
         group commit; with one request at a time, a group held at most one send per
         connection. A SEND beyond this connection's bounds, or one the server-wide inbound
         budget has no room for, waits until the sends before it are answered."""
-        sends = self._sends
-        if not sends:  # (a first SEND in flight pins what one request always did: not counted)
-            size = 0
-        elif self._held_back(len(sends), event, size):
-            return
-        # (``start_eagerly`` written out: a Python call less, and the bound ``_send_done`` is
-        # made only for a send that waits; it runs as the send ends, on its stack)
-        coro = self._serve(event, self._last_send)
-        first = next(coro.__await__(), FINISHED)
-        if first is FINISHED:  # (answered at once: the store did not wait)
-            if size:
-                self._guard.give_back_inbound(size)
-            return
-        task = Continuation(coro, first, self._send_done)
-        sends[task] = size
-        self._send_bytes += size
-        self._last_send = task
-
-    def _held_back(self, in_flight: int, event: Any, size: int) -> bool:
-        """True when the SEND ``event`` (``size`` bytes, behind ``in_flight`` others) is past
-        this connection's bounds or the server-wide inbound budget has no room for it: it
-        then waits until the sends before it are answered. Else its bytes are counted."""
-        limits_ = self._limits
-        if (
-            in_flight >= limits_.sends_in_flight
-            or self._send_bytes + size > limits_.send_bytes_in_flight
-            or not self._guard.reserve_inbound(size)
-        ):
+        pipelined = self._pipelined
+        if not pipelined.sends:  # (a first SEND in flight pins what one request always did:
+            size = 0  # not counted)
+        elif not pipelined.admits(size):
             self._block(self._after_sends(event))
-            return True
-        return False
-
-    def _send_done(self, task: asyncio.Future[None]) -> None:
-        size = self._sends.pop(task, 0)
-        if size:
-            self._send_bytes -= size
+            return
+        # (``start_eagerly`` written out: a Python call less, and only a send that waits goes
+        # on as a continuation, in the pipeline until it ends)
+        coro = self._serve(event, pipelined.last)
+        first = next(coro.__await__(), FINISHED)
+        if first is not FINISHED:
+            pipelined.add(coro, first, size)
+        elif size:  # (answered at once: the store did not wait)
             self._guard.give_back_inbound(size)
-        if task is self._last_send:
-            self._last_send = None
-        if not task.cancelled() and task.exception() is not None:  # (_serve catches all)
-            log.error("request from %s failed", self._peer, exc_info=task.exception())
-            self._end_with(ErrorCode.INTERNAL, "internal server error")
+
+    def _send_failed(self, error: BaseException) -> None:
+        """A pipelined send's coroutine raised (a bug: ``_serve`` catches all)."""
+        log.error("request from %s failed", self._peer, exc_info=error)
+        self._end_with(ErrorCode.INTERNAL, "internal server error")
 
     async def _after_sends(self, event: Any) -> None:
         """Wait until the sends in flight are answered (the last one's reply is written
         after all the others'), then serve ``event`` (None: nothing; the blocker ending
         makes the connection look at its input again)."""
-        while self._last_send is not None:
-            await asyncio.wait((self._last_send,))
+        await self._pipelined.answered()
         while self._staged:  # (staged sends, _StagedConnection: answered in order)
             if self._drained is None:
                 self._drained = self._loop.create_future()
@@ -505,6 +486,7 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
             handlers = self._handlers
             if handlers is None:  # the first request: now it needs a session and handlers
                 handlers = self._handlers = self._request_handlers()
+                self._pipelined = SendPipeline(self._guard, self._send_failed)
                 self._session = self._service.open_session(peer_host(self._peer))
             if type(event) is Send:  # (the hot path: one coroutine less than a handler)
                 result = await self._service.send(self._session, event.recipients, event.body)
@@ -531,7 +513,7 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
         if reply is not None and not self._closing:
             # (a page comes encoded already, cut to fit one frame)
             frame = reply if type(reply) is bytes else self._codec.send(reply)
-            if self._sends:  # (pipelined sends: the replies of one commit leave together)
+            if self._pipelined.sends:  # (pipelined sends: the replies of one commit leave together)
                 self._outbox.write(frame)
             else:
                 self._outbox.write_now(frame)
@@ -639,7 +621,7 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
                 pump.cancel()
         if self._blocker is not None and self._blocker is not current:
             self._blocker.cancel()
-        for send in self._sends:
+        for send in self._pipelined.sends:
             if send is not current:
                 send.cancel()
 
@@ -686,7 +668,8 @@ class _StagedConnection(_ServerConnection):
         staged = self._staged
         if not staged:  # (a first SEND in flight pins what one request always did: not counted)
             size = 0
-        elif self._held_back(len(staged), event, size):
+        elif not self._pipelined.admits(size, len(staged)):
+            self._block(self._after_sends(event))
             return
         coro = self._service.send(self._session, event.recipients, event.body)
         try:
@@ -699,7 +682,7 @@ class _StagedConnection(_ServerConnection):
                 # closed connection must be freed by its reference count: test_gc_policy)
                 commit.wake_directly = self._send_committed
                 staged.append((commit, coro, event, size))
-                self._send_bytes += size
+                self._pipelined.bytes += size
                 return
             coro.close()  # (a send that waits for something else: ChatService says it won't)
             log.error("a send from %s waited for %r, not its commit", self._peer, commit)
@@ -716,7 +699,7 @@ class _StagedConnection(_ServerConnection):
         staged = self._staged
         first, coro, event, size = staged.popleft()
         if size:
-            self._send_bytes -= size
+            self._pipelined.bytes -= size
             self._guard.give_back_inbound(size)
         reply: Any
         try:
