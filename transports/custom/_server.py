@@ -115,7 +115,7 @@ from transports.custom._events import (
     Sent,
     Welcome,
 )
-from transports.custom._server_requests import OLD_DELETE, Requests, _sent
+from transports.custom._server_requests import OLD_DELETE, Requests
 from transports.custom._wire import (
     HANDSHAKE_TIMEOUT,
     MAX_FRAME,
@@ -134,6 +134,13 @@ _CLOSED = State.CLOSED
 #: bound method of the connection, a reference cycle an idle connection must not have, since a
 #: closed one is freed by its reference count: tests/hardening/test_gc_policy.py). Only read.
 _NO_SENDS = SendPipeline(Guard(), lambda error: None)
+#: The SENT answering request ``rid`` with ChatService.send's result ``r``, in one call
+#: (``_serve`` and ``_StagedConnection``).
+_sent_of: Callable[[int, SendResult], Sent] = builder(
+    Sent,
+    "rid, r",
+    ("rid", "r.message_id", "r.sent_at_ms", "r.unknown_recipients", "r.conversation_id"),
+)
 
 #: The byte budget of one connection's output (the outbox's list plus the transport's write
 #: buffer) before its writers wait: four maximal DELIVERs or thousands of small ones.
@@ -490,13 +497,7 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
                 self._session = self._service.open_session(peer_host(self._peer))
             if type(event) is Send:  # (the hot path: one coroutine less than a handler)
                 result = await self._service.send(self._session, event.recipients, event.body)
-                reply = _sent(
-                    event.request_id,
-                    result.message_id,
-                    result.sent_at_ms,
-                    result.unknown_recipients,
-                    result.conversation_id,
-                )
+                reply = _sent_of(event.request_id, result)
             else:  # (a search is refused while the loop runs behind: core.pacing, Overloaded)
                 reply = await handlers[type(event)](event)
         except ChatError as exc:
@@ -636,12 +637,6 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
 #: the sends before it: (None, None, the reply, 0); the reply _END ends the connection instead.
 _Staged = tuple[Any, Any, Any, int]
 _END = object()
-#: The SENT answering request ``rid`` with ChatService.send's result ``r``, in one call.
-_sent_of: Callable[[int, SendResult], Sent] = builder(
-    Sent,
-    "rid, r",
-    ("rid", "r.message_id", "r.sent_at_ms", "r.unknown_recipients", "r.conversation_id"),
-)
 
 
 class _StagedConnection(_ServerConnection):
