@@ -211,10 +211,46 @@ def _enc_message(e: Deliver, out: bytearray) -> None:
 _sent: Callable[..., Sent] = builder(Sent)
 
 
+#: The last multi-byte varint read for each of SENT's three u64 fields (message_id, sent_at_ms,
+#: conversation_id): its bytes after the first, and its value less its low 7 bits. Read on the
+#: client, for the reply to every send (issue 8: a six-byte varint read seven bits at a time
+#: costs thousands of instructions; see RisingVarint for the writer's side). These values rise
+#: slowly, so their bytes after the first mostly repeat: when they do, only the first byte is
+#: new. A tail is kept only from a varint ``FrameReader.v64`` accepted (minimal, at most ten
+#: bytes, at most 2^64-1), and any first byte before it keeps all three true, so a matching
+#: varint is as valid as that one was. Each entry is replaced as one tuple (safe to share).
+_sent_tails: list[tuple[bytes, int]] = [(b"", 0), (b"", 0), (b"", 0)]
+
+
 def _dec_sent_v2(r: FrameReader, rid: int) -> Sent:
     rid = _request_id(rid)
-    message_id, sent_at, conversation_id = r.v64(), r.v64(), r.v64()
-    unknown = r.v32()  # almost always none
+    buf, pos, end = r.buf, r.pos, r.end
+    fields = []
+    for i in (0, 1, 2):  # message_id, sent_at_ms, conversation_id (u64 varints)
+        if pos < end:
+            first = buf[pos]
+            if first < 0x80:
+                fields.append(first)
+                pos += 1
+                continue
+            tail, high = _sent_tails[i]
+            after = pos + 1 + len(tail)
+            if tail and after <= end and buf[pos + 1 : after] == tail:
+                fields.append((first & 0x7F) | high)
+                pos = after
+                continue
+        r.pos = pos  # anything else: the field reader (and its errors)
+        value = r.v64()
+        if r.pos - pos > 1:
+            _sent_tails[i] = (bytes(buf[pos + 1 : r.pos]), value & ~0x7F)
+        fields.append(value)
+        pos = r.pos
+    message_id, sent_at, conversation_id = fields
+    if pos < end and buf[pos] == 0:  # no unknown recipients: the usual case
+        r.pos = pos + 1
+        return _sent(rid, message_id, sent_at, (), conversation_id)
+    r.pos = pos
+    unknown = r.v32()
     return _sent(rid, message_id, sent_at, r.texts(unknown) if unknown else (), conversation_id)
 
 
