@@ -16,6 +16,7 @@ one owner's history writes its ``hidden`` row; a message row goes, with its ``hi
 from __future__ import annotations
 
 import sqlite3
+import sys
 from collections.abc import Generator, Iterable
 
 from core.sqlite_cache import StoreCache
@@ -28,6 +29,9 @@ _ID_WINDOW = 4_096
 #: Copies past an owner's retention limit selected per loop turn (~5 us a row with the set
 #: they go into: ~2.5 ms a turn here).
 PRUNE_PAGE = 500
+#: Copies retention by count hides per transaction (an owner looked at counts as one): a
+#: send waits for the part in progress (~75 ms here), not for the whole prune.
+COUNT_SPAN = 4_096
 #: Message ids retention by age goes through per transaction: a send waits for the part in
 #: progress (~100 ms here), and its COMMIT runs on the loop (one for 100,000 old messages
 #: held it ~13 ms).
@@ -159,37 +163,73 @@ def delete_messages(
     return removed
 
 
-def prune_past_limit(db: _Db, cache: StoreCache, max_per_user: int) -> Generator[None, None, int]:
-    """A chunked job, retention by count: a page of one user's copies past the limit per
-    loop turn, then CHUNK of them hidden per turn. A copy still pending is never dropped."""
-    # (a dict: the copies in the order they were found, each owner's newest first, so they
-    # are hidden without sorting them all at once: sorting 200,000 held the loop ~100 ms)
-    doomed: dict[_Copy, None] = {}
-    owners = db.execute(
-        "SELECT DISTINCT c.account_id FROM memberships c"
-        " JOIN accounts a ON a.id = c.account_id AND a.deleted_at_ms IS NULL"
-    ).fetchall()
-    for (owner,) in owners:
-        if owner in cache.deleted:
+def prune_past_limit(
+    db: _Db, cache: StoreCache, max_per_user: int, after: int = 0, upper: int = 0
+) -> Generator[None, None, tuple[int, int, int]]:
+    """A chunked job, one transaction's part of retention by count: owners in id order past
+    ``after`` (or, with ``upper``, owner ``after`` again from message ``upper`` down), each
+    one's copies past the newest ``max_per_user`` it holds, newest first, a page
+    (:func:`past_limit`) read per loop turn and CHUNK of it hidden per turn, until COUNT_SPAN
+    copies and owners. A copy still pending is never dropped.
+
+    Returns (copies pruned, the ``after`` of the next part or 0 when this was the last, the
+    ``upper`` to give it: 0 to start at the owner after ``after``). Parts in transactions of
+    their own select what one job for every owner would: hiding one owner's copies changes
+    no other owner's history, and an owner's newest copy past the limit, once found, stays
+    the newest it may drop (a later send only adds newer ones)."""
+    pruned = work = 0
+    owner = after
+    while work < COUNT_SPAN:
+        if not upper:
+            following = db.execute(
+                "SELECT c.account_id FROM memberships c"
+                " JOIN accounts a ON a.id = c.account_id AND a.deleted_at_ms IS NULL"
+                " WHERE c.account_id > ? ORDER BY c.account_id LIMIT 1",
+                (owner,),
+            ).fetchone()
+            if following is None:
+                return pruned, 0, 0
+            owner, work = following[0], work + 1
+            if owner in cache.deleted:
+                continue
+            upper = yield from past_newest(db, owner, max_per_user)
+            yield
             continue
-        threshold = db.execute(
+        if not is_live(db, cache, owner):  # deleted between two parts
+            upper = 0
+            continue
+        for page in past_limit(db, owner, upper):
+            yield  # (the page's read)
+            while page:
+                size = min(CHUNK, COUNT_SPAN - work)
+                piece, page = page[:size], page[size:]
+                hide(db, piece)
+                collect(db, cache, {mid for _, _, mid in piece})
+                pruned, work, upper = pruned + len(piece), work + len(piece), piece[-1][2] - 1
+                yield
+                if work >= COUNT_SPAN:
+                    return pruned, owner, upper
+        upper = 0
+    return pruned, owner, upper
+
+
+def past_newest(db: _Db, owner_id: int, keep: int) -> Generator[None, None, int]:
+    """The newest message the owner holds past their newest ``keep`` (0: none), found
+    PRUNE_PAGE copies per loop turn (one OFFSET of 50,000 held the loop ~40 ms)."""
+    upper, skip = sys.maxsize, keep
+    while True:
+        step = min(skip, PRUNE_PAGE)
+        row = db.execute(
             "SELECT m.id FROM memberships c"
             " JOIN messages m ON m.conversation_id = c.conversation_id"
-            f" WHERE c.account_id = ? AND {NOT_HIDDEN} ORDER BY m.id DESC LIMIT 1 OFFSET ?",
-            (owner, owner, max_per_user),
+            f" WHERE c.account_id = ? AND {NOT_HIDDEN} AND m.id < ?"
+            " ORDER BY m.id DESC LIMIT 1 OFFSET ?",
+            (owner_id, owner_id, upper, step if step == skip else step - 1),
         ).fetchone()
-        if threshold is not None:
-            for page in past_limit(db, owner, threshold[0]):
-                doomed.update(dict.fromkeys(page))
-                yield
+        if row is None or step == skip:
+            return int(row[0]) if row else 0
+        upper, skip = row[0], skip - step
         yield
-    ordered = list(doomed)
-    for start in range(0, len(ordered), CHUNK):
-        chunk = ordered[start : start + CHUNK]
-        hide(db, chunk)
-        collect(db, cache, {mid for _, _, mid in chunk})
-        yield
-    return len(doomed)
 
 
 def prune_old(

@@ -38,7 +38,8 @@ turns a pattern's literal prefix into an index range and gives a query that runs
 budget to a scan thread with a connection of its own; ``delete_account`` and
 ``prune_history`` stage their deletes in chunks, a loop turn each (the writer keeps their
 transaction open across turns; readers see the state before it until it commits); retention
-by age commits every ``sqlite_deletes.AGE_SPAN`` message ids, so a send waits for a part.
+commits every ``sqlite_deletes.COUNT_SPAN`` copies (by count) and every ``AGE_SPAN`` message
+ids (by age), so a send waits for a part, not for the whole prune.
 """
 
 from __future__ import annotations
@@ -46,9 +47,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +88,9 @@ _LAST_HELD = (
 )
 _Row = tuple[int, int, str, int, int]
 _Db = sqlite3.Connection
+#: A part of retention (``sqlite_deletes.prune_past_limit``, ``prune_old``): (db, cache, the
+#: limit, after, carry) -> (copies pruned, the next part's after or 0, its carry).
+_Part = Callable[[_Db, StoreCache, int, int, int], Generator[None, None, tuple[int, int, int]]]
 
 
 class SqliteStore(Store):
@@ -418,29 +421,31 @@ class SqliteStore(Store):
         )
 
     async def prune_history(self, max_per_user: int | None, older_than_ms: int | None) -> int:
-        """By count in one transaction, then by age in parts of their own (the copies past the
-        limit counted the old ones; the age rule skips what they hid, which gives what one
+        """By count, then by age, each in parts of their own (the copies past the limit
+        counted the old ones; the age rule skips what they hid, which gives what one
         transaction for both would)."""
-        cache, pruned = self._cache, 0
+        pruned = 0
         if max_per_user is not None:
-            pruned = await self._writer.run_chunked(
-                lambda db: sqlite_deletes.prune_past_limit(db, cache, max_per_user)
-            )
-        after, last = 0, 0
-        while older_than_ms is not None:
-            part, after, last = await self._writer.run_chunked(
-                partial(
-                    sqlite_deletes.prune_old,
-                    cache=cache,
-                    older_than_ms=older_than_ms,
-                    after=after,
-                    last=last,
-                )
-            )
-            pruned += part
-            if not after:
-                break
+            pruned += await self._in_parts(sqlite_deletes.prune_past_limit, max_per_user)
+        if older_than_ms is not None:
+            pruned += await self._in_parts(sqlite_deletes.prune_old, older_than_ms)
         return pruned
+
+    async def _in_parts(self, part: _Part, rule: int) -> int:
+        """Run a retention job a transaction at a time: each part returns the copies it
+        pruned and where the next one starts (0: it was the last)."""
+        cache, pruned, after, carry = self._cache, 0, 0, 0
+        while True:
+
+            def job(
+                db: _Db, after: int = after, carry: int = carry
+            ) -> Generator[None, None, tuple[int, int, int]]:
+                return part(db, cache, rule, after, carry)
+
+            done, after, carry = await self._writer.run_chunked(job)
+            pruned += done
+            if not after:
+                return pruned
 
     async def close(self) -> None:
         await self._writer.aclose()
