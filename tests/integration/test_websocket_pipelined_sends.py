@@ -24,6 +24,7 @@ from tests.integration.ws_pipeline import (
     WAIT,
     Pipeline,
     alice_and_offline_bob,
+    pending_to,
     signed_up,
 )
 from transports._guard import Guard, ServerLimits
@@ -60,15 +61,6 @@ def send(rid: int, body: str, to: tuple[str, ...] = ("bob",)) -> dict[str, Any]:
     return {"id": rid, "op": "send", "to": list(to), "body": body}
 
 
-async def pending_to_bob(server: WebSocketServer) -> list[str]:
-    """What "bob" finds pending at his login, in the order it is delivered."""
-    bob = await Pipeline.open(server)
-    try:
-        return await bob.pending_bodies("bob")
-    finally:
-        await bob.close()
-
-
 async def test_a_burst_of_sends_shares_commits_and_keeps_request_order(
     service: ChatService,
 ) -> None:
@@ -90,7 +82,7 @@ async def test_a_burst_of_sends_shares_commits_and_keeps_request_order(
         assert replies[201]["ok"]["usernames"] == ["bob"]
         # The sends of this one connection shared transactions (before, one each).
         assert service.store.commits - commits < len(bodies) // 2  # type: ignore[attr-defined]
-        assert await pending_to_bob(server) == bodies
+        assert await pending_to(server, "bob") == bodies
 
 
 async def test_a_failing_send_answers_in_its_place_and_the_rest_go_on(
@@ -108,7 +100,7 @@ async def test_a_failing_send_answers_in_its_place_and_the_rest_go_on(
         assert replies[20]["error"]["code"] == "INVALID_ARGUMENT"
         assert all("message_id" in r["ok"] for i, r in enumerate(replies) if i not in (11, 20))
         expected = [s["body"] for i, s in enumerate(sends) if i not in (11, 20)]
-        assert await pending_to_bob(server) == expected
+        assert await pending_to(server, "bob") == expected
 
 
 async def test_a_logout_after_sends_in_flight_answers_them_first(service: ChatService) -> None:
@@ -122,7 +114,7 @@ async def test_a_logout_after_sends_in_flight_answers_them_first(service: ChatSe
         assert all("message_id" in r["ok"] for r in replies[:40])
         assert replies[40]["ok"] == {}
         assert replies[41]["error"]["code"] == "NOT_LOGGED_IN"
-        assert await pending_to_bob(server) == [s["body"] for s in sends]
+        assert await pending_to(server, "bob") == [s["body"] for s in sends]
 
 
 async def test_deleting_the_account_answers_the_sends_before_it(tmp_path: Path) -> None:
@@ -141,7 +133,7 @@ async def test_deleting_the_account_answers_the_sends_before_it(tmp_path: Path) 
             assert [r["id"] for r in replies] == list(range(1, 32))
             assert all("message_id" in r["ok"] for r in replies[:30])
             assert code == 4002
-            assert await pending_to_bob(server) == [s["body"] for s in sends]
+            assert await pending_to(server, "bob") == [s["body"] for s in sends]
     finally:
         await service.shutdown()
 
@@ -164,7 +156,7 @@ async def test_a_failed_commit_ends_the_connection_after_the_replies_before_it(
         assert [r["id"] for r in answered] == [s["id"] for s in second][: len(answered)]
         assert last["id"] == second[len(answered)]["id"]  # the first one not stored
         acknowledged = [s["body"] for s in first] + [s["body"] for s in second][: len(answered)]
-        stored = await pending_to_bob(server)
+        stored = await pending_to(server, "bob")
         assert stored == acknowledged  # every acknowledged one, in order; not the poison
 
 
@@ -184,7 +176,7 @@ async def test_bounded_pipelines_keep_order_and_give_their_bytes_back(
         assert [r["id"] for r in replies] == [s["id"] for s in sends] + [30]
         assert all("message_id" in r["ok"] for r in replies[:-1])
         assert server.guard.inbound == 0  # (what the pipeline counted is given back)
-        assert await pending_to_bob(server) == [s["body"] for s in sends]
+        assert await pending_to(server, "bob") == [s["body"] for s in sends]
 
 
 async def test_a_vanished_client_leaves_a_prefix_and_no_bytes_held(service: ChatService) -> None:
@@ -200,7 +192,7 @@ async def test_a_vanished_client_leaves_a_prefix_and_no_bytes_held(service: Chat
             while server.guard.connections > 0:  # noqa: ASYNC110 - no event to wait on
                 await asyncio.sleep(0.02)
         assert server.guard.inbound == 0
-        stored = await pending_to_bob(server)
+        stored = await pending_to(server, "bob")
         for round_ in range(5):  # whatever was stored of each is a prefix, in order
             mine = [b for b in stored if b.startswith(f"r{round_}-")]
             assert mine == [f"r{round_}-{i}" for i in range(len(mine))]

@@ -121,8 +121,14 @@ class Pipeline:
 
     async def until_close(self) -> tuple[list[dict[str, Any]], int | None]:
         """Every reply (pushes left out) until the server's close frame, and its code."""
+        messages, code, _ = await self.until_close_why()
+        return messages, code
+
+    async def until_close_why(self) -> tuple[list[dict[str, Any]], int | None, str]:
+        """Every reply (pushes left out) until the server's close frame, its code and reason."""
         messages: list[dict[str, Any]] = []
         codes: list[int | None] = []
+        reasons: list[str] = []
 
         def closed(events: list[Any]) -> bool:
             for event in events:
@@ -132,12 +138,13 @@ class Pipeline:
                         messages.append(message)
                 elif isinstance(event, Frame) and event.opcode is Opcode.CLOSE:
                     codes.append(int.from_bytes(event.data[:2], "big") if event.data else None)
+                    reasons.append(bytes(event.data[2:]).decode())
             events.clear()
             return bool(codes)
 
         await self._events(closed)
         assert codes, f"the server did not close after {messages!r}"
-        return messages, codes[0]
+        return messages, codes[0], reasons[0]
 
     async def close_code(self) -> int | None:
         """Read until the server's close frame: its code."""
@@ -162,3 +169,12 @@ async def alice_and_offline_bob(server: WebSocketServer) -> Pipeline:
     """ "bob" signed up and gone (his messages stay pending); "alice" signed up, returned."""
     await (await signed_up(server, "bob")).close()
     return await signed_up(server, "alice")
+
+
+async def pending_to(server: WebSocketServer, name: str) -> list[str]:
+    """What ``name`` finds pending at a login, in the order it is delivered."""
+    reader = await Pipeline.open(server)
+    try:
+        return await reader.pending_bodies(name)
+    finally:
+        await reader.close()

@@ -83,8 +83,8 @@ ENVELOPE_BYTES = 1024
 #: Largest message (bytes of UTF-8 JSON) a server accepts. The largest legitimate request is a
 #: send of a 64 KiB body to 256 recipients with 32-character names, every character escaped:
 #: 6 * 65 536 + 256 * (6 * 32 + 3) + 1 024 = 444 160 bytes. A larger message is refused with
-#: close code 1009 before it is parsed. (The websockets library's default is 1 MiB; a browser
-#: accepts whatever the server sends.)
+#: close code 1009, unread, after the replies to the requests before it. (The websockets
+#: library's default is 1 MiB; a browser accepts whatever the server sends.)
 MAX_MESSAGE_BYTES = (
     ESCAPE_FACTOR * limits.MAX_BODY_BYTES
     + limits.MAX_RECIPIENTS * (ESCAPE_FACTOR * limits.MAX_USERNAME_CHARS + 3)
@@ -112,8 +112,8 @@ class Close(enum.IntEnum):
     NORMAL = 1000  # the client closed; the server answers in kind
     GOING_AWAY = 1001  # the server is shutting down (after a SHUTDOWN notice)
     UNSUPPORTED_DATA = 1003  # a binary frame: wirechat.v1.json is text only
-    INVALID_TEXT = 1007  # a text frame that is not UTF-8 (sent by the library)
-    TOO_BIG = 1009  # a message over MAX_MESSAGE_BYTES (sent by the library)
+    INVALID_TEXT = 1007  # a text message that is not UTF-8 (after the replies before it)
+    TOO_BIG = 1009  # a message over MAX_MESSAGE_BYTES (after the replies before it)
     IDLE = 1008  # no login within the idle timeout (section 2.1)
     INTERNAL = 1011  # a bug of the server's (after an INTERNAL error reply)
     AUTH_FAILED = 4001  # after the error reply to a failed signup or login

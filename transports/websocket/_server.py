@@ -2,8 +2,14 @@
 
 Theory of operation (section numbers refer to CONTRACT.md)
   * The library does RFC 6455: the opening handshake (``_check_handshake`` refuses a wrong path
-    or subprotocol with a readable HTTP error first), framing, masking, UTF-8 checks of text
-    frames (close 1007), the size limit (close 1009), keepalive pings, the closing handshake.
+    or subprotocol with a readable HTTP error first), framing, masking, keepalive pings, the
+    closing handshake. Not the closes for input that ends a connection (section 11.1): the
+    library would close at once, and lose the replies of the sends in flight before it. A text
+    message is read undecoded and checked here (1007, ``_take`` and ``run``, the one UTF-8
+    decode either way), a binary message is caught as it is parsed (1003,
+    ``_StallWatch.process_event``), and a message over the size limit where the library fails
+    on it (1009, ``_StallWatch._fail``): the server reads nothing more (``end_input``), answers
+    every request before it, and only then closes (``_Connection._end_input``).
   * One :class:`_Connection` per client, one session per connection. A text message that
     arrives while nothing holds it up (no request that waits before it, nothing queued for the
     handler) is handled on the stack that read it (``_Connection._take``, from the library's
@@ -59,14 +65,15 @@ import contextlib
 import http
 import logging
 import socket
-from collections.abc import AsyncGenerator, Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine, Generator
 from typing import Any, cast
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
-from websockets.frames import DATA_OPCODES, Frame, Opcode
+from websockets.frames import DATA_OPCODES, CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
+from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
 from core import requests as rq
@@ -128,6 +135,7 @@ RETRY_AFTER = 5
 #: Read on the path of every message: an enum member read from its class goes through the
 #: enum's ``__getattr__`` hook on CPython 3.11 (~850 instructions), a global is a dict lookup.
 _TEXT = Opcode.TEXT
+_BINARY = Opcode.BINARY
 _OPEN = State.OPEN
 _CLOSED = SessionState.CLOSED
 
@@ -271,16 +279,75 @@ class _StallWatch(ServerConnection):
     on_text: Callable[[bytes | bytearray | memoryview], bool] | None = None
     #: Messages handed to the library's queue that the handler has not taken out yet.
     unread: int = 0
+    #: The client sent what ends the connection (``end_input``): its close code and reason.
+    input_end: tuple[int, str] | None = None
+    #: Data frames parsed after that input (in the same read) are ignored.
+    ignoring: bool = False
+    #: The handler acts on ``input_end`` (once the messages before it are answered).
+    on_input_end: Callable[[], None] | None = None
+
+    def __init__(self, protocol: ServerProtocol, *args: Any, **kwargs: Any) -> None:
+        super().__init__(protocol, *args, **kwargs)
+        # The library's protocol calls this for the close on input it cannot read: a message
+        # over the size limit is left to the handler. (An attribute of this one instance, not
+        # a subclass of the protocol's: setting ``__class__`` makes CPython 3.11 give the
+        # instance a dict of its own, and every attribute read of the protocol, on the path
+        # of every message, slower: ~10,000 instructions a send, callgrind.)
+        protocol.fail = self._fail  # type: ignore[method-assign]
 
     def process_event(self, event: Any) -> None:
-        if type(event) is Frame and event.fin:
-            if event.opcode is _TEXT:
+        if type(event) is Frame:
+            opcode = event.opcode
+            if opcode is _TEXT and event.fin:
                 take = self.on_text
                 if take is not None and take(event.data):
                     return
-            if event.opcode in DATA_OPCODES:
-                self.unread += 1  # (the last frame of a message: one more to read)
+                self.unread += 1  # (a whole message: one more to read)
+            elif opcode in DATA_OPCODES:  # (a fragment, or a binary message)
+                if self.ignoring:
+                    return  # (parsed after the input that ended the connection: ignored)
+                if opcode is _BINARY:
+                    why = f"binary frames are not part of {self.subprotocol}; send JSON text"
+                    self.end_input(Close.UNSUPPORTED_DATA, why)
+                    return
+                if event.fin:
+                    self.unread += 1
         super().process_event(event)
+
+    def end_input(self, code: int, why: str, *, parsed: bool = True) -> None:
+        """The client sent what ends the connection (section 11): read nothing more (the
+        frames parsed after it are ignored, the rest of the stream is dropped), and close with
+        ``code`` and ``why`` once the handler has answered every message before it (the
+        library would close at once, and lose the replies of the sends still in flight).
+        ``parsed``: this comes from a parsed event, in order; else from within the parse,
+        which stops there, before the events it parsed are handed over (all before it)."""
+        if self.input_end is not None:
+            return
+        self.input_end = (code, why)
+        if parsed:
+            self.ignoring = True
+            self.on_text = _ignore
+        # Parse nothing more: what comes is dropped (the library's ``discard``, which a server
+        # runs only once its close is sent).
+        protocol = self.protocol
+        protocol.parser = _drop(protocol)
+        next(protocol.parser)
+        if self.on_input_end is not None:
+            self.on_input_end()
+
+    def _fail(self, code: int, reason: str = "") -> None:
+        """``protocol.fail``: the library's, but for a message over the size limit."""
+        if code == CloseCode.MESSAGE_TOO_BIG and self.protocol.state is _OPEN:
+            why = f"a message was over {MAX_MESSAGE_BYTES} bytes, the limit; nothing after it read"
+            self.end_input(Close.TOO_BIG, why, parsed=False)  # (the parse stops there)
+            return
+        ServerProtocol.fail(self.protocol, code, reason)
+
+    def fail_now(self) -> None:
+        """The close that ``end_input`` put off: a close frame, then the end of the stream
+        (what the library does on input it cannot read)."""
+        assert self.input_end is not None
+        ServerProtocol.fail(self.protocol, *self.input_end)
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -294,6 +361,7 @@ class _StallWatch(ServerConnection):
             self._stall_timer = None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        vars(self.protocol).pop("fail", None)  # (a reference cycle no more)
         if self._stall_timer is not None:
             self._stall_timer.cancel()
             self._stall_timer = None
@@ -333,6 +401,25 @@ class _StallWatch(ServerConnection):
             self.on_stall()
 
 
+def _ignore(data: bytes | bytearray | memoryview) -> bool:
+    return True
+
+
+def _not_utf8(exc: UnicodeDecodeError) -> str:
+    """The close reason for a text message that is not UTF-8, in words."""
+    return f"a text message was not UTF-8 ({exc.reason} at byte {exc.start}); send UTF-8 JSON"
+
+
+def _drop(protocol: ServerProtocol) -> Generator[None]:
+    """A parser that drops what comes (``_StallWatch.end_input``)."""
+    reader = protocol.reader
+    while not (yield from reader.at_eof()):
+        reader.discard()
+    # The client hung up first: what the library does at an unexpected end of stream.
+    ServerProtocol.fail(protocol, CloseCode.ABNORMAL_CLOSURE, "unexpected end of stream")
+    yield
+
+
 class _Connection:
     """One client: its session, the request loop and the delivery pump."""
 
@@ -358,33 +445,44 @@ class _Connection:
         #: Sends in flight together, each waiting for the commit that holds it (``_handle``).
         self._pipeline = SendPipeline(guard, self._send_failed)
         self._flushing = False  # replies wait in the protocol for ``_flush`` (``_write_soon``)
-        ws.on_text = self._take
+        #: The close after input that ends the connection (``_StallWatch.end_input``).
+        self._finishing: asyncio.Task[None] | None = None
+        ws.on_input_end = self._input_ended
+        if ws.input_end is None:
+            ws.on_text = self._take
+        else:  # (it came with the handshake, before this handler)
+            self._input_ended()
 
     async def run(self) -> None:
         """Serve the messages the library queued, in order, until the connection closes;
         then end the session."""
         ws = self._ws
+        recv = ws.recv
         self._watch_idle()
         try:
-            async for message in ws:
+            while True:
+                # (undecoded: the library would close with 1007 at once on text that is not
+                # UTF-8, before the replies of the sends in flight; a binary message never
+                # comes here, ``_StallWatch.process_event``)
+                data = await recv(False)
                 try:
                     if self._blocker is not None:  # (a request before it: its reply first)
                         await asyncio.wait((self._blocker,))
                     if self._ending:
                         continue  # (the close is under way: read on until the library ends it)
-                    if isinstance(message, str):
-                        size = len(message.encode()) if self._pipeline.sends else 0
-                        self._handle(message, size)
-                    else:
+                    try:
+                        text = str(data, "utf-8")
+                    except UnicodeDecodeError as exc:
                         await self._pipeline.answered()
-                        await self._close(
-                            Close.UNSUPPORTED_DATA,
-                            f"binary frames are not part of {ws.subprotocol}; send JSON text",
-                        )
+                        await self._close(Close.INVALID_TEXT, _not_utf8(exc))
+                    else:
+                        self._handle(text, len(data) if self._pipeline.sends else 0)
                 finally:
                     # (counted out only now: while it is in hand, _take leaves the messages
                     # that follow it to the queue, behind it)
                     ws.unread -= 1
+                    if ws.input_end is not None and not ws.unread:
+                        self._finish_input()  # (the last message before the end is in hand)
         except ConnectionClosed:
             pass  # (the library answered a protocol error or an oversized message itself)
         except Exception:  # a bug of ours: log it, never let it reach other connections
@@ -407,8 +505,9 @@ class _Connection:
             return False
         try:
             text = str(data, "utf-8")
-        except UnicodeDecodeError:
-            return False  # (the library's read closes with 1007)
+        except UnicodeDecodeError as exc:  # (closed once the sends in flight are answered)
+            self._ws.end_input(Close.INVALID_TEXT, _not_utf8(exc))
+            return True
         try:
             self._handle(text, len(data))
         except Exception:  # a bug of ours: as ``run`` does, without reaching the library
@@ -483,6 +582,35 @@ class _Connection:
         if self._closer is None or self._closer.done():
             closing = self._close(Close.INTERNAL, "internal server error")
             self._closer = asyncio.create_task(closing, name="websocket-failed")
+
+    # -- input that ends the connection (section 11) ------------------------------------------
+    def _input_ended(self) -> None:
+        """The client sent what ends the connection (``_StallWatch.end_input``): the close
+        goes once the messages read before it are answered. Those of the read that brought
+        it are taken after it is seen (``_StallWatch._fail`` runs within the parse): decided on
+        the next loop turn, or by ``run`` when it has taken the last queued one."""
+        self._ws.loop.call_soon(self._finish_input)
+
+    def _finish_input(self) -> None:
+        if self._ws.unread or self._finishing is not None:
+            return  # (``run`` still has messages before it to serve)
+        self._finishing = asyncio.create_task(self._end_input(), name="websocket-input-end")
+
+    async def _end_input(self) -> None:
+        """Answer every request before the input that ended the connection, then close with
+        its code and reason (unless something else closes first: a shutdown, a session
+        that ended)."""
+        while self._blocker is not None:
+            await asyncio.wait((self._blocker,))
+        await self._pipeline.answered()
+        ws = self._ws
+        if self._ending or ws.input_end is None:
+            return
+        self._ending = True
+        self._stop_pump()
+        with contextlib.suppress(ConnectionClosed):  # (bounded by close_timeout)
+            async with ws.send_context():
+                ws.fail_now()
 
     # -- no login, no connection (section 2.1) ----------------------------------------------
     def _watch_idle(self) -> None:
