@@ -8,7 +8,7 @@ Theory of operation (section numbers refer to CONTRACT.md)
     message is read undecoded and checked here (1007, ``_take`` and ``run``, the one UTF-8
     decode either way), a binary message is caught as it is parsed (1003,
     ``_StallWatch.process_event``), and a message over the size limit where the library fails
-    on it (1009, ``_StallWatch._fail``): the server reads nothing more (``end_input``), answers
+    on it (1009, ``_Protocol.fail``): the server reads nothing more (``end_input``), answers
     every request before it, and only then closes (``_Connection._end_input``).
   * One :class:`_Connection` per client, one session per connection. A text message that
     arrives while nothing holds it up (no request that waits before it, nothing queued for the
@@ -287,13 +287,20 @@ class _StallWatch(ServerConnection):
     on_input_end: Callable[[], None] | None = None
 
     def __init__(self, protocol: ServerProtocol, *args: Any, **kwargs: Any) -> None:
-        super().__init__(protocol, *args, **kwargs)
-        # The library's protocol calls this for the close on input it cannot read: a message
-        # over the size limit is left to the handler. (An attribute of this one instance, not
-        # a subclass of the protocol's: setting ``__class__`` makes CPython 3.11 give the
-        # instance a dict of its own, and every attribute read of the protocol, on the path
-        # of every message, slower: ~10,000 instructions a send, callgrind.)
-        protocol.fail = self._fail  # type: ignore[method-assign]
+        # The library's protocol, made anew as a _Protocol with the same settings: one that
+        # leaves the close for a message over the size limit to the handler. (Made anew: an
+        # attribute added to the library's instance, or its ``__class__`` set, makes every
+        # attribute read of the protocol slower on CPython 3.11, on the path of every message:
+        # ~470 and ~10,000 instructions a send, callgrind.)
+        ours = _Protocol(
+            self,
+            origins=protocol.origins,
+            extensions=protocol.available_extensions,
+            subprotocols=protocol.available_subprotocols,
+            max_size=(protocol.max_message_size, protocol.max_fragment_size),
+            logger=protocol.logger,
+        )
+        super().__init__(ours, *args, **kwargs)
 
     def process_event(self, event: Any) -> None:
         if type(event) is Frame:
@@ -335,14 +342,6 @@ class _StallWatch(ServerConnection):
         if self.on_input_end is not None:
             self.on_input_end()
 
-    def _fail(self, code: int, reason: str = "") -> None:
-        """``protocol.fail``: the library's, but for a message over the size limit."""
-        if code == CloseCode.MESSAGE_TOO_BIG and self.protocol.state is _OPEN:
-            why = f"a message was over {MAX_MESSAGE_BYTES} bytes, the limit; nothing after it read"
-            self.end_input(Close.TOO_BIG, why, parsed=False)  # (the parse stops there)
-            return
-        ServerProtocol.fail(self.protocol, code, reason)
-
     def fail_now(self) -> None:
         """The close that ``end_input`` put off: a close frame, then the end of the stream
         (what the library does on input it cannot read)."""
@@ -361,7 +360,7 @@ class _StallWatch(ServerConnection):
             self._stall_timer = None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        vars(self.protocol).pop("fail", None)  # (a reference cycle no more)
+        cast(_Protocol, self.protocol).watch = None  # (a reference cycle no more)
         if self._stall_timer is not None:
             self._stall_timer.cancel()
             self._stall_timer = None
@@ -408,6 +407,22 @@ def _ignore(data: bytes | bytearray | memoryview) -> bool:
 def _not_utf8(exc: UnicodeDecodeError) -> str:
     """The close reason for a text message that is not UTF-8, in words."""
     return f"a text message was not UTF-8 ({exc.reason} at byte {exc.start}); send UTF-8 JSON"
+
+
+class _Protocol(ServerProtocol):
+    """The library's sans-I/O protocol, but for the close of a message over the size limit."""
+
+    def __init__(self, watch: _StallWatch, **settings: Any) -> None:
+        super().__init__(**settings)
+        self.watch: _StallWatch | None = watch
+
+    def fail(self, code: int, reason: str = "") -> None:
+        watch = self.watch
+        if code == CloseCode.MESSAGE_TOO_BIG and self.state is _OPEN and watch is not None:
+            why = f"a message was over {MAX_MESSAGE_BYTES} bytes, the limit; nothing after it read"
+            watch.end_input(Close.TOO_BIG, why, parsed=False)  # (the parse stops there)
+            return
+        super().fail(code, reason)
 
 
 def _drop(protocol: ServerProtocol) -> Generator[None]:
@@ -587,7 +602,7 @@ class _Connection:
     def _input_ended(self) -> None:
         """The client sent what ends the connection (``_StallWatch.end_input``): the close
         goes once the messages read before it are answered. Those of the read that brought
-        it are taken after it is seen (``_StallWatch._fail`` runs within the parse): decided on
+        it are taken after it is seen (``_Protocol.fail`` runs within the parse): decided on
         the next loop turn, or by ``run`` when it has taken the last queued one."""
         self._ws.loop.call_soon(self._finish_input)
 
