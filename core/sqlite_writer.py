@@ -202,16 +202,18 @@ class GroupWriter:
         result: T = await write
         return result
 
-    def submit(self, batch: Batch, arg: Any) -> Commit:
-        """Queue ``batch(db, [arg, ...])``, to be staged together with the writes of the same
-        ``batch`` queued right beside this one: its ``Commit``, whose result is this one's
-        outcome once the group is committed; done at once when it went alone (a group of
-        one, committed before this returns). Queued at the call, not when awaited: no
-        coroutine around it (the SQLite store's ``add_message_future``, every send)."""
+    def submit(self, batch: Batch, *arg: Any) -> Commit:
+        """Queue ``batch(db, [arg, ...])`` (``arg``: the tuple of the arguments after
+        ``batch``), to be staged together with the writes of the same ``batch`` queued right
+        beside this one: its ``Commit``, whose result is this one's outcome once the group is
+        committed; done at once when it went alone (a group of one, committed before this
+        returns). Queued at the call, not when awaited: no coroutine around it (the SQLite
+        store's ``add_message_future``, every send: a ``partial`` of this method, so the
+        call packs the send's tuple and no Python frame of the store's comes between)."""
         queued = self._busy or self._scheduled
         write = Commit(loop=self._loop if queued else asyncio.get_running_loop())
-        write.job, write.batch, write.arg = None, batch, arg
-        write.steps, write.outcome, write.failed, write.wake_directly = None, None, False, None
+        write.job = write.steps = write.outcome = write.wake_directly = None
+        write.batch, write.arg, write.failed = batch, arg, False
         if queued:
             # (it joins the group queued or under way: _enqueue's checks are all false. The
             # look-up of the running loop is a getpid() system call on Python 3.11)
