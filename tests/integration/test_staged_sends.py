@@ -28,6 +28,7 @@ from tests.integration.test_pipelined_sends import (
 )
 from transports.custom import Error, ErrorCode, Ping, Pong, Send, Sent, open_client
 from transports.custom._server import _StagedConnection
+from transports.custom._wire import MAX_FRAME, put_varint
 
 pytestmark = pytest.mark.timeout(60)
 __all__ = ["codec_name", "service"]  # (fixtures, shared with test_pipelined_sends)
@@ -179,3 +180,21 @@ async def test_a_server_closed_with_sends_staged_stores_them_and_answers_none_af
         assert await pending_bodies(server, codec_name, "bob") == [s.body for s in sends]
     finally:
         await server.close()
+
+
+async def test_a_frame_it_cannot_read_behind_staged_sends_ends_the_connection_after_their_replies(
+    service: ChatService, codec_name: str
+) -> None:
+    """Bad input loses nothing: every send before the bad frame is answered (each SENT means
+    stored), then the connection-ending ERROR, then the close; as on a store that never waits."""
+    async with bob_and_alice(service, codec_name) as (server, alice):
+        sends = [Send(i, ("bob",), f"m{i}") for i in range(2, 22)]
+        too_large = bytearray()
+        put_varint(too_large, MAX_FRAME * 4)  # (a length past the limit: refused unread)
+        alice.writer.write(b"".join(alice.codec.send(e) for e in sends) + bytes(too_large))
+        replies = await alice.read(None)  # (until the server closes)
+
+        assert [type(r) for r in replies] == [Sent] * len(sends) + [Error]
+        assert [r.request_id for r in replies[:-1]] == [q.request_id for q in sends]
+        assert replies[-1].code is ErrorCode.FRAME_TOO_LARGE and replies[-1].request_id == 0
+        assert await pending_bodies(server, codec_name, "bob") == [q.body for q in sends]

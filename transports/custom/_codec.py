@@ -403,7 +403,9 @@ class Connection:
             raise LocalProtocolError(ErrorCode.UNKNOWN_OPCODE, self._cannot_send(event))
         opcode, encode = spec
         next_phase = self._sendable.get(opcode)
-        if next_phase is None or (self._error is not None and opcode != _ERROR):
+        if next_phase is None or (
+            self._error is not None and self._refuses_after_error(event, opcode)
+        ):
             raise self._refused(event, opcode)
         out = bytearray((opcode,))
         encode(event, out)
@@ -423,9 +425,18 @@ class Connection:
         put_varint(head, size)
         return bytes(head) + out
 
+    def _refuses_after_error(self, event: Any, opcode: int) -> bool:
+        """Once the peer broke the protocol, what may still be sent: the ERROR that ends the
+        connection and, by a server, the replies (request id > 0) to the requests it read
+        before the broken frame, which it answers first (a pipelined SEND still waiting for its
+        commit: its SENT means stored, section 8). Nothing else: no push, no new request."""
+        if opcode == _ERROR:
+            return False
+        return self.role is not Role.SERVER or not getattr(event, "request_id", 0)
+
     def _refused(self, event: Any, opcode: int) -> LocalProtocolError:
         """Why ``event`` cannot be sent now (the peer broke the protocol, or the phase)."""
-        if self._error is not None and opcode != _ERROR:
+        if self._error is not None and self._refuses_after_error(event, opcode):
             return LocalProtocolError(self._error.code, "the peer broke the protocol; send ERROR")
         return LocalProtocolError(
             ErrorCode.BAD_HANDSHAKE,

@@ -366,7 +366,10 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
                 except ProtocolError as exc:  # (at the end of the stream: a truncated frame)
                     exc.__traceback__ = None  # (the codec keeps exc: its frames hold us, a cycle)
                     log_protocol_error(self._loop.time(), f"{self._peer}: {exc!r}")
-                    self._end_with(exc.code, exc.message)
+                    if self._pipelined.sends or self._staged:  # (their replies go first)
+                        self._block(self._end_after_sends(exc.code, exc.message))
+                    else:
+                        self._end_with(exc.code, exc.message)
                     break
                 if event is NEED_DATA:
                     break
@@ -447,6 +450,13 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
             await self._drained
         if event is not None and not self._closing:
             await self._serve(event)
+
+    async def _end_after_sends(self, code: ErrorCode, message: str) -> None:
+        """A frame we cannot read came behind sends in flight: answer them first (each SENT
+        means stored, as a SEND before the bad frame gets on a store that never waits), then
+        end the connection with the ERROR. Nothing after that frame is read."""
+        await self._after_sends(None)
+        self._end_with(code, message)
 
     def _block(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` now; if it has to wait, nothing else is handled until it is done."""
