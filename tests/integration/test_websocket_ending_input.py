@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 from websockets.frames import Frame, Opcode
 
-from core import ChatService, HashCost, SqliteStore
+from core import ChatService
+from tests.integration.test_websocket_pipelined_sends import service
 from tests.integration.ws_pipeline import WAIT, Pipeline, alice_and_offline_bob, pending_to
 from transports._guard import Guard, ServerLimits
 from transports.websocket import start_server
@@ -30,14 +30,9 @@ from transports.websocket._server import WebSocketServer
 
 pytestmark = pytest.mark.timeout(60)
 
+__all__ = ["service"]  # (the SQLite store fixture, shared with test_websocket_pipelined_sends)
+
 SENDS = 20
-
-
-@pytest_asyncio.fixture
-async def service(tmp_path: Path) -> AsyncIterator[ChatService]:
-    service = ChatService(SqliteStore(tmp_path / "chat.db"), hash_cost=HashCost.LOW)
-    yield service
-    await service.shutdown()
 
 
 @pytest_asyncio.fixture
