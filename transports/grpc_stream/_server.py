@@ -307,7 +307,6 @@ class _Stream:
         read, write = context.read, context.write
         server = self.server
         writing, admission = server.writing, server.admission
-        send, fill_send_reply = self.service.send, cv.fill_send_reply
         monotonic = time.monotonic
         await context.send_initial_metadata(())
         while True:
@@ -334,15 +333,7 @@ class _Stream:
             else:
                 admission.in_flight += 1
                 try:
-                    if handler is _send:  # (_send written out: no coroutine of its own)
-                        request = message.send
-                        recipients = request.recipients
-                        names = (recipients[0],) if len(recipients) == 1 else recipients[:]
-                        result = await send(session, names, request.body)
-                        reply = ServerMessage(request_id=rid)
-                        fill_send_reply(reply.sent, result)
-                    else:
-                        reply = await handler(self, getattr(message, kind), rid)
+                    reply = await handler(self, getattr(message, kind), rid)
                 except SessionClosed:
                     reply = None  # the call ends with the session's reason
                 except ChatError as exc:
