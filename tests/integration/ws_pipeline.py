@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 from websockets.client import ClientProtocol
@@ -44,7 +45,7 @@ class Pipeline:
         pipeline.unseen.pop(0)  # (the handshake's response)
         return pipeline
 
-    def frames(self, messages: list[dict[str, Any] | str | bytes]) -> bytes:
+    def frames(self, messages: Sequence[dict[str, Any] | str | bytes]) -> bytes:
         """Frames of ``messages``: a dict as JSON text, a str as text, bytes as given
         (a binary frame, or with ``text()`` a text frame of those bytes)."""
         assert self.protocol is not None
