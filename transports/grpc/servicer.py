@@ -43,7 +43,7 @@ from grpc_health.v1 import health
 
 from core.errors import ChatError, InvalidArgument, NotLoggedIn, SessionClosed
 from core.service import ChatService
-from core.session import Session
+from core.session import Session, State
 from core.types import LoginResult
 from transports._guard import Guard
 from transports._tls import ServerTls
@@ -118,6 +118,9 @@ def _token(context: Context) -> str | None:
 #: Rpcs served however loaded the server is: each frees state (or ends it) rather than
 #: creating work, and refusing an Ack would only bring the message back later.
 _NEVER_SHED = frozenset({"Ack", "Logout", "DeleteAccount"})
+#: (a module constant: an enum member read from its class, as ``Session.closed`` does, costs
+#: ~850 instructions on CPython 3.11, on every call)
+_CLOSED = State.CLOSED
 
 
 def _command(
@@ -143,7 +146,7 @@ def _command(
             await abort(context, exc, session)
         finally:
             admission.in_flight -= 1
-            if entry is not None and entry.session.closed:
+            if entry is not None and entry.session.state is _CLOSED:
                 self.sessions.release(entry)  # (deleted, say): its place is free at once
 
     return rpc
@@ -253,9 +256,12 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
 
     @_command
     async def Send(self, request: pb.SendRequest, session: Session) -> pb.SendReply:
-        # ([:] copies the names out in one call; iterating the repeated field ends in an
-        # IndexError raised and formatted inside protobuf, on every send)
-        result = await self.service.send(session, request.recipients[:], request.body)
+        # One recipient goes as a tuple of one: the core's fast path (no validation pass,
+        # and the store keeps the route of a tuple); more as ``[:]``, one call, where
+        # iterating the repeated field ends in an IndexError raised inside protobuf.
+        recipients = request.recipients
+        names = (recipients[0],) if len(recipients) == 1 else recipients[:]
+        result = await self.service.send(session, names, request.body)
         return cv.send_reply(result)
 
     @_command
