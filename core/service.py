@@ -44,6 +44,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import cast
 
 from core import limits
 from core.bus import Bus, LocalBus
@@ -111,6 +112,11 @@ _NO_SEQS: dict[int, int] = {}
 #: A store's ``add_message_now(sender_id, body, now_ms, recipients)``: ``add_message`` as a
 #: plain call, (message id, conversation id, the names stored for -> their ids).
 AddNow = Callable[[int, str, int, Sequence[str]], tuple[int, int, dict[str, int]]]
+#: A send checked and waiting for a store that waits to add (``ChatService._send_begun``):
+#: (sender, sender id, recipient names, sent at in ms).
+_Begun = tuple[str, int, Sequence[str], int]
+#: ``ChatService.send_now``: ``send`` as a plain call, on a store that never waits to add.
+SendNow = Callable[[Session, Sequence[str], str], SendResult]
 
 
 def _missing(names: Sequence[str], found: dict[str, int]) -> tuple[str, ...]:
@@ -201,6 +207,13 @@ class ChatService:
         #: never waits to add (MemoryStore), as a plain call, (message id, conversation id,
         #: recipients) without the coroutine and the StoredMessage (issue 10).
         self._add_now: AddNow | None = getattr(store, "add_message_now", None)
+        #: ``send`` as a plain call, with no coroutine, when the store never waits to add
+        #: (``_add_now``, read here), else None: a driver serves a SEND with it on its own
+        #: stack (the custom server; issue 10). The same checks and the same steps as
+        #: ``send``, which calls it too.
+        self.send_now: SendNow | None = None
+        if self._add_now is not None:
+            self.send_now = cast(SendNow, self._send_begun)
         #: The store's ``add_message_future`` if it has one (SqliteStore: its write queued at
         #: the call, a future to await, no coroutine around it, giving ``add_message_now``'s
         #: tuple), else ``add_message`` (a StoredMessage). ``send`` awaits that and nothing
@@ -415,6 +428,27 @@ class ChatService:
 
     # -- messages (Rules 8-13) ---------------------------------------------------------------
     async def send(self, session: Session, recipients: Sequence[str], body: str) -> SendResult:
+        """Send ``body`` to ``recipients`` (Rules 8-10): checked, stored, pushed, answered.
+        On a store that never waits to add this is ``send_now`` (``_send_begun``); on
+        another, ``_send_begun`` checks, this coroutine awaits the store's add (and nothing
+        else: the custom driver steps it, transports/custom/_server.py), and ``_sent``
+        finishes."""
+        begun = self._send_begun(session, recipients, body)
+        if not isinstance(begun, tuple):  # (a store that never waits: sent already)
+            return begun
+        sender, sender_id, names, sent_at = begun
+        added = await self._add_later(sender_id, body, sent_at, names)
+        if isinstance(added, tuple):  # (add_message_future's: SQLite keeps no sequences)
+            return self._sent(session, sender, sender_id, body, sent_at, names, added, _NO_SEQS)
+        stored = (added.message_id, added.conversation_id, added.recipients)
+        return self._sent(session, sender, sender_id, body, sent_at, names, stored, added.seqs)
+
+    def _send_begun(
+        self, session: Session, recipients: Sequence[str], body: str
+    ) -> SendResult | _Begun:
+        """A send's checks (the one copy of them), then on a store that never waits to add
+        (``_add_now``) the whole send: its SendResult. On another store: (sender, sender id,
+        recipient names, sent at) for ``send`` to store and finish (``_sent``)."""
         # (The hot path of the server: issue 10 counts its instructions, and a Python call
         # costs about as much as one of the checks below; hence the inlined fast paths, the
         # module constants (an enum member read from its class is ~850 instructions) and no
@@ -438,88 +472,71 @@ class ChatService:
         assert sender_id is not None  # (set with the ACTIVE state)
         sent_at = _time_ns() // 1_000_000  # (now_ms())
         add_now = self._add_now
-        if add_now is not None:  # a store that never waits to add (MemoryStore): no coroutine
-            message_id, conversation_id, delivered_to = add_now(sender_id, body, sent_at, names)
-            seqs = _NO_SEQS
-        else:
-            stored = await self._add_later(sender_id, body, sent_at, names)
-            if isinstance(stored, tuple):  # (add_message_future's: SQLite keeps no sequences)
-                message_id, conversation_id, delivered_to = stored
-                seqs = _NO_SEQS
-            else:
-                message_id, conversation_id = stored.message_id, stored.conversation_id
-                delivered_to, seqs = stored.recipients, stored.seqs
-        unknown = () if len(delivered_to) == len(names) else _missing(names, delivered_to)
-        if not delivered_to:
-            return _send_result(0, sent_at, unknown)
-        # Pushes only if someone is there to see them: a recipient's live session, or (Rule
-        # 24) another of the sender's; on every node when the bus reaches others.
-        push = self._anywhere
-        if not push:
-            live = self._live
-            for account_id in delivered_to.values():
-                if account_id in live:
-                    push = True
-                    break
-            else:
-                push = len(live.get(sender_id, ())) > 1 and sender not in delivered_to
-        if push:
-            self._push_message(
-                session,
-                sender,
-                sender_id,
-                body,
-                sent_at,
-                message_id,
-                conversation_id,
-                delivered_to,
-                seqs,
-            )
-        if self._retaining:
-            self._maybe_prune()
-        return _send_result(message_id, sent_at, unknown, conversation_id)
+        if add_now is None:  # a store that waits: ``send`` awaits its add
+            return sender, sender_id, names, sent_at
+        stored = add_now(sender_id, body, sent_at, names)
+        return self._sent(session, sender, sender_id, body, sent_at, names, stored, _NO_SEQS)
 
-    def _push_message(
+    def _sent(
         self,
         session: Session,
         sender: str,
         sender_id: int,
         body: str,
         sent_at: int,
-        message_id: int,
-        conversation_id: int,
-        delivered_to: dict[str, int],
+        names: Sequence[str],
+        stored: tuple[int, int, dict[str, int]],
         seqs: dict[int, int],
-    ) -> None:
-        """A stored message's pushes: to every live session of every recipient it was stored
-        for (Rule 10), with the conversation's other participants (Rule 21), and a "sent by
-        you" copy to the sender's other sessions (Rule 24; a note to self went to all)."""
-        live = self._live
+    ) -> SendResult:
+        """A send whose message is ``stored`` (Rule 9: message id, conversation id, the names
+        it was stored for -> their ids; ``seqs``, the recipients' sequence numbers if the
+        store keeps them): its pushes and its result."""
+        message_id, conversation_id, delivered_to = stored
+        unknown = () if len(delivered_to) == len(names) else _missing(names, delivered_to)
+        if not delivered_to:
+            return _send_result(0, sent_at, unknown)
+        # Pushes only if someone is there to see them: a recipient's live session, or (Rule
+        # 24) another of the sender's; on every node when the bus reaches others.
         anywhere = self._anywhere  # other nodes may hold anyone's sessions
-        direct = self._direct  # (a LocalBus: its publish is a call to deliver; made here)
-        everyone: list[str] | None = None  # built only if someone is there to see it
-        for name, account_id in delivered_to.items():
-            if anywhere or account_id in live:
+        live = self._live
+        push = anywhere
+        if not push:
+            for account_id in delivered_to.values():
+                if account_id in live:
+                    push = True
+                    break
+            else:
+                push = len(live.get(sender_id, ())) > 1 and sender not in delivered_to
+        if push:  # to every live session of every recipient it was stored for (Rule 10),
+            # with the conversation's other participants (Rule 21), and a "sent by you" copy
+            # to the sender's other sessions (Rule 24; a note to self went to all)
+            direct = self._direct  # (a LocalBus: its publish is a call to deliver; made here)
+            everyone: list[str] | None = None  # built only if someone is there to see it
+            for name, account_id in delivered_to.items():
+                if anywhere or account_id in live:
+                    everyone = everyone or sorted({sender, *delivered_to})
+                    others = _without(everyone, name)  # Rule 21: who else
+                    delivery = _delivery(
+                        message_id, sender, body, sent_at, others, False, conversation_id
+                    )
+                    if direct:
+                        self.deliver(account_id, delivery)
+                    else:
+                        self._push(account_id, delivery, seq=seqs.get(account_id, 0))
+            # Rule 24, to the sender's other sessions (a note to self was delivered to all).
+            if (anywhere or len(live.get(sender_id, ())) > 1) and sender not in delivered_to:
                 everyone = everyone or sorted({sender, *delivered_to})
-                others = _without(everyone, name)  # Rule 21: who else
-                delivery = _delivery(
-                    message_id, sender, body, sent_at, others, False, conversation_id
+                mine = _without(everyone, sender)
+                copy = _sent_copy(
+                    _delivery(message_id, sender, body, sent_at, mine, False, conversation_id)
                 )
                 if direct:
-                    self.deliver(account_id, delivery)
+                    self.deliver(sender_id, copy, skip=session)
                 else:
-                    self._push(account_id, delivery, seq=seqs.get(account_id, 0))
-        # Rule 24, to the sender's other sessions (a note to self was delivered to all).
-        if (anywhere or len(live.get(sender_id, ())) > 1) and sender not in delivered_to:
-            everyone = everyone or sorted({sender, *delivered_to})
-            mine = _without(everyone, sender)
-            copy = _sent_copy(
-                _delivery(message_id, sender, body, sent_at, mine, False, conversation_id)
-            )
-            if direct:
-                self.deliver(sender_id, copy, skip=session)
-            else:
-                self._push(sender_id, copy, skip=session)
+                    self._push(sender_id, copy, skip=session)
+        if self._retaining:
+            self._maybe_prune()
+        return _send_result(message_id, sent_at, unknown, conversation_id)
 
     async def ack(self, session: Session, message_ids: Sequence[int]) -> None:
         self._require_active(session)

@@ -57,7 +57,10 @@ Theory of operation (section numbers refer to PROTOCOL.md)
     measured with callgrind): no task, no timer and no object per request beyond the event,
     the service's result and the reply; each Python call on it is worth counting (one costs
     ~500 instructions on CPython 3.11, a whole SEND ~74,000). So SEND is served in ``_serve``
-    itself, without a handler coroutine, and ``data_received`` is ``_handle_buffered``. With
+    itself, without a handler coroutine, and ``data_received`` is ``_handle_buffered``. On a
+    store that never waits to add (the memory store) there is no coroutine at all: ``_pipeline``
+    calls ``ChatService.send_now`` (the same checks and steps as ``send``) and writes the SENT
+    (~3,000 instructions less a send than through ``_serve`` and ``send``). With
     one request in flight (the latency rows) the server sleeps between requests and each one
     starts cold: its path up to the reply's ``write`` took ~15 us, where a whole SEND warm
     (back to back, in process) takes ~8 us. Fewer Python calls and fewer objects per send
@@ -295,6 +298,9 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
         self._pumps: set[asyncio.Task[None]] = set()
         self._eof = False  # the client closed its side
         self._handlers: dict[type, Any] | None = None  # (built at the first request)
+        #: ``ChatService.send_now`` when the store never waits to add (the memory store): a
+        #: SEND is then served on the stack of ``data_received``, with no coroutine at all.
+        self._send_now = service.send_now
 
     def tasks(self) -> list[asyncio.Future[Any]]:
         """The tasks this connection still owns (the pump, a suspended request)."""
@@ -418,7 +424,24 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
         connection goes on with the next request, so the sends of one connection share a
         group commit; with one request at a time, a group held at most one send per
         connection. A SEND beyond this connection's bounds, or one the server-wide inbound
-        budget has no room for, waits until the sends before it are answered."""
+        budget has no room for, waits until the sends before it are answered.
+
+        On a store that never waits to add (``_send_now``) no send is ever in flight: the
+        send, its reply and its write happen here, with no coroutine of ours or the service's
+        (issue 10: two coroutines less a send than ``_serve``; the reply still leaves after
+        the store holds the message, Rule 9)."""
+        send_now = self._send_now
+        if send_now is not None:
+            try:
+                result = send_now(self._session, event.recipients, event.body)
+            except Exception as exc:
+                self._answer(self._reply_for(event, exc), now=True)
+                return
+            if not self._closing:
+                self._outbox.write_now(self._codec.send(_sent_of(event.request_id, result)))
+            if self._session.state is _CLOSED:
+                self._session_ended(notice=True)
+            return
         pipelined = self._pipelined
         if not pipelined.sends:  # (a first SEND in flight pins what one request always did:
             size = 0  # not counted)
@@ -433,6 +456,30 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
             pipelined.add(coro, first, size)
         elif size:  # (answered at once: the store did not wait)
             self._guard.give_back_inbound(size)
+
+    def _reply_for(self, event: Any, end: Exception) -> Any:
+        """The reply to the SEND ``event`` whose ``send`` ended with ``end``: SENT (it
+        returned: StopIteration), the ERROR of a ChatError, or _END (a bug: logged)."""
+        if type(end) is StopIteration:
+            return _sent_of(event.request_id, end.value)
+        if isinstance(end, ChatError):
+            return Error(event.request_id, code_for_error(end, self._codec.version), str(end))
+        log.error("request %r from %s failed", type(event).__name__, self._peer, exc_info=end)
+        return _END
+
+    def _answer(self, reply: Any, *, now: bool) -> None:
+        """Write a send's reply (or end the connection: _END), then follow the session."""
+        if reply is _END:
+            self._end_with(ErrorCode.INTERNAL, "internal server error")
+            return
+        if not self._closing:
+            frame = self._codec.send(reply)
+            if now:
+                self._outbox.write_now(frame)
+            else:  # (the replies of one commit leave together)
+                self._outbox.write(frame)
+        if self._session.state is _CLOSED:
+            self._session_ended(notice=True)
 
     def _send_failed(self, error: BaseException) -> None:
         """A pipelined send's coroutine raised (a bug: ``_serve`` catches all)."""
@@ -770,30 +817,6 @@ class _StagedConnection(_ServerConnection):
             drained, self._drained = self._drained, None
             if not drained.done():  # (a blocker cancelled while it waited)
                 drained.set_result(None)
-
-    def _reply_for(self, event: Any, end: Exception) -> Any:
-        """The reply to the SEND ``event`` whose ``send`` ended with ``end``: SENT (it
-        returned: StopIteration), the ERROR of a ChatError, or _END (a bug: logged)."""
-        if type(end) is StopIteration:
-            return _sent_of(event.request_id, end.value)
-        if isinstance(end, ChatError):
-            return Error(event.request_id, code_for_error(end, self._codec.version), str(end))
-        log.error("request %r from %s failed", type(event).__name__, self._peer, exc_info=end)
-        return _END
-
-    def _answer(self, reply: Any, *, now: bool) -> None:
-        """Write a send's reply (or end the connection: _END), then follow the session."""
-        if reply is _END:
-            self._end_with(ErrorCode.INTERNAL, "internal server error")
-            return
-        if not self._closing:
-            frame = self._codec.send(reply)
-            if now:
-                self._outbox.write_now(frame)
-            else:  # (the replies of one commit leave together)
-                self._outbox.write(frame)
-        if self._session.state is _CLOSED:
-            self._session_ended(notice=True)
 
 
 __all__ = ["OLD_DELETE", "CustomServer", "start_server"]
