@@ -112,9 +112,13 @@ _NO_SEQS: dict[int, int] = {}
 #: A store's ``add_message_now(sender_id, body, now_ms, recipients)``: ``add_message`` as a
 #: plain call, (message id, conversation id, the names stored for -> their ids).
 AddNow = Callable[[int, str, int, Sequence[str]], tuple[int, int, dict[str, int]]]
-#: A send checked and waiting for a store that waits to add (``ChatService._send_begun``):
-#: (sender, sender id, recipient names, sent at in ms).
-_Begun = tuple[str, int, Sequence[str], int]
+#: What a store's add gives: ``add_message_now``'s tuple (also ``add_message_future``'s
+#: result) or ``add_message``'s StoredMessage.
+Added = StoredMessage | tuple[int, int, dict[str, int]]
+#: A send checked, its message handed to a store that waits to add (``ChatService.send_begun``):
+#: (the store's add under way, to wait for; then the session, the sender's name and id, the
+#: body, sent at in ms, the recipient names, for ``ChatService.send_stored``).
+Begun = tuple[Awaitable[Added], Session, str, int, str, int, Sequence[str]]
 #: ``ChatService.send_now``: ``send`` as a plain call, on a store that never waits to add.
 SendNow = Callable[[Session, Sequence[str], str], SendResult]
 
@@ -213,13 +217,13 @@ class ChatService:
         #: ``send``, which calls it too.
         self.send_now: SendNow | None = None
         if self._add_now is not None:
-            self.send_now = cast(SendNow, self._send_begun)
+            self.send_now = cast(SendNow, self.send_begun)
         #: The store's ``add_message_future`` if it has one (SqliteStore: its write queued at
         #: the call, a future to await, no coroutine around it, giving ``add_message_now``'s
         #: tuple), else ``add_message`` (a StoredMessage). ``send`` awaits that and nothing
-        #: else: the custom driver steps it itself and resumes it from the store's commit
-        #: (transports/custom/_server.py's ``_StagedConnection``).
-        self._add_later: Callable[..., Awaitable[StoredMessage | tuple[int, int, dict[str, int]]]]
+        #: else; the custom driver waits for the store's commit itself (``send_begun``,
+        #: transports/custom/_server.py's ``_StagedConnection``).
+        self._add_later: Callable[..., Awaitable[Added]]
         self._add_later = getattr(store, "add_message_future", store.add_message)
         self.deleted_sender = deleted_sender
         self.retention = retention or Retention()  # (sets ``_retaining`` too)
@@ -429,26 +433,21 @@ class ChatService:
     # -- messages (Rules 8-13) ---------------------------------------------------------------
     async def send(self, session: Session, recipients: Sequence[str], body: str) -> SendResult:
         """Send ``body`` to ``recipients`` (Rules 8-10): checked, stored, pushed, answered.
-        On a store that never waits to add this is ``send_now`` (``_send_begun``); on
-        another, ``_send_begun`` checks, this coroutine awaits the store's add (and nothing
-        else: the custom driver steps it, transports/custom/_server.py), and ``_sent``
-        finishes."""
-        begun = self._send_begun(session, recipients, body)
+        ``send_begun`` then, on a store that waits to add, ``send_stored`` with what the add
+        gave: this coroutine awaits the store's add and nothing else."""
+        begun = self.send_begun(session, recipients, body)
         if not isinstance(begun, tuple):  # (a store that never waits: sent already)
             return begun
-        sender, sender_id, names, sent_at = begun
-        added = await self._add_later(sender_id, body, sent_at, names)
-        if isinstance(added, tuple):  # (add_message_future's: SQLite keeps no sequences)
-            return self._sent(session, sender, sender_id, body, sent_at, names, added, _NO_SEQS)
-        stored = (added.message_id, added.conversation_id, added.recipients)
-        return self._sent(session, sender, sender_id, body, sent_at, names, stored, added.seqs)
+        return self.send_stored(begun, await begun[0])
 
-    def _send_begun(
+    def send_begun(
         self, session: Session, recipients: Sequence[str], body: str
-    ) -> SendResult | _Begun:
-        """A send's checks (the one copy of them), then on a store that never waits to add
-        (``_add_now``) the whole send: its SendResult. On another store: (sender, sender id,
-        recipient names, sent at) for ``send`` to store and finish (``_sent``)."""
+    ) -> SendResult | Begun:
+        """``send`` as a plain call, up to the store: every check of a send (the one copy of
+        them), then on a store that never waits to add the whole send (its SendResult: this
+        is ``send_now``); on another the store's add started: a ``Begun``, whose first item
+        the caller waits for (``send`` awaits it; the custom driver wakes from the SQLite
+        store's commit), then gives what it gave to ``send_stored``."""
         # (The hot path of the server: issue 10 counts its instructions, and a Python call
         # costs about as much as one of the checks below; hence the inlined fast paths, the
         # module constants (an enum member read from its class is ~850 instructions) and no
@@ -472,10 +471,20 @@ class ChatService:
         assert sender_id is not None  # (set with the ACTIVE state)
         sent_at = _time_ns() // 1_000_000  # (now_ms())
         add_now = self._add_now
-        if add_now is None:  # a store that waits: ``send`` awaits its add
-            return sender, sender_id, names, sent_at
+        if add_now is None:  # a store that waits: its add starts here, ``send_stored`` ends
+            added = self._add_later(sender_id, body, sent_at, names)
+            return added, session, sender, sender_id, body, sent_at, names
         stored = add_now(sender_id, body, sent_at, names)
         return self._sent(session, sender, sender_id, body, sent_at, names, stored, _NO_SEQS)
+
+    def send_stored(self, begun: Begun, added: Added) -> SendResult:
+        """The end of a send that ``send_begun`` handed to a store that waits, once the store
+        holds the message (Rule 9): ``added`` is what its add gave. Its pushes, its result."""
+        _, session, sender, sender_id, body, sent_at, names = begun
+        if isinstance(added, tuple):  # (add_message_future's: SQLite keeps no sequences)
+            return self._sent(session, sender, sender_id, body, sent_at, names, added, _NO_SEQS)
+        stored = (added.message_id, added.conversation_id, added.recipients)
+        return self._sent(session, sender, sender_id, body, sent_at, names, stored, added.seqs)
 
     def _sent(
         self,

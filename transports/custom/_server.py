@@ -27,9 +27,11 @@ Theory of operation (section numbers refer to PROTOCOL.md)
     against the server-wide inbound budget); a SEND past either waits like any other request.
     On a store that queues a send at once and wakes it from its commit (SqliteStore's
     ``add_message_future``), the connections are ``_StagedConnection``s: a SEND is
-    ``ChatService.send`` stepped by the driver itself, resumed by the writer after the
-    commit that holds it, with no coroutine of ours and no Continuation (issue 10: callgrind,
-    bench/micro_sqlite_probe.py, ~17,000 instructions less per durable send).
+    ``ChatService.send_begun`` (the checks, the write queued), and ``send_stored`` called
+    from the writer after the commit that holds it, with no coroutine and no Continuation
+    (issue 10: callgrind, bench/micro_sqlite_probe.py, ~17,000 instructions less per durable
+    send than a Continuation; stepping ``ChatService.send``'s coroutine, as the driver did
+    before, cost ~1,100 more than these two calls, one send in flight).
   * A request's reply is produced inside the request's own coroutine (``_serve``), so when it
     ran as a task the reply is still written in the same step that finished the service call,
     before the delivery pump can run: LOGGED_IN comes before the login's first DELIVER.
@@ -83,9 +85,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import types
 from collections import deque
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 from core import limits
@@ -458,10 +459,8 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
             self._guard.give_back_inbound(size)
 
     def _reply_for(self, event: Any, end: Exception) -> Any:
-        """The reply to the SEND ``event`` whose ``send`` ended with ``end``: SENT (it
-        returned: StopIteration), the ERROR of a ChatError, or _END (a bug: logged)."""
-        if type(end) is StopIteration:
-            return _sent_of(event.request_id, end.value)
+        """The reply to the SEND ``event`` whose send raised ``end``: the ERROR of a
+        ChatError, or _END (a bug: logged)."""
         if isinstance(end, ChatError):
             return Error(event.request_id, code_for_error(end, self._codec.version), str(end))
         log.error("request %r from %s failed", type(event).__name__, self._peer, exc_info=end)
@@ -690,35 +689,10 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
         self._timer = self._loop.call_later(delay, callback)
 
 
-@types.coroutine
-def _stepper() -> Generator[Any, Any, None]:
-    """Steps ``ChatService.send`` coroutines, one after another (``_StagedConnection``):
-    ``stepper.send(coro)`` runs ``coro`` to its first wait and gives what it waits for, each
-    ``stepper.send(None)`` resumes it, and once it returns ``r`` the stepper gives ``(r,)``
-    and waits for the next coroutine. Its result comes back without a StopIteration (the
-    ``yield from`` takes it in C): raised into our frames it cost an exception, a traceback
-    and a frame object per send (~500 instructions). A coroutine that raises ends its
-    stepper (the error reaches the caller); a stepper is reused only after a result."""
-    coro = yield
-    while True:
-        coro = yield ((yield from coro),)
-
-
-#: Steppers between two sends (``_new_stepper``: one more when none is free), at most
-#: ``STEPPERS_KEPT`` (a burst of many connections' sends leaves the rest to be freed).
-_STEPPERS: list[Generator[Any, Any, None]] = []
-STEPPERS_KEPT = 1024
-
-
-def _new_stepper() -> Generator[Any, Any, None]:
-    stepper = _stepper()
-    stepper.send(None)
-    return stepper
-
-
-#: A staged send (``_StagedConnection``): its Commit, the stepper of its ``send`` coroutine, the
-#: request, the bytes its frame counts against the pipeline's bounds. Or a reply that waits for
-#: the sends before it: (None, None, the reply, 0); the reply _END ends the connection instead.
+#: A staged send (``_StagedConnection``): its Commit, what ``ChatService.send_begun`` gave (to
+#: finish it with), the request, the bytes its frame counts against the pipeline's bounds. Or a
+#: reply that waits for the sends before it: (None, None, the reply, 0); the reply _END ends the
+#: connection instead.
 _Staged = tuple[Any, Any, Any, int]
 _END = object()
 
@@ -726,17 +700,18 @@ _END = object()
 class _StagedConnection(_ServerConnection):
     """A connection to a service whose store queues a send at once and has it wait for a
     group commit on a ``Commit`` future (``SqliteStore.add_message_future``): SENDs are
-    driven without a coroutine of ours or a Continuation (issue 10; ``_serve`` and
-    ``Continuation`` were ~1.5 us of the ~10 us a durable send costs the server).
+    driven with no coroutine at all (issue 10: ``_serve`` and ``Continuation`` were ~1.5 us
+    of the ~10 us a durable send costs the server; then a stepper of ``ChatService.send``).
 
-    ``_pipeline`` steps ``ChatService.send`` itself: it validates, queues the write and
-    yields the Commit, which takes ``_send_committed`` as its ``wake_directly``. The writer
-    calls that once the group holding the send is committed (Rule 9: the reply leaves only
-    after it), and it resumes ``send`` (the pushes, its result) and writes the SENT. A
-    connection's sends are queued in request order and a group's writes are woken in queue
-    order, so ``_staged`` is answered from its head; a reply that did not wait (a request
-    error) goes behind the staged sends in ``_staged``. A connection that closes leaves its
-    staged sends to finish: they are stored and pushed, and their replies are not written.
+    ``_pipeline`` calls ``ChatService.send_begun``, which checks the send, queues its write
+    and gives the write's Commit; that takes ``_send_committed`` as its ``wake_directly``.
+    The writer calls it once the group holding the send is committed (Rule 9: the reply
+    leaves only after it), and it calls ``ChatService.send_stored`` (the pushes, the
+    result) and writes the SENT. A connection's sends are queued in request order and a
+    group's writes are woken in queue order, so ``_staged`` is answered from its head; a
+    reply that did not wait (a request error) goes behind the staged sends in ``_staged``.
+    A connection that closes leaves its staged sends to finish: they are stored and pushed,
+    and their replies are not written.
     """
 
     def __init__(self, *args: Any) -> None:
@@ -750,27 +725,28 @@ class _StagedConnection(_ServerConnection):
         elif not self._pipelined.admits(size, len(staged)):
             self._block(self._after_sends(event))
             return
-        stepper = _STEPPERS.pop() if _STEPPERS else _new_stepper()
+        reply: Any
         try:
-            commit = stepper.send(self._service.send(self._session, event.recipients, event.body))
-        except Exception as exc:  # (a request error: it ended the stepper)
+            begun = self._service.send_begun(self._session, event.recipients, event.body)
+            if not isinstance(begun, tuple):  # (the store did not wait after all)
+                reply = _sent_of(event.request_id, begun)
+            else:
+                commit: Any = begun[0]
+                if commit.done():  # (answered at once: its commit went alone)
+                    stored = self._service.send_stored(begun, commit.result())
+                    reply = _sent_of(event.request_id, stored)
+                elif getattr(commit, "wake_directly", False) is None:
+                    # (bound per send: a bound method kept on self is a reference cycle, and
+                    # a closed connection must be freed by its reference count: test_gc_policy)
+                    commit.wake_directly = self._send_committed
+                    staged.append((commit, begun, event, size))
+                    self._pipelined.bytes += size
+                    return
+                else:  # (a send that waits for something else: the store says it won't)
+                    log.error("a send from %s waits for %r, not a commit", self._peer, commit)
+                    reply = _END
+        except Exception as exc:  # (a request error)
             reply = self._reply_for(event, exc)
-        else:
-            if type(commit) is tuple:  # (answered at once: its commit went alone)
-                if len(_STEPPERS) < STEPPERS_KEPT:
-                    _STEPPERS.append(stepper)
-                reply = _sent_of(event.request_id, commit[0])
-            elif getattr(commit, "wake_directly", False) is None:
-                # (bound per send: a bound method kept on self is a reference cycle, and a
-                # closed connection must be freed by its reference count: test_gc_policy)
-                commit.wake_directly = self._send_committed
-                staged.append((commit, stepper, event, size))
-                self._pipelined.bytes += size
-                return
-            else:  # (a send that waits for something else: ChatService says it won't)
-                stepper.close()
-                log.error("a send from %s waited for %r, not its commit", self._peer, commit)
-                reply = _END
         if size:
             self._guard.give_back_inbound(size)
         if staged:  # (its reply goes after theirs)
@@ -781,7 +757,7 @@ class _StagedConnection(_ServerConnection):
     def _send_committed(self, commit: Any) -> None:
         """The writer committed the group holding the oldest staged send: finish it."""
         staged = self._staged
-        first, stepper, event, size = staged.popleft()
+        first, begun, event, size = staged.popleft()
         if size:
             self._pipelined.bytes -= size
             self._guard.give_back_inbound(size)
@@ -789,18 +765,10 @@ class _StagedConnection(_ServerConnection):
         try:
             if first is not commit:
                 raise RuntimeError(f"a commit woke {commit!r}, not the oldest send {first!r}")
-            done = stepper.send(None)
+            stored = self._service.send_stored(begun, commit.result())
+            reply = _sent_of(event.request_id, stored)
         except Exception as exc:
             reply = self._reply_for(event, exc)
-        else:
-            if type(done) is tuple:  # (it returned its result)
-                if len(_STEPPERS) < STEPPERS_KEPT:
-                    _STEPPERS.append(stepper)
-                reply = _sent_of(event.request_id, done[0])
-            else:
-                stepper.close()
-                log.error("a send from %s waited again after its commit", self._peer)
-                reply = _END
         try:  # (the writer calls us on its own stack: nothing may reach it)
             if reply is _END or self._closing:
                 self._answer(reply, now=False)
