@@ -675,7 +675,13 @@ class _Connection:
         reply: str | None
         try:
             if type(request) is rq.Send:  # (the hot path: one coroutine and a match less)
-                result = await self._service.send(self._session, request.recipients, request.body)
+                send_now = self._service.send_now  # (a store that never waits: no coroutine)
+                if send_now is not None:
+                    result = send_now(self._session, request.recipients, request.body)
+                else:
+                    result = await self._service.send(
+                        self._session, request.recipients, request.body
+                    )
             else:
                 result = await self._call(request)
         except ChatError as exc:
