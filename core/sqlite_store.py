@@ -319,10 +319,11 @@ class SqliteStore(Store):
     #: the call (not when awaited), as the writer's ``Commit`` future, whose result is
     #: ``add_message_now``'s tuple (core.sqlite_send.Stored: message id, conversation id, the
     #: names stored for -> their ids; read only): what ChatService.send awaits on this store,
-    #: with no coroutine around it. A driver that resumes the send itself
-    #: (transports/custom/_server.py) finds the Commit yielded and wakes the send from its
-    #: ``wake_directly`` (core.sqlite_writer). A ``partial`` of the writer's ``submit``, set
-    #: when the store opens: no Python frame of the store's per send (~400 instructions).
+    #: with no coroutine around it. A driver that waits for the commit itself
+    #: (transports/custom/_server.py, through ``ChatService.send_begun``) gets the Commit and
+    #: finishes the send (``send_stored``) from its ``wake_directly`` (core.sqlite_writer).
+    #: A ``partial`` of the writer's ``submit``, set when the store opens: no Python frame of
+    #: the store's per send (~400 instructions).
     add_message_future: Callable[[int, str, int, Sequence[str]], Commit]
 
     async def pending_count(self, recipient_id: int) -> int:

@@ -104,8 +104,8 @@ class Commit(asyncio.Future[Any]):
     or its batch and argument; what staging it gave). One object per write, with slots:
     a send's future and a record beside it cost ~200 ns more per send (measured, issue 10).
 
-    A driver that resumes its coroutine itself (transports/_eager.py's
-    ``Continuation``, transports/custom/_server.py's ``_StagedConnection``) puts its wake-up
+    A driver that resumes its coroutine itself (transports/_eager.py's ``Continuation``), or
+    finishes a send itself (transports/custom/_server.py's ``_StagedConnection``), puts its wake-up
     in ``wake_directly`` instead of adding a done callback; the writer then calls it, on its
     own stack, once the group is committed: a group of sends is woken without a loop turn
     (a scheduled callback) per send. When some write of the group is awaited otherwise (a

@@ -1,6 +1,7 @@
 """The custom server's staged SENDs on the SQLite store (issue 10; ``_StagedConnection`` in
-transports/custom/_server.py): the driver steps ``ChatService.send`` itself and the store's
-group commit wakes it, with no coroutine of the driver's and no Continuation per send. What
+transports/custom/_server.py): the driver begins the send (``ChatService.send_begun``) and the
+store's group commit wakes it to finish it (``send_stored``), with no coroutine and no
+Continuation per send. What
 a user sees must not change: replies in request order on every connection at once, errors in
 their place, pushes after the commit even when the sender is gone, and the same with the
 commit on its own thread (synchronous FULL). Both codecs of the custom driver."""
