@@ -434,14 +434,12 @@ class _ServerConnection(Requests, Bounded, asyncio.Protocol):
         send_now = self._send_now
         if send_now is not None:
             try:
-                result = send_now(self._session, event.recipients, event.body)
+                reply = _sent_of(
+                    event.request_id, send_now(self._session, event.recipients, event.body)
+                )
             except Exception as exc:
-                self._answer(self._reply_for(event, exc), now=True)
-                return
-            if not self._closing:
-                self._outbox.write_now(self._codec.send(_sent_of(event.request_id, result)))
-            if self._session.state is _CLOSED:
-                self._session_ended(notice=True)
+                reply = self._reply_for(event, exc)
+            self._answer(reply, now=True)
             return
         pipelined = self._pipelined
         if not pipelined.sends:  # (a first SEND in flight pins what one request always did:
