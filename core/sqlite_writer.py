@@ -108,9 +108,13 @@ class Commit(asyncio.Future[Any]):
     finishes a send itself (transports/custom/_server.py's ``_StagedConnection``), puts its wake-up
     in ``wake_directly`` instead of adding a done callback; the writer then calls it, on its
     own stack, once the group is committed: a group of sends is woken without a loop turn
-    (a scheduled callback) per send. When some write of the group is awaited otherwise (a
-    task), every wake-up is scheduled instead, in group order, so the writes resume in the
-    order they were queued."""
+    (a scheduled callback) per send. Consecutive writes of the group whose wake-ups are
+    equal (``==``: the same method of the same driver, bound anew per write) are woken by
+    one call, with the last of them: the driver finishes its writes up to that one, all
+    done by then (one connection's pipelined sends: ~16-32 a group under load, one Python
+    call instead of one each). When some write of the group is awaited otherwise (a task),
+    every wake-up is scheduled instead, one per write, in group order, so the writes resume
+    in the order they were queued."""
 
     __slots__ = ("arg", "batch", "failed", "job", "outcome", "steps", "wake_directly")
     job: Job | None
@@ -427,15 +431,25 @@ class GroupWriter:
 
     @staticmethod
     def _wake(wakes: list[Commit], scheduled: bool) -> None:
-        """Resume the writes whose driver wakes directly (``Commit``): now, in group order,
-        or, when others of the group resume in scheduled callbacks, scheduled behind them."""
+        """Resume the writes whose driver wakes directly (``Commit``): now, in group order, a
+        call per run of equal wake-ups (with the run's last write); or, when others of the
+        group resume in scheduled callbacks, scheduled behind them, one per write."""
         if scheduled:
             loop = asyncio.get_running_loop()
             for write in wakes:
                 loop.call_soon(write.wake_directly, write)  # type: ignore[arg-type]
             return
+        wake: Any = None
+        last = None
         for write in wakes:
-            write.wake_directly(write)  # type: ignore[misc]  # (not None: _committed saw to it)
+            this = write.wake_directly  # (not None: _committed saw to it)
+            if this != wake:  # (a bound method: equal if the same method of the same object)
+                if wake is not None:
+                    wake(last)
+                wake = this
+            last = write
+        if wake is not None:
+            wake(last)
 
     def _abort(self, exc: BaseException) -> None:
         """Roll the group back and fail every job in it."""
