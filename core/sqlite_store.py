@@ -316,7 +316,7 @@ class SqliteStore(Store):
         return StoredMessage(message_id, conversation_id, found or {})  # (a dict of its own)
 
     #: ``add_message_future(sender_id, body, now_ms, recipients)``: ``add_message`` queued at
-    #: the call (not when awaited), as the writer's ``Commit`` future, whose result is
+    #: the call (not when awaited), as the writer's ``Commit`` (awaitable), whose result is
     #: ``add_message_now``'s tuple (core.sqlite_send.Stored: message id, conversation id, the
     #: names stored for -> their ids; read only): what ChatService.send awaits on this store,
     #: with no coroutine around it. A driver that waits for the commit itself

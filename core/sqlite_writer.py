@@ -99,22 +99,21 @@ class WriteFailed(RuntimeError):
 Batch = Callable[[sqlite3.Connection, list[Any]], list[Any]]
 
 
-class Commit(asyncio.Future[Any]):
-    """One write: its future, and the write itself while it is queued and staged (its job,
-    or its batch and argument; what staging it gave). One object per write, with slots:
-    a send's future and a record beside it cost ~200 ns more per send (measured, issue 10).
+class Write(asyncio.Future[Any]):
+    """One write of a job (``GroupWriter.run``): its future, and the write itself while it is
+    queued and staged (its job, its steps, what staging it gave). With slots: a future and a
+    record beside it cost ~200 ns more per write (measured, issue 10).
 
-    A driver that resumes its coroutine itself (transports/_eager.py's ``Continuation``), or
-    finishes a send itself (transports/custom/_server.py's ``_StagedConnection``), puts its wake-up
-    in ``wake_directly`` instead of adding a done callback; the writer then calls it, on its
-    own stack, once the group is committed: a group of sends is woken without a loop turn
-    (a scheduled callback) per send. Consecutive writes of the group whose wake-ups are
-    equal (``==``: the same method of the same driver, bound anew per write) are woken by
-    one call, with the last of them: the driver finishes its writes up to that one, all
-    done by then (one connection's pipelined sends: ~16-32 a group under load, one Python
-    call instead of one each). When some write of the group is awaited otherwise (a task),
-    every wake-up is scheduled instead, one per write, in group order, so the writes resume
-    in the order they were queued."""
+    A driver that resumes its coroutine itself (transports/_eager.py's ``Continuation``) puts
+    its wake-up in ``wake_directly`` instead of adding a done callback; the writer then calls
+    it, on its own stack, once the group is committed: a group of writes is woken without a
+    loop turn (a scheduled callback) per write. Consecutive writes of the group whose
+    wake-ups are equal (``==``: the same method of the same driver, bound anew per write)
+    are woken by one call, with the last of them: the driver finishes its writes up to that
+    one, all done by then (one connection's pipelined sends, ``Commit``: ~16-32 a group
+    under load, one Python call instead of one each). When some write of the group is
+    awaited otherwise (a task), every wake-up is scheduled instead, one per write, in group
+    order, so the writes resume in the order they were queued."""
 
     __slots__ = ("arg", "batch", "failed", "job", "outcome", "steps", "wake_directly")
     job: Job | None
@@ -123,15 +122,97 @@ class Commit(asyncio.Future[Any]):
     steps: Generator[None, None, Any] | None
     outcome: Any
     failed: bool
-    wake_directly: Callable[[asyncio.Future[Any]], None] | None
+    wake_directly: Callable[[Any], None] | None
 
 
-def _commit(
-    loop: asyncio.AbstractEventLoop, job: Job | None, batch: Batch | None, arg: Any
-) -> Commit:
-    """A new write (``submit`` builds its own inline: it is the hot path)."""
-    write = Commit(loop=loop)
-    write.job, write.batch, write.arg = job, batch, arg
+class _Waiter(asyncio.Future[Any]):
+    """What a task or a ``Continuation`` that awaits a ``Commit`` waits on (``wake_directly``:
+    as ``Write``'s)."""
+
+    __slots__ = ("wake_directly",)
+    wake_directly: Callable[[Any], None] | None
+
+
+class Commit:
+    """One write of a batch (``GroupWriter.submit``: a send), and its outcome once its group
+    is committed. Not an asyncio Future, which costs ~1,100 instructions to make (its
+    ``__init__`` parses ``loop=`` and calls the loop's ``get_debug``) and more to complete
+    (callgrind, issue 10), on every send: a driver that finishes the send itself
+    (transports/custom/_server.py's ``_StagedConnection``) reads ``queued`` and puts its
+    wake-up in ``wake_directly`` (see ``Write``), which the writer calls once the group is
+    committed. Awaiting it (``ChatService.send``, ``SqliteStore.add_message``) makes a
+    future then, only for that send (``_Waiter``). ``queued``: not committed (nor failed)
+    yet; ``failed``: ``outcome`` is the exception (the group was rolled back)."""
+
+    __slots__ = ("_loop", "_waiter", "arg", "batch", "failed", "outcome", "queued", "wake_directly")
+    #: (what the writer reads of a job's ``Write``: a batch write has neither)
+    job: Job | None = None
+    steps: Generator[None, None, Any] | None = None
+    _loop: asyncio.AbstractEventLoop
+    _waiter: _Waiter | None
+    arg: Any
+    batch: Batch
+    failed: bool
+    outcome: Any
+    queued: bool
+    wake_directly: Callable[[Any], None] | None
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        if not self.queued:
+            return _settled(self)
+        if self._waiter is not None:
+            raise RuntimeError("a write is awaited once")
+        waiter = self._waiter = _Waiter(loop=self._loop)
+        waiter.wake_directly = None
+        return waiter.__await__()
+
+    def done(self) -> bool:
+        """Committed or failed, or its waiter gave up (cancelled: it is not written)."""
+        return not self.queued or (self._waiter is not None and self._waiter.done())
+
+    def result(self) -> Any:
+        if self.queued:
+            raise asyncio.InvalidStateError("the write is not committed yet")
+        if self.failed:
+            raise self.outcome
+        return self.outcome
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def settle(self, outcome: Any, failed: bool) -> Any:
+        """Its outcome (``failed``: an exception to raise): what to wake, if anything: itself
+        or its waiter if it has a ``wake_directly``, ``_AWAITED`` when its waiter's done
+        callbacks are scheduled (a task waits), None when nothing waits (or gave up)."""
+        self.queued, self.outcome, self.failed = False, outcome, failed
+        waiter = self._waiter
+        if waiter is None:
+            return self if self.wake_directly is not None else None
+        if waiter.done():  # (its waiter gave up)
+            return None
+        if failed:
+            waiter.set_exception(outcome)
+        else:
+            waiter.set_result(outcome)
+        return waiter if waiter.wake_directly is not None else _AWAITED
+
+
+#: ``Commit.settle``: a task waits for it (its wake-up is a done callback, scheduled).
+_AWAITED = object()
+
+
+def _settled(write: Commit) -> Generator[Any, None, Any]:
+    """What awaiting a write already committed (or failed) gives: at once, no loop turn."""
+    if write.failed:
+        raise write.outcome
+    return write.outcome
+    yield  # (a generator: what ``__await__`` returns)
+
+
+def _commit(loop: asyncio.AbstractEventLoop, job: Job) -> Write:
+    """A new write of a job."""
+    write = Write(loop=loop)
+    write.job, write.batch, write.arg = job, None, None
     write.steps, write.outcome, write.failed, write.wake_directly = None, None, False, None
     return write
 
@@ -171,8 +252,8 @@ class GroupWriter:
         self._executor = (
             ThreadPoolExecutor(1, thread_name_prefix="wirechat-commit") if threaded else None
         )
-        self._queue: deque[Commit] = deque()
-        self._group: list[Commit] = []
+        self._queue: deque[Write | Commit] = deque()
+        self._group: list[Write | Commit] = []
         # The loop of the group queued or in progress (submit: no look-up per send).
         self._loop: asyncio.AbstractEventLoop | None = None
         self._busy = False  # a group is being staged or committed
@@ -201,7 +282,7 @@ class GroupWriter:
     async def run(self, job: Callable[[sqlite3.Connection], T]) -> T:
         """Stage ``job`` in the next group; its result once that group is committed."""
         loop = asyncio.get_running_loop()
-        write = _commit(loop, job, None, None)
+        write = _commit(loop, job)
         self._enqueue(loop, write)
         result: T = await write
         return result
@@ -214,25 +295,26 @@ class GroupWriter:
         returns). Queued at the call, not when awaited: no coroutine around it (the SQLite
         store's ``add_message_future``, every send: a ``partial`` of this method, so the
         call packs the send's tuple and no Python frame of the store's comes between)."""
-        queued = self._busy or self._scheduled
-        write = Commit(loop=self._loop if queued else asyncio.get_running_loop())
-        write.job = write.steps = write.outcome = write.wake_directly = None
-        write.batch, write.arg, write.failed = batch, arg, False
-        if queued:
+        write = Commit()
+        write.batch, write.arg, write.queued, write.failed = batch, arg, True, False
+        write.outcome = write.wake_directly = write._waiter = None
+        if self._busy or self._scheduled:
             # (it joins the group queued or under way: _enqueue's checks are all false. The
             # look-up of the running loop is a getpid() system call on Python 3.11)
+            write._loop = self._loop  # type: ignore[assignment]  # (set with _busy/_scheduled)
             self._queue.append(write)
             return write
-        loop = write.get_loop()
+        loop = write._loop = asyncio.get_running_loop()
         if not (self._grouping or self._held) and self._executor is None:
             task = asyncio.current_task(loop)
             if not self._recent or (
                 task is not None and task is self._recent_task and self._recent < ALONE_PER_TURN
             ):
                 try:
-                    write.set_result(self._alone(loop, batch, arg, task))
+                    write.outcome = self._alone(loop, batch, arg, task)
                 except WriteFailed as exc:
-                    write.set_exception(exc)
+                    write.outcome, write.failed = exc, True
+                write.queued = False
                 return write
         self._enqueue(loop, write)
         return write
@@ -264,7 +346,7 @@ class GroupWriter:
             self._hold_for_checkpoint(loop)
         return outcome
 
-    def _enqueue(self, loop: asyncio.AbstractEventLoop, write: Commit) -> None:
+    def _enqueue(self, loop: asyncio.AbstractEventLoop, write: Write | Commit) -> None:
         self._queue.append(write)
         if not self._busy and not self._scheduled and not self._held:
             self._scheduled = True
@@ -325,7 +407,7 @@ class GroupWriter:
                     if current.done():
                         continue
                     if current.batch is not None:
-                        self._run_batch(current, db)
+                        self._run_batch(current, db)  # type: ignore[arg-type]  # (a Commit)
                         if time.perf_counter() > deadline:
                             break
                         continue
@@ -357,18 +439,18 @@ class GroupWriter:
     def _run_batch(self, first: Commit, db: sqlite3.Connection) -> None:
         """``first`` and the writes of the same batch kind queued right behind it."""
         batch, queue, kind = [first], self._queue, first.batch
-        assert kind is not None
         room = self._max_group - len(self._group)
         while queue and len(batch) < room and queue[0].batch is kind:
-            pending = queue.popleft()
-            if not pending.done():
+            pending: Any = queue.popleft()  # (a Commit: its batch is ``kind``)
+            waiter = pending._waiter
+            if waiter is None or not waiter.done():  # (Commit.done(), written out)
                 batch.append(pending)
         self._group += batch
         outcomes = kind(db, [pending.arg for pending in batch])
         for pending, outcome in zip(batch, outcomes, strict=True):
             pending.outcome = outcome
 
-    def _begin_job(self, pending: Commit, db: sqlite3.Connection) -> bool:
+    def _begin_job(self, pending: Write | Commit, db: sqlite3.Connection) -> bool:
         """Run a job's first part; False if it failed with a domain error (its own only)."""
         assert pending.job is not None
         try:
@@ -410,10 +492,23 @@ class GroupWriter:
         else:
             self._lone_groups += 1
             self._grouping = self._lone_groups < LONE_GROUPS_TO_GO_ALONE
-        group, self._group = self._group, []
-        wakes: list[Commit] = []  # (the writes whose driver wakes directly)
+        group: list[Any] = self._group  # (Writes and Commits: each told apart by its batch)
+        self._group = []
+        wakes: list[Any] = []  # (the writes, or their waiters, whose driver wakes directly)
         scheduled = False  # a write of the group is awaited by a task (a done callback)
         for write in group:
+            if write.batch is not None:  # (a Commit)
+                if write._waiter is None:  # (Commit.settle written out: the common case)
+                    write.queued = False
+                    if write.wake_directly is not None:
+                        wakes.append(write)
+                    continue
+                woken = write.settle(write.outcome, False)
+                if woken is _AWAITED:
+                    scheduled = True
+                elif woken is not None:
+                    wakes.append(woken)
+                continue
             if write.done():
                 continue
             if write.failed:
@@ -430,14 +525,14 @@ class GroupWriter:
         self._wake(wakes, scheduled)
 
     @staticmethod
-    def _wake(wakes: list[Commit], scheduled: bool) -> None:
+    def _wake(wakes: list[Any], scheduled: bool) -> None:
         """Resume the writes whose driver wakes directly (``Commit``): now, in group order, a
         call per run of equal wake-ups (with the run's last write); or, when others of the
         group resume in scheduled callbacks, scheduled behind them, one per write."""
         if scheduled:
             loop = asyncio.get_running_loop()
             for write in wakes:
-                loop.call_soon(write.wake_directly, write)  # type: ignore[arg-type]
+                loop.call_soon(write.wake_directly, write)
             return
         wake: Any = None
         last = None
@@ -463,6 +558,11 @@ class GroupWriter:
             if not write.done():
                 failed = WriteFailed(*error.args)
                 failed.__cause__ = exc
+                if isinstance(write, Commit):
+                    woken = write.settle(failed, True)
+                    if woken is not None and woken is not _AWAITED:
+                        loop.call_soon(woken.wake_directly, woken)  # (as below)
+                    continue
                 write.set_exception(failed)
                 wake = write.wake_directly
                 if wake is not None:  # (a loop turn, as a done callback: a rare path)
@@ -552,5 +652,6 @@ __all__ = [
     "Commit",
     "GroupWriter",
     "Job",
+    "Write",
     "WriteFailed",
 ]

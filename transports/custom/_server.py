@@ -697,7 +697,7 @@ _END = object()
 
 class _StagedConnection(_ServerConnection):
     """A connection to a service whose store queues a send at once and has it wait for a
-    group commit on a ``Commit`` future (``SqliteStore.add_message_future``): SENDs are
+    group commit on a ``Commit`` (``SqliteStore.add_message_future``; not a Future): SENDs are
     driven with no coroutine at all (issue 10: ``_serve`` and ``Continuation`` were ~1.5 us
     of the ~10 us a durable send costs the server; then a stepper of ``ChatService.send``).
 
@@ -741,16 +741,16 @@ class _StagedConnection(_ServerConnection):
                 reply = _sent_of(event.request_id, begun)
             else:
                 commit: Any = begun[0]
-                if commit.done():  # (answered at once: its commit went alone)
-                    stored = self._service.send_stored(begun, commit.result())
-                    reply = _sent_of(event.request_id, stored)
-                elif getattr(commit, "wake_directly", False) is None:
+                if getattr(commit, "queued", False):  # (waits for its group: core.sqlite_writer)
                     # (bound per send: a bound method kept on self is a reference cycle, and
                     # a closed connection must be freed by its reference count: test_gc_policy)
                     commit.wake_directly = self._send_committed
                     staged.append((commit, begun, event, size))
                     self._pipelined.bytes += size
                     return
+                if commit.done():  # (answered at once: its commit went alone)
+                    stored = self._service.send_stored(begun, commit.result())
+                    reply = _sent_of(event.request_id, stored)
                 else:  # (a send that waits for something else: the store says it won't)
                     log.error("a send from %s waits for %r, not a commit", self._peer, commit)
                     reply = _END
@@ -785,8 +785,12 @@ class _StagedConnection(_ServerConnection):
                     pipelined.bytes -= size
                     guard.inbound -= size
                 try:
-                    # (a send woken before its commit is done: result() raises, a bug)
-                    reply = _sent_of(event.request_id, service.send_stored(begun, first.result()))
+                    if first.queued:  # (Commit.result() written out: a Python call less)
+                        raise RuntimeError(f"{first!r} was woken before its commit")
+                    added = first.outcome
+                    if first.failed:  # (its group was rolled back: WriteFailed)
+                        raise added
+                    reply = _sent_of(event.request_id, service.send_stored(begun, added))
                 except Exception as exc:
                     reply = self._reply_for(event, exc)
                 if reply is _END or self._closing:
