@@ -721,19 +721,9 @@ class _StagedConnection(_ServerConnection):
         staged = self._staged
         if not staged:  # (a first SEND in flight pins what one request always did: not counted)
             size = 0
-        else:
-            # (``SendPipeline.admits`` with ``Guard.reserve_inbound``, written out: two Python
-            # calls less a pipelined send, ~1,000 instructions)
-            guard = self._guard
-            limits = guard.limits
-            if (
-                len(staged) >= limits.sends_in_flight
-                or self._pipelined.bytes + size > limits.send_bytes_in_flight
-                or guard.inbound + size > limits.inbound_budget
-            ):
-                self._block(self._after_sends(event))
-                return
-            guard.inbound += size
+        elif not self._pipelined.admits(size, len(staged)):  # (the bounds' one copy)
+            self._block(self._after_sends(event))
+            return
         reply: Any
         try:
             begun = self._service.send_begun(self._session, event.recipients, event.body)
@@ -781,9 +771,9 @@ class _StagedConnection(_ServerConnection):
                 if first is None:  # (a reply that waited for the send before it: its 3rd item)
                     self._answer(event, now=False)
                     continue
-                if size:  # (``Guard.give_back_inbound`` written out)
+                if size:
                     pipelined.bytes -= size
-                    guard.inbound -= size
+                    guard.give_back_inbound(size)
                 try:
                     if first.queued:  # (Commit.result() written out: a Python call less)
                         raise RuntimeError(f"{first!r} was woken before its commit")
