@@ -10,9 +10,13 @@ Theory of operation (chat.proto, "The stream service", is the contract)
     protocol) and keeps it until its reply arrives, even if the caller stopped waiting. Ack has
     no success reply: it travels on id 0 and is fire-and-forget; a failed Ack's error (id 0)
     is logged.
-  * One *writer* task writes the queued messages. grpc.aio allows one write in flight per call,
-    and a write cancelled half-way cancels the whole call (grpc.aio's ``_write``): a caller
-    cancelled while waiting must never end the session, so callers only queue.
+  * One write in flight, and no writer task. grpc.aio allows one write in flight per call, and
+    a write cancelled half-way cancels the whole call (grpc.aio's ``_write``): a caller cancelled
+    while waiting must never end the session, so no caller ever awaits a write. When no write
+    is in flight, ``request()`` starts ``call.write`` on its own stack (``_eager.start_eagerly``)
+    and returns; the rest of that write is a ``Continuation`` nobody but ``close()`` may
+    cancel, and its completion starts the next queued message's write, in order. (A writer
+    task cost a wake-up before every write, on the path of every reply: issue 10.)
   * Signup/Login/Resume set ``notices``: the server then pushes the notices of Rules 22-24 too.
   * One *reader* task reads the call: a Delivery goes to ``events.delivered``, a notice
     (sent_copy, read_marker, gone) to ``events.notified``; a reply resolves its request's
@@ -34,7 +38,7 @@ import heapq
 import logging
 from asyncio import InvalidStateError
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any, TypeVar
 
 import grpc
@@ -44,6 +48,7 @@ from core.client import ChatClient, ClientEvents
 from core.errors import ChatError, InvalidArgument, LimitExceeded, SessionClosed
 from core.types import Delivery
 from transports import _wrong_port
+from transports._eager import FINISHED
 from transports._tls import ClientTls, grpc_channel
 from transports.grpc import _convert as cv
 from transports.grpc._channel import target, wait_ready
@@ -198,11 +203,13 @@ class GrpcStreamTransport:
         self._waiting: dict[int, tuple[asyncio.Future[Any], str, Callable[[Any], Any], type]] = {}
         self._free_ids: list[int] = []  # a heap of released ids below _next_id
         self._next_id = 1
-        self._outbox: deque[bytes] = deque()
-        self._wake: asyncio.Future[None] | None = None  # the idle writer waits on it
-        self._half_close = False  # the writer half-closes once the outbox is empty
+        self._outbox: deque[bytes] = deque()  # what waits for the write in flight
+        # what the write in flight (or the half-close) waits for, and the rest of it
+        self._writing: asyncio.Future[Any] | None = None
+        self._steps: Generator[Any, None, None] | None = None
+        self._writes_over = False  # half-closed, or a write failed: nothing more is written
+        self._flushed: asyncio.Future[None] | None = None  # close(): done when writes are over
         self._reader: asyncio.Task[None] | None = None
-        self._writer: asyncio.Task[None] | None = None
         self._gone: Exception | None = None  # set: the call is over; requests raise this
         self._closing = False  # close() began: the end of the call is no news
 
@@ -237,7 +244,6 @@ class GrpcStreamTransport:
             raise
         self._channel, self._call = channel, call
         self._reader = asyncio.create_task(self._read(call), name="grpc-stream-reader")
-        self._writer = asyncio.create_task(self._write(call), name="grpc-stream-writer")
 
     async def close(self) -> None:
         """Half-close after what is queued (the server handles it, then ends with OK), then
@@ -246,19 +252,24 @@ class GrpcStreamTransport:
         if channel is None:
             return
         self._closing = True
-        call, reader, writer = self._call, self._reader, self._writer
+        call, reader = self._call, self._reader
         if self._gone is None:
-            self._half_close = True
-            self._wake_writer()
+            flushed = self._flushed = self._loop.create_future()  # type: ignore[union-attr]
+            if self._writes_over:
+                flushed.set_result(None)
+            elif self._writing is None:
+                self._write_next()  # (idle: half-close now)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(CLOSE_TIMEOUT):
-                    await asyncio.wait([t for t in (reader, writer) if t is not None])
+                    await asyncio.wait([flushed] if reader is None else [flushed, reader])
         call.cancel()
-        for task in (reader, writer):
-            if task is not None and not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        writing = self._writing
+        if writing is not None:
+            writing.cancel()  # (it would fail with the call anyway)
+        if reader is not None and not reader.done():
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
         await channel.close()
         self._over(ConnectionError("not connected: closed by the client"))
         if self._events is not None:
@@ -303,32 +314,72 @@ class GrpcStreamTransport:
         self._next_id = rid + 1
         return rid
 
+    # -- outgoing: one write in flight, each started by the one before ----------------------
     def _queue(self, data: bytes) -> None:
-        self._outbox.append(data)
-        self._wake_writer()
+        if self._writing is None and not self._writes_over:
+            self._write(data)
+        else:
+            self._outbox.append(data)
 
-    def _wake_writer(self) -> None:
-        wake = self._wake
-        if wake is not None:
-            self._wake = None
-            if not wake.done():
-                wake.set_result(None)
+    def _write(self, data: bytes) -> None:
+        self._step(self._call.write(data).__await__())
 
-    async def _write(self, call: Any) -> None:
-        """The one writer of the call: drains the outbox, then waits to be woken."""
-        outbox, write = self._outbox, call.write
-        loop = asyncio.get_running_loop()
+    def _step(self, steps: Generator[Any, None, None]) -> None:
+        """Run a write (or the half-close) as far as it goes without waiting, on this stack;
+        ``_wake`` runs it on when what it waits for is done; when it is over, the next write
+        starts. A task's work, minus what a coroutine nobody awaits needs: no task, no
+        future of its own (``next`` with a default: no StopIteration, as ``_eager``)."""
         try:
-            while True:
-                while outbox:
-                    await write(outbox.popleft())
-                if self._half_close:
-                    await call.done_writing()
-                    return
-                self._wake = loop.create_future()
-                await self._wake
-        except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
+            waiting: Any = next(steps, FINISHED)
+        except asyncio.CancelledError:  # close() cancelled it
+            self._writing = None
+            self._write_failed(None)
+            return
+        except Exception as exc:
+            self._writing = None
+            self._write_failed(exc)
+            return
+        if waiting is FINISHED:
+            self._writing = None
+            if self._writes_over:  # the half-close went out
+                self._write_failed(None)
+            else:
+                self._write_next()
+            return
+        if waiting is None:  # a bare yield: on at the next loop turn
+            waiting = self._loop.create_future()  # type: ignore[union-attr]
+            waiting.set_result(None)
+        self._steps = steps
+        self._writing = waiting
+        waiting.add_done_callback(self._wake)
+
+    def _wake(self, _: Any) -> None:
+        self._step(self._steps)  # type: ignore[arg-type]
+
+    def _write_next(self) -> None:
+        """Start the oldest queued write; with none queued, half-close if close() asks."""
+        if self._outbox:
+            self._write(self._outbox.popleft())
+        elif self._flushed is not None:
+            self._writes_over = True
+            self._step(self._call.done_writing().__await__())
+
+    def _write_failed(self, exc: BaseException | None) -> None:
+        """Nothing more is written: the half-close went out (``exc`` None), or a write failed
+        because the call is over, as the reader will say (or, if not, a bug of ours)."""
+        self._writes_over = True
+        self._outbox.clear()
+        flushed = self._flushed
+        if flushed is not None and not flushed.done():
+            flushed.set_result(None)
+        if exc is None or self._closing:
+            return
+        if isinstance(exc, grpc.aio.AioRpcError | asyncio.InvalidStateError):
             log.debug("the stream ended while writing: %r", exc)  # the reader says why
+            return
+        log.error("writing the stream failed", exc_info=exc)
+        self._call.cancel()
+        self._lost(f"the client failed: {exc!r}")
 
     # -- incoming --------------------------------------------------------------------------
     async def _read(self, call: Any) -> None:
@@ -384,9 +435,14 @@ class GrpcStreamTransport:
             raise
         except Exception as exc:  # a bug of ours: never leave callers waiting for ever
             log.exception("reading the stream failed")
-            self._over(ConnectionError(f"the client failed: {exc!r}"))
-            if self._events is not None and not self._closing:
-                self._events.connection_lost(f"the client failed: {exc!r}")
+            self._lost(f"the client failed: {exc!r}")
+
+    def _lost(self, text: str) -> None:
+        """A bug of ours ended the stream: fail every caller, tell the events once."""
+        first = self._gone is None
+        self._over(ConnectionError(text))
+        if first and self._events is not None and not self._closing:
+            self._events.connection_lost(text)
 
     def _ended(self, err: grpc.aio.AioRpcError | None) -> None:
         """The call is over: say why, once, unless we closed it ourselves."""
@@ -417,7 +473,7 @@ class GrpcStreamTransport:
         for future, *_ in waiting.values():
             if not future.done():
                 future.set_exception(error)
-        self._wake_writer()
+        self._outbox.clear()  # (never to be written)
 
 
 __all__ = ["CODEC", "METHOD", "GrpcStreamTransport", "error_of", "open_client"]
