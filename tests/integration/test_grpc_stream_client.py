@@ -1,5 +1,8 @@
 """The grpc-stream client's request path (transports/grpc_stream/_client.py): callers that
-stop waiting, and replies resolved by the reader."""
+stop waiting, replies resolved by the reader, and the writes: one in flight, started by
+request() itself or by the write before it, never by a caller's task; so a caller cancelled
+while its write is still going out cannot end the session, queued writes keep their order, and
+close() sends what is queued before it half-closes."""
 
 from __future__ import annotations
 
@@ -10,10 +13,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from core import ChatClient, ChatService, HashCost, LimitExceeded, SqliteStore, limits
+from core import ChatClient, ChatService, HashCost, LimitExceeded, SendResult, SqliteStore, limits
 from transports.grpc_stream import ChatStreamServer, open_client, start_server
 
-WAIT = 10.0
+WAIT = 30.0
+#: Bodies this big fill HTTP/2's flow-control window (64 KiB by default) in one or two
+#: writes: the next write waits for the server to read, so writes are really in flight and
+#: queued while the callers are cancelled or the client closes.
+BIG = limits.MAX_BODY_BYTES - 1024
 
 
 @pytest.fixture
@@ -75,3 +82,57 @@ async def test_a_refused_send_raises_the_servers_error_to_its_caller_only(
         assert isinstance(outcomes[1], LimitExceeded)
         assert not isinstance(outcomes[2], BaseException)
         assert a.logged_in
+
+
+def body(i: int, size: int = 0) -> str:
+    return f"#{i:04d}".ljust(size, ".")
+
+
+async def bodies_received(client: ChatClient, count: int) -> list[str]:
+    return [(await client.next_message(WAIT)).body for _ in range(count)]
+
+
+async def test_callers_cancelled_while_their_big_writes_go_out_do_not_end_the_session(
+    server: ChatStreamServer,
+) -> None:
+    async with two_users(server) as (a, b, bob):
+        callers = [asyncio.create_task(a.send([bob], body(i, BIG))) for i in range(8)]
+        await asyncio.sleep(0)  # each has handed its request over: one write out, the rest queued
+        for caller in callers:
+            caller.cancel()
+        await asyncio.gather(*callers, return_exceptions=True)
+        assert all(caller.cancelled() for caller in callers)
+        result = await asyncio.wait_for(a.send([bob], body(8)), WAIT)
+        assert isinstance(result, SendResult)
+        assert a.logged_in and a.closed_reason is None
+        assert [text[:5] for text in await bodies_received(b, 9)] == [body(i) for i in range(9)]
+
+
+async def test_many_pipelined_sends_go_out_and_are_answered_in_order(
+    server: ChatStreamServer,
+) -> None:
+    async with two_users(server) as (a, b, bob):
+        count = 300
+        results = await asyncio.wait_for(
+            asyncio.gather(*(a.send([bob], body(i)) for i in range(count))), WAIT
+        )
+        ids = [result.message_id for result in results]
+        assert ids == sorted(ids) and len(set(ids)) == count
+        assert await bodies_received(b, count) == [body(i) for i in range(count)]
+
+
+async def test_close_sends_what_is_queued_before_it_half_closes(server: ChatStreamServer) -> None:
+    alice, bob = ("w" + uuid.uuid4().hex[:12] for _ in range(2))
+    async with open_client(server.address) as b:
+        await b.signup(bob, "pw-secret-1")
+        a = open_client(server.address)
+        await a.connect()
+        await a.signup(alice, "pw-secret-1")
+        count = 6
+        callers = [asyncio.create_task(a.send([bob], body(i, BIG))) for i in range(count)]
+        await asyncio.sleep(0)  # all handed over: one write out, the rest queued
+        await a.close()
+        outcomes = await asyncio.gather(*callers, return_exceptions=True)
+        assert all(isinstance(outcome, SendResult) for outcome in outcomes), outcomes
+        received = await bodies_received(b, count)
+        assert [text[:5] for text in received] == [body(i) for i in range(count)]

@@ -206,7 +206,7 @@ class GrpcStreamTransport:
         self._outbox: deque[bytes] = deque()  # what waits for the write in flight
         # what the write in flight (or the half-close) waits for, and the rest of it
         self._writing: asyncio.Future[Any] | None = None
-        self._steps: Generator[Any, None, None] | None = None
+        self._steps: Generator[Any, None, None] | None = None  # (None: none yet)
         self._writes_over = False  # half-closed, or a write failed: nothing more is written
         self._flushed: asyncio.Future[None] | None = None  # close(): done when writes are over
         self._reader: asyncio.Task[None] | None = None
@@ -293,7 +293,8 @@ class GrpcStreamTransport:
                 done.set_result(None)
                 return done
             raise TypeError(f"the grpc-stream transport cannot carry {request!r}")
-        rid = self._allocate_id()
+        free_ids = self._free_ids
+        rid = heapq.heappop(free_ids) if free_ids else self._new_id()
         try:
             data = _encode(codec[0], request, rid)
         except BaseException:
@@ -305,9 +306,8 @@ class GrpcStreamTransport:
         self._queue(data)
         return future
 
-    def _allocate_id(self) -> int:
-        if self._free_ids:
-            return heapq.heappop(self._free_ids)
+    def _new_id(self) -> int:
+        """The next id never used (lower ones are all taken: ``_free_ids`` is empty)."""
         rid = self._next_id
         if rid > _U32_MAX:
             raise RuntimeError("2^32-1 requests in flight")
@@ -317,20 +317,19 @@ class GrpcStreamTransport:
     # -- outgoing: one write in flight, each started by the one before ----------------------
     def _queue(self, data: bytes) -> None:
         if self._writing is None and not self._writes_over:
-            self._write(data)
+            self._steps = self._call.write(data).__await__()
+            self._step()
         else:
             self._outbox.append(data)
 
-    def _write(self, data: bytes) -> None:
-        self._step(self._call.write(data).__await__())
-
-    def _step(self, steps: Generator[Any, None, None]) -> None:
-        """Run a write (or the half-close) as far as it goes without waiting, on this stack;
-        ``_wake`` runs it on when what it waits for is done; when it is over, the next write
-        starts. A task's work, minus what a coroutine nobody awaits needs: no task, no
-        future of its own (``next`` with a default: no StopIteration, as ``_eager``)."""
+    def _step(self, _: Any = None) -> None:
+        """Run the write in flight (or the half-close) as far as it goes without waiting, on
+        this stack; it runs on here when what it waits for is done; when it is over, the
+        next write starts. A task's work, minus what a coroutine nobody awaits needs: no
+        task, no future of its own (``next`` with a default: no StopIteration, as
+        ``_eager``)."""
         try:
-            waiting: Any = next(steps, FINISHED)
+            waiting: Any = next(self._steps, FINISHED)  # type: ignore[arg-type]
         except asyncio.CancelledError:  # close() cancelled it
             self._writing = None
             self._write_failed(None)
@@ -343,26 +342,25 @@ class GrpcStreamTransport:
             self._writing = None
             if self._writes_over:  # the half-close went out
                 self._write_failed(None)
-            else:
+            elif self._outbox or self._flushed is not None:
                 self._write_next()
             return
         if waiting is None:  # a bare yield: on at the next loop turn
             waiting = self._loop.create_future()  # type: ignore[union-attr]
             waiting.set_result(None)
-        self._steps = steps
         self._writing = waiting
-        waiting.add_done_callback(self._wake)
-
-    def _wake(self, _: Any) -> None:
-        self._step(self._steps)  # type: ignore[arg-type]
+        waiting.add_done_callback(self._step)
 
     def _write_next(self) -> None:
         """Start the oldest queued write; with none queued, half-close if close() asks."""
         if self._outbox:
-            self._write(self._outbox.popleft())
+            self._steps = self._call.write(self._outbox.popleft()).__await__()
         elif self._flushed is not None:
             self._writes_over = True
-            self._step(self._call.done_writing().__await__())
+            self._steps = self._call.done_writing().__await__()
+        else:
+            return
+        self._step()
 
     def _write_failed(self, exc: BaseException | None) -> None:
         """Nothing more is written: the half-close went out (``exc`` None), or a write failed
