@@ -13,10 +13,10 @@ Theory of operation (chat.proto, "The stream service", is the contract)
   * One write in flight, and no writer task. grpc.aio allows one write in flight per call, and
     a write cancelled half-way cancels the whole call (grpc.aio's ``_write``): a caller cancelled
     while waiting must never end the session, so no caller ever awaits a write. When no write
-    is in flight, ``request()`` starts ``call.write`` on its own stack (``_eager.start_eagerly``)
-    and returns; the rest of that write is a ``Continuation`` nobody but ``close()`` may
-    cancel, and its completion starts the next queued message's write, in order. (A writer
-    task cost a wake-up before every write, on the path of every reply: issue 10.)
+    is in flight, ``request()`` starts ``call.write`` on its own stack and returns; the write
+    is stepped by hand (``_step``, as ``_eager`` steps a coroutine: no task), its completion
+    runs it to its end and starts the next queued message's write, in order; nobody but
+    ``close()`` cancels it. (A writer task cost a wake-up and a task step per write: issue 10.)
   * Signup/Login/Resume set ``notices``: the server then pushes the notices of Rules 22-24 too.
   * One *reader* task reads the call: a Delivery goes to ``events.delivered``, a notice
     (sent_copy, read_marker, gone) to ``events.notified``; a reply resolves its request's
