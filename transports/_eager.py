@@ -60,7 +60,8 @@ class Continuation(asyncio.Future[None]):
     coroutine sees CancelledError there, as in a task; while the coroutine runs (it cancels
     itself), the next future it waits for is cancelled instead.
 
-    A future that offers ``wake_directly`` (core/sqlite_writer.py's ``Commit``) gets our
+    A future that offers ``wake_directly`` (core/sqlite_writer.py's ``Write`` and the
+    waiter awaiting a ``Commit`` makes) gets our
     ``_wake`` there instead of a done callback: its owner calls it when it completes it,
     without a loop turn per waiter (a group's commit wakes its sends in group order).
 
