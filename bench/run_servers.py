@@ -18,13 +18,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from bench.config import body
-from bench.procs import JobFailed, Worker
+from bench.procs import Worker
 from wirechat.launch import ChildProcess, ServerProcess, pin
 
 log = logging.getLogger(__name__)
@@ -107,16 +106,8 @@ def sizes_job(
         "plan": plan,
         "check": check,
     }
-    try:
-        return worker.run(dict(job), timeout=900)
-    except JobFailed as exc:
-        if "Overloaded" not in str(exc):
-            raise
-        # The server shed the job's requests: a busy machine, not a byte figure. Once more,
-        # after a pause that lets whatever crowded the machine move on.
-        log.warning("%s: the server was overloaded; measuring the bytes again", transport)
-        time.sleep(2.0)
-        return worker.run(dict(job), timeout=900)
+    # (a request the server sheds for load is measured again by measure_sizes itself)
+    return worker.run(dict(job), timeout=900)
 
 
 def sizes_alone(transport: str, plan: str) -> list[dict[str, Any]]:
