@@ -369,6 +369,7 @@ def section(results: dict[str, Any], images: Sequence[str]) -> str:
     rows = results.get("population") or []
     if not rows:
         return ""
+    from bench.report_load import SATURATED, limited_by
     from bench.targets import order
 
     rank = {name: i for i, name in enumerate(order(results))}
@@ -385,7 +386,10 @@ def section(results: dict[str, Any], images: Sequence[str]) -> str:
         "sample). *Errors*: failed calls; *missing*: pushes not seen by the end of the drain. "
         "*RSS/session*: the server's RSS growth while the population logged in, ÷ sessions "
         "(loopback: one process, clients included). A rate that overloaded ends the climb. "
-        "Server and clients pinned to different vCPUs; all clients in one worker process.\n",
+        "Server and clients pinned to different vCPUs; all clients in one worker process. "
+        f"*Limited by*: the process whose vCPU was at least {SATURATED:.0%} busy (as in the "
+        "load table); **generator** means the clients' one vCPU was the bottleneck, so that "
+        "row's latencies show the product clients as much as the server.\n",
     ]
     target = target_row(results)
     if target is None:
@@ -394,6 +398,12 @@ def section(results: dict[str, Any], images: Sequence[str]) -> str:
         p99 = target.get("push_p99_us")
         ok = p99 is not None and p99 < TARGET["push_p99_us"] and not target.get("pushes_missing")
         verdict = f"push p99 {fmt_us(p99)} µs — **{'PASS' if ok else 'MISS'}**"
+        if limited_by(target) == "**generator**":
+            verdict += (
+                f" (the clients' vCPU was {_pct(target.get('client_cpu_util'))} busy, the "
+                f"server's {_pct(target.get('server_cpu_util'))}: the figure is the clients' "
+                "as much as the server's)"
+            )
     parts.append(
         f"Target (issue 10): push p99 < {TARGET['push_p99_us'] / 1000:g} ms at "
         f"{TARGET['sessions']:,} sessions and {TARGET['sends_per_s']:,.0f} sends/s on "
@@ -401,7 +411,7 @@ def section(results: dict[str, Any], images: Sequence[str]) -> str:
     )
     head = ["transport", "sessions", "offered sends/s", "achieved ops/s", "push p50 µs"]
     head += ["push p99 µs", "push p99.9 µs", "pushes", "missing", "errors", "op p99 µs"]
-    head += ["server CPU", "client CPU", "RSS/session KiB", "other vCPUs"]
+    head += ["server CPU", "client CPU", "limited by", "RSS/session KiB", "other vCPUs"]
     table_rows = [
         [
             r["transport"],
@@ -417,6 +427,7 @@ def section(results: dict[str, Any], images: Sequence[str]) -> str:
             fmt_us(r.get("op_p99_us")),
             _pct(r.get("server_cpu_util")),
             _pct(r.get("client_cpu_util")),
+            limited_by(r),
             r.get("rss_per_session_kib"),
             r.get("other_vcpus"),
         ]

@@ -138,3 +138,15 @@ async def test_the_drain_waits_for_pushes_that_arrive_after_the_last_reply() -> 
     assert row["sends"] > 1 and row["errors"] == 0
     assert row["pushes_missing"] == 0
     assert row["pushes"] == row["pushes_expected"] > 0
+
+
+def test_the_report_says_when_the_clients_were_the_bottleneck() -> None:
+    busy = _row("custom", 1000, 2_000) | {"client_cpu_util": 1.0, "server_cpu_util": 0.3}
+    text = population.section({"population": [_row("custom", 250, 900), busy]}, [])
+    target_line = next(line for line in text.splitlines() if line.startswith("Target"))
+    assert "**PASS**" in target_line and "the clients' vCPU was 100% busy" in target_line
+    rows = [line for line in text.splitlines() if line.startswith("| custom")]
+    assert "**generator**" in rows[1] and "**generator**" not in rows[0]
+    quiet = _row("custom", 1000, 2_000)
+    target_line = population.section({"population": [quiet]}, []).splitlines()
+    assert not any("clients' vCPU" in line for line in target_line)
