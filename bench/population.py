@@ -389,7 +389,9 @@ def section(results: dict[str, Any], images: Sequence[str]) -> str:
         "Server and clients pinned to different vCPUs; all clients in one worker process. "
         f"*Limited by*: the process whose vCPU was at least {SATURATED:.0%} busy (as in the "
         "load table); **generator** means the clients' one vCPU was the bottleneck, so that "
-        "row's latencies show the product clients as much as the server.\n",
+        "row's latencies show the product clients as much as the server; *overloaded*: the "
+        "step fell behind (the CPU figures then average over the wait for pushes that never "
+        "came, and say nothing of what limited it).\n",
     ]
     target = target_row(results)
     if target is None:
@@ -427,7 +429,7 @@ def section(results: dict[str, Any], images: Sequence[str]) -> str:
             fmt_us(r.get("op_p99_us")),
             _pct(r.get("server_cpu_util")),
             _pct(r.get("client_cpu_util")),
-            limited_by(r),
+            "overloaded" if overloaded(r) else limited_by(r),
             r.get("rss_per_session_kib"),
             r.get("other_vcpus"),
         ]

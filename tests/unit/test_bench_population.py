@@ -150,3 +150,10 @@ def test_the_report_says_when_the_clients_were_the_bottleneck() -> None:
     quiet = _row("custom", 1000, 2_000)
     target_line = population.section({"population": [quiet]}, []).splitlines()
     assert not any("clients' vCPU" in line for line in target_line)
+
+
+def test_an_overloaded_step_is_not_read_as_limited_by_either_process() -> None:
+    behind = _row("grpc", 1000, 1_500_000) | {"pushes_missing": 50, "overloaded": True}
+    text = population.section({"population": [behind]}, [])
+    (row,) = [line for line in text.splitlines() if line.startswith("| grpc")]
+    assert "| overloaded |" in row and "neither" not in row
