@@ -297,6 +297,7 @@ def _contrast(rounds: list[dict[str, dict[str, float]]], of: str, to: str) -> di
     for key in ("client_cpu_us", "server_cpu_us"):
         diffs = [r[of][key] - r[to][key] for r in both]
         out[f"{key}_delta"] = round(statistics.median(diffs), 2)
+        out[f"{key}_delta_interval"] = _interval(diffs)
     return out
 
 
@@ -454,6 +455,11 @@ def run(names: list[str], plan: Plan) -> dict[str, Any]:
     return result
 
 
+def _delta(step: dict[str, Any], key: str) -> str:
+    span = step.get(f"{key}_delta_interval") or [float("nan")] * 2
+    return f"{step[f'{key}_delta']:+.1f} [{span[0]:+.1f}, {span[1]:+.1f}]"
+
+
 def render(result: dict[str, Any]) -> str:
     """The summary as two Markdown tables (variants, then steps)."""
     lines = [
@@ -475,17 +481,17 @@ def render(result: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "| step | of / to | p50 ratio [95 %] | Δ client CPU µs | Δ server CPU µs |",
+        "| step | of / to | p50 ratio [95 %] | Δ client CPU µs [95 %] | Δ server CPU µs [95 %] |",
         "|---|---|---|---:|---:|",
     ]
     for step in result["steps"]:
         if "p50_ratio" not in step:
             continue
         span = step.get("interval") or [float("nan")] * 2
+        cpu = [_delta(step, key) for key in ("client_cpu_us", "server_cpu_us")]
         lines.append(
             f"| {step['step']} | {step['of']} / {step['to']} | {step['p50_ratio']:.3f} "
-            f"[{span[0]:.3f}, {span[1]:.3f}] | {step['client_cpu_us_delta']:+.1f} "
-            f"| {step['server_cpu_us_delta']:+.1f} |"
+            f"[{span[0]:.3f}, {span[1]:.3f}] | {cpu[0]} | {cpu[1]} |"
         )
     return "\n".join(lines)
 

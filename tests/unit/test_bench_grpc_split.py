@@ -29,7 +29,9 @@ def test_a_short_probe_against_real_servers_gives_every_variant_and_step(
         if name != grpc_split.BASELINE:
             assert row["ratio_to_echo"] > 0 and len(row["interval"]) == 2
     assert [s["step"] for s in result["steps"]] == [s for s, _, _ in grpc_split.STEPS]
-    assert all(s["rounds"] == timed and s["p50_ratio"] > 0 for s in result["steps"])
+    for step in result["steps"]:
+        assert step["rounds"] == timed and step["p50_ratio"] > 0
+        assert {"client_cpu_us_delta", "server_cpu_us_delta_interval"} <= set(step)
     table = capsys.readouterr().out
     assert "| ours |" in table and "| our server over the floor |" in table
 
