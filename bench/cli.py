@@ -102,6 +102,7 @@ def _compare(args: argparse.Namespace) -> int:
         exit_status,
         format_changes,
         load_results,
+        machine_warning,
         summary,
     )
 
@@ -116,6 +117,9 @@ def _compare(args: argparse.Namespace) -> int:
         shown = [c for c in changes if c.significant]
     print(f"old: {args.old} ({describe(old)})")
     print(f"new: {args.new} ({describe(new)})")
+    warning = machine_warning(old, new)
+    if warning is not None:
+        print(f"WARNING: {warning}")
     print(
         "Medians over rounds [95 % interval]; change '~': not significant (Mann-Whitney U, "
         "p >= 0.05); p 'exact': deterministic bytes; '—': measured once, not tested.\n"

@@ -449,13 +449,44 @@ def format_changes(changes: list[Change], *, old_label: str = "old", new_label: 
     return "\n".join(lines) + "\n"
 
 
+def machine(results: dict[str, Any]) -> str | None:
+    """The CPU a run ran on (meta ``cpu_model`` and ``cpu_count``), None when not recorded."""
+    meta = results.get("meta", {})
+    model = meta.get("cpu_model")
+    if not model:
+        return None
+    count = meta.get("cpu_count")
+    return f"{model}, {count} vCPUs" if count else str(model)
+
+
+def machine_warning(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """A warning when the two runs ran on different CPUs (both recorded), else None.
+
+    The project's machine is reassigned between sessions, not always of one CPU, and a
+    change of CPU moves more than the times: our unary gRPC server's share over the contract's
+    floor (bench/refs/null_chat.py) read 1.09-1.13x and +41..55 us of server CPU a call in
+    every reference run on an Intel Xeon, 1.04-1.10x and +27 us on an AMD EPYC with the same
+    code (helper benchgap, 2026-11-30): paired ratios within one run are no proof against it.
+    """
+    a, b = machine(old), machine(new)
+    if a is None or b is None or a == b:
+        return None
+    return (
+        f"the runs ran on different machines (old: {a}; new: {b}): every change below, "
+        "ratios included, is the machine's as much as the code's; compare runs of one machine"
+    )
+
+
 def describe(results: dict[str, Any]) -> str:
-    """One line about a run: mode, rounds, commit, when."""
+    """One line about a run: mode, rounds, commit, when, on what CPU."""
     meta = results.get("meta", {})
     rounds = (meta.get("rounds") or {}).get("count")
     commit = str(meta.get("git_commit") or "?")[:12]
     dirty = "+changes" if meta.get("git_dirty") else ""
     where = f"{meta.get('mode', '?')}, git {commit}{dirty}, {meta.get('started_at', '?')}"
+    cpu = machine(results)
+    if cpu is not None:
+        where += f", {cpu}"
     if not rounds:
         return where + ", no rounds (before schema 2: each figure compared as one round)"
     return where + f", {rounds} round{'s' if rounds != 1 else ''}"
@@ -526,6 +557,8 @@ __all__ = [
     "format_changes",
     "load_engine",
     "load_results",
+    "machine",
+    "machine_warning",
     "samples",
     "summary",
     "u_test",

@@ -17,6 +17,7 @@ from bench.compare import (
     figures,
     format_changes,
     load_results,
+    machine_warning,
     summary,
     u_test,
 )
@@ -356,6 +357,26 @@ def test_wirechat_bench_compare_prints_the_changes(
     assert wirechat_main(["bench", "compare", str(old), str(new)]) == 0
     out = capsys.readouterr().out
     assert "latency custom send memory cross p50_us" in out and "+10.0%" in out
+
+
+def test_runs_on_different_cpus_are_named_and_warned_about(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    intel, amd, unknown = run(150.0, 2000.0, 147), run(150.0, 2000.0, 147), run(1.0, 1.0, 1)
+    intel["meta"].update(cpu_model="Intel(R) Xeon(R) Processor", cpu_count=2)
+    amd["meta"].update(cpu_model="AMD EPYC", cpu_count=2)
+    assert "AMD EPYC, 2 vCPUs" in describe(amd)
+    assert machine_warning(intel, intel) is None
+    assert machine_warning(intel, unknown) is None  # an older run without the field
+    warning = machine_warning(intel, amd)
+    assert warning is not None and "different machines" in warning and "AMD EPYC" in warning
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    old.write_text(json.dumps(intel))
+    new.write_text(json.dumps(amd))
+    assert wirechat_main(["bench", "compare", str(old), str(new)]) == 0  # a warning, no gate
+    assert "WARNING: the runs ran on different machines" in capsys.readouterr().out
+    assert wirechat_main(["bench", "compare", str(old), str(old)]) == 0
+    assert "WARNING" not in capsys.readouterr().out
 
 
 def test_compare_of_a_missing_file_is_a_usage_error(
