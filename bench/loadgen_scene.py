@@ -373,6 +373,7 @@ def _engine_of(row: Row) -> str:
 
 def _still_limited(results: dict[str, Any]) -> str:
     """One paragraph: the closed-loop rows whose generator, not the server, set the rate."""
+    from bench.report_load import GENERATOR_LIMITED
     from bench.report_load import limited_by as closed_limited_by
 
     closed = [r for r in results.get("load", []) if r["mode"] == "closed"]
@@ -381,7 +382,7 @@ def _still_limited(results: dict[str, Any]) -> str:
     mine = [
         f"{r['transport']}/{r['store']} ({GENERATOR_NAMES.get(_engine_of(r), _engine_of(r))})"
         for r in closed
-        if closed_limited_by(r) == "**generator**"
+        if closed_limited_by(r) == GENERATOR_LIMITED
     ]
     return (
         "\n*Closed-loop rows still limited by their generator* (its vCPU ≥ 90 % busy and "

@@ -369,7 +369,7 @@ def section(results: dict[str, Any], images: Sequence[str]) -> str:
     rows = results.get("population") or []
     if not rows:
         return ""
-    from bench.report_load import SATURATED, limited_by
+    from bench.report_load import GENERATOR_LIMITED, SATURATED, limited_by
     from bench.targets import order
 
     rank = {name: i for i, name in enumerate(order(results))}
@@ -400,7 +400,7 @@ def section(results: dict[str, Any], images: Sequence[str]) -> str:
         p99 = target.get("push_p99_us")
         ok = p99 is not None and p99 < TARGET["push_p99_us"] and not target.get("pushes_missing")
         verdict = f"push p99 {fmt_us(p99)} µs — **{'PASS' if ok else 'MISS'}**"
-        if limited_by(target) == "**generator**":
+        if limited_by(target) == GENERATOR_LIMITED:
             verdict += (
                 f" (the clients' vCPU was {_pct(target.get('client_cpu_util'))} busy, the "
                 f"server's {_pct(target.get('server_cpu_util'))}: the figure is the clients' "

@@ -18,6 +18,8 @@ from bench.targets import GRPC, Row, client_saturation, order, saturation
 
 #: CPU utilisation from which a process counts as the bottleneck of a closed-loop step.
 SATURATED = 0.9
+#: limited_by's verdict when the generator (the clients' process) was the bottleneck.
+GENERATOR_LIMITED = "**generator**"
 
 
 def limited_by(closed: Row) -> str:
@@ -29,7 +31,7 @@ def limited_by(closed: Row) -> str:
     if client is None:  # loopback: one process
         return "the process" if server >= SATURATED else "neither"
     if client >= SATURATED and client >= server:
-        return "**generator**"
+        return GENERATOR_LIMITED
     if server >= SATURATED:
         return "server"
     return "neither"
@@ -215,6 +217,7 @@ def load_section(results: dict[str, Any], images: Sequence[str]) -> str:
 
 __all__ = [
     "GENERATORS",
+    "GENERATOR_LIMITED",
     "PER_CORE_HEAD",
     "SATURATED",
     "generator_name",
