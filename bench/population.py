@@ -1,8 +1,10 @@
 """A population: many concurrent logged-in sessions per transport, each with its push stream,
 under a mixed workload at fixed offered rates (issue 10 item 4).
 
-The scene. ``sessions`` accounts sign up, one session each, every one reading its pushes
-(``ChatClient.messages()``, which acks each message as it hands it over, Rule 11). Then, for
+The scene. ``sessions`` accounts sign up, one session each, every one reading its pushes and
+acking each (Rule 11); the sessions are lean ones where the load steps have a lean generator
+for the transport, else the product's ChatClient (bench/population_members.py: the clients
+must not be what limits the scene, issue 10 item 3). Then, for
 each offered rate (sends per second), an open-loop schedule (bench/load.py: every operation
 has an intended time fixed in advance; latency counts from it) issues a seeded mix:
 
@@ -10,8 +12,8 @@ has an intended time fixed in advance; latency counts from it) issues a seeded m
   to 1-10 live sessions, each of which acks it);
 * ``list_accounts`` (one page of 10) at ``list_share`` of the send rate.
 
-Measured per rate: push latency (intended send time -> the recipient's ``messages()`` yields
-it; every recipient is a sample), the send round trip, errors (failed calls, pushes missing
+Measured per rate: push latency (intended send time -> the recipient's session reads it;
+every recipient is a sample), the send round trip, errors (failed calls, pushes missing
 after the drain), CPU of both processes, and once per transport the server's RSS per session
 (RSS after the sessions logged in minus before, / sessions; the memory store's account rows
 are included). A rate whose step overloaded (the generator's in-flight cap, a push p99 over
@@ -39,9 +41,9 @@ from typing import TYPE_CHECKING, Any
 from bench.markdown import fmt_rate, fmt_us, table
 
 if TYPE_CHECKING:
+    from bench.population_members import Member
     from bench.run_steps import Step
     from bench.runner import BenchRun
-    from core import ChatClient
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +63,6 @@ GIVE_UP_US = 1_000_000
 PAST_TARGET_US = 100_000
 #: Share of expected pushes that may be missing before a step counts as overloaded.
 MAX_MISSING = 0.01
-#: Sessions signed up at once while the population logs in.
-LOGIN_BATCH = 50
 #: The body of every send: the op's index, then filler to 32 bytes (the bench's body size).
 BODY_DIGITS = 10
 
@@ -94,14 +94,6 @@ def _rss(pid: int) -> int:
     return rss
 
 
-async def _login_all(target: Any, names: Sequence[str]) -> list[ChatClient]:
-    clients: list[ChatClient] = []
-    for start in range(0, len(names), LOGIN_BATCH):
-        batch = names[start : start + LOGIN_BATCH]
-        clients += await asyncio.gather(*(target.user(n, auto_ack=True) for n in batch))
-    return clients
-
-
 @dataclass
 class _Op:
     sender: int  # index of the sending session
@@ -128,27 +120,29 @@ def _workload(seed: int, count: int, names: Sequence[str], plan: PopulationPlan)
 class _Scene:
     """The logged-in population of one job, and the pushes its sessions have seen."""
 
-    def __init__(self, target: Any, clients: list[ChatClient], plan: PopulationPlan) -> None:
+    def __init__(self, transport: str, server_pid: int, plan: PopulationPlan) -> None:
         from bench.stats import new_histogram
 
-        self.target, self.clients, self.plan = target, clients, plan
+        self.transport, self.server_pid, self.plan = transport, server_pid, plan
+        self.members: Sequence[Member] = ()
+        self.engine = ""
         self.intended: dict[int, int] = {}  # op index -> intended send time (ns), this step
         self.pushes = new_histogram()
         self.seen = 0
         self.expected = 0
         self.pushed = asyncio.Event()  # set when seen reaches expected
 
-    async def read(self, client: ChatClient) -> None:
+    def pushed_body(self, body: str) -> None:
+        """A session read a delivery (bench/population_members.py ``OnPush``)."""
         from bench.stats import record_ns
 
-        async for message in client.messages():
-            now = time.perf_counter_ns()
-            at = self.intended.get(int(message.body[:BODY_DIGITS]))
-            if at is not None:  # a push of an earlier step arriving late is not counted
-                record_ns(self.pushes, now - at)
-                self.seen += 1
-                if self.seen >= self.expected:
-                    self.pushed.set()
+        now = time.perf_counter_ns()
+        at = self.intended.get(int(body[:BODY_DIGITS]))
+        if at is not None:  # a push of an earlier step arriving late is not counted
+            record_ns(self.pushes, now - at)
+            self.seen += 1
+            if self.seen >= self.expected:
+                self.pushed.set()
 
     async def step(self, seed: int, rate: float, first: int, names: list[str]) -> Row:
         """One offered rate; op indices start at ``first`` (never reused across steps)."""
@@ -169,14 +163,14 @@ class _Scene:
 
         def issue(i: int) -> Awaitable[Any]:
             op = ops[i]
-            client = self.clients[op.sender]
+            client = self.members[op.sender]
             if not op.recipients:
                 return client.list_accounts("*", limit=10)
             self.intended[first + i] = schedule.intended_ns(i)
             self.expected += len(op.recipients)
             return client.send(op.recipients, f"{first + i:0{BODY_DIGITS}d}{filler}")
 
-        meter = CpuMeter(self.target.server_pid)
+        meter = CpuMeter(self.server_pid)
         result = await run_open_loop(
             schedule,
             issue,
@@ -195,7 +189,8 @@ class _Scene:
         push = summarize(self.pushes, with_hist=False)
         sends = sum(1 for i in range(result.sent) if ops[i].recipients)
         return {
-            "transport": self.target.transport,
+            "transport": self.transport,
+            "generator": self.engine,
             "store": "memory",
             "sessions": plan.sessions,
             "offered_sends_per_s": rate,
@@ -215,7 +210,7 @@ class _Scene:
             "push_p99_us": push["p99_us"],
             "push_p999_us": push["p999_us"],
             "push_max_us": push["max_us"],
-            "in_process": self.target.in_process,
+            "in_process": self.server_pid == os.getpid(),
             **{f"op_{k}": v for k, v in timing_fields(result).items() if k != "hist"},
             **cpu_fields(cpu, result.completed),
         }
@@ -223,22 +218,26 @@ class _Scene:
 
 async def run_population(job: dict[str, Any]) -> list[dict[str, Any]]:
     """Log the population in, then climb the offered rates; one row per rate tried."""
-    from bench.endpoints import chat_target
+    from bench.endpoints import PASSWORD
+    from bench.population_members import Population, log_in
 
     plan = PopulationPlan(**{**job["plan"], "rates": tuple(job["plan"]["rates"])})
-    target = chat_target(job["target"])
+    target = job["target"]
+    server_pid = int(target.get("server_pid") or os.getpid())  # (loopback: this process)
     names = [f"{job['prefix']}u{i}" for i in range(plan.sessions)]
     rows: list[dict[str, Any]] = []
-    readers: list[asyncio.Task[None]] = []
+    scene = _Scene(target["transport"], server_pid, plan)
+    population: Population | None = None
     try:
-        rss_before = _rss(target.server_pid)
+        rss_before = _rss(server_pid)
         started = time.perf_counter()
-        clients = await _login_all(target, names)
+        population = await log_in(
+            target, names, PASSWORD, scene.pushed_body, engine=job.get("generator")
+        )
         login_s = time.perf_counter() - started
+        scene.members, scene.engine = population.members, population.engine
         await asyncio.sleep(0.2)  # let the server settle its buffers before reading RSS
-        rss_after = _rss(target.server_pid)
-        scene = _Scene(target, clients, plan)
-        readers = [asyncio.ensure_future(scene.read(c)) for c in clients]
+        rss_after = _rss(server_pid)
         first = 0
         for step, rate in enumerate(plan.rates):
             row = await scene.step(job.get("seed", 1) + step, rate, first, names)
@@ -252,11 +251,9 @@ async def run_population(job: dict[str, Any]) -> list[dict[str, Any]]:
             if overloaded(row) or saturated_past_target(row, rate):
                 break
     finally:
-        for task in readers:
-            task.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await target.aclose()
+        if population is not None:
+            with contextlib.suppress(Exception):
+                await population.aclose()
     return rows
 
 
@@ -305,9 +302,12 @@ def _bind(run: BenchRun, transport: str, plan: PopulationPlan) -> Callable[[], N
     return step
 
 
-def measure(run: BenchRun, transport: str, plan: PopulationPlan) -> list[Row]:
+def measure(
+    run: BenchRun, transport: str, plan: PopulationPlan, generator: str | None = None
+) -> list[Row]:
     """Start the transport's server (memory store, a cap that admits the population), run the
-    population job in a fresh worker, stop both; appends the rows to results["population"]."""
+    population job in a fresh worker, stop both; appends the rows to results["population"].
+    ``generator``: the sessions' kind (bench/population_members.py), if not the default."""
     from dataclasses import asdict
 
     from bench.procs import Worker
@@ -337,6 +337,7 @@ def measure(run: BenchRun, transport: str, plan: PopulationPlan) -> list[Row]:
         "plan": asdict(plan),
         "prefix": f"pop{os.getpid() % 1000}",
         "seed": 20240601,
+        "generator": generator,
     }
     budget = plan.sessions * 0.1 + len(plan.rates) * (plan.step_s * 2 + plan.drain_s * 2) + 120
     try:
@@ -369,7 +370,9 @@ def section(results: dict[str, Any], images: Sequence[str]) -> str:
     rows = results.get("population") or []
     if not rows:
         return ""
-    from bench.report_load import GENERATOR_LIMITED, SATURATED, limited_by
+    from bench.load import SPIN_NS
+    from bench.loadgen_scene import ON_TIME_US, SERVER_BUSY
+    from bench.report_load import GENERATOR_LIMITED
     from bench.targets import order
 
     rank = {name: i for i, name in enumerate(order(results))}
@@ -381,17 +384,29 @@ def section(results: dict[str, Any], images: Sequence[str]) -> str:
         "account each, every one reading its push stream and acking each message), memory "
         "store. At each offered rate of sends an open-loop schedule issues a seeded mix: sends "
         "from a random session to 1-10 random other users, plus list_accounts (a page of 10) "
-        "at a tenth of the send rate; each delivery is acked by its recipient. *Push*: from the "
-        "send's intended time to the recipient's `messages()` yielding it (every recipient a "
-        "sample). *Errors*: failed calls; *missing*: pushes not seen by the end of the drain. "
+        "at a tenth of the send rate; each delivery is acked by its recipient. *Generator*: "
+        "what the sessions are: `lean-frames` and `lean-ws`, lean sessions of the load steps' "
+        "design (bench/refs/lean_population*.py: one asyncio Protocol a session over the "
+        "transport's own codec, no task or queue a session), where the load steps have one; "
+        "`client`, the product's ChatClient (a task a session reading `messages()`). *Push*: "
+        "from the send's intended time to the recipient's session reading it (the push "
+        "decoded; for `client`, `messages()` yielding it; every recipient a sample). "
+        "*Errors*: failed calls; *missing*: pushes not seen by the end of the drain. "
         "*RSS/session*: the server's RSS growth while the population logged in, ÷ sessions "
         "(loopback: one process, clients included). A rate that overloaded ends the climb. "
         "Server and clients pinned to different vCPUs; all clients in one worker process. "
-        f"*Limited by*: the process whose vCPU was at least {SATURATED:.0%} busy (as in the "
-        "load table); **generator** means the clients' one vCPU was the bottleneck, so that "
-        "row's latencies show the product clients as much as the server; *overloaded*: the "
-        "step fell behind (the CPU figures then average over the wait for pushes that never "
-        "came, and say nothing of what limited it).\n",
+        "*Dispatch p99*: how late the generator issued its operations (from each one's "
+        "intended time; it is inside every latency figure). *Client CPU* counts the "
+        "dispatcher's busy-poll of the loop in the last "
+        f"{SPIN_NS / 1e6:g} ms before each operation (bench/load.py), so it reads near 100% "
+        "from about 1,000 operations a second whatever the sessions' work. *Limited by*, "
+        f"by the open-loop rule of the load table: the server, when its vCPU was at least "
+        f"{SERVER_BUSY:.0%} busy; **generator**, when the clients' process fell behind its "
+        f"schedule (dispatch p99 over {ON_TIME_US / 1000:g} ms, or the schedule not kept), "
+        "so that row's latencies show the clients as much as the server; *machine*, when "
+        "other work took the vCPUs; *overloaded*: the step fell behind (the CPU figures then "
+        "average over the wait for pushes that never came, and say nothing of what limited "
+        "it).\n",
     ]
     target = target_row(results)
     if target is None:
@@ -402,21 +417,24 @@ def section(results: dict[str, Any], images: Sequence[str]) -> str:
         verdict = f"push p99 {fmt_us(p99)} µs — **{'PASS' if ok else 'MISS'}**"
         if limited_by(target) == GENERATOR_LIMITED:
             verdict += (
-                f" (the clients' vCPU was {_pct(target.get('client_cpu_util'))} busy, the "
-                f"server's {_pct(target.get('server_cpu_util'))}: the figure is the clients' "
-                "as much as the server's)"
+                f" (the clients issued their sends late, dispatch p99 "
+                f"{fmt_us(target.get('op_queue_p99_us'))} µs: the figure is the clients' as "
+                "much as the server's)"
             )
     parts.append(
         f"Target (issue 10): push p99 < {TARGET['push_p99_us'] / 1000:g} ms at "
         f"{TARGET['sessions']:,} sessions and {TARGET['sends_per_s']:,.0f} sends/s on "
         f"`{TARGET['transport']}`: {verdict}.\n"
     )
-    head = ["transport", "sessions", "offered sends/s", "achieved ops/s", "push p50 µs"]
+    head = ["transport", "generator", "sessions", "offered sends/s", "achieved ops/s"]
+    head += ["push p50 µs"]
     head += ["push p99 µs", "push p99.9 µs", "pushes", "missing", "errors", "op p99 µs"]
-    head += ["server CPU", "client CPU", "limited by", "RSS/session KiB", "other vCPUs"]
+    head += ["dispatch p99 µs", "server CPU", "client CPU", "limited by", "RSS/session KiB"]
+    head += ["other vCPUs"]
     table_rows = [
         [
             r["transport"],
+            r.get("generator") or "client",  # (rows of runs before the lean sessions)
             r["sessions"],
             fmt_rate(r["offered_sends_per_s"]),
             fmt_rate(r["achieved_ops_per_s"]),
@@ -427,6 +445,7 @@ def section(results: dict[str, Any], images: Sequence[str]) -> str:
             r.get("pushes_missing"),
             r.get("errors"),
             fmt_us(r.get("op_p99_us")),
+            fmt_us(r.get("op_queue_p99_us")),
             _pct(r.get("server_cpu_util")),
             _pct(r.get("client_cpu_util")),
             "overloaded" if overloaded(r) else limited_by(r),
@@ -439,6 +458,19 @@ def section(results: dict[str, Any], images: Sequence[str]) -> str:
     if "population.png" in images:
         parts.append("\n![push latency vs offered rate, population](population.png)\n")
     return "\n".join(parts)
+
+
+def limited_by(row: Row) -> str:
+    """Whose limit a population step shows, by the load table's open-loop rule
+    (bench/loadgen_scene.py ``limited_by``: the server's vCPU busy, the machine crowded, or
+    the generator behind its schedule), "neither" if none. Not the clients' CPU: the open
+    loop busy-polls before each operation, so their vCPU reads busy whatever their work."""
+    from bench.loadgen_scene import limited_by as open_loop_limit
+    from bench.report_load import GENERATOR_LIMITED
+
+    view = {**row, **{k[3:]: v for k, v in row.items() if k.startswith("op_")}}
+    limit = open_loop_limit(view)
+    return GENERATOR_LIMITED if limit == "generator" else limit or "neither"
 
 
 def _pct(value: float | None) -> str:
@@ -495,6 +527,7 @@ __all__ = [
     "POPULATION_PLANS",
     "TARGET",
     "PopulationPlan",
+    "limited_by",
     "measure",
     "overloaded",
     "plot",

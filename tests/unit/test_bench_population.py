@@ -7,7 +7,6 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import SimpleNamespace
 
 from bench import population
 from bench.population import PopulationPlan, _Scene, _workload, overloaded
@@ -52,6 +51,8 @@ def _row(transport: str, rate: float, p99: float) -> dict[str, object]:
         "pushes_missing": 0,
         "errors": 0,
         "op_p99_us": 900.0,
+        "op_queue_p99_us": 200.0,
+        "op_sent_fraction": 1.0,
         "server_cpu_util": 0.5,
         "client_cpu_util": 0.6,
         "rss_per_session_kib": 12.5,
@@ -126,9 +127,14 @@ async def test_the_drain_waits_for_pushes_that_arrive_after_the_last_reply() -> 
     everyone: dict[str, _LatePushes] = {}
     for name in names:
         everyone[name] = _LatePushes(name, everyone, delay=0.2)
-    target = SimpleNamespace(server_pid=os.getpid(), transport="stand-in", in_process=True)
-    scene = _Scene(target, list(everyone.values()), plan)  # type: ignore[arg-type]
-    readers = [asyncio.ensure_future(scene.read(c)) for c in scene.clients]
+    scene = _Scene("stand-in", os.getpid(), plan)
+    scene.members = list(everyone.values())
+
+    async def read(session: _LatePushes) -> None:
+        async for delivery in session.messages():
+            scene.pushed_body(delivery.body)
+
+    readers = [asyncio.ensure_future(read(c)) for c in everyone.values()]
     try:
         row = await scene.step(5, 50.0, 0, names)
     finally:
@@ -141,15 +147,24 @@ async def test_the_drain_waits_for_pushes_that_arrive_after_the_last_reply() -> 
 
 
 def test_the_report_says_when_the_clients_were_the_bottleneck() -> None:
-    busy = _row("custom", 1000, 2_000) | {"client_cpu_util": 1.0, "server_cpu_util": 0.3}
-    text = population.section({"population": [_row("custom", 250, 900), busy]}, [])
+    """By their lateness, not their CPU: the open loop busy-polls before each operation, so
+    the clients' vCPU reads busy whatever their work."""
+    late = _row("custom", 1000, 2_000) | {"op_queue_p99_us": 5_000.0, "server_cpu_util": 0.3}
+    text = population.section({"population": [_row("custom", 250, 900), late]}, [])
     target_line = next(line for line in text.splitlines() if line.startswith("Target"))
-    assert "**PASS**" in target_line and "the clients' vCPU was 100% busy" in target_line
+    assert "**PASS**" in target_line and "dispatch p99 5,000 µs" in target_line
     rows = [line for line in text.splitlines() if line.startswith("| custom")]
     assert "**generator**" in rows[1] and "**generator**" not in rows[0]
-    quiet = _row("custom", 1000, 2_000)
-    target_line = population.section({"population": [quiet]}, []).splitlines()
-    assert not any("clients' vCPU" in line for line in target_line)
+    busy_on_time = _row("custom", 1000, 2_000) | {"client_cpu_util": 1.0}
+    text = population.section({"population": [busy_on_time]}, [])
+    assert not any("dispatch p99" in line for line in text.splitlines() if "Target" in line)
+    (row,) = [line for line in text.splitlines() if line.startswith("| custom")]
+    assert "**generator**" not in row and "| neither |" in row
+    unsent = _row("custom", 1000, 2_000) | {"op_sent_fraction": 0.5}
+    assert population.limited_by(unsent) == "**generator**"
+    assert population.limited_by(_row("custom", 2000, 9_000) | {"server_cpu_util": 0.95}) == (
+        "server"
+    )
 
 
 def test_an_overloaded_step_is_not_read_as_limited_by_either_process() -> None:
