@@ -29,6 +29,15 @@ do the same work on the wire with none of that:
 
 A failed ACK (an error reply with id 0) is counted in ``ack_errors`` (the message in
 ``ack_error``); nobody waits for it.
+
+Measured (2-vCPU AMD EPYC VM, server on vCPU 0 with the memory store, clients on vCPU 1 under
+uvloop as in the bench's worker; 200 sessions, 2,000 sends to 5 recipients at 1,000/s, until
+every push is in; 4 alternating rounds): client CPU 407 µs a send (median; 370-427) against
+644 µs (600-761) with ChatClient and a reader task per session, 1.50-1.78x per round. Most of
+what is left is the kernel and the loop: one read and one ACK write per delivery (a push
+mostly comes alone). That holds with a dispatcher that sleeps between sends: bench/load.py's
+``run_open_loop`` busy-polls whenever the next send is under ``SPIN_NS`` (1.2 ms) away, which
+at 1,000 sends/s fills the vCPU whoever the sessions are (both rows read 100 %).
 """
 
 from __future__ import annotations
