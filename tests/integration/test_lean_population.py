@@ -13,7 +13,7 @@ import pytest
 
 from bench import population
 from bench.endpoints import PASSWORD, chat_target
-from bench.load import FRAMES
+from bench.load import CLIENT, FRAMES, WS
 from bench.population import PopulationPlan
 from bench.population_members import engine_for, log_in
 from bench.refs.lean_load import framed_codec
@@ -108,11 +108,14 @@ async def test_a_refused_send_fails_its_caller_and_the_session_goes_on(
         await aclose()
 
 
-def test_the_framed_transports_run_on_the_lean_sessions(server: ServerProcess) -> None:
+def test_each_transport_runs_on_the_sessions_it_has(server: ServerProcess) -> None:
     for transport in FRAMED:
         target = {"kind": "chat", "transport": transport, "address": server.addresses[transport]}
         assert engine_for(target) == FRAMES
-    assert engine_for({"kind": "chat", "transport": "loopback", "db": ":memory:"}) != FRAMES
+    websocket = {"kind": "chat", "transport": "websocket", "address": ("127.0.0.1", 1)}
+    assert engine_for(websocket) == WS
+    assert engine_for({"kind": "chat", "transport": "grpc", "address": ("127.0.0.1", 1)}) == CLIENT
+    assert engine_for({"kind": "chat", "transport": "loopback", "db": ":memory:"}) == CLIENT
 
 
 async def test_the_scene_runs_on_lean_sessions_and_names_its_generator(
