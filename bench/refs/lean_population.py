@@ -19,6 +19,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
+from bench.population_members import OnPush
 from bench.refs.lean_load import SETUP_TIMEOUT_S
 from transports.custom import (
     NEED_DATA,
@@ -37,7 +38,6 @@ from transports.custom import (
     Welcome,
 )
 
-OnPush = Callable[[str], None]
 Codec = Callable[[Role], Connection]
 #: How long close-all waits for the connections to go.
 CLOSE_TIMEOUT_S = 5.0

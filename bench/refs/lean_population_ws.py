@@ -50,14 +50,13 @@ from typing import Any
 from websockets.protocol import State
 
 from bench.loadgen import Timings
+from bench.population_members import OnPush
 from bench.refs.lean_ws import CHAT, LeanWs
 from core import requests as rq
 from core.limits import MAX_ACK_IDS
 from transports.websocket._client_codec import encode_request
 from transports.websocket._messages import PATH, SUBPROTOCOL, error_for_code
 
-#: A delivered message's body, called once per delivery.
-OnPush = Callable[[str], None]
 #: Sign-ups at once while logging in.
 LOGIN_BATCH = 50
 #: How long close-all waits for the server's side of the closing handshake.
@@ -283,7 +282,6 @@ __all__ = [
     "ACK_ID",
     "CLOSE_TIMEOUT_S",
     "LOGIN_BATCH",
-    "OnPush",
     "WsMember",
     "log_in_ws",
     "split_frames",
