@@ -17,8 +17,9 @@ writer runs on its thread. It prints the process CPU per send of each part:
 Variants (``--variant``, repeatable) run in alternation with the store as it is, each on
 a fresh file, ``rounds`` pairs; the last lines give each variant's medians and the median
 of its per-pair ratio of the total to the store's, with its interval (bench.stats). A
-variant is ``pragma:<PRAGMA text>`` (run on the writer connection after it opens) or
-``drop-index`` (no ``messages_by_conversation``: what that index costs; history needs it).
+variant is ``pragma:<PRAGMA text>`` (run on the writer connection after it opens),
+``page:<bytes>`` (the new file's page size) or ``drop-index`` (no
+``messages_by_conversation``: what that index costs; history needs it).
 
     .venv/bin/python -m bench.sqlite_split_probe --rounds 7 \\
         --variant drop-index --variant "pragma:PRAGMA mmap_size=268435456"
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -49,6 +51,11 @@ async def _run(args: argparse.Namespace, variant: str, path: str) -> dict[str, f
     from core.sqlite_store import SqliteStore
     from core.sqlite_writer import CHECKPOINT_EVERY
 
+    if variant.startswith("page:"):  # (a new file's page size: set before its first table)
+        fresh = sqlite3.connect(path)
+        fresh.execute(f"PRAGMA page_size={int(variant.removeprefix('page:'))}")
+        fresh.execute("VACUUM")
+        fresh.close()
     store = SqliteStore(path)
     try:
         ids = [await store.create_account(f"u{i}", "hash", 1) for i in range(SENDERS + 1)]

@@ -34,3 +34,10 @@ def test_variants_apply_to_the_writer_connection(tmp_path: Path) -> None:
         sqlite_split_probe._run(args, "pragma:PRAGMA cache_size=-4096", str(tmp_path / "c.db"))
     )
     assert row["total"] > 0
+    path = str(tmp_path / "d.db")
+    assert asyncio.run(sqlite_split_probe._run(args, "page:2048", path))["total"] > 0
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("PRAGMA page_size").fetchone() == (2048,)
+    finally:
+        db.close()
