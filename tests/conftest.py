@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from transports import registry
+from transports._guard import Guard, ServerLimits
 from transports._tls import ClientTls, ServerTls
 from wirechat.launch import ServerProcess
 from wirechat.services import PostgresService, ServiceMissing
@@ -110,6 +111,15 @@ def test_tls(request: pytest.FixtureRequest) -> TlsFiles | None:
 
 #: Seconds the shared server's loop may run late before it sheds work (the default is 0.2).
 SUITE_SHED_LAG = 2.0
+
+
+def suite_guard() -> Guard:
+    """The process-wide bounds for a server a test starts in its own process that does not
+    test shedding (tests/hardening does, on servers of their own): the default limits but
+    SUITE_SHED_LAG. With the default 0.2 s, one stall of this shared 2-vCPU machine sheds the
+    test's request: a grpc-stream test's sign-up was refused "overloaded (requests wait
+    266 ms)" in a CI run of stop 33."""
+    return Guard(ServerLimits(shed_lag=SUITE_SHED_LAG))
 
 
 @pytest.fixture(scope="session")

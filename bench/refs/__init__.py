@@ -22,6 +22,9 @@ names its own, ``Entry.reference``), the lean reference client and the lean load
                       load rows (``engine`` ``lean-frames``, bench/load.py);
 ``lean_ws``           not a server: the same generator over masked WebSocket frames, which
                       drives the websocket and ws_echo load rows (``engine`` ``lean-ws``);
+``lean_population``   not a server: the population scene's lean sessions of custom and
+                      protobuf-tcp (bench/population_members.py), one asyncio Protocol each;
+``lean_population_ws`` not a server: the same sessions over WebSocket frames (websocket);
 ``independent``       not a server: clients written from every transport's contract (custom,
                       protobuf-tcp, websocket, gRPC) with stock libraries, measured against the
                       product's in every bench run (bench/latency.py run_independent: issue 8's

@@ -32,6 +32,8 @@ NOT_SERVERS = frozenset(
         "independent_aio",
         "lean_custom",
         "lean_load",
+        "lean_population",
+        "lean_population_ws",
         "lean_ws",
     }
 )

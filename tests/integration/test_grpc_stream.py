@@ -20,6 +20,7 @@ import pytest
 from core import ChatService, HashCost, LimitExceeded, SqliteStore, limits
 from core import requests as rq
 from core.types import CloseReason
+from tests.conftest import suite_guard
 from transports.grpc._errors import REASONS
 from transports.grpc._generated import chat_pb2 as pb
 from transports.grpc._wire import ERROR_KEY
@@ -61,7 +62,7 @@ async def service() -> AsyncIterator[ChatService]:
 
 @pytest.fixture
 async def server(service: ChatService) -> AsyncIterator[ChatStreamServer]:
-    server = await start_server(service, "127.0.0.1", 0)
+    server = await start_server(service, "127.0.0.1", 0, guard=suite_guard())
     yield server
     await server.close()
 
@@ -398,7 +399,7 @@ async def test_a_stream_stuck_on_a_client_that_never_reads_is_cancelled(
 ) -> None:
     caplog.set_level(logging.INFO, logger="transports.grpc_stream")
     monkeypatch.setattr(server_module, "SWEEP_INTERVAL", 0.1)
-    server = await start_server(service, "127.0.0.1", 0)
+    server = await start_server(service, "127.0.0.1", 0, guard=suite_guard())
     host, port = server.address
     try:
         async with grpc.aio.insecure_channel(f"{host}:{port}", options=STINGY_CLIENT) as channel:
@@ -418,7 +419,7 @@ async def test_a_stream_stuck_on_a_client_that_never_reads_is_cancelled(
 async def test_closing_the_server_tells_clients_it_is_shutting_down(
     service: ChatService,
 ) -> None:
-    server = await start_server(service, "127.0.0.1", 0)
+    server = await start_server(service, "127.0.0.1", 0, guard=suite_guard())
     logged_in, anonymous = open_client(server.address), open_client(server.address)
     try:
         await logged_in.connect()

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from core import ChatClient, ChatService, HashCost, LimitExceeded, SendResult, SqliteStore, limits
+from tests.conftest import suite_guard
 from transports.grpc_stream import ChatStreamServer, open_client, start_server
 
 WAIT = 30.0
@@ -26,7 +27,7 @@ BIG = limits.MAX_BODY_BYTES - 1024
 @pytest.fixture
 async def server() -> AsyncIterator[ChatStreamServer]:
     service = ChatService(SqliteStore(":memory:"), hash_cost=HashCost.LOW)
-    server = await start_server(service, "127.0.0.1", 0)
+    server = await start_server(service, "127.0.0.1", 0, guard=suite_guard())
     yield server
     await server.close()
     await service.store.close()
