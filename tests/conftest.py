@@ -21,6 +21,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -113,13 +114,13 @@ def test_tls(request: pytest.FixtureRequest) -> TlsFiles | None:
 SUITE_SHED_LAG = 2.0
 
 
-def suite_guard() -> Guard:
+def suite_guard(**limits: Any) -> Guard:
     """The process-wide bounds for a server a test starts in its own process that does not
-    test shedding (tests/hardening does, on servers of their own): the default limits but
-    SUITE_SHED_LAG. With the default 0.2 s, one stall of this shared 2-vCPU machine sheds the
-    test's request: a grpc-stream test's sign-up was refused "overloaded (requests wait
-    266 ms)" in a CI run of stop 33."""
-    return Guard(ServerLimits(shed_lag=SUITE_SHED_LAG))
+    test shedding (tests/hardening does, on servers of their own): the default limits (or
+    ``limits`` over them) but SUITE_SHED_LAG. With the default 0.2 s, one stall of this
+    shared 2-vCPU machine sheds the test's request: a grpc-stream test's sign-up was refused
+    "overloaded (requests wait 266 ms)" in a CI run of stop 33."""
+    return Guard(ServerLimits(**{"shed_lag": SUITE_SHED_LAG, **limits}))
 
 
 @pytest.fixture(scope="session")

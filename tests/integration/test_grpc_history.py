@@ -13,6 +13,7 @@ import pytest
 
 from core import ChatService, HashCost, SqliteStore, limits
 from core.types import Delivery, HistoryPage
+from tests.conftest import suite_guard
 from transports.grpc import _convert, _wire
 from transports.grpc import client as grpc_client
 from transports.grpc import servicer as grpc_server
@@ -44,7 +45,7 @@ async def sides(
         "grpc": (grpc_server, grpc_client),
         "grpc-stream": (stream_server, stream_client),
     }[request.param]
-    server = await server_module.start_server(service, "127.0.0.1", 0)
+    server = await server_module.start_server(service, "127.0.0.1", 0, guard=suite_guard())
     yield client_module, server.address
     await server.close()
 

@@ -13,6 +13,7 @@ import pytest
 
 from core import ChatService, HashCost, SqliteStore, limits
 from core.types import CloseReason
+from tests.conftest import suite_guard
 from transports.grpc import GrpcServer, GrpcTransport, open_client, start_server
 from transports.grpc._generated import chat_pb2 as pb
 from transports.grpc._generated import chat_pb2_grpc
@@ -50,7 +51,7 @@ async def service() -> AsyncIterator[ChatService]:
 
 @pytest.fixture
 async def server(service: ChatService) -> AsyncIterator[GrpcServer]:
-    server = await start_server(service, "127.0.0.1", 0, idle_timeout=IDLE)
+    server = await start_server(service, "127.0.0.1", 0, idle_timeout=IDLE, guard=suite_guard())
     yield server
     await server.close()
 
@@ -128,7 +129,9 @@ async def test_a_slow_consumer_is_cut_off_and_loses_nothing(service: ChatService
     again its stream ends with UNAUTHENTICATED (SLOW_CONSUMER), and so does every later call
     with its token: not RESOURCE_EXHAUSTED, which would invite retries that cannot succeed.
     Everything stays pending."""
-    server = await start_server(service, "127.0.0.1", 0)  # no sweeps during the test
+    server = await start_server(
+        service, "127.0.0.1", 0, guard=suite_guard()
+    )  # no sweeps during the test
     host, port = server.address
     slow = name()
     try:
@@ -162,7 +165,7 @@ async def test_a_slow_consumer_is_cut_off_and_loses_nothing(service: ChatService
 async def test_closing_the_server_tells_subscribers_it_is_shutting_down(
     service: ChatService,
 ) -> None:
-    server = await start_server(service, "127.0.0.1", 0)
+    server = await start_server(service, "127.0.0.1", 0, guard=suite_guard())
     client = open_client(server.address)
     try:
         await client.connect()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from core import ChatClient, ChatService, HashCost, SqliteStore
+from tests.conftest import suite_guard
 from transports.grpc import GrpcServer, open_client, start_server
 from wirechat.launch import ServerProcess
 
@@ -130,7 +131,7 @@ async def test_vanished_client_keeps_its_messages_and_others_chat_on(
 @pytest.fixture
 async def in_process() -> AsyncIterator[tuple[ChatService, GrpcServer]]:
     service = ChatService(SqliteStore(":memory:"), hash_cost=HashCost.LOW)
-    server = await start_server(service, "127.0.0.1", 0)
+    server = await start_server(service, "127.0.0.1", 0, guard=suite_guard())
     try:
         yield service, server
     finally:

@@ -19,6 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from core import ChatService, HashCost, SqliteStore
+from tests.conftest import suite_guard
 from transports.websocket import start_server
 from transports.websocket._server import WebSocketServer
 
@@ -35,7 +36,7 @@ def name() -> str:
 @pytest_asyncio.fixture
 async def server() -> AsyncIterator[WebSocketServer]:
     service = ChatService(SqliteStore(":memory:"), hash_cost=HashCost.LOW)
-    listener = await start_server(service, "127.0.0.1", 0)
+    listener = await start_server(service, "127.0.0.1", 0, guard=suite_guard())
     try:
         yield listener
     finally:

@@ -21,9 +21,9 @@ import pytest_asyncio
 from websockets.frames import Frame, Opcode
 
 from core import ChatService
+from tests.conftest import suite_guard
 from tests.integration.test_websocket_pipelined_sends import service
 from tests.integration.ws_pipeline import WAIT, Pipeline, alice_and_offline_bob, pending_to
-from transports._guard import Guard, ServerLimits
 from transports.websocket import start_server
 from transports.websocket._messages import MAX_MESSAGE_BYTES
 from transports.websocket._server import WebSocketServer
@@ -37,7 +37,7 @@ SENDS = 20
 
 @pytest_asyncio.fixture
 async def server(service: ChatService) -> AsyncIterator[WebSocketServer]:
-    server = await start_server(service, "127.0.0.1", 0)
+    server = await start_server(service, "127.0.0.1", 0, guard=suite_guard())
     try:
         yield server
     finally:
@@ -114,9 +114,7 @@ async def test_invalid_utf8_behind_sends_past_the_bounds_answers_them_then_close
 ) -> None:
     # Two sends in flight at most: the third waits, so the rest (and the bad text) queue in
     # the library and reach the handler one by one.
-    server = await start_server(
-        service, "127.0.0.1", 0, guard=Guard(ServerLimits(sends_in_flight=2))
-    )
+    server = await start_server(service, "127.0.0.1", 0, guard=suite_guard(sends_in_flight=2))
     try:
         alice = await alice_and_offline_bob(server)
         bad = text_frame(b'{"id": 99, "op": "logout", "x": "\xff"}')

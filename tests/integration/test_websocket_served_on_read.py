@@ -24,6 +24,7 @@ from websockets.frames import Frame, Opcode
 
 from core import ChatService, HashCost, SqliteStore
 from core.memory_store import MemoryStore
+from tests.conftest import suite_guard
 from tests.integration.ws_pipeline import PASSWORD, Pipeline, alice_and_offline_bob, signed_up
 from transports.websocket import start_server
 from transports.websocket._server import WebSocketServer
@@ -35,7 +36,7 @@ pytestmark = pytest.mark.timeout(60)
 async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[WebSocketServer]:
     store = SqliteStore(tmp_path / "chat.db") if request.param == "sqlite" else MemoryStore()
     service = ChatService(store, hash_cost=HashCost.LOW)
-    server = await start_server(service, "127.0.0.1", 0)
+    server = await start_server(service, "127.0.0.1", 0, guard=suite_guard())
     try:
         yield server
     finally:

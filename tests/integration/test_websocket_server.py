@@ -20,6 +20,7 @@ from websockets.typing import Subprotocol
 from core import ChatError, ChatService, HashCost, SessionClosed, SqliteStore
 from core.throttle import LoginThrottle
 from core.types import CloseReason, Delivery, MessagesDeleted, SentCopy
+from tests.conftest import suite_guard
 from transports.websocket import SUBPROTOCOL_V1, _server, open_client, start_server
 from transports.websocket._server import WebSocketServer
 
@@ -35,7 +36,7 @@ async def server() -> AsyncIterator[WebSocketServer]:
         hash_cost=HashCost.LOW,
         throttle=LoginThrottle(base=0.05, cap=0.2),
     )
-    listener = await start_server(service, "127.0.0.1", 0)
+    listener = await start_server(service, "127.0.0.1", 0, guard=suite_guard())
     try:
         yield listener
     finally:
