@@ -32,12 +32,14 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 #: A delivered message's body, as its recipient read it (called once per delivery).
 OnPush = Callable[[str], None]
 #: Sessions signed up at once while the population logs in.
 LOGIN_BATCH = 50
+
+S = TypeVar("S")
 
 
 class Member(Protocol):
@@ -92,17 +94,41 @@ async def log_in(
         codec = framed_codec(target["transport"])
         assert codec is not None  # (engine_for asked the same)
         framed, aclose = await log_in_frames(
-            tuple(target["address"]), codec, names, password, on_push, batch=LOGIN_BATCH
+            tuple(target["address"]), codec, names, password, on_push
         )
         return Population(framed, engine, aclose)
     if engine == WS:
         from bench.refs.lean_population_ws import log_in_ws
 
-        ws, aclose = await log_in_ws(
-            tuple(target["address"]), names, password, on_push, batch=LOGIN_BATCH
-        )
+        ws, aclose = await log_in_ws(tuple(target["address"]), names, password, on_push)
         return Population(ws, engine, aclose)
     return await _log_in_clients(target, names, on_push, engine)
+
+
+async def open_in_batches(
+    names: Sequence[str],
+    open_one: Callable[[str], Awaitable[S]],
+    close: Callable[[list[S]], Awaitable[None]],
+    batch: int = LOGIN_BATCH,
+) -> list[S]:
+    """One session per name, ``batch`` opened at once (every kind of session logs in this
+    way). If any fails, or the wait is cancelled, those opened are closed (``close``) and the
+    first error raised."""
+    opened: list[S] = []
+    try:
+        for start in range(0, len(names), batch):
+            done = await asyncio.gather(
+                *(open_one(name) for name in names[start : start + batch]),
+                return_exceptions=True,
+            )
+            failed = next((r for r in done if isinstance(r, BaseException)), None)
+            opened += [r for r in done if not isinstance(r, BaseException)]
+            if failed is not None:
+                raise failed
+    except BaseException:
+        await close(opened)
+        raise
+    return opened
 
 
 async def _log_in_clients(
@@ -126,16 +152,20 @@ async def _log_in_clients(
         with contextlib.suppress(Exception):
             await chat.aclose()
 
-    clients: list[Any] = []
-    try:
-        for start in range(0, len(names), LOGIN_BATCH):
-            batch = names[start : start + LOGIN_BATCH]
-            clients += await asyncio.gather(*(chat.user(n, auto_ack=True) for n in batch))
-    except BaseException:
-        await aclose()
-        raise
+    async def close(_: list[Any]) -> None:
+        await aclose()  # (the target closes every client it opened)
+
+    clients = await open_in_batches(names, lambda n: chat.user(n, auto_ack=True), close)
     readers += [asyncio.ensure_future(read(c)) for c in clients]
     return Population(clients, engine, aclose)
 
 
-__all__ = ["LOGIN_BATCH", "Member", "OnPush", "Population", "engine_for", "log_in"]
+__all__ = [
+    "LOGIN_BATCH",
+    "Member",
+    "OnPush",
+    "Population",
+    "engine_for",
+    "log_in",
+    "open_in_batches",
+]

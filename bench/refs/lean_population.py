@@ -19,7 +19,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
-from bench.population_members import OnPush
+from bench.population_members import LOGIN_BATCH, OnPush, open_in_batches
 from bench.refs.lean_load import SETUP_TIMEOUT_S
 from transports.custom import (
     NEED_DATA,
@@ -185,25 +185,14 @@ async def log_in_frames(
     password: str,
     on_push: OnPush,
     *,
-    batch: int = 50,
+    batch: int = LOGIN_BATCH,
 ) -> tuple[list[LeanSession], Callable[[], Awaitable[None]]]:
     """Sign every name up (a new account each; ``batch`` at once), one connection per name,
-    each reading its pushes into ``on_push``; the sessions, and an async close-all."""
-    sessions: list[LeanSession] = []
-    try:
-        for start in range(0, len(names), batch):
-            chunk = names[start : start + batch]
-            opened = await asyncio.gather(
-                *(_open(address, codec, n, password, on_push) for n in chunk),
-                return_exceptions=True,
-            )
-            sessions += [s for s in opened if isinstance(s, LeanSession)]
-            failed = next((e for e in opened if isinstance(e, BaseException)), None)
-            if failed is not None:
-                raise failed
-    except BaseException:
-        await close_all(sessions)
-        raise
+    each reading its pushes into ``on_push``; the sessions, and an async close-all. If any
+    sign-up fails, the sessions made so far are closed and its error raised."""
+    sessions = await open_in_batches(
+        names, lambda n: _open(address, codec, n, password, on_push), close_all, batch
+    )
 
     async def aclose() -> None:
         await close_all(sessions)

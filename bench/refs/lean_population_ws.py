@@ -50,15 +50,13 @@ from typing import Any
 from websockets.protocol import State
 
 from bench.loadgen import Timings
-from bench.population_members import OnPush
+from bench.population_members import LOGIN_BATCH, OnPush, open_in_batches
 from bench.refs.lean_ws import CHAT, LeanWs
 from core import requests as rq
 from core.limits import MAX_ACK_IDS
 from transports.websocket._client_codec import encode_request
 from transports.websocket._messages import PATH, SUBPROTOCOL, error_for_code
 
-#: Sign-ups at once while logging in.
-LOGIN_BATCH = 50
 #: How long close-all waits for the server's side of the closing handshake.
 CLOSE_TIMEOUT_S = 5.0
 #: The request id of every ACK (a successful ACK has no reply; a failed one names it).
@@ -260,17 +258,9 @@ async def log_in_ws(
     """Sign every name up (a new account each; ``batch`` sign-ups at once), one WebSocket
     connection per name, each reading its pushes; returns the sessions and an async close-all.
     If any sign-up fails, the sessions made so far are closed and its error raised."""
-    members: list[WsMember] = []
-    for start in range(0, len(names), batch):
-        done = await asyncio.gather(
-            *(_log_in_one(address, n, password, on_push) for n in names[start : start + batch]),
-            return_exceptions=True,
-        )
-        members += [m for m in done if isinstance(m, WsMember)]
-        failed = next((e for e in done if isinstance(e, BaseException)), None)
-        if failed is not None:
-            await _close_all(members)
-            raise failed
+    members = await open_in_batches(
+        names, lambda n: _log_in_one(address, n, password, on_push), _close_all, batch
+    )
 
     async def close_all() -> None:
         await _close_all(members)
@@ -281,7 +271,6 @@ async def log_in_ws(
 __all__ = [
     "ACK_ID",
     "CLOSE_TIMEOUT_S",
-    "LOGIN_BATCH",
     "WsMember",
     "log_in_ws",
     "split_frames",
