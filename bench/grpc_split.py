@@ -63,7 +63,7 @@ from typing import Any
 import grpc
 
 from bench.refs import GRPC_ECHO_METHOD
-from bench.refs.null_chat import SESSION_KEY, _NullChat
+from bench.refs.null_chat import SESSION_KEY, NullChat
 from transports.grpc._generated import chat_pb2 as pb
 
 log = logging.getLogger("bench.grpc_split")
@@ -131,7 +131,7 @@ STEPS: tuple[tuple[str, str, str], ...] = (
 async def start_split(host: str, port: int) -> tuple[grpc.aio.Server, int]:
     """The split server: chat.proto's Signup and Send (no token check), the checked Send under
     CHECKED_METHOD (null_chat's handler), and raw Echo and EchoLookup."""
-    chat = _NullChat()
+    chat = NullChat()
     ids = itertools.count(1)
 
     async def send(request: pb.SendRequest, context: grpc.aio.ServicerContext) -> pb.SendReply:

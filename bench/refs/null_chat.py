@@ -32,8 +32,9 @@ from transports.grpc._generated import chat_pb2 as pb
 SESSION_KEY = "wirechat-session"
 
 
-class _NullChat:
-    """The handlers, sharing one id counter and the tokens handed out."""
+class NullChat:
+    """The handlers, sharing one id counter and the tokens handed out (bench/grpc_split.py
+    builds its split server on them too)."""
 
     def __init__(self) -> None:
         self.ids = itertools.count(1)
@@ -73,7 +74,7 @@ class _NullChat:
 
 async def start(host: str, port: int) -> tuple[grpc.aio.Server, int]:
     """Start serving; returns the server and the bound port."""
-    chat = _NullChat()
+    chat = NullChat()
     unary = grpc.method_handlers_generic_handler(
         "wirechat.v1.Chat",
         {
