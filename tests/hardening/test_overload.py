@@ -4,8 +4,10 @@ The server's loop-lag watch (``wirechat.server.LoopLag``) tells the process's on
 late the loop runs, and the server hands that lag to the core (``core.pacing.Pacing.loop_lag``):
 past ``ServerLimits.shed_lag`` an account search is refused by the service itself with
 ``Overloaded`` "the server is overloaded (it runs N ms behind); nothing was done", on every
-transport alike (custom, protobuf-tcp and WebSocket answer LIMIT_EXCEEDED with the sentence;
-gRPC and grpc-stream RESOURCE_EXHAUSTED / OVERLOADED), while sends go on and are acknowledged.
+transport alike (custom and protobuf-tcp answer ERROR OVERLOADED from version 4 on, gRPC and
+grpc-stream RESOURCE_EXHAUSTED / OVERLOADED, WebSocket LIMIT_EXCEEDED with the sentence; an
+older custom client gets LIMIT_EXCEEDED with the sentence, byte for byte what it got before),
+while sends go on and are acknowledged.
 gRPC also sheds its requests that create work from its own measure of the same lag
 (``OVERLOAD_LAG``), where it waited for a full second before.
 
@@ -35,7 +37,10 @@ from core.errors import LimitExceeded, Overloaded
 from core.pacing import Pacing
 from transports import registry
 from transports._guard import Guard, ServerLimits
+from transports.custom import Error, ErrorCode, Hello, ListAccounts, Role, Signup
+from transports.custom._events import NEED_DATA
 from transports.grpc._limits import LoadMeter
+from transports.protobuf_tcp import Connection as PbConnection
 from wirechat.server import LoopLag
 
 pytestmark = pytest.mark.timeout(60)
@@ -90,28 +95,22 @@ def test_the_core_refuses_a_search_from_the_shedding_lag_in_words() -> None:
     Pacing().shed_search()  # nobody watches the loop: never late
 
 
-#: What a ChatClient of each transport raises for a search refused for load, and the wire
-#: answer behind it (the transport's one error table maps core's Overloaded to it).
-REFUSED_AS: dict[str, type[Exception]] = {
-    "loopback": Overloaded,  # (the core's error itself)
-    "custom": LimitExceeded,  # ERROR LIMIT_EXCEEDED, request level: the session goes on
-    "protobuf-tcp": LimitExceeded,  # (custom's drivers and codes)
-    "grpc-stream": Overloaded,  # an OVERLOADED error reply, the stream goes on
-    "grpc": Overloaded,  # RESOURCE_EXHAUSTED, wirechat-error: OVERLOADED
-    "websocket": LimitExceeded,  # an error reply with code LIMIT_EXCEEDED
-}
-
-
-def test_every_transport_has_its_answer_to_an_overloaded_search() -> None:
-    assert set(REFUSED_AS) == set(registry.TRANSPORTS)
-    from transports.custom._errors import code_for_error
+def test_every_transport_answers_an_overloaded_search_with_its_busy_code() -> None:
+    """Each transport's one error table maps core's Overloaded to its own busy answer, and
+    reads it back as Overloaded (so ui/web/patience.py and bench/wire.py's _shed apply)."""
+    from transports.custom._errors import code_for_error, error_for_code
     from transports.custom._wire import ErrorCode
     from transports.grpc._errors import reason_for
-    from transports.websocket._messages import code_for_error as ws_code_for_error
+    from transports.websocket import _messages as ws
 
     refusal = Overloaded("the server is overloaded")
-    assert code_for_error(refusal) is ErrorCode.LIMIT_EXCEEDED
-    assert ws_code_for_error(refusal) == "LIMIT_EXCEEDED"
+    assert code_for_error(refusal) is ErrorCode.OVERLOADED
+    assert code_for_error(refusal, 4) is ErrorCode.OVERLOADED
+    for old in (1, 2, 3):  # (what a version 1-3 connection has always got)
+        assert code_for_error(refusal, old) is ErrorCode.LIMIT_EXCEEDED
+    assert type(error_for_code(ErrorCode.OVERLOADED, "busy")) is Overloaded
+    assert type(error_for_code(ErrorCode.LIMIT_EXCEEDED, "big")) is LimitExceeded
+    assert ws.code_for_error(refusal) == "LIMIT_EXCEEDED"
     reason = reason_for(refusal, None)
     assert (reason.name, reason.code) == ("OVERLOADED", grpc.StatusCode.RESOURCE_EXHAUSTED)
 
@@ -153,7 +152,8 @@ async def test_a_search_is_refused_in_words_while_the_loop_runs_behind_and_sends
     transport = request.node.callspec.params["served"]
     assert (await client.list_accounts("fri*")).usernames == ("friend",)
     late.seconds = 1.0  # as the server's watch would say after a one-second iteration
-    with pytest.raises(REFUSED_AS[transport]) as refused:
+    refused_as = LimitExceeded if transport == "websocket" else Overloaded
+    with pytest.raises(refused_as) as refused:  # (every transport: its busy code)
         await client.list_accounts("fri*")
     assert "overloaded (it runs 1000 ms behind); nothing was done" in str(refused.value), (
         f"{transport} refused the search with {refused.value!r}"
@@ -243,3 +243,105 @@ def test_the_hostile_report_says_when_in_its_window_the_canary_was_slow() -> Non
     results = {"canary": {"scheduled": scheduled, "latency": latency}}
     text = canary_slow_by_slice(results, 100.0, 120.0)
     assert text == "0-10 s 5/20, 10-20 s 1/20 (the p99 allows 0 of 40)"
+
+
+# -- what each version of the custom protocol gets on the wire --------------------------------
+BUSY_1000 = (
+    "the server is overloaded (it runs 1000 ms behind); nothing was done: try again in a moment"
+)
+
+
+@pytest.fixture
+async def busy_server(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Late, Any]]:
+    """A server of ``request.param`` (a transport) around a service whose loop lag the test
+    sets, its address, and nothing logged in."""
+    late = Late()
+    service = ChatService(
+        SqliteStore(":memory:"), hash_cost=HashCost.LOW, pacing=Pacing(loop_lag=late)
+    )
+    await service.store.open()
+    server: Any = await registry.get(request.param).start_server(service, "127.0.0.1", 0)
+    try:
+        yield late, server.address
+    finally:
+        await server.close()
+        await service.store.close()
+
+
+def _frame(body: bytes) -> bytes:
+    assert len(body) < 0x80
+    return bytes((len(body),)) + body
+
+
+def _s(text: str) -> bytes:
+    data = text.encode()
+    return bytes((len(data),)) + data
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> bytes:
+    """One whole frame, its length prefix included (PROTOCOL.md section 3)."""
+    head = bytearray()
+    while not head or head[-1] & 0x80:
+        head += await reader.readexactly(1)
+    size = sum((b & 0x7F) << (7 * i) for i, b in enumerate(head))
+    return bytes(head) + await reader.readexactly(size)
+
+
+@pytest.mark.parametrize("busy_server", ["custom"], indirect=True)
+@pytest.mark.parametrize(("version", "code"), [(1, 0x11), (2, 0x11), (3, 0x11), (4, 0x1B)])
+async def test_a_custom_connection_of_each_version_gets_its_own_busy_code_by_hand_frames(
+    busy_server: tuple[Late, Any], version: int, code: int
+) -> None:
+    """Hand-written frames (PROTOCOL.md sections 5, 6.5, 7.10): a version 1-3 connection gets
+    exactly the ERROR it got before version 4 existed, LIMIT_EXCEEDED (0x11) with the
+    sentence; a version 4 connection gets OVERLOADED (0x1B) with the same sentence. The
+    connection goes on: the same search passes once the server has caught up."""
+    late, address = busy_server
+    reader, writer = await asyncio.open_connection(*address)
+    try:
+        name = f"v{version}searcher"
+        writer.write(_frame(b"\x01\x00WC\x01" + bytes((version,))))  # HELLO, versions 1..v
+        writer.write(_frame(b"\x02\x01" + _s(name) + _s(PASSWORD)))  # SIGNUP, request id 1
+        welcome = await _read_frame(reader)
+        assert welcome[1:4] == bytes((0x81, 0, version)), welcome  # WELCOME, this version
+        assert (await _read_frame(reader))[1:3] == b"\x82\x01"  # SIGNED_UP
+        search = _frame(b"\x05\x02" + _s(name) + b"\x00\x00")  # LIST_ACCOUNTS, request id 2
+        late.seconds = 1.0
+        writer.write(search)
+        refused = await _read_frame(reader)
+        message = BUSY_1000.encode()
+        assert refused == _frame(b"\xff\x02" + bytes((code,)) + message), refused
+        late.seconds = 0.0
+        writer.write(search)
+        accounts = await _read_frame(reader)
+        assert accounts == _frame(b"\x85\x02\x00\x01" + _s(name)), accounts  # ACCOUNTS
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("busy_server", ["protobuf-tcp"], indirect=True)
+@pytest.mark.parametrize(
+    ("offered", "code"), [(3, ErrorCode.LIMIT_EXCEEDED), (4, ErrorCode.OVERLOADED)]
+)
+async def test_a_protobuf_tcp_connection_gets_the_busy_code_of_its_version(
+    busy_server: tuple[Late, Any], offered: int, code: ErrorCode
+) -> None:
+    """protobuf-tcp shares custom's versions and codes: a connection that offered up to 3 gets
+    LIMIT_EXCEEDED with the sentence, as before; one of version 4 OVERLOADED."""
+    late, address = busy_server
+    codec = PbConnection(Role.CLIENT)
+    reader, writer = await asyncio.open_connection(*address)
+    try:
+        writer.write(codec.send(Hello(1, offered)))
+        writer.write(codec.send(Signup(1, f"pb{offered}searcher", PASSWORD)))
+        late.seconds = 1.0
+        writer.write(codec.send(ListAccounts(2, "*")))
+        events: list[Any] = []
+        while not any(isinstance(e, Error) for e in events):
+            codec.receive_data(await reader.read(65536))
+            while (event := codec.next_event()) is not NEED_DATA:
+                events.append(event)
+        assert codec.version == offered
+        assert events[-1] == Error(2, code, BUSY_1000)
+    finally:
+        writer.close()

@@ -128,4 +128,4 @@ def _transport_v1(address: tuple[str, int]) -> CustomTransport:
 
 async def test_the_client_offers_every_version_its_codec_speaks(server: CustomServer) -> None:
     async with open_client(server.address) as client:
-        assert client.transport.welcome.version == 3  # type: ignore[attr-defined]
+        assert client.transport.welcome.version == 4  # type: ignore[attr-defined]

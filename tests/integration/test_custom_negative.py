@@ -195,7 +195,7 @@ CASES: dict[str, tuple[bytes, int, bool]] = {
     "over 1 KiB before a login": (varint(1025) + b"\x09\x01", FRAME_TOO_LARGE, True),
     "unknown opcode": (frame(0x42, 1), UNKNOWN_OPCODE, True),
     "server opcode from a client": (frame(0x83, 1, b"\x00"), UNKNOWN_OPCODE, True),
-    "only later versions": (frame(0x01, 0, b"WC\x04\x07"), UNSUPPORTED_VERSION, False),
+    "only later versions": (frame(0x01, 0, b"WC\x05\x07"), UNSUPPORTED_VERSION, False),
     "version range reversed": (frame(0x01, 0, b"WC\x01\x00"), BAD_HANDSHAKE, False),
     "bad magic": (frame(0x01, 0, b"HI\x01\x01"), BAD_HANDSHAKE, False),
     "HELLO with a request id": (frame(0x01, 5, b"WC\x01\x01"), BAD_HANDSHAKE, False),

@@ -246,7 +246,7 @@ FIRST_FRAME_GARBAGE = {
     "HELLO without versions": (frame(b"\x01\x00WC"), MALFORMED),
     "version range reversed": (frame(b"\x01\x00WC\x02\x01"), HANDSHAKE_),
     "version 0": (frame(b"\x01\x00WC\x00\x00"), HANDSHAKE_),
-    "only later versions": (frame(b"\x01\x00WC\x04\x05"), VERSION),
+    "only later versions": (frame(b"\x01\x00WC\x05\x06"), VERSION),
     "HTTP request": (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + b"x" * 60, HANDSHAKE_),
     "oversized first frame": (b"\xff\xff\x7f", TOO_LARGE),
 }

@@ -211,7 +211,7 @@ def test_a_custom_server_refuses_our_hello_in_words_we_read() -> None:
 @pytest.mark.parametrize(
     ("data", "code"),
     [
-        (bytes.fromhex("06 01 00 57 50 04 05"), ErrorCode.UNSUPPORTED_VERSION),  # 4..5
+        (bytes.fromhex("06 01 00 57 50 05 06"), ErrorCode.UNSUPPORTED_VERSION),  # 5..6
         (bytes.fromhex("06 01 00 48 49 01 01"), ErrorCode.BAD_HANDSHAKE),  # magic "HI"
         (bytes.fromhex("06 01 01 57 50 01 01"), ErrorCode.BAD_HANDSHAKE),  # request id 1
         (bytes.fromhex("06 01 00 57 50 02 01"), ErrorCode.BAD_HANDSHAKE),  # versions 2..1

@@ -176,7 +176,7 @@ def test_a_message_of_another_conversation_keeps_its_own() -> None:
 # -- the version switch ------------------------------------------------------------------------
 def test_both_sides_speak_version_2_when_offered() -> None:
     client, server = pair()
-    assert client.versions == server.versions == (1, 2, 3)
+    assert client.versions == server.versions == (1, 2, 3, 4)
     assert client.version == server.version == 2
     # the custom positional tables never take over: DELIVER is protobuf on version 2
     deliver = Deliver(1000, T0, "alice", "hi", ("alice",), False, 7)

@@ -61,7 +61,7 @@ _ANNOTATION = re.compile(r"(?P<name>[a-z_]+(?:\[\d+\])?)\s*=\s*(?P<value>.+)")
 _IDENTIFIER = re.compile(r"(?P<value>[A-Z][A-Z0-9_]*)(?P<rest>.*)")
 WELCOME = Welcome(PROTOCOL_VERSION, MAX_FRAME, MAX_BODY, MAX_RECIPIENTS)
 HEADER = {"length", "opcode", "request_id"}
-#: The opcodes protobuf-tcp carries (custom protocol versions 1, 2 and 3's).
+#: The opcodes protobuf-tcp carries (custom protocol versions 1-4's: 4 adds none).
 CARRIED = [Opcode(op) for op, *_ in CLIENT_MESSAGES_V3 + SERVER_MESSAGES_V3]
 MESSAGE_OF = MESSAGE_OF_V1 | MESSAGE_OF_V2 | MESSAGE_OF_V3
 #: Event fields whose protobuf field has another name (PROTOCOL.md section 2, version 3).

@@ -5,8 +5,8 @@
   fields equal the block's annotations, line by line (the bytes on a line must be exactly that
   field's encoding), and must re-encode to the identical bytes.
 * Each ```` ```hex c2s invalid <CODE> ```` block must be refused with that error code.
-* A block whose info string ends in ``v2`` (``v3``) travels on a connection that negotiated
-  version 2 (3).
+* A block whose info string ends in ``v2`` (``v3``, ``v4``) travels on a connection that
+  negotiated version 2 (3, 4).
   Fields of nested values are annotated by path (``messages[1].body``); a few wire-only names
   (``flags``, DELIVER's ``others``, HISTORY's ``senders``) must at least be encodings of their
   annotated values.
@@ -133,7 +133,7 @@ def _parse(match: re.Match[str]) -> Example:
         words[2] if invalid else words[1],
         invalid,
         "first" in words[2:],
-        3 if "v3" in words[2:] else 2 if "v2" in words[2:] else 1,
+        max((int(w[1:]) for w in words[2:] if re.fullmatch(r"v[2-9]", w)), default=1),
     )
     data = bytearray()
     for text in match["body"].splitlines():
@@ -466,7 +466,7 @@ def test_limits_table_matches_the_code() -> None:
 
 def test_welcome_examples_announce_the_real_limits() -> None:
     examples = [e for e in VALID if e.message == "WELCOME"]
-    assert [e.version for e in examples] == [1, 2, 3]
+    assert [e.version for e in examples] == [1, 2, 3, 4]
     for example in examples:
         expected = _greeting(example.version)[1]
         assert decode(receiver(example), example.data) == [expected]

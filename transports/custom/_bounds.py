@@ -41,9 +41,10 @@ docs/LIMITS.md "Connections and bytes" and PROTOCOL.md section 9.7 say what a cl
     the service (``core.pacing``, for every transport); a paced request suspends like any
     other that waits, so the connection is not read meanwhile.
   * Overload: while the event loop runs ``shed_lag`` or more behind, the service refuses a
-    LIST_ACCOUNTS at once (``core.pacing``, ``Overloaded``), answered with ERROR
-    LIMIT_EXCEEDED "the server is overloaded ...; nothing was done" (a request-level error:
-    the session goes on; ``_errors.SENT_AS``), so the loop's time goes to the sessions'
+    LIST_ACCOUNTS at once (``core.pacing``, ``Overloaded``), answered with ERROR OVERLOADED
+    (version 4; LIMIT_EXCEEDED to a version 1-3 connection, ``_errors.SENT_AS``) "the server
+    is overloaded ...; nothing was done" (a request-level error: the session goes on), so the
+    loop's time goes to the sessions'
     sends, acks and logins.
   * Time, with no timer per request or per frame: one ``Sweeper`` per server looks at every
     connection each period (``police``), SWEEP_SLICE of them per loop iteration, comparing

@@ -40,6 +40,7 @@ WIRE_ERRORS: tuple[tuple[ErrorCode, type[ChatError] | CloseReason], ...] = (
     (ErrorCode.TOO_MANY_ATTEMPTS, TooManyAttempts),
     (ErrorCode.RESUME_REFUSED, ResumeRefused),  # version 3
     (ErrorCode.WEAK_PASSWORD, WeakPassword),  # version 3
+    (ErrorCode.OVERLOADED, Overloaded),  # version 4
     # session end: pushed with request id 0, then the server closes
     (ErrorCode.ACCOUNT_DELETED, CloseReason.ACCOUNT_DELETED),
     (ErrorCode.SLOW_CONSUMER, CloseReason.SLOW_CONSUMER),
@@ -47,17 +48,21 @@ WIRE_ERRORS: tuple[tuple[ErrorCode, type[ChatError] | CloseReason], ...] = (
     (ErrorCode.PASSWORD_CHANGED, CloseReason.PASSWORD_CHANGED),  # sent to every version
 )
 #: Request-level codes a connection of an older version does not know: it gets the code of
-#: the error's base class instead (WeakPassword -> INVALID_ARGUMENT), so an old client sees
-#: exactly the codes of its version (PROTOCOL.md section 5).
-SINCE_VERSION = {ErrorCode.RESUME_REFUSED: 3, ErrorCode.WEAK_PASSWORD: 3}
-#: Domain errors sent with another error's code, server to client only (a client reads the
-#: code back as that one's error). Overloaded (a search while the loop runs behind,
-#: core.pacing) is a request-level LIMIT_EXCEEDED with its sentence, and the session goes on:
-#: SERVER_BUSY would end the connection (PROTOCOL.md section 10), and no code of the
-#: protocol says "busy, try this request again".
-SENT_AS: dict[type[ChatError], ErrorCode] = {Overloaded: ErrorCode.LIMIT_EXCEEDED}
+#: the error's base class instead (WeakPassword -> INVALID_ARGUMENT), or the code ``SENT_AS``
+#: names, so an old client sees exactly the codes of its version (PROTOCOL.md section 5).
+SINCE_VERSION = {
+    ErrorCode.RESUME_REFUSED: 3,
+    ErrorCode.WEAK_PASSWORD: 3,
+    ErrorCode.OVERLOADED: 4,
+}
+#: What a connection older than ``SINCE_VERSION`` of a code gets instead, when the error's base
+#: class has no code (Overloaded is a plain ChatError). Overloaded (a search while the loop runs
+#: behind, core.pacing) was a request-level LIMIT_EXCEEDED with its sentence before version 4,
+#: and stays so for versions 1-3, byte for byte; the session goes on either way (SERVER_BUSY
+#: would end the connection, PROTOCOL.md section 10).
+SENT_AS: dict[ErrorCode, ErrorCode] = {ErrorCode.OVERLOADED: ErrorCode.LIMIT_EXCEEDED}
 
-_CODE_OF_ERROR = {e: code for code, e in WIRE_ERRORS if isinstance(e, type)} | SENT_AS
+_CODE_OF_ERROR = {e: code for code, e in WIRE_ERRORS if isinstance(e, type)}
 _ERROR_OF_CODE = {code: e for code, e in WIRE_ERRORS if isinstance(e, type)}
 _CODE_OF_REASON = {r: code for code, r in WIRE_ERRORS if isinstance(r, CloseReason)}
 _REASON_OF_CODE = {code: r for code, r in WIRE_ERRORS if isinstance(r, CloseReason)}
@@ -65,12 +70,17 @@ _REASON_OF_CODE = {code: r for code, r in WIRE_ERRORS if isinstance(r, CloseReas
 
 def code_for_error(exc: BaseException, version: int | None = None) -> ErrorCode:
     """The code of a domain error; the most specific class wins (LimitExceeded before
-    InvalidArgument) among the codes of ``version`` (None: the latest). Anything that is not
-    a ChatError is a bug of ours: INTERNAL."""
+    InvalidArgument) among the codes of ``version`` (None: the latest), a code too new for it
+    standing in as ``SENT_AS`` says. Anything that is not a ChatError is a bug of ours:
+    INTERNAL."""
     for cls in type(exc).__mro__:
         code = _CODE_OF_ERROR.get(cls)
-        if code is not None and (version is None or SINCE_VERSION.get(code, 1) <= version):
+        if code is None:
+            continue
+        if version is None or SINCE_VERSION.get(code, 1) <= version:
             return code
+        if code in SENT_AS:
+            return SENT_AS[code]
     return ErrorCode.INTERNAL
 
 

@@ -6,7 +6,8 @@ event to a bytearray. The tables tie each opcode to its event class, its kind (w
 handshake table needs to know) and its two coders, one pair of tables per protocol version
 (``MESSAGES``): version 2 (its coders are in ``_history``) adds eleven messages and grows the
 layouts of SENT and DELIVER; version 3 (``_security``) adds RESUME, CHANGE_PASSWORD and
-PASSWORD_CHANGED and grows SIGNED_UP, LOGGED_IN and DELETE_ACCOUNT. Layouts are PROTOCOL.md
+PASSWORD_CHANGED and grows SIGNED_UP, LOGGED_IN and DELETE_ACCOUNT; version 4 (an error code
+only, ``_errors``) has version 3's tables. Layouts are PROTOCOL.md
 sections 6-7; the field readers and writers are ``_fields``.
 """
 
@@ -467,6 +468,7 @@ MESSAGES: dict[int, tuple[tuple[Spec, ...], tuple[Spec, ...]]] = {
     1: (CLIENT_MESSAGES, SERVER_MESSAGES),
     2: (CLIENT_MESSAGES_V2, SERVER_MESSAGES_V2),
     3: (CLIENT_MESSAGES_V3, SERVER_MESSAGES_V3),
+    4: (CLIENT_MESSAGES_V3, SERVER_MESSAGES_V3),  # (version 4 adds an error code, no message)
 }
 #: Event class -> opcode, for tools and tests (the bench, the PROTOCOL.md example checker).
 _ALL = CLIENT_MESSAGES_V3 + SERVER_MESSAGES_V3

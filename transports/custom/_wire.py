@@ -16,8 +16,10 @@ PROTOCOL_VERSION = 1  # the base version: what HELLO, WELCOME and ERROR look lik
 #: adds history, read state, message deletion and their pushes (sections 6.10-6.13, 7.11-7.17)
 #: and a longer DELIVER; a connection that negotiated 1 sees exactly version 1. Version 3 adds
 #: account security (sections 6.14-6.15, 7.18): resume tokens in SIGNED_UP/LOGGED_IN, RESUME,
-#: CHANGE_PASSWORD, and the password in DELETE_ACCOUNT.
-SUPPORTED_VERSIONS = (1, 2, 3)
+#: CHANGE_PASSWORD, and the password in DELETE_ACCOUNT. Version 4 is version 3 plus one
+#: request-level error code, OVERLOADED (busy: the same request may pass in a moment), which an
+#: older connection gets as LIMIT_EXCEEDED with its sentence, as before (``_errors``).
+SUPPORTED_VERSIONS = (1, 2, 3, 4)
 LATEST_VERSION = SUPPORTED_VERSIONS[-1]
 
 # -- limits -------------------------------------------------------------------------------
@@ -117,6 +119,7 @@ class ErrorCode(enum.IntEnum):
     TOO_MANY_ATTEMPTS = 0x18  # LOGIN refused at once: too many attempts on the account
     RESUME_REFUSED = 0x19  # version 3: RESUME with a token unknown, expired or revoked
     WEAK_PASSWORD = 0x1A  # version 3: a new password too short or too common
+    OVERLOADED = 0x1B  # version 4: refused for load alone, nothing done; try again in a moment
     # 0x20-0xFF session end: pushed with request id 0, then the server closes.
     ACCOUNT_DELETED = 0x20
     SLOW_CONSUMER = 0x21

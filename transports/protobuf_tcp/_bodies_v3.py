@@ -126,6 +126,7 @@ SERVER_MESSAGES_V3: tuple[Spec, ...] = (
 MESSAGES: dict[int, tuple[tuple[Spec, ...], tuple[Spec, ...]]] = {
     **MESSAGES_V2,
     3: (CLIENT_MESSAGES_V3, SERVER_MESSAGES_V3),
+    4: (CLIENT_MESSAGES_V3, SERVER_MESSAGES_V3),  # (version 4 adds an error code, no message)
 }
 
 __all__ = ["CLIENT_MESSAGES_V3", "MESSAGES", "MESSAGE_OF_V3", "SERVER_MESSAGES_V3"]

@@ -6,8 +6,9 @@ Theory of operation (PROTOCOL.md beside this file is the authority)
     sticky ProtocolError, the events) running this transport's message table (``_bodies``)
     instead of the positional one. Same opcodes, same kinds, so the custom handshake table and
     its checks apply as they are.
-  * Versions (custom PROTOCOL.md section 5): protobuf-tcp speaks 1, 2 and 3, each with its
-    own message tables (``_bodies_v3.MESSAGES``; 3 adds account security, issue 13). The
+  * Versions (custom PROTOCOL.md section 5): protobuf-tcp speaks 1 to 4, each with its
+    own message tables (``_bodies_v3.MESSAGES``; 3 adds account security, issue 13; 4 only
+    the error code OVERLOADED, with 3's tables). The
     custom ``Connection._use_version`` would install the custom protocol's positional tables
     of the negotiated version, so ``_use_version`` is overridden to install ours; the phase
     tables (which opcode is allowed when) stay the custom protocol's of that version, since
@@ -61,9 +62,10 @@ class Connection(_CustomConnection):
     ``ConnectionClosed``; raises ``ProtocolError``); give it events, take bytes (``send``).
     """
 
-    #: Version 1 (the first edition's messages), 2 (history, read marks, deletion) and 3
-    #: (resume tokens, change password, deletion with the password).
-    versions: tuple[int, ...] = (1, 2, 3)
+    #: Version 1 (the first edition's messages), 2 (history, read marks, deletion), 3
+    #: (resume tokens, change password, deletion with the password) and 4 (the error code
+    #: OVERLOADED): custom's versions, whose error codes it shares.
+    versions: tuple[int, ...] = (1, 2, 3, 4)
 
     def __init__(self, role: Role, *, max_frame: int = MAX_FRAME) -> None:
         super().__init__(role, max_frame=max_frame)
