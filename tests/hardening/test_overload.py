@@ -4,10 +4,11 @@ The server's loop-lag watch (``wirechat.server.LoopLag``) tells the process's on
 late the loop runs, and the server hands that lag to the core (``core.pacing.Pacing.loop_lag``):
 past ``ServerLimits.shed_lag`` an account search is refused by the service itself with
 ``Overloaded`` "the server is overloaded (it runs N ms behind); nothing was done", on every
-transport alike (custom and protobuf-tcp answer ERROR OVERLOADED from version 4 on, gRPC and
-grpc-stream RESOURCE_EXHAUSTED / OVERLOADED, WebSocket LIMIT_EXCEEDED with the sentence; an
-older custom client gets LIMIT_EXCEEDED with the sentence, byte for byte what it got before),
-while sends go on and are acknowledged.
+transport alike (custom and protobuf-tcp answer ERROR OVERLOADED from version 4 on, WebSocket
+an OVERLOADED error from version 2.2 on, gRPC and grpc-stream RESOURCE_EXHAUSTED / OVERLOADED;
+an older custom or WebSocket client gets LIMIT_EXCEEDED with the sentence, byte for byte what
+it got before), while sends go on and are acknowledged, and every ChatClient raises
+``Overloaded``.
 gRPC also sheds its requests that create work from its own measure of the same lag
 (``OVERLOAD_LAG``), where it waited for a full second before.
 
@@ -110,7 +111,11 @@ def test_every_transport_answers_an_overloaded_search_with_its_busy_code() -> No
         assert code_for_error(refusal, old) is ErrorCode.LIMIT_EXCEEDED
     assert type(error_for_code(ErrorCode.OVERLOADED, "busy")) is Overloaded
     assert type(error_for_code(ErrorCode.LIMIT_EXCEEDED, "big")) is LimitExceeded
-    assert ws.code_for_error(refusal) == "LIMIT_EXCEEDED"
+    assert ws.code_for_error(refusal) == "OVERLOADED"
+    assert ws.code_for_error(refusal, ws.SUBPROTOCOL_V2_2) == "OVERLOADED"
+    assert ws.code_for_error(refusal, ws.SUBPROTOCOL_V2) == "LIMIT_EXCEEDED"
+    assert ws.code_for_error(refusal, ws.SUBPROTOCOL_V1) == "LIMIT_EXCEEDED"
+    assert type(ws.error_for_code("OVERLOADED", "busy")) is Overloaded
     reason = reason_for(refusal, None)
     assert (reason.name, reason.code) == ("OVERLOADED", grpc.StatusCode.RESOURCE_EXHAUSTED)
 
@@ -152,8 +157,7 @@ async def test_a_search_is_refused_in_words_while_the_loop_runs_behind_and_sends
     transport = request.node.callspec.params["served"]
     assert (await client.list_accounts("fri*")).usernames == ("friend",)
     late.seconds = 1.0  # as the server's watch would say after a one-second iteration
-    refused_as = LimitExceeded if transport == "websocket" else Overloaded
-    with pytest.raises(refused_as) as refused:  # (every transport: its busy code)
+    with pytest.raises(Overloaded) as refused:  # (every transport: its busy code)
         await client.list_accounts("fri*")
     assert "overloaded (it runs 1000 ms behind); nothing was done" in str(refused.value), (
         f"{transport} refused the search with {refused.value!r}"
@@ -345,3 +349,63 @@ async def test_a_protobuf_tcp_connection_gets_the_busy_code_of_its_version(
         assert events[-1] == Error(2, code, BUSY_1000)
     finally:
         writer.close()
+
+
+@pytest.mark.parametrize("busy_server", ["websocket"], indirect=True)
+@pytest.mark.parametrize(
+    ("offer", "code"),
+    [
+        (["wirechat.v1.json"], "LIMIT_EXCEEDED"),
+        (["wirechat.v2.json"], "LIMIT_EXCEEDED"),  # (a 2.0 or 2.1 client)
+        (["wirechat.v2.json", "wirechat.v1.json"], "LIMIT_EXCEEDED"),
+        (["wirechat.v2.2.json", "wirechat.v2.json"], "OVERLOADED"),
+    ],
+)
+async def test_a_websocket_client_gets_the_busy_code_its_subprotocol_knows(
+    busy_server: tuple[Late, Any], offer: list[str], code: str
+) -> None:
+    """CONTRACT.md section 14, from the contract alone: a client that offered
+    wirechat.v2.2.json gets OVERLOADED; one that did not (written for 1, 2.0 or 2.1) gets
+    exactly the text it got before 2.2, LIMIT_EXCEEDED with the sentence. The connection goes
+    on: the same search passes once the server has caught up."""
+    from websockets.asyncio.client import connect
+    from websockets.typing import Subprotocol
+
+    late, (host, port) = busy_server
+    async with connect(
+        f"ws://{host}:{port}/chat", subprotocols=[Subprotocol(p) for p in offer]
+    ) as ws:
+        assert ws.subprotocol == offer[0]
+        name = f"ws{len(offer)}{code.lower()}"
+        await ws.send(f'{{"id":1,"op":"signup","username":"{name}","password":"{PASSWORD}"}}')
+        assert '"ok"' in str(await ws.recv())
+        search = f'{{"id":2,"op":"list_accounts","pattern":"{name}"}}'
+        late.seconds = 1.0
+        await ws.send(search)
+        assert await ws.recv() == f'{{"id":2,"error":{{"code":"{code}","message":"{BUSY_1000}"}}}}'
+        late.seconds = 0.0
+        await ws.send(search)
+        assert await ws.recv() == f'{{"id":2,"ok":{{"usernames":["{name}"],"more":false}}}}'
+
+
+async def test_the_websocket_client_offers_2_2_and_2_and_an_older_server_selects_2() -> None:
+    """The product client offers wirechat.v2.2.json, then wirechat.v2.json: a server before 2.2
+    (which knows only v2 and v1) selects v2, and the client speaks it as before."""
+    from websockets.asyncio.server import serve
+    from websockets.typing import Subprotocol
+
+    from transports.websocket import open_client
+
+    seen: list[str | None] = []
+
+    async def handler(ws: Any) -> None:
+        seen.append(ws.subprotocol)
+        await ws.wait_closed()
+
+    old = [Subprotocol("wirechat.v2.json"), Subprotocol("wirechat.v1.json")]
+    async with serve(handler, "127.0.0.1", 0, subprotocols=old) as server:
+        port = server.sockets[0].getsockname()[1]
+        client = open_client(("127.0.0.1", port))
+        await client.connect()
+        await client.close()
+    assert seen == ["wirechat.v2.json"]

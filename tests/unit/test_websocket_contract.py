@@ -234,8 +234,11 @@ def test_connection_facts() -> None:
     assert "2^53 - 1" in DOC and str(m.MAX_REQUEST_ID) in DOC
     port = registry.ENTRIES[-1].default_port
     assert f'new WebSocket("ws://localhost:{port}{m.PATH}", "{m.SUBPROTOCOL}")' in DOC
-    assert m.SUBPROTOCOLS == (m.SUBPROTOCOL_V2, m.SUBPROTOCOL_V1) == tuple(m.VERSIONS)[::-1]
+    assert m.SUBPROTOCOLS == (m.SUBPROTOCOL_V2_2, m.SUBPROTOCOL_V2, m.SUBPROTOCOL_V1)
+    assert set(m.SUBPROTOCOLS) == set(m.VERSIONS)
     assert f"offer `{m.SUBPROTOCOL_V2}` or `{m.SUBPROTOCOL_V1}`" in DOC
+    assert f"offers `{m.SUBPROTOCOL_V2_2}` too" in DOC
+    assert m.OFFERS[m.SUBPROTOCOL_V2_2] == (m.SUBPROTOCOL_V2_2, m.SUBPROTOCOL_V2)
 
 
 def _digits(n: int) -> int:
@@ -380,6 +383,16 @@ def test_error_table_round_trips() -> None:
         assert type(error) is cls
     assert isinstance(m.error_for_code(m.INTERNAL, "x"), ConnectionError)
     assert m.code_for_error(RuntimeError()) == m.INTERNAL
+
+
+def test_only_a_version_2_2_connection_is_sent_a_code_of_version_2_2() -> None:
+    """Section 14: OVERLOADED to a wirechat.v2.2.json connection, LIMIT_EXCEEDED (what every
+    connection got before 2.2) to the others; every other code is the same on all three."""
+    assert m.SENT_AS == {"OVERLOADED": "LIMIT_EXCEEDED"}
+    for code, cls in m.WIRE_ERRORS:
+        assert m.code_for_error(cls("x"), m.SUBPROTOCOL_V2_2) == code
+        for older in (m.SUBPROTOCOL_V2, m.SUBPROTOCOL_V1):
+            assert m.code_for_error(cls("x"), older) == m.SENT_AS.get(code, code)
 
 
 @pytest.mark.parametrize(

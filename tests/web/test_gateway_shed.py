@@ -10,9 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from core import AuthFailed
+from core import AuthFailed, ChatService, HashCost, SqliteStore
 from core.errors import Overloaded
-from ui.web.gateway import GatewayError
+from core.pacing import Pacing
+from transports import registry
+from ui.web.gateway import Gateway, GatewayError
+from ui.web.loop import LoopThread
 from ui.web.patience import WAITS, retry_shed
 
 if TYPE_CHECKING:
@@ -108,3 +111,47 @@ def test_retry_waits_grow_and_are_bounded() -> None:
     for wait, ceiling in zip(waited, WAITS, strict=True):
         assert ceiling / 2 <= wait <= ceiling
     assert sum(WAITS) < 2.0
+
+
+class BusyFor:
+    """A loop-lag source for the core (``Pacing.loop_lag``): a second late for the first
+    ``searches`` searches, then on time; counts the searches."""
+
+    def __init__(self, searches: int) -> None:
+        self.searches, self.calls = searches, 0
+
+    def __call__(self) -> float:
+        self.calls += 1
+        return 1.0 if self.calls <= self.searches else 0.0
+
+
+@pytest.mark.parametrize("transport", ["custom", "protobuf-tcp", "websocket"])
+def test_a_search_shed_by_a_real_server_is_retried_over_every_framed_transport(
+    transport: str,
+) -> None:
+    """Behind custom (version 4), protobuf-tcp and WebSocket (2.2) the core's refusal now
+    arrives as Overloaded (before: LimitExceeded with the sentence), so the gateway's patience
+    applies to it as it does behind gRPC: a search shed twice is answered on the third try."""
+    loop = LoopThread().start()
+    lag = BusyFor(0)
+    entry = registry.get(transport)
+
+    async def start() -> tuple[ChatService, Any]:
+        service = ChatService(
+            SqliteStore(":memory:"), hash_cost=HashCost.LOW, pacing=Pacing(loop_lag=lag)
+        )
+        await service.store.open()
+        return service, await entry.start_server(service, "127.0.0.1", 0)
+
+    service, server = loop.run(start(), 10.0)
+    gateway = Gateway(lambda: entry.open_client(server.address), loop).start()
+    try:
+        chat, _ = gateway.signup("eve", PASSWORD)
+        lag.searches = lag.calls + 2  # the next two searches are shed
+        page = gateway.list_accounts(chat, "ev*")
+        assert (page.usernames, lag.calls - (lag.searches - 2)) == (("eve",), 3)
+    finally:
+        gateway.close()
+        loop.run(server.close(), 10.0)
+        loop.run(service.store.close(), 10.0)
+        loop.stop()

@@ -17,6 +17,7 @@ from transports.websocket._messages import (
     SUBPROTOCOL,
     SUBPROTOCOL_V1,
     SUBPROTOCOL_V2,
+    SUBPROTOCOL_V2_2,
     Close,
     decode_request,
 )
@@ -27,12 +28,13 @@ def open_client(
     address: tuple[str, int],
     *,
     auto_ack: bool = True,
-    subprotocol: str = SUBPROTOCOL,
+    subprotocol: str = SUBPROTOCOL_V2_2,
     tls: ClientTls | None = None,
 ) -> ChatClient:
     """A ChatClient for the wirechat WebSocket server at ``address`` = (host, port).
     ``subprotocol``: the contract version to speak (``SUBPROTOCOL_V1`` has no history
-    operations and no notices). ``tls``: speak ``wss://``, trusting what it names."""
+    operations and no notices; ``SUBPROTOCOL_V2_2``, the default, offers ``SUBPROTOCOL_V2``
+    too, for a server before 2.2). ``tls``: speak ``wss://``, trusting what it names."""
     transport = WebSocketTransport(address, subprotocol=subprotocol, tls=tls)
     return ChatClient(transport, auto_ack=auto_ack)
 
@@ -43,6 +45,7 @@ __all__ = [
     "SUBPROTOCOL",
     "SUBPROTOCOL_V1",
     "SUBPROTOCOL_V2",
+    "SUBPROTOCOL_V2_2",
     "Close",
     "WebSocketServer",
     "WebSocketTransport",

@@ -41,8 +41,9 @@ from transports.websocket._client_codec import (
 )
 from transports.websocket._messages import (
     MAX_SERVER_MESSAGE_BYTES,
+    OFFERS,
     PATH,
-    SUBPROTOCOL,
+    SUBPROTOCOL_V2_2,
     error_for_code,
     reason_for_close,
     reason_for_notice,
@@ -62,7 +63,7 @@ class WebSocketTransport:
         self,
         address: tuple[str, int],
         *,
-        subprotocol: str = SUBPROTOCOL,
+        subprotocol: str = SUBPROTOCOL_V2_2,
         tls: ClientTls | None = None,
     ) -> None:
         self.address = address
@@ -71,6 +72,8 @@ class WebSocketTransport:
         host = f"[{host}]" if ":" in host else host  # (an IPv6 address in a URL)
         self.uri = f"{'wss' if tls is not None else 'ws'}://{host}:{port}{PATH}"
         self.subprotocol = subprotocol
+        #: What the handshake offers: 2.2 with 2 behind it, else the one (messages.OFFERS).
+        self.offer = OFFERS.get(subprotocol, (subprotocol,))
         self._ws: ClientConnection | None = None
         self._events: ClientEvents | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -91,7 +94,7 @@ class WebSocketTransport:
             self._ws = await connect(
                 self.uri,
                 **wss,
-                subprotocols=[Subprotocol(self.subprotocol)],
+                subprotocols=[Subprotocol(p) for p in self.offer],
                 compression=None,
                 max_size=MAX_SERVER_MESSAGE_BYTES,
                 ping_interval=None,

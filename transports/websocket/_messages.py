@@ -13,7 +13,10 @@ that. A v1 connection gets exactly v1's messages, byte for byte: the encoders ta
 connection's ``version``. Version 2.1 (issue 13: resume tokens, change_password, the password
 of delete_account) adds ops and optional members to ``wirechat.v2.json`` without a new
 subprotocol (section 3 lets a minor version do that); a v1 connection sees none of it but may
-send delete_account's ``password``.
+send delete_account's ``password``. Version 2.2 adds the error code OVERLOADED, which an older
+client must not meet, so a client says it knows it by offering ``wirechat.v2.2.json`` (section
+14): the same messages as ``wirechat.v2.json``; every other connection gets LIMIT_EXCEEDED for
+it, as before.
 
 Decoding is strict where a lenient parser would let garbage reach the service: the top level is
 an object, ``id`` an integer in JavaScript's safe range, every field has its JSON type (``true``
@@ -65,12 +68,20 @@ from core.types import (
 #: The subprotocols (Sec-WebSocket-Protocol) of the two versions (section 2).
 SUBPROTOCOL_V1 = "wirechat.v1.json"
 SUBPROTOCOL_V2 = "wirechat.v2.json"
-#: The current version, what our client offers.
+#: Version 2.2 (section 14): version 2's messages, and the error code OVERLOADED. A client
+#: offers it to say it knows that code; it offers wirechat.v2.json too, which a server before
+#: 2.2 selects.
+SUBPROTOCOL_V2_2 = "wirechat.v2.2.json"
+#: The contract's version 2, the subprotocol a client of it offers.
 SUBPROTOCOL = SUBPROTOCOL_V2
-#: What the server speaks, in its order of preference (v2 when a client offers both).
-SUBPROTOCOLS = (SUBPROTOCOL_V2, SUBPROTOCOL_V1)
-#: Subprotocol -> version number.
-VERSIONS = {SUBPROTOCOL_V1: 1, SUBPROTOCOL_V2: 2}
+#: What the server speaks, in its order of preference (the newest a client offers).
+SUBPROTOCOLS = (SUBPROTOCOL_V2_2, SUBPROTOCOL_V2, SUBPROTOCOL_V1)
+#: Subprotocol -> version number (of the layouts: 2.2's messages are version 2's).
+VERSIONS = {SUBPROTOCOL_V1: 1, SUBPROTOCOL_V2: 2, SUBPROTOCOL_V2_2: 2}
+#: What our client offers to speak a subprotocol, most preferred first: 2.2 with 2 behind it,
+#: so that a server before 2.2 selects wirechat.v2.json (and sends LIMIT_EXCEEDED for a busy
+#: refusal, as it always did). Any other subprotocol is offered alone.
+OFFERS = {SUBPROTOCOL_V2_2: (SUBPROTOCOL_V2_2, SUBPROTOCOL_V2)}
 #: The one URL path the server upgrades (section 2).
 PATH = "/chat"
 
@@ -139,12 +150,13 @@ WIRE_ERRORS: tuple[tuple[str, type[ChatError]], ...] = (
     ("TOO_MANY_ATTEMPTS", TooManyAttempts),
     ("RESUME_REFUSED", ResumeRefused),
     ("WEAK_PASSWORD", WeakPassword),
+    ("OVERLOADED", Overloaded),  # version 2.2: wirechat.v2.2.json connections only
 )
-#: Domain errors sent with another error's code, server to client only (a client reads the
-#: code back as that one's error). Overloaded (a search while the loop runs behind,
-#: core.pacing) is a LIMIT_EXCEEDED reply with its sentence, as it was before the refusal
-#: moved into the core; the connection goes on.
-SENT_AS: dict[type[ChatError], str] = {Overloaded: "LIMIT_EXCEEDED"}
+#: Codes of version 2.2 -> what a connection of an older subprotocol gets instead (section
+#: 14). Overloaded (a search while the loop runs behind, core.pacing) was a LIMIT_EXCEEDED
+#: reply with its sentence before 2.2, and stays so, byte for byte, for a client that did not
+#: offer wirechat.v2.2.json; the connection goes on either way.
+SENT_AS: dict[str, str] = {"OVERLOADED": "LIMIT_EXCEEDED"}
 #: Codes that are not domain errors: the request could not be read, or the server failed.
 PROTOCOL_ERRORS = (MALFORMED, UNKNOWN_OP, INTERNAL)
 
@@ -158,18 +170,22 @@ SESSION_ENDS: dict[CloseReason, tuple[str | None, Close]] = {
     CloseReason.PASSWORD_CHANGED: ("PASSWORD_CHANGED", Close.PASSWORD_CHANGED),
 }
 
-_CODE_OF_ERROR = {cls: code for code, cls in WIRE_ERRORS} | SENT_AS
+_CODE_OF_ERROR = {cls: code for code, cls in WIRE_ERRORS}
 _ERROR_OF_CODE = {code: cls for code, cls in WIRE_ERRORS}
 _REASON_OF_NOTICE = {n: r for r, (n, _) in SESSION_ENDS.items() if n is not None}
 _REASON_OF_CLOSE = {int(c): r for r, (_, c) in SESSION_ENDS.items()}
 
 
-def code_for_error(exc: BaseException) -> str:
-    """The wire code of a domain error (the most specific class wins); INTERNAL otherwise."""
+def code_for_error(exc: BaseException, subprotocol: str | None = None) -> str:
+    """The wire code of a domain error (the most specific class wins) on a connection of
+    ``subprotocol`` (None: the latest), a 2.2 code standing in as ``SENT_AS`` says on an older
+    one; INTERNAL otherwise."""
     for cls in type(exc).__mro__:
         code = _CODE_OF_ERROR.get(cls)
         if code is not None:
-            return code
+            if subprotocol is None or subprotocol == SUBPROTOCOL_V2_2:
+                return code
+            return SENT_AS.get(code, code)
     return INTERNAL
 
 
@@ -560,6 +576,7 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "MAX_REQUEST_ID",
     "MAX_SERVER_MESSAGE_BYTES",
+    "OFFERS",
     "OPS",
     "PATH",
     "S2C_SLACK",
@@ -569,6 +586,7 @@ __all__ = [
     "SUBPROTOCOLS",
     "SUBPROTOCOL_V1",
     "SUBPROTOCOL_V2",
+    "SUBPROTOCOL_V2_2",
     "V1_OPS",
     "V2_OPS",
     "VERSIONS",

@@ -33,8 +33,10 @@ Theory of operation (section numbers refer to CONTRACT.md)
     ``send_bytes_in_flight`` (the messages' bytes, also counted against the server-wide
     inbound budget, ``Guard``); a send past either waits like any other request.
   * The subprotocol the handshake selected fixes the connection's version (section 2):
-    ``wirechat.v2.json`` (preferred when a client offers both) or ``wirechat.v1.json``. The
-    codec takes the version, so a v1 connection gets exactly v1's messages.
+    ``wirechat.v2.2.json``, ``wirechat.v2.json`` or ``wirechat.v1.json``, the first offered in
+    that order. The codec takes the version, so a v1 connection gets exactly v1's messages,
+    and the error table the subprotocol, so only a 2.2 connection meets OVERLOADED (a busy
+    refusal is LIMIT_EXCEEDED to the others, as before; section 14).
   * A successful signup/login starts one pump task draining the session into pushes: on a
     v2 connection ``session.events()`` (deliveries and the notices of Rules 22-24), on a v1
     connection ``session.deliveries()`` (deliveries only). The login's reply is written
@@ -91,6 +93,7 @@ from transports.websocket._messages import (
     MAX_MESSAGE_BYTES,
     PATH,
     SESSION_ENDS,
+    SUBPROTOCOL_V1,
     SUBPROTOCOLS,
     VERSIONS,
     Close,
@@ -451,6 +454,8 @@ class _Connection:
         self._idle_timer: asyncio.TimerHandle | None = None
         self._closer: asyncio.Task[None] | None = None  # a close begun by a timer or a bug
         self._version = VERSIONS.get(ws.subprotocol or "", 1)  # (the handshake selected one)
+        #: Which error codes it knows: OVERLOADED only on wirechat.v2.2.json (section 14).
+        self._subprotocol = ws.subprotocol or SUBPROTOCOL_V1
         self._pump: asyncio.Task[None] | None = None
         self._epoch = 0  # bumps at each login/logout: a pump of an older one sends nothing
         self._ending = False  # the last message is decided: nothing more is sent or handled
@@ -685,7 +690,7 @@ class _Connection:
             else:
                 result = await self._call(request)
         except ChatError as exc:
-            reply = encode_error(rid, code_for_error(exc), str(exc))
+            reply = encode_error(rid, code_for_error(exc, self._subprotocol), str(exc))
         except Exception:
             log.exception("%s from %s failed", type(request).__name__, self._ws.remote_address)
             if after is not None:  # (the replies before it go first)
