@@ -44,9 +44,10 @@ Theory of operation
     can wait and costs the loop most is refused with the transport's overload answer and a
     sentence, so the sessions' sends, acks and logins get the loop: account searches on
     every transport by the service (``core.pacing``, handed ``lag`` by wirechat/server.py;
-    core.errors.Overloaded: custom/WebSocket LIMIT_EXCEEDED, gRPC RESOURCE_EXHAUSTED
-    ``OVERLOADED``), and every gRPC request that creates work by grpc/_limits. Nothing was
-    done, nothing is lost.
+    core.errors.Overloaded: custom/protobuf-tcp ERROR OVERLOADED from version 4, WebSocket
+    OVERLOADED from 2.2, each LIMIT_EXCEEDED with the sentence to an older client; gRPC
+    RESOURCE_EXHAUSTED ``OVERLOADED``), and every gRPC request that creates work by
+    grpc/_limits. Nothing was done, nothing is lost.
     Past the lower ``crowd_lag``, new connections from crowded addresses wait (parked by
     the custom listeners, a few set up per iteration) while a person's are set up at once.
 
