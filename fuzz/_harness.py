@@ -9,7 +9,7 @@ drives it with ``fuzz_one_input``), so the two fuzzers check one contract.
 
 An input for a framed codec (custom, protobuf-tcp) is ``scenario byte, chunk byte, stream``:
 the scenario picks the connection state the stream arrives in (a fresh server, a server or
-client after the handshake of version 1 or 2, a client that has only sent HELLO), the chunk
+client after the handshake of each protocol version, a client that has only sent HELLO), the chunk
 byte the size of the pieces the stream is fed in (0: whole), so framing across reads is
 fuzzed too.
 
