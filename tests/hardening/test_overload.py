@@ -32,6 +32,7 @@ import grpc
 import pytest
 
 import wirechat.server as server_module
+from bench.refs.hand_frames import ERROR, HELLO, SIGNUP, frame, text
 from core import ChatService, HashCost, SqliteStore
 from core.client import ChatClient
 from core.errors import LimitExceeded, Overloaded
@@ -250,6 +251,8 @@ def test_the_hostile_report_says_when_in_its_window_the_canary_was_slow() -> Non
 
 
 # -- what each version of the custom protocol gets on the wire --------------------------------
+# (frames by hand, bench/refs/hand_frames.py: none of the product's codec)
+LIST_ACCOUNTS, ACCOUNTS = 0x05, 0x85
 BUSY_1000 = (
     "the server is overloaded (it runs 1000 ms behind); nothing was done: try again in a moment"
 )
@@ -270,16 +273,6 @@ async def busy_server(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Lat
     finally:
         await server.close()
         await service.store.close()
-
-
-def _frame(body: bytes) -> bytes:
-    assert len(body) < 0x80
-    return bytes((len(body),)) + body
-
-
-def _s(text: str) -> bytes:
-    data = text.encode()
-    return bytes((len(data),)) + data
 
 
 async def _read_frame(reader: asyncio.StreamReader) -> bytes:
@@ -304,21 +297,21 @@ async def test_a_custom_connection_of_each_version_gets_its_own_busy_code_by_han
     reader, writer = await asyncio.open_connection(*address)
     try:
         name = f"v{version}searcher"
-        writer.write(_frame(b"\x01\x00WC\x01" + bytes((version,))))  # HELLO, versions 1..v
-        writer.write(_frame(b"\x02\x01" + _s(name) + _s(PASSWORD)))  # SIGNUP, request id 1
+        writer.write(frame(HELLO, 0, b"WC\x01" + bytes((version,))))  # versions 1..v
+        writer.write(frame(SIGNUP, 1, text(name) + text(PASSWORD)))
         welcome = await _read_frame(reader)
         assert welcome[1:4] == bytes((0x81, 0, version)), welcome  # WELCOME, this version
         assert (await _read_frame(reader))[1:3] == b"\x82\x01"  # SIGNED_UP
-        search = _frame(b"\x05\x02" + _s(name) + b"\x00\x00")  # LIST_ACCOUNTS, request id 2
+        search = frame(LIST_ACCOUNTS, 2, text(name) + b"\x00\x00")
         late.seconds = 1.0
         writer.write(search)
         refused = await _read_frame(reader)
         message = BUSY_1000.encode()
-        assert refused == _frame(b"\xff\x02" + bytes((code,)) + message), refused
+        assert refused == frame(ERROR, 2, bytes((code,)) + message), refused
         late.seconds = 0.0
         writer.write(search)
         accounts = await _read_frame(reader)
-        assert accounts == _frame(b"\x85\x02\x00\x01" + _s(name)), accounts  # ACCOUNTS
+        assert accounts == frame(ACCOUNTS, 2, b"\x00\x01" + text(name)), accounts
     finally:
         writer.close()
 
